@@ -1,0 +1,64 @@
+"""Write a benchmark's figures into its own section of bench/RESULTS.md.
+
+Each benchmark owns one section, delimited by HTML comments, and replaces it atomically under
+a file lock, so several benchmarks can record results without clobbering each other.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import os
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmark results\n\nEach section is written by its benchmark script; the command and machine are recorded with the figures.\n"
+
+
+def machine_description() -> str:
+    """CPU/GPU, core count and key versions, one line."""
+    import torch
+
+    parts = [platform.processor() or platform.machine(), f"{os.cpu_count()} cores"]
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}")
+    else:
+        parts.append("no GPU")
+    parts.append(f"python {platform.python_version()}, torch {torch.__version__}")
+    return ", ".join(parts)
+
+
+def write_section(name: str, body_markdown: str, command: str | None = None, path: Path = RESULTS) -> None:
+    """Replace (or append) section ``name`` of RESULTS.md with the body, command, machine and date."""
+    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"<!-- section:{name} -->\n## {name}\n\n"
+        f"- command: `{command}`\n- machine: {machine_description()}\n- date: {stamp}\n\n"
+        f"{body_markdown.strip()}\n<!-- /section:{name} -->\n"
+    )
+    path.touch(exist_ok=True)
+    with open(path, "r+", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        text = fh.read() or HEADER
+        pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- /section:{re.escape(name)} -->\n?", re.S)
+        text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A GitHub markdown table from a list of dicts."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,271 @@
+"""Typed, validated run configuration shared by the CLI, the app's form, the job queue and the
+stored run.
+
+A :class:`RunConfig` has six sections (model, calibration, allocation, pruning, evaluation,
+plus run-level ``seed``/``label``/``tags``). Every invalid value raises
+:class:`pruning.errors.ConfigError` naming the field, the value and what is accepted. The run
+id is a hash of the canonical JSON of everything that affects results (``label`` and ``tags``
+are annotations and excluded), so the same config always maps to the same run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pruning.errors import ConfigError
+from pruning.presets import GRANULARITIES, MATRIX_TYPES, get_preset, parse_score_groups
+
+METHODS: tuple[str, ...] = ("dense", "magnitude", "wanda", "sparsegpt")
+STRATEGIES: tuple[str, ...] = ("uniform", "linear", "owl")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+CONFIG_VERSION = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelConfig(_Section):
+    """Which model to load: alias, Hugging Face id, local directory or ``.gguf`` file."""
+
+    name: str = "smollm2-135m"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    offload: bool = Field(False, description="keep the model on CPU, move one block at a time to `device`")
+    revision: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a non-empty model reference")
+        return v.strip()
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", v):
+            raise ValueError("accepted: 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
+        return v
+
+
+class CalibrationConfig(_Section):
+    """Calibration data: ``nsamples`` windows of ``seqlen`` tokens drawn with ``seed``."""
+
+    dataset: str = "wiki"
+    nsamples: int = Field(128, ge=1, le=100_000)
+    seqlen: int = Field(2048, ge=8, le=1_000_000)
+    seed: int = Field(0, ge=0)
+
+
+class AllocationConfig(_Section):
+    """Layer-wise sparsity allocation (see pruning.allocation and DESIGN.md 'Allocation').
+
+    ``preset`` (a notes column header such as ``"QKVout + split"``) sets ``score_groups`` and
+    ``granularity``; giving both a preset and different explicit values is an error.
+    """
+
+    strategy: Literal["uniform", "linear", "owl"] = "uniform"
+    metric: str = "alpha_peak"
+    higher_prunes_more: bool = True
+    epsilon: float = Field(0.2, ge=0.0, lt=1.0)
+    preset: str | None = None
+    score_groups: tuple[str, ...] = MATRIX_TYPES
+    granularity: Literal["block", "split", "matrix"] = "block"
+    min_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    max_sparsity: float = Field(0.99, gt=0.0, le=1.0)
+    owl_threshold_m: float = Field(5.0, gt=0.0)
+    owl_lambda: float = Field(0.08, ge=0.0, lt=1.0)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_name(cls, v: str) -> str:
+        if not re.fullmatch(r"(hessian_)?[a-z][a-z0-9_]*", v):
+            raise ValueError("must be a spectral-table column such as 'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")
+        return v
+
+    @field_validator("score_groups", mode="before")
+    @classmethod
+    def _groups(cls, v: Any) -> tuple[str, ...]:
+        try:
+            return parse_score_groups(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @field_validator("preset")
+    @classmethod
+    def _preset_known(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return get_preset(v).name
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> "AllocationConfig":
+        if self.min_sparsity > self.max_sparsity:
+            raise ValueError(f"min_sparsity {self.min_sparsity} exceeds max_sparsity {self.max_sparsity}")
+        if self.preset is not None:
+            preset = get_preset(self.preset)
+            explicit = self.model_fields_set
+            if "score_groups" in explicit and tuple(self.score_groups) != preset.score_groups:
+                raise ValueError(
+                    f"preset {preset.name!r} fixes score_groups={','.join(preset.score_groups)}, "
+                    f"but score_groups={','.join(self.score_groups)} was also given"
+                )
+            if "granularity" in explicit and self.granularity != preset.granularity:
+                raise ValueError(
+                    f"preset {preset.name!r} fixes granularity={preset.granularity!r}, "
+                    f"but granularity={self.granularity!r} was also given"
+                )
+            object.__setattr__(self, "score_groups", preset.score_groups)
+            object.__setattr__(self, "granularity", preset.granularity)
+        return self
+
+
+class PruningConfig(_Section):
+    """Pruning method and target sparsity; ``nm`` like ``"2:4"`` selects semi-structured N:M."""
+
+    method: Literal["dense", "magnitude", "wanda", "sparsegpt"] = "wanda"
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0)
+    nm: str | None = None
+    blocksize: int = Field(128, ge=1)
+    percdamp: float = Field(0.01, gt=0.0, lt=1.0)
+
+    @field_validator("nm")
+    @classmethod
+    def _nm_form(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", v)
+        if not m:
+            raise ValueError("must look like 'N:M', e.g. '2:4' or '4:8'")
+        n, mm = int(m.group(1)), int(m.group(2))
+        if not 0 < n < mm:
+            raise ValueError(f"N:M needs 0 < N < M, got N={n}, M={mm}")
+        return f"{n}:{mm}"
+
+    @property
+    def nm_tuple(self) -> tuple[int, int] | None:
+        """(N, M) for semi-structured sparsity, or None for unstructured."""
+        if self.nm is None:
+            return None
+        n, m = self.nm.split(":")
+        return int(n), int(m)
+
+
+class EvaluationConfig(_Section):
+    """What to evaluate after pruning. ``limit_windows`` is the perplexity window budget
+    (first K windows; ``None`` = all) and is stored with every result."""
+
+    perplexity: tuple[str, ...] = ("wiki",)
+    seqlen: int = Field(2048, ge=8)
+    limit_windows: int | None = Field(16, ge=1)
+    batch_size: int = Field(1, ge=1)
+    zeroshot_tasks: tuple[str, ...] = ()
+    zeroshot_limit: int | None = Field(None, ge=1)
+    attention: bool = False
+    attention_tokens: int = Field(512, ge=2)
+
+
+class RunConfig(_Section):
+    """One run: model + calibration + allocation + pruning + evaluation."""
+
+    version: int = CONFIG_VERSION
+    model: ModelConfig = ModelConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    allocation: AllocationConfig = AllocationConfig()
+    pruning: PruningConfig = PruningConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    seed: int = Field(0, ge=0)
+    label: str | None = None
+    tags: tuple[str, ...] = ()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Validate a nested dict; raises ConfigError naming field, value and accepted values."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise config_error_from(exc) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        """Load and validate a YAML file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """A new validated config with dotted-key overrides, e.g. {'pruning.sparsity': 0.7}."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"{dotted}: unknown field; sections: model, calibration, allocation, pruning, evaluation")
+                node = node[key]
+            node[leaf] = value
+        if "allocation.preset" in overrides:
+            # a new preset replaces groups/granularity derived from the old one
+            alloc = data["allocation"]
+            if not any(k in overrides for k in ("allocation.score_groups", "allocation.granularity")):
+                alloc.pop("score_groups", None)
+                alloc.pop("granularity", None)
+        return RunConfig.from_dict(data)
+
+    # ---- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (tuples as lists)."""
+        return json.loads(self.model_dump_json())
+
+    def to_yaml(self) -> str:
+        """YAML text that :meth:`from_yaml` reads back to an equal config."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def canonical_json(self) -> str:
+        """Sorted-key JSON of every field that affects results (label and tags excluded)."""
+        data = self.to_dict()
+        data.pop("label", None)
+        data.pop("tags", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        """Stable id: method prefix + 12 hex digits of SHA-256 of :meth:`canonical_json`."""
+        digest = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+        return f"{self.pruning.method}-{digest}"
+
+
+def config_error_from(exc: ValidationError) -> ConfigError:
+    """Turn a pydantic error into one ConfigError line per bad field: 'field: value -> why'."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        value_txt = repr(value) if not isinstance(value, dict) else "{...}"
+        lines.append(f"{field}: {value_txt} is invalid: {msg}")
+    return ConfigError("; ".join(lines))
+
+
+__all__ = [
+    "AllocationConfig", "CalibrationConfig", "EvaluationConfig", "ModelConfig", "PruningConfig",
+    "RunConfig", "METHODS", "STRATEGIES", "DTYPES", "GRANULARITIES", "config_error_from",
+]

@@ -1,0 +1,169 @@
+"""Offline text corpora from the ``gensim==4.4.0`` wheel (a PyPI download, no hub needed).
+
+* ``wiki``: 106 English Wikipedia articles (the shortened enwiki dump in gensim's test data),
+  cleaned of wiki markup into WikiText-style text (`` = Title = `` and `` = = Section = = ``
+  headings, one paragraph per line), split deterministically by a hash of each title into a
+  ``test`` split of about 250k words (WikiText-2 test size) and a ``calib`` split (the rest).
+* ``lee``: the Lee background news corpus (one article per line) from the same wheel.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mwparserfromhell
+
+from pruning.errors import CorpusUnavailableError
+from pruning.paths import corpora_dir
+
+log = logging.getLogger(__name__)
+
+GENSIM_SPEC = "gensim==4.4.0"
+_WHEEL_DIR = "gensim/test/test_data/"
+WIKI_MEMBER = _WHEEL_DIR + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+LEE_MEMBER = _WHEEL_DIR + "lee_background.cor"
+TEST_WORDS = 250_000
+_DROP_TAGS = {"ref", "table", "gallery", "math", "timeline", "score", "syntaxhighlight", "imagemap", "references"}
+_DROP_LINK_PREFIXES = ("file:", "image:", "category:", "media:")
+
+
+@dataclass(frozen=True)
+class Article:
+    """One cleaned article."""
+
+    title: str
+    text: str
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def clean_wikitext(title: str, markup: str) -> str:
+    """Wiki markup -> WikiText-style plain text (templates, refs, tables, files, categories
+    dropped; headings as `` = = H = = ``; paragraphs separated by blank lines)."""
+    code = mwparserfromhell.parse(markup)
+    for node in code.filter_templates(recursive=False):
+        _remove(code, node)
+    for node in code.filter_tags(recursive=True):
+        if str(node.tag).strip().lower() in _DROP_TAGS:
+            _remove(code, node)
+    for node in code.filter_wikilinks(recursive=True):
+        if str(node.title).strip().lower().startswith(_DROP_LINK_PREFIXES):
+            _remove(code, node)
+    for node in code.filter_headings(recursive=False):
+        level = max(2, node.level)  # WikiText: " = = Section = = " for h2
+        heading = node.title.strip_code().strip()
+        marker = " ".join(["="] * level)
+        try:
+            code.replace(node, f"\n\n {marker} {heading} {marker} \n\n")
+        except ValueError:
+            pass  # node vanished together with a removed parent
+    text = code.strip_code(normalize=True, collapse=True)
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        block = re.sub(r"[ \t]+", " ", block.replace("\n", " ")).strip()
+        block = re.sub(r"\(\s*[,;]?\s*\)", "", block).strip()
+        if block.startswith("=") or len(block.split()) >= 5:
+            paragraphs.append(f" {block} " if block.startswith("=") else block)
+    body = "\n\n".join(paragraphs)
+    return f" = {title} = \n\n{body}\n" if body else ""
+
+
+def _remove(code: mwparserfromhell.wikicode.Wikicode, node: object) -> None:
+    try:
+        code.remove(node)
+    except ValueError:
+        pass  # already gone with an enclosing removed node
+
+
+def parse_dump(raw_xml: bytes) -> list[Article]:
+    """Main-namespace, non-redirect pages of a MediaWiki XML export, cleaned, in dump order."""
+    root = ET.fromstring(raw_xml)
+    ns = {"mw": root.tag.split("}")[0].strip("{")}
+    articles = []
+    for page in root.findall("mw:page", ns):
+        if page.findtext("mw:ns", default="", namespaces=ns) != "0" or page.find("mw:redirect", ns) is not None:
+            continue
+        title = page.findtext("mw:title", default="", namespaces=ns)
+        markup = page.findtext("mw:revision/mw:text", default="", namespaces=ns)
+        if markup.lstrip().upper().startswith("#REDIRECT"):
+            continue
+        text = clean_wikitext(title, markup)
+        if text:
+            articles.append(Article(title, text))
+    return articles
+
+
+def split_articles(articles: list[Article], test_words: int = TEST_WORDS) -> tuple[list[Article], list[Article]]:
+    """Deterministic split: articles ranked by SHA-1 of the title fill the test split up to
+    ``test_words``; the rest is calibration. Both keep dump order."""
+    ranked = sorted(range(len(articles)), key=lambda i: hashlib.sha1(articles[i].title.encode()).hexdigest())
+    test_ids, total = set(), 0
+    for i in ranked:
+        if total >= test_words:
+            break
+        test_ids.add(i)
+        total += articles[i].words
+    test = [a for i, a in enumerate(articles) if i in test_ids]
+    calib = [a for i, a in enumerate(articles) if i not in test_ids]
+    return test, calib
+
+
+def download_gensim_wheel(dest: Path) -> Path:
+    """``pip download --no-deps gensim==4.4.0`` into ``dest``; returns the wheel path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    existing = sorted(dest.glob("gensim-4.4.0-*.whl"))
+    if existing:
+        return existing[0]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", GENSIM_SPEC, "-d", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("gensim-4.4.0-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise CorpusUnavailableError(
+            f"could not download {GENSIM_SPEC} from the package index (pip exit {proc.returncode}): "
+            f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}; "
+            "use `text:PATH` for a local text file instead"
+        )
+    return wheels[0]
+
+
+def prepare_offline_corpora(force: bool = False) -> dict[str, Path]:
+    """Create ``wiki.test.txt``, ``wiki.calib.txt`` and ``lee.txt`` in the corpora cache
+    (idempotent: existing files are kept unless ``force``). Returns name -> path."""
+    out = corpora_dir()
+    targets = {"wiki.test": out / "wiki.test.txt", "wiki.calib": out / "wiki.calib.txt", "lee": out / "lee.txt"}
+    if not force and all(p.is_file() and p.stat().st_size > 0 for p in targets.values()):
+        return targets
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = download_gensim_wheel(Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            raw_xml = bz2.decompress(zf.read(WIKI_MEMBER))
+            lee = zf.read(LEE_MEMBER).decode("utf-8", errors="replace")
+    articles = parse_dump(raw_xml)
+    test, calib = split_articles(articles)
+    log.info(
+        "wiki: %d articles -> test %d articles / %d words, calib %d articles / %d words",
+        len(articles), len(test), sum(a.words for a in test), len(calib), sum(a.words for a in calib),
+    )
+    _atomic_write(targets["wiki.test"], "\n".join(a.text for a in test))
+    _atomic_write(targets["wiki.calib"], "\n".join(a.text for a in calib))
+    lee_text = "\n\n".join(line.strip() for line in lee.splitlines() if line.strip())
+    _atomic_write(targets["lee"], lee_text + "\n")
+    return targets
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,17 @@
+"""Exception types. Every user-facing error names the bad value and what is accepted."""
+
+
+class PruningLabError(Exception):
+    """Base class for errors caused by user input or environment (shown without traceback)."""
+
+
+class ConfigError(PruningLabError, ValueError):
+    """An invalid configuration value: message names field, value and accepted values."""
+
+
+class ModelNotFoundError(PruningLabError, ValueError):
+    """A model reference that is not an alias, local directory, GGUF file or hub id."""
+
+
+class CorpusUnavailableError(PruningLabError, RuntimeError):
+    """A corpus that cannot be loaded here (e.g. needs the Hugging Face Hub while offline)."""

