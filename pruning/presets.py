@@ -34,7 +34,7 @@ _PRESETS: tuple[Preset, ...] = (
     Preset("QKV", ("q", "k", "v"), "block", "query, key and value projections"),
     Preset("OUT", ("o",), "block", "attention output projection only"),
     Preset("V", ("v",), "block", "value projection only"),
-    Preset("OUT V", ("o", "v"), "block", "output and value projections"),
+    Preset("OUT V", ("v", "o"), "block", "output and value projections"),
     Preset("K", ("k",), "block", "key projection only"),
     Preset("Q", ("q",), "block", "query projection only"),
     Preset("Q OUT GATE", ("q", "o", "gate"), "block", "query, output and MLP gate"),

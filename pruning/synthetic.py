@@ -5,6 +5,8 @@ Random weights are fair subjects for speed and memory, never for quality.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -46,3 +48,24 @@ def random_llama(
 def llama7b_shape(layers: int = 32, **kwargs) -> nn.Module:
     """Random model of LLaMA-7B shape (32 x (hidden 4096, MLP 11008), vocab 32000)."""
     return random_llama(hidden=4096, layers=layers, intermediate=11008, heads=32, vocab=32000, **kwargs)
+
+
+def save_tiny_model_dir(
+    path: str | Path, tokenizer_from: str = "smollm2-135m", hidden: int = 64, layers: int = 2,
+    intermediate: int = 128, heads: int = 4, kv_heads: int = 2, seed: int = 0,
+) -> Path:
+    """Save a tiny random LLaMA + a real tokenizer as a local model directory that
+    ``load_model(str(path))`` accepts (for fast end-to-end tests of runs, jobs and the app).
+
+    The tokenizer is copied from an offline alias (prepared by ``python -m pruning fetch``);
+    the vocabulary size follows it.
+    """
+    from transformers import AutoTokenizer
+
+    from pruning.models import resolve_model, save_model
+
+    source = resolve_model(tokenizer_from)
+    tokenizer = AutoTokenizer.from_pretrained(source.location)
+    model = random_llama(hidden=hidden, layers=layers, intermediate=intermediate, heads=heads,
+                         kv_heads=kv_heads, vocab=len(tokenizer), seed=seed)
+    return save_model(model, tokenizer, path)

@@ -1,0 +1,81 @@
+"""RunConfig validation, YAML round trip and run-id hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from pruning.config import RunConfig
+from pruning.errors import ConfigError
+from pruning.presets import get_preset
+
+
+def test_yaml_round_trip_preserves_everything(tmp_path):
+    cfg = RunConfig.from_dict(
+        {"pruning": {"method": "sparsegpt", "sparsity": 0.7, "nm": "2:4"},
+         "allocation": {"strategy": "linear", "preset": "QKV output", "epsilon": 0.162},
+         "label": "x", "tags": ["a"]}
+    )
+    path = tmp_path / "run.yaml"
+    path.write_text(cfg.to_yaml())
+    back = RunConfig.from_yaml(path)
+    assert back == cfg
+    assert back.allocation.preset == "QKVout"
+    assert back.allocation.score_groups == ("q", "k", "v", "o")
+    assert back.pruning.nm_tuple == (2, 4)
+
+
+def test_run_id_stable_and_sensitive_to_results_but_not_labels():
+    a = RunConfig.from_dict({"pruning": {"sparsity": 0.7}})
+    b = RunConfig.from_dict({"pruning": {"sparsity": 0.7}, "label": "mine", "tags": ["review"]})
+    c = RunConfig.from_dict({"pruning": {"sparsity": 0.6}})
+    assert a.run_id == b.run_id
+    assert a.run_id != c.run_id
+    assert a.run_id.startswith("wanda-") and len(a.run_id) == len("wanda-") + 12
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "needle"),
+    [
+        ({"pruning": {"sparsity": 1.3}}, "pruning.sparsity", "1.3"),
+        ({"pruning": {"sparsity": -0.1}}, "pruning.sparsity", "-0.1"),
+        ({"pruning": {"method": "random"}}, "pruning.method", "'sparsegpt'"),
+        ({"pruning": {"nm": "4:2"}}, "pruning.nm", "N=4, M=2"),
+        ({"pruning": {"nm": "2-4"}}, "pruning.nm", "N:M"),
+        ({"allocation": {"epsilon": 1.0}}, "allocation.epsilon", "1.0"),
+        ({"allocation": {"preset": "QKVX"}}, "allocation.preset", "QKVout + split"),
+        ({"allocation": {"score_groups": "q,zz"}}, "allocation.score_groups", "gate"),
+        ({"allocation": {"min_sparsity": 0.8, "max_sparsity": 0.5}}, "allocation", "exceeds"),
+        ({"model": {"device": "gpu0"}}, "model.device", "cuda:N"),
+        ({"calibration": {"nsamples": 0}}, "calibration.nsamples", "0"),
+        ({"pruning": {"sparsty": 0.5}}, "pruning.sparsty", "unknown field"),
+    ],
+)
+def test_bad_values_name_the_field_value_and_accepted(data, field, needle):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(data)
+    msg = str(err.value)
+    assert msg.startswith(field), msg
+    assert needle in msg, msg
+
+
+def test_preset_conflicting_with_explicit_groups_is_rejected():
+    with pytest.raises(ConfigError, match="fixes score_groups"):
+        RunConfig.from_dict({"allocation": {"preset": "QKV", "score_groups": ["q"]}})
+
+
+def test_overrides_revalidate_and_preset_override_replaces_groups():
+    cfg = RunConfig.from_dict({"allocation": {"preset": "QKVout + split"}})
+    new = cfg.with_overrides({"allocation.preset": "Q out", "pruning.sparsity": 0.6})
+    assert new.allocation.granularity == "block" and new.allocation.score_groups == ("q", "o")
+    with pytest.raises(ConfigError, match="pruning.sparsity"):
+        cfg.with_overrides({"pruning.sparsity": 2})
+
+
+@pytest.mark.parametrize(
+    ("header", "groups", "granularity"),
+    [("QKV output", ("q", "k", "v", "o"), "block"), ("Q out gate", ("q", "o", "gate"), "block"),
+     ("qk out split", ("q", "k", "o"), "split"), ("OUT V", ("v", "o"), "block"), ("Gate", ("gate",), "block")],
+)
+def test_notes_headers_map_to_presets(header, groups, granularity):
+    preset = get_preset(header)
+    assert preset.score_groups == groups and preset.granularity == granularity
