@@ -1,0 +1,82 @@
+"""Text for perplexities and their deltas, legible at any magnitude (DESIGN.md: notes hold
+values from 17.76 to 219402, plus ``nan`` for diverged runs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing / not a number."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def format_ppl(value: Any) -> str:
+    """A perplexity as short text.
+
+    ``nan``/``None`` -> "nan"; inf -> "inf"; below 1000 two decimals ("22.01", "192.69");
+    1000-9999 whole numbers ("2845"); 10k-99.9k one decimal in thousands ("54.9k");
+    from 100k whole thousands ("219k"); from 1M millions ("1.2M", "35M").
+    """
+    x = _as_float(value)
+    if x is None or math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    ax = abs(x)
+    if ax < 1000:
+        return f"{x:.2f}"
+    if ax < 10_000:
+        return f"{x:.0f}"
+    if ax < 99_950:
+        return f"{x / 1e3:.1f}k"
+    if ax < 999_500:
+        return f"{x / 1e3:.0f}k"
+    if ax < 9.95e6:
+        return f"{x / 1e6:.1f}M"
+    if ax < 1e9:
+        return f"{x / 1e6:.0f}M"
+    return f"{x:.2e}"
+
+
+def format_delta(value: Any, baseline: Any) -> str:
+    """Signed difference ``value - baseline`` in perplexity units ("-1.51", "+84.6"); "" when
+    either side is missing; the magnitude is formatted like :func:`format_ppl`."""
+    x, b = _as_float(value), _as_float(baseline)
+    if x is None or b is None or math.isnan(x) or math.isnan(b) or math.isinf(x) or math.isinf(b):
+        return ""
+    d = x - b
+    if d == 0:
+        return "±0"
+    sign = "+" if d > 0 else "-"
+    body = format_ppl(abs(d))
+    if abs(d) < 100:
+        body = f"{abs(d):.2f}"
+    return sign + body
+
+
+def format_epsilon(value: Any) -> str:
+    """ε as the notes write it ("0.2", "0.162"); "default" when missing."""
+    x = _as_float(value)
+    if x is None or math.isnan(x):
+        return "default"
+    return f"{x:g}"
+
+
+def format_sparsity(value: Any) -> str:
+    """Sparsity as a percentage ("70%"); "?" when missing."""
+    x = _as_float(value)
+    if x is None or math.isnan(x):
+        return "?"
+    return f"{100 * x:g}%"
+
+
+def short_run_id(run_id: str, width: int = 18) -> str:
+    """A run id shortened for plot legends (keeps the method prefix)."""
+    return run_id if len(run_id) <= width else run_id[: width - 1] + "…"

@@ -1,0 +1,186 @@
+"""The notes' perplexity tables "as they should have looked": a method x layer-group-preset
+grid for one model and sparsity, the GT/baseline column pinned first and every cell's delta to
+the baseline of its row (DESIGN.md "Reading the notes").
+
+Input is the long table of ``pruning.store.queries.perplexity_cells`` (one row per value:
+kind, run_id, model, method, preset, epsilon, sparsity, dataset, ppl, is_baseline, raw_text,
+source_line, ...). A cell can hold several values (several ε, a rerun, reference and own run);
+it shows the best (lowest) perplexity with a count, and :attr:`PerplexityGrid.detail` keeps
+every value for the table below the heatmap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pruning.app_support.formatting import format_delta, format_ppl
+from pruning.presets import normalize_preset_name, preset_names
+
+BASELINE_COLUMN = "GT"
+METHOD_ORDER: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
+METHOD_LABELS: dict[str, str] = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+UNLABELED_METHOD = "(method not written)"
+NO_PRESET = "(no preset)"
+OWN_RUN_MARK = "●"  # prefix of cells whose best value comes from the team's own runs
+SOURCES: tuple[str, ...] = ("all", "reference", "run")
+
+
+def method_label(method: object) -> str:
+    """Display label of a method ("Wanda"); missing methods get :data:`UNLABELED_METHOD`."""
+    if method is None or (isinstance(method, float) and math.isnan(method)) or str(method).strip() == "":
+        return UNLABELED_METHOD
+    return METHOD_LABELS.get(str(method).lower(), str(method))
+
+
+def column_label(preset: object, is_baseline: bool) -> str:
+    """Grid column of one value: "GT" for baselines, else the preset's display name."""
+    if is_baseline:
+        return BASELINE_COLUMN
+    if preset is None or (isinstance(preset, float) and math.isnan(preset)) or str(preset).strip() == "":
+        return NO_PRESET
+    canonical = {normalize_preset_name(n): n for n in preset_names()}
+    return canonical.get(normalize_preset_name(str(preset)), str(preset))
+
+
+def _ordered(values: set[str], order: list[str], first: list[str] = (), last: list[str] = ()) -> list[str]:
+    head = [v for v in first if v in values]
+    tail = [v for v in last if v in values and v not in head]
+    known = [v for v in order if v in values and v not in head and v not in tail]
+    rest = sorted(v for v in values if v not in head and v not in tail and v not in known)
+    return head + known + rest + tail
+
+
+@dataclass
+class PerplexityGrid:
+    """A method x preset grid. All frames share ``index=rows`` and ``columns=columns``."""
+
+    rows: list[str]
+    columns: list[str]
+    best: pd.DataFrame  # float: lowest perplexity in the cell (NaN if only NaN values / empty)
+    count: pd.DataFrame  # int: how many values the cell holds
+    delta: pd.DataFrame  # float: best - best baseline of the same row (NaN if either missing)
+    text: pd.DataFrame  # str: cell text (value, delta, count, own-run mark)
+    source: pd.DataFrame  # str: "reference" | "run" | "" — where the best value comes from
+    detail: pd.DataFrame  # every contributing value, with row/column labels
+
+    @property
+    def empty(self) -> bool:
+        """True when no value matched the filters."""
+        return self.detail.empty
+
+    def cell(self, row: str, column: str) -> pd.DataFrame:
+        """All values of one cell, best first."""
+        d = self.detail
+        return d[(d["row"] == row) & (d["column"] == column)].sort_values("ppl", na_position="last")
+
+    def value(self, row: str, column: str) -> float:
+        """Best perplexity of a cell (NaN when empty)."""
+        return float(self.best.loc[row, column])
+
+
+def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+                 dataset: str | None = None, source: str = "all") -> pd.DataFrame:
+    """Rows of ``cells`` for one model / sparsity (within 1e-6) / dataset / source kind
+    ("all", "reference" or "run")."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    out = cells
+    if model is not None:
+        out = out[out["model"] == model]
+    if sparsity is not None:
+        out = out[(out["sparsity"] - float(sparsity)).abs() < 1e-6]
+    if dataset is not None and "dataset" in out.columns:
+        out = out[out["dataset"] == dataset]
+    if source != "all":
+        out = out[out["kind"] == source]
+    return out
+
+
+def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+               dataset: str | None = None, source: str = "all") -> PerplexityGrid:
+    """Pivot perplexity values into the method x preset grid.
+
+    Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:
+    "GT" first, then presets in the notes' order, then unknown presets. Cell = lowest
+    perplexity (NaN values only count when nothing else is there); delta = cell - the row's
+    best baseline (the GT column).
+    """
+    sub = filter_cells(cells, model, sparsity, dataset, source).copy()
+    if sub.empty:
+        empty = pd.DataFrame()
+        return PerplexityGrid([], [], empty, empty, empty, empty, empty,
+                              pd.DataFrame(columns=["row", "column", "ppl", "kind"]))
+    sub["row"] = [method_label(m) for m in sub["method"]]
+    base = sub["is_baseline"].fillna(False).astype(bool) if "is_baseline" in sub else pd.Series(False, index=sub.index)
+    sub["column"] = [column_label(p, b) for p, b in zip(sub["preset"], base)]
+    sub["ppl"] = pd.to_numeric(sub["ppl"], errors="coerce")
+    rows = _ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
+    columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN], last=[NO_PRESET])
+
+    best = pd.DataFrame(np.nan, index=rows, columns=columns)
+    count = pd.DataFrame(0, index=rows, columns=columns)
+    source_of = pd.DataFrame("", index=rows, columns=columns)
+    for (row, col), grp in sub.groupby(["row", "column"], sort=False):
+        count.loc[row, col] = len(grp)
+        finite = grp.dropna(subset=["ppl"])
+        if not finite.empty:
+            winner = finite.loc[finite["ppl"].idxmin()]
+            best.loc[row, col] = float(winner["ppl"])
+            source_of.loc[row, col] = str(winner["kind"])
+        else:
+            source_of.loc[row, col] = str(grp["kind"].iloc[0])
+    if BASELINE_COLUMN in columns:
+        delta = best.sub(best[BASELINE_COLUMN], axis=0)
+    else:
+        delta = pd.DataFrame(np.nan, index=rows, columns=columns)
+
+    text = pd.DataFrame("", index=rows, columns=columns)
+    for row in rows:
+        for col in columns:
+            n = int(count.loc[row, col])
+            if n == 0:
+                continue
+            val = best.loc[row, col]
+            parts = [(OWN_RUN_MARK + " " if source_of.loc[row, col] == "run" else "") + format_ppl(val)]
+            if col != BASELINE_COLUMN and BASELINE_COLUMN in columns:
+                d = format_delta(val, best.loc[row, BASELINE_COLUMN])
+                if d:
+                    parts.append(f"({d})")
+            if n > 1:
+                parts.append(f"×{n}")
+            text.loc[row, col] = " ".join(parts[:1]) + ("<br>" + " ".join(parts[1:]) if len(parts) > 1 else "")
+    detail_cols = [c for c in ("row", "column", "ppl", "epsilon", "kind", "run_id", "preset_raw", "raw_text",
+                               "source_file", "source_line", "sparsity_assumed", "limit_windows", "dataset")
+                   if c in sub.columns]
+    detail = sub[detail_cols].sort_values(["row", "column", "ppl"], na_position="last").reset_index(drop=True)
+    detail["delta_to_gt"] = [
+        (p - best.loc[r, BASELINE_COLUMN]) if BASELINE_COLUMN in columns else np.nan
+        for r, p in zip(detail["row"], detail["ppl"])
+    ]
+    return PerplexityGrid(rows, columns, best, count, delta, text, source_of, detail)
+
+
+def multi_value_cells(grid: PerplexityGrid) -> pd.DataFrame:
+    """Detail rows of the cells that hold more than one value (several ε, reruns)."""
+    if grid.empty:
+        return grid.detail
+    many = {(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 1}
+    mask = [(r, c) in many for r, c in zip(grid.detail["row"], grid.detail["column"])]
+    return grid.detail[mask]
+
+
+def cell_options(grid: PerplexityGrid) -> list[tuple[str, str]]:
+    """(row, column) of every non-empty cell, in display order (for the selectbox fallback)."""
+    return [(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 0]
+
+
+def log_color_values(best: pd.DataFrame) -> pd.DataFrame:
+    """log10 of perplexities for the colour scale (non-positive and NaN -> NaN)."""
+    arr = best.to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(arr > 0, np.log10(arr), np.nan)
+    return pd.DataFrame(z, index=best.index, columns=best.columns)

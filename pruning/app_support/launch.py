@@ -1,0 +1,178 @@
+"""The launch form's logic without Streamlit: form values -> a validated RunConfig, the
+allowed-roots rule for local model paths, and sweep grids (how many jobs a grid makes).
+
+Every error is a :class:`pruning.errors.ConfigError` whose text starts with the field
+("pruning.sparsity: 1.2 is invalid: ..."), so the form can show it inline next to that field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pruning.config import RunConfig
+from pruning.errors import ConfigError
+from pruning.paths import REPO_ROOT, cache_dir
+
+log = logging.getLogger(__name__)
+
+MODEL_ROOTS_ENV = "PRUNING_LAB_MODEL_ROOTS"
+#: Sweep axes the builder offers: dotted RunConfig key -> label.
+SWEEP_AXES: dict[str, str] = {
+    "pruning.method": "method",
+    "allocation.preset": "preset",
+    "allocation.metric": "metric",
+    "allocation.epsilon": "ε",
+    "pruning.sparsity": "sparsity",
+}
+
+
+def allowed_model_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Directories under which a local model path may lie: the offline cache
+    (``pruning.paths.cache_dir()``), the repository, and the ``os.pathsep``-separated
+    directories of ``PRUNING_LAB_MODEL_ROOTS``."""
+    env = os.environ if environ is None else environ
+    roots = [cache_dir(), REPO_ROOT]
+    roots += [Path(p).expanduser() for p in env.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    out: list[Path] = []
+    for root in roots:
+        resolved = root.resolve()
+        if resolved not in out:
+            out.append(resolved)
+    return out
+
+
+def looks_like_local_path(reference: str) -> bool:
+    """True when a model reference names a local file or directory rather than an alias or a
+    hub id: it is absolute, starts with ``.``/``~``, ends with ``.gguf``, or exists on disk."""
+    ref = reference.strip()
+    if not ref:
+        return False
+    if ref.startswith(("/", "~", "./", "../")) or ref in (".", "..") or ref.lower().endswith(".gguf"):
+        return True
+    return Path(ref).exists()
+
+
+def check_model_reference(reference: str, roots: Iterable[Path] | None = None) -> None:
+    """Raise ConfigError (field ``model.name``) when a local model path lies outside the roots.
+
+    Symlinks and ``..`` are resolved first, so a link out of an allowed root is refused too.
+    Aliases and hub ids pass unchanged (the loader validates them).
+    """
+    if not looks_like_local_path(reference):
+        return
+    roots = list(allowed_model_roots() if roots is None else roots)
+    target = Path(reference.strip()).expanduser().resolve()
+    if any(target == r or target.is_relative_to(r) for r in (Path(x).resolve() for x in roots)):
+        return
+    raise ConfigError(
+        f"model.name: {reference!r} is outside the allowed model roots; accepted: a path under "
+        f"{', '.join(str(r) for r in roots)} (add directories with {MODEL_ROOTS_ENV})"
+    )
+
+
+def error_field(error: Exception) -> str:
+    """The field a ConfigError names ("pruning.sparsity"), or "config" when none is named."""
+    m = re.match(r"\s*([A-Za-z_][\w.]*)\s*:", str(error))
+    return m.group(1) if m else "config"
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def nested_from_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{'pruning.sparsity': 0.7} -> {'pruning': {'sparsity': 0.7}}."""
+    out: dict[str, Any] = {}
+    for dotted, value in values.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
+def build_run_config(values: Mapping[str, Any], roots: Iterable[Path] | None = None) -> RunConfig:
+    """Validate the launch form's values (dotted RunConfig keys) into a RunConfig.
+
+    Blank strings become None (no preset, no N:M, no label); ``tags`` may be a comma list.
+    Raises ConfigError naming the field: the config's own validation, plus the allowed-roots
+    rule for local model paths.
+    """
+    clean = {k: _blank_to_none(v) for k, v in values.items()}
+    if isinstance(clean.get("tags"), str):
+        clean["tags"] = [t.strip() for t in clean["tags"].split(",") if t.strip()]
+    for key in ("evaluation.perplexity", "evaluation.zeroshot_tasks"):
+        if clean.get(key) is None and key in clean:
+            clean[key] = []
+    # drop None for fields whose model default is not None (e.g. an empty optional widget)
+    nullable = {"allocation.preset", "pruning.nm", "label", "model.revision", "evaluation.limit_windows",
+                "evaluation.zeroshot_limit"}
+    clean = {k: v for k, v in clean.items() if v is not None or k in nullable}
+    config = RunConfig.from_dict(nested_from_dotted(clean))
+    check_model_reference(config.model.name, roots)
+    return config
+
+
+def parse_value_list(text: str, field: str, kind: type = float) -> list[Any]:
+    """'0.1, 0.2 0.3' -> [0.1, 0.2, 0.3]; raises ConfigError naming ``field`` on a bad item."""
+    items = [s for s in re.split(r"[,\s;]+", text.strip()) if s]
+    out = []
+    for item in items:
+        try:
+            out.append(kind(item))
+        except ValueError:
+            raise ConfigError(f"{field}: {item!r} is invalid: expected a list of {kind.__name__} values") from None
+    return out
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A grid of run configs: the axes, every expanded config, and duplicates removed."""
+
+    axes: dict[str, list[Any]]
+    configs: list[RunConfig]
+    n_combinations: int
+
+    @property
+    def n_jobs(self) -> int:
+        """Distinct runs (same run id counted once)."""
+        return len(self.configs)
+
+
+def grid_size(axes: Mapping[str, list[Any]]) -> int:
+    """Number of combinations of a grid (product of the axis lengths; empty axes are ignored)."""
+    n = 1
+    for values in axes.values():
+        if values:
+            n *= len(values)
+    return n
+
+
+def expand_grid(base: RunConfig, axes: Mapping[str, list[Any]]) -> SweepPlan:
+    """Every combination of ``axes`` (dotted key -> values) applied to ``base``, validated;
+    combinations with the same run id are kept once. Raises ConfigError naming the field of the
+    first invalid combination (nothing is submitted then)."""
+    used = {k: list(v) for k, v in axes.items() if v}
+    keys = list(used)
+    configs: dict[str, RunConfig] = {}
+    n = 0
+    for combo in itertools.product(*(used[k] for k in keys)):
+        n += 1
+        overrides = {k: _blank_to_none(v) for k, v in zip(keys, combo)}
+        cfg = base.with_overrides(overrides)
+        configs.setdefault(cfg.run_id, cfg)
+    return SweepPlan(used, list(configs.values()), n)
+
+
+def submission_token(configs: Iterable[RunConfig], backend: str) -> str:
+    """Identity of one submission (backend + sorted run ids): the form stores it in
+    session_state so a double click does not submit the same runs twice."""
+    return backend + ":" + ",".join(sorted(c.run_id for c in configs))

@@ -1,0 +1,156 @@
+"""`python -m pruning allocate --model M --sparsity 0.7 --metric alpha_peak --epsilon 0.2 ... --out alloc.csv`.
+
+Computes (or reads) the per-matrix spectral table, allocates a sparsity to every prunable matrix
+(:func:`pruning.allocation.allocate`: AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023), prints
+the per-unit table (per block for ``--granularity matrix``) and writes the per-matrix CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from pruning.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "allocate",
+        help="layer-wise sparsity allocation (uniform | AlphaPruning linear | OWL) for every prunable matrix",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="model reference (alias, directory, .gguf, hub id); default smollm2-135m")
+    src.add_argument(
+        "--spectra", type=Path, default=None,
+        help="per-matrix table (CSV or Parquet: block, matrix_type, name, numel + metric columns) instead of --model",
+    )
+    p.add_argument("--sparsity", type=float, required=True, help="target sparsity S (parameter-weighted mean)")
+    p.add_argument("--strategy", default="linear", choices=("uniform", "linear", "owl"))
+    p.add_argument("--metric", default="alpha_peak", help="metric column scoring the units (alpha_peak, alpha, ...)")
+    p.add_argument("--epsilon", type=float, default=0.2, help="AlphaPruning epsilon: ratios in [1 - eps, 1 + eps]")
+    p.add_argument(
+        "--lower-prunes-more", action="store_true",
+        help="reverse the direction: a lower metric value means more pruning (default: higher prunes more)",
+    )
+    p.add_argument("--preset", default=None, help='notes column header, e.g. "QKVout + split" (see docs/allocation.md)')
+    p.add_argument("--score-groups", default=None, help="matrix types scoring a unit, e.g. q,k,v,o")
+    p.add_argument("--granularity", default=None, choices=("block", "split", "matrix"))
+    p.add_argument("--min-sparsity", type=float, default=None)
+    p.add_argument("--max-sparsity", type=float, default=None)
+    p.add_argument("--owl-lambda", type=float, default=None, help="OWL lambda (sparsity spread is 2 lambda)")
+    p.add_argument(
+        "--owl-ratios", type=Path, default=None,
+        help="CSV with columns block, outlier_ratio (OWL's D_l from calibration); needed for --strategy owl",
+    )
+    p.add_argument("--device", default="cpu", help="device for the spectral computation")
+    p.add_argument("--out", type=Path, default=None, help="write the per-matrix allocation CSV here")
+    p.set_defaults(handler=run)
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise ConfigError(f"--spectra: file {str(path)!r} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _model_matrices(reference: str, device: str, metric: str) -> Any:
+    """Per-matrix table of a model: block, matrix_type, name, numel + weight-spectrum metrics."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from pruning.families import prunable_matrices
+    from pruning.models import load_model
+
+    try:
+        from pruning.spectral import pivot_for_allocation, weight_spectra
+    except ImportError as exc:  # the spectral package is built separately (docs/CONTRACTS.md)
+        raise ConfigError(
+            f"the spectral metrics module is not available ({exc}); pass a per-matrix table with --spectra"
+        ) from None
+    if metric.startswith("hessian_"):
+        raise ConfigError(
+            f"--metric {metric!r} needs calibration Hessians, which `allocate` does not compute; "
+            "use a weight metric (alpha_peak, alpha, ...) or --spectra with a table holding hessian_ columns"
+        )
+    loaded = load_model(reference, dtype="float32", device=device)
+    bar = tqdm(desc="weight spectra", unit="matrix")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    table = weight_spectra(loaded, device=device, progress=progress)
+    bar.close()
+    metrics = pivot_for_allocation(table)
+    base = pd.DataFrame(
+        [(m.block, m.matrix_type, m.name, m.numel) for m in prunable_matrices(loaded.model, loaded.family)],
+        columns=["block", "matrix_type", "name", "numel"],
+    )
+    extra = [c for c in metrics.columns if c not in ("block", "matrix_type", "numel")]
+    return base.merge(metrics[extra], on="name", how="left", validate="one_to_one")
+
+
+def _owl_ratios(path: Path | None) -> dict[int, float] | None:
+    if path is None:
+        return None
+    table = _read_table(path)
+    if not {"block", "outlier_ratio"} <= set(table.columns):
+        raise ConfigError(f"--owl-ratios: {str(path)!r} needs columns block, outlier_ratio; has {list(table.columns)}")
+    return {int(b): float(d) for b, d in zip(table["block"], table["outlier_ratio"])}
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pruning.allocation import allocate, allocation_config, summarize
+
+    fields: dict[str, Any] = {
+        "strategy": args.strategy,
+        "metric": args.metric,
+        "epsilon": args.epsilon,
+        "higher_prunes_more": not args.lower_prunes_more,
+    }
+    optional = {
+        "preset": args.preset,
+        "score_groups": args.score_groups,
+        "granularity": args.granularity,
+        "min_sparsity": args.min_sparsity,
+        "max_sparsity": args.max_sparsity,
+        "owl_lambda": args.owl_lambda,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    config = allocation_config(**fields)
+    owl = _owl_ratios(args.owl_ratios)
+    if config.strategy == "owl" and owl is None:
+        raise ConfigError("--strategy owl needs --owl-ratios CSV (block, outlier_ratio) from calibration")
+
+    if args.spectra is not None:
+        matrices = _read_table(args.spectra)
+    else:
+        matrices = _model_matrices(args.model or "smollm2-135m", args.device, config.metric)
+    result = allocate(matrices, config, args.sparsity, owl_outlier_ratio=owl)
+
+    by_block = config.granularity == "matrix" and config.strategy != "owl"
+    table = summarize(result, by="block" if by_block else "unit")
+    achieved = float((result["sparsity"] * result["numel"]).sum() / result["numel"].sum())
+    with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4f}".format):
+        print(table.to_string(index=False))
+    groups = ",".join(config.score_groups)
+    print(
+        f"strategy {config.strategy}, metric {config.metric}, eps {config.epsilon}, score_groups {groups}, "
+        f"granularity {config.granularity}: target {args.sparsity}, weighted mean {achieved:.10f}, "
+        f"{len(result)} matrices"
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(args.out, index=False)
+        log.info("wrote %d rows to %s", len(result), args.out)
+    return 0

@@ -1,0 +1,315 @@
+"""The job queue: one SQLite database (WAL mode) under ``data_dir()/jobs/queue.sqlite``.
+
+It records every job submitted from this machine (``local`` jobs that workers claim, and ``ray``
+jobs mirrored for listing) and the heartbeats of local workers. Every operation opens a
+short-lived connection; state changes that must not race (claim, cancel, reap, finish) run inside
+``BEGIN IMMEDIATE`` transactions, so two workers never claim the same job. The queue is separate
+from the DuckDB results store. SQLite needs a local file system: keep ``PRUNING_LAB_DATA/jobs`` off
+NFS when several workers share the queue (see docs/jobs.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pruning.config import RunConfig
+from pruning.jobs.base import DEFAULT_ENTRYPOINT, JobInfo, JobNotFoundError, Progress
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    entrypoint TEXT NOT NULL,
+    label TEXT,
+    needs_gpu INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL,
+    heartbeat_timeout REAL,
+    worker_id TEXT,
+    host TEXT,
+    pid INTEGER,
+    gpu TEXT,
+    exit_code INTEGER,
+    reason TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    retry_of TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    job_dir TEXT,
+    address TEXT,
+    progress TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(backend, state, created_at);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id, state);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    gpus TEXT,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    heartbeat_timeout REAL NOT NULL,
+    stopped_at REAL
+);
+"""
+
+
+def default_queue_path() -> Path:
+    """``pruning.paths.data_dir()/jobs/queue.sqlite`` (the directory is created on demand)."""
+    from pruning.paths import data_dir
+
+    path = data_dir() / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "queue.sqlite"
+
+
+def needs_gpu(config: RunConfig) -> bool:
+    """True when the run's config asks for a CUDA device (only GPU workers may claim it)."""
+    return config.model.device.startswith("cuda")
+
+
+class JobQueue:
+    """SQLite-backed job table with atomic claims and heartbeats."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_queue_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+
+    # ---- connections ----------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout=30000")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken with BEGIN IMMEDIATE (one writer at a time)."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # ---- jobs -----------------------------------------------------------------------------
+    def enqueue(self, job_id: str, config: RunConfig, *, backend: str = "local",
+                entrypoint: tuple[str, ...] | list[str] = DEFAULT_ENTRYPOINT, job_dir: str | Path | None = None,
+                retry_of: str | None = None, state: str = "queued", address: str | None = None) -> JobInfo:
+        """Insert a new job (state ``queued`` unless given) and return its record; ``address`` is the
+        cluster address of jobs run elsewhere (Ray)."""
+        with self._transaction() as con:
+            con.execute(
+                "INSERT INTO jobs (job_id, backend, state, run_id, config, entrypoint, label, needs_gpu, created_at,"
+                " job_dir, retry_of, address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, backend, state, config.run_id, json.dumps(config.to_dict()), json.dumps(list(entrypoint)),
+                 config.label, int(needs_gpu(config)), time.time(), str(job_dir) if job_dir else None, retry_of,
+                 address),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobInfo:
+        """The job's record; raises JobNotFoundError."""
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+        return _row_to_info(row)
+
+    def list(self, states: tuple[str, ...] | None = None, backend: str | None = None,
+             limit: int | None = None) -> list[JobInfo]:
+        """Jobs newest first, filtered by states and backend."""
+        sql, params = "SELECT * FROM jobs WHERE 1=1", []
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
+        if backend:
+            sql += " AND backend = ?"
+            params.append(backend)
+        sql += " ORDER BY created_at DESC, rowid DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._connect() as con:
+            return [_row_to_info(r) for r in con.execute(sql, params).fetchall()]
+
+    def find_run(self, run_id: str, states: tuple[str, ...]) -> JobInfo | None:
+        """Newest job of ``run_id`` in one of ``states`` (any backend), or None."""
+        with self._connect() as con:
+            row = con.execute(
+                f"SELECT * FROM jobs WHERE run_id = ? AND state IN ({','.join('?' * len(states))})"
+                " ORDER BY created_at DESC LIMIT 1", (run_id, *states),
+            ).fetchone()
+        return _row_to_info(row) if row is not None else None
+
+    def claim(self, worker_id: str, *, gpu: str | None, heartbeat_timeout: float) -> JobInfo | None:
+        """Atomically take the oldest queued local job this worker can run (GPU jobs need ``gpu``).
+
+        Returns the job (now ``running``, owned by ``worker_id``) or None when nothing is queued.
+        """
+        now = time.time()
+        with self._transaction() as con:
+            row = con.execute(
+                "SELECT job_id FROM jobs WHERE backend = 'local' AND state = 'queued' AND (needs_gpu = 0 OR ?)"
+                " ORDER BY created_at, rowid LIMIT 1", (int(gpu is not None),),
+            ).fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE jobs SET state = 'running', worker_id = ?, host = ?, gpu = ?, started_at = ?, heartbeat_at = ?,"
+                " heartbeat_timeout = ?, attempt = attempt + 1 WHERE job_id = ? AND state = 'queued'",
+                (worker_id, socket.gethostname(), gpu, now, now, heartbeat_timeout, row["job_id"]),
+            )
+        return self.get(row["job_id"])
+
+    def set_pid(self, job_id: str, pid: int) -> None:
+        """Record the process id (also its process group) of a running job."""
+        with self._transaction() as con:
+            con.execute("UPDATE jobs SET pid = ? WHERE job_id = ?", (pid, job_id))
+
+    def heartbeat(self, job_id: str, worker_id: str, progress: Progress | None = None) -> bool:
+        """Refresh a running job's heartbeat (and progress); False when the worker no longer owns it."""
+        with self._transaction() as con:
+            cur = con.execute(
+                "UPDATE jobs SET heartbeat_at = ?, progress = COALESCE(?, progress)"
+                " WHERE job_id = ? AND worker_id = ? AND state = 'running'",
+                (time.time(), json.dumps(progress.to_dict()) if progress else None, job_id, worker_id),
+            )
+            return cur.rowcount == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancel was requested for a running job."""
+        with self._connect() as con:
+            row = con.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def finish(self, job_id: str, worker_id: str | None, state: str, *, exit_code: int | None = None,
+               reason: str | None = None, progress: Progress | None = None) -> bool:
+        """Move a running job to a final state; False if it was no longer running (e.g. reaped)."""
+        with self._transaction() as con:
+            sql = ("UPDATE jobs SET state = ?, finished_at = ?, exit_code = ?, reason = ?,"
+                   " progress = COALESCE(?, progress) WHERE job_id = ? AND state = 'running'")
+            params: list[Any] = [state, time.time(), exit_code, reason,
+                                 json.dumps(progress.to_dict()) if progress else None, job_id]
+            if worker_id is not None:
+                sql += " AND worker_id = ?"
+                params.append(worker_id)
+            return con.execute(sql, params).rowcount == 1
+
+    def request_cancel(self, job_id: str) -> JobInfo:
+        """Cancel a queued job at once, or flag a running one for its worker to stop."""
+        with self._transaction() as con:
+            row = con.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+            if row["state"] == "queued":
+                con.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled while queued'"
+                            " WHERE job_id = ?", (time.time(), job_id))
+            elif row["state"] == "running":
+                con.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+        return self.get(job_id)
+
+    def update_state(self, job_id: str, **fields: Any) -> None:
+        """Set columns of a job (used to mirror the state of externally run jobs, e.g. Ray)."""
+        allowed = {"state", "started_at", "finished_at", "exit_code", "reason", "progress", "heartbeat_at"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update job columns {sorted(bad)}; allowed: {sorted(allowed)}")
+        if "progress" in fields and isinstance(fields["progress"], Progress):
+            fields["progress"] = json.dumps(fields["progress"].to_dict())
+        with self._transaction() as con:
+            con.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE job_id = ?",
+                        (*fields.values(), job_id))
+
+    def reap_stale(self, now: float | None = None) -> list[JobInfo]:
+        """Mark running local jobs whose heartbeat is older than their timeout as failed
+        ("worker lost"); returns the reaped jobs (as they were before)."""
+        now = time.time() if now is None else now
+        with self._transaction() as con:
+            rows = con.execute(
+                "SELECT * FROM jobs WHERE backend = 'local' AND state = 'running'"
+                " AND heartbeat_at + COALESCE(heartbeat_timeout, 60) < ?", (now,),
+            ).fetchall()
+            for row in rows:
+                silent = now - row["heartbeat_at"]
+                con.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ? WHERE job_id = ? AND state = 'running'",
+                    (now, f"worker lost: no heartbeat from worker {row['worker_id']} on {row['host']} for "
+                          f"{silent:.1f} s (timeout {row['heartbeat_timeout']:.1f} s)", row["job_id"]),
+                )
+        reaped = [_row_to_info(r) for r in rows]
+        for job in reaped:
+            log.warning("job %s: worker %s lost, marked failed", job.job_id, job.worker_id)
+        return reaped
+
+    def job_process(self, job_id: str) -> tuple[str | None, int | None]:
+        """(host, pid) recorded for a job's process."""
+        with self._connect() as con:
+            row = con.execute("SELECT host, pid FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return (row["host"], row["pid"]) if row else (None, None)
+
+    # ---- workers --------------------------------------------------------------------------
+    def register_worker(self, worker_id: str, pid: int, gpus: list[str] | None, heartbeat_timeout: float) -> None:
+        """Record a starting worker."""
+        now = time.time()
+        with self._transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO workers (worker_id, host, pid, gpus, started_at, heartbeat_at, heartbeat_timeout)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (worker_id, socket.gethostname(), pid, ",".join(gpus) if gpus else None, now, now, heartbeat_timeout),
+            )
+
+    def worker_heartbeat(self, worker_id: str) -> None:
+        """Refresh a worker's heartbeat."""
+        with self._transaction() as con:
+            con.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (time.time(), worker_id))
+
+    def stop_worker(self, worker_id: str) -> None:
+        """Record that a worker exited cleanly."""
+        with self._transaction() as con:
+            con.execute("UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (time.time(), worker_id))
+
+    def live_workers(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Workers that have not stopped and whose heartbeat is within their timeout."""
+        now = time.time() if now is None else now
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT * FROM workers WHERE stopped_at IS NULL AND heartbeat_at + heartbeat_timeout >= ?", (now,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+
+def _row_to_info(row: sqlite3.Row) -> JobInfo:
+    progress = Progress(**json.loads(row["progress"])) if row["progress"] else Progress()
+    return JobInfo(
+        job_id=row["job_id"], backend=row["backend"], state=row["state"], run_id=row["run_id"],
+        config=json.loads(row["config"]), created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], heartbeat_at=row["heartbeat_at"], worker_id=row["worker_id"],
+        gpu=row["gpu"], exit_code=row["exit_code"], reason=row["reason"], attempt=row["attempt"],
+        retry_of=row["retry_of"], cancel_requested=bool(row["cancel_requested"]), job_dir=row["job_dir"],
+        entrypoint=tuple(json.loads(row["entrypoint"])), progress=progress, label=row["label"],
+        address=row["address"],
+    )

@@ -1,0 +1,284 @@
+"""Local worker: claims queued jobs and runs each as a subprocess, one per GPU (or one on the CPU).
+
+``python -m pruning worker [--gpus 0,1] [--once] [--poll S] [--heartbeat-timeout S]``.
+
+Each job runs its entrypoint (by default ``python -m pruning run --config JOB.yaml --events
+EVENTS.jsonl``) in its own process group with ``CUDA_VISIBLE_DEVICES`` set to its GPU (empty on the
+CPU), stdout+stderr appended to the job's ``log.txt``. Every poll the worker refreshes the
+heartbeats of its jobs and of itself, copies the latest progress event into the queue, stops jobs
+whose cancel was requested (SIGTERM to the process group, SIGKILL after a grace period) and reaps
+jobs of lost workers. Children get ``PR_SET_PDEATHSIG`` (Linux) so a killed worker leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from pruning.jobs.base import BackendUnavailableError, JobError, JobInfo, failure_reason, fill_entrypoint, read_progress
+from pruning.jobs.queue import JobQueue
+from pruning.paths import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_S = 1.0
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
+CANCEL_GRACE_S = 5.0
+_LOG_TAIL_BYTES = 64 * 1024
+
+
+def visible_gpu_count() -> int:
+    """Number of CUDA GPUs this process may use (0 on a machine without NVIDIA driver).
+
+    Avoids importing torch on machines that have neither ``nvidia-smi`` nor ``/dev/nvidia0``.
+    """
+    if shutil.which("nvidia-smi") is None and not Path("/dev/nvidia0").exists():
+        return 0
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def resolve_gpus(requested: list[str] | None) -> list[str] | None:
+    """Validate ``--gpus`` against the visible GPUs; None means run on the CPU.
+
+    ``requested=None`` takes every visible GPU (CPU when there is none). Returns the
+    ``CUDA_VISIBLE_DEVICES`` value of each slot (mapped through the worker's own
+    ``CUDA_VISIBLE_DEVICES`` when that is set). Raises BackendUnavailableError for a GPU that
+    does not exist.
+    """
+    count = visible_gpu_count()
+    if requested is None:
+        indices = list(range(count))
+        if not indices:
+            return None
+    else:
+        indices = []
+        for raw in requested:
+            raw = raw.strip()
+            if not raw.isdigit():
+                raise BackendUnavailableError(f"--gpus: {raw!r} is not a GPU index; give indices like 0,1")
+            idx = int(raw)
+            if idx >= count:
+                have = f"GPUs 0..{count - 1}" if count else "no GPU (CPU only)"
+                raise BackendUnavailableError(
+                    f"--gpus: GPU {idx} requested, but this machine has {count} visible GPU(s): {have}")
+            indices.append(idx)
+        if len(set(indices)) != len(indices):
+            raise BackendUnavailableError(f"--gpus: duplicate GPU index in {requested}")
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    parent_ids = [p.strip() for p in parent.split(",")] if parent else None
+    return [parent_ids[i] if parent_ids else str(i) for i in indices]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux/glibc: the heartbeat reaper still marks the job failed
+
+
+def kill_process_group(pid: int, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig`` to the process group led by ``pid``; False when it no longer exists."""
+    try:
+        os.killpg(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@dataclass
+class _Running:
+    job: JobInfo
+    proc: subprocess.Popen
+    gpu: str | None
+    log_path: Path
+    events_path: Path
+    terminate_at: float | None = None
+
+
+class Worker:
+    """Runs queued local jobs, one per slot (GPU, or a single CPU slot)."""
+
+    def __init__(self, queue: JobQueue | None = None, gpus: list[str] | None = None, *,
+                 poll_s: float = DEFAULT_POLL_S, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+                 worker_id: str | None = None) -> None:
+        if poll_s <= 0:
+            raise JobError(f"--poll: {poll_s} must be > 0 seconds")
+        if heartbeat_timeout_s < 2 * poll_s:
+            raise JobError(f"--heartbeat-timeout: {heartbeat_timeout_s} s must be at least twice --poll ({poll_s} s)")
+        self.queue = queue or JobQueue()
+        self.gpus = resolve_gpus(gpus)
+        self.slots: list[str | None] = list(self.gpus) if self.gpus else [None]
+        self.poll_s = poll_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.running: dict[str | None, _Running] = {}
+        self._stop_signal: int | None = None
+
+    # ---- main loop --------------------------------------------------------------------------
+    def run(self, once: bool = False, max_seconds: float | None = None) -> int:
+        """Work until stopped (SIGTERM/SIGINT); with ``once``, until the queue has nothing left
+        for this worker. Returns the number of jobs this worker finished."""
+        self.queue.register_worker(self.worker_id, os.getpid(), self.gpus, self.heartbeat_timeout_s)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        log.info("worker %s started: slots %s, poll %.2f s, heartbeat timeout %.1f s", self.worker_id,
+                 [s if s is not None else "cpu" for s in self.slots], self.poll_s, self.heartbeat_timeout_s)
+        finished = 0
+        started = time.time()
+        try:
+            while self._stop_signal is None:
+                self.queue.worker_heartbeat(self.worker_id)
+                reap_and_kill(self.queue)
+                claimed = self._fill_slots()
+                finished += self._check_running()
+                if once and not claimed and not self.running:
+                    break
+                if max_seconds is not None and time.time() - started > max_seconds:
+                    break
+                time.sleep(self.poll_s)
+        finally:
+            self._shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        log.info("worker %s stopped after %d job(s)", self.worker_id, finished)
+        return finished
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signal = signum
+
+    def _fill_slots(self) -> int:
+        claimed = 0
+        for slot in self.slots:
+            if slot in self.running:
+                continue
+            job = self.queue.claim(self.worker_id, gpu=slot, heartbeat_timeout=self.heartbeat_timeout_s)
+            if job is None:
+                break
+            claimed += 1
+            self._start(job, slot)
+        return claimed
+
+    def _start(self, job: JobInfo, slot: str | None) -> None:
+        job_dir = Path(job.job_dir) if job.job_dir else self.queue.path.parent / job.job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        config_path, events_path, log_path = job_dir / "config.yaml", job_dir / "events.jsonl", job_dir / "log.txt"
+        if not config_path.is_file():
+            config_path.write_text(job.run_config.to_yaml())
+        argv = fill_entrypoint(job.entrypoint, config=str(config_path), events=str(events_path), job_dir=str(job_dir))
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = slot if slot is not None else ""
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PRUNING_LAB_JOB_ID"] = job.job_id
+        env["PYTHONUNBUFFERED"] = "1"
+        log.info("job %s (%s) starting on %s: %s", job.job_id, job.run_id, f"GPU {slot}" if slot else "CPU",
+                 " ".join(argv))
+        with log_path.open("ab") as log_file:
+            log_file.write(f"# job {job.job_id} attempt {job.attempt} on {self.worker_id} "
+                           f"({'GPU ' + slot if slot else 'CPU'}) at {time.ctime()}\n".encode())
+            log_file.flush()
+            try:
+                proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=str(REPO_ROOT), env=env, start_new_session=True,
+                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            except OSError as exc:
+                log.error("job %s could not start: %s", job.job_id, exc)
+                self.queue.finish(job.job_id, self.worker_id, "failed", reason=f"could not start {argv[0]!r}: {exc}")
+                return
+        self.queue.set_pid(job.job_id, proc.pid)
+        self.running[slot] = _Running(job, proc, slot, log_path, events_path)
+
+    def _check_running(self) -> int:
+        finished = 0
+        for slot, item in list(self.running.items()):
+            rc = item.proc.poll()
+            if rc is None:
+                self._watch(item)
+                continue
+            del self.running[slot]
+            finished += 1
+            progress = read_progress(item.events_path)
+            if self.queue.cancel_requested(item.job.job_id):
+                state, reason = "cancelled", "cancelled while running"
+            elif rc == 0:
+                state, reason = "succeeded", None
+            else:
+                state, reason = "failed", failure_reason(_tail(item.log_path), rc)
+            if self.queue.finish(item.job.job_id, self.worker_id, state, exit_code=rc, reason=reason,
+                                 progress=progress):
+                log.info("job %s %s (exit code %s)%s", item.job.job_id, state, rc, f": {reason}" if reason else "")
+            else:
+                log.warning("job %s exited (code %s) but was no longer running under this worker", item.job.job_id, rc)
+        return finished
+
+    def _watch(self, item: _Running) -> None:
+        """Heartbeat a live job, and stop it when its cancel was requested or it was reaped."""
+        owned = self.queue.heartbeat(item.job.job_id, self.worker_id, read_progress(item.events_path))
+        wants_stop = not owned or self.queue.cancel_requested(item.job.job_id)
+        if not wants_stop:
+            return
+        now = time.time()
+        if item.terminate_at is None:
+            log.info("job %s: stopping process group %d", item.job.job_id, item.proc.pid)
+            kill_process_group(item.proc.pid, signal.SIGTERM)
+            item.terminate_at = now
+        elif now - item.terminate_at > CANCEL_GRACE_S:
+            kill_process_group(item.proc.pid, signal.SIGKILL)
+
+    def _shutdown(self) -> None:
+        """Stop running jobs (marked failed: worker stopped) and record the worker's exit."""
+        for slot, item in list(self.running.items()):
+            kill_process_group(item.proc.pid, signal.SIGTERM)
+            try:
+                item.proc.wait(timeout=CANCEL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                kill_process_group(item.proc.pid, signal.SIGKILL)
+                item.proc.wait()
+            why = f"signal {self._stop_signal}" if self._stop_signal else "shutdown"
+            self.queue.finish(item.job.job_id, self.worker_id, "failed", exit_code=item.proc.returncode,
+                              reason=f"worker stopped ({why}) while the job was running")
+            del self.running[slot]
+        self.queue.stop_worker(self.worker_id)
+
+
+def reap_and_kill(queue: JobQueue) -> list[JobInfo]:
+    """Reap stale running jobs (failed: worker lost) and terminate their processes if they run
+    on this host (a process only counts when it is still the job's process group leader)."""
+    reaped = queue.reap_stale()
+    host = socket.gethostname()
+    for job in reaped:
+        job_host, pid = queue.job_process(job.job_id)
+        if job_host == host and pid and _is_job_process(pid, job.job_id):
+            log.warning("job %s: killing leftover process group %d of the lost worker", job.job_id, pid)
+            kill_process_group(pid, signal.SIGKILL)
+    return reaped
+
+
+def _is_job_process(pid: int, job_id: str) -> bool:
+    """True when ``pid`` is alive and carries ``PRUNING_LAB_JOB_ID=job_id`` (guards pid reuse; Linux)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"PRUNING_LAB_JOB_ID={job_id}".encode() in environ.split(b"\0")
+
+
+def _tail(path: Path, n_bytes: int = _LOG_TAIL_BYTES) -> str:
+    if not path.is_file():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - n_bytes))
+        return fh.read().decode("utf-8", errors="replace")

@@ -1,0 +1,197 @@
+"""Prune a loaded model block-sequentially with per-matrix sparsities (any allocation drives it).
+
+``prune_model`` validates everything up front, then runs magnitude pruning matrix by matrix
+(no forward pass) or Wanda / SparseGPT through :func:`pruning.calibration.calibrate_blocks`
+(statistics of each block's inputs come from the already pruned previous blocks, as in Sun et al.
+2023 and Frantar & Alistarh 2023). ``owl_outlier_ratios`` measures the OWL outlier ratio of
+every block of the dense model (Yin et al. 2023).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import pandas as pd
+import torch
+
+from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.errors import ConfigError
+from pruning.families import MatrixRef, prunable_matrices
+from pruning.methods import METHODS, parse_nm
+from pruning.methods.apply import prune_linear
+from pruning.methods.owl import block_outlier_ratio
+from pruning.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ["block", "matrix_type", "name", "numel", "sparsity_target", "sparsity_achieved"]
+
+
+def validate_request(
+    refs: list[MatrixRef],
+    method: str,
+    sparsity_by_name: Mapping[str, float],
+    nm: tuple[int, int] | str | None,
+    blocksize: int,
+    percdamp: float,
+) -> tuple[int, int] | None:
+    """Check a pruning request before any work; raises ConfigError naming the value and what is
+    accepted. Returns the parsed ``(N, M)`` or None."""
+    if method not in METHODS:
+        raise ConfigError(f"pruning.method: {method!r} is invalid; accepted: {', '.join(METHODS)}")
+    try:
+        nm_pair = parse_nm(nm)
+    except ValueError as exc:
+        raise ConfigError(f"pruning.nm: {exc}") from exc
+    if not isinstance(blocksize, int) or blocksize < 1:
+        raise ConfigError(f"pruning.blocksize: {blocksize!r} is invalid; accepted: a positive integer (128 in the paper)")
+    if not 0.0 < percdamp < 1.0:
+        raise ConfigError(f"pruning.percdamp: {percdamp!r} is invalid; accepted: 0 < percdamp < 1 (0.01 in the paper)")
+    known = {ref.name: ref for ref in refs}
+    unknown = [name for name in sparsity_by_name if name not in known]
+    if unknown:
+        example = ", ".join(list(known)[:2])
+        raise ConfigError(
+            f"sparsity_by_name: module {unknown[0]!r} is not a prunable matrix of this model"
+            f"{f' ({len(unknown)} unknown names)' if len(unknown) > 1 else ''}; accepted: the {len(known)} "
+            f"names of prunable_matrices(), e.g. {example}"
+        )
+    for name, value in sparsity_by_name.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= float(value) < 1.0):
+            raise ConfigError(f"sparsity_by_name[{name!r}]: {value!r} is invalid; accepted: a number in [0, 1)")
+    if nm_pair is not None:
+        n, m = nm_pair
+        implied = n / m
+        for name, value in sparsity_by_name.items():
+            in_features = known[name].shape[1]
+            if in_features % m:
+                raise ConfigError(
+                    f"pruning.nm: {n}:{m} needs the input width of {name!r} ({in_features}) to be divisible by M={m}; "
+                    f"accepted: an M that divides every input width"
+                )
+            if value != 0 and not math.isclose(value, implied, abs_tol=1e-9):
+                raise ConfigError(
+                    f"sparsity_by_name[{name!r}]: {value!r} conflicts with N:M {n}:{m}, which prunes {n} of every {m} "
+                    f"weights; accepted: {implied} (or 0 to leave the matrix dense)"
+                )
+        if method == "sparsegpt" and blocksize % m:
+            raise ConfigError(f"pruning.blocksize: {blocksize} is invalid with N:M {n}:{m}; accepted: a multiple of M={m}")
+    return nm_pair
+
+
+def _row(ref: MatrixRef, target: float) -> dict:
+    zeros = int((ref.module.weight.data == 0).sum())
+    return {
+        "block": ref.block,
+        "matrix_type": ref.matrix_type,
+        "name": ref.name,
+        "numel": ref.numel,
+        "sparsity_target": float(target),
+        "sparsity_achieved": zeros / ref.numel,
+    }
+
+
+def prune_model(
+    loaded: LoadedModel,
+    method: str,
+    sparsity_by_name: Mapping[str, float],
+    calib_ids: torch.Tensor | None,
+    *,
+    nm: tuple[int, int] | str | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    device: str | torch.device = "cpu",
+    offload: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Prune ``loaded.model`` in place; returns the tidy per-matrix table (one row per prunable
+    matrix, blocks in order): ``block, matrix_type, name, numel, sparsity_target, sparsity_achieved``.
+
+    method: ``magnitude`` (Sun et al. 2023 baseline; whole-matrix group; no calibration),
+    ``wanda`` (Sun et al. 2023; per output row) or ``sparsegpt`` (Frantar & Alistarh 2023;
+    ``blocksize`` columns per mask block, ``percdamp`` damping of mean diag H).
+    sparsity_by_name: full module name -> sparsity in [0, 1); matrices not listed stay dense
+    (target 0). nm: ``(N, M)`` or ``"N:M"`` — prune N of every M consecutive inputs per row; every
+    listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
+    (ignored by magnitude). device/offload: see :func:`pruning.calibration.calibrate_blocks`.
+    ``progress(done, total)`` is called per block.
+    """
+    refs = prunable_matrices(loaded.model, loaded.family)
+    nm_pair = validate_request(refs, method, sparsity_by_name, nm, blocksize, percdamp)
+    if method != "magnitude" and (calib_ids is None or calib_ids.ndim != 2 or calib_ids.numel() == 0):
+        shape = None if calib_ids is None else tuple(calib_ids.shape)
+        raise ConfigError(f"calib_ids: {shape} is invalid for {method}; accepted: a LongTensor (nsamples, seqlen)")
+    targets = {ref.name: float(sparsity_by_name.get(ref.name, 0.0)) for ref in refs}
+    left_dense = sum(1 for ref in refs if ref.name not in sparsity_by_name)
+    if left_dense:
+        log.info("%d of %d matrices are not in sparsity_by_name and stay dense", left_dense, len(refs))
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+
+    if method == "magnitude":
+        n_blocks = max(ref.block for ref in refs) + 1
+        for k, ref in enumerate(refs):
+            if targets[ref.name] > 0:
+                prune_linear(ref.module, method, targets[ref.name], nm=nm_pair, compute_device=dev)
+            rows.append(_row(ref, targets[ref.name]))
+            last_of_block = k + 1 == len(refs) or refs[k + 1].block != ref.block
+            if progress is not None and last_of_block:
+                progress(ref.block + 1, n_blocks)
+    else:
+
+        def on_block(ctx: BlockContext) -> None:
+            for ref in ctx.matrices:
+                target = targets[ref.name]
+                if target > 0:
+                    stats = ctx.stats[ref.name]
+                    prune_linear(
+                        ref.module, method, target, act_sq_sum=stats.act_sq_sum, hessian=stats.hessian,
+                        nm=nm_pair, blocksize=blocksize, percdamp=percdamp,
+                    )
+                rows.append(_row(ref, target))
+
+        calibrate_blocks(
+            loaded, calib_ids, on_block, device=dev, offload=offload,
+            collect_hessian=method == "sparsegpt", progress=progress,
+        )
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    overall = float((table.sparsity_achieved * table.numel).sum() / table.numel.sum())
+    log.info("pruned %s with %s%s in %.1f s: overall sparsity %.4f",
+             loaded.name, method, f" {nm_pair[0]}:{nm_pair[1]}" if nm_pair else "", time.perf_counter() - t0, overall)
+    return table
+
+
+def uniform_sparsity(loaded: LoadedModel, sparsity: float) -> dict[str, float]:
+    """``{name: sparsity}`` for every prunable matrix (the uniform allocation)."""
+    return {ref.name: sparsity for ref in prunable_matrices(loaded.model, loaded.family)}
+
+
+def owl_outlier_ratios(
+    loaded: LoadedModel,
+    calib_ids: torch.Tensor,
+    M: float = 5.0,
+    *,
+    device: str | torch.device = "cpu",
+    offload: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[int, float]:
+    """OWL outlier ratio D_l per block of the dense model (Yin et al. 2023, arXiv:2310.05175):
+    the share (fraction, not percent) of the Wanda scores |W_ij| * ||X_j||_2 of all matrices of
+    block l that exceed ``M`` times their mean. The model is not modified. calib_ids:
+    ``(nsamples, seqlen)``."""
+    if not M > 0:
+        raise ConfigError(f"allocation.owl_m: {M!r} is invalid; accepted: a positive number (5 in the OWL paper)")
+    ratios: dict[int, float] = {}
+
+    def on_block(ctx: BlockContext) -> None:
+        weights = [ref.module.weight.data for ref in ctx.matrices]
+        norms = [ctx.stats[ref.name].act_norm for ref in ctx.matrices]
+        ratios[ctx.index] = block_outlier_ratio(weights, norms, M)
+
+    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False, progress=progress)
+    log.info("OWL outlier ratios (M=%g): %s", M, {k: round(v, 5) for k, v in ratios.items()})
+    return ratios
