@@ -154,7 +154,7 @@ def allocate(
     out["unit"] = units.to_numpy()
     for column in ("score", "ratio", "sparsity"):
         out[column] = units.map(unit_frame[column]).to_numpy(dtype=float)
-    achieved = float(np.dot(out["sparsity"], frame["numel"]) / frame["numel"].sum())
+    achieved = float(np.dot(out["sparsity"].to_numpy(), frame["numel"].to_numpy()) / frame["numel"].sum())
     log.info(
         "allocation %s (%s, %d units): target %.6f, weighted mean %.12f, range [%.4f, %.4f]",
         config.strategy, granularity, len(unit_frame), target, achieved, out["sparsity"].min(), out["sparsity"].max(),
@@ -208,7 +208,11 @@ def _validated_matrices(matrices: pd.DataFrame) -> pd.DataFrame:
     duplicated = frame.loc[frame["name"].duplicated(), "name"].tolist()
     if duplicated:
         raise ConfigError(f"allocation input: matrix names must be unique; repeated: {_names(duplicated)}")
-    return frame.assign(numel=numel.astype(float), block=frame["block"].astype(int))
+    blocks = pd.to_numeric(frame["block"], errors="coerce")
+    bad = frame.loc[~(blocks.notna() & (blocks == blocks.round())), "name"].tolist()
+    if bad:
+        raise ConfigError(f"allocation input: block must be an integer index; bad for {_names(bad)}")
+    return frame.assign(numel=numel.astype(float), block=blocks.astype(int))
 
 
 def _validated_config(config: AllocationConfig) -> tuple[float, float]:
@@ -384,7 +388,6 @@ def _solve_bounded(
     if free_solution.min() >= lo and free_solution.max() <= hi:
         return free_solution  # nothing clipped: the strategy's own formula, e.g. S r sum(P)/sum(P r)
 
-    return np.clip(free_solution, lo, hi)
     breakpoints = np.unique(np.concatenate([(lo - offset) / slope, (hi - offset) / slope]))
     sums = np.clip(offset[None, :] + slope[None, :] * breakpoints[:, None], lo, hi) @ numel
     k = int(np.searchsorted(sums, total, side="left"))  # sums[k-1] < total <= sums[k]

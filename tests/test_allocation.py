@@ -17,13 +17,16 @@ from pruning.errors import ConfigError
 from pruning.presets import MATRIX_TYPES, preset_names
 
 
-def frame_from(metric_by_block: list[dict[str, float]], numel_by_block: list[int], metric: str = "alpha_peak") -> pd.DataFrame:
+def frame_from(
+    metric_by_block: list[dict[str, float]], numel_by_block: list[int], metric: str = "alpha_peak"
+) -> pd.DataFrame:
     """Seven matrices per block; ``metric_by_block[b][type]`` (missing types -> the block's 'all' entry)."""
     rows = []
     for block, (values, numel) in enumerate(zip(metric_by_block, numel_by_block)):
         for mtype in MATRIX_TYPES:
             value = values.get(mtype, values.get("all", np.nan))
-            rows.append({"block": block, "matrix_type": mtype, "name": f"model.layers.{block}.{mtype}", "numel": numel, metric: value})
+            name = f"model.layers.{block}.{mtype}"
+            rows.append({"block": block, "matrix_type": mtype, "name": name, "numel": numel, metric: value})
     return pd.DataFrame(rows)
 
 
@@ -254,7 +257,8 @@ def test_owl_properties(case: tuple[pd.DataFrame, float, float, float, float], l
 
 def test_owl_direction() -> None:
     frame = frame_from([{"all": 1.0}] * 4, [10, 10, 10, 10])
-    result = allocate(frame, AllocationConfig(strategy="owl"), 0.7, owl_outlier_ratio={0: 0.05, 1: 0.01, 2: 0.03, 3: 0.02})
+    outliers = {0: 0.05, 1: 0.01, 2: 0.03, 3: 0.02}
+    result = allocate(frame, AllocationConfig(strategy="owl"), 0.7, owl_outlier_ratio=outliers)
     s = result.groupby("block")["sparsity"].first()
     assert s[0] < s[2] < s[3] < s[1]
     assert s.max() - s.min() == pytest.approx(0.16)

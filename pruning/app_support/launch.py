@@ -7,12 +7,10 @@ Every error is a :class:`pruning.errors.ConfigError` whose text starts with the 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,20 +131,6 @@ def parse_value_list(text: str, field: str, kind: type = float) -> list[Any]:
     return out
 
 
-@dataclass(frozen=True)
-class SweepPlan:
-    """A grid of run configs: the axes, every expanded config, and duplicates removed."""
-
-    axes: dict[str, list[Any]]
-    configs: list[RunConfig]
-    n_combinations: int
-
-    @property
-    def n_jobs(self) -> int:
-        """Distinct runs (same run id counted once)."""
-        return len(self.configs)
-
-
 def grid_size(axes: Mapping[str, list[Any]]) -> int:
     """Number of combinations of a grid (product of the axis lengths; empty axes are ignored)."""
     n = 1
@@ -156,20 +140,11 @@ def grid_size(axes: Mapping[str, list[Any]]) -> int:
     return n
 
 
-def expand_grid(base: RunConfig, axes: Mapping[str, list[Any]]) -> SweepPlan:
-    """Every combination of ``axes`` (dotted key -> values) applied to ``base``, validated;
-    combinations with the same run id are kept once. Raises ConfigError naming the field of the
-    first invalid combination (nothing is submitted then)."""
-    used = {k: list(v) for k, v in axes.items() if v}
-    keys = list(used)
-    configs: dict[str, RunConfig] = {}
-    n = 0
-    for combo in itertools.product(*(used[k] for k in keys)):
-        n += 1
-        overrides = {k: _blank_to_none(v) for k, v in zip(keys, combo)}
-        cfg = base.with_overrides(overrides)
-        configs.setdefault(cfg.run_id, cfg)
-    return SweepPlan(used, list(configs.values()), n)
+def sweep_spec(base: RunConfig, axes: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """A ``pruning.sweep`` spec: ``base`` config plus the non-empty ``axes`` (dotted key -> values)
+    as its ``grid`` (blank strings -> None, e.g. "no preset")."""
+    grid = {k: [_blank_to_none(v) for v in values] for k, values in axes.items() if values}
+    return {"base": base.to_dict(), "grid": grid}
 
 
 def submission_token(configs: Iterable[RunConfig], backend: str) -> str:

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="layer-wise sparsity allocation (uniform | AlphaPruning linear | OWL) for every prunable matrix",
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default=None, help="model reference (alias, directory, .gguf, hub id); default smollm2-135m")
+    src.add_argument(
+        "--model", default=None, help="model reference (alias, directory, .gguf, hub id); default smollm2-135m"
+    )
     src.add_argument(
         "--spectra", type=Path, default=None,
         help="per-matrix table (CSV or Parquet: block, matrix_type, name, numel + metric columns) instead of --model",

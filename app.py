@@ -1,0 +1,38 @@
+"""Pruning Lab dashboard: `streamlit run app.py`.
+
+The frame only: one ``st.Page`` per task under ``pages/``, and the shared sidebar (model and run
+pickers) whose choices every page reads through ``pages._common``. Data come from the results
+store (``pruning.store``) via cached loaders keyed on the store's catalog version.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from pages._common import render_sidebar
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+st.set_page_config(page_title="Pruning Lab", page_icon="✂️", layout="wide")
+
+pages = {
+    "Results": [
+        st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
+        st.Page("pages/grid.py", title="Perplexity grid", icon="🟥"),
+        st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    ],
+    "Analysis": [
+        st.Page("pages/spectra.py", title="Spectra", icon="📈"),
+        st.Page("pages/attention.py", title="Attention", icon="🎯"),
+        st.Page("pages/zeroshot.py", title="Zero-shot", icon="🧪"),
+    ],
+    "Experiments": [
+        st.Page("pages/launch.py", title="Launch", icon="🚀"),
+        st.Page("pages/jobs.py", title="Jobs", icon="⏱️"),
+    ],
+}
+navigation = st.navigation(pages)
+render_sidebar()
+navigation.run()

@@ -1,0 +1,194 @@
+"""Shared Streamlit glue of the pages: cached loaders over ``pruning.store.queries`` (keyed on
+the store's catalog version, so a newly published run shows on the next rerun), the shared
+sidebar (model and run pickers) and small page helpers. Pure logic lives in
+``pruning.app_support``; nothing here holds a database connection open (every query opens and
+closes an in-memory DuckDB view over the store's Parquet files)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pruning.app_support.formatting import format_ppl
+
+log = logging.getLogger(__name__)
+
+ALL_MODELS = "(all models)"
+MODEL_KEY = "sb_model"
+RUNS_KEY = "sb_runs"
+PENDING_RUNS_KEY = "_pending_runs"
+FOCUS_RUN_KEY = "focus_run"
+MAX_RUN_OPTIONS = 1000
+CACHE_TTL_S = 600
+
+
+# ---- store access (cached, keyed on the catalog version) -----------------------------------------
+def catalog_version() -> str:
+    """A string that changes whenever the store's visible content changes (new or re-published
+    bundles, compaction, annotations). Cheap: one manifest stat and one directory listing."""
+    try:
+        from pruning.store.catalog import snapshot
+
+        return repr(snapshot().key)
+    except Exception as exc:  # an unreadable store must not take the whole app down
+        log.warning("store snapshot failed: %s", exc)
+        return "unavailable"
+
+
+def _queries():
+    from pruning.store import queries
+
+    return queries
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def load_runs(version: str) -> pd.DataFrame:
+    """All runs and reference result sets (``queries.list_runs()``)."""
+    return _queries().list_runs()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def load_perplexity_cells(version: str, model: str | None = None) -> pd.DataFrame:
+    """Long perplexity table of runs and references (``queries.perplexity_cells``)."""
+    return _queries().perplexity_cells(model=model)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
+def load_run_detail(version: str, run_id: str) -> dict[str, Any]:
+    """One run's row + config (``queries.run_detail``), as a plain dict."""
+    from pruning.store.errors import RunNotFoundError
+
+    try:
+        return dict(_queries().run_detail(run_id))
+    except RunNotFoundError:
+        return {}
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
+def load_run_table(version: str, run_id: str, table: str) -> pd.DataFrame:
+    """One artifact table of a run (spectra, allocation, perplexity, zeroshot, attention, metrics)."""
+    return _queries().run_table(run_id, table)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_zeroshot(version: str, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Zero-shot rows of the given runs (all when None)."""
+    return _queries().zeroshot_scores(run_ids=list(run_ids) if run_ids else None)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_attention(version: str, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Attention statistics of the given runs (all when None)."""
+    return _queries().attention_stats(run_ids=list(run_ids) if run_ids else None)
+
+
+def runs() -> pd.DataFrame:
+    """All runs at the current catalog version."""
+    return load_runs(catalog_version())
+
+
+def clear_caches() -> None:
+    """Drop every cached store read (after an annotation or a publish from this process)."""
+    st.cache_data.clear()
+
+
+# ---- shared sidebar --------------------------------------------------------------------------------
+def run_label(row: pd.Series | dict) -> str:
+    """Short human label of a run row: model · method · preset · ε · ppl."""
+    parts = [str(row.get("model") or "?"), str(row.get("method") or "?")]
+    if row.get("preset"):
+        parts.append(str(row["preset"]))
+    eps = row.get("epsilon")
+    if eps is not None and not pd.isna(eps):
+        parts.append(f"ε {eps:g}")
+    ppl = row.get("ppl")
+    if ppl is not None and not pd.isna(ppl):
+        parts.append(f"ppl {format_ppl(ppl)}")
+    prefix = "ref" if row.get("kind") == "reference" else "run"
+    return f"[{prefix}] " + " · ".join(parts)
+
+
+def render_sidebar() -> None:
+    """Model picker and run picker shared by all pages (values in session_state)."""
+    table = runs()
+    if PENDING_RUNS_KEY in st.session_state:  # a page asked to select runs (e.g. "compare selected")
+        st.session_state[RUNS_KEY] = list(st.session_state.pop(PENDING_RUNS_KEY))
+    models = sorted(m for m in table["model"].dropna().unique()) if not table.empty else []
+    with st.sidebar:
+        st.selectbox("Model", [ALL_MODELS, *models], key=MODEL_KEY)
+        model = selected_model()
+        sub = table if model is None else table[table["model"] == model]
+        sub = sub.sort_values("created_at", ascending=False, na_position="last") if "created_at" in sub else sub
+        options = list(sub["run_id"].head(MAX_RUN_OPTIONS))
+        chosen = [r for r in st.session_state.get(RUNS_KEY, []) if r in set(table["run_id"])]
+        options += [r for r in chosen if r not in options]
+        st.session_state[RUNS_KEY] = chosen
+        labels = {r["run_id"]: run_label(r) for r in table[table["run_id"].isin(options)].to_dict("records")}
+        st.multiselect("Runs", options, key=RUNS_KEY, format_func=lambda r: labels.get(r, r),
+                       help="Runs for Spectra, Attention, Zero-shot and Compare; pick rows on the Runs page too.")
+        st.caption(f"{len(table)} runs and reference sets in the store")
+
+
+def selected_model() -> str | None:
+    """The sidebar's model, or None for all models."""
+    value = st.session_state.get(MODEL_KEY, ALL_MODELS)
+    return None if value in (None, ALL_MODELS) else value
+
+
+def selected_runs() -> list[str]:
+    """Run ids picked in the sidebar."""
+    return list(st.session_state.get(RUNS_KEY, []))
+
+
+def select_runs(run_ids: Sequence[str]) -> None:
+    """Ask the sidebar to select ``run_ids`` on the next rerun (widgets cannot change after render)."""
+    st.session_state[PENDING_RUNS_KEY] = list(dict.fromkeys(run_ids))
+
+
+def stop_with_info(message: str) -> None:
+    """End the page with an info box (missing input)."""
+    st.info(message)
+    st.stop()
+
+
+# ---- small renderers ---------------------------------------------------------------------------------
+def parse_json(text: Any) -> dict[str, Any]:
+    """A JSON column value as a dict ({} when missing or invalid)."""
+    if isinstance(text, dict):
+        return text
+    if isinstance(text, str) and text.strip():
+        try:
+            value = json.loads(text)
+            return value if isinstance(value, dict) else {}
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def show_run(run_id: str) -> None:
+    """Compact detail of one run or reference set: key facts, provenance, config and tables."""
+    detail = load_run_detail(catalog_version(), run_id)
+    if not detail:
+        st.warning(f"run {run_id!r} is not in the store")
+        return
+    st.markdown(f"**{run_label(detail)}**  \n`{run_id}` · {detail.get('kind', '?')} · status **{detail.get('status', '?')}**")
+    if detail.get("error"):
+        st.error(str(detail["error"])[:2000])
+    if detail.get("kind") == "reference":
+        st.caption(f"source {detail.get('source_file') or '?'} line {detail.get('source_line') or '?'}: "
+                   f"{detail.get('note') or ''}")
+    tables = {t: n for t, n in (detail.get("tables") or {}).items() if n}
+    if tables:
+        st.caption("tables: " + ", ".join(f"{t} ({n} rows)" for t, n in tables.items()))
+    config = parse_json(detail.get("config"))
+    if config:
+        with st.expander("config"):
+            st.json(config, expanded=False)
+    if tables.get("perplexity"):
+        ppl = load_run_table(catalog_version(), run_id, "perplexity")
+        st.dataframe(ppl.drop(columns=[c for c in ("bundle", "run_id") if c in ppl]), hide_index=True)

@@ -1,0 +1,69 @@
+"""``python -m pruning sweep --config sweep.yaml [--dry-run] [--yes] [--backend local|ray] [--force]``.
+
+Expands the grid (see :mod:`pruning.sweep`), prints what will run (count, duplicates, already
+done or queued, invalid combinations with the field named) and then submits the new runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pruning.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sweep`` command."""
+    p = sub.add_parser("sweep", help="expand a grid of runs and queue them")
+    p.add_argument("--config", required=True, help="sweep YAML (base: RunConfig + lists to sweep)")
+    p.add_argument("--dry-run", action="store_true", help="show the summary and the runs, submit nothing")
+    p.add_argument("--yes", "-y", action="store_true", help="submit without asking")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--address", default=None, help="Ray Jobs address (ray backend)")
+    p.add_argument("--force", action="store_true", help="run again even runs that already succeeded")
+    p.set_defaults(handler=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pruning.jobs import get_backend
+    from pruning.jobs.queue import JobQueue
+    from pruning.sweep import load_sweep_spec, plan_sweep
+
+    spec = load_sweep_spec(args.config)
+    plan = plan_sweep(spec)
+    print(plan.summary())
+    if plan.invalid:
+        raise ConfigError(f"sweep {args.config}: {len(plan.invalid)} invalid combination(s) listed above; "
+                          "fix the sweep (nothing was submitted)")
+    todo = plan.configs if args.force else plan.to_run
+    if args.dry_run:
+        for config in plan.configs:
+            mark = ("done: " + plan.done[config.run_id]) if config.run_id in plan.done else (
+                ("active: job " + plan.active[config.run_id]) if config.run_id in plan.active else "to run")
+            print(f"  {config.run_id}  {config.model.name}  {config.pruning.method}  "
+                  f"s={config.pruning.sparsity}  preset={config.allocation.preset}  "
+                  f"eps={config.allocation.epsilon}  seed={config.calibration.seed}  [{mark}]")
+        print("dry run: nothing submitted")
+        return 0
+    if not todo:
+        print("nothing to submit")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("sweep: confirmation needed; pass --yes to submit without a terminal")
+        answer = input(f"submit {len(todo)} job(s) to the {args.backend} backend? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing submitted")
+            return 1
+    options = {"address": args.address} if args.backend == "ray" and args.address else {}
+    backend = get_backend(args.backend, **options)
+    submitted = 0
+    for config in todo:
+        result = backend.submit(config, force=args.force)
+        if result.job is not None and not result.deduped:
+            submitted += 1
+            print(f"queued job {result.job.job_id}  run {config.run_id}")
+    print(f"submitted {submitted} job(s)")
+    if args.backend == "local" and submitted and not JobQueue().live_workers():
+        print("no live worker: start one with `python -m pruning worker`")
+    return 0

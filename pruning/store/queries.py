@@ -1,0 +1,363 @@
+"""Query helpers for the app and the CLI; each returns a pandas DataFrame (or a dict).
+
+Every call takes a cheap snapshot of the store (catalog manifest stat + one directory listing).
+While the snapshot is unchanged, the in-memory DuckDB connection with its views and the results of
+the helpers are reused from an in-process cache; a publish, a compaction or an annotation changes
+the snapshot key and so invalidates both. Nothing holds a database file open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import pandas as pd
+
+from pruning.store.annotations import all_annotations
+from pruning.store.catalog import Snapshot, connect, snapshot
+from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
+from pruning.store.schema import TABLES
+
+log = logging.getLogger(__name__)
+
+MAIN_PPL_DATASETS: tuple[str, ...] = ("wiki", "wikitext2")
+LIST_FILTERS: tuple[str, ...] = ("model", "method", "status", "tag", "kind", "preset", "strategy", "label", "bundle")
+READ_ONLY_KEYWORDS: tuple[str, ...] = ("SELECT", "WITH", "DESCRIBE", "SHOW", "SUMMARIZE", "FROM", "(")
+
+_lock = threading.Lock()
+_connections: dict[str, tuple[tuple, duckdb.DuckDBPyConnection]] = {}
+_results: "OrderedDict[tuple, Any]" = OrderedDict()
+_RESULT_CACHE_SIZE = 256
+
+
+def clear_cache() -> None:
+    """Drop the in-process connection and result caches (they also invalidate themselves)."""
+    with _lock:
+        _connections.clear()
+        _results.clear()
+
+
+def _cursor(snap: Snapshot) -> duckdb.DuckDBPyConnection:
+    with _lock:
+        cached = _connections.get(str(snap.root))
+        if cached is None or cached[0] != snap.key:
+            cached = (snap.key, connect(snap))
+            _connections[str(snap.root)] = cached
+        return cached[1].cursor()
+
+
+def _sql(sql: str, params: list[Any] | None = None, root: Path | str | None = None) -> pd.DataFrame:
+    """Run SQL on the store's views; retried once on a fresh snapshot if a file vanished."""
+    for attempt in (0, 1):
+        snap = snapshot(root)
+        try:
+            cur = _cursor(snap)
+            try:
+                return cur.execute(sql, params or []).df()
+            finally:
+                cur.close()
+        except duckdb.IOException as exc:
+            if attempt == 0:
+                log.debug("store changed under a query (%s); retrying on a fresh snapshot", exc)
+                with _lock:
+                    _connections.pop(str(snap.root), None)
+                continue
+            raise StoreError(f"store query failed: {exc}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"store query failed: {exc}\nSQL: {sql}") from exc
+    raise AssertionError("unreachable")
+
+
+def _memo(name: str, args: tuple, root: Path | str | None, compute) -> Any:
+    """Cache ``compute()`` under the current snapshot key; return a copy for DataFrames."""
+    snap = snapshot(root)
+    key = (snap.key, name, args)
+    with _lock:
+        if key in _results:
+            _results.move_to_end(key)
+            value = _results[key]
+            return value.copy() if isinstance(value, pd.DataFrame) else value
+    value = compute()
+    with _lock:
+        _results[key] = value
+        while len(_results) > _RESULT_CACHE_SIZE:
+            _results.popitem(last=False)
+    return value.copy() if isinstance(value, pd.DataFrame) else value
+
+
+# ---- runs -------------------------------------------------------------------------------------------
+_LIST_SQL = """
+WITH p AS (
+    SELECT run_id,
+           arg_min(ppl, (CASE WHEN stage = 'pruned' THEN 0 ELSE 2 END) + (CASE WHEN dataset = 'wiki' THEN 0 ELSE 1 END)) AS ppl
+    FROM perplexity WHERE dataset IN ('wiki', 'wikitext2') AND stage IN ('pruned', 'dense') GROUP BY run_id
+), z AS (
+    SELECT run_id, coalesce(avg(value) FILTER (WHERE stage = 'pruned'), avg(value)) AS zeroshot_mean
+    FROM zeroshot WHERE metric = 'acc' AND coalesce("filter", 'none') = 'none' GROUP BY run_id
+)
+SELECT r.run_id, r.kind, r.model, r.method, r.strategy, r.preset, r.metric, r.epsilon, r.sparsity, r.nm, r.status,
+       r.label, r.config_tags, r.created_at, p.ppl, z.zeroshot_mean, r.source_file AS source,
+       r.preset_raw, r.sparsity_assumed, r.is_baseline, r.error, r.note, r.bundle
+FROM runs r LEFT JOIN p USING (run_id) LEFT JOIN z USING (run_id)
+ORDER BY r.created_at DESC NULLS LAST, r.kind, r.run_id
+"""
+
+LIST_COLUMNS: list[str] = [
+    "run_id", "kind", "model", "method", "strategy", "preset", "metric", "epsilon", "sparsity", "nm", "status",
+    "label", "tags", "notes", "created_at", "ppl", "zeroshot_mean", "source",
+    "preset_raw", "sparsity_assumed", "is_baseline", "error", "note", "bundle",
+]
+
+
+def _list_all(root: Path | str | None) -> pd.DataFrame:
+    def compute() -> pd.DataFrame:
+        df = _sql(_LIST_SQL, root=root)
+        ann = all_annotations(root).set_index("run_id")
+        tags, notes = [], []
+        for run_id, config_tags in zip(df["run_id"], df["config_tags"]):
+            own = list(config_tags) if config_tags is not None and not _isnan(config_tags) else []
+            extra = ann.at[run_id, "tags"] if run_id in ann.index else []
+            tags.append(sorted(set(own) | set(extra)))
+            notes.append("\n".join(ann.at[run_id, "notes"]) if run_id in ann.index else "")
+        df["tags"] = tags
+        df["notes"] = notes
+        return df[LIST_COLUMNS]
+
+    return _memo("list_all", (), root, compute)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def list_runs(root: Path | str | None = None, **filters: Any) -> pd.DataFrame:
+    """One row per run or reference result set, newest first.
+
+    Columns: run_id, kind (run|reference), model, method, strategy, preset, metric, epsilon,
+    sparsity, nm, status, label, tags (list), notes (text), created_at, ppl (main WikiText/wiki
+    perplexity, pruned stage), zeroshot_mean (mean acc), source, plus preset_raw,
+    sparsity_assumed, is_baseline, error, note, bundle. Filters (exact match; a list means any
+    of): model, method, status, tag, kind, preset, strategy, label, bundle.
+    """
+    bad = [k for k in filters if k not in LIST_FILTERS]
+    if bad:
+        raise StoreError(f"unknown run filter(s) {bad}; accepted: {', '.join(LIST_FILTERS)}")
+    df = _list_all(root)
+    for key, value in filters.items():
+        if value is None:
+            continue
+        wanted = set(value) if isinstance(value, (list, tuple, set)) else {value}
+        if key == "tag":
+            df = df[df["tags"].map(lambda tags: bool(wanted & set(tags)))]
+        else:
+            df = df[df[key].isin(wanted)]
+    return df.reset_index(drop=True)
+
+
+def run_exists(run_id: str, root: Path | str | None = None) -> bool:
+    """Whether the store holds ``run_id`` (a run or a reference result set)."""
+    return bool((_list_all(root)["run_id"] == run_id).any())
+
+
+def run_status(run_id: str, root: Path | str | None = None) -> str | None:
+    """``succeeded`` / ``failed`` of the latest published attempt, or None if not in the store."""
+    df = _list_all(root)
+    hit = df[df["run_id"] == run_id]
+    return None if hit.empty else str(hit["status"].iloc[0])
+
+
+def run_detail(run_id: str, root: Path | str | None = None) -> dict[str, Any]:
+    """Everything about one run: identity columns, ``config`` (dict), ``env``, ``timings``,
+    ``status``, ``error``, tags, notes, and row counts of its tables. Raises RunNotFoundError."""
+    rows = _sql("SELECT * FROM runs WHERE run_id = ?", [run_id], root)
+    if rows.empty:
+        raise RunNotFoundError(f"run {run_id!r} is not in the store; see `python -m pruning runs`")
+    row = rows.iloc[0].to_dict()
+    detail: dict[str, Any] = {k: _plain(v) for k, v in row.items() if not k.endswith("_json")}
+    for key in ("config", "env", "timings"):
+        text = row.get(f"{key}_json")
+        detail[key] = json.loads(text) if isinstance(text, str) and text else {}
+    listed = list_runs(root).set_index("run_id")
+    if run_id in listed.index:
+        detail["tags"] = listed.at[run_id, "tags"]
+        detail["notes"] = listed.at[run_id, "notes"]
+    counts = _sql(" UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t} WHERE run_id = $1" for t in TABLES),
+                  [run_id], root)
+    detail["tables"] = {t: int(n) for t, n in zip(counts["t"], counts["n"])}
+    return detail
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if value is pd.NA:
+        return None
+    return value
+
+
+def run_table(run_id: str, table: str, root: Path | str | None = None) -> pd.DataFrame:
+    """Rows of one table (spectra, allocation, perplexity, zeroshot, attention, metrics) of a run,
+    including rows added later by other bundles (e.g. an lm-eval import attached to the run)."""
+    if table not in TABLES:
+        raise StoreError(f"unknown table {table!r}; accepted: {', '.join(TABLES)}")
+    return _memo("run_table", (run_id, table), root,
+                 lambda: _sql(f"SELECT * FROM {table} WHERE run_id = ?", [run_id], root).dropna(axis=1, how="all"))
+
+
+# ---- perplexity -------------------------------------------------------------------------------------
+PPL_CELL_COLUMNS = [
+    "kind", "run_id", "model", "method", "preset", "preset_raw", "epsilon", "sparsity", "sparsity_assumed",
+    "dataset", "ppl", "is_baseline", "limit_windows", "raw_text", "source_file", "source_line",
+    "stage", "strategy", "label", "note",
+]
+
+
+def perplexity_cells(model: str | None = None, sparsity: float | None = None, stage: str | None = "pruned",
+                     root: Path | str | None = None) -> pd.DataFrame:
+    """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
+    method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
+    (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy,
+    label, note. ``stage=None`` returns dense and pruned rows."""
+    where, params = ["r.status = 'succeeded'"], []
+    if model is not None:
+        where.append("r.model = ?")
+        params.append(model)
+    if sparsity is not None:
+        where.append("abs(r.sparsity - ?) < 1e-9")
+        params.append(float(sparsity))
+    if stage is not None:
+        where.append("p.stage = ?")
+        params.append(stage)
+    sql = f"""
+        SELECT r.kind, r.run_id, r.model, r.method, r.preset, r.preset_raw, r.epsilon, r.sparsity,
+               coalesce(r.sparsity_assumed, false) AS sparsity_assumed, p.dataset, p.ppl,
+               coalesce(r.is_baseline, false) AS is_baseline, p.limit_windows, p.raw_text,
+               coalesce(p.source_file, r.source_file) AS source_file, coalesce(p.source_line, r.source_line) AS source_line,
+               p.stage, r.strategy, r.label, coalesce(p.note, r.note) AS note
+        FROM perplexity p JOIN runs r USING (run_id)
+        WHERE {' AND '.join(where)}
+        ORDER BY r.model, source_line NULLS LAST, r.run_id, p.dataset"""
+    return _memo("perplexity_cells", (model, sparsity, stage), root, lambda: _sql(sql, params, root)[PPL_CELL_COLUMNS])
+
+
+def _grid_label(df: pd.DataFrame) -> pd.Series:
+    label = df["preset"].fillna(df["preset_raw"]).fillna(df["strategy"]).fillna("?")
+    return label.where(~df["is_baseline"].astype(bool), "GT")
+
+
+def perplexity_grid(model: str, sparsity: float | None = None, dataset: str | None = None, aggregate: str = "min",
+                    root: Path | str | None = None) -> pd.DataFrame:
+    """Method-by-layer-group grid of one model: index = layer group (preset; baselines as 'GT'),
+    columns = method, values = ``aggregate`` (min|mean|median|max|count) of pruned perplexity."""
+    if aggregate not in ("min", "mean", "median", "max", "count"):
+        raise StoreError(f"unknown aggregate {aggregate!r}; accepted: min, mean, median, max, count")
+    cells = perplexity_cells(model=model, sparsity=sparsity, root=root)
+    if dataset is not None:
+        cells = cells[cells["dataset"] == dataset]
+    cells = cells.assign(group=_grid_label(cells), method=cells["method"].fillna("(unlabeled)"))
+    return cells.pivot_table(index="group", columns="method", values="ppl", aggfunc=aggregate, dropna=False)
+
+
+def metric_grid(name: str, model: str | None = None, sparsity: float | None = None, stat: str = "mean",
+                root: Path | str | None = None) -> pd.DataFrame:
+    """Method-by-layer-group grid of a long-form metric (``metrics`` table, rows named ``name``):
+    ``stat`` (avg|min|max|median|count) over all matching rows of succeeded runs."""
+    funcs = {"mean": "avg", "min": "min", "max": "max", "median": "median", "count": "count"}
+    if stat not in funcs:
+        raise StoreError(f"unknown stat {stat!r}; accepted: {', '.join(funcs)}")
+    where, params = ["m.name = ?", "r.status = 'succeeded'"], [name]
+    if model is not None:
+        where.append("r.model = ?")
+        params.append(model)
+    if sparsity is not None:
+        where.append("abs(r.sparsity - ?) < 1e-9")
+        params.append(float(sparsity))
+    sql = f"""
+        SELECT coalesce(r.preset, r.preset_raw, r.strategy, '?') AS "group", coalesce(r.method, '(unlabeled)') AS method,
+               {funcs[stat]}(m.value) AS value
+        FROM metrics m JOIN runs r USING (run_id) WHERE {' AND '.join(where)} GROUP BY ALL"""
+
+    def compute() -> pd.DataFrame:
+        long = _sql(sql, params, root)
+        return long.pivot(index="group", columns="method", values="value").sort_index()
+
+    return _memo("metric_grid", (name, model, sparsity, stat), root, compute)
+
+
+# ---- zero-shot and attention ------------------------------------------------------------------------
+def _with_runs(table: str, run_ids: Iterable[str] | None, root: Path | str | None) -> pd.DataFrame:
+    ids = None if run_ids is None else sorted(set(run_ids))
+    where, params = "", []
+    if ids is not None:
+        where = "WHERE t.run_id IN (SELECT unnest(?::VARCHAR[]))"
+        params = [ids]
+    sql = f"""
+        SELECT r.kind, r.model, r.method, r.preset, r.preset_raw, r.sparsity, r.label, t.*
+        FROM {table} t JOIN runs r USING (run_id) {where}
+        ORDER BY r.kind, r.model, t.run_id"""
+    key = None if ids is None else tuple(ids)
+    return _memo(table, (key,), root, lambda: _sql(sql, params, root).drop(columns=["bundle"]).dropna(axis=1, how="all"))
+
+
+def zeroshot_scores(run_ids: Iterable[str] | None = None, root: Path | str | None = None) -> pd.DataFrame:
+    """Zero-shot rows (task, metric, filter, value, stderr, task_version, num_fewshot, limit,
+    harness_version, stage) with run identity (kind, model, method, preset, label), including the
+    reference scores imported from the notes and lm-eval files."""
+    return _with_runs("zeroshot", run_ids, root)
+
+
+def attention_stats(run_ids: Iterable[str] | None = None, root: Path | str | None = None) -> pd.DataFrame:
+    """Attention statistics (stage, block, head, statistic, value) with run identity, including the
+    notes' per-model averages (block and head null)."""
+    return _with_runs("attention", run_ids, root)
+
+
+def models(root: Path | str | None = None) -> pd.DataFrame:
+    """Models in the store: model, n_runs, n_reference (result sets of each kind)."""
+    sql = """SELECT model, count(*) FILTER (WHERE kind = 'run') AS n_runs,
+                    count(*) FILTER (WHERE kind = 'reference') AS n_reference
+             FROM runs WHERE model IS NOT NULL GROUP BY model ORDER BY model"""
+    return _memo("models", (), root, lambda: _sql(sql, root=root))
+
+
+# ---- user SQL ----------------------------------------------------------------------------------------
+def check_read_only(sql: str) -> str:
+    """Accept exactly one SELECT-type statement (SELECT/WITH/DESCRIBE/SHOW/SUMMARIZE/FROM);
+    raise QueryRejectedError naming the statement otherwise."""
+    text = sql.strip().rstrip(";").strip()
+    if not text:
+        raise QueryRejectedError("empty query")
+    try:
+        statements = duckdb.connect(":memory:").extract_statements(text)
+    except duckdb.Error as exc:
+        raise QueryRejectedError(f"query does not parse: {exc}") from None
+    if len(statements) != 1:
+        raise QueryRejectedError(f"exactly one statement is accepted, got {len(statements)}")
+    first = text.split(None, 1)[0].upper()
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT or not any(first.startswith(k) for k in READ_ONLY_KEYWORDS):
+        raise QueryRejectedError(
+            f"only read-only queries are accepted (SELECT, WITH, DESCRIBE, SHOW); got a {kind.name} statement "
+            f"starting with {first!r}")
+    return text
+
+
+def run_sql(sql: str, root: Path | str | None = None) -> pd.DataFrame:
+    """Run a user's read-only SQL over the store's views (runs, spectra, allocation, perplexity,
+    zeroshot, attention, metrics) on a locked-down connection: no writes, no other files."""
+    text = check_read_only(sql)
+    con = connect(snapshot(root), locked_down=True)
+    try:
+        return con.execute(text).df()
+    except duckdb.PermissionException as exc:
+        raise QueryRejectedError(f"query needs access the store does not allow: {exc}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"query failed: {exc}") from None
+    finally:
+        con.close()
