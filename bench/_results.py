@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS = Path(os.environ.get("BENCH_RESULTS_PATH", Path(__file__).resolve().parent / "RESULTS.md"))
 HEADER = "# Benchmark results\n\nEach section is written by its benchmark script; the command and machine are recorded with the figures.\n"
 
 
@@ -41,6 +41,22 @@ def write_section(name: str, body_markdown: str, command: str | None = None, pat
         f"- command: `{command}`\n- machine: {machine_description()}\n- date: {stamp}\n\n"
         f"{body_markdown.strip()}\n<!-- /section:{name} -->\n"
     )
+    _replace_raw(name, section, path)
+
+
+def merge_sections(source: Path, path: Path = RESULTS) -> list[str]:
+    """Copy every section of another RESULTS file (e.g. one written on the GPU machine) into
+    ``path``, replacing same-named sections. Returns the merged section names."""
+    text = Path(source).read_text(encoding="utf-8")
+    names = []
+    for m in re.finditer(r"<!-- section:(.+?) -->\n## .+?\n\n(.*?)<!-- /section:\1 -->", text, re.S):
+        name, body = m.group(1), m.group(2)
+        _replace_raw(name, f"<!-- section:{name} -->\n## {name}\n\n{body}<!-- /section:{name} -->\n", path)
+        names.append(name)
+    return names
+
+
+def _replace_raw(name: str, section: str, path: Path) -> None:
     path.touch(exist_ok=True)
     with open(path, "r+", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

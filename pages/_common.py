@@ -192,3 +192,32 @@ def show_run(run_id: str) -> None:
     if tables.get("perplexity"):
         ppl = load_run_table(catalog_version(), run_id, "perplexity")
         st.dataframe(ppl.drop(columns=[c for c in ("bundle", "run_id") if c in ppl]), hide_index=True)
+
+
+# ---- eigenvalues for ESD plots -----------------------------------------------------------------------
+@st.cache_resource(max_entries=1, show_spinner="loading the model for its spectra…")
+def _model_for_esd(reference: str):
+    from pruning.models import load_model
+
+    return load_model(reference)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def _eigenvalues(version: str, run_id: str, name: str, source: str):
+    detail = load_run_detail(version, run_id)
+    reference = (detail.get("config") or {}).get("model", {}).get("name")
+    if not reference:
+        return None
+    from pruning.app_support.spectra import eigenvalues_of
+
+    return eigenvalues_of(lambda: _model_for_esd(reference), name, source)
+
+
+def load_eigenvalues(run_id: str, name: str, source: str):
+    """Ascending eigenvalues (numpy) of one matrix of a run's model for the ESD plot, or None when
+    they cannot be had here (model not on this machine, Hessian spectra not cached)."""
+    try:
+        return _eigenvalues(catalog_version(), run_id, name, source)
+    except Exception as exc:  # the page shows an info box instead of failing
+        log.info("no eigenvalues for %s %s (%s): %s", run_id, name, source, exc)
+        return None

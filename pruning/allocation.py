@@ -63,6 +63,9 @@ the order of the units and reduce to the unbounded formulas when nothing is clip
 c -> 0 / c -> inf drive every unit to lo / hi, the reachable targets are exactly [lo, hi]; a
 target outside raises :class:`~pruning.errors.ConfigError` naming that range.
 
+A target S = 0 (a dense run) gives every matrix sparsity 0 for any strategy, without needing
+metrics or OWL ratios; the bounds are then not applied (logged if ``min_sparsity > 0``).
+
 Output: the input rows in input order with added columns ``unit`` (unit id: ``block{i}``,
 ``block{i}.attn`` / ``block{i}.mlp``, or the matrix name), ``score`` (m_u; D_l for owl),
 ``ratio`` (r_u; for owl the unbounded s_u / S) and ``sparsity``.
@@ -81,13 +84,12 @@ from pydantic import ValidationError
 
 from pruning.config import AllocationConfig, config_error_from
 from pruning.errors import ConfigError
-from pruning.presets import ATTENTION_TYPES, MATRIX_TYPES, MLP_TYPES
+from pruning.presets import ATTENTION_TYPES, MATRIX_TYPES
 
 log = logging.getLogger(__name__)
 
 BASE_COLUMNS: tuple[str, ...] = ("block", "matrix_type", "name", "numel")
 OUTPUT_COLUMNS: tuple[str, ...] = ("unit", "score", "ratio", "sparsity")
-_SUB_BLOCK_TYPES: dict[str, tuple[str, ...]] = {"attn": ATTENTION_TYPES, "mlp": MLP_TYPES}
 _FLAT_RELATIVE_TOL = 1e-12
 
 
@@ -122,6 +124,8 @@ def allocate(
     """
     frame = _validated_matrices(matrices)
     lo, hi = _validated_config(config)
+    if float(target) == 0.0:
+        return _dense(matrices, frame, config, lo)
     target = _validated_target(target, lo, hi)
 
     granularity = "block" if config.strategy == "owl" else config.granularity
@@ -159,6 +163,19 @@ def allocate(
         "allocation %s (%s, %d units): target %.6f, weighted mean %.12f, range [%.4f, %.4f]",
         config.strategy, granularity, len(unit_frame), target, achieved, out["sparsity"].min(), out["sparsity"].max(),
     )
+    return out
+
+
+def _dense(matrices: pd.DataFrame, frame: pd.DataFrame, config: AllocationConfig, lo: float) -> pd.DataFrame:
+    """S = 0 (a dense run): nothing is pruned whatever the strategy; no metric or OWL ratio needed."""
+    if lo > 0:
+        log.warning("target sparsity 0 (dense): min_sparsity %s is not applied, every matrix stays dense", lo)
+    granularity = "block" if config.strategy == "owl" else config.granularity
+    out = matrices.copy()
+    out["unit"] = _unit_ids(frame, granularity).to_numpy()
+    out["score"] = np.nan
+    out["ratio"] = 1.0
+    out["sparsity"] = 0.0
     return out
 
 

@@ -106,6 +106,13 @@ def test_uniform_ignores_metrics() -> None:
     assert (result["sparsity"] == 0.7).all()
 
 
+@pytest.mark.parametrize("strategy", ["uniform", "linear", "owl"])
+def test_zero_target_is_dense_without_metrics(strategy: str) -> None:
+    frame = THREE.drop(columns="alpha_peak")
+    result = allocate(frame, AllocationConfig(strategy=strategy), 0.0)
+    assert (result["sparsity"] == 0.0).all()
+
+
 def test_split_differs_from_block() -> None:
     # scored by {o, gate}: block means (1+3)/2 = (3+1)/2 = 2 are equal -> block-wise is uniform;
     # split scores attn by o (1 vs 3) and MLP by gate (3 vs 1): r attn = 0.8, 1.2 ; r mlp = 1.2, 0.8 ;

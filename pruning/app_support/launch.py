@@ -151,3 +151,49 @@ def submission_token(configs: Iterable[RunConfig], backend: str) -> str:
     """Identity of one submission (backend + sorted run ids): the form stores it in
     session_state so a double click does not submit the same runs twice."""
     return backend + ":" + ",".join(sorted(c.run_id for c in configs))
+
+
+_FIELD_SPLIT = re.compile(r";\s+(?=[A-Za-z_][\w.]*:\s)")
+_NESTED = re.compile(r"^([A-Za-z_]\w*): \{\.\.\.\} is invalid: (.*)$", re.S)
+_SECTIONS = ("model", "calibration", "allocation", "pruning", "evaluation")
+
+
+def field_errors(error: Exception) -> dict[str, str]:
+    """Split a ConfigError text into {dotted field: message} for inline display.
+
+    Accepts the flat form ("pruning.sparsity: 1.2 is invalid: ...; allocation.epsilon: ...") and
+    the nested form ("config: {...} is invalid: allocation: {...} is invalid: epsilon: ...");
+    a "; accepted: ..." tail stays with its field."""
+    out: dict[str, str] = {}
+    section: str | None = None
+    field = "config"
+    for part in _FIELD_SPLIT.split(str(error)):
+        while (m := _NESTED.match(part)) is not None:
+            section = m.group(1) if m.group(1) in _SECTIONS else section
+            part = m.group(2)
+        name = error_field(Exception(part))
+        if name in ("accepted", "config") and field in out:
+            out[field] += "; " + part  # continuation of the previous field's message
+            continue
+        field = name if "." in name or name in _SECTIONS or section is None else f"{section}.{name}"
+        text = part if part.startswith(field) else f"{field}: {part.split(': ', 1)[1] if ': ' in part else part}"
+        out[field] = (out[field] + "; " + text) if field in out else text
+    return out
+
+
+def validate_form(values: Mapping[str, Any], roots: Iterable[Path] | None = None) -> tuple[RunConfig | None, dict[str, str]]:
+    """(config, {}) for valid form values, else (None, {field: message}) naming every bad field:
+    the config's validation and the allowed-roots rule of a local model path together."""
+    errors: dict[str, str] = {}
+    model = values.get("model.name")
+    if isinstance(model, str):
+        try:
+            check_model_reference(model, roots)
+        except ConfigError as exc:
+            errors.update(field_errors(exc))
+    try:
+        config = build_run_config(values, roots=[Path("/")] if errors else roots)
+    except ConfigError as exc:
+        errors.update(field_errors(exc))
+        return None, errors
+    return (None, errors) if errors else (config, {})

@@ -41,18 +41,17 @@ def new_job_id() -> str:
 
 
 def store_has_run(run_id: str) -> bool:
-    """Whether the results store already holds ``run_id`` (False when ``pruning.store`` is not
-    available or has no lookup function yet)."""
+    """Whether the results store holds a *succeeded* run ``run_id`` (False when ``pruning.store``
+    is not importable here)."""
     try:
         import pruning.store as store
     except ImportError as exc:
         log.debug("results store not importable (%s); dedupe uses the queue only", exc)
         return False
-    for name in ("has_run", "run_exists"):
-        lookup = getattr(store, name, None)
-        if callable(lookup):
-            return bool(lookup(run_id))
-    log.debug("pruning.store has no has_run/run_exists; dedupe uses the queue only")
+    run_status = getattr(store, "run_status", None)
+    if callable(run_status):
+        return run_status(run_id) == "succeeded"
+    log.debug("pruning.store has no run_status; dedupe uses the queue only")
     return False
 
 

@@ -1,0 +1,55 @@
+"""Attention: entropy and rank per layer and head, dense vs pruned, against the notes' averages."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import catalog_version, load_attention, selected_model, selected_runs, stop_with_info
+from pruning.app_support.plots import attention_by_layer, attention_heads
+
+st.title("Attention statistics")
+stats = load_attention(catalog_version())
+if stats.empty:
+    stop_with_info("No attention statistics in the store yet (runs with `evaluation.attention: true` add them).")
+
+refs = stats[stats["block"].isna()] if "block" in stats else stats.iloc[0:0]
+per_layer = stats[stats["block"].notna()] if "block" in stats else stats
+st.subheader("Averages")
+summary = stats.groupby(["kind", "model", "run_id", "stage", "statistic"], dropna=False)["value"].mean().reset_index()
+st.dataframe(summary.pivot_table(index=["kind", "model", "run_id", "stage"], columns="statistic", values="value",
+                                 dropna=False).reset_index(), hide_index=True, key="attention_summary")
+
+runs = [r for r in selected_runs() if r in set(per_layer["run_id"])]
+if not runs:
+    pool = per_layer
+    if selected_model():
+        pool = pool[pool["model"] == selected_model()]
+    options = list(dict.fromkeys(pool["run_id"]))
+    if not options:
+        stop_with_info("No run with per-layer attention statistics (pick another model or launch a run with attention).")
+    runs = st.multiselect("Runs (or pick them in the sidebar)", options, default=options[:1], key="attention_runs")
+if not runs:
+    stop_with_info("Pick at least one run.")
+data = per_layer[per_layer["run_id"].isin(runs)]
+data = data.assign(series=data["run_id"] + " · " + data["stage"].fillna("?"))
+
+c1, c2 = st.columns(2)
+statistic = c1.selectbox("Statistic", sorted(data["statistic"].unique()), key="attention_statistic")
+ref_models = sorted(refs.loc[refs["statistic"] == statistic, "model"].dropna().unique())
+ref_model = c2.selectbox("Reference (the notes' average)", ["(none)", *ref_models], key="attention_ref")
+reference = None
+if ref_model != "(none)":
+    reference = float(refs[(refs["model"] == ref_model) & (refs["statistic"] == statistic)]["value"].mean())
+st.plotly_chart(attention_by_layer(data, statistic, reference), key="attention_layers")
+
+with_heads = data[(data["statistic"] == statistic) & data["head"].notna()]
+if not with_heads.empty:
+    series = st.selectbox("Per head of", sorted(with_heads["series"].unique()), key="attention_heads_of")
+    st.plotly_chart(attention_heads(with_heads[with_heads["series"] == series], statistic,
+                                    title=f"{statistic} · {series}"), key="attention_heads")
+dense_pruned = data[data["statistic"] == statistic].pivot_table(index=["run_id", "block"], columns="stage",
+                                                                values="value", aggfunc="mean")
+if {"dense", "pruned"} <= set(dense_pruned.columns):
+    dense_pruned = dense_pruned.assign(change=dense_pruned["pruned"] - dense_pruned["dense"])
+st.dataframe(pd.DataFrame(dense_pruned).reset_index(), hide_index=True, key="attention_dense_pruned")

@@ -1,0 +1,56 @@
+"""Compare: two or more runs side by side — config diff (changed keys only), results,
+per-layer sparsity and spectral-metric overlays."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import catalog_version, load_run_detail, load_run_table, runs, selected_runs, stop_with_info
+from pruning.app_support.compare import config_diff
+from pruning.app_support.plots import metric_by_block, sparsity_overlay
+
+IDENTITY = ("kind", "model", "method", "strategy", "preset", "metric", "epsilon", "sparsity", "nm", "status", "label")
+
+st.title("Compare runs")
+chosen = selected_runs()
+if len(chosen) < 2:
+    stop_with_info("Pick two or more runs: select rows on the Runs page and press Compare, or use the sidebar.")
+version = catalog_version()
+table = runs().set_index("run_id")
+chosen = [r for r in chosen if r in table.index]
+
+st.subheader("Results")
+results = table.loc[chosen, [c for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "zeroshot_mean",
+                                         "status", "tags") if c in table.columns]]
+st.dataframe(results, key="compare_results",
+             column_config={"ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
+                            "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f")})
+
+st.subheader("Config differences")
+configs = {}
+for run_id in chosen:
+    detail = load_run_detail(version, run_id)
+    identity = {k: detail.get(k) for k in IDENTITY}
+    configs[run_id] = detail.get("config") or {"reference": identity}
+diff = config_diff(configs)
+if diff.empty:
+    st.success("The configs are identical (apart from label and tags).")
+else:
+    st.dataframe(diff, key="compare_diff")
+
+allocations = {r: load_run_table(version, r, "allocation") for r in chosen}
+allocations = {r: a for r, a in allocations.items() if not a.empty}
+if allocations:
+    st.subheader("Sparsity per block")
+    st.plotly_chart(sparsity_overlay(allocations), key="compare_sparsity")
+frames = [load_run_table(version, r, "spectra").assign(series=r) for r in chosen]
+frames = [f for f in frames if not f.empty]
+if frames:
+    spectra = pd.concat(frames, ignore_index=True)
+    spectra = spectra[spectra["source"] == "weight"] if "source" in spectra else spectra
+    metric = st.selectbox("Metric overlay", [m for m in ("alpha_peak", "alpha", "stable_rank", "entropy_norm",
+                                                         "log_spectral_norm") if m in spectra.columns],
+                          key="compare_metric")
+    if metric:
+        st.plotly_chart(metric_by_block(spectra, metric), key="compare_metric_plot")

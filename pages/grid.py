@@ -1,0 +1,65 @@
+"""Perplexity grid: the notes' tables as they should have looked — method x layer-group preset
+for one model and sparsity, GT pinned first, each cell's delta to it, log colour scale."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._common import catalog_version, load_perplexity_cells, selected_model, show_run, stop_with_info
+from pruning.app_support.formatting import format_sparsity
+from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, multi_value_cells
+from pruning.app_support.plots import grid_heatmap
+
+st.title("Perplexity grid")
+cells = load_perplexity_cells(catalog_version())
+if cells.empty:
+    stop_with_info("No perplexity results in the store yet.")
+
+models = sorted(cells["model"].dropna().unique())
+default_model = selected_model() if selected_model() in models else models[0]
+c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+model = c1.selectbox("Model", models, index=models.index(default_model), key="grid_model")
+of_model = cells[cells["model"] == model]
+sparsities = sorted(of_model["sparsity"].dropna().unique(), reverse=True)
+if not sparsities:
+    stop_with_info(f"No perplexity with a recorded sparsity for {model}.")
+sparsity = c2.selectbox("Sparsity", sparsities, format_func=format_sparsity, key="grid_sparsity")
+datasets = sorted(of_model["dataset"].dropna().unique())
+dataset = c3.selectbox("Dataset", datasets, key="grid_dataset") if len(datasets) > 1 else (datasets[0] if datasets else None)
+source = c4.segmented_control("Results", ["all", "reference", "run"], default="all", key="grid_source") or "all"
+
+grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
+if grid.empty:
+    stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
+
+assumed = of_model["sparsity_assumed"].fillna(False).astype(bool).any()
+st.caption(f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
+           + (" (assumed: the notes do not state it)" if assumed else "")
+           + f" · cell = best value, (delta to GT), ×count · {OWN_RUN_MARK} = the team's own run"
+           + " · click a cell to open it")
+event = st.plotly_chart(grid_heatmap(grid), key="grid_chart", on_select="rerun", selection_mode=("points", "box"),
+                        config={"displayModeBar": False})
+
+with st.expander("Grid as a table", expanded=False):
+    st.dataframe(grid.text.replace("<br>", " ", regex=True), key="grid_table")
+
+several = multi_value_cells(grid)
+if not several.empty:
+    st.subheader("Cells with several values")
+    st.dataframe(several, hide_index=True, key="grid_multi",
+                 column_config={"ppl": st.column_config.NumberColumn(format="%.2f"),
+                                "delta_to_gt": st.column_config.NumberColumn("Δ to GT", format="%+.2f")})
+
+# ---- open a cell: chart click/box selection, or the selectbox fallback ------------------------------------
+options = cell_options(grid)
+points = (event.selection.points if event and event.selection else None) or []
+clicked = [tuple(p["customdata"]) for p in points if p.get("customdata")]
+if clicked and clicked[0] in options:
+    st.session_state["grid_cell"] = clicked[0]
+if st.session_state.get("grid_cell") not in options:
+    st.session_state.pop("grid_cell", None)
+row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
+detail = grid.cell(row, column)
+st.dataframe(detail, hide_index=True, key="grid_cell_detail")
+run_id = st.selectbox("Run of this cell", detail["run_id"].tolist(), key="grid_cell_run")
+show_run(run_id)

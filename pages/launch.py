@@ -1,0 +1,146 @@
+"""Launch: one run from a form built on the validated RunConfig, or a sweep over a grid.
+Errors are shown inline under the field they name; nothing is submitted on invalid input, and a
+double click does not submit twice (the submitted token is kept in session_state)."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from pages._common import stop_with_info
+from pruning.app_support.launch import grid_size, parse_value_list, submission_token, sweep_spec, validate_form
+from pruning.config import DTYPES, METHODS, STRATEGIES
+from pruning.errors import ConfigError, PruningLabError
+from pruning.models import ALIASES
+from pruning.presets import preset_names
+
+log = logging.getLogger(__name__)
+METRICS = ["alpha_peak", "alpha", "alpha_mid", "alpha_weighted", "stable_rank", "entropy_norm", "log_spectral_norm",
+           "hessian_alpha", "hessian_alpha_peak"]
+NO_PRESET = ""
+FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
+    "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
+    "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
+    "model.device": ("text", "Device", {"value": "cpu"}),
+    "pruning.method": ("select", "Method", {"options": list(METHODS), "index": 2}),
+    "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7}),
+    "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
+    "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
+    "allocation.preset": ("select", "Layer-group preset", {"options": [NO_PRESET, *preset_names()], "accept_new_options": True}),
+    "allocation.metric": ("select", "Metric", {"options": METRICS, "accept_new_options": True}),
+    "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2}),
+    "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
+    "calibration.nsamples": ("int", "Calibration samples", {"value": 128}),
+    "calibration.seqlen": ("int", "Calibration length (tokens)", {"value": 2048}),
+    "evaluation.perplexity": ("multi", "Perplexity on", {"options": ["wiki", "austen"], "default": ["wiki"], "accept_new_options": True}),
+    "evaluation.seqlen": ("int", "Perplexity window (tokens)", {"value": 2048}),
+    "evaluation.limit_windows": ("int", "Windows (0 = all)", {"value": 16}),
+    "evaluation.zeroshot_tasks": ("multi", "Zero-shot tasks", {"options": ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"], "default": []}),
+    "evaluation.attention": ("check", "Attention statistics", {"value": False}),
+    "label": ("text", "Label", {"value": ""}),
+    "tags": ("text", "Tags (comma separated)", {"value": ""}),
+}
+SECTIONS = {"Model": ["model.name", "model.dtype", "model.device"],
+            "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
+            "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon"],
+            "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen"],
+            "Evaluation": ["evaluation.perplexity", "evaluation.seqlen", "evaluation.limit_windows",
+                           "evaluation.zeroshot_tasks", "evaluation.attention"],
+            "Annotations": ["label", "tags"]}
+WIDGETS = {"text": st.text_input, "select": st.selectbox, "float": st.number_input, "int": st.number_input,
+           "multi": st.multiselect, "check": st.checkbox}
+
+
+def key(field: str) -> str:
+    return "launch." + field
+
+
+def form_values() -> dict:
+    """The form's current values as dotted RunConfig keys."""
+    values = {f: st.session_state.get(key(f)) for f in FIELDS if key(f) in st.session_state}
+    if values.get("evaluation.limit_windows") == 0:
+        values["evaluation.limit_windows"] = None
+    return values
+
+
+def submit(configs: list, backend: str) -> None:
+    """Queue configs on ``backend`` once per token; start a local worker for local jobs."""
+    from pruning.jobs import ensure_local_worker, get_backend
+
+    token = submission_token(configs, backend)
+    if st.session_state.get("launch_token") == token:
+        st.warning("Already submitted (double click?) — see the Jobs page.")
+        return
+    st.session_state["launch_token"] = token
+    try:
+        answers = [get_backend(backend).submit(c) for c in configs]
+        if backend == "local":
+            ensure_local_worker()
+    except PruningLabError as exc:
+        st.session_state.pop("launch_token", None)
+        st.error(f"backend: {exc}")
+        return
+    new = [a.job.job_id for a in answers if a.job is not None and not a.deduped]
+    st.session_state["launch_result"] = (f"Submitted {len(new)} job(s): {', '.join(new) or '—'}; "
+                                        f"{len(answers) - len(new)} already done or running.")
+    log.info("submitted %d job(s) on %s: %s", len(new), backend, new)
+
+
+st.title("Launch runs")
+backend = st.radio("Backend", ["local", "ray"], horizontal=True, key="launch.backend",
+                   help="local: a worker process on this machine; ray: the team's Ray cluster")
+pressed = st.session_state.get("launch.submit", False)
+config, errors = validate_form(form_values()) if pressed else (None, {})
+
+with st.form("launch_form"):
+    for title, fields in SECTIONS.items():
+        st.markdown(f"**{title}**")
+        cols = st.columns(len(fields))
+        for col, field in zip(cols, fields):
+            kind, label, options = FIELDS[field]
+            with col:
+                WIDGETS[kind](label, key=key(field), **options)
+                if field in errors:
+                    st.error(errors.pop(field))
+    for field, message in errors.items():  # a field without its own widget
+        st.error(message)
+    st.form_submit_button("Launch run", type="primary", key="launch.submit")
+st.caption(f"Model aliases: {', '.join(ALIASES)}. A local path must lie under the allowed roots.")
+if pressed and config is not None:
+    submit([config], backend)
+if "launch_result" in st.session_state:
+    st.success(st.session_state["launch_result"])
+    st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")
+
+st.header("Sweep")
+st.caption("Every combination of the lists below, on top of the form's values.")
+c1, c2 = st.columns(2)
+axes = {
+    "pruning.method": c1.multiselect("Methods", list(METHODS), key="sweep.methods"),
+    "allocation.preset": c2.multiselect("Presets", [NO_PRESET, *preset_names()], key="sweep.presets",
+                                        format_func=lambda p: p or "(no preset)"),
+}
+c3, c4 = st.columns(2)
+try:
+    axes["allocation.epsilon"] = parse_value_list(c3.text_input("ε values", key="sweep.eps", placeholder="0.1, 0.2, 0.3"), "allocation.epsilon")
+    axes["pruning.sparsity"] = parse_value_list(c4.text_input("Sparsities", key="sweep.sparsity", placeholder="0.5, 0.7"), "pruning.sparsity")
+except ConfigError as exc:
+    stop_with_info(f"Sweep not ready: {exc}")
+if not any(axes.values()):
+    stop_with_info("Add values to at least one list to build a sweep.")
+base, base_errors = validate_form(form_values())
+if base is None:
+    stop_with_info("Fix the form above first: " + "; ".join(base_errors.values()))
+from pruning.sweep import plan_sweep  # noqa: E402
+
+plan = plan_sweep(sweep_spec(base, axes))
+st.metric("Jobs this grid makes", len(plan.to_run),
+          help=f"{grid_size(axes)} combinations -> {len(plan.configs)} unique runs")
+st.caption(f"{plan.n_combinations} combinations, {len(plan.configs)} unique, {len(plan.invalid)} invalid, "
+           f"{len(plan.done)} already done, {len(plan.active)} queued/running")
+for bad in plan.invalid:
+    st.error(bad.error)
+if st.button(f"Submit {len(plan.to_run)} job(s)", disabled=bool(plan.invalid) or not plan.to_run, key="sweep.submit"):
+    submit(plan.to_run, backend)
+    st.rerun()

@@ -1,0 +1,76 @@
+"""Spectra: a spectral metric per block for every matrix type (runs overlaid), the metric beside
+the run's allocated sparsity, and the ESD of one matrix (weight | Hessian) with its power-law fit."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import (
+    catalog_version, load_eigenvalues, load_run_table, runs, selected_model, selected_runs, stop_with_info,
+)
+from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
+
+NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
+
+st.title("Spectra")
+version = catalog_version()
+table = runs()
+candidates = table[(table["kind"] == "run") & (table["status"] == "succeeded")]
+if selected_model():
+    candidates = candidates[candidates["model"] == selected_model()]
+chosen = [r for r in selected_runs() if r in set(candidates["run_id"])]
+if not chosen:
+    pool = candidates["run_id"].head(200).tolist()
+    if not pool:
+        stop_with_info("No succeeded runs to show. Launch one, or pick another model in the sidebar.")
+    chosen = st.multiselect("Runs (or pick them in the sidebar)", pool, default=pool[:1], key="spectra_runs")
+if not chosen:
+    stop_with_info("Pick at least one run.")
+
+labels = dict(zip(table["run_id"], table["model"].fillna("?") + " · " + table["run_id"]))
+frames = []
+for run_id in chosen:
+    spectra = load_run_table(version, run_id, "spectra")
+    if not spectra.empty:
+        frames.append(spectra.assign(series=labels.get(run_id, run_id)))
+if not frames:
+    stop_with_info("The chosen runs have no spectra (uniform or OWL allocation does not compute them).")
+spectra = pd.concat(frames, ignore_index=True)
+
+c1, c2 = st.columns(2)
+sources = sorted(spectra["source"].dropna().unique()) if "source" in spectra else ["weight"]
+source = c1.radio("Spectrum of", sources, horizontal=True, key="spectra_source")
+of_source = spectra[spectra["source"] == source] if "source" in spectra else spectra
+metrics = [c for c in of_source.columns if c not in NON_METRICS and pd.api.types.is_numeric_dtype(of_source[c])
+           and of_source[c].notna().any()]
+default = metrics.index("alpha_peak") if "alpha_peak" in metrics else 0
+metric = c2.selectbox("Metric", metrics, index=default, key="spectra_metric")
+
+n_blocks = int(of_source["block"].nunique())
+st.caption(f"{n_blocks} blocks · {len(chosen)} run(s) · {source} spectra")
+st.plotly_chart(metric_by_block(of_source, metric), key="spectra_by_block")
+
+st.subheader("Metric and allocated sparsity")
+focus = st.selectbox("Run", chosen, format_func=lambda r: labels.get(r, r), key="spectra_focus")
+focus_rows = of_source[of_source["series"] == labels.get(focus, focus)]
+allocation = load_run_table(version, focus, "allocation")
+st.plotly_chart(metric_with_allocation(focus_rows, allocation, metric), key="spectra_alloc")
+
+st.subheader("ESD of one matrix")
+names = sorted(focus_rows["name"].dropna().unique(), key=lambda n: (len(n), n))
+if not names:
+    stop_with_info("This run has no per-matrix rows.")
+name = st.selectbox("Matrix", names, key="spectra_matrix")
+rows = spectra[(spectra["series"] == labels.get(focus, focus)) & (spectra["name"] == name)]
+panels = []
+for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian
+    eig = load_eigenvalues(focus, name, str(row.get("source", "weight")))
+    if eig is None:
+        continue
+    panels.append((f"{row.get('source', 'weight')} · {name}", eig, row.get("alpha"), row.get("xmin")))
+if panels:
+    st.plotly_chart(esd_figure(panels), key="spectra_esd")
+else:
+    st.info("Eigenvalues of this matrix are not available here (the model is not on this machine).")
+st.dataframe(rows.drop(columns=["series"]), hide_index=True, key="spectra_rows")

@@ -1,0 +1,33 @@
+"""Zero-shot: task x run table (value ± stderr), mean over tasks, and the harness version."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._common import catalog_version, load_zeroshot, selected_model, selected_runs, stop_with_info
+from pruning.app_support.tables import zeroshot_table
+
+st.title("Zero-shot accuracy")
+scores = load_zeroshot(catalog_version())
+if scores.empty:
+    stop_with_info("No zero-shot results in the store yet.")
+if selected_model():
+    scores = scores[scores["model"] == selected_model()]
+chosen = [r for r in selected_runs() if r in set(scores["run_id"])]
+if chosen:
+    scores = scores[scores["run_id"].isin(chosen)]
+if scores.empty:
+    stop_with_info("No zero-shot results for this model / these runs.")
+
+c1, c2 = st.columns(2)
+metrics = sorted(scores["metric"].dropna().unique())
+metric = c1.selectbox("Metric", metrics, index=metrics.index("acc") if "acc" in metrics else 0, key="zeroshot_metric")
+stages = sorted(scores["stage"].dropna().unique()) if "stage" in scores else []
+stage = c2.selectbox("Stage", stages, index=stages.index("pruned") if "pruned" in stages else 0,
+                     key="zeroshot_stage") if len(stages) > 1 else None
+
+table, meta = zeroshot_table(scores, metric=metric, stage=stage)
+st.caption("value ± stderr per task; MEAN = unweighted mean over tasks (the notes' 'MEAN')")
+st.dataframe(table, key="zeroshot_table")
+st.subheader("Provenance")
+st.dataframe(meta, hide_index=True, key="zeroshot_meta")

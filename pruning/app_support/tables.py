@@ -1,0 +1,48 @@
+"""Small table shapers for the pages (pure pandas)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+MEAN_ROW = "MEAN"
+
+
+def _pm(value: float, stderr: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if stderr is None or (isinstance(stderr, float) and math.isnan(stderr)):
+        return f"{value:.4f}"
+    return f"{value:.4f} ± {stderr:.4f}"
+
+
+def zeroshot_table(scores: pd.DataFrame, metric: str = "acc", stage: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Task x run text table ("0.4844 ± 0.0103") with a MEAN row (unweighted mean of ``metric``
+    over the run's tasks, as lm-eval's 'MEAN' in the notes), and a provenance table per run
+    (model, method, preset, harness version, few-shot, limit, task versions).
+
+    ``scores``: rows of ``queries.zeroshot_scores`` (run_id, task, metric, value, stderr, ...).
+    """
+    sub = scores[scores["metric"] == metric]
+    if stage is not None and "stage" in sub:
+        sub = sub[sub["stage"] == stage]
+    if "filter" in sub:
+        sub = sub[sub["filter"].isna() | sub["filter"].isin(["none", ""])]
+    sub = sub.drop_duplicates(["run_id", "task"], keep="first")
+    runs = list(dict.fromkeys(sub["run_id"]))
+    tasks = sorted(sub["task"].unique())
+    text = pd.DataFrame("", index=[*tasks, MEAN_ROW], columns=runs)
+    for row in sub.itertuples(index=False):
+        text.loc[row.task, row.run_id] = _pm(row.value, getattr(row, "stderr", None))
+    for run_id, grp in sub.groupby("run_id", sort=False):
+        text.loc[MEAN_ROW, run_id] = f"{grp['value'].mean():.4f} (n={len(grp)})"
+    text.index.name = "task"
+    meta_cols = [c for c in ("run_id", "kind", "model", "method", "preset", "label", "harness_version",
+                             "num_fewshot", "limit") if c in sub.columns]
+    meta = sub[meta_cols].drop_duplicates("run_id").reset_index(drop=True)
+    if "task_version" in sub:
+        versions = sub.groupby("run_id")[["task", "task_version"]].apply(
+            lambda g: ", ".join(f"{t}={v}" for t, v in zip(g["task"], g["task_version"]) if v is not None and v == v))
+        meta["task_versions"] = meta["run_id"].map(versions)
+    return text, meta
