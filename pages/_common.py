@@ -204,12 +204,17 @@ def _model_for_esd(reference: str):
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def _eigenvalues(version: str, run_id: str, name: str, source: str):
-    detail = load_run_detail(version, run_id)
-    reference = (detail.get("config") or {}).get("model", {}).get("name")
-    if not reference:
-        return None
-    from pruning.app_support.spectra import eigenvalues_of
+    from pruning.app_support.spectra import cached_eigenvalues, eigenvalues_of, model_available_locally
 
+    detail = load_run_detail(version, run_id)
+    fingerprint = (detail.get("env") or {}).get("model_fingerprint")
+    if fingerprint:
+        eig = cached_eigenvalues(fingerprint, name, source)
+        if eig is not None:
+            return eig
+    reference = (detail.get("config") or {}).get("model", {}).get("name")
+    if not reference or not model_available_locally(reference):
+        return None
     return eigenvalues_of(lambda: _model_for_esd(reference), name, source)
 
 
@@ -221,3 +226,10 @@ def load_eigenvalues(run_id: str, name: str, source: str):
     except Exception as exc:  # the page shows an info box instead of failing
         log.info("no eigenvalues for %s %s (%s): %s", run_id, name, source, exc)
         return None
+
+
+def table(data: pd.DataFrame, key: str, **kwargs: Any) -> None:
+    """``st.dataframe`` inside a keyed container (a plain dataframe keeps no key; tests and the
+    page's CSS find it by the container's key)."""
+    with st.container(key=key):
+        st.dataframe(data, **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import catalog_version, load_attention, selected_model, selected_runs, stop_with_info
+from pages._common import catalog_version, load_attention, selected_model, selected_runs, stop_with_info, table
 from pruning.app_support.plots import attention_by_layer, attention_heads
 
 st.title("Attention statistics")
@@ -13,12 +13,13 @@ stats = load_attention(catalog_version())
 if stats.empty:
     stop_with_info("No attention statistics in the store yet (runs with `evaluation.attention: true` add them).")
 
-refs = stats[stats["block"].isna()] if "block" in stats else stats.iloc[0:0]
-per_layer = stats[stats["block"].notna()] if "block" in stats else stats
+stats = stats.reindex(columns=[*stats.columns, *[c for c in ("block", "head", "stage") if c not in stats]])
+refs = stats[stats["block"].isna()]  # the notes' per-model averages
+per_layer = stats[stats["block"].notna()]
 st.subheader("Averages")
-summary = stats.groupby(["kind", "model", "run_id", "stage", "statistic"], dropna=False)["value"].mean().reset_index()
-st.dataframe(summary.pivot_table(index=["kind", "model", "run_id", "stage"], columns="statistic", values="value",
-                                 dropna=False).reset_index(), hide_index=True, key="attention_summary")
+summary = stats.assign(stage=stats["stage"].fillna("notes average"))
+table(summary.pivot_table(index=["kind", "model", "run_id", "stage"], columns="statistic", values="value",
+                          aggfunc="mean").reset_index(), "attention_summary", hide_index=True)
 
 runs = [r for r in selected_runs() if r in set(per_layer["run_id"])]
 if not runs:
@@ -52,4 +53,4 @@ dense_pruned = data[data["statistic"] == statistic].pivot_table(index=["run_id",
                                                                 values="value", aggfunc="mean")
 if {"dense", "pruned"} <= set(dense_pruned.columns):
     dense_pruned = dense_pruned.assign(change=dense_pruned["pruned"] - dense_pruned["dense"])
-st.dataframe(pd.DataFrame(dense_pruned).reset_index(), hide_index=True, key="attention_dense_pruned")
+table(pd.DataFrame(dense_pruned).reset_index(), "attention_dense_pruned", hide_index=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import catalog_version, load_run_detail, load_run_table, runs, selected_runs, stop_with_info
+from pages._common import catalog_version, load_run_detail, load_run_table, runs, selected_runs, stop_with_info, table
 from pruning.app_support.compare import config_diff
 from pruning.app_support.plots import metric_by_block, sparsity_overlay
 
@@ -17,13 +17,13 @@ chosen = selected_runs()
 if len(chosen) < 2:
     stop_with_info("Pick two or more runs: select rows on the Runs page and press Compare, or use the sidebar.")
 version = catalog_version()
-table = runs().set_index("run_id")
-chosen = [r for r in chosen if r in table.index]
+all_runs = runs().set_index("run_id")
+chosen = [r for r in chosen if r in all_runs.index]
 
 st.subheader("Results")
-results = table.loc[chosen, [c for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "zeroshot_mean",
-                                         "status", "tags") if c in table.columns]]
-st.dataframe(results, key="compare_results",
+results = all_runs.loc[chosen, [c for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "zeroshot_mean",
+                                         "status", "tags") if c in all_runs.columns]]
+table(results, "compare_results",
              column_config={"ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
                             "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f")})
 
@@ -37,7 +37,7 @@ diff = config_diff(configs)
 if diff.empty:
     st.success("The configs are identical (apart from label and tags).")
 else:
-    st.dataframe(diff, key="compare_diff")
+    table(diff, "compare_diff")
 
 allocations = {r: load_run_table(version, r, "allocation") for r in chosen}
 allocations = {r: a for r, a in allocations.items() if not a.empty}

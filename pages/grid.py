@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import catalog_version, load_perplexity_cells, selected_model, show_run, stop_with_info
+from pages._common import catalog_version, load_perplexity_cells, selected_model, show_run, stop_with_info, table
 from pruning.app_support.formatting import format_sparsity
 from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, multi_value_cells
 from pruning.app_support.plots import grid_heatmap
@@ -16,7 +16,8 @@ if cells.empty:
     stop_with_info("No perplexity results in the store yet.")
 
 models = sorted(cells["model"].dropna().unique())
-default_model = selected_model() if selected_model() in models else models[0]
+wanted = st.query_params.get("model") or selected_model()  # ?model=LLaMA-7B links straight to a table
+default_model = wanted if wanted in models else cells["model"].value_counts().idxmax()  # else the fullest table
 c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
 model = c1.selectbox("Model", models, index=models.index(default_model), key="grid_model")
 of_model = cells[cells["model"] == model]
@@ -41,12 +42,12 @@ event = st.plotly_chart(grid_heatmap(grid), key="grid_chart", on_select="rerun",
                         config={"displayModeBar": False})
 
 with st.expander("Grid as a table", expanded=False):
-    st.dataframe(grid.text.replace("<br>", " ", regex=True), key="grid_table")
+    table(grid.text.replace("<br>", " ", regex=True), "grid_table")
 
 several = multi_value_cells(grid)
 if not several.empty:
     st.subheader("Cells with several values")
-    st.dataframe(several, hide_index=True, key="grid_multi",
+    table(several, "grid_multi", hide_index=True,
                  column_config={"ppl": st.column_config.NumberColumn(format="%.2f"),
                                 "delta_to_gt": st.column_config.NumberColumn("Δ to GT", format="%+.2f")})
 
@@ -60,6 +61,6 @@ if st.session_state.get("grid_cell") not in options:
     st.session_state.pop("grid_cell", None)
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
 detail = grid.cell(row, column)
-st.dataframe(detail, hide_index=True, key="grid_cell_detail")
+table(detail, "grid_cell_detail", hide_index=True)
 run_id = st.selectbox("Run of this cell", detail["run_id"].tolist(), key="grid_cell_run")
 show_run(run_id)

@@ -9,10 +9,9 @@ import logging
 import streamlit as st
 
 from pages._common import stop_with_info
-from pruning.app_support.launch import grid_size, parse_value_list, submission_token, sweep_spec, validate_form
+from pruning.app_support.launch import allowed_model_roots, grid_size, parse_value_list, submission_token, sweep_spec, validate_form
 from pruning.config import DTYPES, METHODS, STRATEGIES
 from pruning.errors import ConfigError, PruningLabError
-from pruning.models import ALIASES
 from pruning.presets import preset_names
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,8 @@ FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget,
     "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7}),
     "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
     "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
-    "allocation.preset": ("select", "Layer-group preset", {"options": [NO_PRESET, *preset_names()], "accept_new_options": True}),
+    "allocation.preset": ("text", "Layer-group preset (blank = none)", {"value": "", "placeholder": "QKVout + split",
+                          "help": "A notes column header: " + ", ".join(preset_names())}),
     "allocation.metric": ("select", "Metric", {"options": METRICS, "accept_new_options": True}),
     "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2}),
     "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
@@ -106,7 +106,8 @@ with st.form("launch_form"):
     for field, message in errors.items():  # a field without its own widget
         st.error(message)
     st.form_submit_button("Launch run", type="primary", key="launch.submit")
-st.caption(f"Model aliases: {', '.join(ALIASES)}. A local path must lie under the allowed roots.")
+st.caption("Model: an offline alias (smollm2-135m, gemma3-270m), a hub id, or a local path under "
+           f"the allowed roots: {', '.join(str(r) for r in allowed_model_roots())}.")
 if pressed and config is not None:
     submit([config], backend)
 if "launch_result" in st.session_state:

@@ -19,7 +19,7 @@ c1, c2, c3, c4 = st.columns([1, 2, 1, 2])
 kinds = c1.multiselect("Kind", ["run", "reference"], default=["run", "reference"])
 methods = c2.multiselect("Method", sorted(table["method"].dropna().unique()))
 statuses = c3.multiselect("Status", sorted(table["status"].dropna().unique()))
-text = c4.text_input("Search (run id, label, tag, preset)", placeholder="e.g. QKVout")
+text = c4.text_input("Search (run id, label, tag, preset)", placeholder="e.g. QKVout", key="runs_search")
 
 view = table[table["kind"].isin(kinds)]
 if model:

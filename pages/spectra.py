@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import (
-    catalog_version, load_eigenvalues, load_run_table, runs, selected_model, selected_runs, stop_with_info,
+    catalog_version, load_eigenvalues, load_run_table, runs, selected_model, selected_runs, stop_with_info, table,
 )
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 
@@ -15,8 +15,8 @@ NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
 
 st.title("Spectra")
 version = catalog_version()
-table = runs()
-candidates = table[(table["kind"] == "run") & (table["status"] == "succeeded")]
+all_runs = runs()
+candidates = all_runs[(all_runs["kind"] == "run") & (all_runs["status"] == "succeeded")]
 if selected_model():
     candidates = candidates[candidates["model"] == selected_model()]
 chosen = [r for r in selected_runs() if r in set(candidates["run_id"])]
@@ -28,7 +28,7 @@ if not chosen:
 if not chosen:
     stop_with_info("Pick at least one run.")
 
-labels = dict(zip(table["run_id"], table["model"].fillna("?") + " · " + table["run_id"]))
+labels = dict(zip(all_runs["run_id"], all_runs["model"].fillna("?") + " · " + all_runs["run_id"]))
 frames = []
 for run_id in chosen:
     spectra = load_run_table(version, run_id, "spectra")
@@ -73,4 +73,4 @@ if panels:
     st.plotly_chart(esd_figure(panels), key="spectra_esd")
 else:
     st.info("Eigenvalues of this matrix are not available here (the model is not on this machine).")
-st.dataframe(rows.drop(columns=["series"]), hide_index=True, key="spectra_rows")
+table(rows.drop(columns=["series"]), "spectra_rows", hide_index=True)

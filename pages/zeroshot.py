@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import catalog_version, load_zeroshot, selected_model, selected_runs, stop_with_info
+from pages._common import catalog_version, load_zeroshot, selected_model, selected_runs, stop_with_info, table
 from pruning.app_support.tables import zeroshot_table
 
 st.title("Zero-shot accuracy")
@@ -26,8 +26,8 @@ stages = sorted(scores["stage"].dropna().unique()) if "stage" in scores else []
 stage = c2.selectbox("Stage", stages, index=stages.index("pruned") if "pruned" in stages else 0,
                      key="zeroshot_stage") if len(stages) > 1 else None
 
-table, meta = zeroshot_table(scores, metric=metric, stage=stage)
+by_task, meta = zeroshot_table(scores, metric=metric, stage=stage)
 st.caption("value ± stderr per task; MEAN = unweighted mean over tasks (the notes' 'MEAN')")
-st.dataframe(table, key="zeroshot_table")
+table(by_task, "zeroshot_table")
 st.subheader("Provenance")
-st.dataframe(meta, hide_index=True, key="zeroshot_meta")
+table(meta, "zeroshot_meta", hide_index=True)

@@ -248,6 +248,31 @@ def attention_entropy(model: nn.Module, windows: Tensor, family: FamilySpec | No
     return ent_sum / n_queries, norm_sum / n_norm
 
 
+@torch.no_grad()
+def attention_probabilities(model: nn.Module, window: Tensor, block: int, family: FamilySpec | None = None) -> Tensor:
+    """The attention probabilities of one block on one batch of windows ``(B, T)``, measured
+    exactly as :func:`attention_entropy` measures them (eager attention, forward hook).
+    Returns float32 ``(B, n_heads, T, T)``; masked (future) keys are exactly 0."""
+    family = family or family_for(model)
+    layers = decoder_layers(model, family)
+    captured: list[Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if probs is None:
+            raise RuntimeError(f"block {block} returned no attention probabilities "
+                               f"(attn_implementation={attn_implementation(model)!r})")
+        captured.append(probs.detach().float().cpu())
+
+    with eager_attention(model):
+        handle = get_attr_path(layers[block], family.attention_path).register_forward_hook(hook)
+        try:
+            model(input_ids=window.to(next(model.parameters()).device), use_cache=False)
+        finally:
+            handle.remove()
+    return captured[0]
+
+
 def evaluation_windows(token_ids: Tensor, tokens: int, seqlen: int | None = None,
                        bos_token_id: int | None = None) -> Tensor:
     """The first ``tokens`` tokens of 1-D ``token_ids`` as windows ``(tokens // seqlen, seqlen)``
@@ -312,4 +337,5 @@ def attention_table(loaded: Any, stage: str = "dense", tokens: int = 512, datase
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean of every statistic over blocks and heads, per stage: ``(stage, statistic, value)``.
     For ``v_entropy``, ``v_rank_ratio`` and ``qk_entropy_layer`` this is the notes' '(Avg)'."""
+    frame = frame[frame.statistic != "kv_head"]
     return frame.groupby(["stage", "statistic"], as_index=False, sort=True)["value"].mean()

@@ -30,9 +30,9 @@ def format_ppl(value: Any) -> str:
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     ax = abs(x)
-    if ax < 1000:
+    if ax < 999.995:
         return f"{x:.2f}"
-    if ax < 10_000:
+    if ax < 9_999.5:
         return f"{x:.0f}"
     if ax < 99_950:
         return f"{x / 1e3:.1f}k"

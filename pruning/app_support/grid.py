@@ -36,12 +36,17 @@ def method_label(method: object) -> str:
     return METHOD_LABELS.get(str(method).lower(), str(method))
 
 
-def column_label(preset: object, is_baseline: bool) -> str:
-    """Grid column of one value: "GT" for baselines, else the preset's display name."""
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def column_label(preset: object, is_baseline: bool, preset_raw: object = None) -> str:
+    """Grid column of one value: "GT" for baselines, else the preset's display name (the raw
+    header text when it is no known preset, e.g. "split")."""
     if is_baseline:
         return BASELINE_COLUMN
-    if preset is None or (isinstance(preset, float) and math.isnan(preset)) or str(preset).strip() == "":
-        return NO_PRESET
+    if _missing(preset):
+        return NO_PRESET if _missing(preset_raw) else str(preset_raw).strip()
     canonical = {normalize_preset_name(n): n for n in preset_names()}
     return canonical.get(normalize_preset_name(str(preset)), str(preset))
 
@@ -116,7 +121,8 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
                               pd.DataFrame(columns=["row", "column", "ppl", "kind"]))
     sub["row"] = [method_label(m) for m in sub["method"]]
     base = sub["is_baseline"].fillna(False).astype(bool) if "is_baseline" in sub else pd.Series(False, index=sub.index)
-    sub["column"] = [column_label(p, b) for p, b in zip(sub["preset"], base)]
+    raw = sub["preset_raw"] if "preset_raw" in sub else pd.Series(None, index=sub.index)
+    sub["column"] = [column_label(p, b, r) for p, b, r in zip(sub["preset"], base, raw)]
     sub["ppl"] = pd.to_numeric(sub["ppl"], errors="coerce")
     rows = _ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
     columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN], last=[NO_PRESET])

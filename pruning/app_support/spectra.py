@@ -1,35 +1,67 @@
-"""Eigenvalues for the app's ESD plots (DESIGN.md "ESD": lambda = sigma^2 of W^T W)."""
+"""Eigenvalues for the app's ESD plots (DESIGN.md "ESD": lambda = sigma^2 of W^T W; Hessian
+H = 2 X^T X / N). Read from the spectra cache of ``pruning.spectral.cache`` when the run's model
+fingerprint has cached eigenvalues there, else (weights only) recomputed from the model."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 
-def weight_eigenvalues(weight: Any) -> np.ndarray:
-    """Ascending eigenvalues of W^T W in float64, via the smaller Gram matrix. W: (out, in)."""
-    import torch
+def spectra_cache_root() -> Path:
+    """``cache_dir()/spectra`` — the directory of ``pruning.spectral.cache.spectra_cache_dir()``
+    (not imported here: that module imports torch, too slow for a page render)."""
+    return cache_dir() / "spectra"
 
-    w = torch.as_tensor(weight).detach().to("cpu", torch.float64)
-    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # (min, min)
-    return torch.linalg.eigvalsh(gram).clamp_min(0).numpy()
+
+def cached_eigenvalues(fingerprint: str, name: str, source: str, root: Path | None = None) -> np.ndarray | None:
+    """Ascending eigenvalues of matrix ``name`` from the newest cached ``<fingerprint>-<source>-*``
+    eigenvalue file (long table model, name, source, eigenvalue), or None when none holds it."""
+    root = root or spectra_cache_root()
+    files = sorted(root.glob(f"{fingerprint}-{source}-*.eigs.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        try:
+            frame = pd.read_parquet(path, columns=["name", "eigenvalue"], filters=[("name", "==", name)])
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable eigenvalue cache %s: %s", path, exc)
+            continue
+        if len(frame):
+            return np.sort(frame["eigenvalue"].to_numpy(dtype=float))
+    return None
 
 
 def eigenvalues_of(load: Callable[[], Any], name: str, source: str) -> np.ndarray | None:
-    """Eigenvalues of matrix ``name`` (a module name such as ``model.layers.0.self_attn.q_proj``)
-    of the model ``load()`` returns (a LoadedModel or nn.Module). Only weight spectra can be
-    recomputed from the model alone; Hessian spectra need calibration data, so None."""
+    """Weight eigenvalues of matrix ``name`` (e.g. ``model.layers.0.self_attn.q_proj``) of the model
+    ``load()`` returns (a LoadedModel or nn.Module), via ``pruning.spectral.esd.weight_eigenvalues``.
+    Hessian spectra need calibration data, so they come only from the cache: None here."""
     if source != "weight":
         return None
+    from pruning.spectral.esd import weight_eigenvalues
+
     loaded = load()
     model = getattr(loaded, "model", loaded)
     module = dict(model.named_modules()).get(name)
     if module is None or not hasattr(module, "weight"):
         log.info("model has no matrix %r", name)
         return None
-    return weight_eigenvalues(module.weight)
+    return weight_eigenvalues(module.weight.detach()).cpu().numpy()
+
+
+def model_available_locally(reference: str) -> bool:
+    """True when ``reference`` is a prepared offline alias (``cache_dir()/models/<alias>``, as
+    ``pruning.models.alias_dir``) or an existing local directory / file — loading it then needs
+    no network. Hub ids are not loaded by the app."""
+    ref = reference.strip()
+    if (cache_dir() / "models" / ref / "config.json").is_file():
+        return True
+    path = Path(ref).expanduser()
+    return path.is_file() or (path / "config.json").is_file()

@@ -142,8 +142,8 @@ class Worker:
             while self._stop_signal is None:
                 self.queue.worker_heartbeat(self.worker_id)
                 reap_and_kill(self.queue)
-                claimed = self._fill_slots()
                 finished += self._check_running()
+                claimed = self._fill_slots()
                 if once and not claimed and not self.running:
                     break
                 if max_seconds is not None and time.time() - started > max_seconds:

@@ -38,8 +38,7 @@ def gram(W: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
 
 def symmetric_eigenvalues(A: Tensor) -> Tensor:
     """Ascending eigenvalues of symmetric positive semi-definite matrices ``(..., m, m)`` ->
-    ``(..., m)``; the input is symmetrized first and negative rounding noise is clamped to 0."""
-    A = 0.5 * (A + A.transpose(-1, -2))
+    ``(..., m)`` (``eigvalsh`` reads the lower triangle only); negative rounding noise is clamped to 0."""
     return torch.linalg.eigvalsh(A).clamp_min_(0.0)
 
 

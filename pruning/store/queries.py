@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
-from pruning.store.annotations import all_annotations
+from pruning.store.annotations import all_annotations, read_annotation
 from pruning.store.catalog import Snapshot, connect, snapshot
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
 from pruning.store.schema import TABLES
@@ -36,11 +35,13 @@ _results: "OrderedDict[tuple, Any]" = OrderedDict()
 _RESULT_CACHE_SIZE = 256
 
 
-def clear_cache() -> None:
-    """Drop the in-process connection and result caches (they also invalidate themselves)."""
+def clear_cache(results_only: bool = False) -> None:
+    """Drop the in-process result cache and (unless ``results_only``) the cached connections.
+    Both also invalidate themselves whenever the store changes."""
     with _lock:
-        _connections.clear()
         _results.clear()
+        if not results_only:
+            _connections.clear()
 
 
 def _cursor(snap: Snapshot) -> duckdb.DuckDBPyConnection:
@@ -105,7 +106,7 @@ SELECT r.run_id, r.kind, r.model, r.method, r.strategy, r.preset, r.metric, r.ep
        r.label, r.config_tags, r.created_at, p.ppl, z.zeroshot_mean, r.source_file AS source,
        r.preset_raw, r.sparsity_assumed, r.is_baseline, r.error, r.note, r.bundle
 FROM runs r LEFT JOIN p USING (run_id) LEFT JOIN z USING (run_id)
-ORDER BY r.created_at DESC NULLS LAST, r.kind, r.run_id
+ORDER BY r.created_at DESC NULLS LAST, r.kind, r.model, r.source_line, r.run_id
 """
 
 LIST_COLUMNS: list[str] = [
@@ -121,7 +122,7 @@ def _list_all(root: Path | str | None) -> pd.DataFrame:
         ann = all_annotations(root).set_index("run_id")
         tags, notes = [], []
         for run_id, config_tags in zip(df["run_id"], df["config_tags"]):
-            own = list(config_tags) if config_tags is not None and not _isnan(config_tags) else []
+            own = list(config_tags) if hasattr(config_tags, "__iter__") and not isinstance(config_tags, str) else []
             extra = ann.at[run_id, "tags"] if run_id in ann.index else []
             tags.append(sorted(set(own) | set(extra)))
             notes.append("\n".join(ann.at[run_id, "notes"]) if run_id in ann.index else "")
@@ -130,10 +131,6 @@ def _list_all(root: Path | str | None) -> pd.DataFrame:
         return df[LIST_COLUMNS]
 
     return _memo("list_all", (), root, compute)
-
-
-def _isnan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 def list_runs(root: Path | str | None = None, **filters: Any) -> pd.DataFrame:
@@ -183,10 +180,9 @@ def run_detail(run_id: str, root: Path | str | None = None) -> dict[str, Any]:
     for key in ("config", "env", "timings"):
         text = row.get(f"{key}_json")
         detail[key] = json.loads(text) if isinstance(text, str) and text else {}
-    listed = list_runs(root).set_index("run_id")
-    if run_id in listed.index:
-        detail["tags"] = listed.at[run_id, "tags"]
-        detail["notes"] = listed.at[run_id, "notes"]
+    ann = read_annotation(run_id, root)
+    detail["tags"] = sorted(set(detail.get("config_tags") or []) | set(ann["tags"]))
+    detail["notes"] = "\n".join(n["text"] for n in ann["notes"])
     counts = _sql(" UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t} WHERE run_id = $1" for t in TABLES),
                   [run_id], root)
     detail["tables"] = {t: int(n) for t, n in zip(counts["t"], counts["n"])}

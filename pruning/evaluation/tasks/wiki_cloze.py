@@ -1,8 +1,8 @@
 """`wiki_cloze`: an offline 4-way multiple-choice task built from the Wikipedia test split.
 
 Each item takes one sentence of the offline Wikipedia test text (``pruning.data.load_text("wiki",
-"test")``): the context is the preceding sentence of the same paragraph (if any) plus the first
-half of the sentence's words; the true continuation is the second half; three distractors are
+"test")``): the context is the first half of the sentence's words (kept short: every choice
+costs one forward pass on a 2-core CPU); the true continuation is the second half; three distractors are
 second halves of other sentences (other paragraphs) with nearly the same number of words, so
 that summed log-likelihood (``acc``) is not decided by length. Items and choice order are drawn
 with ``random.Random(seed)``; the same text, seed and builder version give the same file.
@@ -57,14 +57,12 @@ def build_items(text: str, n_items: int = N_ITEMS, seed: int = SEED) -> list[dic
     sentences."""
     candidates = []  # (paragraph index, context, continuation)
     for p_idx, sentences in enumerate(_sentences_by_paragraph(text)):
-        for s_idx, sentence in enumerate(sentences):
+        for sentence in sentences:
             if not _usable(sentence):
                 continue
             words = sentence.split()
             cut = len(words) // 2
-            previous = sentences[s_idx - 1] if s_idx > 0 and _usable(sentences[s_idx - 1]) else ""
-            context = (previous + " " if previous else "") + " ".join(words[:cut])
-            candidates.append((p_idx, context, " ".join(words[cut:])))
+            candidates.append((p_idx, " ".join(words[:cut]), " ".join(words[cut:])))
     if len(candidates) < n_items * 2:
         raise ValueError(f"{TASK_NAME}: only {len(candidates)} usable sentences for {n_items} items")
     rng = random.Random(seed)

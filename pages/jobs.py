@@ -1,0 +1,75 @@
+"""Jobs: live list of queued/running/finished jobs with progress, stage message, log tail and
+cancel / retry buttons (refreshed every 2 s by a fragment)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import streamlit as st
+
+from pages._common import clear_caches
+
+log = logging.getLogger(__name__)
+LOG_TAIL_CHARS = 4000
+SHOWN_JOBS = 30
+STATE_ICONS = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🚫"}
+
+
+def _when(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "—"
+
+
+def _act(action, job_id: str) -> None:
+    from pruning.jobs import JobError
+
+    try:
+        action(job_id)
+    except JobError as exc:
+        st.session_state["jobs_message"] = f"{job_id}: {exc}"
+
+
+@st.fragment(run_every=2)
+def job_list(states: list[str]) -> None:
+    """The jobs table; reruns on its own every 2 s."""
+    from pruning.jobs import cancel_job, job_logs, job_progress, list_jobs, retry_job
+
+    jobs = list_jobs(states=tuple(states) or None, limit=200)
+    if any(j.state == "succeeded" and (j.finished_at or 0) > st.session_state.get("jobs_seen", 0) for j in jobs):
+        st.session_state["jobs_seen"] = max(j.finished_at or 0 for j in jobs)
+        clear_caches()  # new results: the other pages re-read the store
+    if msg := st.session_state.pop("jobs_message", None):
+        st.warning(msg)
+    counts = {s: sum(j.state == s for j in jobs) for s in STATE_ICONS}
+    st.caption(" · ".join(f"{STATE_ICONS[s]} {s} {n}" for s, n in counts.items()) + f" · updated {_when(dt.datetime.now().timestamp())}")
+    if not jobs:
+        st.info("No jobs yet. Launch one from the Launch page.")
+        return
+    for job in jobs[:SHOWN_JOBS]:
+        with st.container(border=True):
+            c1, c2, c3 = st.columns([4, 4, 1])
+            c1.markdown(f"{STATE_ICONS.get(job.state, '')} **{job.state}** · `{job.job_id}` · {job.backend}  \n"
+                        f"run `{job.run_id}` · {job.label or job.config.get('model', {}).get('name', '')}")
+            progress = job_progress(job.job_id) if not job.done else job.progress
+            fraction = 1.0 if job.state == "succeeded" else progress.fraction
+            c2.progress(min(max(fraction, 0.0), 1.0), text=f"{progress.stage or job.state}: {progress.message or ''}"[:120])
+            c2.caption(f"created {_when(job.created_at)} · started {_when(job.started_at)} · finished {_when(job.finished_at)}")
+            if not job.done:
+                c3.button("Cancel", key=f"cancel-{job.job_id}", on_click=_act, args=(cancel_job, job.job_id))
+            elif job.state in ("failed", "cancelled"):
+                c3.button("Retry", key=f"retry-{job.job_id}", on_click=_act, args=(retry_job, job.job_id))
+            if job.reason:
+                st.error(job.reason[:1000])
+            with st.expander("log tail"):
+                st.code(job_logs(job.job_id, tail_chars=LOG_TAIL_CHARS) or "(no output yet)", language=None)
+
+
+st.title("Jobs")
+c1, c2 = st.columns([3, 1])
+states = c1.multiselect("Show", list(STATE_ICONS), default=[], placeholder="all states", key="jobs_states")
+if c2.button("Start local worker", help="Starts `python -m pruning worker` unless one is alive"):
+    from pruning.jobs import ensure_local_worker
+
+    pid = ensure_local_worker()
+    st.toast(f"started worker pid {pid}" if pid else "a worker is already running")
+job_list(states)

@@ -1,0 +1,312 @@
+"""AppTest of every page of the dashboard: no exception and real content, on the notes and on a
+synthetic run published into a temporary store (PRUNING_LAB_DATA via the data_dir fixture)."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_NOTES = REPO.parent / "shared" / "seed" / "research-notes.txt"
+MATRIX_NAMES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+                "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+
+
+def fill_with_notes(data_dir: Path) -> None:
+    """Put the notes into the store under ``data_dir``: a copy of the shipped store when the repo
+    has one, else an import of the seed notes."""
+    shipped = REPO / "data" / "store"
+    if (shipped / "runs").is_dir() and any((shipped / "runs").iterdir()):
+        shutil.copytree(shipped, data_dir / "store", dirs_exist_ok=True, ignore=shutil.ignore_patterns("tmp", ".lock"))
+        return
+    from pruning.importers.notes import import_notes
+
+    import_notes(SEED_NOTES)
+
+
+def publish_synthetic_run(n_blocks: int = 6, method: str = "wanda", sparsity: float = 0.6, label: str = "synthetic",
+                          n_heads: int = 4) -> str:
+    """Publish a run of a made-up ``n_blocks``-block model with every table; returns its run id."""
+    from pruning.config import RunConfig
+    from pruning.store.publish import publish_run
+
+    config = RunConfig.from_dict({
+        "model": {"name": f"synthetic-{n_blocks}-blocks"}, "label": label,
+        "allocation": {"strategy": "linear", "preset": "QKVout", "metric": "alpha_peak", "epsilon": 0.2},
+        "pruning": {"method": method, "sparsity": sparsity}, "evaluation": {"attention": True},
+    })
+    spectra, allocation, attention = [], [], []
+    for block in range(n_blocks):
+        for i, (mtype, suffix) in enumerate(MATRIX_NAMES.items()):
+            name = f"model.layers.{block}.{suffix}"
+            for source in ("weight", "hessian"):
+                alpha = 2.0 + 0.1 * block + 0.01 * i + (1.0 if source == "hessian" else 0.0)
+                spectra.append({"model": config.model.name, "block": block, "matrix_type": mtype, "name": name,
+                                "source": source, "alpha": alpha, "alpha_peak": alpha + 0.05, "stable_rank": 10.0 + block,
+                                "xmin": 1.0, "n_tail": 20, "n_eigs": 64, "status": "ok"})
+            allocation.append({"block": block, "matrix_type": mtype, "name": name, "numel": 4096, "score": 2.0 + block,
+                               "ratio": 1.0, "sparsity_target": sparsity - 0.1 + 0.2 * block / max(n_blocks - 1, 1),
+                               "sparsity_achieved": sparsity - 0.1 + 0.2 * block / max(n_blocks - 1, 1)})
+        for stage in ("dense", "pruned"):
+            for head in range(n_heads):
+                attention.append({"stage": stage, "block": block, "head": head, "statistic": "attn_entropy",
+                                  "value": 3.0 + 0.1 * head - (0.2 if stage == "pruned" else 0.0)})
+            attention.append({"stage": stage, "block": block, "head": None, "statistic": "v_entropy", "value": 7.0})
+    perplexity = pd.DataFrame([{"stage": s, "dataset": "wiki", "seqlen": 128, "limit_windows": 4, "n_windows": 4,
+                                "total_windows": 100, "n_tokens": 512, "nll": np.log(p), "ppl": p}
+                               for s, p in (("dense", 18.0), ("pruned", 31.5))])
+    zeroshot = pd.DataFrame([{"stage": "pruned", "task": t, "metric": "acc", "filter": "none", "value": v, "stderr": 0.01,
+                              "task_version": "1", "num_fewshot": 0, "limit": 20.0, "harness_version": "0.4.13"}
+                             for t, v in (("boolq", 0.61), ("rte", 0.52))])
+    publish_run(config, tables={"spectra": pd.DataFrame(spectra), "allocation": pd.DataFrame(allocation),
+                                "perplexity": perplexity, "attention": pd.DataFrame(attention), "zeroshot": zeroshot})
+    return config.run_id
+
+
+def plotly_specs(at: Any) -> list[dict]:
+    """The figure JSON of every plotly chart on the page of an AppTest."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def frame(at: Any, key: str) -> pd.DataFrame:
+    """The dataframe shown inside the keyed container ``key`` (see pages._common.table), or the
+    selectable dataframe with that key."""
+    for df in at.dataframe:
+        if getattr(df, "key", None) == key:
+            return df.value
+    return at.container(key=key).dataframe[0].value
+
+
+def decode(values: Any) -> list:
+    """Plotly JSON arrays may be typed (``{"dtype", "bdata"}``); return plain lists."""
+    if isinstance(values, dict) and "bdata" in values:
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"])).tolist()
+    return list(values or [])
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------------
+import pytest  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(REPO / "app.py")
+TIMEOUT = 60
+
+
+@pytest.fixture()
+def notes_store(data_dir: Path) -> Path:
+    """A temporary store holding the notes (references only)."""
+    fill_with_notes(data_dir)
+    return data_dir
+
+
+@pytest.fixture()
+def full_store(notes_store: Path) -> dict[str, str]:
+    """The notes plus two synthetic runs (6 blocks and 4 blocks)."""
+    return {"six": publish_synthetic_run(6), "four": publish_synthetic_run(4, method="sparsegpt", label="four")}
+
+
+def open_page(page: str | None = None, **state: Any) -> AppTest:
+    """Run the app (optionally on ``pages/<page>.py``) with session_state preset."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+# ---- pages ------------------------------------------------------------------------------------------------
+def test_runs_page_lists_references_and_runs(full_store):
+    at = open_page()
+    table = frame(at, "runs_table")
+    assert {"reference", "run"} <= set(table["kind"])
+    assert full_store["six"] in set(table["run_id"])
+    assert 22.01 in set(table["ppl"].round(2))
+    assert {"model", "method", "preset", "metric", "epsilon", "sparsity", "ppl", "zeroshot_mean", "status", "tags"} <= set(table.columns)
+    at.multiselect[0].set_value(["run"]).run()  # the "Kind" filter
+    assert set(frame(at, "runs_table")["kind"]) == {"run"}
+
+
+def test_runs_page_annotates_a_picked_run(full_store):
+    at = open_page(picked_runs=[])
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    focus = at.selectbox(key="runs_focus").value
+    at.text_area[0].set_value("looks good")
+    at.text_input[1].set_value("keep, meeting")
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception
+    from pruning.store.annotations import read_annotation
+
+    ann = read_annotation(focus)
+    assert ann["tags"] == ["keep", "meeting"] and ann["notes"][0]["text"] == "looks good"
+
+
+def test_grid_page_shows_the_notes_tables(notes_store):
+    at = open_page("grid")
+    at.selectbox(key="grid_model").set_value("LLaMA-7B").run()
+    assert not at.exception
+    grid = frame(at, "grid_table")
+    assert list(grid.columns)[0] == "GT"
+    assert grid.loc["Wanda", "QKVout"].startswith("22.01")
+    assert grid.loc["SparseGPT", "QKVout + split"].startswith("17.76")
+    assert grid.loc["magnitude", "QKVout"].startswith("198.12")
+    (heat, cells) = plotly_specs(at)[0]["data"]
+    assert heat["type"] == "heatmap" and "22.01<br>(-1.51)" in cells["text"]
+    multi = frame(at, "grid_multi")  # several ε in one cell -> detail table
+    assert {0.2, 0.21} <= set(multi["epsilon"].dropna().round(2))
+    # open a cell (selectbox fallback of the chart click) -> its value, raw text and source line
+    at.selectbox(key="grid_cell").set_value(("SparseGPT", "QKVout + split")).run()
+    detail = frame(at, "grid_cell_detail")
+    assert detail["ppl"].tolist() == [17.76] and detail["source_line"].tolist() == [19]
+
+
+def test_grid_page_legible_huge_and_nan(notes_store):
+    at = open_page("grid")
+    at.selectbox(key="grid_model").set_value("LLaMA-3-8B").run()
+    grid = frame(at, "grid_table")
+    assert grid.loc["magnitude", "GT"] == "219k" and grid.loc["magnitude", "Q out"].startswith("54.9k")
+    at.selectbox(key="grid_model").set_value("LLaMA-2-7B").run()
+    assert frame(at, "grid_table").loc["magnitude", "GT"].startswith("nan")
+
+
+def test_grid_page_marks_own_runs(full_store):
+    at = open_page("grid")
+    at.selectbox(key="grid_model").set_value("synthetic-6-blocks").run()
+    grid = frame(at, "grid_table")
+    assert grid.loc["Wanda", "QKVout"] == "● 31.50"
+
+
+def test_spectra_page_plots_every_block(full_store):
+    at = open_page("spectra", sb_runs=[full_store["six"]])
+    by_block = plotly_specs(at)[0]
+    lines = [t for t in by_block["data"] if t["type"] == "scatter"]
+    assert len(lines) == 7  # one panel per matrix type
+    assert all(decode(t["x"]) == list(range(6)) for t in lines)
+    alloc = plotly_specs(at)[1]
+    bars = [t for t in alloc["data"] if t["type"] == "bar"]
+    assert bars and bars[0]["yaxis"] == "y2" and len(decode(bars[0]["x"])) == 6  # sparsity on the secondary axis
+    # two runs overlaid: 4-block run adds 7 more lines with 4 points each
+    at.session_state["sb_runs"] = [full_store["six"], full_store["four"]]
+    at.run()
+    lines = [t for t in plotly_specs(at)[0]["data"] if t["type"] == "scatter"]
+    assert sorted({len(decode(t["x"])) for t in lines}) == [4, 6] and len(lines) == 14
+    at.radio(key="spectra_source").set_value("hessian").run()
+    assert not at.exception
+    rows = frame(at, "spectra_rows")
+    assert set(rows["source"]) == {"weight", "hessian"}
+
+
+def test_attention_page_dense_vs_pruned_with_notes_average(full_store):
+    at = open_page("attention", sb_runs=[full_store["six"]])
+    summary = frame(at, "attention_summary")
+    llama = summary[summary["model"] == "LLaMA-7B"]
+    assert llama["v_entropy"].round(4).tolist() == [7.6593]
+    at.selectbox(key="attention_statistic").set_value("v_entropy").run()
+    at.selectbox(key="attention_ref").set_value("LLaMA-7B").run()
+    spec = plotly_specs(at)[0]
+    assert {t["name"].split(" · ")[-1] for t in spec["data"]} == {"dense", "pruned"}
+    assert any("7.659" in (a.get("text") or "") for a in spec["layout"].get("annotations", []))
+    at.selectbox(key="attention_statistic").set_value("attn_entropy").run()
+    table = frame(at, "attention_dense_pruned")
+    assert table["change"].round(3).unique().tolist() == [-0.2]
+
+
+def test_zeroshot_page_table(full_store):
+    at = open_page("zeroshot")
+    table = frame(at, "zeroshot_table")
+    ref = [c for c in table.columns if c.endswith("zeroshot")][0]
+    assert table.loc["MEAN", ref].startswith("0.4472")
+    assert table.loc["boolq", ref] == "0.6624 ± 0.0083"
+    assert table.loc["MEAN", full_store["six"]].startswith("0.5650")
+    meta = frame(at, "zeroshot_meta")
+    assert "0.4.13" in set(meta["harness_version"])
+
+
+def test_compare_page_diff_and_overlays(full_store):
+    at = open_page("compare", sb_runs=[full_store["six"], full_store["four"]])
+    diff = frame(at, "compare_diff")
+    assert {"model.name", "pruning.method"} <= set(diff.index) and "allocation.epsilon" not in diff.index
+    names = {t["name"] for t in plotly_specs(at)[0]["data"]}
+    assert names == {full_store["six"], full_store["four"]}
+
+
+def test_compare_page_needs_two_runs(notes_store):
+    at = open_page("compare")
+    assert "two or more" in at.info[0].value
+
+
+def _queue_jobs() -> list:
+    from pruning.jobs import list_jobs
+
+    return list_jobs(refresh=False)
+
+
+@pytest.mark.parametrize("field, widget, value", [
+    ("pruning.sparsity", "number_input", 1.2),
+    ("allocation.epsilon", "number_input", -0.1),
+    ("allocation.preset", "text_input", "QKV sideways"),
+    ("model.name", "text_input", "/etc"),
+])
+def test_launch_rejects_bad_input_inline(notes_store, field, widget, value):
+    at = open_page("launch")
+    getattr(at, widget)(key=f"launch.{field}").set_value(value)
+    at.button(key="launch.submit").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors and errors[0].startswith(field), errors
+    assert _queue_jobs() == []
+
+
+def test_launch_submits_once_and_starts_a_worker(notes_store, tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr("pruning.jobs.ensure_local_worker", lambda *a, **k: started.append(1) or 4242)
+    monkeypatch.setenv("PRUNING_LAB_MODEL_ROOTS", str(tmp_path))
+    (tmp_path / "tiny").mkdir()
+    at = open_page("launch")
+    at.text_input(key="launch.model.name").set_value(str(tmp_path / "tiny"))
+    at.selectbox(key="launch.pruning.method").set_value("magnitude")
+    at.selectbox(key="launch.allocation.strategy").set_value("uniform")
+    at.button(key="launch.submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    at.button(key="launch.submit").click().run()  # a double click submits the same token again
+    jobs = _queue_jobs()
+    assert len(jobs) == 1 and jobs[0].config["model"]["name"] == str(tmp_path / "tiny")
+    assert started and "Submitted 1 job" in at.success[0].value
+    assert any("Already submitted" in w.value for w in at.warning)
+
+
+def test_launch_sweep_counts_jobs_before_submitting(notes_store, monkeypatch):
+    monkeypatch.setattr("pruning.jobs.ensure_local_worker", lambda *a, **k: None)
+    at = open_page("launch")
+    at.multiselect(key="sweep.methods").set_value(["magnitude", "wanda"])
+    at.text_input(key="sweep.eps").set_value("0.1, 0.2, 0.3").run()
+    assert at.metric[0].value == "6"
+    assert _queue_jobs() == []
+    at.text_input(key="sweep.sparsity").set_value("0.5, 1.5").run()  # invalid combinations: no submit
+    assert any(e.value.startswith("pruning.sparsity") for e in at.error)
+    assert at.button(key="sweep.submit").disabled
+    at.text_input(key="sweep.sparsity").set_value("0.5").run()
+    at.button(key="sweep.submit").click().run()
+    assert len(_queue_jobs()) == 6
+
+
+def test_jobs_page_lists_and_cancels(notes_store):
+    from pruning.config import RunConfig
+    from pruning.jobs import submit
+
+    job = submit(RunConfig.from_dict({"pruning": {"method": "magnitude"}, "label": "to cancel"})).job
+    at = open_page("jobs")
+    assert any(job.job_id in m.value for m in at.markdown)
+    assert at.get("progress")
+    at.button(key=f"cancel-{job.job_id}").click().run()
+    assert not at.exception
+    assert _queue_jobs()[0].state == "cancelled"
+    assert at.button(key=f"retry-{job.job_id}")

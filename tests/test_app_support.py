@@ -1,0 +1,196 @@
+"""Unit tests of the app's pure helpers (no Streamlit): formatting, grid pivot, launch
+validation, config diff, zero-shot table, plot builders."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pruning.app_support.compare import config_diff, flatten
+from pruning.app_support.formatting import format_delta, format_epsilon, format_ppl, format_sparsity
+from pruning.app_support.grid import BASELINE_COLUMN, OWN_RUN_MARK, UNLABELED_METHOD, build_grid, multi_value_cells
+from pruning.app_support.launch import (
+    build_run_config, check_model_reference, field_errors, grid_size, looks_like_local_path, parse_value_list,
+    submission_token, validate_form,
+)
+from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_per_block
+from pruning.app_support.tables import MEAN_ROW, zeroshot_table
+from pruning.errors import ConfigError
+
+
+@pytest.mark.parametrize("value, text", [
+    (22.01, "22.01"), (192.69, "192.69"), (17.756, "17.76"), (2845, "2845"), (54888, "54.9k"),
+    (219402, "219k"), (1_234_567, "1.2M"), (float("nan"), "nan"), (None, "nan"), ("x", "nan"),
+    (float("inf"), "inf"), (999.999, "1000"), (9999.7, "10.0k"), (99_960, "100k"),
+])
+def test_format_ppl(value, text):
+    assert format_ppl(value) == text
+
+
+def test_format_delta_and_others():
+    assert format_delta(22.01, 23.52) == "-1.51"
+    assert format_delta(54888, 219402) == "-165k"
+    assert format_delta(23.52, 23.52) == "±0"
+    assert format_delta(30.0, float("nan")) == ""
+    assert format_epsilon(None) == "default" and format_epsilon(0.162) == "0.162"
+    assert format_sparsity(0.7) == "70%"
+
+
+def _cells(rows):
+    cols = ["kind", "run_id", "model", "method", "preset", "preset_raw", "epsilon", "sparsity", "dataset", "ppl",
+            "is_baseline", "raw_text", "source_line"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols)
+
+
+CELLS = _cells([
+    ("reference", "r1", "M", "wanda", "QKVout", "QKV output", None, 0.7, "wikitext2", 22.01, False, "w 22.01", 17),
+    ("reference", "r2", "M", "wanda", "all", "GT", 0.22, 0.7, "wikitext2", 23.52, True, "w 23.52 0.22ww", 18),
+    ("reference", "r3", "M", "wanda", "all", "GT", None, 0.7, "wikitext2", 24.0, True, "24 GT", 6),
+    ("reference", "r4", "M", "sparsegpt", "QKVout + split", "QKVout + split", None, 0.7, "wikitext2", 17.76, False, "s 17.76", 19),
+    ("reference", "r5", "M", "sparsegpt", "all", "GT", None, 0.7, "wikitext2", 19.326, True, "GT-19.326", 7),
+    ("reference", "r6", "M", "magnitude", "all", "GT", None, 0.7, "wikitext2", float("nan"), True, "nan GT", 11),
+    ("reference", "r7", "M", "magnitude", "Q out", "Q out", None, 0.7, "wikitext2", 219402.0, False, "m 219402", 47),
+    ("reference", "r8", "M", None, "QKVout + split", "QKVout + split", None, 0.7, "wikitext2", 21.47, False, "21.47", 18),
+    ("run", "wanda-abc", "M", "wanda", "QKVout", "QKVout", 0.2, 0.7, "wiki", 21.5, False, None, None),
+    ("reference", "r9", "M", "wanda", "QKVout", "QKVout", 0.3, 0.7, "wikitext2", 25.0, False, "w 25", 30),
+    ("reference", "other", "M", "wanda", "QKV", "QKV", None, 0.5, "wikitext2", 10.0, False, "w 10", 40),
+])
+
+
+def test_grid_pins_baseline_first_and_orders_methods():
+    grid = build_grid(CELLS, model="M", sparsity=0.7)
+    assert grid.columns[0] == BASELINE_COLUMN
+    assert grid.rows == ["magnitude", "Wanda", "SparseGPT", UNLABELED_METHOD]
+    assert "QKV" not in grid.columns  # the 50% value is filtered out
+
+
+def test_grid_best_delta_count_and_text():
+    grid = build_grid(CELLS, model="M", sparsity=0.7, source="reference")
+    assert grid.value("Wanda", "QKVout") == pytest.approx(22.01)  # best of 22.01 and 25 (own run excluded)
+    assert grid.count.loc["Wanda", "QKVout"] == 2
+    # baseline of a row = its best GT value (23.52 < 24)
+    assert grid.value("Wanda", BASELINE_COLUMN) == pytest.approx(23.52)
+    assert grid.delta.loc["Wanda", "QKVout"] == pytest.approx(22.01 - 23.52)
+    assert grid.text.loc["Wanda", "QKVout"] == "22.01<br>(-1.51) ×2"
+    assert grid.text.loc["SparseGPT", "QKVout + split"].startswith("17.76<br>(-1.57)")
+    # NaN baseline and a huge value stay legible; no delta against a NaN baseline
+    assert grid.text.loc["magnitude", BASELINE_COLUMN] == "nan"
+    assert grid.text.loc["magnitude", "Q out"] == "219k"
+    assert math.isnan(grid.delta.loc["magnitude", "Q out"])
+    # an unlabeled-method cell is kept with its raw text
+    assert grid.cell(UNLABELED_METHOD, "QKVout + split")["raw_text"].tolist() == ["21.47"]
+    multi = multi_value_cells(grid)
+    assert set(zip(multi["row"], multi["column"])) == {("Wanda", "QKVout"), ("Wanda", BASELINE_COLUMN)}
+
+
+def test_grid_marks_own_runs():
+    grid = build_grid(CELLS, model="M", sparsity=0.7, source="all")
+    assert grid.value("Wanda", "QKVout") == pytest.approx(21.5)
+    assert grid.text.loc["Wanda", "QKVout"].startswith(OWN_RUN_MARK + " 21.50")
+    assert grid.source.loc["Wanda", "QKVout"] == "run"
+    only_runs = build_grid(CELLS, model="M", sparsity=0.7, source="run")
+    assert only_runs.rows == ["Wanda"] and only_runs.columns == ["QKVout"]
+    assert build_grid(CELLS, model="nope").empty
+
+
+def test_grid_heatmap_has_text_for_every_nonempty_cell():
+    grid = build_grid(CELLS, model="M", sparsity=0.7)
+    fig = grid_heatmap(grid)
+    heat, cells = fig.data
+    assert list(heat.x) == grid.columns and list(heat.y) == grid.rows
+    assert len(cells.text) == int((grid.count > 0).sum().sum())
+    assert "nan" in cells.text and "219k" in cells.text
+    assert np.isnan(np.asarray(heat.z, dtype=float)).any()  # NaN cells uncoloured
+
+
+def test_validate_form_names_each_bad_field(tmp_path: Path):
+    config, errors = validate_form({"pruning.sparsity": 1.2, "allocation.epsilon": -0.1,
+                                    "allocation.preset": "no such preset", "model.name": "/etc"}, roots=[tmp_path])
+    assert config is None
+    assert set(errors) == {"pruning.sparsity", "allocation.epsilon", "allocation.preset", "model.name"}
+    assert "1.2" in errors["pruning.sparsity"] and "accepted" in errors["allocation.preset"]
+    assert "outside the allowed model roots" in errors["model.name"]
+
+
+def test_validate_form_accepts_a_good_config(tmp_path: Path):
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    config, errors = validate_form({"model.name": str(model_dir), "pruning.method": "magnitude", "pruning.sparsity": 0.5,
+                                    "allocation.preset": "QKVout + split", "pruning.nm": "", "tags": "a, b",
+                                    "evaluation.limit_windows": None}, roots=[tmp_path])
+    assert errors == {}
+    assert config.allocation.granularity == "split" and config.pruning.nm is None
+    assert config.tags == ("a", "b") and config.evaluation.limit_windows is None
+
+
+def test_model_roots_resolve_links(tmp_path: Path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (root / "link").symlink_to(outside)
+    check_model_reference(str(root / "m"), [root])
+    check_model_reference("smollm2-135m", [root])  # an alias is no path
+    check_model_reference("meta-llama/Llama-2-7b-hf", [root])  # nor is a hub id
+    with pytest.raises(ConfigError, match="model.name"):
+        check_model_reference(str(root / "link"), [root])
+    with pytest.raises(ConfigError, match="model.name"):
+        check_model_reference(str(root / ".." / "outside"), [root])
+    assert looks_like_local_path("x.gguf") and not looks_like_local_path("org/name")
+
+
+def test_field_errors_reads_flat_and_nested_messages():
+    flat = ConfigError("pruning.sparsity: 1.2 is invalid: too big; allocation.preset: 'x' is invalid: unknown; accepted: 'all', 'QKV'")
+    assert field_errors(flat) == {"pruning.sparsity": "pruning.sparsity: 1.2 is invalid: too big",
+                                  "allocation.preset": "allocation.preset: 'x' is invalid: unknown; accepted: 'all', 'QKV'"}
+    nested = ConfigError("config: {...} is invalid: allocation: {...} is invalid: epsilon: -0.1 is invalid: >= 0; "
+                         "pruning: {...} is invalid: sparsity: 1.2 is invalid: < 1")
+    assert set(field_errors(nested)) == {"allocation.epsilon", "pruning.sparsity"}
+
+
+def test_sweep_helpers():
+    assert parse_value_list("0.1, 0.2 0.3", "allocation.epsilon") == [0.1, 0.2, 0.3]
+    with pytest.raises(ConfigError, match="allocation.epsilon"):
+        parse_value_list("0.1, abc", "allocation.epsilon")
+    assert grid_size({"a": [1, 2], "b": [], "c": [1, 2, 3]}) == 6
+    config = build_run_config({"pruning.method": "magnitude"})
+    assert submission_token([config], "local") == f"local:{config.run_id}"
+
+
+def test_config_diff_only_changed_keys():
+    a = {"pruning": {"method": "wanda", "sparsity": 0.7}, "allocation": {"epsilon": 0.2, "groups": ["q", "k"]}}
+    b = {"pruning": {"method": "wanda", "sparsity": 0.5}, "allocation": {"epsilon": 0.2, "groups": ["q"]}, "x": 1}
+    diff = config_diff({"A": a, "B": b})
+    assert list(diff.index) == ["allocation.groups", "pruning.sparsity", "x"]
+    assert diff.loc["x", "A"] == "—" and diff.loc["pruning.sparsity", "B"] == "0.5"
+    assert config_diff({"A": a, "B": a}).empty
+    assert flatten({"a": {"b": [1]}}) == {"a.b": (1,)}
+
+
+def test_zeroshot_table_mean_and_stderr():
+    scores = pd.DataFrame({
+        "run_id": ["r"] * 3, "task": ["boolq", "rte", "rte"], "metric": ["acc", "acc", "acc_norm"],
+        "value": [0.6623853211009174, 0.5234657039711191, 0.9], "stderr": [0.008271, 0.030063, 0.1],
+        "harness_version": ["0.3"] * 3, "task_version": ["1", "0", "0"], "stage": ["pruned"] * 3,
+    })
+    table, meta = zeroshot_table(scores, metric="acc")
+    assert table.loc["boolq", "r"] == "0.6624 ± 0.0083"
+    assert table.loc[MEAN_ROW, "r"].startswith(f"{(0.6623853211009174 + 0.5234657039711191) / 2:.4f}")
+    assert meta.loc[0, "harness_version"] == "0.3" and meta.loc[0, "task_versions"] == "boolq=1, rte=0"
+
+
+def test_plot_builders():
+    spectra = pd.DataFrame({"block": [0, 0, 1, 1, 2, 2], "matrix_type": ["q", "k"] * 3, "alpha": [2, 3, 4, 5, 6, 7.0],
+                            "series": ["run"] * 6})
+    fig = metric_by_block(spectra, "alpha")
+    assert len(fig.data) == 2 and list(fig.data[0].x) == [0, 1, 2]
+    alloc = pd.DataFrame({"block": [0, 0, 1], "numel": [1, 3, 1], "sparsity_target": [0.4, 0.8, 0.5]})
+    per_block = sparsity_per_block(alloc)
+    assert per_block["sparsity"].tolist() == pytest.approx([0.7, 0.5])
+    rng = np.random.default_rng(0)
+    eig = np.sort((rng.pareto(2.0, 500) + 1.0))
+    fig = esd_figure([("weight", eig, 3.0, 1.5), ("hessian", eig, None, None)])
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert any("fit" in (t.name or "") for t in fig.data)

@@ -1,0 +1,187 @@
+"""End to end in Debian's headless Chromium: start `streamlit run app.py` on a copy of the shipped
+data, look at the grid and spectra pages, launch a short run of a tiny model from the form, watch
+it succeed on the jobs page (worker started by the app) and find it in the runs table.
+
+Screenshots go to test-artifacts/ (gitignored); the grid page's also to docs/screenshot-grid.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+RUN_TIMEOUT_MS = 150_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's Chromium (/usr/bin/chromium) is not installed; "
+                                                      "`apt-get install chromium` (setup.sh does it as root)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as resp:
+                if resp.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit not healthy at {url} after {timeout_s} s")
+
+
+def _stop_worker(data: Path) -> None:
+    """Stop the worker the app spawned (its pid is in jobs/worker.spawned)."""
+    marker = data / "jobs" / "worker.spawned"
+    if marker.is_file():
+        pid = int(json.loads(marker.read_text())["pid"])
+        try:
+            os.killpg(pid, signal.SIGTERM)  # the worker leads its own session (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    data, models = tmp / "data", tmp / "models"
+    shipped = REPO / "data"
+    shutil.copytree(shipped, data, ignore=shutil.ignore_patterns("jobs", "tmp", ".lock"), dirs_exist_ok=True)
+    runs_dir = data / "store" / "runs"
+    if not (runs_dir.is_dir() and any(runs_dir.iterdir())):
+        from pruning.importers.notes import import_notes  # shipped data not imported yet: import the notes
+
+        import_notes(REPO.parent / "shared" / "seed" / "research-notes.txt", root=data / "store")
+    from pruning.models import alias_dir
+    from pruning.synthetic import save_tiny_model_dir
+
+    if not (alias_dir("smollm2-135m") / "config.json").is_file():
+        pytest.skip("the offline tokenizer (smollm2-135m) is not prepared: run `python -m pruning fetch`")
+    save_tiny_model_dir(models / "tiny")
+    port = _free_port()
+    env = {**os.environ, "PRUNING_LAB_DATA": str(data), "PRUNING_LAB_MODEL_ROOTS": str(models),
+           "PYTHONPATH": str(REPO)}
+    log = (tmp / "streamlit.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url, data, models
+    finally:
+        _stop_worker(data)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        shutil.copy(tmp / "streamlit.log", ARTIFACTS / "e2e-streamlit.log") if ARTIFACTS.is_dir() else None
+
+
+def _widget(page, key: str):
+    """The container Streamlit gives a keyed widget (class ``st-key-<key>``)."""
+    return page.locator(f'[class*="st-key-{key}"]').first
+
+
+def _select(page, key: str, option: str) -> None:
+    _widget(page, key).locator('[data-baseweb="select"]').click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _fill(page, key: str, value: str) -> None:
+    box = _widget(page, key).locator("input")
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_browser_grid_launch_jobs_runs(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data, models = app_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        try:
+            # ---- grid: LLaMA-7B table with its values drawn in the heatmap
+            page.goto(f"{url}/grid?model=LLaMA-7B")
+            expect(page.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
+            chart = page.locator('[data-testid="stPlotlyChart"]').first
+            expect(chart.locator("text", has_text="22.01").first).to_be_visible(timeout=30_000)
+            expect(chart.locator("text", has_text="17.76").first).to_be_visible()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "e2e-grid.png"), full_page=True)
+            shutil.copy(ARTIFACTS / "e2e-grid.png", REPO / "docs" / "screenshot-grid.png")
+
+            # ---- launch a short run of the tiny model from the form
+            page.goto(f"{url}/launch")
+            expect(page.get_by_role("heading", name="Launch runs")).to_be_visible(timeout=60_000)
+            _fill(page, "launch.model.name", str(models / "tiny"))
+            _select(page, "launch.pruning.method", "magnitude")
+            _fill(page, "launch.pruning.sparsity", "0.5")
+            _fill(page, "launch.calibration.nsamples", "2")
+            _fill(page, "launch.calibration.seqlen", "32")
+            _fill(page, "launch.evaluation.seqlen", "64")
+            _fill(page, "launch.evaluation.limit_windows", "2")
+            _fill(page, "launch.label", "e2e tiny")
+            page.get_by_role("button", name="Launch run").click()
+            expect(page.get_by_text(re.compile(r"Submitted 1 job"))).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-launch.png"), full_page=True)
+
+            # ---- jobs: live list until the job succeeded (fragment refresh every 2 s)
+            page.goto(f"{url}/jobs")
+            expect(page.get_by_role("heading", name="Jobs")).to_be_visible(timeout=60_000)
+            done = page.locator("strong", has_text=re.compile(r"^succeeded$"))
+            failed = page.locator("strong", has_text=re.compile(r"^failed$"))
+            deadline = time.time() + RUN_TIMEOUT_MS / 1000
+            while time.time() < deadline and not done.count() and not failed.count():
+                page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-jobs.png"), full_page=True)
+            assert not failed.count(), page.locator('[data-testid="stCode"]').first.inner_text()
+            expect(done.first).to_be_visible()
+            run_id = re.search(r"magnitude-[0-9a-f]{12}", page.get_by_text("run magnitude-").first.inner_text()).group(0)
+
+            # ---- runs: the new run is in the table
+            page.goto(f"{url}/")
+            expect(page.get_by_role("heading", name="Runs and reference results")).to_be_visible(timeout=60_000)
+            _fill(page, "runs_search", run_id)
+            expect(page.get_by_text(re.compile(r"^1 of \d+ rows"))).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-runs.png"), full_page=True)
+
+            # ---- spectra: the new run's alpha per block (the tiny model has 2 blocks) and an ESD
+            page.goto(f"{url}/spectra")
+            expect(page.get_by_role("heading", name="Spectra")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(re.compile(r"^2 blocks"))).to_be_visible(timeout=60_000)
+            expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(3, timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-spectra.png"), full_page=True)
+        finally:
+            browser.close()

@@ -1,0 +1,206 @@
+"""Results store: publish (succeeded and failed), attempts, compaction, annotations, queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pruning.config import RunConfig
+from pruning.store import (
+    QueryRejectedError, RunNotFoundError, StoreError, add_note, compact, list_runs, metric_grid, models,
+    perplexity_cells, perplexity_grid, publish_outcome, publish_run, run_detail, run_sql, run_table, set_tags,
+)
+from pruning.store.catalog import latest_attempts, store_root
+from pruning.store.schema import Migration, apply_migrations, pending_migrations
+
+
+def _config(sparsity: float = 0.7, method: str = "wanda", preset: str | None = "QKVout + split") -> RunConfig:
+    over = {"pruning.sparsity": sparsity, "pruning.method": method}
+    if preset:
+        over.update({"allocation.strategy": "linear", "allocation.preset": preset})
+    return RunConfig().with_overrides(over)
+
+
+def _tables(ppl: float) -> dict[str, pd.DataFrame]:
+    return {
+        "perplexity": pd.DataFrame([
+            {"stage": "dense", "dataset": "wiki", "seqlen": 128, "limit_windows": 4, "n_windows": 4, "ppl": 18.0},
+            {"stage": "pruned", "dataset": "wiki", "seqlen": 128, "limit_windows": 4, "n_windows": 4, "ppl": ppl},
+        ]),
+        "allocation": pd.DataFrame({"block": [0, 0], "matrix_type": ["q", "up"], "name": ["l0.q", "l0.up"],
+                                    "numel": [10, 20], "score": [1.5, 2.5], "sparsity_target": [0.6, 0.75],
+                                    "sparsity_achieved": [0.6, 0.75]}),
+        "metrics": pd.DataFrame({"name": ["alpha_mean", "new_metric_nobody_planned"], "value": [3.1, 42.0]}),
+        "attention": pd.DataFrame({"stage": ["dense"], "block": [0], "head": [1], "statistic": ["attn_entropy"], "value": [2.5]}),
+    }
+
+
+def test_publish_and_read_back(data_dir: Path) -> None:
+    cfg = _config()
+    res = publish_run(cfg, tables=_tables(30.5), timings={"load": 1.5, "prune": 2.0})
+    assert res.path.parent == data_dir / "store" / "runs" and res.attempt == 1
+    runs = list_runs()
+    assert runs["run_id"].tolist() == [cfg.run_id]
+    row = runs.iloc[0]
+    assert (row["kind"], row["method"], row["preset"], row["status"], row["ppl"]) == ("run", "wanda", "QKVout + split", "succeeded", 30.5)
+    detail = run_detail(cfg.run_id)
+    assert RunConfig.from_dict(detail["config"]).run_id == cfg.run_id
+    assert detail["timings"] == {"load": 1.5, "prune": 2.0}
+    assert detail["env"]["packages"]["duckdb"] and "code_revision" in detail["env"]
+    assert detail["tables"]["allocation"] == 2 and detail["tables"]["spectra"] == 0
+    metrics = run_table(cfg.run_id, "metrics")
+    assert dict(zip(metrics["name"], metrics["value"]))["new_metric_nobody_planned"] == 42.0
+    cells = perplexity_cells()
+    assert cells["ppl"].tolist() == [30.5] and not cells["sparsity_assumed"].iloc[0]
+    assert models()["model"].tolist() == ["smollm2-135m"]
+
+
+def test_failed_run_and_retry_attempt(data_dir: Path) -> None:
+    cfg = _config()
+    with pytest.raises(StoreError, match="error text"):
+        publish_run(cfg, status="failed")
+    publish_run(cfg, status="failed", error="CUDA out of memory", tables={})
+    assert list_runs(status="failed")["error"].tolist() == ["CUDA out of memory"]
+    assert perplexity_cells().empty  # failed runs never enter the grids
+    res = publish_run(cfg, tables=_tables(25.0))
+    assert res.dirname == f"{cfg.run_id}~2"
+    runs = list_runs()
+    assert len(runs) == 1 and runs["status"].iloc[0] == "succeeded" and runs["ppl"].iloc[0] == 25.0
+    assert sorted(latest_attempts(store_root())) == [cfg.run_id]
+    assert (data_dir / "store" / "runs" / cfg.run_id / "runs.parquet").exists()  # history kept, untouched
+
+
+def test_publish_outcome_folds_dense_attention(data_dir: Path) -> None:
+    class Outcome:
+        run_id = _config().run_id
+        config = _config()
+        status, error, model_fingerprint = "succeeded", None, "abc"
+        timings = {"total": 3.0}
+        tables = {"attention_dense": pd.DataFrame({"stage": ["dense"], "statistic": ["v_entropy"], "value": [1.0]}),
+                  "attention": pd.DataFrame({"stage": ["pruned"], "statistic": ["v_entropy"], "value": [0.9]})}
+
+    publish_outcome(Outcome(), started_at=0.0)
+    att = run_table(Outcome.run_id, "attention")
+    assert sorted(att["stage"]) == ["dense", "pruned"]
+    detail = run_detail(Outcome.run_id)
+    assert detail["created_at"] == "1970-01-01T00:00:00+00:00" and detail["env"]["model_fingerprint"] == "abc"
+
+
+def test_bad_tables_rejected_before_anything_is_written(data_dir: Path) -> None:
+    with pytest.raises(StoreError, match="lacks required column.*ppl"):
+        publish_run(_config(), tables={"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki"}])})
+    with pytest.raises(StoreError, match="unknown table.*'spectrum'"):
+        publish_run(_config(), tables={"spectrum": pd.DataFrame({"a": [1]})})
+    with pytest.raises(StoreError, match="'running'"):
+        publish_run(_config(), status="running")  # type: ignore[arg-type]
+    assert latest_attempts(store_root()) == {} and not any((data_dir / "store" / "tmp").iterdir())
+
+
+def test_compaction_keeps_results_identical(data_dir: Path) -> None:
+    ids = []
+    for i, method in enumerate(["wanda", "sparsegpt", "magnitude"] * 2):
+        cfg = _config(sparsity=0.5 + 0.05 * i, method=method)
+        publish_run(cfg, tables=_tables(20.0 + i))
+        ids.append(cfg.run_id)
+    before = list_runs().sort_values("run_id").reset_index(drop=True)
+    assert compact() is True
+    assert compact() is False  # nothing loose any more
+    manifest = json.loads((data_dir / "store" / "catalog" / "manifest.json").read_text())
+    assert sorted(manifest["bundles"]) == sorted(ids)
+    after = list_runs().sort_values("run_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    # a re-publish after compaction supersedes the compacted attempt (full compaction drops it)
+    publish_run(_config(sparsity=0.5, method="wanda"), status="failed", error="boom")
+    assert list_runs(status="failed")["run_id"].tolist() == [ids[0]]
+    assert len(list_runs()) == 6
+    compact()
+    assert len(list_runs()) == 6 and list_runs(status="failed")["run_id"].tolist() == [ids[0]]
+    grid = perplexity_grid("smollm2-135m")
+    assert set(grid.columns) == {"magnitude", "sparsegpt", "wanda"}
+    assert grid.loc["QKVout + split", "magnitude"] == 22.0 and grid.loc["QKVout + split", "wanda"] == 23.0  # 20.0 failed
+    mgrid = metric_grid("new_metric_nobody_planned")
+    assert mgrid.loc["QKVout + split", "wanda"] == 42.0
+
+
+def test_annotations_are_separate_and_mutable(data_dir: Path) -> None:
+    cfg = _config()
+    res = publish_run(cfg, tables=_tables(30.0))
+    before = {p.name: p.read_bytes() for p in res.path.iterdir()}
+    set_tags(cfg.run_id, ["keep", "paper"])
+    set_tags(cfg.run_id, ["paper"], remove=True)
+    add_note(cfg.run_id, "looks good")
+    runs = list_runs(tag="keep")
+    assert runs["tags"].iloc[0] == ["keep"] and runs["notes"].iloc[0] == "looks good"
+    assert list_runs(tag="paper").empty
+    assert {p.name: p.read_bytes() for p in res.path.iterdir()} == before
+    with pytest.raises(StoreError, match="unknown run 'nope'"):
+        add_note("nope", "x")
+
+
+def test_query_is_read_only(data_dir: Path) -> None:
+    publish_run(_config(), tables=_tables(30.0))
+    assert run_sql("SELECT count(*) AS n FROM runs")["n"].tolist() == [1]
+    assert not run_sql("DESCRIBE perplexity").empty
+    assert not run_sql("WITH x AS (SELECT * FROM metrics) SELECT * FROM x").empty
+    target = data_dir / "leak.csv"
+    for sql in ["CREATE TABLE t AS SELECT 1", "INSERT INTO runs VALUES (1)", f"COPY (SELECT 1) TO '{target}'",
+                "ATTACH 'x.db'", "SELECT 1; DROP VIEW runs", "PRAGMA version"]:
+        with pytest.raises(QueryRejectedError):
+            run_sql(sql)
+    with pytest.raises(QueryRejectedError, match="/etc/hostname"):
+        run_sql("SELECT * FROM read_csv('/etc/hostname')")
+    assert not target.exists()
+
+
+def test_errors_name_the_bad_value(data_dir: Path) -> None:
+    with pytest.raises(RunNotFoundError, match="'wanda-nothere'"):
+        run_detail("wanda-nothere")
+    with pytest.raises(StoreError, match="'spectrum'"):
+        run_table("x", "spectrum")
+    with pytest.raises(StoreError, match="'colour'"):
+        list_runs(colour="red")
+
+
+def test_migrations_run_in_order() -> None:
+    seen = []
+    steps = [
+        Migration(3, "rename", lambda t: seen.append(3) or {**t, "metrics": t["metrics"].rename(columns={"v": "value"})}),
+        Migration(2, "add stage", lambda t: seen.append(2) or {**t, "metrics": t["metrics"].assign(stage="pruned")}),
+    ]
+    tables = {"runs": pd.DataFrame({"run_id": ["a"], "schema_version": [1]}), "metrics": pd.DataFrame({"name": ["x"], "v": [1.0]})}
+    out = apply_migrations(tables, 1, steps, target=3)
+    assert seen == [2, 3] and list(out["metrics"].columns) == ["name", "value", "stage"]
+    assert out["runs"]["schema_version"].tolist() == [3]
+    with pytest.raises(StoreError, match="no complete migration path"):
+        pending_migrations(1, steps[:1], target=3)
+    with pytest.raises(StoreError, match="newer"):
+        pending_migrations(5, [], target=1)
+
+
+def test_cli_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning.cli import main
+
+    notes = Path(__file__).resolve().parents[2] / "shared" / "seed" / "research-notes.txt"
+    assert main(["import", "notes", str(notes)]) == 0
+    assert main(["runs", "--model", "LLaMA-3-8B", "--method", "magnitude", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "219402" in out and "54888" in out and "LLaMA-7B" not in out
+    assert main(["query", "SELECT count(*) AS n FROM perplexity", "--format", "json"]) == 0
+    assert '"n":57' in capsys.readouterr().out
+    assert main(["query", "DROP VIEW runs"]) == 2
+    assert "read-only" in capsys.readouterr().err
+    run_id = list_runs(model="LLaMA-7B", method="wanda")["run_id"].iloc[0]
+    assert main(["tag", run_id, "keep"]) == 0 and main(["notes", run_id, "check ε"]) == 0
+    assert main(["export", "--format", "csv", "--out", str(data_dir / "export")]) == 0
+    exported = pd.read_csv(data_dir / "export" / "perplexity.csv")
+    assert len(exported) == 57 and (data_dir / "export" / "annotations.csv").exists()
+
+
+def test_shipped_data_holds_the_notes() -> None:
+    root = Path(__file__).resolve().parents[1] / "data" / "store"
+    cells = perplexity_cells(root=root)
+    assert len(cells) == 57
+    assert cells.loc[(cells["model"] == "LLaMA-7B") & (cells["method"] == "wanda") & (cells["preset_raw"] == "QKV output"), "ppl"].tolist() == [22.01]

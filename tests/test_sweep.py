@@ -1,0 +1,104 @@
+"""Sweeps: grid expansion, duplicates, invalid combinations, done detection, the sweep CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pruning.errors import ConfigError
+from pruning.jobs import JobQueue
+from pruning.sweep import expand_sweep, plan_sweep
+
+BASE = {"model": {"name": "smollm2-135m"}, "evaluation": {"limit_windows": 2}}
+
+
+def test_grid_is_the_product_of_every_axis() -> None:
+    configs = expand_sweep({
+        "base": BASE,
+        "methods": ["magnitude", "wanda"],
+        "presets": [None, "QKVout + split"],
+        "sparsities": [0.5, 0.7],
+        "epsilons": [0.2, 0.3],
+        "seeds": [0, 1],
+        "grid": {"allocation.strategy": ["uniform", "linear"]},
+    })
+    assert len(configs) == 2 * 2 * 2 * 2 * 2 * 2
+    assert len({c.run_id for c in configs}) == 64
+    assert {c.pruning.method for c in configs} == {"magnitude", "wanda"}
+    assert {c.calibration.seed for c in configs} == {0, 1}
+    split = [c for c in configs if c.allocation.preset == "QKVout + split"]
+    assert split and all(c.allocation.granularity == "split" and c.allocation.score_groups == ("q", "k", "v", "o")
+                         for c in split)
+    assert all(c.evaluation.limit_windows == 2 for c in configs)      # base kept
+    assert configs[0].pruning.method == "magnitude" and configs[-1].pruning.method == "wanda"
+
+
+def test_duplicates_collapse_and_plan_counts_them() -> None:
+    plan = plan_sweep({"base": BASE, "sparsities": [0.5, 0.5, 0.6], "models": ["smollm2-135m"]}, check_done=False)
+    assert plan.n_combinations == 3 and len(plan.configs) == 2 and plan.n_duplicates == 1
+
+
+def test_invalid_combinations_are_reported_with_the_field() -> None:
+    spec = {"presets": ["QKVout + split", None], "sparsities": [0.5, 1.5],
+            "grid": {"allocation.granularity": ["matrix"]}}
+    plan = plan_sweep(spec, check_done=False)
+    assert len(plan.invalid) == 3 and len(plan.configs) == 1          # only (no preset, 0.5) is valid
+    assert any(bad.error.startswith("allocation") and "preset" in bad.error for bad in plan.invalid)
+    assert any("pruning.sparsity" in bad.error for bad in plan.invalid)
+    with pytest.raises(ConfigError, match="3 of 4 combinations are invalid"):
+        expand_sweep(spec)
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"sparsity": [0.5]}, "unknown key"),
+    ({"grid": {"pruning.sparsity": []}}, "grid.pruning.sparsity: empty list"),
+    ({"methods": ["wanda"], "grid": {"pruning.method": ["magnitude"]}}, "also set by 'methods'"),
+    ({"base": {"pruning": {"sparsity": 3}}}, "sweep.base: pruning.sparsity"),
+    ({"grid": {"pruning.nonsense": [1]}}, "pruning.nonsense"),
+])
+def test_bad_sweep_specs_name_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        expand_sweep(spec)
+
+
+def test_plan_marks_done_and_active_runs(data_dir: Path) -> None:
+    queue = JobQueue()
+    configs = expand_sweep({"base": BASE, "sparsities": [0.4, 0.5, 0.6]})
+    queue.enqueue("done-job", configs[0])
+    queue.claim("w", gpu=None, heartbeat_timeout=10)
+    queue.finish("done-job", "w", "succeeded", exit_code=0)
+    queue.enqueue("active-job", configs[1])
+    plan = plan_sweep({"base": BASE, "sparsities": [0.4, 0.5, 0.6]}, queue=queue, check_store=False)
+    assert plan.done == {configs[0].run_id: "job done-job"}
+    assert plan.active == {configs[1].run_id: "active-job"}
+    assert [c.run_id for c in plan.to_run] == [configs[2].run_id]
+    assert "already done: 1; already queued/running: 1; to run: 1" in plan.summary()
+
+
+def test_sweep_cli_dry_run_then_submit(data_dir: Path, tmp_path: Path, capsys) -> None:
+    from pruning.cli import main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(BASE))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"base": "base.yaml", "methods": ["magnitude", "wanda"],
+                                     "grid": {"pruning.sparsity": [0.5, 0.7]}}))
+    assert main(["sweep", "--config", str(sweep), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 combinations -> 4 unique runs" in out and "to run: 4" in out and "dry run" in out
+    assert JobQueue().list() == []
+    assert main(["sweep", "--config", str(sweep)]) == 2                # no terminal, no --yes
+    assert "--yes" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(sweep), "--yes"]) == 0
+    assert "submitted 4 job(s)" in capsys.readouterr().out
+    assert len(JobQueue().list(states=("queued",))) == 4
+    assert main(["sweep", "--config", str(sweep), "--yes"]) == 0      # everything is queued already
+    out = capsys.readouterr().out
+    assert "already queued/running: 4" in out and "nothing to submit" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sparsities": [0.5, 2.0]}))
+    assert main(["sweep", "--config", str(bad), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "pruning.sparsity" in captured.out and "invalid combination" in captured.err
