@@ -15,22 +15,22 @@ from pages._common import render_sidebar
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-st.set_page_config(page_title="Pruning Lab", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="Pruning Lab", page_icon=":material/content_cut:", layout="wide")
 
 pages = {
     "Results": [
-        st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
-        st.Page("pages/grid.py", title="Perplexity grid", icon="🟥"),
-        st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+        st.Page("pages/grid.py", title="Perplexity grid", icon=":material/grid_on:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     ],
     "Analysis": [
-        st.Page("pages/spectra.py", title="Spectra", icon="📈"),
-        st.Page("pages/attention.py", title="Attention", icon="🎯"),
-        st.Page("pages/zeroshot.py", title="Zero-shot", icon="🧪"),
+        st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
+        st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
+        st.Page("pages/zeroshot.py", title="Zero-shot", icon=":material/quiz:"),
     ],
     "Experiments": [
-        st.Page("pages/launch.py", title="Launch", icon="🚀"),
-        st.Page("pages/jobs.py", title="Jobs", icon="⏱️"),
+        st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
     ],
 }
 navigation = st.navigation(pages)

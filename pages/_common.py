@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ PENDING_RUNS_KEY = "_pending_runs"
 FOCUS_RUN_KEY = "focus_run"
 MAX_RUN_OPTIONS = 1000
 CACHE_TTL_S = 600
+_IN_FRAME: ContextVar[bool] = ContextVar("pruning_lab_in_frame", default=False)  # set by app.py's sidebar
 
 
 # ---- store access (cached, keyed on the catalog version) -----------------------------------------
@@ -97,6 +99,28 @@ def clear_caches() -> None:
     st.cache_data.clear()
 
 
+# ---- the frame -------------------------------------------------------------------------------------------
+def enter_page() -> None:
+    """First call of every page: make sure the page runs inside app.py's ``st.navigation`` frame.
+
+    Streamlit starts a process in its legacy ``pages/``-directory mode and leaves it only when the
+    entry script calls ``st.navigation``; if the very first request of a fresh server is a page URL
+    (a bookmark of /grid), it runs that page file alone — no sidebar, no page config. Then leave
+    that mode and rerun, so app.py (and the same page) run in the frame."""
+    if _IN_FRAME.get():
+        return
+    if st.get_option("global.appTest"):
+        # AppTest resets that mode before every run, so a page runs alone there each time; a rerun
+        # would drop the button click being tested. Draw the shared sidebar in place instead.
+        render_sidebar()
+        return
+    from streamlit.runtime.pages_manager import PagesManager
+
+    log.info("page started outside app.py (Streamlit's legacy pages/ mode); rerunning inside the frame")
+    PagesManager.uses_pages_directory = False
+    st.rerun()
+
+
 # ---- shared sidebar --------------------------------------------------------------------------------
 def run_label(row: pd.Series | dict) -> str:
     """Short human label of a run row: model · method · preset · ε · ppl."""
@@ -114,7 +138,9 @@ def run_label(row: pd.Series | dict) -> str:
 
 
 def render_sidebar() -> None:
-    """Model picker and run picker shared by all pages (values in session_state)."""
+    """Model picker and run picker shared by all pages (values in session_state); marks the
+    script run as running inside the app frame (see :func:`enter_page`)."""
+    _IN_FRAME.set(True)
     table = runs()
     if PENDING_RUNS_KEY in st.session_state:  # a page asked to select runs (e.g. "compare selected")
         st.session_state[RUNS_KEY] = list(st.session_state.pop(PENDING_RUNS_KEY))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import catalog_version, load_attention, selected_model, selected_runs, stop_with_info, table
+from pages._common import (
+    catalog_version, enter_page, load_attention, selected_model, selected_runs, stop_with_info, table,
+)
 from pruning.app_support.plots import attention_by_layer, attention_heads
 
+enter_page()
 st.title("Attention statistics")
 stats = load_attention(catalog_version())
 if stats.empty:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import catalog_version, load_run_detail, load_run_table, runs, selected_runs, stop_with_info, table
+from pages._common import (
+    catalog_version, enter_page, load_run_detail, load_run_table, runs, selected_runs, stop_with_info, table,
+)
 from pruning.app_support.compare import config_diff
 from pruning.app_support.plots import metric_by_block, sparsity_overlay
 
 IDENTITY = ("kind", "model", "method", "strategy", "preset", "metric", "epsilon", "sparsity", "nm", "status", "label")
 
+enter_page()
 st.title("Compare runs")
 chosen = selected_runs()
 if len(chosen) < 2:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import catalog_version, load_perplexity_cells, selected_model, show_run, stop_with_info, table
+from pages._common import (
+    catalog_version, enter_page, load_perplexity_cells, selected_model, show_run, stop_with_info, table,
+)
 from pruning.app_support.formatting import format_sparsity
 from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, multi_value_cells
 from pruning.app_support.plots import grid_heatmap
 
+enter_page()
 st.title("Perplexity grid")
 cells = load_perplexity_cells(catalog_version())
 if cells.empty:
@@ -55,8 +58,8 @@ if not several.empty:
 options = cell_options(grid)
 points = (event.selection.points if event and event.selection else None) or []
 clicked = [tuple(p["customdata"]) for p in points if p.get("customdata")]
-if clicked and clicked[0] in options:
-    st.session_state["grid_cell"] = clicked[0]
+if clicked and clicked[0] in options and clicked[0] != st.session_state.get("grid_last_click"):
+    st.session_state["grid_cell"] = st.session_state["grid_last_click"] = clicked[0]  # a new click wins once
 if st.session_state.get("grid_cell") not in options:
     st.session_state.pop("grid_cell", None)
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")

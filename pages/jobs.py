@@ -8,12 +8,13 @@ import logging
 
 import streamlit as st
 
-from pages._common import clear_caches
+from pages._common import clear_caches, enter_page
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 4000
 SHOWN_JOBS = 30
-STATE_ICONS = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🚫"}
+STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:", "succeeded": ":material/check_circle:",
+               "failed": ":material/error:", "cancelled": ":material/cancel:"}
 
 
 def _when(t: float | None) -> str:
@@ -64,6 +65,7 @@ def job_list(states: list[str]) -> None:
                 st.code(job_logs(job.job_id, tail_chars=LOG_TAIL_CHARS) or "(no output yet)", language=None)
 
 
+enter_page()
 st.title("Jobs")
 c1, c2 = st.columns([3, 1])
 states = c1.multiselect("Show", list(STATE_ICONS), default=[], placeholder="all states", key="jobs_states")

@@ -8,7 +8,7 @@ import logging
 
 import streamlit as st
 
-from pages._common import stop_with_info
+from pages._common import enter_page, stop_with_info
 from pruning.app_support.launch import allowed_model_roots, grid_size, parse_value_list, submission_token, sweep_spec, validate_form
 from pruning.config import DTYPES, METHODS, STRATEGIES
 from pruning.errors import ConfigError, PruningLabError
@@ -23,13 +23,13 @@ FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget,
     "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
     "model.device": ("text", "Device", {"value": "cpu"}),
     "pruning.method": ("select", "Method", {"options": list(METHODS), "index": 2}),
-    "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7}),
+    "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7, "step": 0.05, "format": "%.3f"}),
     "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
     "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
     "allocation.preset": ("text", "Layer-group preset (blank = none)", {"value": "", "placeholder": "QKVout + split",
                           "help": "A notes column header: " + ", ".join(preset_names())}),
     "allocation.metric": ("select", "Metric", {"options": METRICS, "accept_new_options": True}),
-    "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2}),
+    "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2, "step": 0.01, "format": "%.3f"}),
     "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
     "calibration.nsamples": ("int", "Calibration samples", {"value": 128}),
     "calibration.seqlen": ("int", "Calibration length (tokens)", {"value": 2048}),
@@ -87,6 +87,7 @@ def submit(configs: list, backend: str) -> None:
     log.info("submitted %d job(s) on %s: %s", len(new), backend, new)
 
 
+enter_page()
 st.title("Launch runs")
 backend = st.radio("Backend", ["local", "ray"], horizontal=True, key="launch.backend",
                    help="local: a worker process on this machine; ray: the team's Ray cluster")
@@ -112,7 +113,7 @@ if pressed and config is not None:
     submit([config], backend)
 if "launch_result" in st.session_state:
     st.success(st.session_state["launch_result"])
-    st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")
+    st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
 
 st.header("Sweep")
 st.caption("Every combination of the lists below, on top of the form's values.")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import catalog_version, clear_caches, runs, select_runs, selected_model, show_run, stop_with_info
+from pages._common import (
+    clear_caches, enter_page, runs, select_runs, selected_model, show_run, stop_with_info,
+)
 
 COLUMNS = ["run_id", "kind", "model", "method", "preset", "metric", "epsilon", "sparsity", "nm", "ppl",
            "zeroshot_mean", "status", "tags", "label", "notes", "created_at", "source"]
 
+enter_page()
 st.title("Runs and reference results")
+if flash := st.session_state.pop("runs_flash", None):
+    st.success(flash)
 table = runs()
 if table.empty:
     stop_with_info("The results store is empty: import the notes (`python -m pruning import-notes`) or launch a run.")
@@ -77,5 +82,5 @@ if saved:
         st.error(str(exc))
     else:
         clear_caches()
-        st.toast(f"saved annotation of {focus} (catalog {catalog_version()[-12:]})")
+        st.session_state["runs_flash"] = f"Saved the annotation of {focus}."
         st.rerun()

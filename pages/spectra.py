@@ -3,16 +3,20 @@ the run's allocated sparsity, and the ESD of one matrix (weight | Hessian) with 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from pages._common import (
-    catalog_version, load_eigenvalues, load_run_table, runs, selected_model, selected_runs, stop_with_info, table,
+    catalog_version, enter_page, load_eigenvalues, load_run_table, runs, selected_model, selected_runs,
+    stop_with_info, table,
 )
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 
 NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
 
+enter_page()
 st.title("Spectra")
 version = catalog_version()
 all_runs = runs()
@@ -28,7 +32,7 @@ if not chosen:
 if not chosen:
     stop_with_info("Pick at least one run.")
 
-labels = dict(zip(all_runs["run_id"], all_runs["model"].fillna("?") + " · " + all_runs["run_id"]))
+labels = {r: f"{Path(str(m)).name} · {r}" for r, m in zip(all_runs["run_id"], all_runs["model"].fillna("?"))}
 frames = []
 for run_id in chosen:
     spectra = load_run_table(version, run_id, "spectra")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import catalog_version, load_zeroshot, selected_model, selected_runs, stop_with_info, table
+from pages._common import (
+    catalog_version, enter_page, load_zeroshot, selected_model, selected_runs, stop_with_info, table,
+)
 from pruning.app_support.tables import zeroshot_table
 
+enter_page()
 st.title("Zero-shot accuracy")
 scores = load_zeroshot(catalog_version())
 if scores.empty:

@@ -240,6 +240,7 @@ def calibrate_blocks(
     device: str | torch.device = "cpu",
     offload: bool = False,
     collect_hessian: bool = True,
+    modifies_blocks: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Run the block-sequential calibration protocol (module docstring) and call ``on_block`` once
@@ -248,7 +249,9 @@ def calibrate_blocks(
     calib_ids: LongTensor ``(nsamples, seqlen)``. ``device``: where blocks run. ``offload=False``
     moves the whole model to ``device`` (and leaves it there); ``offload=True`` keeps the model
     where it is and moves one block at a time to ``device`` and back. ``progress(done, total)`` is
-    called after each block.
+    called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the
+    blocks unchanged (measurements of the dense model): the outputs of the statistics pass are then
+    fed forward instead of being recomputed, halving the work.
     """
     if calib_ids.ndim != 2 or calib_ids.dtype != torch.long:
         raise ValueError(f"calib_ids must be a LongTensor (nsamples, seqlen), got {calib_ids.dtype} {tuple(calib_ids.shape)}")
@@ -273,15 +276,16 @@ def calibrate_blocks(
         collector = _StatsCollector(ctx, family.input_groups, collect_hessian)
         try:
             for s in range(inps.shape[0]):
-                block(inps[s : s + 1], **block_kwargs[i])
+                outs[s : s + 1] = _block_output(block(inps[s : s + 1], **block_kwargs[i]))
         finally:
             collector.remove()
         ctx.stats = collector.stats()
         on_block(ctx)
         ctx.stats = {}  # free the statistics before the next block
         del collector
-        for s in range(inps.shape[0]):
-            outs[s : s + 1] = _block_output(block(inps[s : s + 1], **block_kwargs[i]))
+        if modifies_blocks:  # feed the outputs of the (pruned) block forward
+            for s in range(inps.shape[0]):
+                outs[s : s + 1] = _block_output(block(inps[s : s + 1], **block_kwargs[i]))
         if offload:
             block.to(home)
             if dev.type == "cuda":

@@ -192,6 +192,7 @@ def owl_outlier_ratios(
         norms = [ctx.stats[ref.name].act_norm for ref in ctx.matrices]
         ratios[ctx.index] = block_outlier_ratio(weights, norms, M)
 
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False, progress=progress)
+    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
+                    modifies_blocks=False, progress=progress)
     log.info("OWL outlier ratios (M=%g): %s", M, {k: round(v, 5) for k, v in ratios.items()})
     return ratios

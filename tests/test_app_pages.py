@@ -159,7 +159,7 @@ def test_grid_page_shows_the_notes_tables(notes_store):
     assert grid.loc["SparseGPT", "QKVout + split"].startswith("17.76")
     assert grid.loc["magnitude", "QKVout"].startswith("198.12")
     (heat, cells) = plotly_specs(at)[0]["data"]
-    assert heat["type"] == "heatmap" and "22.01<br>(-1.51)" in cells["text"]
+    assert heat["type"] == "heatmap" and "22.01<br>(-1.51)" in cells["text"] and "17.76<br>(-1.57)" in cells["text"]
     multi = frame(at, "grid_multi")  # several ε in one cell -> detail table
     assert {0.2, 0.21} <= set(multi["epsilon"].dropna().round(2))
     # open a cell (selectbox fallback of the chart click) -> its value, raw text and source line

@@ -75,7 +75,7 @@ def test_grid_best_delta_count_and_text():
     # baseline of a row = its best GT value (23.52 < 24)
     assert grid.value("Wanda", BASELINE_COLUMN) == pytest.approx(23.52)
     assert grid.delta.loc["Wanda", "QKVout"] == pytest.approx(22.01 - 23.52)
-    assert grid.text.loc["Wanda", "QKVout"] == "22.01<br>(-1.51) ×2"
+    assert grid.text.loc["Wanda", "QKVout"] == "22.01<br>(-1.51)<br>×2"
     assert grid.text.loc["SparseGPT", "QKVout + split"].startswith("17.76<br>(-1.57)")
     # NaN baseline and a huge value stay legible; no delta against a NaN baseline
     assert grid.text.loc["magnitude", BASELINE_COLUMN] == "nan"

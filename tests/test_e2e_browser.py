@@ -108,12 +108,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 
 def _widget(page, key: str):
-    """The container Streamlit gives a keyed widget (class ``st-key-<key>``)."""
-    return page.locator(f'[class*="st-key-{key}"]').first
+    """The container Streamlit gives a keyed widget (class ``st-key-<key>``, dots as dashes)."""
+    return page.locator(f'.st-key-{key.replace(".", "-")}').first
 
 
 def _select(page, key: str, option: str) -> None:
-    _widget(page, key).locator('[data-baseweb="select"]').click()
+    _widget(page, key).get_by_role("combobox").click()
     page.get_by_role("option", name=option, exact=True).click()
 
 
@@ -141,6 +141,13 @@ def test_browser_grid_launch_jobs_runs(app_url):
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "e2e-grid.png"), full_page=True)
             shutil.copy(ARTIFACTS / "e2e-grid.png", REPO / "docs" / "screenshot-grid.png")
+            # click a cell -> it opens below the chart (plotly selection event)
+            box = chart.locator("text", has_text="17.76").first.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.up()
+            expect(_widget(page, "grid_cell").locator("input")).to_have_value("SparseGPT / QKVout + split", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-grid-cell.png"), full_page=True)
 
             # ---- launch a short run of the tiny model from the form
             page.goto(f"{url}/launch")

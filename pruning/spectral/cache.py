@@ -68,12 +68,13 @@ def save_cached(key: str, result: SpectraResult) -> Path:
 
 
 def _fingerprint(model_or_loaded: object) -> str:
-    fingerprint = getattr(model_or_loaded, "fingerprint", None)
-    if fingerprint:
-        return str(fingerprint)
+    from torch import nn
+
     from pruning.models import model_fingerprint
 
-    return model_fingerprint(getattr(model_or_loaded, "model", model_or_loaded))  # type: ignore[arg-type]
+    if isinstance(model_or_loaded, nn.Module):
+        return model_fingerprint(model_or_loaded)
+    return str(model_or_loaded.fingerprint)  # type: ignore[attr-defined]
 
 
 def cached_weight_spectra(

@@ -10,7 +10,8 @@ Definitions (DESIGN.md "The science"; weightwatcher 0.7.7 ``apply_norm_metrics``
   (0 for rank <= 1),
 * ``num_rank``: lambda > lambda_max * max(rows, cols) * eps (``numpy.linalg.matrix_rank``'s
   tolerance applied to the Gram matrix, whose eigenvalues carry an absolute error of that size;
-  eps of the dtype the eigenvalues were computed in), ``rank_ratio`` = num_rank / n_eigs,
+  eps of the dtype the eigenvalues — or, if coarser, the matrix itself (float32 Hessians) — were
+  computed in), ``rank_ratio`` = num_rank / n_eigs,
 * ``effective_rank`` = exp(entropy) (Roy & Vetterli 2007).
 """
 
@@ -22,11 +23,12 @@ import torch
 from torch import Tensor
 
 
-def spectrum_metrics(x: Tensor, n_eigs: Tensor, max_dim: Tensor, eps: float) -> dict[str, Tensor]:
+def spectrum_metrics(x: Tensor, n_eigs: Tensor, max_dim: Tensor, eps: float | Tensor) -> dict[str, Tensor]:
     """Metrics of each row of ``x`` ``(B, n)`` (ascending, non-negative, left-padded with zeros).
 
     n_eigs: ``(B,)`` true spectrum lengths (min dimension of each matrix); max_dim: ``(B,)`` the
-    larger dimension (for the rank tolerance); eps: machine epsilon of the eigen-solver dtype.
+    larger dimension (for the rank tolerance); eps: machine epsilon of the eigen-solver dtype
+    (a float or ``(B,)``: the larger of that and the analysed matrix's own precision).
     Returns a dict of ``(B,)`` float64 tensors; rows whose spectrum is all zero get NaN/-inf norms
     (callers flag them).
     """

@@ -23,7 +23,8 @@ xmin rules (DESIGN.md "The science"):
 * ``ww``   — weightwatcher 0.7.7 default (``fit_powerlaw`` -> ``WWFit``): eigenvalues <= 1e-5
   are dropped; candidates are all remaining eigenvalues but the largest; alpha <= 1 scores D = 1;
   first minimum of D. Fewer than 20 remaining eigenvalues: its small-N rule (bias-corrected
-  alpha = 1 + (n-1)/S, tails >= 8, objective D - 0.868/sqrt(n)).
+  alpha = 1 + (n-1)/S on tails of at least 8; ``fit_powerlaw_smallN`` picks by D - 0.868/sqrt(n)
+  but ``WWFit.__init__`` then re-selects the first minimum of D, which is what 0.7.7 returns).
 * ``peak`` — AlphaPruning (Lu et al. 2024, "AlphaPruning: using heavy-tailed self regularization
   theory for improved layer-wise pruning of LLMs", NeurIPS) ``fix_fingers='xmin_peak'``:
   unfiltered (positive) eigenvalues; 100-bin histogram of log10(lambda) between its min and max;
@@ -44,7 +45,6 @@ from torch import Tensor
 WW_EVALS_THRESH = 1e-5  # weightwatcher.constants.EVALS_THRESH
 WW_SMALL_N = 20  # weightwatcher WW_powerlaw.SMALL_N_CUTOFF
 WW_SMALL_N_MIN_TAIL = 8  # WWFit.fit_powerlaw_smallN(k_min=8)
-WW_SMALL_N_KS_WEIGHT = 0.868  # objective J = D - 0.868 / sqrt(n)
 PEAK_BINS = 100
 PEAK_XMIN_MAX_FACTOR = 1.5
 PEAK_XMIN_MIN_FACTOR = 0.95
@@ -91,7 +91,7 @@ def hill_alphas(logx: Tensor, bias_corrected: bool = False) -> Tensor:
     return (1.0 + numer / spread)[..., :-1]
 
 
-def ks_distances(logx: Tensor, alphas: Tensor, first: int = 0, max_elements: int = 1 << 22) -> Tensor:
+def ks_distances(logx: Tensor, alphas: Tensor, first: int = 0, max_elements: int = 1 << 18) -> Tensor:
     """KS distance D_i = max_{j>=i} |1 - (x_j/x_i)^(1-alpha_i) - (j-i)/(n-i)| of every candidate.
 
     logx: ``(B, n)`` ln of ascending spectra; alphas: ``(B, n-1)`` one exponent per candidate.
@@ -107,13 +107,13 @@ def ks_distances(logx: Tensor, alphas: Tensor, first: int = 0, max_elements: int
         chunk = max(1, min(n - 1 - start, max_elements // max(1, batch * width)))
         stop = start + chunk
         cand = torch.arange(start, stop, device=logx.device)  # (c,)
-        tail_logx = logx[:, start:]  # (B, w)
-        diff = tail_logx[:, None, :] - logx[:, start:stop, None]  # (B, c, w): ln(x_j / x_i)
-        fit_cdf = 1.0 - torch.exp((1.0 - alphas[:, start:stop, None]) * diff)  # (B, c, w)
+        # one (B, c, w) buffer, updated in place: ln(x_j/x_i) -> |F_fit - F_emp|
+        gap = logx[:, None, start:] - logx[:, start:stop, None]  # (B, c, w): ln(x_j / x_i)
+        gap.mul_(1.0 - alphas[:, start:stop, None]).exp_()  # (x_j/x_i)^(1-alpha) = 1 - F_fit
         offset = cols[start:][None, :] - cand[:, None].to(logx.dtype)  # (c, w): j - i
-        emp_cdf = offset / (n - cand).to(logx.dtype)[:, None]  # (c, w)
-        gap = (fit_cdf - emp_cdf[None]).abs()
-        gap = torch.where((offset >= 0)[None], gap, torch.zeros((), dtype=gap.dtype, device=gap.device))
+        emp_cdf = offset / (n - cand).to(logx.dtype)[:, None]  # (c, w): k / n_i
+        gap.add_(emp_cdf - 1.0).abs_()  # |(1 - F_fit) + F_emp - 1| = |F_fit - F_emp|
+        gap.masked_fill_((offset < 0)[None], 0.0)  # j < i is not in candidate i's tail
         out[:, start:stop] = gap.amax(dim=-1)
         start = stop
     return out
@@ -155,7 +155,7 @@ def esd_peak(x: Tensor, bins: int = PEAK_BINS) -> Tensor:
     return torch.where(positive.any(-1), peak, torch.full_like(peak, float("nan")))
 
 
-def fit_power_laws(x: Tensor, max_elements: int = 1 << 22) -> PowerLawFits:
+def fit_power_laws(x: Tensor, max_elements: int = 1 << 18) -> PowerLawFits:
     """All three xmin rules (module docstring) for a batch of spectra.
 
     x: ``(B, n)`` eigenvalues, ascending along each row, any float dtype (computed in float64 on
@@ -217,23 +217,23 @@ def fit_power_laws(x: Tensor, max_elements: int = 1 << 22) -> PowerLawFits:
 
 
 def _ww_small_n(x: Tensor, logx: Tensor, first: Tensor, max_elements: int) -> TailFit:
-    """weightwatcher 0.7.7 ``WWFit.fit_powerlaw_smallN`` for rows with fewer than 20 filtered
-    eigenvalues: alpha = 1 + (n-1)/S, tails of at least 8, S > 1e-12, alpha > 1, objective
-    J = D - 0.868/sqrt(n); if no candidate qualifies, the whole filtered spectrum is the tail."""
+    """weightwatcher 0.7.7's result for rows with fewer than 20 filtered eigenvalues
+    (``fit_powerlaw_smallN`` followed by ``WWFit.__init__``'s re-selection): alpha = 1 + (n-1)/S on
+    candidates with tails of at least 8, S > 1e-12 and alpha > 1 (others score D = 1); the first
+    minimum of D wins; if no candidate qualifies, the whole filtered spectrum is the tail."""
     batch, n = x.shape
     cand = torch.arange(n - 1, device=x.device)
     alphas = hill_alphas(logx, bias_corrected=True)  # (B, n-1)
     ds = ks_distances(logx, alphas, first=int(first.min().item()), max_elements=max_elements)
     n_tail = (n - cand).to(x.dtype)  # (n-1,)
-    spread = (alphas - 1.0) / (n_tail - 1.0).clamp_min(1.0)  # (n-1)/S -> 1/S up to a positive factor
+    inv_spread = (alphas - 1.0) / (n_tail - 1.0).clamp_min(1.0)  # (n-1)/S / (n-1) = 1/S
     allowed = (
         (cand[None, :] >= first[:, None])
         & (n_tail[None, :] >= WW_SMALL_N_MIN_TAIL)
-        & (spread < 1e12)
+        & (inv_spread < 1e12)
         & (alphas > 1)
     )
-    objective = ds - WW_SMALL_N_KS_WEIGHT / n_tail.sqrt()[None, :]
-    fit = _select(alphas, ds, allowed, x, objective=objective)
+    fit = _select(alphas, ds, allowed, x)
     fallback = fit.index < 0
     if bool(fallback.any()):  # weightwatcher: whole filtered spectrum as the tail
         idx = first[:, None].clamp(max=n - 2)

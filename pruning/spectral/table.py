@@ -60,6 +60,7 @@ class SpectrumJob:
     numel: int | None = None  # parameters of the weight (weight rows)
     eigenvalues: Tensor | None = None  # (min(n_rows, n_cols),) ascending
     failed: str | None = None  # why no spectrum exists
+    input_eps: float = 0.0  # eps of the dtype the analysed matrix itself was computed in (Hessians)
 
 
 @dataclass
@@ -89,7 +90,8 @@ def summarize_spectra(
 ) -> SpectraResult:
     """Fit and measure every job's spectrum (batched by spectrum length) and build the table.
 
-    The eps of ``eig_dtype`` sets the numerical-rank tolerance (``pruning.spectral.metrics``).
+    The eps of ``eig_dtype`` (or the job's ``input_eps`` if larger: a float32 Hessian is only that
+    accurate) sets the numerical-rank tolerance (``pruning.spectral.metrics``).
     """
     eps = torch.finfo(eig_dtype).eps
     rows: dict[int, dict] = {}
@@ -104,10 +106,11 @@ def summarize_spectra(
     for n, members in by_length.items():
         x = torch.stack([jobs[k].eigenvalues.to(torch.float64) for k in members])  # (B, n)
         device = x.device
-        budget = max_elements or ((1 << 25) if device.type == "cuda" else (1 << 22))
+        budget = max_elements or ((1 << 26) if device.type == "cuda" else (1 << 18))
         n_eigs = torch.full((len(members),), n, device=device)
         max_dim = torch.tensor([max(jobs[k].n_rows, jobs[k].n_cols) for k in members], device=device)
-        metrics = {key: v.cpu().numpy() for key, v in spectrum_metrics(x, n_eigs, max_dim, eps).items()}
+        row_eps = torch.tensor([max(eps, jobs[k].input_eps) for k in members], dtype=torch.float64, device=device)
+        metrics = {key: v.cpu().numpy() for key, v in spectrum_metrics(x, n_eigs, max_dim, row_eps).items()}
         if n >= MIN_EIGENVALUES:
             fits = fit_power_laws(x, max_elements=budget)
             fit_cols = {
@@ -187,11 +190,14 @@ def _status(row: dict, job: SpectrumJob) -> tuple[str, str]:
 
 
 def _model_and_name(model_or_loaded: object, model_name: str | None) -> tuple[nn.Module, FamilySpec, str]:
-    model = getattr(model_or_loaded, "model", model_or_loaded)
-    family = getattr(model_or_loaded, "family", None) or family_for(model)  # type: ignore[arg-type]
-    if model_name is None:
-        model_name = getattr(model_or_loaded, "name", None) or getattr(getattr(model, "config", None), "_name_or_path", "") or ""
-    return model, family, str(model_name)  # type: ignore[return-value]
+    """(module, family, display name) of a ``LoadedModel`` or a bare Hugging Face causal LM."""
+    if isinstance(model_or_loaded, nn.Module):
+        model, family = model_or_loaded, family_for(model_or_loaded)
+        default_name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    else:  # LoadedModel
+        model, family = model_or_loaded.model, model_or_loaded.family  # type: ignore[attr-defined]
+        default_name = model_or_loaded.name  # type: ignore[attr-defined]
+    return model, family, str(model_name if model_name is not None else default_name)
 
 
 def weight_matrices(model: nn.Module, family: FamilySpec, blocks: Sequence[int] | None = None) -> list[MatrixRef]:
@@ -347,6 +353,9 @@ def compute_hessian_spectra(
     first = next(iter(hessians.values()), None)
     dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
     dtype = dtype or default_eig_dtype(dev)
+    input_eps = {
+        name: torch.finfo(H.dtype).eps if H.is_floating_point() else 0.0 for name, H in hessians.items()
+    }
     rep_jobs: list[SpectrumJob] = []
     sources: dict[int, Tensor] = {}
     for k, group in enumerate(groups):
@@ -363,7 +372,7 @@ def compute_hessian_spectra(
         for name in group:
             block, mtype = (matrix_info or {}).get(name) or _parse_name(name)
             jobs.append(SpectrumJob(block, mtype, name, "hessian", rep.n_rows, rep.n_cols,
-                                    eigenvalues=rep.eigenvalues, failed=rep.failed))
+                                    eigenvalues=rep.eigenvalues, failed=rep.failed, input_eps=input_eps[group[0]]))
     return summarize_spectra(jobs, model, dtype, keep_eigenvalues)
 
 
