@@ -11,7 +11,7 @@ import logging
 
 import streamlit as st
 
-from pages._common import render_sidebar
+from pages._common import app_frame, render_sidebar
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -34,5 +34,6 @@ pages = {
     ],
 }
 navigation = st.navigation(pages)
-render_sidebar()
-navigation.run()
+with app_frame():
+    render_sidebar()
+    navigation.run()

@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -122,7 +123,7 @@ def main() -> None:
     body = (f"Synthetic store: {args.runs:,} runs (bench.store.generate) + the notes' references + one 32-block run "
             f"with spectra/allocation/attention (built in {build_s:.1f} s). Each page: a fresh AppTest, "
             f"median of {args.repeat}; target {TARGET_S} s.\n\n" + markdown_table(rows))
-    write_section("app", body)
+    write_section("app", body, command="python -m bench.app " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 from contextvars import ContextVar
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -26,7 +27,7 @@ PENDING_RUNS_KEY = "_pending_runs"
 FOCUS_RUN_KEY = "focus_run"
 MAX_RUN_OPTIONS = 1000
 CACHE_TTL_S = 600
-_IN_FRAME: ContextVar[bool] = ContextVar("pruning_lab_in_frame", default=False)  # set by app.py's sidebar
+_IN_FRAME: ContextVar[bool] = ContextVar("pruning_lab_in_frame", default=False)  # True while app.py runs a page
 
 
 # ---- store access (cached, keyed on the catalog version) -----------------------------------------
@@ -100,6 +101,18 @@ def clear_caches() -> None:
 
 
 # ---- the frame -------------------------------------------------------------------------------------------
+@contextmanager
+def app_frame() -> Iterator[None]:
+    """app.py runs the sidebar and the chosen page inside this block; pages check it with
+    :func:`enter_page`. The flag is reset on exit (also on st.stop / st.rerun), so a later script
+    run of the same thread starts outside the frame again."""
+    token = _IN_FRAME.set(True)
+    try:
+        yield
+    finally:
+        _IN_FRAME.reset(token)
+
+
 def enter_page() -> None:
     """First call of every page: make sure the page runs inside app.py's ``st.navigation`` frame.
 
@@ -109,7 +122,9 @@ def enter_page() -> None:
     that mode and rerun, so app.py (and the same page) run in the frame."""
     if _IN_FRAME.get():
         return
-    if st.get_option("global.appTest"):
+    from streamlit import config
+
+    if config.get_option("global.appTest"):
         # AppTest resets that mode before every run, so a page runs alone there each time; a rerun
         # would drop the button click being tested. Draw the shared sidebar in place instead.
         render_sidebar()
@@ -138,9 +153,7 @@ def run_label(row: pd.Series | dict) -> str:
 
 
 def render_sidebar() -> None:
-    """Model picker and run picker shared by all pages (values in session_state); marks the
-    script run as running inside the app frame (see :func:`enter_page`)."""
-    _IN_FRAME.set(True)
+    """Model picker and run picker shared by all pages (values in session_state)."""
     table = runs()
     if PENDING_RUNS_KEY in st.session_state:  # a page asked to select runs (e.g. "compare selected")
         st.session_state[RUNS_KEY] = list(st.session_state.pop(PENDING_RUNS_KEY))

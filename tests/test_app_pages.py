@@ -149,6 +149,19 @@ def test_runs_page_annotates_a_picked_run(full_store):
     assert ann["tags"] == ["keep", "meeting"] and ann["notes"][0]["text"] == "looks good"
 
 
+def test_runs_page_sends_selected_rows_to_compare(full_store):
+    at = open_page()
+    table = frame(at, "runs_table")
+    rows = [int(i) for i in table.index[table["run_id"].isin([full_store["six"], full_store["four"]])]]
+    at.session_state["runs_table"] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    at.button[0].click().run()  # "Compare 2 selected run(s)"
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Compare runs"]
+    assert set(at.session_state["sb_runs"]) == {full_store["six"], full_store["four"]}
+    assert "pruning.method" in frame(at, "compare_diff").index
+
+
 def test_grid_page_shows_the_notes_tables(notes_store):
     at = open_page("grid")
     at.selectbox(key="grid_model").set_value("LLaMA-7B").run()

@@ -135,6 +135,8 @@ def test_browser_grid_launch_jobs_runs(app_url):
             # ---- grid: LLaMA-7B table with its values drawn in the heatmap
             page.goto(f"{url}/grid?model=LLaMA-7B")
             expect(page.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
+            # the page runs inside app.py's frame even as the first request of a fresh server
+            expect(page.locator('[data-testid="stSidebarNav"]')).to_contain_text("Perplexity grid", timeout=30_000)
             chart = page.locator('[data-testid="stPlotlyChart"]').first
             expect(chart.locator("text", has_text="22.01").first).to_be_visible(timeout=30_000)
             expect(chart.locator("text", has_text="17.76").first).to_be_visible()
@@ -182,6 +184,7 @@ def test_browser_grid_launch_jobs_runs(app_url):
             expect(page.get_by_role("heading", name="Runs and reference results")).to_be_visible(timeout=60_000)
             _fill(page, "runs_search", run_id)
             expect(page.get_by_text(re.compile(r"^1 of \d+ rows"))).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1500)  # let the table repaint before the screenshot
             page.screenshot(path=str(ARTIFACTS / "e2e-runs.png"), full_page=True)
 
             # ---- spectra: the new run's alpha per block (the tiny model has 2 blocks) and an ESD

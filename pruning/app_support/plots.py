@@ -31,6 +31,11 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return ticks or [lo, hi]
 
 
+def _block_axis(fig: go.Figure, n_blocks: int) -> None:
+    """Integer block ticks (at most ~8 labels) on every x axis."""
+    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(n_blocks / 8)))
+
+
 def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
     """Method x preset heatmap: colour = log10(perplexity), cell text = value, delta to GT and
     count. Cells are also an invisible scatter layer (customdata = [row, column]) so a click
@@ -90,8 +95,7 @@ def metric_by_block(spectra: pd.DataFrame, metric: str, series: str = "series",
             fig.add_trace(go.Scatter(x=sub["block"], y=sub[metric], mode="lines+markers", name=str(name),
                                      legendgroup=str(name), showlegend=i == 0, line=dict(color=color),
                                      marker=dict(size=4)), row=i // ncols + 1, col=i % ncols + 1)
-    n_blocks = spectra["block"].nunique()
-    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(n_blocks / 8)))
+    _block_axis(fig, spectra["block"].nunique())
     fig.update_xaxes(title_text="block", row=nrows)
     fig.update_layout(height=260 * nrows + 90, margin=dict(l=10, r=10, t=50, b=10), title=f"{metric} per block",
                       legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
@@ -114,6 +118,7 @@ def metric_with_allocation(spectra: pd.DataFrame, allocation: pd.DataFrame | Non
         fig.update_yaxes(title_text="sparsity", secondary_y=True, rangemode="tozero")
     fig.update_yaxes(title_text=metric, secondary_y=False)
     fig.update_xaxes(title_text="block")
+    _block_axis(fig, spectra["block"].nunique())
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), title=f"{metric} and allocated sparsity")
     return fig
 
@@ -137,6 +142,7 @@ def sparsity_overlay(allocations: dict[str, pd.DataFrame]) -> go.Figure:
             continue
         per_block = sparsity_per_block(alloc)
         fig.add_trace(go.Scatter(x=per_block["block"], y=per_block["sparsity"], mode="lines+markers", name=label))
+    _block_axis(fig, max((a["block"].nunique() for a in allocations.values() if a is not None and not a.empty), default=1))
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title="sparsity per block",
                       xaxis_title="block", yaxis_title="sparsity")
     return fig
@@ -189,6 +195,7 @@ def attention_by_layer(attention: pd.DataFrame, statistic: str, reference: float
         fig.add_trace(go.Scatter(x=per["block"], y=per["value"], mode="lines+markers", name=str(name)))
     if reference is not None and math.isfinite(reference):
         fig.add_hline(y=reference, line=dict(dash="dash", color="grey"), annotation_text=f"notes avg {reference:.4g}")
+    _block_axis(fig, sub["block"].nunique())
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"{statistic} per layer",
                       xaxis_title="block", yaxis_title=statistic)
     return fig

@@ -22,17 +22,24 @@ def smallest_mask(scores: Tensor, sparsity: float, dim: int | None = None) -> Te
     """Boolean mask (True = prune) of the ``round(sparsity * n)`` smallest scores per group.
 
     scores: any shape. ``dim=None``: one group, the whole tensor (magnitude pruning);
-    ``dim=-1`` on a ``(out, in)`` score: one group per output row (Wanda).
+    ``dim=-1`` on a ``(out, in)`` score: one group per output row (Wanda). Ties at the k-th value
+    are broken by position (first ones pruned), so the count is exact. Uses ``kthvalue`` (linear
+    time) rather than a full sort.
     """
-    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     if dim is None:
-        k = prune_count(scores.numel(), sparsity)
-        if k:
-            idx = torch.sort(scores.reshape(-1), stable=True).indices[:k]  # (k,)
-            mask.view(-1)[idx] = True
-        return mask
-    k = prune_count(scores.shape[dim], sparsity)
-    if k:
-        idx = torch.sort(scores, dim=dim, stable=True).indices.narrow(dim, 0, k)
-        mask.scatter_(dim, idx, True)
-    return mask
+        return _smallest_along(scores.reshape(1, -1), sparsity).reshape(scores.shape)
+    moved = scores.movedim(dim, -1)
+    flat = moved.reshape(-1, moved.shape[-1])  # (groups, n)
+    return _smallest_along(flat, sparsity).reshape(moved.shape).movedim(-1, dim)
+
+
+def _smallest_along(scores: Tensor, sparsity: float) -> Tensor:
+    """Mask of the k smallest entries of each row of ``scores`` ``(groups, n)``."""
+    k = prune_count(scores.shape[-1], sparsity)
+    if k == 0:
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    kth = torch.kthvalue(scores, k, dim=-1, keepdim=True).values  # (groups, 1)
+    mask = scores < kth
+    need = k - mask.sum(dim=-1, keepdim=True)  # ties at the k-th value still to prune, >= 1
+    ties = scores == kth
+    return mask | (ties & (ties.cumsum(dim=-1) <= need))

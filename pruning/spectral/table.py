@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from pruning.families import FamilySpec, MatrixRef, decoder_layers, family_for
-from pruning.spectral.esd import default_eig_dtype, gram, left_pad, nonfinite_message, symmetric_eigenvalues
+from pruning.spectral.esd import default_eig_dtype, gram, nonfinite_message, symmetric_eigenvalues
 from pruning.spectral.metrics import spectrum_metrics
 from pruning.spectral.powerlaw import WW_EVALS_THRESH, fit_power_laws
 

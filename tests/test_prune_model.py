@@ -1,0 +1,174 @@
+"""prune_model / owl_outlier_ratios / the prune CLI on tiny models; one slow test on SmolLM2."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pruning.prune as prune_mod
+from pruning.errors import ConfigError
+from pruning.families import family_for, prunable_matrices
+from pruning.methods import wanda_mask
+from pruning.models import LoadedModel, ModelSource, model_fingerprint
+from pruning.prune import TABLE_COLUMNS, owl_outlier_ratios, prune_model, uniform_sparsity
+
+
+def as_loaded(model: nn.Module) -> LoadedModel:
+    return LoadedModel(model, None, family_for(model), ModelSource("local", "memory", "tiny"), "test", 0.0)
+
+
+def calib(nsamples: int = 2, seqlen: int = 16, vocab: int = 256) -> torch.Tensor:
+    return torch.randint(0, vocab, (nsamples, seqlen), generator=torch.Generator().manual_seed(0))
+
+
+def groups_per_matrix(method: str, shape: tuple[int, int], blocksize: int) -> int:
+    """Comparison groups: whole matrix (magnitude), rows (Wanda), column blocks (SparseGPT)."""
+    return {"magnitude": 1, "wanda": shape[0], "sparsegpt": math.ceil(shape[1] / blocksize)}[method]
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_per_matrix_sparsity_is_reached_within_one_element_per_group(tiny_llama: nn.Module, method: str) -> None:
+    loaded = as_loaded(tiny_llama)
+    refs = prunable_matrices(tiny_llama)
+    # a non-uniform allocation: every matrix its own sparsity, one matrix left out (stays dense)
+    request = {ref.name: round(0.13 + 0.05 * k, 2) for k, ref in enumerate(refs[:-1])}
+    table = prune_model(loaded, method, request, calib(), blocksize=32)
+    assert list(table.columns) == TABLE_COLUMNS
+    assert table.name.tolist() == [ref.name for ref in refs]
+    for ref, row in zip(refs, table.itertuples(), strict=True):
+        zeros = int((ref.module.weight == 0).sum())
+        assert row.sparsity_achieved == zeros / ref.numel
+        assert row.sparsity_target == request.get(ref.name, 0.0)
+        slack = 0.5 * groups_per_matrix(method, ref.shape, 32)
+        assert abs(zeros - row.sparsity_target * ref.numel) <= slack + 1e-6, (ref.name, zeros, row.sparsity_target)
+    assert table.sparsity_achieved.iloc[-1] == 0.0
+
+
+def test_wanda_rows_each_lose_the_requested_count(tiny_llama: nn.Module) -> None:
+    table = prune_model(as_loaded(tiny_llama), "wanda", uniform_sparsity(as_loaded(tiny_llama), 0.25), calib())
+    assert (table.sparsity_achieved == 0.25).all()
+    for ref in prunable_matrices(tiny_llama):
+        per_row = (ref.module.weight == 0).sum(dim=1)
+        assert torch.all(per_row == ref.shape[1] // 4), ref.name
+
+
+def test_wanda_uses_the_block_inputs_it_measured(tiny_llama: nn.Module) -> None:
+    """Block 0's q_proj mask equals the kernel's mask on activation norms measured directly."""
+    ids = calib()
+    q0 = tiny_llama.model.layers[0].self_attn.q_proj
+    seen: list[torch.Tensor] = []
+    handle = q0.register_forward_hook(lambda _m, i, _o: seen.append(i[0].reshape(-1, i[0].shape[-1])))
+    with torch.no_grad():
+        tiny_llama(input_ids=ids)
+    handle.remove()
+    expected = wanda_mask(q0.weight, torch.cat(seen).norm(dim=0), 0.5)
+    prune_model(as_loaded(tiny_llama), "wanda", {"model.layers.0.self_attn.q_proj": 0.5}, ids)
+    assert torch.equal(q0.weight == 0, expected)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_nm_through_prune_model(tiny_llama: nn.Module, method: str) -> None:
+    loaded = as_loaded(tiny_llama)
+    table = prune_model(loaded, method, uniform_sparsity(loaded, 0.5), calib(), nm="2:4")
+    assert (table.sparsity_achieved == 0.5).all()
+    for ref in prunable_matrices(tiny_llama):
+        groups = (ref.module.weight == 0).reshape(ref.shape[0], -1, 4).sum(-1)
+        assert torch.all(groups == 2), ref.name
+
+
+BAD_REQUESTS = [
+    ({"sparsity": 1.0}, "[0, 1)"),
+    ({"sparsity": -0.1}, "[0, 1)"),
+    ({"sparsity": float("nan")}, "[0, 1)"),
+    ({"nm": "4:4"}, "0 < N < M"),
+    ({"nm": "5:4"}, "0 < N < M"),
+    ({"nm": "2:3"}, "divisible by M=3"),  # 64 and 128 inputs are not multiples of 3
+    ({"nm": "2:4", "sparsity": 0.7}, "conflicts with N:M"),
+    ({"method": "obs"}, "accepted: magnitude, wanda, sparsegpt"),
+    ({"method": "sparsegpt", "nm": "4:8", "blocksize": 20}, "multiple of M=8"),
+    ({"percdamp": 0.0}, "percdamp"),
+    ({"extra_name": "model.layers.7.self_attn.q_proj"}, "'model.layers.7.self_attn.q_proj'"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_REQUESTS)
+def test_bad_requests_fail_before_any_work(tiny_llama: nn.Module, monkeypatch: pytest.MonkeyPatch, bad: dict, message: str) -> None:
+    loaded = as_loaded(tiny_llama)
+    before = model_fingerprint(tiny_llama)
+
+    def no_calibration(*_a, **_k):
+        raise AssertionError("calibration started before validation")
+
+    monkeypatch.setattr(prune_mod, "calibrate_blocks", no_calibration)
+    request = uniform_sparsity(loaded, bad.get("sparsity", 0.5))
+    if "extra_name" in bad:
+        request[bad["extra_name"]] = 0.5
+    with pytest.raises(ConfigError) as info:
+        prune_model(
+            loaded, bad.get("method", "wanda"), request, calib(), nm=bad.get("nm"),
+            blocksize=bad.get("blocksize", 128), percdamp=bad.get("percdamp", 0.01),
+        )
+    assert message in str(info.value)
+    assert model_fingerprint(tiny_llama) == before
+
+
+def test_owl_outlier_ratios_dense_and_unmodified(tiny_llama: nn.Module) -> None:
+    ids = calib()
+    before = model_fingerprint(tiny_llama)
+    with torch.no_grad():  # plant an outlier input channel in block 1's weights
+        tiny_llama.model.layers[1].mlp.down_proj.weight[:, 3] *= 50.0
+    ratios = owl_outlier_ratios(as_loaded(tiny_llama), ids, M=5.0)
+    assert sorted(ratios) == [0, 1]
+    assert all(0.0 <= r < 1.0 for r in ratios.values())
+    assert ratios[1] > ratios[0]
+    assert model_fingerprint(tiny_llama) != before  # only the planted change
+    with pytest.raises(ConfigError):
+        owl_outlier_ratios(as_loaded(tiny_llama), ids, M=0.0)
+
+
+def test_prune_cli_on_a_tiny_local_model(tmp_path, capsys) -> None:
+    """The CLI end to end: local model dir (tiny random LLaMA + the offline tokenizer), Wanda 2:4,
+    perplexity on one window, saved copy that reloads with the same zeros."""
+    from transformers import AutoTokenizer
+
+    from pruning.cli import main
+    from pruning.models import alias_dir, load_model, save_model
+    from pruning.synthetic import random_llama
+
+    if not (alias_dir("smollm2-135m") / "config.json").is_file():
+        pytest.skip("offline model not prepared (python -m pruning fetch)")
+    tokenizer = AutoTokenizer.from_pretrained(alias_dir("smollm2-135m"))
+    model = random_llama(hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
+    save_model(model, tokenizer, tmp_path / "tiny")
+    code = main([
+        "prune", "--model", str(tmp_path / "tiny"), "--method", "wanda", "--nm", "2:4", "--nsamples", "2",
+        "--seqlen", "32", "--eval", "wiki", "--eval-seqlen", "32", "--limit-windows", "1", "--save", str(tmp_path / "out"),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "overall sparsity 0.5000" in out and "perplexity on wiki" in out
+    reloaded = load_model(str(tmp_path / "out"))
+    q = reloaded.model.model.layers[1].self_attn.q_proj.weight
+    assert torch.all((q == 0).reshape(q.shape[0], -1, 4).sum(-1) == 2)
+    assert main(["prune", "--model", str(tmp_path / "tiny"), "--sparsity", "1.5", "--eval", "none"]) == 2
+
+
+@pytest.mark.slow
+def test_smollm2_ordering_sparsegpt_le_wanda_lt_magnitude(offline_model: LoadedModel) -> None:
+    """50% uniform on the real SmolLM2-135M: finite perplexities with SparseGPT <= Wanda < magnitude."""
+    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.evaluation.perplexity import perplexity
+    ids = calibration_batch(offline_model.tokenizer, "wiki", nsamples=4, seqlen=256, seed=0)
+    test = tokenize_text(offline_model.tokenizer, load_text("wiki", "test"))
+    ppl: dict[str, float] = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        loaded = dataclasses.replace(offline_model, model=copy.deepcopy(offline_model.model))
+        prune_model(loaded, method, uniform_sparsity(loaded, 0.5), ids)
+        ppl[method] = perplexity(loaded.model, test, seqlen=256, limit_windows=4).ppl
+    assert all(math.isfinite(v) for v in ppl.values()), ppl
+    assert ppl["sparsegpt"] <= ppl["wanda"] < ppl["magnitude"], ppl
