@@ -40,18 +40,55 @@ def publish_detailed_run(n_blocks: int = 32, sparsity: float = 0.7) -> str:
     from pruning.store.publish import publish_run
 
     rng = np.random.default_rng(0)
-    config = RunConfig.from_dict({"model": {"name": "bench-32-blocks"}, "pruning": {"method": "wanda", "sparsity": sparsity},
-                                  "allocation": {"strategy": "linear", "preset": "QKVout + split"}})
-    spectra = pd.DataFrame([{"model": "bench-32-blocks", "block": b, "matrix_type": t, "name": f"model.layers.{b}.{t}",
-                             "source": s, "alpha": rng.uniform(2, 6), "alpha_peak": rng.uniform(2, 6), "xmin": 1.0}
-                            for b in range(n_blocks) for t in MATRIX_TYPES for s in ("weight", "hessian")])
-    allocation = pd.DataFrame([{"block": b, "matrix_type": t, "name": f"model.layers.{b}.{t}", "numel": 4096 * 4096,
-                                "sparsity_target": sparsity} for b in range(n_blocks) for t in MATRIX_TYPES])
-    attention = pd.DataFrame([{"stage": st, "block": b, "head": h, "statistic": "attn_entropy", "value": rng.uniform(2, 4)}
-                              for st in ("dense", "pruned") for b in range(n_blocks) for h in range(32)])
+    config = RunConfig.from_dict(
+        {
+            "model": {"name": "bench-32-blocks"},
+            "pruning": {"method": "wanda", "sparsity": sparsity},
+            "allocation": {"strategy": "linear", "preset": "QKVout + split"},
+        }
+    )
+    spectra = pd.DataFrame(
+        [
+            {
+                "model": "bench-32-blocks",
+                "block": b,
+                "matrix_type": t,
+                "name": f"model.layers.{b}.{t}",
+                "source": s,
+                "alpha": rng.uniform(2, 6),
+                "alpha_peak": rng.uniform(2, 6),
+                "xmin": 1.0,
+            }
+            for b in range(n_blocks)
+            for t in MATRIX_TYPES
+            for s in ("weight", "hessian")
+        ]
+    )
+    allocation = pd.DataFrame(
+        [
+            {
+                "block": b,
+                "matrix_type": t,
+                "name": f"model.layers.{b}.{t}",
+                "numel": 4096 * 4096,
+                "sparsity_target": sparsity,
+            }
+            for b in range(n_blocks)
+            for t in MATRIX_TYPES
+        ]
+    )
+    attention = pd.DataFrame(
+        [
+            {"stage": st, "block": b, "head": h, "statistic": "attn_entropy", "value": rng.uniform(2, 4)}
+            for st in ("dense", "pruned")
+            for b in range(n_blocks)
+            for h in range(32)
+        ]
+    )
     perplexity = pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "ppl": 21.0}])
-    publish_run(config, tables={"spectra": spectra, "allocation": allocation, "attention": attention,
-                                "perplexity": perplexity})
+    publish_run(
+        config, tables={"spectra": spectra, "allocation": allocation, "attention": attention, "perplexity": perplexity}
+    )
     return config.run_id
 
 
@@ -116,13 +153,23 @@ def main() -> None:
         for page in PAGES:
             cold = [render(page, state, cold=True) for _ in range(args.repeat)]
             warm = [render(page, state, cold=False) for _ in range(args.repeat)]
-            rows.append({"page": page, "first render s (cold caches, median)": statistics.median(cold),
-                         "max s": max(cold), "warm caches s": statistics.median(warm),
-                         "<= 2 s": "yes" if max(cold) <= TARGET_S else "NO"})
-            print(f"{page:10s} cold {statistics.median(cold):.3f} s (max {max(cold):.3f}), warm {statistics.median(warm):.3f} s")
-    body = (f"Synthetic store: {args.runs:,} runs (bench.store.generate) + the notes' references + one 32-block run "
-            f"with spectra/allocation/attention (built in {build_s:.1f} s). Each page: a fresh AppTest, "
-            f"median of {args.repeat}; target {TARGET_S} s.\n\n" + markdown_table(rows))
+            rows.append(
+                {
+                    "page": page,
+                    "first render s (cold caches, median)": statistics.median(cold),
+                    "max s": max(cold),
+                    "warm caches s": statistics.median(warm),
+                    "<= 2 s": "yes" if max(cold) <= TARGET_S else "NO",
+                }
+            )
+            print(
+                f"{page:10s} cold {statistics.median(cold):.3f} s (max {max(cold):.3f}), warm {statistics.median(warm):.3f} s"
+            )
+    body = (
+        f"Synthetic store: {args.runs:,} runs (bench.store.generate) + the notes' references + one 32-block run "
+        f"with spectra/allocation/attention (built in {build_s:.1f} s). Each page: a fresh AppTest, "
+        f"median of {args.repeat}; target {TARGET_S} s.\n\n" + markdown_table(rows)
+    )
     write_section("app", body, command="python -m bench.app " + " ".join(sys.argv[1:]))
 
 

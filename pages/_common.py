@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from contextvars import ContextVar
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import pandas as pd
@@ -168,8 +168,13 @@ def render_sidebar() -> None:
         options += [r for r in chosen if r not in options]
         st.session_state[RUNS_KEY] = chosen
         labels = {r["run_id"]: run_label(r) for r in table[table["run_id"].isin(options)].to_dict("records")}
-        st.multiselect("Runs", options, key=RUNS_KEY, format_func=lambda r: labels.get(r, r),
-                       help="Runs for Spectra, Attention, Zero-shot and Compare; pick rows on the Runs page too.")
+        st.multiselect(
+            "Runs",
+            options,
+            key=RUNS_KEY,
+            format_func=lambda r: labels.get(r, r),
+            help="Runs for Spectra, Attention, Zero-shot and Compare; pick rows on the Runs page too.",
+        )
         st.caption(f"{len(table)} runs and reference sets in the store")
 
 
@@ -215,12 +220,16 @@ def show_run(run_id: str) -> None:
     if not detail:
         st.warning(f"run {run_id!r} is not in the store")
         return
-    st.markdown(f"**{run_label(detail)}**  \n`{run_id}` · {detail.get('kind', '?')} · status **{detail.get('status', '?')}**")
+    st.markdown(
+        f"**{run_label(detail)}**  \n`{run_id}` · {detail.get('kind', '?')} · status **{detail.get('status', '?')}**"
+    )
     if detail.get("error"):
         st.error(str(detail["error"])[:2000])
     if detail.get("kind") == "reference":
-        st.caption(f"source {detail.get('source_file') or '?'} line {detail.get('source_line') or '?'}: "
-                   f"{detail.get('note') or ''}")
+        st.caption(
+            f"source {detail.get('source_file') or '?'} line {detail.get('source_line') or '?'}: "
+            f"{detail.get('note') or ''}"
+        )
     tables = {t: n for t, n in (detail.get("tables") or {}).items() if n}
     if tables:
         st.caption("tables: " + ", ".join(f"{t} ({n} rows)" for t, n in tables.items()))

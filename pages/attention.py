@@ -6,7 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import (
-    catalog_version, enter_page, load_attention, selected_model, selected_runs, stop_with_info, table,
+    catalog_version,
+    enter_page,
+    load_attention,
+    selected_model,
+    selected_runs,
+    stop_with_info,
+    table,
 )
 from pruning.app_support.plots import attention_by_layer, attention_heads
 
@@ -21,8 +27,13 @@ refs = stats[stats["block"].isna()]  # the notes' per-model averages
 per_layer = stats[stats["block"].notna()]
 st.subheader("Averages")
 summary = stats.assign(stage=stats["stage"].fillna("notes average"))
-table(summary.pivot_table(index=["kind", "model", "run_id", "stage"], columns="statistic", values="value",
-                          aggfunc="mean").reset_index(), "attention_summary", hide_index=True)
+table(
+    summary.pivot_table(
+        index=["kind", "model", "run_id", "stage"], columns="statistic", values="value", aggfunc="mean"
+    ).reset_index(),
+    "attention_summary",
+    hide_index=True,
+)
 
 runs = [r for r in selected_runs() if r in set(per_layer["run_id"])]
 if not runs:
@@ -31,7 +42,9 @@ if not runs:
         pool = pool[pool["model"] == selected_model()]
     options = list(dict.fromkeys(pool["run_id"]))
     if not options:
-        stop_with_info("No run with per-layer attention statistics (pick another model or launch a run with attention).")
+        stop_with_info(
+            "No run with per-layer attention statistics (pick another model or launch a run with attention)."
+        )
     runs = st.multiselect("Runs (or pick them in the sidebar)", options, default=options[:1], key="attention_runs")
 if not runs:
     stop_with_info("Pick at least one run.")
@@ -50,10 +63,13 @@ st.plotly_chart(attention_by_layer(data, statistic, reference), key="attention_l
 with_heads = data[(data["statistic"] == statistic) & data["head"].notna()]
 if not with_heads.empty:
     series = st.selectbox("Per head of", sorted(with_heads["series"].unique()), key="attention_heads_of")
-    st.plotly_chart(attention_heads(with_heads[with_heads["series"] == series], statistic,
-                                    title=f"{statistic} · {series}"), key="attention_heads")
-dense_pruned = data[data["statistic"] == statistic].pivot_table(index=["run_id", "block"], columns="stage",
-                                                                values="value", aggfunc="mean")
+    st.plotly_chart(
+        attention_heads(with_heads[with_heads["series"] == series], statistic, title=f"{statistic} · {series}"),
+        key="attention_heads",
+    )
+dense_pruned = data[data["statistic"] == statistic].pivot_table(
+    index=["run_id", "block"], columns="stage", values="value", aggfunc="mean"
+)
 if {"dense", "pruned"} <= set(dense_pruned.columns):
     dense_pruned = dense_pruned.assign(change=dense_pruned["pruned"] - dense_pruned["dense"])
 table(pd.DataFrame(dense_pruned).reset_index(), "attention_dense_pruned", hide_index=True)

@@ -7,7 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import (
-    catalog_version, enter_page, load_run_detail, load_run_table, runs, selected_runs, stop_with_info, table,
+    catalog_version,
+    enter_page,
+    load_run_detail,
+    load_run_table,
+    runs,
+    selected_runs,
+    stop_with_info,
+    table,
 )
 from pruning.app_support.compare import config_diff
 from pruning.app_support.plots import metric_by_block, sparsity_overlay
@@ -24,11 +31,22 @@ all_runs = runs().set_index("run_id")
 chosen = [r for r in chosen if r in all_runs.index]
 
 st.subheader("Results")
-results = all_runs.loc[chosen, [c for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "zeroshot_mean",
-                                         "status", "tags") if c in all_runs.columns]]
-table(results, "compare_results",
-             column_config={"ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
-                            "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f")})
+results = all_runs.loc[
+    chosen,
+    [
+        c
+        for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "zeroshot_mean", "status", "tags")
+        if c in all_runs.columns
+    ],
+]
+table(
+    results,
+    "compare_results",
+    column_config={
+        "ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
+        "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f"),
+    },
+)
 
 st.subheader("Config differences")
 configs = {}
@@ -52,8 +70,14 @@ frames = [f for f in frames if not f.empty]
 if frames:
     spectra = pd.concat(frames, ignore_index=True)
     spectra = spectra[spectra["source"] == "weight"] if "source" in spectra else spectra
-    metric = st.selectbox("Metric overlay", [m for m in ("alpha_peak", "alpha", "stable_rank", "entropy_norm",
-                                                         "log_spectral_norm") if m in spectra.columns],
-                          key="compare_metric")
+    metric = st.selectbox(
+        "Metric overlay",
+        [
+            m
+            for m in ("alpha_peak", "alpha", "stable_rank", "entropy_norm", "log_spectral_norm")
+            if m in spectra.columns
+        ],
+        key="compare_metric",
+    )
     if metric:
         st.plotly_chart(metric_by_block(spectra, metric), key="compare_metric_plot")

@@ -6,7 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._common import (
-    catalog_version, enter_page, load_perplexity_cells, selected_model, show_run, stop_with_info, table,
+    catalog_version,
+    enter_page,
+    load_perplexity_cells,
+    selected_model,
+    show_run,
+    stop_with_info,
+    table,
 )
 from pruning.app_support.formatting import format_sparsity
 from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, multi_value_cells
@@ -29,7 +35,9 @@ if not sparsities:
     stop_with_info(f"No perplexity with a recorded sparsity for {model}.")
 sparsity = c2.selectbox("Sparsity", sparsities, format_func=format_sparsity, key="grid_sparsity")
 datasets = sorted(of_model["dataset"].dropna().unique())
-dataset = c3.selectbox("Dataset", datasets, key="grid_dataset") if len(datasets) > 1 else (datasets[0] if datasets else None)
+dataset = (
+    c3.selectbox("Dataset", datasets, key="grid_dataset") if len(datasets) > 1 else (datasets[0] if datasets else None)
+)
 source = c4.segmented_control("Results", ["all", "reference", "run"], default="all", key="grid_source") or "all"
 
 grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
@@ -37,12 +45,19 @@ if grid.empty:
     stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
 
 assumed = of_model["sparsity_assumed"].fillna(False).astype(bool).any()
-st.caption(f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
-           + (" (assumed: the notes do not state it)" if assumed else "")
-           + f" · cell = best value, (delta to GT), ×count · {OWN_RUN_MARK} = the team's own run"
-           + " · click a cell to open it")
-event = st.plotly_chart(grid_heatmap(grid), key="grid_chart", on_select="rerun", selection_mode=("points", "box"),
-                        config={"displayModeBar": False})
+st.caption(
+    f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
+    + (" (assumed: the notes do not state it)" if assumed else "")
+    + f" · cell = best value, (delta to GT), ×count · {OWN_RUN_MARK} = the team's own run"
+    + " · click a cell to open it"
+)
+event = st.plotly_chart(
+    grid_heatmap(grid),
+    key="grid_chart",
+    on_select="rerun",
+    selection_mode=("points", "box"),
+    config={"displayModeBar": False},
+)
 
 with st.expander("Grid as a table", expanded=False):
     table(grid.text.replace("<br>", " ", regex=True), "grid_table")
@@ -50,9 +65,15 @@ with st.expander("Grid as a table", expanded=False):
 several = multi_value_cells(grid)
 if not several.empty:
     st.subheader("Cells with several values")
-    table(several, "grid_multi", hide_index=True,
-                 column_config={"ppl": st.column_config.NumberColumn(format="%.2f"),
-                                "delta_to_gt": st.column_config.NumberColumn("Δ to GT", format="%+.2f")})
+    table(
+        several,
+        "grid_multi",
+        hide_index=True,
+        column_config={
+            "ppl": st.column_config.NumberColumn(format="%.2f"),
+            "delta_to_gt": st.column_config.NumberColumn("Δ to GT", format="%+.2f"),
+        },
+    )
 
 # ---- open a cell: chart click/box selection, or the selectbox fallback ------------------------------------
 options = cell_options(grid)

@@ -13,8 +13,13 @@ from pages._common import clear_caches, enter_page
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 4000
 SHOWN_JOBS = 30
-STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:", "succeeded": ":material/check_circle:",
-               "failed": ":material/error:", "cancelled": ":material/cancel:"}
+STATE_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/autorenew:",
+    "succeeded": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/cancel:",
+}
 
 
 def _when(t: float | None) -> str:
@@ -33,7 +38,7 @@ def _act(action, job_id: str) -> None:
 @st.fragment(run_every=2)
 def job_list(states: list[str]) -> None:
     """The jobs table; reruns on its own every 2 s."""
-    from pruning.jobs import cancel_job, job_logs, job_progress, list_jobs, retry_job
+    from pruning.jobs import JobError, cancel_job, job_logs, job_progress, list_jobs, retry_job
 
     jobs = list_jobs(states=tuple(states) or None, limit=200)
     if any(j.state == "succeeded" and (j.finished_at or 0) > st.session_state.get("jobs_seen", 0) for j in jobs):
@@ -42,19 +47,32 @@ def job_list(states: list[str]) -> None:
     if msg := st.session_state.pop("jobs_message", None):
         st.warning(msg)
     counts = {s: sum(j.state == s for j in jobs) for s in STATE_ICONS}
-    st.caption(" · ".join(f"{STATE_ICONS[s]} {s} {n}" for s, n in counts.items()) + f" · updated {_when(dt.datetime.now().timestamp())}")
+    st.caption(
+        " · ".join(f"{STATE_ICONS[s]} {s} {n}" for s, n in counts.items())
+        + f" · updated {_when(dt.datetime.now().timestamp())}"
+    )
     if not jobs:
         st.info("No jobs yet. Launch one from the Launch page.")
         return
     for job in jobs[:SHOWN_JOBS]:
         with st.container(border=True):
             c1, c2, c3 = st.columns([4, 4, 1])
-            c1.markdown(f"{STATE_ICONS.get(job.state, '')} **{job.state}** · `{job.job_id}` · {job.backend}  \n"
-                        f"run `{job.run_id}` · {job.label or job.config.get('model', {}).get('name', '')}")
-            progress = job_progress(job.job_id) if not job.done else job.progress
+            c1.markdown(
+                f"{STATE_ICONS.get(job.state, '')} **{job.state}** · `{job.job_id}` · {job.backend}  \n"
+                f"run `{job.run_id}` · {job.label or job.config.get('model', {}).get('name', '')}"
+            )
+            try:
+                progress = job_progress(job.job_id) if not job.done else job.progress
+                log_tail = job_logs(job.job_id, tail_chars=LOG_TAIL_CHARS)
+            except JobError as exc:  # e.g. a Ray cluster that is not reachable right now
+                progress, log_tail = job.progress, f"(not available: {exc})"
             fraction = 1.0 if job.state == "succeeded" else progress.fraction
-            c2.progress(min(max(fraction, 0.0), 1.0), text=f"{progress.stage or job.state}: {progress.message or ''}"[:120])
-            c2.caption(f"created {_when(job.created_at)} · started {_when(job.started_at)} · finished {_when(job.finished_at)}")
+            c2.progress(
+                min(max(fraction, 0.0), 1.0), text=f"{progress.stage or job.state}: {progress.message or ''}"[:120]
+            )
+            c2.caption(
+                f"created {_when(job.created_at)} · started {_when(job.started_at)} · finished {_when(job.finished_at)}"
+            )
             if not job.done:
                 c3.button("Cancel", key=f"cancel-{job.job_id}", on_click=_act, args=(cancel_job, job.job_id))
             elif job.state in ("failed", "cancelled"):
@@ -62,7 +80,7 @@ def job_list(states: list[str]) -> None:
             if job.reason:
                 st.error(job.reason[:1000])
             with st.expander("log tail"):
-                st.code(job_logs(job.job_id, tail_chars=LOG_TAIL_CHARS) or "(no output yet)", language=None)
+                st.code(log_tail or "(no output yet)", language=None)
 
 
 enter_page()

@@ -9,14 +9,31 @@ import logging
 import streamlit as st
 
 from pages._common import enter_page, stop_with_info
-from pruning.app_support.launch import allowed_model_roots, grid_size, parse_value_list, submission_token, sweep_spec, validate_form
+from pruning.app_support.launch import (
+    allowed_model_roots,
+    grid_size,
+    parse_value_list,
+    submission_token,
+    sweep_spec,
+    validate_form,
+)
 from pruning.config import DTYPES, METHODS, STRATEGIES
 from pruning.errors import ConfigError, PruningLabError
 from pruning.presets import preset_names
+from pruning.sweep import plan_sweep
 
 log = logging.getLogger(__name__)
-METRICS = ["alpha_peak", "alpha", "alpha_mid", "alpha_weighted", "stable_rank", "entropy_norm", "log_spectral_norm",
-           "hessian_alpha", "hessian_alpha_peak"]
+METRICS = [
+    "alpha_peak",
+    "alpha",
+    "alpha_mid",
+    "alpha_weighted",
+    "stable_rank",
+    "entropy_norm",
+    "log_spectral_norm",
+    "hessian_alpha",
+    "hessian_alpha_peak",
+]
 NO_PRESET = ""
 FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
     "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
@@ -26,30 +43,57 @@ FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget,
     "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7, "step": 0.05, "format": "%.3f"}),
     "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
     "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
-    "allocation.preset": ("text", "Layer-group preset (blank = none)", {"value": "", "placeholder": "QKVout + split",
-                          "help": "A notes column header: " + ", ".join(preset_names())}),
+    "allocation.preset": (
+        "text",
+        "Layer-group preset (blank = none)",
+        {"value": "", "placeholder": "QKVout + split", "help": "A notes column header: " + ", ".join(preset_names())},
+    ),
     "allocation.metric": ("select", "Metric", {"options": METRICS, "accept_new_options": True}),
     "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2, "step": 0.01, "format": "%.3f"}),
     "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
     "calibration.nsamples": ("int", "Calibration samples", {"value": 128}),
     "calibration.seqlen": ("int", "Calibration length (tokens)", {"value": 2048}),
-    "evaluation.perplexity": ("multi", "Perplexity on", {"options": ["wiki", "austen"], "default": ["wiki"], "accept_new_options": True}),
+    "evaluation.perplexity": (
+        "multi",
+        "Perplexity on",
+        {"options": ["wiki", "austen"], "default": ["wiki"], "accept_new_options": True},
+    ),
     "evaluation.seqlen": ("int", "Perplexity window (tokens)", {"value": 2048}),
     "evaluation.limit_windows": ("int", "Windows (0 = all)", {"value": 16}),
-    "evaluation.zeroshot_tasks": ("multi", "Zero-shot tasks", {"options": ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"], "default": []}),
+    "evaluation.zeroshot_tasks": (
+        "multi",
+        "Zero-shot tasks",
+        {
+            "options": ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"],
+            "default": [],
+        },
+    ),
     "evaluation.attention": ("check", "Attention statistics", {"value": False}),
     "label": ("text", "Label", {"value": ""}),
     "tags": ("text", "Tags (comma separated)", {"value": ""}),
 }
-SECTIONS = {"Model": ["model.name", "model.dtype", "model.device"],
-            "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
-            "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon"],
-            "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen"],
-            "Evaluation": ["evaluation.perplexity", "evaluation.seqlen", "evaluation.limit_windows",
-                           "evaluation.zeroshot_tasks", "evaluation.attention"],
-            "Annotations": ["label", "tags"]}
-WIDGETS = {"text": st.text_input, "select": st.selectbox, "float": st.number_input, "int": st.number_input,
-           "multi": st.multiselect, "check": st.checkbox}
+SECTIONS = {
+    "Model": ["model.name", "model.dtype", "model.device"],
+    "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
+    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon"],
+    "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen"],
+    "Evaluation": [
+        "evaluation.perplexity",
+        "evaluation.seqlen",
+        "evaluation.limit_windows",
+        "evaluation.zeroshot_tasks",
+        "evaluation.attention",
+    ],
+    "Annotations": ["label", "tags"],
+}
+WIDGETS = {
+    "text": st.text_input,
+    "select": st.selectbox,
+    "float": st.number_input,
+    "int": st.number_input,
+    "multi": st.multiselect,
+    "check": st.checkbox,
+}
 
 
 def key(field: str) -> str:
@@ -82,15 +126,21 @@ def submit(configs: list, backend: str) -> None:
         st.error(f"backend: {exc}")
         return
     new = [a.job.job_id for a in answers if a.job is not None and not a.deduped]
-    st.session_state["launch_result"] = (f"Submitted {len(new)} job(s): {', '.join(new) or '—'}; "
-                                        f"{len(answers) - len(new)} already done or running.")
+    st.session_state["launch_result"] = (
+        f"Submitted {len(new)} job(s): {', '.join(new) or '—'}; {len(answers) - len(new)} already done or running."
+    )
     log.info("submitted %d job(s) on %s: %s", len(new), backend, new)
 
 
 enter_page()
 st.title("Launch runs")
-backend = st.radio("Backend", ["local", "ray"], horizontal=True, key="launch.backend",
-                   help="local: a worker process on this machine; ray: the team's Ray cluster")
+backend = st.radio(
+    "Backend",
+    ["local", "ray"],
+    horizontal=True,
+    key="launch.backend",
+    help="local: a worker process on this machine; ray: the team's Ray cluster",
+)
 pressed = st.session_state.get("launch.submit", False)
 config, errors = validate_form(form_values()) if pressed else (None, {})
 
@@ -107,8 +157,10 @@ with st.form("launch_form"):
     for field, message in errors.items():  # a field without its own widget
         st.error(message)
     st.form_submit_button("Launch run", type="primary", key="launch.submit")
-st.caption("Model: an offline alias (smollm2-135m, gemma3-270m), a hub id, or a local path under "
-           f"the allowed roots: {', '.join(str(r) for r in allowed_model_roots())}.")
+st.caption(
+    "Model: an offline alias (smollm2-135m, gemma3-270m), a hub id, or a local path under "
+    f"the allowed roots: {', '.join(str(r) for r in allowed_model_roots())}."
+)
 if pressed and config is not None:
     submit([config], backend)
 if "launch_result" in st.session_state:
@@ -120,13 +172,18 @@ st.caption("Every combination of the lists below, on top of the form's values.")
 c1, c2 = st.columns(2)
 axes = {
     "pruning.method": c1.multiselect("Methods", list(METHODS), key="sweep.methods"),
-    "allocation.preset": c2.multiselect("Presets", [NO_PRESET, *preset_names()], key="sweep.presets",
-                                        format_func=lambda p: p or "(no preset)"),
+    "allocation.preset": c2.multiselect(
+        "Presets", [NO_PRESET, *preset_names()], key="sweep.presets", format_func=lambda p: p or "(no preset)"
+    ),
 }
 c3, c4 = st.columns(2)
 try:
-    axes["allocation.epsilon"] = parse_value_list(c3.text_input("ε values", key="sweep.eps", placeholder="0.1, 0.2, 0.3"), "allocation.epsilon")
-    axes["pruning.sparsity"] = parse_value_list(c4.text_input("Sparsities", key="sweep.sparsity", placeholder="0.5, 0.7"), "pruning.sparsity")
+    axes["allocation.epsilon"] = parse_value_list(
+        c3.text_input("ε values", key="sweep.eps", placeholder="0.1, 0.2, 0.3"), "allocation.epsilon"
+    )
+    axes["pruning.sparsity"] = parse_value_list(
+        c4.text_input("Sparsities", key="sweep.sparsity", placeholder="0.5, 0.7"), "pruning.sparsity"
+    )
 except ConfigError as exc:
     stop_with_info(f"Sweep not ready: {exc}")
 if not any(axes.values()):
@@ -134,13 +191,14 @@ if not any(axes.values()):
 base, base_errors = validate_form(form_values())
 if base is None:
     stop_with_info("Fix the form above first: " + "; ".join(base_errors.values()))
-from pruning.sweep import plan_sweep  # noqa: E402
-
 plan = plan_sweep(sweep_spec(base, axes))
-st.metric("Jobs this grid makes", len(plan.to_run),
-          help=f"{grid_size(axes)} combinations -> {len(plan.configs)} unique runs")
-st.caption(f"{plan.n_combinations} combinations, {len(plan.configs)} unique, {len(plan.invalid)} invalid, "
-           f"{len(plan.done)} already done, {len(plan.active)} queued/running")
+st.metric(
+    "Jobs this grid makes", len(plan.to_run), help=f"{grid_size(axes)} combinations -> {len(plan.configs)} unique runs"
+)
+st.caption(
+    f"{plan.n_combinations} combinations, {len(plan.configs)} unique, {len(plan.invalid)} invalid, "
+    f"{len(plan.done)} already done, {len(plan.active)} queued/running"
+)
 for bad in plan.invalid:
     st.error(bad.error)
 if st.button(f"Submit {len(plan.to_run)} job(s)", disabled=bool(plan.invalid) or not plan.to_run, key="sweep.submit"):

@@ -5,11 +5,34 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._common import (
-    clear_caches, enter_page, runs, select_runs, selected_model, show_run, stop_with_info,
+    clear_caches,
+    enter_page,
+    runs,
+    select_runs,
+    selected_model,
+    show_run,
+    stop_with_info,
 )
 
-COLUMNS = ["run_id", "kind", "model", "method", "preset", "metric", "epsilon", "sparsity", "nm", "ppl",
-           "zeroshot_mean", "status", "tags", "label", "notes", "created_at", "source"]
+COLUMNS = [
+    "run_id",
+    "kind",
+    "model",
+    "method",
+    "preset",
+    "metric",
+    "epsilon",
+    "sparsity",
+    "nm",
+    "ppl",
+    "zeroshot_mean",
+    "status",
+    "tags",
+    "label",
+    "notes",
+    "created_at",
+    "source",
+]
 
 enter_page()
 st.title("Runs and reference results")
@@ -35,15 +58,30 @@ if statuses:
     view = view[view["status"].isin(statuses)]
 if text:
     needle = text.lower()
-    hay = (view["run_id"].astype(str) + " " + view["label"].fillna("").astype(str) + " "
-           + view["preset"].fillna("").astype(str) + " " + view["tags"].map(lambda t: " ".join(t)))
+    hay = (
+        view["run_id"].astype(str)
+        + " "
+        + view["label"].fillna("").astype(str)
+        + " "
+        + view["preset"].fillna("").astype(str)
+        + " "
+        + view["tags"].map(lambda t: " ".join(t))
+    )
     view = view[hay.str.lower().str.contains(needle, regex=False)]
 view = view[[c for c in COLUMNS if c in view.columns]].reset_index(drop=True)
 
-st.caption(f"{len(view)} of {len(table)} rows" + (f" · model {model}" if model else "")
-           + " · click rows to select them; sort by clicking a header")
+st.caption(
+    f"{len(view)} of {len(table)} rows"
+    + (f" · model {model}" if model else "")
+    + " · click rows to select them; sort by clicking a header"
+)
 event = st.dataframe(
-    view, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True, height=420,
+    view,
+    key="runs_table",
+    on_select="rerun",
+    selection_mode="multi-row",
+    hide_index=True,
+    height=420,
     column_config={
         "ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
         "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f"),

@@ -9,8 +9,15 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import (
-    catalog_version, enter_page, load_eigenvalues, load_run_table, runs, selected_model, selected_runs,
-    stop_with_info, table,
+    catalog_version,
+    enter_page,
+    load_eigenvalues,
+    load_run_table,
+    runs,
+    selected_model,
+    selected_runs,
+    stop_with_info,
+    table,
 )
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 
@@ -46,8 +53,11 @@ c1, c2 = st.columns(2)
 sources = sorted(spectra["source"].dropna().unique()) if "source" in spectra else ["weight"]
 source = c1.radio("Spectrum of", sources, horizontal=True, key="spectra_source")
 of_source = spectra[spectra["source"] == source] if "source" in spectra else spectra
-metrics = [c for c in of_source.columns if c not in NON_METRICS and pd.api.types.is_numeric_dtype(of_source[c])
-           and of_source[c].notna().any()]
+metrics = [
+    c
+    for c in of_source.columns
+    if c not in NON_METRICS and pd.api.types.is_numeric_dtype(of_source[c]) and of_source[c].notna().any()
+]
 default = metrics.index("alpha_peak") if "alpha_peak" in metrics else 0
 metric = c2.selectbox("Metric", metrics, index=default, key="spectra_metric")
 

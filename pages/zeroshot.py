@@ -5,7 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._common import (
-    catalog_version, enter_page, load_zeroshot, selected_model, selected_runs, stop_with_info, table,
+    catalog_version,
+    enter_page,
+    load_zeroshot,
+    selected_model,
+    selected_runs,
+    stop_with_info,
+    table,
 )
 from pruning.app_support.tables import zeroshot_table
 
@@ -26,8 +32,11 @@ c1, c2 = st.columns(2)
 metrics = sorted(scores["metric"].dropna().unique())
 metric = c1.selectbox("Metric", metrics, index=metrics.index("acc") if "acc" in metrics else 0, key="zeroshot_metric")
 stages = sorted(scores["stage"].dropna().unique()) if "stage" in scores else []
-stage = c2.selectbox("Stage", stages, index=stages.index("pruned") if "pruned" in stages else 0,
-                     key="zeroshot_stage") if len(stages) > 1 else None
+stage = (
+    c2.selectbox("Stage", stages, index=stages.index("pruned") if "pruned" in stages else 0, key="zeroshot_stage")
+    if len(stages) > 1
+    else None
+)
 
 by_task, meta = zeroshot_table(scores, metric=metric, stage=stage)
 st.caption("value ± stderr per task; MEAN = unweighted mean over tasks (the notes' 'MEAN')")

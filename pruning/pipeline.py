@@ -81,26 +81,30 @@ def sparsity_table(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tens
     target = config.pruning.sparsity
     if config.pruning.method == "dense":
         target = 0.0
-    if alloc_cfg.strategy == "linear" and target > 0:
+    want_spectra = (alloc_cfg.strategy == "linear" and target > 0) or config.pruning.method == "dense"
+    if want_spectra:
         from pruning import spectral
 
         t0 = time.perf_counter()
         report("spectra", 0.0, "weight spectra")
-        table = spectral.weight_spectra(loaded, device=config.model.device,
-                                        progress=lambda d, n: report("spectra", 0.5 * d / max(n, 1), f"matrix {d} of {n}"))
-        frames = [table]
-        if alloc_cfg.metric.startswith("hessian_"):
+        weight = spectral.cached_weight_spectra(
+            loaded, device=config.model.device,
+            progress=lambda d, n: report("spectra", 0.5 * d / max(n, 1), f"matrix {d} of {n}"))
+        frames = [weight.table]
+        if alloc_cfg.metric.startswith("hessian_") and calib_ids is not None:
             report("spectra", 0.5, "Hessian spectra")
-            frames.append(spectral.hessian_spectra(
-                loaded, calib_ids, device=config.model.device,
-                progress=lambda d, n: report("spectra", 0.5 + 0.5 * d / max(n, 1), f"Hessian block {d} of {n}")))
+            hessian = spectral.cached_hessian_spectra(
+                loaded, calib_ids, device=config.model.device, offload=config.model.offload,
+                progress=lambda d, n: report("spectra", 0.5 + 0.5 * d / max(n, 1), f"Hessian block {d} of {n}"))
+            frames.append(hessian.table)
         spectra = pd.concat(frames, ignore_index=True)
         outcome.tables["spectra"] = spectra
-        pivot = spectral.pivot_for_allocation(spectra)
-        metric_cols = [c for c in pivot.columns if c not in ("block", "matrix_type", "numel")]
-        matrices = matrices.merge(pivot[["name", *[c for c in metric_cols if c != "name"]]], on="name", how="left")
         outcome.timings["spectra"] = time.perf_counter() - t0
         report("spectra", 1.0, "spectra done")
+        if alloc_cfg.strategy == "linear" and target > 0:
+            pivot = spectral.pivot_for_allocation(spectra)
+            metric_cols = [c for c in pivot.columns if c not in ("block", "matrix_type", "numel", "model", "source")]
+            matrices = matrices.merge(pivot[metric_cols], on="name", how="left")
     elif alloc_cfg.strategy == "owl" and target > 0:
         from pruning.prune import owl_outlier_ratios
 
@@ -149,8 +153,9 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
         report("load", 1.0, "model loaded")
 
         method = config.pruning.method
-        needs_calib = method in ("wanda", "sparsegpt") or config.allocation.strategy == "owl" or (
-            config.allocation.strategy == "linear" and config.allocation.metric.startswith("hessian_"))
+        needs_calib = method in ("wanda", "sparsegpt") or (method != "dense" and (
+            config.allocation.strategy == "owl"
+            or (config.allocation.strategy == "linear" and config.allocation.metric.startswith("hessian_"))))
         calib_ids = None
         if needs_calib and method != "dense":
             t0 = time.perf_counter()

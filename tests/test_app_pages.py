@@ -1,5 +1,6 @@
 """AppTest of every page of the dashboard: no exception and real content, on the notes and on a
 synthetic run published into a temporary store (PRUNING_LAB_DATA via the data_dir fixture)."""
+
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,15 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_NOTES = REPO.parent / "shared" / "seed" / "research-notes.txt"
-MATRIX_NAMES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-                "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+MATRIX_NAMES = {
+    "q": "self_attn.q_proj",
+    "k": "self_attn.k_proj",
+    "v": "self_attn.v_proj",
+    "o": "self_attn.o_proj",
+    "gate": "mlp.gate_proj",
+    "up": "mlp.up_proj",
+    "down": "mlp.down_proj",
+}
 
 
 def fill_with_notes(data_dir: Path) -> None:
@@ -29,42 +37,111 @@ def fill_with_notes(data_dir: Path) -> None:
     import_notes(SEED_NOTES)
 
 
-def publish_synthetic_run(n_blocks: int = 6, method: str = "wanda", sparsity: float = 0.6, label: str = "synthetic",
-                          n_heads: int = 4) -> str:
+def publish_synthetic_run(
+    n_blocks: int = 6, method: str = "wanda", sparsity: float = 0.6, label: str = "synthetic", n_heads: int = 4
+) -> str:
     """Publish a run of a made-up ``n_blocks``-block model with every table; returns its run id."""
     from pruning.config import RunConfig
     from pruning.store.publish import publish_run
 
-    config = RunConfig.from_dict({
-        "model": {"name": f"synthetic-{n_blocks}-blocks"}, "label": label,
-        "allocation": {"strategy": "linear", "preset": "QKVout", "metric": "alpha_peak", "epsilon": 0.2},
-        "pruning": {"method": method, "sparsity": sparsity}, "evaluation": {"attention": True},
-    })
+    config = RunConfig.from_dict(
+        {
+            "model": {"name": f"synthetic-{n_blocks}-blocks"},
+            "label": label,
+            "allocation": {"strategy": "linear", "preset": "QKVout", "metric": "alpha_peak", "epsilon": 0.2},
+            "pruning": {"method": method, "sparsity": sparsity},
+            "evaluation": {"attention": True},
+        }
+    )
     spectra, allocation, attention = [], [], []
     for block in range(n_blocks):
         for i, (mtype, suffix) in enumerate(MATRIX_NAMES.items()):
             name = f"model.layers.{block}.{suffix}"
             for source in ("weight", "hessian"):
                 alpha = 2.0 + 0.1 * block + 0.01 * i + (1.0 if source == "hessian" else 0.0)
-                spectra.append({"model": config.model.name, "block": block, "matrix_type": mtype, "name": name,
-                                "source": source, "alpha": alpha, "alpha_peak": alpha + 0.05, "stable_rank": 10.0 + block,
-                                "xmin": 1.0, "n_tail": 20, "n_eigs": 64, "status": "ok"})
-            allocation.append({"block": block, "matrix_type": mtype, "name": name, "numel": 4096, "score": 2.0 + block,
-                               "ratio": 1.0, "sparsity_target": sparsity - 0.1 + 0.2 * block / max(n_blocks - 1, 1),
-                               "sparsity_achieved": sparsity - 0.1 + 0.2 * block / max(n_blocks - 1, 1)})
+                spectra.append(
+                    {
+                        "model": config.model.name,
+                        "block": block,
+                        "matrix_type": mtype,
+                        "name": name,
+                        "source": source,
+                        "alpha": alpha,
+                        "alpha_peak": alpha + 0.05,
+                        "stable_rank": 10.0 + block,
+                        "xmin": 1.0,
+                        "n_tail": 20,
+                        "n_eigs": 64,
+                        "status": "ok",
+                    }
+                )
+            allocation.append(
+                {
+                    "block": block,
+                    "matrix_type": mtype,
+                    "name": name,
+                    "numel": 4096,
+                    "score": 2.0 + block,
+                    "ratio": 1.0,
+                    "sparsity_target": sparsity - 0.1 + 0.2 * block / max(n_blocks - 1, 1),
+                    "sparsity_achieved": sparsity - 0.1 + 0.2 * block / max(n_blocks - 1, 1),
+                }
+            )
         for stage in ("dense", "pruned"):
             for head in range(n_heads):
-                attention.append({"stage": stage, "block": block, "head": head, "statistic": "attn_entropy",
-                                  "value": 3.0 + 0.1 * head - (0.2 if stage == "pruned" else 0.0)})
+                attention.append(
+                    {
+                        "stage": stage,
+                        "block": block,
+                        "head": head,
+                        "statistic": "attn_entropy",
+                        "value": 3.0 + 0.1 * head - (0.2 if stage == "pruned" else 0.0),
+                    }
+                )
             attention.append({"stage": stage, "block": block, "head": None, "statistic": "v_entropy", "value": 7.0})
-    perplexity = pd.DataFrame([{"stage": s, "dataset": "wiki", "seqlen": 128, "limit_windows": 4, "n_windows": 4,
-                                "total_windows": 100, "n_tokens": 512, "nll": np.log(p), "ppl": p}
-                               for s, p in (("dense", 18.0), ("pruned", 31.5))])
-    zeroshot = pd.DataFrame([{"stage": "pruned", "task": t, "metric": "acc", "filter": "none", "value": v, "stderr": 0.01,
-                              "task_version": "1", "num_fewshot": 0, "limit": 20.0, "harness_version": "0.4.13"}
-                             for t, v in (("boolq", 0.61), ("rte", 0.52))])
-    publish_run(config, tables={"spectra": pd.DataFrame(spectra), "allocation": pd.DataFrame(allocation),
-                                "perplexity": perplexity, "attention": pd.DataFrame(attention), "zeroshot": zeroshot})
+    perplexity = pd.DataFrame(
+        [
+            {
+                "stage": s,
+                "dataset": "wiki",
+                "seqlen": 128,
+                "limit_windows": 4,
+                "n_windows": 4,
+                "total_windows": 100,
+                "n_tokens": 512,
+                "nll": np.log(p),
+                "ppl": p,
+            }
+            for s, p in (("dense", 18.0), ("pruned", 31.5))
+        ]
+    )
+    zeroshot = pd.DataFrame(
+        [
+            {
+                "stage": "pruned",
+                "task": t,
+                "metric": "acc",
+                "filter": "none",
+                "value": v,
+                "stderr": 0.01,
+                "task_version": "1",
+                "num_fewshot": 0,
+                "limit": 20.0,
+                "harness_version": "0.4.13",
+            }
+            for t, v in (("boolq", 0.61), ("rte", 0.52))
+        ]
+    )
+    publish_run(
+        config,
+        tables={
+            "spectra": pd.DataFrame(spectra),
+            "allocation": pd.DataFrame(allocation),
+            "perplexity": perplexity,
+            "attention": pd.DataFrame(attention),
+            "zeroshot": zeroshot,
+        },
+    )
     return config.run_id
 
 
@@ -129,7 +206,18 @@ def test_runs_page_lists_references_and_runs(full_store):
     assert {"reference", "run"} <= set(table["kind"])
     assert full_store["six"] in set(table["run_id"])
     assert 22.01 in set(table["ppl"].round(2))
-    assert {"model", "method", "preset", "metric", "epsilon", "sparsity", "ppl", "zeroshot_mean", "status", "tags"} <= set(table.columns)
+    assert {
+        "model",
+        "method",
+        "preset",
+        "metric",
+        "epsilon",
+        "sparsity",
+        "ppl",
+        "zeroshot_mean",
+        "status",
+        "tags",
+    } <= set(table.columns)
     at.multiselect[0].set_value(["run"]).run()  # the "Kind" filter
     assert set(frame(at, "runs_table")["kind"]) == {"run"}
 
@@ -262,12 +350,15 @@ def _queue_jobs() -> list:
     return list_jobs(refresh=False)
 
 
-@pytest.mark.parametrize("field, widget, value", [
-    ("pruning.sparsity", "number_input", 1.2),
-    ("allocation.epsilon", "number_input", -0.1),
-    ("allocation.preset", "text_input", "QKV sideways"),
-    ("model.name", "text_input", "/etc"),
-])
+@pytest.mark.parametrize(
+    "field, widget, value",
+    [
+        ("pruning.sparsity", "number_input", 1.2),
+        ("allocation.epsilon", "number_input", -0.1),
+        ("allocation.preset", "text_input", "QKV sideways"),
+        ("model.name", "text_input", "/etc"),
+    ],
+)
 def test_launch_rejects_bad_input_inline(notes_store, field, widget, value):
     at = open_page("launch")
     getattr(at, widget)(key=f"launch.{field}").set_value(value)

@@ -14,19 +14,39 @@ from pruning.app_support.compare import config_diff, flatten
 from pruning.app_support.formatting import format_delta, format_epsilon, format_ppl, format_sparsity
 from pruning.app_support.grid import BASELINE_COLUMN, OWN_RUN_MARK, UNLABELED_METHOD, build_grid, multi_value_cells
 from pruning.app_support.launch import (
-    build_run_config, check_model_reference, field_errors, grid_size, looks_like_local_path, parse_value_list,
-    submission_token, validate_form,
+    build_run_config,
+    check_model_reference,
+    field_errors,
+    grid_size,
+    looks_like_local_path,
+    parse_value_list,
+    submission_token,
+    validate_form,
 )
 from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_per_block
 from pruning.app_support.tables import MEAN_ROW, zeroshot_table
 from pruning.errors import ConfigError
 
 
-@pytest.mark.parametrize("value, text", [
-    (22.01, "22.01"), (192.69, "192.69"), (17.756, "17.76"), (2845, "2845"), (54888, "54.9k"),
-    (219402, "219k"), (1_234_567, "1.2M"), (float("nan"), "nan"), (None, "nan"), ("x", "nan"),
-    (float("inf"), "inf"), (999.999, "1000"), (9999.7, "10.0k"), (99_960, "100k"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (22.01, "22.01"),
+        (192.69, "192.69"),
+        (17.756, "17.76"),
+        (2845, "2845"),
+        (54888, "54.9k"),
+        (219402, "219k"),
+        (1_234_567, "1.2M"),
+        (float("nan"), "nan"),
+        (None, "nan"),
+        ("x", "nan"),
+        (float("inf"), "inf"),
+        (999.999, "1000"),
+        (9999.7, "10.0k"),
+        (99_960, "100k"),
+    ],
+)
 def test_format_ppl(value, text):
     assert format_ppl(value) == text
 
@@ -41,24 +61,81 @@ def test_format_delta_and_others():
 
 
 def _cells(rows):
-    cols = ["kind", "run_id", "model", "method", "preset", "preset_raw", "epsilon", "sparsity", "dataset", "ppl",
-            "is_baseline", "raw_text", "source_line"]
+    cols = [
+        "kind",
+        "run_id",
+        "model",
+        "method",
+        "preset",
+        "preset_raw",
+        "epsilon",
+        "sparsity",
+        "dataset",
+        "ppl",
+        "is_baseline",
+        "raw_text",
+        "source_line",
+    ]
     return pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols)
 
 
-CELLS = _cells([
-    ("reference", "r1", "M", "wanda", "QKVout", "QKV output", None, 0.7, "wikitext2", 22.01, False, "w 22.01", 17),
-    ("reference", "r2", "M", "wanda", "all", "GT", 0.22, 0.7, "wikitext2", 23.52, True, "w 23.52 0.22ww", 18),
-    ("reference", "r3", "M", "wanda", "all", "GT", None, 0.7, "wikitext2", 24.0, True, "24 GT", 6),
-    ("reference", "r4", "M", "sparsegpt", "QKVout + split", "QKVout + split", None, 0.7, "wikitext2", 17.76, False, "s 17.76", 19),
-    ("reference", "r5", "M", "sparsegpt", "all", "GT", None, 0.7, "wikitext2", 19.326, True, "GT-19.326", 7),
-    ("reference", "r6", "M", "magnitude", "all", "GT", None, 0.7, "wikitext2", float("nan"), True, "nan GT", 11),
-    ("reference", "r7", "M", "magnitude", "Q out", "Q out", None, 0.7, "wikitext2", 219402.0, False, "m 219402", 47),
-    ("reference", "r8", "M", None, "QKVout + split", "QKVout + split", None, 0.7, "wikitext2", 21.47, False, "21.47", 18),
-    ("run", "wanda-abc", "M", "wanda", "QKVout", "QKVout", 0.2, 0.7, "wiki", 21.5, False, None, None),
-    ("reference", "r9", "M", "wanda", "QKVout", "QKVout", 0.3, 0.7, "wikitext2", 25.0, False, "w 25", 30),
-    ("reference", "other", "M", "wanda", "QKV", "QKV", None, 0.5, "wikitext2", 10.0, False, "w 10", 40),
-])
+CELLS = _cells(
+    [
+        ("reference", "r1", "M", "wanda", "QKVout", "QKV output", None, 0.7, "wikitext2", 22.01, False, "w 22.01", 17),
+        ("reference", "r2", "M", "wanda", "all", "GT", 0.22, 0.7, "wikitext2", 23.52, True, "w 23.52 0.22ww", 18),
+        ("reference", "r3", "M", "wanda", "all", "GT", None, 0.7, "wikitext2", 24.0, True, "24 GT", 6),
+        (
+            "reference",
+            "r4",
+            "M",
+            "sparsegpt",
+            "QKVout + split",
+            "QKVout + split",
+            None,
+            0.7,
+            "wikitext2",
+            17.76,
+            False,
+            "s 17.76",
+            19,
+        ),
+        ("reference", "r5", "M", "sparsegpt", "all", "GT", None, 0.7, "wikitext2", 19.326, True, "GT-19.326", 7),
+        ("reference", "r6", "M", "magnitude", "all", "GT", None, 0.7, "wikitext2", float("nan"), True, "nan GT", 11),
+        (
+            "reference",
+            "r7",
+            "M",
+            "magnitude",
+            "Q out",
+            "Q out",
+            None,
+            0.7,
+            "wikitext2",
+            219402.0,
+            False,
+            "m 219402",
+            47,
+        ),
+        (
+            "reference",
+            "r8",
+            "M",
+            None,
+            "QKVout + split",
+            "QKVout + split",
+            None,
+            0.7,
+            "wikitext2",
+            21.47,
+            False,
+            "21.47",
+            18,
+        ),
+        ("run", "wanda-abc", "M", "wanda", "QKVout", "QKVout", 0.2, 0.7, "wiki", 21.5, False, None, None),
+        ("reference", "r9", "M", "wanda", "QKVout", "QKVout", 0.3, 0.7, "wikitext2", 25.0, False, "w 25", 30),
+        ("reference", "other", "M", "wanda", "QKV", "QKV", None, 0.5, "wikitext2", 10.0, False, "w 10", 40),
+    ]
+)
 
 
 def test_grid_pins_baseline_first_and_orders_methods():
@@ -108,8 +185,15 @@ def test_grid_heatmap_has_text_for_every_nonempty_cell():
 
 
 def test_validate_form_names_each_bad_field(tmp_path: Path):
-    config, errors = validate_form({"pruning.sparsity": 1.2, "allocation.epsilon": -0.1,
-                                    "allocation.preset": "no such preset", "model.name": "/etc"}, roots=[tmp_path])
+    config, errors = validate_form(
+        {
+            "pruning.sparsity": 1.2,
+            "allocation.epsilon": -0.1,
+            "allocation.preset": "no such preset",
+            "model.name": "/etc",
+        },
+        roots=[tmp_path],
+    )
     assert config is None
     assert set(errors) == {"pruning.sparsity", "allocation.epsilon", "allocation.preset", "model.name"}
     assert "1.2" in errors["pruning.sparsity"] and "accepted" in errors["allocation.preset"]
@@ -119,9 +203,18 @@ def test_validate_form_names_each_bad_field(tmp_path: Path):
 def test_validate_form_accepts_a_good_config(tmp_path: Path):
     model_dir = tmp_path / "tiny"
     model_dir.mkdir()
-    config, errors = validate_form({"model.name": str(model_dir), "pruning.method": "magnitude", "pruning.sparsity": 0.5,
-                                    "allocation.preset": "QKVout + split", "pruning.nm": "", "tags": "a, b",
-                                    "evaluation.limit_windows": None}, roots=[tmp_path])
+    config, errors = validate_form(
+        {
+            "model.name": str(model_dir),
+            "pruning.method": "magnitude",
+            "pruning.sparsity": 0.5,
+            "allocation.preset": "QKVout + split",
+            "pruning.nm": "",
+            "tags": "a, b",
+            "evaluation.limit_windows": None,
+        },
+        roots=[tmp_path],
+    )
     assert errors == {}
     assert config.allocation.granularity == "split" and config.pruning.nm is None
     assert config.tags == ("a", "b") and config.evaluation.limit_windows is None
@@ -142,11 +235,17 @@ def test_model_roots_resolve_links(tmp_path: Path):
 
 
 def test_field_errors_reads_flat_and_nested_messages():
-    flat = ConfigError("pruning.sparsity: 1.2 is invalid: too big; allocation.preset: 'x' is invalid: unknown; accepted: 'all', 'QKV'")
-    assert field_errors(flat) == {"pruning.sparsity": "pruning.sparsity: 1.2 is invalid: too big",
-                                  "allocation.preset": "allocation.preset: 'x' is invalid: unknown; accepted: 'all', 'QKV'"}
-    nested = ConfigError("config: {...} is invalid: allocation: {...} is invalid: epsilon: -0.1 is invalid: >= 0; "
-                         "pruning: {...} is invalid: sparsity: 1.2 is invalid: < 1")
+    flat = ConfigError(
+        "pruning.sparsity: 1.2 is invalid: too big; allocation.preset: 'x' is invalid: unknown; accepted: 'all', 'QKV'"
+    )
+    assert field_errors(flat) == {
+        "pruning.sparsity": "pruning.sparsity: 1.2 is invalid: too big",
+        "allocation.preset": "allocation.preset: 'x' is invalid: unknown; accepted: 'all', 'QKV'",
+    }
+    nested = ConfigError(
+        "config: {...} is invalid: allocation: {...} is invalid: epsilon: -0.1 is invalid: >= 0; "
+        "pruning: {...} is invalid: sparsity: 1.2 is invalid: < 1"
+    )
     assert set(field_errors(nested)) == {"allocation.epsilon", "pruning.sparsity"}
 
 
@@ -170,11 +269,18 @@ def test_config_diff_only_changed_keys():
 
 
 def test_zeroshot_table_mean_and_stderr():
-    scores = pd.DataFrame({
-        "run_id": ["r"] * 3, "task": ["boolq", "rte", "rte"], "metric": ["acc", "acc", "acc_norm"],
-        "value": [0.6623853211009174, 0.5234657039711191, 0.9], "stderr": [0.008271, 0.030063, 0.1],
-        "harness_version": ["0.3"] * 3, "task_version": ["1", "0", "0"], "stage": ["pruned"] * 3,
-    })
+    scores = pd.DataFrame(
+        {
+            "run_id": ["r"] * 3,
+            "task": ["boolq", "rte", "rte"],
+            "metric": ["acc", "acc", "acc_norm"],
+            "value": [0.6623853211009174, 0.5234657039711191, 0.9],
+            "stderr": [0.008271, 0.030063, 0.1],
+            "harness_version": ["0.3"] * 3,
+            "task_version": ["1", "0", "0"],
+            "stage": ["pruned"] * 3,
+        }
+    )
     table, meta = zeroshot_table(scores, metric="acc")
     assert table.loc["boolq", "r"] == "0.6624 ± 0.0083"
     assert table.loc[MEAN_ROW, "r"].startswith(f"{(0.6623853211009174 + 0.5234657039711191) / 2:.4f}")
@@ -182,8 +288,14 @@ def test_zeroshot_table_mean_and_stderr():
 
 
 def test_plot_builders():
-    spectra = pd.DataFrame({"block": [0, 0, 1, 1, 2, 2], "matrix_type": ["q", "k"] * 3, "alpha": [2, 3, 4, 5, 6, 7.0],
-                            "series": ["run"] * 6})
+    spectra = pd.DataFrame(
+        {
+            "block": [0, 0, 1, 1, 2, 2],
+            "matrix_type": ["q", "k"] * 3,
+            "alpha": [2, 3, 4, 5, 6, 7.0],
+            "series": ["run"] * 6,
+        }
+    )
     fig = metric_by_block(spectra, "alpha")
     assert len(fig.data) == 2 and list(fig.data[0].x) == [0, 1, 2]
     alloc = pd.DataFrame({"block": [0, 0, 1], "numel": [1, 3, 1], "sparsity_target": [0.4, 0.8, 0.5]})

@@ -25,14 +25,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 RUN_TIMEOUT_MS = 150_000
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's Chromium (/usr/bin/chromium) is not installed; "
-                                                      "`apt-get install chromium` (setup.sh does it as root)"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(),
+        reason="Debian's Chromium (/usr/bin/chromium) is not installed; "
+        "`apt-get install chromium` (setup.sh does it as root)",
+    ),
 ]
 
 
@@ -85,13 +94,30 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         pytest.skip("the offline tokenizer (smollm2-135m) is not prepared: run `python -m pruning fetch`")
     save_tiny_model_dir(models / "tiny")
     port = _free_port()
-    env = {**os.environ, "PRUNING_LAB_DATA": str(data), "PRUNING_LAB_MODEL_ROOTS": str(models),
-           "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PRUNING_LAB_DATA": str(data), "PRUNING_LAB_MODEL_ROOTS": str(models), "PYTHONPATH": str(REPO)}
     log = (tmp / "streamlit.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
@@ -109,7 +135,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 def _widget(page, key: str):
     """The container Streamlit gives a keyed widget (class ``st-key-<key>``, dots as dashes)."""
-    return page.locator(f'.st-key-{key.replace(".", "-")}').first
+    return page.locator(f".st-key-{key.replace('.', '-')}").first
 
 
 def _select(page, key: str, option: str) -> None:
@@ -148,7 +174,9 @@ def test_browser_grid_launch_jobs_runs(app_url):
             page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.mouse.down()
             page.mouse.up()
-            expect(_widget(page, "grid_cell").locator("input")).to_have_value("SparseGPT / QKVout + split", timeout=30_000)
+            expect(_widget(page, "grid_cell").locator("input")).to_have_value(
+                "SparseGPT / QKVout + split", timeout=30_000
+            )
             page.screenshot(path=str(ARTIFACTS / "e2e-grid-cell.png"), full_page=True)
 
             # ---- launch a short run of the tiny model from the form
@@ -177,7 +205,9 @@ def test_browser_grid_launch_jobs_runs(app_url):
             page.screenshot(path=str(ARTIFACTS / "e2e-jobs.png"), full_page=True)
             assert not failed.count(), page.locator('[data-testid="stCode"]').first.inner_text()
             expect(done.first).to_be_visible()
-            run_id = re.search(r"magnitude-[0-9a-f]{12}", page.get_by_text("run magnitude-").first.inner_text()).group(0)
+            run_id = re.search(r"magnitude-[0-9a-f]{12}", page.get_by_text("run magnitude-").first.inner_text()).group(
+                0
+            )
 
             # ---- runs: the new run is in the table
             page.goto(f"{url}/")

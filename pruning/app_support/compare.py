@@ -60,8 +60,9 @@ def config_diff(configs: Mapping[str, Mapping[str, Any]], ignore: tuple[str, ...
         first = values[0]
         if all(v is not missing and first is not missing and _same(v, first) for v in values):
             continue
-        rows[key] = ["—" if v is missing else ("" if v is None else str(v) if isinstance(v, tuple) else v)
-                     for v in values]
+        rows[key] = [
+            "—" if v is missing else ("" if v is None else str(v) if isinstance(v, tuple) else v) for v in values
+        ]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
     frame.index.name = "key"
     return frame.astype(str) if not frame.empty else frame

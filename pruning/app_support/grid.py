@@ -87,8 +87,13 @@ class PerplexityGrid:
         return float(self.best.loc[row, column])
 
 
-def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
-                 dataset: str | None = None, source: str = "all") -> pd.DataFrame:
+def filter_cells(
+    cells: pd.DataFrame,
+    model: str | None = None,
+    sparsity: float | None = None,
+    dataset: str | None = None,
+    source: str = "all",
+) -> pd.DataFrame:
     """Rows of ``cells`` for one model / sparsity (within 1e-6) / dataset / source kind
     ("all", "reference" or "run")."""
     if source not in SOURCES:
@@ -105,8 +110,13 @@ def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float 
     return out
 
 
-def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
-               dataset: str | None = None, source: str = "all") -> PerplexityGrid:
+def build_grid(
+    cells: pd.DataFrame,
+    model: str | None = None,
+    sparsity: float | None = None,
+    dataset: str | None = None,
+    source: str = "all",
+) -> PerplexityGrid:
     """Pivot perplexity values into the method x preset grid.
 
     Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:
@@ -117,8 +127,9 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
     sub = filter_cells(cells, model, sparsity, dataset, source).copy()
     if sub.empty:
         empty = pd.DataFrame()
-        return PerplexityGrid([], [], empty, empty, empty, empty, empty,
-                              pd.DataFrame(columns=["row", "column", "ppl", "kind"]))
+        return PerplexityGrid(
+            [], [], empty, empty, empty, empty, empty, pd.DataFrame(columns=["row", "column", "ppl", "kind"])
+        )
     sub["row"] = [method_label(m) for m in sub["method"]]
     base = sub["is_baseline"].fillna(False).astype(bool) if "is_baseline" in sub else pd.Series(False, index=sub.index)
     raw = sub["preset_raw"] if "preset_raw" in sub else pd.Series(None, index=sub.index)
@@ -159,9 +170,25 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
             if n > 1:
                 parts.append(f"×{n}")
             text.loc[row, col] = "<br>".join(parts)
-    detail_cols = [c for c in ("row", "column", "ppl", "epsilon", "kind", "run_id", "preset_raw", "raw_text",
-                               "source_file", "source_line", "sparsity_assumed", "limit_windows", "dataset")
-                   if c in sub.columns]
+    detail_cols = [
+        c
+        for c in (
+            "row",
+            "column",
+            "ppl",
+            "epsilon",
+            "kind",
+            "run_id",
+            "preset_raw",
+            "raw_text",
+            "source_file",
+            "source_line",
+            "sparsity_assumed",
+            "limit_windows",
+            "dataset",
+        )
+        if c in sub.columns
+    ]
     detail = sub[detail_cols].sort_values(["row", "column", "ppl"], na_position="last").reset_index(drop=True)
     detail["delta_to_gt"] = [
         (p - best.loc[r, BASELINE_COLUMN]) if BASELINE_COLUMN in columns else np.nan

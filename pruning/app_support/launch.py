@@ -111,8 +111,14 @@ def build_run_config(values: Mapping[str, Any], roots: Iterable[Path] | None = N
         if clean.get(key) is None and key in clean:
             clean[key] = []
     # drop None for fields whose model default is not None (e.g. an empty optional widget)
-    nullable = {"allocation.preset", "pruning.nm", "label", "model.revision", "evaluation.limit_windows",
-                "evaluation.zeroshot_limit"}
+    nullable = {
+        "allocation.preset",
+        "pruning.nm",
+        "label",
+        "model.revision",
+        "evaluation.limit_windows",
+        "evaluation.zeroshot_limit",
+    }
     clean = {k: v for k, v in clean.items() if v is not None or k in nullable}
     config = RunConfig.from_dict(nested_from_dotted(clean))
     check_model_reference(config.model.name, roots)
@@ -181,7 +187,9 @@ def field_errors(error: Exception) -> dict[str, str]:
     return out
 
 
-def validate_form(values: Mapping[str, Any], roots: Iterable[Path] | None = None) -> tuple[RunConfig | None, dict[str, str]]:
+def validate_form(
+    values: Mapping[str, Any], roots: Iterable[Path] | None = None
+) -> tuple[RunConfig | None, dict[str, str]]:
     """(config, {}) for valid form values, else (None, {field: message}) naming every bad field:
     the config's validation and the allowed-roots rule of a local model path together."""
     errors: dict[str, str] = {}

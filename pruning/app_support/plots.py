@@ -45,14 +45,32 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
     finite = finite[np.isfinite(finite) & (finite > 0)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
     ticks = _log_ticks(lo, hi)
-    hover = [[f"{r} / {c}<br>best {format_ppl(grid.best.loc[r, c])} of {int(grid.count.loc[r, c])} value(s)"
-              for c in grid.columns] for r in grid.rows]
+    hover = [
+        [
+            f"{r} / {c}<br>best {format_ppl(grid.best.loc[r, c])} of {int(grid.count.loc[r, c])} value(s)"
+            for c in grid.columns
+        ]
+        for r in grid.rows
+    ]
     fig = go.Figure()
-    fig.add_trace(go.Heatmap(
-        z=z.to_numpy(), x=grid.columns, y=grid.rows, colorscale=COLORSCALE, zmin=math.log10(lo),
-        zmax=math.log10(hi) if hi > lo else math.log10(lo) + 1, hoverinfo="skip", xgap=2, ygap=2,
-        colorbar=dict(title="ppl (log)", tickvals=[math.log10(t) for t in ticks], ticktext=[f"{t:g}" if t < 1000 else format_ppl(t) for t in ticks]),
-    ))
+    fig.add_trace(
+        go.Heatmap(
+            z=z.to_numpy(),
+            x=grid.columns,
+            y=grid.rows,
+            colorscale=COLORSCALE,
+            zmin=math.log10(lo),
+            zmax=math.log10(hi) if hi > lo else math.log10(lo) + 1,
+            hoverinfo="skip",
+            xgap=2,
+            ygap=2,
+            colorbar=dict(
+                title="ppl (log)",
+                tickvals=[math.log10(t) for t in ticks],
+                ticktext=[f"{t:g}" if t < 1000 else format_ppl(t) for t in ticks],
+            ),
+        )
+    )
     xs, ys, texts, custom, hovers = [], [], [], [], []
     for i, r in enumerate(grid.rows):
         for j, c in enumerate(grid.columns):
@@ -63,21 +81,36 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
             texts.append(grid.text.loc[r, c])
             custom.append([r, c])
             hovers.append(hover[i][j])
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="markers+text", text=texts, customdata=custom, hovertext=hovers, hoverinfo="text",
-        textfont=dict(size=11, color="black"), marker=dict(symbol="square", size=40, opacity=0.0),
-        showlegend=False, name="cells",
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            text=texts,
+            customdata=custom,
+            hovertext=hovers,
+            hoverinfo="text",
+            textfont=dict(size=11, color="black"),
+            marker=dict(symbol="square", size=40, opacity=0.0),
+            showlegend=False,
+            name="cells",
+        )
+    )
     fig.update_yaxes(autorange="reversed", type="category", categoryorder="array", categoryarray=grid.rows)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=grid.columns, side="top", tickangle=-30)
-    fig.update_layout(title=title or None, plot_bgcolor="#d9d9d9", height=170 + 70 * len(grid.rows),
-                      margin=dict(l=10, r=10, t=90 if not title else 120, b=10))
+    fig.update_layout(
+        title=title or None,
+        plot_bgcolor="#d9d9d9",
+        height=170 + 70 * len(grid.rows),
+        margin=dict(l=10, r=10, t=90 if not title else 120, b=10),
+    )
     # no clickmode/dragmode here: Streamlit sets them for on_select (overriding them breaks clicks)
     return fig
 
 
-def metric_by_block(spectra: pd.DataFrame, metric: str, series: str = "series",
-                    matrix_types: Sequence[str] = MATRIX_TYPES) -> go.Figure:
+def metric_by_block(
+    spectra: pd.DataFrame, metric: str, series: str = "series", matrix_types: Sequence[str] = MATRIX_TYPES
+) -> go.Figure:
     """``metric`` per block, one small panel per matrix type, one line per ``series`` value
     (run or model). ``spectra``: tidy rows with block, matrix_type, ``series`` and ``metric``."""
     types = [t for t in matrix_types if t in set(spectra["matrix_type"])]
@@ -85,36 +118,56 @@ def metric_by_block(spectra: pd.DataFrame, metric: str, series: str = "series",
         types = sorted(set(spectra["matrix_type"]))
     ncols = min(4, max(1, len(types)))
     nrows = math.ceil(len(types) / ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=types, shared_xaxes=True,
-                        vertical_spacing=0.12, horizontal_spacing=0.05)
+    fig = make_subplots(
+        rows=nrows, cols=ncols, subplot_titles=types, shared_xaxes=True, vertical_spacing=0.12, horizontal_spacing=0.05
+    )
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     for k, (name, grp) in enumerate(spectra.groupby(series, sort=False)):
         color = palette[k % len(palette)]
         for i, mtype in enumerate(types):
             sub = grp[grp["matrix_type"] == mtype].groupby("block", as_index=False)[metric].mean().sort_values("block")
-            fig.add_trace(go.Scatter(x=sub["block"], y=sub[metric], mode="lines+markers", name=str(name),
-                                     legendgroup=str(name), showlegend=i == 0, line=dict(color=color),
-                                     marker=dict(size=4)), row=i // ncols + 1, col=i % ncols + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=sub["block"],
+                    y=sub[metric],
+                    mode="lines+markers",
+                    name=str(name),
+                    legendgroup=str(name),
+                    showlegend=i == 0,
+                    line=dict(color=color),
+                    marker=dict(size=4),
+                ),
+                row=i // ncols + 1,
+                col=i % ncols + 1,
+            )
     _block_axis(fig, spectra["block"].nunique())
     fig.update_xaxes(title_text="block", row=nrows)
-    fig.update_layout(height=260 * nrows + 90, margin=dict(l=10, r=10, t=50, b=10), title=f"{metric} per block",
-                      legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
+    fig.update_layout(
+        height=260 * nrows + 90,
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=f"{metric} per block",
+        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
+    )
     return fig
 
 
-def metric_with_allocation(spectra: pd.DataFrame, allocation: pd.DataFrame | None, metric: str,
-                           matrix_types: Sequence[str] = MATRIX_TYPES) -> go.Figure:
+def metric_with_allocation(
+    spectra: pd.DataFrame, allocation: pd.DataFrame | None, metric: str, matrix_types: Sequence[str] = MATRIX_TYPES
+) -> go.Figure:
     """Block-mean ``metric`` (left axis, one line per matrix type) and the run's
     parameter-weighted sparsity per block (right axis, bars) on the same block axis."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for mtype in [t for t in matrix_types if t in set(spectra["matrix_type"])]:
         sub = spectra[spectra["matrix_type"] == mtype].groupby("block", as_index=False)[metric].mean()
-        fig.add_trace(go.Scatter(x=sub["block"], y=sub[metric], mode="lines", name=f"{metric} {mtype}"),
-                      secondary_y=False)
+        fig.add_trace(
+            go.Scatter(x=sub["block"], y=sub[metric], mode="lines", name=f"{metric} {mtype}"), secondary_y=False
+        )
     if allocation is not None and not allocation.empty:
         per_block = sparsity_per_block(allocation)
-        fig.add_trace(go.Bar(x=per_block["block"], y=per_block["sparsity"], name="sparsity", opacity=0.3,
-                             marker_color="#555"), secondary_y=True)
+        fig.add_trace(
+            go.Bar(x=per_block["block"], y=per_block["sparsity"], name="sparsity", opacity=0.3, marker_color="#555"),
+            secondary_y=True,
+        )
         fig.update_yaxes(title_text="sparsity", secondary_y=True, rangemode="tozero")
     fig.update_yaxes(title_text=metric, secondary_y=False)
     fig.update_xaxes(title_text="block")
@@ -125,8 +178,13 @@ def metric_with_allocation(spectra: pd.DataFrame, allocation: pd.DataFrame | Non
 
 def sparsity_per_block(allocation: pd.DataFrame) -> pd.DataFrame:
     """Parameter-weighted sparsity per block (achieved if recorded, else target)."""
-    col = "sparsity_achieved" if "sparsity_achieved" in allocation and allocation["sparsity_achieved"].notna().any() \
-        else "sparsity_target" if "sparsity_target" in allocation else "sparsity"
+    col = (
+        "sparsity_achieved"
+        if "sparsity_achieved" in allocation and allocation["sparsity_achieved"].notna().any()
+        else "sparsity_target"
+        if "sparsity_target" in allocation
+        else "sparsity"
+    )
     a = allocation.assign(_w=allocation["numel"].astype(float) if "numel" in allocation else 1.0)
     a = a.assign(_ws=a[col].astype(float) * a["_w"])
     out = a.groupby("block", as_index=False)[["_ws", "_w"]].sum()
@@ -142,14 +200,29 @@ def sparsity_overlay(allocations: dict[str, pd.DataFrame]) -> go.Figure:
             continue
         per_block = sparsity_per_block(alloc)
         fig.add_trace(go.Scatter(x=per_block["block"], y=per_block["sparsity"], mode="lines+markers", name=label))
-    _block_axis(fig, max((a["block"].nunique() for a in allocations.values() if a is not None and not a.empty), default=1))
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title="sparsity per block",
-                      xaxis_title="block", yaxis_title="sparsity")
+    _block_axis(
+        fig, max((a["block"].nunique() for a in allocations.values() if a is not None and not a.empty), default=1)
+    )
+    fig.update_layout(
+        height=340,
+        margin=dict(l=10, r=10, t=40, b=10),
+        title="sparsity per block",
+        xaxis_title="block",
+        yaxis_title="sparsity",
+    )
     return fig
 
 
-def esd_panel(fig: go.Figure, eigenvalues: np.ndarray, alpha: float | None, xmin: float | None,
-              row: int, col: int, name: str, bins: int = 60) -> None:
+def esd_panel(
+    fig: go.Figure,
+    eigenvalues: np.ndarray,
+    alpha: float | None,
+    xmin: float | None,
+    row: int,
+    col: int,
+    name: str,
+    bins: int = 60,
+) -> None:
     """Add one ESD (eigenvalues of W^T W or H) as a log-binned density on log-log axes, with the
     fitted power law p(λ) = (n_tail/n) (α-1)/xmin (λ/xmin)^-α above xmin and xmin marked."""
     lam = np.asarray(eigenvalues, dtype=float)
@@ -161,16 +234,35 @@ def esd_panel(fig: go.Figure, eigenvalues: np.ndarray, alpha: float | None, xmin
     density = counts / (lam.size * np.diff(edges))
     centers = np.sqrt(edges[:-1] * edges[1:])
     keep = density > 0
-    fig.add_trace(go.Scatter(x=centers[keep], y=density[keep], mode="markers", name=f"{name} ESD",
-                             marker=dict(size=5)), row=row, col=col)
-    if alpha is not None and xmin is not None and math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0 and alpha > 1:
+    fig.add_trace(
+        go.Scatter(x=centers[keep], y=density[keep], mode="markers", name=f"{name} ESD", marker=dict(size=5)),
+        row=row,
+        col=col,
+    )
+    if (
+        alpha is not None
+        and xmin is not None
+        and math.isfinite(alpha)
+        and math.isfinite(xmin)
+        and xmin > 0
+        and alpha > 1
+    ):
         tail = lam[lam >= xmin]
         xs = np.logspace(np.log10(xmin), np.log10(lam.max()), 50)
         ys = (tail.size / lam.size) * (alpha - 1) / xmin * (xs / xmin) ** (-alpha)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{name} fit α={alpha:.2f}",
-                                 line=dict(dash="dash")), row=row, col=col)
-        fig.add_vline(x=xmin, line=dict(color="grey", dash="dot"), row=row, col=col,
-                      annotation_text=f"xmin={xmin:.3g}", annotation_position="top left")
+        fig.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines", name=f"{name} fit α={alpha:.2f}", line=dict(dash="dash")),
+            row=row,
+            col=col,
+        )
+        fig.add_vline(
+            x=xmin,
+            line=dict(color="grey", dash="dot"),
+            row=row,
+            col=col,
+            annotation_text=f"xmin={xmin:.3g}",
+            annotation_position="top left",
+        )
     fig.update_xaxes(type="log", title_text="λ", row=row, col=col)
     fig.update_yaxes(type="log", title_text="density", row=row, col=col)
 
@@ -184,8 +276,9 @@ def esd_figure(panels: Sequence[tuple[str, np.ndarray, float | None, float | Non
     return fig
 
 
-def attention_by_layer(attention: pd.DataFrame, statistic: str, reference: float | None = None,
-                       series: str = "series") -> go.Figure:
+def attention_by_layer(
+    attention: pd.DataFrame, statistic: str, reference: float | None = None, series: str = "series"
+) -> go.Figure:
     """Mean of ``statistic`` over heads per block, one line per ``series`` (e.g. run / stage),
     with the notes' model average as a dashed reference line."""
     sub = attention[attention["statistic"] == statistic]
@@ -196,8 +289,13 @@ def attention_by_layer(attention: pd.DataFrame, statistic: str, reference: float
     if reference is not None and math.isfinite(reference):
         fig.add_hline(y=reference, line=dict(dash="dash", color="grey"), annotation_text=f"notes avg {reference:.4g}")
     _block_axis(fig, sub["block"].nunique())
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=f"{statistic} per layer",
-                      xaxis_title="block", yaxis_title=statistic)
+    fig.update_layout(
+        height=320,
+        margin=dict(l=10, r=10, t=40, b=10),
+        title=f"{statistic} per layer",
+        xaxis_title="block",
+        yaxis_title=statistic,
+    )
     return fig
 
 
@@ -205,8 +303,20 @@ def attention_heads(attention: pd.DataFrame, statistic: str, title: str = "") ->
     """Heatmap of ``statistic`` per layer (rows) and head (columns)."""
     sub = attention[(attention["statistic"] == statistic) & attention["head"].notna()]
     pivot = sub.pivot_table(index="block", columns="head", values="value", aggfunc="mean")
-    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[int(h) for h in pivot.columns], y=list(pivot.index),
-                               colorscale="Viridis", colorbar=dict(title=statistic)))
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=title or f"{statistic} per head",
-                      xaxis_title="head", yaxis_title="block")
+    fig = go.Figure(
+        go.Heatmap(
+            z=pivot.to_numpy(),
+            x=[int(h) for h in pivot.columns],
+            y=list(pivot.index),
+            colorscale="Viridis",
+            colorbar=dict(title=statistic),
+        )
+    )
+    fig.update_layout(
+        height=320,
+        margin=dict(l=10, r=10, t=40, b=10),
+        title=title or f"{statistic} per head",
+        xaxis_title="head",
+        yaxis_title="block",
+    )
     return fig

@@ -17,7 +17,9 @@ def _pm(value: float, stderr: float | None) -> str:
     return f"{value:.4f} ± {stderr:.4f}"
 
 
-def zeroshot_table(scores: pd.DataFrame, metric: str = "acc", stage: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def zeroshot_table(
+    scores: pd.DataFrame, metric: str = "acc", stage: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Task x run text table ("0.4844 ± 0.0103") with a MEAN row (unweighted mean of ``metric``
     over the run's tasks, as lm-eval's 'MEAN' in the notes), and a provenance table per run
     (model, method, preset, harness version, few-shot, limit, task versions).
@@ -38,11 +40,15 @@ def zeroshot_table(scores: pd.DataFrame, metric: str = "acc", stage: str | None 
     for run_id, grp in sub.groupby("run_id", sort=False):
         text.loc[MEAN_ROW, run_id] = f"{grp['value'].mean():.4f} (n={len(grp)})"
     text.index.name = "task"
-    meta_cols = [c for c in ("run_id", "kind", "model", "method", "preset", "label", "harness_version",
-                             "num_fewshot", "limit") if c in sub.columns]
+    meta_cols = [
+        c
+        for c in ("run_id", "kind", "model", "method", "preset", "label", "harness_version", "num_fewshot", "limit")
+        if c in sub.columns
+    ]
     meta = sub[meta_cols].drop_duplicates("run_id").reset_index(drop=True)
     if "task_version" in sub:
         versions = sub.groupby("run_id")[["task", "task_version"]].apply(
-            lambda g: ", ".join(f"{t}={v}" for t, v in zip(g["task"], g["task_version"]) if v is not None and v == v))
+            lambda g: ", ".join(f"{t}={v}" for t, v in zip(g["task"], g["task_version"]) if v is not None and v == v)
+        )
         meta["task_versions"] = meta["run_id"].map(versions)
     return text, meta

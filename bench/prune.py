@@ -1,0 +1,137 @@
+"""Speed and memory of block-sequential Wanda and SparseGPT on a random-weight model.
+
+Default: LLaMA-7B shape (32 x hidden 4096, MLP 11008, vocab 32000) in float16, 128 x 2048 random
+calibration tokens, ``--device cuda --offload``: the model stays on the CPU and one block at a time
+moves to the GPU, so peak GPU memory ~ one block (~0.4 GB) + two activation buffers
+(128 x 2048 x 4096 fp16 = 2 x 2.1 GB) + the block's Hessians (~0.7 GB fp32). Random weights are fair
+for speed and memory, never for quality.
+
+    .venv/bin/python bench/prune.py --device cuda --offload                   # H200, full 7B shape
+    .venv/bin/python bench/prune.py --device cuda --offload --layers 4       # shorter; per-block times extrapolate
+    .venv/bin/python bench/prune.py --device cpu --layers 2 --hidden 256 --intermediate 688 --heads 4 \\
+        --vocab 1000 --nsamples 4 --seqlen 128 --dtype float32 --no-write     # CPU smoke run
+
+Writes section ``prune_speed`` of bench/RESULTS.md (no duckdb/streamlit dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bench._results import markdown_table, write_section  # noqa: E402
+from pruning.families import family_for  # noqa: E402
+from pruning.models import LoadedModel, ModelSource  # noqa: E402
+from pruning.prune import prune_model, uniform_sparsity  # noqa: E402
+from pruning.synthetic import random_llama  # noqa: E402
+
+log = logging.getLogger("bench.prune")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """Random LLaMA of the requested shape on the CPU (initialised on the GPU when there is one: faster)."""
+    init_device = device if device.type == "cuda" else torch.device("cpu")
+    t0 = time.perf_counter()
+    model = random_llama(
+        hidden=args.hidden, layers=args.layers, intermediate=args.intermediate, heads=args.heads,
+        vocab=args.vocab, seed=0, dtype=DTYPES[args.dtype], device=init_device, max_positions=max(4096, args.seqlen),
+    )
+    if args.offload or device.type != "cuda":
+        model.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    log.info("built random model (%.2f B parameters) in %.1f s", sum(p.numel() for p in model.parameters()) / 1e9,
+             time.perf_counter() - t0)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--offload", action="store_true", help="model on the CPU, one block at a time on --device")
+    p.add_argument("--methods", default="wanda,sparsegpt")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--nm", default=None, help="e.g. 2:4")
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=4096)
+    p.add_argument("--intermediate", type=int, default=11008)
+    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--dtype", default="float16", choices=list(DTYPES))
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: no CUDA GPU here; use --device cpu with small settings")
+
+    model = build_model(args, device)
+    loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)
+    calib_ids = torch.randint(0, args.vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
+    rows: list[dict] = []
+    for method in args.methods.split(","):
+        # the same model is pruned again by each method: timing and memory do not depend on the weights
+        block_times: list[float] = []
+        last = [time.perf_counter()]
+
+        def progress(done: int, total: int) -> None:
+            if cuda:
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            block_times.append(now - last[0])
+            last[0] = now
+            log.info("%s block %d/%d: %.2f s", method, done, total, block_times[-1])
+
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        t0 = last[0] = time.perf_counter()
+        table = prune_model(loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
+                            device=device, offload=args.offload, progress=progress)
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        overall = float((table.sparsity_achieved * table.numel).sum() / table.numel.sum())
+        row = {
+            "method": method + (f" {args.nm}" if args.nm else ""),
+            "blocks": args.layers,
+            "wall_s": seconds,
+            "s_per_block": sum(block_times[1:]) / max(1, len(block_times) - 1) if len(block_times) > 1 else seconds,
+            "first_block_s": block_times[0] if block_times else float("nan"),
+            "sparsity": overall,
+        }
+        if cuda:
+            row["peak_gpu_GiB"] = (torch.cuda.max_memory_allocated(device)) / 2**30
+            row["resident_before_GiB"] = base / 2**30
+        row["est_32_blocks_s"] = row["first_block_s"] + row["s_per_block"] * (32 - 1)
+        rows.append(row)
+        log.info("%s: %.1f s, %s", method, seconds, {k: v for k, v in row.items() if k != "method"})
+
+    shape = (f"{args.layers} blocks x (hidden {args.hidden}, MLP {args.intermediate}, {args.heads} heads), vocab {args.vocab}, "
+             f"{args.dtype}")
+    body = (
+        f"Random-weight LLaMA ({shape}); {args.nsamples} x {args.seqlen} random calibration tokens; "
+        f"{args.sparsity:.0%} uniform; device {args.device}{' with offload (model on CPU)' if args.offload else ''}. "
+        "first_block_s includes capturing the block-0 inputs; est_32_blocks_s extrapolates to 32 blocks.\n\n"
+        + markdown_table(rows)
+    )
+    print(body)
+    if not args.no_write:
+        write_section("prune_speed", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
