@@ -162,9 +162,8 @@ def main() -> None:
                     "<= 2 s": "yes" if max(cold) <= TARGET_S else "NO",
                 }
             )
-            print(
-                f"{page:10s} cold {statistics.median(cold):.3f} s (max {max(cold):.3f}), warm {statistics.median(warm):.3f} s"
-            )
+            cold_s, warm_s = statistics.median(cold), statistics.median(warm)
+            print(f"{page:10s} cold {cold_s:.3f} s (max {max(cold):.3f}), warm {warm_s:.3f} s")
     body = (
         f"Synthetic store: {args.runs:,} runs (bench.store.generate) + the notes' references + one 32-block run "
         f"with spectra/allocation/attention (built in {build_s:.1f} s). Each page: a fresh AppTest, "

@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)
     calib_ids = torch.randint(0, args.vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     rows: list[dict] = []
-    for method in args.methods.split(","):
-        # the same model is pruned again by each method: timing and memory do not depend on the weights
+    methods = args.methods.split(",")
+    dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if len(methods) > 1 else None  # CPU copy
+    for method in methods:
+        if dense_state is not None:
+            model.load_state_dict(dense_state)  # every method starts from the same dense weights
         block_times: list[float] = []
         last = [time.perf_counter()]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 
 from bench._results import markdown_table, write_section
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Attention statistics (mean over blocks/heads, {args.attention_tokens} tokens; definitions in docs/attention.md):",
         markdown_table(pivot.to_dict(orient="records")),
         "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
-        + f"; total {time.perf_counter() - t_start:.0f}.",
+        + f"; total {time.perf_counter() - t_start:.0f} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end).",
     ])
     write_section("zeroshot", body)
     print(body)

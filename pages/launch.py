@@ -10,6 +10,8 @@ import streamlit as st
 
 from pages._common import enter_page, stop_with_info
 from pruning.app_support.launch import (
+    FORM_FIELDS,
+    FORM_SECTIONS,
     allowed_model_roots,
     grid_size,
     parse_value_list,
@@ -17,75 +19,12 @@ from pruning.app_support.launch import (
     sweep_spec,
     validate_form,
 )
-from pruning.config import DTYPES, METHODS, STRATEGIES
+from pruning.config import METHODS
 from pruning.errors import ConfigError, PruningLabError
 from pruning.presets import preset_names
 from pruning.sweep import plan_sweep
 
 log = logging.getLogger(__name__)
-METRICS = [
-    "alpha_peak",
-    "alpha",
-    "alpha_mid",
-    "alpha_weighted",
-    "stable_rank",
-    "entropy_norm",
-    "log_spectral_norm",
-    "hessian_alpha",
-    "hessian_alpha_peak",
-]
-NO_PRESET = ""
-FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
-    "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
-    "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
-    "model.device": ("text", "Device", {"value": "cpu"}),
-    "pruning.method": ("select", "Method", {"options": list(METHODS), "index": 2}),
-    "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7, "step": 0.05, "format": "%.3f"}),
-    "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
-    "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
-    "allocation.preset": (
-        "text",
-        "Layer-group preset (blank = none)",
-        {"value": "", "placeholder": "QKVout + split", "help": "A notes column header: " + ", ".join(preset_names())},
-    ),
-    "allocation.metric": ("select", "Metric", {"options": METRICS, "accept_new_options": True}),
-    "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2, "step": 0.01, "format": "%.3f"}),
-    "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
-    "calibration.nsamples": ("int", "Calibration samples", {"value": 128}),
-    "calibration.seqlen": ("int", "Calibration length (tokens)", {"value": 2048}),
-    "evaluation.perplexity": (
-        "multi",
-        "Perplexity on",
-        {"options": ["wiki", "austen"], "default": ["wiki"], "accept_new_options": True},
-    ),
-    "evaluation.seqlen": ("int", "Perplexity window (tokens)", {"value": 2048}),
-    "evaluation.limit_windows": ("int", "Windows (0 = all)", {"value": 16}),
-    "evaluation.zeroshot_tasks": (
-        "multi",
-        "Zero-shot tasks",
-        {
-            "options": ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"],
-            "default": [],
-        },
-    ),
-    "evaluation.attention": ("check", "Attention statistics", {"value": False}),
-    "label": ("text", "Label", {"value": ""}),
-    "tags": ("text", "Tags (comma separated)", {"value": ""}),
-}
-SECTIONS = {
-    "Model": ["model.name", "model.dtype", "model.device"],
-    "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
-    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon"],
-    "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen"],
-    "Evaluation": [
-        "evaluation.perplexity",
-        "evaluation.seqlen",
-        "evaluation.limit_windows",
-        "evaluation.zeroshot_tasks",
-        "evaluation.attention",
-    ],
-    "Annotations": ["label", "tags"],
-}
 WIDGETS = {
     "text": st.text_input,
     "select": st.selectbox,
@@ -97,12 +36,13 @@ WIDGETS = {
 
 
 def key(field: str) -> str:
+    """Session-state key of a form field's widget."""
     return "launch." + field
 
 
 def form_values() -> dict:
     """The form's current values as dotted RunConfig keys."""
-    values = {f: st.session_state.get(key(f)) for f in FIELDS if key(f) in st.session_state}
+    values = {f: st.session_state.get(key(f)) for f in FORM_FIELDS if key(f) in st.session_state}
     if values.get("evaluation.limit_windows") == 0:
         values["evaluation.limit_windows"] = None
     return values
@@ -145,11 +85,11 @@ pressed = st.session_state.get("launch.submit", False)
 config, errors = validate_form(form_values()) if pressed else (None, {})
 
 with st.form("launch_form"):
-    for title, fields in SECTIONS.items():
+    for title, fields in FORM_SECTIONS.items():
         st.markdown(f"**{title}**")
         cols = st.columns(len(fields))
         for col, field in zip(cols, fields):
-            kind, label, options = FIELDS[field]
+            kind, label, options = FORM_FIELDS[field]
             with col:
                 WIDGETS[kind](label, key=key(field), **options)
                 if field in errors:
@@ -173,7 +113,7 @@ c1, c2 = st.columns(2)
 axes = {
     "pruning.method": c1.multiselect("Methods", list(METHODS), key="sweep.methods"),
     "allocation.preset": c2.multiselect(
-        "Presets", [NO_PRESET, *preset_names()], key="sweep.presets", format_func=lambda p: p or "(no preset)"
+        "Presets", ["", *preset_names()], key="sweep.presets", format_func=lambda p: p or "(no preset)"
     ),
 }
 c3, c4 = st.columns(2)

@@ -220,6 +220,23 @@ def test_validate_form_accepts_a_good_config(tmp_path: Path):
     assert config.tags == ("a", "b") and config.evaluation.limit_windows is None
 
 
+def test_form_fields_are_runconfig_fields_with_valid_defaults():
+    from pruning.app_support.launch import FORM_FIELDS, FORM_SECTIONS
+
+    assert sorted(f for fields in FORM_SECTIONS.values() for f in fields) == sorted(FORM_FIELDS)
+    defaults = {}
+    for field, (kind, _label, options) in FORM_FIELDS.items():
+        if "value" in options:
+            defaults[field] = options["value"]
+        elif "default" in options:
+            defaults[field] = options["default"]
+        else:
+            defaults[field] = options["options"][options.get("index", 0)]
+    config = build_run_config(defaults)  # a misspelled key would be an "unknown field" ConfigError
+    flat = flatten(config.to_dict())
+    assert all(field in flat for field in FORM_FIELDS)
+
+
 def test_model_roots_resolve_links(tmp_path: Path):
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir(), outside.mkdir()

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config import DTYPES, METHODS, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
 from pruning.paths import REPO_ROOT, cache_dir
+from pruning.presets import preset_names
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,71 @@ SWEEP_AXES: dict[str, str] = {
     "allocation.metric": "metric",
     "allocation.epsilon": "ε",
     "pruning.sparsity": "sparsity",
+}
+
+
+# ---- the launch form (widget kind, label and widget options per dotted RunConfig key) ----------------------
+METRIC_CHOICES = [
+    "alpha_peak",
+    "alpha",
+    "alpha_mid",
+    "alpha_weighted",
+    "stable_rank",
+    "entropy_norm",
+    "log_spectral_norm",
+    "hessian_alpha",
+    "hessian_alpha_peak",
+]
+FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
+    "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
+    "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
+    "model.device": ("text", "Device", {"value": "cpu"}),
+    "pruning.method": ("select", "Method", {"options": list(METHODS), "index": 2}),
+    "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7, "step": 0.05, "format": "%.3f"}),
+    "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
+    "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
+    "allocation.preset": (
+        "text",
+        "Layer-group preset (blank = none)",
+        {"value": "", "placeholder": "QKVout + split", "help": "A notes column header: " + ", ".join(preset_names())},
+    ),
+    "allocation.metric": ("select", "Metric", {"options": METRIC_CHOICES, "accept_new_options": True}),
+    "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2, "step": 0.01, "format": "%.3f"}),
+    "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
+    "calibration.nsamples": ("int", "Calibration samples", {"value": 128}),
+    "calibration.seqlen": ("int", "Calibration length (tokens)", {"value": 2048}),
+    "evaluation.perplexity": (
+        "multi",
+        "Perplexity on",
+        {"options": ["wiki", "austen"], "default": ["wiki"], "accept_new_options": True},
+    ),
+    "evaluation.seqlen": ("int", "Perplexity window (tokens)", {"value": 2048}),
+    "evaluation.limit_windows": ("int", "Windows (0 = all)", {"value": 16}),
+    "evaluation.zeroshot_tasks": (
+        "multi",
+        "Zero-shot tasks",
+        {
+            "options": ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"],
+            "default": [],
+        },
+    ),
+    "evaluation.attention": ("check", "Attention statistics", {"value": False}),
+    "label": ("text", "Label", {"value": ""}),
+    "tags": ("text", "Tags (comma separated)", {"value": ""}),
+}
+FORM_SECTIONS = {
+    "Model": ["model.name", "model.dtype", "model.device"],
+    "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
+    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon"],
+    "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen"],
+    "Evaluation": [
+        "evaluation.perplexity",
+        "evaluation.seqlen",
+        "evaluation.limit_windows",
+        "evaluation.zeroshot_tasks",
+        "evaluation.attention",
+    ],
+    "Annotations": ["label", "tags"],
 }
 
 
