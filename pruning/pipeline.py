@@ -165,12 +165,14 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
             calib_ids = calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
             outcome.timings["calibration_sample"] = time.perf_counter() - t0
 
+        attention_dataset = config.evaluation.perplexity[0] if config.evaluation.perplexity else "wiki"
         if config.evaluation.attention:
-            from pruning.attention import attention_statistics
+            from pruning.attention import attention_table
 
-            outcome.tables["attention_dense"] = attention_statistics(
-                loaded, load_text(config.evaluation.perplexity[0] if config.evaluation.perplexity else "wiki", "test"),
-                n_tokens=config.evaluation.attention_tokens, stage="dense")
+            report("calibration", 0.5, "attention statistics of the dense model")
+            outcome.tables["attention_dense"] = attention_table(
+                loaded, "dense", tokens=config.evaluation.attention_tokens, dataset=attention_dataset,
+                device=config.model.device)
 
         alloc = sparsity_table(loaded, config, calib_ids, report, outcome)
         if method != "dense":
@@ -199,14 +201,14 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
 
             report("evaluation", 0.6, "zero-shot")
             outcome.tables["zeroshot"] = zeroshot_evaluate(
-                loaded, list(config.evaluation.zeroshot_tasks), limit=config.evaluation.zeroshot_limit, stage=stage)
+                loaded.model, loaded.tokenizer, list(config.evaluation.zeroshot_tasks), stage=stage,
+                limit=config.evaluation.zeroshot_limit, seed=config.seed).rows
         if config.evaluation.attention:
-            from pruning.attention import attention_statistics
+            from pruning.attention import attention_table
 
             report("evaluation", 0.9, "attention statistics")
-            pruned = attention_statistics(
-                loaded, load_text(config.evaluation.perplexity[0] if config.evaluation.perplexity else "wiki", "test"),
-                n_tokens=config.evaluation.attention_tokens, stage=stage)
+            pruned = attention_table(loaded, stage, tokens=config.evaluation.attention_tokens,
+                                     dataset=attention_dataset, device=config.model.device)
             outcome.tables["attention"] = pd.concat([outcome.tables.pop("attention_dense"), pruned], ignore_index=True)
         outcome.timings["evaluation"] = time.perf_counter() - t0
         outcome.timings["total"] = time.time() - started
