@@ -161,7 +161,7 @@ def capture_block_inputs(
                 if missing:
                     raise RuntimeError(f"calibration capture: blocks {missing} were never called by the model's forward")
                 memo: dict[int, Any] = {}
-                block_kwargs = [_to_device(record[0][1], device, memo) for i in range(n_blocks)]
+                block_kwargs = [_to_device(record[i][1], device, memo) for i in range(n_blocks)]
             inps[s] = hidden0[0].to(device)
     finally:
         for i in range(n_blocks):
