@@ -31,6 +31,7 @@ class Preset:
 
 _PRESETS: tuple[Preset, ...] = (
     Preset("all", MATRIX_TYPES, "block", "all seven types, block-wise (AlphaPruning default, the notes' GT)"),
+    Preset("split", MATRIX_TYPES, "split", "all seven types, attention and MLP sub-blocks separately (the notes' 'split')"),
     Preset("QKV", ("q", "k", "v"), "block", "query, key and value projections"),
     Preset("OUT", ("o",), "block", "attention output projection only"),
     Preset("V", ("v",), "block", "value projection only"),
