@@ -12,6 +12,7 @@ import time
 CPU_BENCHMARKS: list[list[str]] = [
     ["bench.spectra"],
     ["bench.prune_quality"],
+    ["bench.ppl_speed", "--device", "cpu", "--layers", "2", "--hidden", "256", "--intermediate", "688", "--heads", "4", "--vocab", "1000", "--tokens", "8192", "--seqlen", "512", "--no-write"],
     ["bench.allocation_quality"],
     ["bench.store"],
     ["bench.app"],
