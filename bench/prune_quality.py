@@ -2,7 +2,7 @@
 SparseGPT; perplexity on the held-out Wikipedia split. Expected: finite, SparseGPT <= Wanda < magnitude
 (the ordering of Sun et al. 2023, Table 3, and Frantar & Alistarh 2023).
 
-    .venv/bin/python bench/prune_quality.py [--nsamples 16 --seqlen 512 --eval-seqlen 512 --limit-windows 8]
+    .venv/bin/python bench/prune_quality.py [--nsamples 32 --seqlen 512 --eval-seqlen 512 --limit-windows 16]
 
 Writes section ``prune_quality`` of bench/RESULTS.md; exits 1 when the ordering does not hold.
 """
@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     p.add_argument("--calib", default="wiki")
-    p.add_argument("--nsamples", type=int, default=16)
+    p.add_argument("--nsamples", type=int, default=32)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", default="wiki")
     p.add_argument("--eval-seqlen", type=int, default=512)
-    p.add_argument("--limit-windows", type=int, default=8)
+    p.add_argument("--limit-windows", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = p.parse_args(argv)

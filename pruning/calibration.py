@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.families import MatrixRef, block_matrices, decoder_layers, get_attr_path
+from pruning.families import MatrixRef, block_matrices, decoder_layers
 from pruning.models import LoadedModel
 
 log = logging.getLogger(__name__)

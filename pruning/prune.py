@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping
 
@@ -60,7 +61,7 @@ def validate_request(
             f"names of prunable_matrices(), e.g. {example}"
         )
     for name, value in sparsity_by_name.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= float(value) < 1.0):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (0.0 <= float(value) < 1.0):
             raise ConfigError(f"sparsity_by_name[{name!r}]: {value!r} is invalid; accepted: a number in [0, 1)")
     if nm_pair is not None:
         n, m = nm_pair

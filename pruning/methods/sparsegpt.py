@@ -85,7 +85,6 @@ def sparsegpt_prune(
         i2 = min(i1 + blocksize, cols)
         width = i2 - i1
         W1 = W[:, i1:i2].clone()  # (out, width)
-        Q1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]  # (width, width)
         d1 = torch.diag(U1)  # (width,)
@@ -95,19 +94,17 @@ def sparsegpt_prune(
             if k:
                 saliency = (W1**2 / d1.reshape(1, -1) ** 2).reshape(-1)  # OBS error of each weight
                 mask1.view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
-        n, m = nm if nm is not None else (0, 0)
+        err_scale = mask1.float() / d1.reshape(1, -1)  # (out, width): 1/U_jj where pruned, else 0
         for i in range(width):
-            w = W1[:, i]  # (out,)
-            d = d1[i]
-            if nm is not None and i % m == 0:
+            if nm is not None and i % nm[1] == 0:
+                n, m = nm
                 saliency = W1[:, i : i + m] ** 2 / d1[i : i + m].reshape(1, -1) ** 2  # (out, M)
                 mask1.scatter_(1, i + torch.topk(saliency, n, dim=1, largest=False).indices, True)
-            q = w.masked_fill(mask1[:, i], 0.0)
-            Q1[:, i] = q
-            err = (w - q) / d  # (out,)
-            W1[:, i:] -= err.unsqueeze(1) @ U1[i, i:].unsqueeze(0)
+                err_scale[:, i : i + m] = mask1[:, i : i + m].float() / d1[i : i + m].reshape(1, -1)
+            err = W1[:, i] * err_scale[:, i]  # (out,) = (w - q) / U_ii with q = w * (1 - mask)
+            W1[:, i:].addr_(err, U1[i, i:], alpha=-1.0)  # exact OBS update; column i becomes q
             Err1[:, i] = err
-        W[:, i1:i2] = Q1
+        W[:, i1:i2] = W1.masked_fill_(mask1, 0.0)
         mask[:, i1:i2] = mask1
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batch update of the later columns
     W[mask] = 0.0
