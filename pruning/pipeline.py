@@ -202,7 +202,8 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
             report("evaluation", 0.6, "zero-shot")
             outcome.tables["zeroshot"] = zeroshot_evaluate(
                 loaded.model, loaded.tokenizer, list(config.evaluation.zeroshot_tasks), stage=stage,
-                limit=config.evaluation.zeroshot_limit, seed=config.seed).rows
+                limit=config.evaluation.zeroshot_limit, batch_size=config.evaluation.batch_size,
+                seed=config.seed).rows
         if config.evaluation.attention:
             from pruning.attention import attention_table
 

@@ -13,8 +13,14 @@ A sweep spec (YAML or dict)::
     seeds: [0, 1]                             # -> calibration.seed (which calibration windows are drawn)
     grid:                                     # any further dotted keys
       allocation.strategy: [uniform, linear]
+    variants:                                 # one more axis whose points set several keys at once
+      - {allocation.strategy: uniform}
+      - {allocation.strategy: linear, allocation.preset: QKVout}
+    include:                                  # extra single runs (overrides of base), not crossed
+      - {pruning.method: wanda, pruning.sparsity: 0.7, allocation.epsilon: 0.05}
 
-The runs are the Cartesian product of every list (in the order above, then ``grid`` keys).
+The runs are the Cartesian product of every list (in the order above, then ``grid`` keys, then
+``variants``), plus every ``include`` entry.
 Combinations that give the same run id are run once. An invalid combination is reported with
 its settings and the field that rejects it (ConfigError).
 """
@@ -43,7 +49,7 @@ SHORTHAND_KEYS: dict[str, str] = {
     "epsilons": "allocation.epsilon",
     "seeds": "calibration.seed",
 }
-_OTHER_KEYS = ("base", "grid", "name")
+_OTHER_KEYS = ("base", "grid", "name", "variants", "include")
 
 
 @dataclass(frozen=True)
@@ -148,19 +154,29 @@ def plan_sweep(spec: dict[str, Any], *, queue: Any = None, check_done: bool = Tr
     base = _base_config(spec)
     axes = sweep_axes(spec)
     keys = list(axes)
+    variants = _override_list(spec, "variants") or [{}]
+    includes = _override_list(spec, "include")
     configs: dict[str, RunConfig] = {}
     invalid: list[InvalidCombination] = []
     n = 0
-    for values in itertools.product(*(axes[k] for k in keys)):
+    points = [
+        {**dict(zip(keys, values)), **variant}
+        for values in itertools.product(*(axes[k] for k in keys)) for variant in variants
+    ] + includes
+    for overrides in points:
         n += 1
-        overrides = dict(zip(keys, values))
         try:
             config = base.with_overrides(overrides) if overrides else base
         except ConfigError as exc:
             invalid.append(InvalidCombination(overrides, str(exc)))
             continue
         configs.setdefault(config.run_id, config)
-    plan = SweepPlan(configs=list(configs.values()), n_combinations=n, invalid=invalid, axes=axes)
+    shown = dict(axes)
+    if variants != [{}]:
+        shown["variants"] = variants
+    if includes:
+        shown["include"] = includes
+    plan = SweepPlan(configs=list(configs.values()), n_combinations=n, invalid=invalid, axes=shown)
     if check_done:
         from pruning.jobs.local import store_has_run
         from pruning.jobs.queue import JobQueue
@@ -193,6 +209,14 @@ def expand_sweep(spec: dict[str, Any] | str | Path) -> list[RunConfig]:
             + " | ".join(f"{_fmt_overrides(b.overrides)}: {b.error}" for b in plan.invalid)
         )
     return plan.configs
+
+
+def _override_list(spec: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """``variants``/``include``: a list of {dotted key: value} mappings (validated shape)."""
+    items = spec.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) and i for i in items):
+        raise ConfigError(f"sweep.{key}: must be a list of non-empty mappings of dotted keys to values")
+    return [{str(k): v for k, v in item.items()} for item in items]
 
 
 def _as_list(key: str, values: Any) -> list[Any]:
