@@ -116,9 +116,10 @@ def test_issue_examples_and_canonical_presets(imported) -> None:
     assert one(model="LLaMA-7B", method="magnitude", preset_raw="QKV output")["preset"].tolist() == ["QKVout"]
     assert one(model="LLaMA-3-8B", method="wanda", preset_raw="Q out Gate")["preset"].tolist() == ["Q OUT GATE"]
     assert (cells.loc[cells["is_baseline"], "preset"] == "all").all()
-    # "split" of all seven types is no preset: canonical None, raw kept
+    # "split" = all seven types with attention/MLP sub-blocks separately: preset 'split', raw kept
     split = one(model="LLaMA-2-7B", preset_raw="split")
-    assert split["preset"].isna().all() and split["ppl"].tolist() == [29.62]
+    assert split["preset"].tolist() == ["split"] and split["ppl"].tolist() == [29.62]
+    assert split["epsilon"].tolist() == [0.3]
     # the unlabeled trailing cell keeps its raw text and a note; 29.39 is Wanda with a note
     unl = cells[cells["method"].isna()]
     assert unl["raw_text"].tolist() == ["21.47 QKVout + split"] and "not written" in unl["note"].iloc[0]
