@@ -1,0 +1,69 @@
+"""One run end to end (pruning.pipeline.execute_run) on a tiny random model with a real
+tokenizer: reproducibility, published artifacts, failures recorded as failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pruning.config import RunConfig
+from pruning.errors import ModelNotFoundError
+from pruning.pipeline import execute_run
+from pruning.store import list_runs, run_detail, run_table
+from pruning.synthetic import save_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def _config(model_dir, **overrides) -> RunConfig:
+    base = RunConfig.from_dict({
+        "model": {"name": str(model_dir)},
+        "calibration": {"dataset": "wiki", "nsamples": 4, "seqlen": 64, "seed": 0},
+        "pruning": {"method": "sparsegpt", "sparsity": 0.6},
+        "allocation": {"strategy": "linear", "preset": "QKVout + split", "metric": "alpha_peak", "epsilon": 0.2},
+        "evaluation": {"perplexity": ["wiki"], "seqlen": 64, "limit_windows": 3},
+    })
+    return base.with_overrides(overrides) if overrides else base
+
+
+def test_same_config_and_seed_gives_bitwise_identical_perplexity(tiny_dir, data_dir):
+    a = execute_run(_config(tiny_dir), publish=False)
+    b = execute_run(_config(tiny_dir), publish=False)
+    pa, pb = a.perplexity_of("wiki"), b.perplexity_of("wiki")
+    assert pa == pb and pa == pa  # bitwise equal and finite
+    assert a.tables["allocation"]["sparsity_achieved"].tolist() == b.tables["allocation"]["sparsity_achieved"].tolist()
+    # a different calibration seed draws other windows and changes the pruned model
+    c = execute_run(_config(tiny_dir, **{"calibration.seed": 1}), publish=False)
+    assert c.perplexity_of("wiki") != pa
+
+
+def test_published_run_holds_config_allocation_and_budgeted_perplexity(tiny_dir, data_dir):
+    config = _config(tiny_dir)
+    outcome = execute_run(config)
+    assert outcome.status == "succeeded"
+    runs = list_runs()
+    row = runs[runs["run_id"] == config.run_id].iloc[0]
+    assert row["status"] == "succeeded" and row["method"] == "sparsegpt" and row["preset"] == "QKVout + split"
+    detail = run_detail(config.run_id)
+    assert detail["config"]["pruning"]["sparsity"] == 0.6
+    assert "torch" in str(detail["env"])
+    alloc = run_table(config.run_id, "allocation")
+    mean = (alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum()
+    assert abs(mean - 0.6) < 1e-9
+    assert abs((alloc["sparsity_achieved"] * alloc["numel"]).sum() / alloc["numel"].sum() - 0.6) < 1e-3
+    ppl = run_table(config.run_id, "perplexity")
+    assert ppl["limit_windows"].tolist() == [3] and ppl["n_windows"].tolist() == [3]
+    spectra = run_table(config.run_id, "spectra")
+    assert len(spectra) == 2 * 7 and spectra["alpha_peak"].notna().all()
+
+
+def test_crashed_run_is_published_as_failed_with_the_error(tmp_path, data_dir):
+    config = _config(tmp_path / "no-such-model")
+    with pytest.raises(ModelNotFoundError):
+        execute_run(config)
+    runs = list_runs()
+    row = runs[runs["run_id"] == config.run_id].iloc[0]
+    assert row["status"] == "failed"
+    assert "no-such-model" in run_detail(config.run_id)["error"]
