@@ -5,9 +5,7 @@ Each benchmark writes its own section of bench/RESULTS.md. GPU benchmarks: see r
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+from bench._suite import run_modules
 
 CPU_BENCHMARKS: list[list[str]] = [
     ["bench.spectra"],
@@ -21,18 +19,7 @@ CPU_BENCHMARKS: list[list[str]] = [
 
 
 def main() -> int:
-    failed = []
-    for module, *args in CPU_BENCHMARKS:
-        t0 = time.perf_counter()
-        print(f"== {module} {' '.join(args)}", flush=True)
-        rc = subprocess.call([sys.executable, "-m", module, *args])
-        print(f"== {module}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
-        if rc != 0:
-            failed.append(module)
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-    return 1 if failed else 0
-
+    return run_modules(CPU_BENCHMARKS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,9 +10,7 @@ block at a time on the GPU), and perplexity on 340k tokens at seqlen 2048.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+from bench._suite import run_modules
 
 GPU_BENCHMARKS: list[list[str]] = [
     ["bench.spectra", "--device", "cuda", "--synthetic-7b"],
@@ -22,16 +20,7 @@ GPU_BENCHMARKS: list[list[str]] = [
 
 
 def main() -> int:
-    failed = []
-    for module, *args in GPU_BENCHMARKS:
-        t0 = time.perf_counter()
-        print(f"== {module} {' '.join(args)}", flush=True)
-        rc = subprocess.call([sys.executable, "-m", module, *args])
-        print(f"== {module}: exit {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
-        if rc != 0:
-            failed.append(module)
-    return 1 if failed else 0
-
+    return run_modules(GPU_BENCHMARKS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -168,6 +169,16 @@ class JobBackend(ABC):
     @abstractmethod
     def retry(self, job_id: str) -> JobInfo:
         """Queue a failed or cancelled job again as a new job (``retry_of`` = the old id)."""
+
+
+    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.5) -> JobInfo:
+        """Block until the job is done or ``timeout_s`` passes; returns the last record."""
+        deadline = time.time() + timeout_s
+        job = self.status(job_id)
+        while not job.done and time.time() < deadline:
+            time.sleep(poll_s)
+            job = self.status(job_id)
+        return job
 
 
 def read_progress(events_path: str | Path | None) -> Progress:

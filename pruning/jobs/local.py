@@ -146,13 +146,8 @@ class LocalBackend(JobBackend):
         return self._enqueue(old.run_config, old.entrypoint, retry_of=job_id)
 
     def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.2) -> JobInfo:
-        """Block until the job is done or ``timeout_s`` passes; returns the last record."""
-        deadline = time.time() + timeout_s
-        job = self.status(job_id)
-        while not job.done and time.time() < deadline:
-            time.sleep(poll_s)
-            job = self.status(job_id)
-        return job
+        """Block until the job is done or ``timeout_s`` passes (local polling is cheap)."""
+        return super().wait(job_id, timeout_s, poll_s)
 
 
 def ensure_local_worker(queue: JobQueue | None = None, *, gpus: list[str] | None = None,

@@ -203,11 +203,3 @@ class RayBackend(JobBackend):
             raise JobError(f"job {job_id} is {old.state}; only failed or cancelled jobs can be retried")
         return self._submit(old.run_config, old.entrypoint, retry_of=job_id)
 
-    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.5) -> JobInfo:
-        """Block until the job is done or ``timeout_s`` passes; returns the last record."""
-        deadline = time.time() + timeout_s
-        job = self.status(job_id)
-        while not job.done and time.time() < deadline:
-            time.sleep(poll_s)
-            job = self.status(job_id)
-        return job
