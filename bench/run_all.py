@@ -21,5 +21,6 @@ CPU_BENCHMARKS: list[list[str]] = [
 def main() -> int:
     return run_modules(CPU_BENCHMARKS)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,5 +22,6 @@ GPU_BENCHMARKS: list[list[str]] = [
 def main() -> int:
     return run_modules(GPU_BENCHMARKS)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
