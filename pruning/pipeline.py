@@ -117,6 +117,25 @@ def sparsity_table(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tens
     return allocate(matrices, alloc_cfg, target, owl)
 
 
+def cached_dense_attention(loaded: LoadedModel, tokens: int, dataset: str, device: str) -> pd.DataFrame:
+    """Attention statistics of the dense model (pruning.attention.attention_table, stage
+    ``dense``), cached per model fingerprint, token budget, dataset and device type: every run of
+    a grid shares its dense model, and recomputing these took most of a GPU grid run's time."""
+    from pruning.attention import attention_table
+    from pruning.paths import cache_dir
+
+    dev_type = torch.device(device).type
+    path = cache_dir() / "attention" / f"{loaded.fingerprint}-{dataset}-{tokens}-{dev_type}.parquet"
+    if path.is_file():
+        return pd.read_parquet(path)
+    table = attention_table(loaded, "dense", tokens=tokens, dataset=dataset, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{time.time_ns()}.tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)  # atomic: concurrent workers never read a half-written file
+    return table
+
+
 def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, report: _Reporter) -> pd.DataFrame:
     """Perplexity on every configured dataset (window budget recorded in each row)."""
     ev = config.evaluation
@@ -170,9 +189,8 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
             from pruning.attention import attention_table
 
             report("calibration", 0.5, "attention statistics of the dense model")
-            outcome.tables["attention_dense"] = attention_table(
-                loaded, "dense", tokens=config.evaluation.attention_tokens, dataset=attention_dataset,
-                device=config.model.device)
+            outcome.tables["attention_dense"] = cached_dense_attention(
+                loaded, config.evaluation.attention_tokens, attention_dataset, config.model.device)
 
         alloc = sparsity_table(loaded, config, calib_ids, report, outcome)
         if method != "dense":
