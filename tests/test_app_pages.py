@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-SEED_NOTES = REPO.parent / "shared" / "seed" / "research-notes.txt"
+SEED_NOTES = REPO / "data" / "reference" / "research-notes.txt"
 MATRIX_NAMES = {
     "q": "self_attn.q_proj",
     "k": "self_attn.k_proj",

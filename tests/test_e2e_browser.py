@@ -86,7 +86,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     if not (runs_dir.is_dir() and any(runs_dir.iterdir())):
         from pruning.importers.notes import import_notes  # shipped data not imported yet: import the notes
 
-        import_notes(REPO.parent / "shared" / "seed" / "research-notes.txt", root=data / "store")
+        import_notes(REPO / "data" / "reference" / "research-notes.txt", root=data / "store")
     from pruning.models import alias_dir
     from pruning.synthetic import save_tiny_model_dir
 

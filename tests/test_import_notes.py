@@ -11,7 +11,7 @@ from pruning.importers.notes import import_notes, parse_notes
 from pruning.store import ImportFormatError, attention_stats, list_runs, perplexity_cells, zeroshot_scores
 from pruning.store.catalog import latest_attempts, store_root
 
-NOTES = Path(__file__).resolve().parents[2] / "shared" / "seed" / "research-notes.txt"
+NOTES = Path(__file__).resolve().parents[1] / "data" / "reference" / "research-notes.txt"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # (model, method, preset_raw, epsilon, is_baseline, ppl, source_line); method None = unlabeled cell

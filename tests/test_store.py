@@ -183,7 +183,7 @@ def test_migrations_run_in_order() -> None:
 def test_cli_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pruning.cli import main
 
-    notes = Path(__file__).resolve().parents[2] / "shared" / "seed" / "research-notes.txt"
+    notes = Path(__file__).resolve().parents[1] / "data" / "reference" / "research-notes.txt"
     assert main(["import", "notes", str(notes)]) == 0
     assert main(["runs", "--model", "LLaMA-3-8B", "--method", "magnitude", "--format", "csv"]) == 0
     out = capsys.readouterr().out
