@@ -8,6 +8,7 @@ from __future__ import annotations
 from bench._suite import run_modules
 
 CPU_BENCHMARKS: list[list[str]] = [
+    ["bench.foundation"],
     ["bench.spectra"],
     ["bench.prune_quality"],
     ["bench.ppl_speed", "--device", "cpu", "--layers", "2", "--hidden", "256", "--intermediate", "688", "--heads", "4", "--vocab", "1000", "--tokens", "8192", "--seqlen", "512", "--no-write"],

@@ -144,7 +144,7 @@ def main() -> None:
     grid_ok = all(r["warm ms (no result cache)"] <= 300 for r in rows if r["query"].startswith("grid"))
     one_ok = all(r["warm ms (no result cache)"] <= 50 for r in rows if r["query"].startswith("one run"))
     body = (
-        f"Synthetic store: {markdown_table([shape])}\n\n{markdown_table(rows)}\n\n"
+        f"Synthetic store:\n\n{markdown_table([shape])}\n\n{markdown_table(rows)}\n\n"
         f"Targets (warm, without the result cache): grid <= 300 ms: {'met' if grid_ok else 'NOT met'}; "
         f"one run <= 50 ms: {'met' if one_ok else 'NOT met'}. Cold = first call with a fresh in-memory "
         "connection (views bound, Parquet footers read; files in the OS page cache). "
