@@ -34,7 +34,8 @@ sparsities = sorted(of_model["sparsity"].dropna().unique(), reverse=True)
 if not sparsities:
     stop_with_info(f"No perplexity with a recorded sparsity for {model}.")
 sparsity = c2.selectbox("Sparsity", sparsities, format_func=format_sparsity, key="grid_sparsity")
-datasets = sorted(of_model["dataset"].dropna().unique())
+# the notes' dataset (WikiText-2) or its offline stand-in first, then the other domains
+datasets = sorted(of_model["dataset"].dropna().unique(), key=lambda d: (d not in ("wikitext2", "wiki"), d))
 dataset = (
     c3.selectbox("Dataset", datasets, key="grid_dataset") if len(datasets) > 1 else (datasets[0] if datasets else None)
 )

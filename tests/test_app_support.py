@@ -323,3 +323,24 @@ def test_plot_builders():
     fig = esd_figure([("weight", eig, 3.0, 1.5), ("hessian", eig, None, None)])
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     assert any("fit" in (t.name or "") for t in fig.data)
+
+
+def test_grid_columns_separate_uniform_owl_and_non_default_metrics():
+    from pruning.app_support.grid import build_grid, column_label
+
+    assert column_label("all", False, None, "uniform", "alpha_peak") == "uniform"
+    assert column_label("all", False, None, "owl", None) == "OWL"
+    assert column_label("all", False, None, "linear", "alpha_peak") == "all"
+    assert column_label("QKVout", False, None, "linear", "alpha") == "QKVout"  # the notes' "ww"
+    assert column_label("all", False, None, "linear", "hessian_alpha") == "all · hessian_alpha"
+    assert column_label("all", True, None, "linear", "alpha") == "GT"
+    cells = pd.DataFrame({
+        "kind": "run", "run_id": ["a", "b", "c", "d"], "model": "m", "method": "wanda",
+        "preset": ["all", "all", "all", None], "preset_raw": None, "epsilon": 0.2, "sparsity": 0.6,
+        "dataset": "wiki", "ppl": [102.45, 100.53, 123.16, 119.57], "is_baseline": False,
+        "strategy": ["linear", "linear", "owl", "uniform"], "metric": ["alpha_peak", "hessian_alpha", None, None],
+    })
+    grid = build_grid(cells, model="m", sparsity=0.6, dataset="wiki")
+    assert grid.columns[:2] == ["uniform", "OWL"]
+    assert grid.value("Wanda", "all") == 102.45 and grid.value("Wanda", "all · hessian_alpha") == 100.53
+    assert grid.value("Wanda", "OWL") == 123.16 and grid.value("Wanda", "uniform") == 119.57

@@ -40,11 +40,31 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
-def column_label(preset: object, is_baseline: bool, preset_raw: object = None) -> str:
-    """Grid column of one value: "GT" for baselines, else the preset's display name (the raw
-    header text when it is no known preset, e.g. "split")."""
+UNIFORM_COLUMN = "uniform"
+OWL_COLUMN = "OWL"
+#: metrics that the notes' "ww" columns stand for (WeightWatcher / AlphaPruning alpha)
+DEFAULT_METRICS = ("alpha", "alpha_peak")
+
+
+def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
+                 strategy: object = None, metric: object = None) -> str:
+    """Grid column of one value: "GT" for baselines; "uniform" and "OWL" for those allocations;
+    else the preset's display name (the raw header text when it is no known preset, e.g.
+    "split"), suffixed " · metric" when a linear allocation used another metric than the notes'
+    alpha / alpha_peak (e.g. "all · hessian_alpha")."""
     if is_baseline:
         return BASELINE_COLUMN
+    if not _missing(strategy) and str(strategy) == "uniform":
+        return UNIFORM_COLUMN
+    if not _missing(strategy) and str(strategy) == "owl":
+        return OWL_COLUMN
+    label = _preset_label(preset, preset_raw)
+    if not _missing(metric) and str(metric) not in DEFAULT_METRICS and label != NO_PRESET:
+        return f"{label} · {metric}"
+    return label
+
+
+def _preset_label(preset: object, preset_raw: object) -> str:
     if _missing(preset):
         return NO_PRESET if _missing(preset_raw) else str(preset_raw).strip()
     canonical = {normalize_preset_name(n): n for n in preset_names()}
@@ -133,10 +153,13 @@ def build_grid(
     sub["row"] = [method_label(m) for m in sub["method"]]
     base = sub["is_baseline"].fillna(False).astype(bool) if "is_baseline" in sub else pd.Series(False, index=sub.index)
     raw = sub["preset_raw"] if "preset_raw" in sub else pd.Series(None, index=sub.index)
-    sub["column"] = [column_label(p, b, r) for p, b, r in zip(sub["preset"], base, raw)]
+    strategy = sub["strategy"] if "strategy" in sub else pd.Series(None, index=sub.index)
+    metric = sub["metric"] if "metric" in sub else pd.Series(None, index=sub.index)
+    sub["column"] = [column_label(p, b, r, st, me) for p, b, r, st, me in zip(sub["preset"], base, raw, strategy, metric)]
     sub["ppl"] = pd.to_numeric(sub["ppl"], errors="coerce")
     rows = _ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
-    columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN], last=[NO_PRESET])
+    columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, UNIFORM_COLUMN, OWL_COLUMN],
+                       last=[NO_PRESET])
 
     best = pd.DataFrame(np.nan, index=rows, columns=columns)
     count = pd.DataFrame(0, index=rows, columns=columns)

@@ -218,7 +218,7 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
                      root: Path | str | None = None) -> pd.DataFrame:
     """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
     method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
-    (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy,
+    (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
     label, note. ``stage=None`` returns dense and pruned rows."""
     where, params = ["r.status = 'succeeded'"], []
     if model is not None:
@@ -235,7 +235,7 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
                coalesce(r.sparsity_assumed, false) AS sparsity_assumed, p.dataset, p.ppl,
                coalesce(r.is_baseline, false) AS is_baseline, p.limit_windows, p.raw_text,
                coalesce(p.source_file, r.source_file) AS source_file, coalesce(p.source_line, r.source_line) AS source_line,
-               p.stage, r.strategy, r.label, coalesce(p.note, r.note) AS note
+               p.stage, r.strategy, r.metric, r.label, coalesce(p.note, r.note) AS note
         FROM perplexity p JOIN runs r USING (run_id)
         WHERE {' AND '.join(where)}
         ORDER BY r.model, source_line NULLS LAST, r.run_id, p.dataset"""
