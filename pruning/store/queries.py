@@ -210,7 +210,7 @@ def run_table(run_id: str, table: str, root: Path | str | None = None) -> pd.Dat
 PPL_CELL_COLUMNS = [
     "kind", "run_id", "model", "method", "preset", "preset_raw", "epsilon", "sparsity", "sparsity_assumed",
     "dataset", "ppl", "is_baseline", "limit_windows", "raw_text", "source_file", "source_line",
-    "stage", "strategy", "label", "note",
+    "stage", "strategy", "metric", "label", "note",
 ]
 
 
