@@ -29,6 +29,7 @@ from pruning.jobs.base import (
 from pruning.jobs.queue import JobQueue
 from pruning.jobs.worker import DEFAULT_HEARTBEAT_TIMEOUT_S, DEFAULT_POLL_S, reap_and_kill
 from pruning.paths import REPO_ROOT
+from pruning.procs import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,8 @@ def ensure_local_worker(queue: JobQueue | None = None, *, gpus: list[str] | None
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     # a zombie child of this process still answers kill(0); reap it if it is ours
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)

@@ -33,6 +33,7 @@ from typing import Iterator
 import duckdb
 
 from pruning.paths import data_dir
+from pruning.procs import pid_alive
 from pruning.store.errors import StoreError
 from pruning.store.schema import SCHEMA_VERSION, TABLES, empty_select
 
@@ -392,17 +393,10 @@ def clean_stale_tmp(root: Path) -> None:
             pid = int(entry.name.split(".")[-2])
         except (ValueError, IndexError):
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         log.info("removed staging directory %s of dead publisher %d", entry.name, pid)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
