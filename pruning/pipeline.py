@@ -145,8 +145,9 @@ def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, repo
         ids = tokenize_text(loaded.tokenizer, load_text(dataset, "test"))
         res = perplexity(
             loaded.model, ids, ev.seqlen, ev.limit_windows, ev.batch_size, bos, dataset,
-            progress=lambda d, n, i=i: report("evaluation", (i + d / max(n, 1)) / max(len(ev.perplexity), 1) * 0.6,
-                                              f"perplexity {dataset}: window {d} of {n}"),
+            progress=lambda d, n, i=i, name=dataset: report(
+                "evaluation", (i + d / max(n, 1)) / max(len(ev.perplexity), 1) * 0.6,
+                f"perplexity {name}: window {d} of {n}"),
         )
         rows.append({"stage": stage, **res.to_dict()})
     return pd.DataFrame(rows)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from pruning.config import RunConfig
 from pruning.store import list_runs, perplexity_cells, publish_run, run_sql, run_table

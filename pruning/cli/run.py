@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="RunConfig YAML (defaults apply to omitted fields)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set pruning.sparsity=0.7 --set allocation.preset='QKVout + split'")
-    p.add_argument("--model"); p.add_argument("--method"); p.add_argument("--sparsity", type=float)
-    p.add_argument("--preset"); p.add_argument("--strategy"); p.add_argument("--metric")
-    p.add_argument("--epsilon", type=float); p.add_argument("--nm"); p.add_argument("--device")
-    p.add_argument("--limit-windows", type=int); p.add_argument("--nsamples", type=int)
+    shortcuts = (("--model", str), ("--method", str), ("--sparsity", float), ("--preset", str),
+                 ("--strategy", str), ("--metric", str), ("--epsilon", float), ("--nm", str), ("--device", str),
+                 ("--limit-windows", int), ("--nsamples", int))
+    for flag, kind in shortcuts:
+        p.add_argument(flag, type=kind, help="shortcut for the matching --set key")
     p.add_argument("--events", help="append JSON progress events to this file (one per line)")
     p.add_argument("--no-publish", action="store_true", help="do not write to the results store")
     p.set_defaults(handler=run)
