@@ -445,6 +445,15 @@ def parse_notes(path: str | Path) -> NotesParser:
     return parser
 
 
+def tables_fingerprint(tables: dict[str, pd.DataFrame]) -> str:
+    """SHA-256 of the tables' content (sorted by name; JSON of each frame, column order kept)."""
+    h = hashlib.sha256()
+    for name in sorted(tables):
+        h.update(name.encode())
+        h.update(tables[name].to_json(orient="split", index=False, date_format="iso").encode())
+    return h.hexdigest()
+
+
 def import_notes(path: str | Path, root: Path | str | None = None) -> PublishResult:
     """Parse a notes file completely, then publish it as one reference bundle (all or nothing).
 
@@ -453,7 +462,10 @@ def import_notes(path: str | Path, root: Path | str | None = None) -> PublishRes
     parser = parse_notes(path)
     bundle = _bundle_id(path)
     tables = build_tables(parser, parser.source, bundle)
-    digest = hashlib.sha256(path.read_bytes() + f"importer-v{IMPORTER_VERSION}".encode()).hexdigest()
+    # hash what would be stored, not only the input: a change in how cells are read (e.g. a new
+    # preset that a header now maps to) must re-publish, not be skipped as "unchanged"
+    digest = hashlib.sha256(path.read_bytes() + f"importer-v{IMPORTER_VERSION}".encode()
+                            + tables_fingerprint(tables).encode()).hexdigest()
     info = {"kind": "reference", "importer": "notes", "source_file": parser.source, "cells": len(parser.cells)}
     result = publish_bundle(bundle, tables, info=info, root=root, content_hash=digest, if_exists="skip_same")
     log.info("imported %s: %d perplexity cells, %d zero-shot block(s), %d attention averages%s", parser.source,
