@@ -22,22 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
+from bench._shapes import DTYPES, add_shape_args  # noqa: E402
 from pruning.evaluation.perplexity import perplexity  # noqa: E402
 from pruning.synthetic import random_llama  # noqa: E402
 
 log = logging.getLogger("bench.ppl_speed")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--layers", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=4096)
-    p.add_argument("--intermediate", type=int, default=11008)
-    p.add_argument("--heads", type=int, default=32)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--dtype", default="float16", choices=list(DTYPES))
+    add_shape_args(p)
     p.add_argument("--tokens", type=int, default=340_000)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--batch-sizes", default="1,8")

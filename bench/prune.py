@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
+from bench._shapes import DTYPES, add_shape_args  # noqa: E402
 from pruning.families import family_for  # noqa: E402
 from pruning.models import LoadedModel, ModelSource  # noqa: E402
 from pruning.prune import prune_model, uniform_sparsity  # noqa: E402
 from pruning.synthetic import random_llama  # noqa: E402
 
 log = logging.getLogger("bench.prune")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
@@ -60,12 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="wanda,sparsegpt")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--nm", default=None, help="e.g. 2:4")
-    p.add_argument("--layers", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=4096)
-    p.add_argument("--intermediate", type=int, default=11008)
-    p.add_argument("--heads", type=int, default=32)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--dtype", default="float16", choices=list(DTYPES))
+    add_shape_args(p)
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
