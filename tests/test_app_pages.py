@@ -12,17 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pruning.families import FAMILIES
+
 REPO = Path(__file__).resolve().parents[1]
 SEED_NOTES = REPO / "data" / "reference" / "research-notes.txt"
-MATRIX_NAMES = {
-    "q": "self_attn.q_proj",
-    "k": "self_attn.k_proj",
-    "v": "self_attn.v_proj",
-    "o": "self_attn.o_proj",
-    "gate": "mlp.gate_proj",
-    "up": "mlp.up_proj",
-    "down": "mlp.down_proj",
-}
+MATRIX_NAMES = FAMILIES["llama"].matrices  # matrix type -> path inside a block
 
 
 def fill_with_notes(data_dir: Path) -> None:

@@ -214,6 +214,16 @@ PPL_CELL_COLUMNS = [
 ]
 
 
+def _filter_runs(where: list[str], params: list, model: str | None, sparsity: float | None) -> None:
+    """Append the model / sparsity conditions on the ``runs`` alias ``r`` (in place)."""
+    if model is not None:
+        where.append("r.model = ?")
+        params.append(model)
+    if sparsity is not None:
+        where.append("abs(r.sparsity - ?) < 1e-9")
+        params.append(float(sparsity))
+
+
 def perplexity_cells(model: str | None = None, sparsity: float | None = None, stage: str | None = "pruned",
                      root: Path | str | None = None) -> pd.DataFrame:
     """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
@@ -221,12 +231,7 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
     (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
     label, note. ``stage=None`` returns dense and pruned rows."""
     where, params = ["r.status = 'succeeded'"], []
-    if model is not None:
-        where.append("r.model = ?")
-        params.append(model)
-    if sparsity is not None:
-        where.append("abs(r.sparsity - ?) < 1e-9")
-        params.append(float(sparsity))
+    _filter_runs(where, params, model, sparsity)
     if stage is not None:
         where.append("p.stage = ?")
         params.append(stage)
@@ -268,12 +273,7 @@ def metric_grid(name: str, model: str | None = None, sparsity: float | None = No
     if stat not in funcs:
         raise StoreError(f"unknown stat {stat!r}; accepted: {', '.join(funcs)}")
     where, params = ["m.name = ?", "r.status = 'succeeded'"], [name]
-    if model is not None:
-        where.append("r.model = ?")
-        params.append(model)
-    if sparsity is not None:
-        where.append("abs(r.sparsity - ?) < 1e-9")
-        params.append(float(sparsity))
+    _filter_runs(where, params, model, sparsity)
     sql = f"""
         SELECT coalesce(r.preset, r.preset_raw, r.strategy, '?') AS "group", coalesce(r.method, '(unlabeled)') AS method,
                {funcs[stat]}(m.value) AS value
