@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Run the SmolLM2 grid sweep (sweeps/grid-smollm2.yaml) on a bare GPU machine reached through the
+# `device` tool, in a few calls that each stay under its carry and time limits. Prepare the carry
+# here first with scripts/gpu_carry.sh, then, in the repository root on the GPU machine:
+#   call 1 (carry .gpu/half1 .gpu/w1 .gpu/corpora): scripts/gpu_grid.sh stage1
+#   call 2 (carry .gpu/half2):                      scripts/gpu_grid.sh stage2
+#   call 3 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
+#   further calls while the machine is warm:        scripts/gpu_grid.sh wait SECONDS
+# `run` and `wait` end by packing the new run bundles and the job logs into $OUT/grid.tgz; here,
+# unpack its runs/ into data/store/runs/ and `python -m pruning compact`.
+# Workers are started with setsid (they outlive one call) and stopped by PID only: a
+# `pkill -f "pruning worker"` would also match this shell's own command line.
+set -uo pipefail
+export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld \
+  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+GGUF=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
+install() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
+
+pending() {  # queued + running jobs
+  python3 -m pruning jobs --status queued,running --limit 1000 --json 2>/dev/null \
+    | python3 -c "import json,sys; print(len(json.load(sys.stdin)))" 2>/dev/null || echo "?"
+}
+
+collect() {
+  mkdir -p /tmp/collect/runs
+  find /tmp/pld/store/runs -mindepth 1 -maxdepth 1 -newer /tmp/pld/.marker -type d -exec cp -r {} /tmp/collect/runs/ \;
+  cp -r /tmp/pld/jobs /tmp/collect/ 2>/dev/null
+  tar czf "$OUT/grid.tgz" -C /tmp/collect .
+  python3 -m pruning jobs --limit 1000 | tail -40
+}
+
+wait_for() {  # wait until the queue is empty or $1 seconds pass, printing progress
+  local end=$((SECONDS + $1))
+  while (( SECONDS < end )); do
+    local n; n=$(pending)
+    echo "$(date +%T) pending=$n done=$(find /tmp/pld/store/runs -mindepth 1 -maxdepth 1 -newer /tmp/pld/.marker -type d | wc -l)"
+    [[ "$n" == "0" ]] && break
+    sleep 15
+  done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  collect
+}
+
+case "${1:-}" in
+  stage1)
+    mkdir -p /tmp/gg /tmp/site /tmp/plcache/corpora
+    cp .gpu/half1/part00 /tmp/gg/ && cp .gpu/corpora/*.txt /tmp/plcache/corpora/ && install .gpu/w1/*.whl
+    ;;
+  stage2)
+    cat /tmp/gg/part00 .gpu/half2/part01 > "$GGUF" && rm /tmp/gg/part00
+    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), 'smollm2-135m'))"
+    ;;
+  run)
+    workers=${2:-4}; seconds=${3:-500}
+    install .gpu/w2/*.whl || exit 1
+    [[ -d /tmp/pld ]] || { cp -r data /tmp/pld && touch /tmp/pld/.marker; }
+    python3 -m pruning sweep --config sweeps/grid-smollm2.yaml --yes || exit 1
+    threads=$(( $(nproc) / workers )); (( threads < 1 )) && threads=1
+    for i in $(seq "$workers"); do
+      OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads setsid python3 -m pruning worker --gpus 0 --once --poll 1 \
+        > "/tmp/worker$i.log" 2>&1 < /dev/null &
+      echo $! >> /tmp/worker.pids
+    done
+    wait_for "$seconds"
+    ;;
+  wait)
+    wait_for "${2:-500}"
+    ;;
+  stop)
+    xargs -r kill < /tmp/worker.pids; collect
+    ;;
+  *)
+    echo "usage: $0 stage1 | stage2 | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
+    ;;
+esac
