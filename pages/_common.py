@@ -56,9 +56,9 @@ def load_runs(version: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
-def load_perplexity_cells(version: str, model: str | None = None) -> pd.DataFrame:
+def load_perplexity_cells(version: str, model: str | None = None, stage: str | None = "pruned") -> pd.DataFrame:
     """Long perplexity table of runs and references (``queries.perplexity_cells``)."""
-    return _queries().perplexity_cells(model=model)
+    return _queries().perplexity_cells(model=model, stage=stage)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)

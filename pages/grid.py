@@ -14,8 +14,8 @@ from pages._common import (
     stop_with_info,
     table,
 )
-from pruning.app_support.formatting import format_sparsity
-from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, multi_value_cells
+from pruning.app_support.formatting import format_ppl, format_sparsity
+from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, dense_perplexity, multi_value_cells
 from pruning.app_support.plots import grid_heatmap
 
 enter_page()
@@ -46,9 +46,11 @@ if grid.empty:
     stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
 
 assumed = of_model["sparsity_assumed"].fillna(False).astype(bool).any()
+dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="dense"), model, dataset)
 st.caption(
     f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
     + (" (assumed: the notes do not state it)" if assumed else "")
+    + (f" · dense model {format_ppl(dense)}" if dense is not None else "")
     + f" · cell = best value, (delta to GT), ×count · {OWN_RUN_MARK} = the team's own run"
     + " · click a cell to open it"
 )

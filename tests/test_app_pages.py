@@ -272,6 +272,26 @@ def test_grid_page_legible_huge_and_nan(notes_store):
     assert frame(at, "grid_table").loc["magnitude", "GT"].startswith("nan")
 
 
+def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
+    """Issue 10: every cell of the team's own SmolLM2 grid is on the page, with the dense model's
+    perplexity beside it (the SmolLM2 grid has no GT column)."""
+    at = open_page("grid")
+    at.selectbox(key="grid_model").set_value("smollm2-135m").run()
+    at.selectbox(key="grid_sparsity").set_value(0.7).run()
+    at.selectbox(key="grid_dataset").set_value("wiki").run()
+    grid = frame(at, "grid_table")
+    assert list(grid.index) == ["magnitude", "Wanda", "SparseGPT"]
+    assert list(grid.columns) == ["uniform", "OWL", "all", "Q OUT GATE", "QKVout", "QKVout + split",
+                                  "all · hessian_alpha"]
+    assert (grid != "").all().all()  # 21 filled cells
+    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.86"
+    assert grid.loc["Wanda", "uniform"] == "● 951.18"
+    assert grid.loc["Wanda", "all"] == "● 387.00 ×6"  # the ε sweep: best of six values, listed below
+    assert any("dense model 19.21" in c.value for c in at.caption)
+    multi = frame(at, "grid_multi")
+    assert sorted(multi.loc[multi["column"] == "all", "epsilon"].round(2)) == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+
+
 def test_grid_page_marks_own_runs(full_store):
     at = open_page("grid")
     at.selectbox(key="grid_model").set_value("synthetic-6-blocks").run()

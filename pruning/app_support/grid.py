@@ -240,3 +240,16 @@ def log_color_values(best: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(arr > 0, np.log10(arr), np.nan)
     return pd.DataFrame(z, index=best.index, columns=best.columns)
+
+
+def dense_perplexity(dense_cells: pd.DataFrame, model: str, dataset: str | None) -> float | None:
+    """Median dense-model perplexity of ``model`` on ``dataset`` among the team's own runs
+    (rows of ``perplexity_cells(stage="dense")``), or None when no run measured it. Shown beside
+    the grid: a model without the notes' GT column still gets its unpruned reference."""
+    if dense_cells.empty:
+        return None
+    sub = dense_cells[(dense_cells["model"] == model) & (dense_cells["kind"] == "run")]
+    if dataset is not None:
+        sub = sub[sub["dataset"] == dataset]
+    values = pd.to_numeric(sub["ppl"], errors="coerce").dropna()
+    return float(values.median()) if not values.empty else None
