@@ -16,6 +16,7 @@ CPU_BENCHMARKS: list[list[str]] = [
     ["bench.store"],
     ["bench.app"],
     ["bench.zeroshot"],
+    ["bench.grid_timings"],
 ]
 
 

@@ -78,3 +78,20 @@ def test_allocations_hit_their_target(grid_ids: list[str]) -> None:
         weights = alloc["numel"].astype(float)
         achieved = float((alloc["sparsity_achieved"] * weights).sum() / weights.sum())
         assert achieved == pytest.approx(target, abs=2e-3), run_id
+
+
+def test_grid_timings_summarise_the_stored_runs() -> None:
+    from bench.grid_timings import grid_timings, summary
+
+    frame = grid_timings("grid-smollm2", STORE)
+    assert len(frame) == 69 and set(frame["device"]) == {"NVIDIA H200"}
+    table = summary(frame)
+    assert table.groupby("method")["runs"].sum().to_dict() == {"dense": 1, "magnitude": 21, "sparsegpt": 21, "wanda": 26}
+    dense = table[table["method"] == "dense"].iloc[0]
+    assert dense["total median"] == 65.8 and dense["total max"] == 65.8
+    # the runs of one code revision are grouped; the earliest revision comes first
+    assert table["revision"].iloc[0] == "unrecorded" and table["revision"].iloc[-1].startswith("93dcd6d")
+    with pytest.raises(SystemExit, match="no succeeded runs tagged 'nope'"):
+        grid_timings("nope", STORE)
+    with pytest.raises(SystemExit, match="is invalid"):
+        grid_timings("x' OR 1=1 --", STORE)
