@@ -49,7 +49,9 @@ def test_publish_and_read_back(data_dir: Path) -> None:
     detail = run_detail(cfg.run_id)
     assert RunConfig.from_dict(detail["config"]).run_id == cfg.run_id
     assert detail["timings"] == {"load": 1.5, "prune": 2.0}
-    assert detail["env"]["packages"]["duckdb"] and "code_revision" in detail["env"]
+    assert detail["env"]["packages"]["duckdb"]
+    revision = detail["env"]["code_revision"]
+    assert len(revision["source_sha256"]) == 16 and len(revision["commit"] or "x" * 40) == 40
     assert detail["tables"]["allocation"] == 2 and detail["tables"]["spectra"] == 0
     metrics = run_table(cfg.run_id, "metrics")
     assert dict(zip(metrics["name"], metrics["value"]))["new_metric_nobody_planned"] == 42.0
@@ -208,3 +210,25 @@ def test_shipped_data_holds_the_notes() -> None:
     assert len(own) > 0 and set(own["model"]) == {"smollm2-135m"}
     cells = cells[cells["kind"] == "reference"]
     assert cells.loc[(cells["model"] == "LLaMA-7B") & (cells["method"] == "wanda") & (cells["preset_raw"] == "QKV output"), "ppl"].tolist() == [22.01]
+
+
+def test_code_revision_outside_git_still_identifies_the_code(tmp_path: Path) -> None:
+    """A copied tree without git records no commit but a digest of the package source, which
+    changes with any byte of any module and with a module's name."""
+    from pruning.store.publish import git_revision, source_digest
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "notes.txt").write_text("not code")
+    first = source_digest(pkg)
+    (pkg / "notes.txt").write_text("still not code")
+    assert source_digest(pkg) == first  # only *.py files count
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    changed = source_digest(pkg)
+    assert changed != first
+    (pkg / "sub" / "b.py").rename(pkg / "b2.py")
+    assert source_digest(pkg) not in (first, changed)  # same bytes, other path
+    outside = git_revision(tmp_path)  # tmp_path is no git checkout
+    assert outside["commit"] is None and outside["dirty"] is None and len(outside["source_sha256"]) == 16

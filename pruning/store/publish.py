@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -65,19 +66,35 @@ def _static_environment() -> dict[str, Any]:
             "code_revision": git_revision()}
 
 
-def git_revision(repo: Path = REPO_ROOT) -> dict[str, Any] | None:
-    """``{"commit": sha, "dirty": bool}`` of the code's git checkout, or None outside git."""
+def source_digest(package_dir: Path = Path(__file__).resolve().parents[1]) -> str:
+    """SHA-256 (first 16 hex digits) over the relative path and bytes of every ``*.py`` file of the
+    ``pruning`` package: identifies the code that made a run even without git (a copied tree, an
+    installed wheel) and tells apart two dirty trees on the same commit."""
+    h = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        h.update(path.relative_to(package_dir).as_posix().encode())
+        h.update(b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def git_revision(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """``{"commit": sha, "dirty": bool, "source_sha256": digest}`` of the code that runs; commit and
+    dirty are None outside a usable git checkout (no git, not a repository, a repository owned by
+    another user), the source digest is always there (:func:`source_digest`)."""
+    out: dict[str, Any] = {"commit": None, "dirty": None, "source_sha256": source_digest()}
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
-            log.debug("no git revision: %s", sha.stderr.strip())
-            return None
+            log.warning("no git revision recorded (the source digest identifies the code): %s", sha.stderr.strip())
+            return out
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                capture_output=True, text=True, timeout=10)
-        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
+        out.update(commit=sha.stdout.strip(), dirty=bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
     except (OSError, subprocess.SubprocessError) as exc:
-        log.debug("no git revision: %s", exc)
-        return None
+        log.warning("no git revision recorded (the source digest identifies the code): %s", exc)
+    return out
 
 
 def environment() -> dict[str, Any]:
