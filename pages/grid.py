@@ -15,7 +15,14 @@ from pages._common import (
     table,
 )
 from pruning.app_support.formatting import format_ppl, format_sparsity
-from pruning.app_support.grid import OWN_RUN_MARK, build_grid, cell_options, dense_perplexity, multi_value_cells
+from pruning.app_support.grid import (
+    OWN_RUN_MARK,
+    build_grid,
+    cell_options,
+    dense_perplexity,
+    epsilon_options,
+    multi_value_cells,
+)
 from pruning.app_support.plots import grid_heatmap
 
 enter_page()
@@ -27,7 +34,7 @@ if cells.empty:
 models = sorted(cells["model"].dropna().unique())
 wanted = st.query_params.get("model") or selected_model()  # ?model=LLaMA-7B links straight to a table
 default_model = wanted if wanted in models else cells["model"].value_counts().idxmax()  # else the fullest table
-c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+c1, c2, c3, c5, c4 = st.columns([2, 1, 1, 1, 2])
 model = c1.selectbox("Model", models, index=models.index(default_model), key="grid_model")
 of_model = cells[cells["model"] == model]
 sparsities = sorted(of_model["sparsity"].dropna().unique(), reverse=True)
@@ -41,7 +48,16 @@ dataset = (
 )
 source = c4.segmented_control("Results", ["all", "reference", "run"], default="all", key="grid_source") or "all"
 
-grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
+# several ε in one cell (the notes' GT, an ε sweep): show the best of all, or one ε
+eps_choices = epsilon_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
+if st.session_state.get("grid_epsilon") not in (None, *eps_choices):  # another model/sparsity: start from "all"
+    st.session_state.pop("grid_epsilon", None)
+epsilon = (
+    c5.selectbox("ε", [None, *eps_choices], format_func=lambda e: "best of all" if e is None else f"{e:g}",
+                 key="grid_epsilon", help="values without an ε (uniform, OWL) are always shown")
+    if len(eps_choices) > 1 else None
+)
+grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, epsilon=epsilon)
 if grid.empty:
     stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
 
@@ -50,6 +66,7 @@ dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="
 st.caption(
     f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
     + (" (assumed: the notes do not state it)" if assumed else "")
+    + (f" · ε = {epsilon:g}" if epsilon is not None else "")
     + (f" · dense model {format_ppl(dense)}" if dense is not None else "")
     + f" · cell = best value, (delta to GT), ×count · {OWN_RUN_MARK} = the team's own run"
     + " · click a cell to open it"

@@ -290,6 +290,15 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert any("dense model 19.21" in c.value for c in at.caption)
     multi = frame(at, "grid_multi")
     assert sorted(multi.loc[multi["column"] == "all", "epsilon"].round(2)) == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    # the ε filter: the grid's own ε (0.2) leaves one value per cell
+    assert at.selectbox(key="grid_epsilon").options == ["best of all", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3"]
+    at.selectbox(key="grid_epsilon").set_value(0.2).run()
+    grid = frame(at, "grid_table")
+    assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 951.18"
+    assert any("ε = 0.2" in c.value for c in at.caption)
+    # another sparsity has a single ε: no filter, and the stale choice is dropped
+    at.selectbox(key="grid_sparsity").set_value(0.5).run()
+    assert not at.exception and "grid_epsilon" not in [s.key for s in at.selectbox]
 
 
 def test_grid_page_marks_own_runs(full_store):

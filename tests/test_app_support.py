@@ -174,6 +174,25 @@ def test_grid_marks_own_runs():
     assert build_grid(CELLS, model="nope").empty
 
 
+def test_grid_epsilon_filter_keeps_values_without_epsilon():
+    from pruning.app_support.grid import epsilon_options
+
+    assert epsilon_options(CELLS, model="M", sparsity=0.7) == [0.2, 0.22, 0.3]
+    assert epsilon_options(CELLS, model="M", sparsity=0.7, source="run") == [0.2]
+    grid = build_grid(CELLS, model="M", sparsity=0.7, source="reference", epsilon=0.3)
+    # Wanda QKVout: 22.01 has no ε (kept), 25.0 has ε 0.3 (kept) -> best 22.01 of two values
+    assert grid.value("Wanda", "QKVout") == pytest.approx(22.01) and grid.count.loc["Wanda", "QKVout"] == 2
+    # the GT 23.52 (ε 0.22) is dropped; the GT 24 (no ε) stays and becomes the row's baseline
+    assert grid.value("Wanda", BASELINE_COLUMN) == pytest.approx(24.0) and grid.count.loc["Wanda", BASELINE_COLUMN] == 1
+    assert grid.delta.loc["Wanda", "QKVout"] == pytest.approx(22.01 - 24.0)
+    only_02 = build_grid(CELLS, model="M", sparsity=0.7, epsilon=0.2)
+    assert 25.0 not in set(only_02.detail["ppl"]) and 21.5 in set(only_02.detail["ppl"])
+    with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
+        build_grid(CELLS, model="M", epsilon=float("nan"))
+    with pytest.raises(ValueError, match="got -0.1"):
+        build_grid(CELLS, model="M", epsilon=-0.1)
+
+
 def test_grid_heatmap_has_text_for_every_nonempty_cell():
     grid = build_grid(CELLS, model="M", sparsity=0.7)
     fig = grid_heatmap(grid)

@@ -113,11 +113,15 @@ def filter_cells(
     sparsity: float | None = None,
     dataset: str | None = None,
     source: str = "all",
+    epsilon: float | None = None,
 ) -> pd.DataFrame:
     """Rows of ``cells`` for one model / sparsity (within 1e-6) / dataset / source kind
-    ("all", "reference" or "run")."""
+    ("all", "reference" or "run") / ε. With ``epsilon`` set, values of another ε are dropped and
+    values with no ε (uniform, OWL, cells whose ε the notes do not state) are kept."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if epsilon is not None and not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be a finite number >= 0 or None (every ε), got {epsilon!r}")
     out = cells
     if model is not None:
         out = out[out["model"] == model]
@@ -127,7 +131,20 @@ def filter_cells(
         out = out[out["dataset"] == dataset]
     if source != "all":
         out = out[out["kind"] == source]
+    if epsilon is not None and "epsilon" in out.columns:
+        eps = pd.to_numeric(out["epsilon"], errors="coerce")
+        out = out[eps.isna() | ((eps - float(epsilon)).abs() < 1e-9)]
     return out
+
+
+def epsilon_options(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+                    dataset: str | None = None, source: str = "all") -> list[float]:
+    """Distinct ε values (ascending) among the values :func:`build_grid` would show for these
+    filters: the choices of the grid page's ε filter."""
+    sub = filter_cells(cells, model, sparsity, dataset, source)
+    if "epsilon" not in sub.columns:
+        return []
+    return sorted({round(float(e), 6) for e in pd.to_numeric(sub["epsilon"], errors="coerce").dropna()})
 
 
 def build_grid(
@@ -136,15 +153,16 @@ def build_grid(
     sparsity: float | None = None,
     dataset: str | None = None,
     source: str = "all",
+    epsilon: float | None = None,
 ) -> PerplexityGrid:
     """Pivot perplexity values into the method x preset grid.
 
     Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:
     "GT" first, then presets in the notes' order, then unknown presets. Cell = lowest
     perplexity (NaN values only count when nothing else is there); delta = cell - the row's
-    best baseline (the GT column).
+    best baseline (the GT column). ``epsilon``: only that ε (and values without one); None: all.
     """
-    sub = filter_cells(cells, model, sparsity, dataset, source).copy()
+    sub = filter_cells(cells, model, sparsity, dataset, source, epsilon).copy()
     if sub.empty:
         empty = pd.DataFrame()
         return PerplexityGrid(
