@@ -23,7 +23,7 @@ from pruning.app_support.grid import (
     epsilon_options,
     multi_value_cells,
 )
-from pruning.app_support.plots import grid_heatmap
+from pruning.app_support.plots import epsilon_curve, grid_heatmap
 
 enter_page()
 st.title("Perplexity grid")
@@ -106,5 +106,8 @@ if st.session_state.get("grid_cell") not in options:
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
 detail = grid.cell(row, column)
 table(detail, "grid_cell_detail", hide_index=True)
+curve = epsilon_curve(detail)
+if curve is not None:  # an ε sweep (or the notes' GT at several ε) in this cell
+    st.plotly_chart(curve, key="grid_eps_curve", config={"displayModeBar": False})
 run_id = st.selectbox("Run of this cell", detail["run_id"].tolist(), key="grid_cell_run")
 show_run(run_id)

@@ -193,6 +193,22 @@ def test_grid_epsilon_filter_keeps_values_without_epsilon():
         build_grid(CELLS, model="M", epsilon=-0.1)
 
 
+def test_epsilon_curve_sorted_per_kind_and_none_without_a_sweep():
+    from pruning.app_support.plots import epsilon_curve
+
+    detail = pd.DataFrame({
+        "epsilon": [0.3, 0.1, None, 0.2, 0.2],
+        "ppl": [25.0, 22.0, 30.0, float("nan"), 21.5],
+        "kind": ["reference", "reference", "reference", "reference", "run"],
+    })
+    fig = epsilon_curve(detail)
+    ref, run = fig.data  # kinds in name order
+    assert (ref.name, list(ref.x), list(ref.y)) == ("reference", [0.1, 0.3], [22.0, 25.0])  # no-ε and NaN rows dropped
+    assert (run.name, list(run.x), list(run.y)) == ("run", [0.2], [21.5])
+    assert fig.layout.yaxis.type == "log"
+    assert epsilon_curve(detail[detail["epsilon"].isna() | (detail["epsilon"] == 0.2)]) is None  # one ε: no curve
+
+
 def test_grid_heatmap_has_text_for_every_nonempty_cell():
     grid = build_grid(CELLS, model="M", sparsity=0.7)
     fig = grid_heatmap(grid)

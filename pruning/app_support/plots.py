@@ -108,6 +108,29 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
     return fig
 
 
+def epsilon_curve(detail: pd.DataFrame, title: str = "") -> go.Figure | None:
+    """Perplexity against ε for the values of one grid cell (``PerplexityGrid.cell``: columns
+    ``epsilon``, ``ppl``, ``kind``), one line per kind (the notes' references, the team's runs),
+    log y. None when fewer than two distinct ε carry a finite perplexity (nothing to draw)."""
+    data = detail.assign(
+        epsilon=pd.to_numeric(detail["epsilon"], errors="coerce"), ppl=pd.to_numeric(detail["ppl"], errors="coerce")
+    ).dropna(subset=["epsilon", "ppl"])
+    if data["epsilon"].nunique() < 2:
+        return None
+    fig = go.Figure()
+    for kind, grp in data.groupby("kind", sort=True):
+        grp = grp.sort_values("epsilon", kind="stable")
+        fig.add_trace(
+            go.Scatter(
+                x=grp["epsilon"].tolist(), y=grp["ppl"].tolist(), mode="lines+markers", name=str(kind),
+                text=[format_ppl(v) for v in grp["ppl"]], hovertemplate="ε %{x:g}: ppl %{text}<extra>%{fullData.name}</extra>",
+            )
+        )
+    fig.update_layout(title=title or None, xaxis_title="ε (allocation spread)", yaxis_title="perplexity",
+                      yaxis_type="log", height=320, margin={"t": 40 if title else 10, "b": 40})
+    return fig
+
+
 def metric_by_block(
     spectra: pd.DataFrame, metric: str, series: str = "series", matrix_types: Sequence[str] = MATRIX_TYPES
 ) -> go.Figure:
