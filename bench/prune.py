@@ -63,8 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     add_shape_args(p)
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--calib-batch", default="1",
+                   help="comma list of samples per block call (calibration.batch_size), one row each; e.g. 1,8,32")
+    p.add_argument("--section", default="prune_speed", help="RESULTS.md section to write")
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = p.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.calib_batch.split(",")]
+        if any(b < 1 for b in batches):
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--calib-batch {args.calib_batch!r} is invalid; accepted: integers >= 1, comma-separated") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -77,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     methods = args.methods.split(",")
     dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if len(methods) > 1 else None  # CPU copy
-    for method in methods:
+    runs = [(m, b) for m in methods for b in batches]
+    if len(runs) > 1 and dense_state is None:
+        dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    for method, batch in runs:
         if dense_state is not None:
             model.load_state_dict(dense_state)  # every method starts from the same dense weights
         block_times: list[float] = []
@@ -97,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             base = torch.cuda.memory_allocated(device)
         t0 = last[0] = time.perf_counter()
         table = prune_model(loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
-                            device=device, offload=args.offload, progress=progress)
+                            device=device, offload=args.offload, batch_size=batch, progress=progress)
         if cuda:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         overall = float((table.sparsity_achieved * table.numel).sum() / table.numel.sum())
         row = {
             "method": method + (f" {args.nm}" if args.nm else ""),
+            "calib_batch": batch,
             "blocks": args.layers,
             "wall_s": seconds,
             "s_per_block": sum(block_times[1:]) / max(1, len(block_times) - 1) if len(block_times) > 1 else seconds,
@@ -127,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(body)
     if not args.no_write:
-        write_section("prune_speed", body)
+        write_section(args.section, body)
     return 0
 
 

@@ -5,7 +5,8 @@
 
 Figures for a random-weight model of LLaMA-7B shape: spectra of all 224 matrices with all fits,
 Wanda and SparseGPT at 70 % with 128 x 2048 calibration tokens (model offloaded to the CPU, one
-block at a time on the GPU), and perplexity on 340k tokens at seqlen 2048.
+block at a time on the GPU), and perplexity on 340k tokens at seqlen 2048; then the pruning time
+against samples per block call (`calibration.batch_size`) on SmolLM2-135M and LLaMA-7B shapes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ GPU_BENCHMARKS: list[list[str]] = [
     ["bench.spectra", "--device", "cuda", "--synthetic-7b"],
     ["bench.prune", "--device", "cuda", "--offload", "--sparsity", "0.7"],
     ["bench.ppl_speed", "--device", "cuda"],
+    # samples per block call (calibration.batch_size) on a SmolLM2-135M-sized model, where per-call
+    # overhead dominates, and on LLaMA-7B shape, where it should not
+    ["bench.prune", "--device", "cuda", "--sparsity", "0.7", "--layers", "30", "--hidden", "576", "--intermediate", "1536",
+     "--heads", "9", "--vocab", "49152", "--dtype", "float32", "--calib-batch", "1,8,32", "--section", "prune_speed_small_batches"],
+    ["bench.prune", "--device", "cuda", "--offload", "--sparsity", "0.7", "--methods", "wanda", "--calib-batch", "1,8",
+     "--section", "prune_speed_7b_batches"],
 ]
 
 

@@ -231,6 +231,13 @@ class _StatsCollector:
         return out
 
 
+def _forward_all(block: nn.Module, inps: Tensor, outs: Tensor, kwargs: dict[str, Any], batch_size: int) -> None:
+    """``outs[s] = block(inps[s])`` for every sample, ``batch_size`` samples per call. The block
+    kwargs were captured for one sample (batch dimension 1: masks, rotary tables) and broadcast."""
+    for s in range(0, inps.shape[0], batch_size):
+        outs[s : s + batch_size] = _block_output(block(inps[s : s + batch_size], **kwargs))
+
+
 @torch.no_grad()
 def calibrate_blocks(
     loaded: LoadedModel,
@@ -241,6 +248,7 @@ def calibrate_blocks(
     offload: bool = False,
     collect_hessian: bool = True,
     modifies_blocks: bool = True,
+    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Run the block-sequential calibration protocol (module docstring) and call ``on_block`` once
@@ -251,8 +259,12 @@ def calibrate_blocks(
     where it is and moves one block at a time to ``device`` and back. ``progress(done, total)`` is
     called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the
     blocks unchanged (measurements of the dense model): the outputs of the statistics pass are then
-    fed forward instead of being recomputed, halving the work.
+    fed forward instead of being recomputed, halving the work. ``batch_size``: samples per block
+    call (1, as in the SparseGPT and Wanda reference code; more samples per call mean fewer,
+    larger GEMMs, the same statistics up to rounding).
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if calib_ids.ndim != 2 or calib_ids.dtype != torch.long:
         raise ValueError(f"calib_ids must be a LongTensor (nsamples, seqlen), got {calib_ids.dtype} {tuple(calib_ids.shape)}")
     model, family = loaded.model, loaded.family
@@ -275,8 +287,7 @@ def calibrate_blocks(
         ctx = BlockContext(i, n_blocks, block, block_matrices(block, i, family), device=dev)
         collector = _StatsCollector(ctx, family.input_groups, collect_hessian)
         try:
-            for s in range(inps.shape[0]):
-                outs[s : s + 1] = _block_output(block(inps[s : s + 1], **block_kwargs[i]))
+            _forward_all(block, inps, outs, block_kwargs[i], batch_size)
         finally:
             collector.remove()
         ctx.stats = collector.stats()
@@ -284,8 +295,7 @@ def calibrate_blocks(
         ctx.stats = {}  # free the statistics before the next block
         del collector
         if modifies_blocks:  # feed the outputs of the (pruned) block forward
-            for s in range(inps.shape[0]):
-                outs[s : s + 1] = _block_output(block(inps[s : s + 1], **block_kwargs[i]))
+            _forward_all(block, inps, outs, block_kwargs[i], batch_size)
         if offload:
             block.to(home)
             if dev.type == "cuda":

@@ -95,6 +95,7 @@ def sparsity_table(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tens
             report("spectra", 0.5, "Hessian spectra")
             hessian = spectral.cached_hessian_spectra(
                 loaded, calib_ids, device=config.model.device, offload=config.model.offload,
+                batch_size=config.calibration.batch_size,
                 progress=lambda d, n: report("spectra", 0.5 + 0.5 * d / max(n, 1), f"Hessian block {d} of {n}"))
             frames.append(hessian.table)
         spectra = pd.concat(frames, ignore_index=True)
@@ -111,7 +112,7 @@ def sparsity_table(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tens
         t0 = time.perf_counter()
         report("calibration", 0.0, "OWL outlier statistics")
         owl = owl_outlier_ratios(loaded, calib_ids, alloc_cfg.owl_threshold_m, device=config.model.device,
-                                 offload=config.model.offload,
+                                 offload=config.model.offload, batch_size=config.calibration.batch_size,
                                  progress=lambda d, n: report("calibration", d / max(n, 1), f"OWL block {d} of {n}"))
         outcome.timings["owl"] = time.perf_counter() - t0
     return allocate(matrices, alloc_cfg, target, owl)
@@ -211,6 +212,7 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
                 loaded, method, sparsity_by_name, calib_ids, nm=config.pruning.nm_tuple,
                 blocksize=config.pruning.blocksize, percdamp=config.pruning.percdamp,
                 device=config.model.device, offload=config.model.offload,
+                batch_size=config.calibration.batch_size,
                 progress=lambda d, n: report("prune", d / max(n, 1), f"block {d} of {n}"),
             )
             outcome.timings["prune"] = time.perf_counter() - t0

@@ -106,6 +106,7 @@ def prune_model(
     percdamp: float = 0.01,
     device: str | torch.device = "cpu",
     offload: bool = False,
+    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Prune ``loaded.model`` in place; returns the tidy per-matrix table (one row per prunable
@@ -157,7 +158,7 @@ def prune_model(
 
         calibrate_blocks(
             loaded, calib_ids, on_block, device=dev, offload=offload,
-            collect_hessian=method == "sparsegpt", progress=progress,
+            collect_hessian=method == "sparsegpt", batch_size=batch_size, progress=progress,
         )
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     overall = float((table.sparsity_achieved * table.numel).sum() / table.numel.sum())
@@ -178,6 +179,7 @@ def owl_outlier_ratios(
     *,
     device: str | torch.device = "cpu",
     offload: bool = False,
+    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, float]:
     """OWL outlier ratio D_l per block of the dense model (Yin et al. 2023, arXiv:2310.05175):
@@ -194,6 +196,6 @@ def owl_outlier_ratios(
         ratios[ctx.index] = block_outlier_ratio(weights, norms, M)
 
     calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
-                    modifies_blocks=False, progress=progress)
+                    modifies_blocks=False, batch_size=batch_size, progress=progress)
     log.info("OWL outlier ratios (M=%g): %s", M, {k: round(v, 5) for k, v in ratios.items()})
     return ratios

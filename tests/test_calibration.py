@@ -51,6 +51,32 @@ def test_block_sequential_outputs_equal_model_hidden_states_gqa(tiny_llama: nn.M
     assert_matches_hidden_states(tiny_llama, ids, block_outputs(tiny_llama, ids))
 
 
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_batched_block_calls_match_the_model_and_count_calls(tiny_llama: nn.Module, batch_size: int) -> None:
+    """Several samples per block call (the last chunk short: 3 samples in batches of 2) give the
+    model's own hidden states, the same statistics up to rounding, and fewer calls."""
+    ids = calib_ids(256, nsamples=3)
+    assert_matches_hidden_states(tiny_llama, ids, block_outputs(tiny_llama, ids, batch_size=batch_size))
+    calls: list[int] = []
+    handle = tiny_llama.model.layers[1].register_forward_hook(lambda _m, i, _o: calls.append(i[0].shape[0]))
+    stats: dict[int, dict[str, torch.Tensor]] = {1: {}, batch_size: {}}
+    for b in stats:
+        calibrate_blocks(as_loaded(tiny_llama), ids,
+                         lambda ctx, b=b: stats[b].update({k: v.act_sq_sum.clone() for k, v in ctx.stats.items()}),
+                         batch_size=b)
+    handle.remove()
+    per_pass = [min(batch_size, 3 - s) for s in range(0, 3, batch_size)]
+    assert calls == [1, 1, 1] * 2 + per_pass * 2  # two passes (statistics, then the pruned feed)
+    for name, value in stats[1].items():
+        torch.testing.assert_close(stats[batch_size][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_calls_with_per_block_masks() -> None:
+    model = tiny_gemma3()  # sliding-window and full-attention masks captured for one sample, broadcast
+    ids = calib_ids(128, nsamples=3, seqlen=12)
+    assert_matches_hidden_states(model, ids, block_outputs(model, ids, batch_size=2))
+
+
 def test_offload_gives_the_same_outputs(tiny_llama: nn.Module) -> None:
     ids = calib_ids(256, nsamples=2)
     plain = block_outputs(tiny_llama, ids)
@@ -152,3 +178,6 @@ def test_dense_measurement_skips_recompute_and_stats_are_freed(tiny_llama: nn.Mo
 def test_bad_calibration_ids(tiny_llama: nn.Module) -> None:
     with pytest.raises(ValueError, match="LongTensor"):
         calibrate_blocks(as_loaded(tiny_llama), torch.zeros(2, 8), lambda ctx: None)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            calibrate_blocks(as_loaded(tiny_llama), calib_ids(256), lambda ctx: None, batch_size=bad)

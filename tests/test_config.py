@@ -33,6 +33,22 @@ def test_run_id_stable_and_sensitive_to_results_but_not_labels():
     assert a.run_id.startswith("wanda-") and len(a.run_id) == len("wanda-") + 12
 
 
+def test_fields_added_later_keep_old_run_ids_at_their_default(tmp_path):
+    """calibration.batch_size came after runs were published: at its default (1) the id is the one
+    the config had before the field existed; any other value is a different run."""
+    old = RunConfig.from_dict({"pruning": {"sparsity": 0.7}})
+    assert old.calibration.batch_size == 1
+    assert old.run_id == "wanda-084e39377b97"  # computed before the field was added
+    explicit = RunConfig.from_dict({"pruning": {"sparsity": 0.7}, "calibration": {"batch_size": 1}})
+    batched = RunConfig.from_dict({"pruning": {"sparsity": 0.7}, "calibration": {"batch_size": 16}})
+    assert explicit.run_id == old.run_id and batched.run_id != old.run_id
+    path = tmp_path / "b.yaml"
+    path.write_text(batched.to_yaml())
+    assert RunConfig.from_yaml(path).run_id == batched.run_id
+    with pytest.raises(ConfigError, match="calibration.batch_size"):
+        RunConfig.from_dict({"calibration": {"batch_size": 0}})
+
+
 @pytest.mark.parametrize(
     ("data", "field", "needle"),
     [

@@ -106,17 +106,22 @@ def cached_hessian_spectra(
     progress: Callable[[int, int], None] | None = None,
     offload: bool = False,
     refresh: bool = False,
+    batch_size: int = 1,
 ) -> SpectraResult:
-    """:func:`pruning.spectral.hessian_spectra`, cached per model and calibration batch content."""
+    """:func:`pruning.spectral.hessian_spectra`, cached per model, calibration batch content and
+    samples per block call (``batch_size`` changes the statistics at rounding level)."""
     from pruning.spectral.hessian import hessian_spectra
 
     dtype = dtype or default_eig_dtype(torch.device(device))
     ids = calib_ids.detach().to("cpu", torch.int64).contiguous()
     extra = f"{tuple(ids.shape)}:{hashlib.sha256(ids.numpy().tobytes()).hexdigest()}"
+    if batch_size != 1:  # keys of batch 1 stay those of caches written before the option existed
+        extra += f":b{batch_size}"
     key = cache_key(_fingerprint(loaded), "hessian", dtype, extra)
     if not refresh and (hit := load_cached(key)) is not None:
         log.info("Hessian spectra from cache %s", key)
         return hit
-    result = hessian_spectra(loaded, calib_ids, device, progress, dtype=dtype, offload=offload)  # type: ignore[arg-type]
+    result = hessian_spectra(loaded, calib_ids, device, progress, dtype=dtype, offload=offload,  # type: ignore[arg-type]
+                             batch_size=batch_size)
     save_cached(key, result)
     return result

@@ -31,6 +31,7 @@ def hessian_spectra(
     dtype: torch.dtype | None = None,
     offload: bool = False,
     keep_eigenvalues: bool = True,
+    batch_size: int = 1,
 ) -> SpectraResult:
     """Hessian spectra of every prunable matrix, block by block (``pruning.calibration``).
 
@@ -60,5 +61,7 @@ def hessian_spectra(
         )
         log.debug("Hessian spectra of block %d/%d", ctx.index + 1, ctx.n_blocks)
 
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=True, progress=progress)
+    # the blocks stay dense: feed the statistics pass's outputs forward (same values, half the work)
+    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=True,
+                     modifies_blocks=False, batch_size=batch_size, progress=progress)
     return SpectraResult.concat(parts)
