@@ -270,6 +270,11 @@ def test_form_fields_are_runconfig_fields_with_valid_defaults():
     config = build_run_config(defaults)  # a misspelled key would be an "unknown field" ConfigError
     flat = flatten(config.to_dict())
     assert all(field in flat for field in FORM_FIELDS)
+    # every offered corpus is one the engine knows (text:PATH is typed in)
+    from pruning.data import CORPORA
+
+    offered = FORM_FIELDS["evaluation.perplexity"][2]["options"]
+    assert offered == ["wiki", "lee", "wikitext2", "c4"] and set(offered) < set(CORPORA)
 
 
 def test_model_roots_resolve_links(tmp_path: Path):
