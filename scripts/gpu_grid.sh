@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the SmolLM2 grid sweep (sweeps/grid-smollm2.yaml) on a bare GPU machine reached through the
+# Run the SmolLM2 grid sweep (sweeps/grid-smollm2.yaml, or the file in $SWEEP) on a bare GPU machine reached through the
 # `device` tool, in a few calls that each stay under its carry and time limits. Prepare the carry
 # here first with scripts/gpu_carry.sh, then, in the repository root on the GPU machine:
 #   call 1 (carry .gpu/half1 .gpu/w1 .gpu/corpora): scripts/gpu_grid.sh stage1
@@ -54,7 +54,7 @@ case "${1:-}" in
     workers=${2:-4}; seconds=${3:-500}
     install .gpu/w2/*.whl || exit 1
     [[ -d /tmp/pld ]] || { cp -r data /tmp/pld && touch /tmp/pld/.marker; }
-    python3 -m pruning sweep --config sweeps/grid-smollm2.yaml --yes || exit 1
+    python3 -m pruning sweep --config "${SWEEP:-sweeps/grid-smollm2.yaml}" --yes || exit 1
     threads=$(( $(nproc) / workers )); (( threads < 1 )) && threads=1
     for i in $(seq "$workers"); do
       OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads setsid python3 -m pruning worker --gpus 0 --once --poll 1 \
