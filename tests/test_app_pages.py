@@ -286,18 +286,20 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert (grid != "").all().all()  # 21 filled cells
     assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.86"
     assert grid.loc["Wanda", "uniform"] == "● 951.18"
-    assert grid.loc["Wanda", "all"] == "● 387.00 ×6"  # the ε sweep: best of six values, listed below
+    assert grid.loc["Wanda", "all"] == "● 386.39 ×10"  # the ε sweeps: best of ten values, listed below
     assert any("dense model 19.21" in c.value for c in at.caption)
     multi = frame(at, "grid_multi")
-    assert sorted(multi.loc[multi["column"] == "all", "epsilon"].round(2)) == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    eps = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+    assert sorted(multi.loc[(multi["row"] == "Wanda") & (multi["column"] == "all"), "epsilon"].round(2)) == eps
     # the ε sweep's cell draws perplexity against ε
     at.selectbox(key="grid_cell").set_value(("Wanda", "all")).run()
     curve = next(spec for spec in plotly_specs(at) if spec["layout"].get("yaxis", {}).get("type") == "log"
                  and spec["data"][0]["type"] == "scatter")
-    assert decode(curve["data"][0]["x"]) == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
-    assert [round(v, 2) for v in decode(curve["data"][0]["y"])] == [615.35, 632.17, 427.28, 470.35, 411.9, 387.0]
+    assert decode(curve["data"][0]["x"]) == eps
+    assert [round(v, 2) for v in decode(curve["data"][0]["y"])] == [
+        615.35, 632.17, 427.28, 470.35, 411.9, 387.0, 386.39, 460.38, 651.59, 1117.27]
     # the ε filter: the grid's own ε (0.2) leaves one value per cell
-    assert at.selectbox(key="grid_epsilon").options == ["best of all", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3"]
+    assert at.selectbox(key="grid_epsilon").options == ["best of all", *(f"{e:g}" for e in eps)]
     at.selectbox(key="grid_epsilon").set_value(0.2).run()
     grid = frame(at, "grid_table")
     assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 951.18"

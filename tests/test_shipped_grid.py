@@ -69,6 +69,18 @@ def test_shipped_numbers_match_the_findings(grid_ids: list[str]) -> None:
         615.35, 632.17, 427.28, 470.35, 411.90, 387.00]
 
 
+def test_the_wider_epsilon_follow_up_is_shipped() -> None:
+    """sweeps/eps-wide-smollm2.yaml: same protocol (its base config is the grid's Wanda ε 0.2 run)."""
+    ids = [config.run_id for config in expand_sweep(REPO / "sweeps" / "eps-wide-smollm2.yaml")]
+    runs = list_runs(root=STORE).set_index("run_id")
+    assert len(ids) == 7 and set(runs.loc[ids, "status"]) == {"succeeded"}
+    cells = perplexity_cells(root=STORE, model="smollm2-135m")
+    wiki = cells[cells["run_id"].isin(ids) & (cells["dataset"] == "wiki")]
+    by = {(m, round(e, 2)): round(p, 2) for m, e, p in zip(wiki["method"], wiki["epsilon"], wiki["ppl"])}
+    assert by == {("wanda", 0.2): 470.35, ("wanda", 0.35): 386.39, ("wanda", 0.4): 460.38, ("wanda", 0.45): 651.59,
+                  ("wanda", 0.5): 1117.27, ("sparsegpt", 0.3): 180.58, ("sparsegpt", 0.4): 226.31}
+
+
 def test_allocations_hit_their_target(grid_ids: list[str]) -> None:
     """Every stored allocation averages (parameter-weighted) to the run's target sparsity."""
     runs = list_runs(root=STORE).set_index("run_id")
