@@ -5,12 +5,18 @@
   headings, one paragraph per line), split deterministically by a hash of each title into a
   ``test`` split of about 250k words (WikiText-2 test size) and a ``calib`` split (the rest).
 * ``lee``: the Lee background news corpus (one article per line) from the same wheel.
+
+The files carry a manifest (``MANIFEST.json``: the *recipe* — a digest of this module's source, the
+gensim wheel and the mwparserfromhell version — and a SHA-256 per file). Files made by another
+recipe are rebuilt instead of reused: a cache written by older cleaning code once fed half of a grid
+a different wiki text (docs/FINDINGS.md). Every published run records the files' digests.
 """
 
 from __future__ import annotations
 
 import bz2
 import hashlib
+import json
 import logging
 import re
 import subprocess
@@ -138,12 +144,59 @@ def download_gensim_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
+MANIFEST = "MANIFEST.json"
+CORPUS_FILES = ("wiki.test", "wiki.calib", "lee")
+
+
+def corpus_recipe() -> str:
+    """Digest (16 hex) of what determines the corpus text: this module's source, the gensim wheel
+    spec and the mwparserfromhell version."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(f"{GENSIM_SPEC}|mwparserfromhell {mwparserfromhell.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def read_manifest(directory: Path | None = None) -> dict | None:
+    """The corpora manifest (``{"recipe", "files": {name: {"sha256", "bytes"}}}``), or None."""
+    path = (directory or corpora_dir()) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def corpus_fingerprints(directory: Path | None = None) -> dict[str, str]:
+    """``{name: sha256[:16]}`` of the prepared corpus files (empty when none are prepared)."""
+    manifest = read_manifest(directory) or {}
+    return {name: meta["sha256"][:16] for name, meta in manifest.get("files", {}).items()}
+
+
+def _current(targets: dict[str, Path]) -> bool:
+    """True when every file exists and the manifest says this recipe made exactly these files."""
+    if not all(p.is_file() and p.stat().st_size > 0 for p in targets.values()):
+        return False
+    manifest = read_manifest(next(iter(targets.values())).parent)
+    if manifest is None:
+        log.warning("offline corpora without a manifest (made by an older version): rebuilding them")
+        return False
+    if manifest.get("recipe") != corpus_recipe():
+        log.warning("offline corpora made by recipe %s, this code is recipe %s: rebuilding them",
+                    manifest.get("recipe"), corpus_recipe())
+        return False
+    sizes = {name: meta.get("bytes") for name, meta in manifest.get("files", {}).items()}
+    if sizes != {name: p.stat().st_size for name, p in targets.items()}:
+        log.warning("offline corpora differ from their manifest (edited by hand?): rebuilding them")
+        return False
+    return True
+
+
 def prepare_offline_corpora(force: bool = False) -> dict[str, Path]:
-    """Create ``wiki.test.txt``, ``wiki.calib.txt`` and ``lee.txt`` in the corpora cache
-    (idempotent: existing files are kept unless ``force``). Returns name -> path."""
+    """Create ``wiki.test.txt``, ``wiki.calib.txt`` and ``lee.txt`` in the corpora cache, with
+    their manifest. Existing files are kept when this code's recipe made them (unless ``force``)
+    and rebuilt otherwise. Returns name -> path."""
     out = corpora_dir()
-    targets = {"wiki.test": out / "wiki.test.txt", "wiki.calib": out / "wiki.calib.txt", "lee": out / "lee.txt"}
-    if not force and all(p.is_file() and p.stat().st_size > 0 for p in targets.values()):
+    targets = {name: out / f"{name}.txt" for name in CORPUS_FILES}
+    if not force and _current(targets):
         return targets
     with tempfile.TemporaryDirectory() as tmp:
         wheel = download_gensim_wheel(Path(tmp))
@@ -160,6 +213,9 @@ def prepare_offline_corpora(force: bool = False) -> dict[str, Path]:
     _atomic_write(targets["wiki.calib"], "\n".join(a.text for a in calib))
     lee_text = "\n\n".join(line.strip() for line in lee.splitlines() if line.strip())
     _atomic_write(targets["lee"], lee_text + "\n")
+    files = {name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+             for name, p in targets.items()}
+    _atomic_write(out / MANIFEST, json.dumps({"recipe": corpus_recipe(), "files": files}, indent=1, sort_keys=True))
     return targets
 
 

@@ -44,7 +44,7 @@ wait_for() {  # wait until the queue is empty or $1 seconds pass, printing progr
 case "${1:-}" in
   stage1)
     mkdir -p /tmp/gg /tmp/site /tmp/plcache/corpora
-    cp .gpu/half1/part00 /tmp/gg/ && cp .gpu/corpora/*.txt /tmp/plcache/corpora/ && install .gpu/w1/*.whl
+    cp .gpu/half1/part00 /tmp/gg/ && cp .gpu/corpora/* /tmp/plcache/corpora/ && install .gpu/w1/*.whl
     ;;
   stage2)
     cat /tmp/gg/part00 .gpu/half2/part01 > "$GGUF" && rm /tmp/gg/part00

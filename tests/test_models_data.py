@@ -125,3 +125,41 @@ def test_offline_model_loads_fast_and_has_expected_perplexity(offline_model):
     assert 250_000 < ids.numel() < 450_000
     res = perplexity(offline_model.model, ids, seqlen=512, limit_windows=4, dataset="wiki")
     assert 10 < res.ppl < 35, res
+
+
+def test_corpora_manifest_decides_reuse(tmp_path):
+    """Prepared corpora are reused only when this code's recipe made exactly those files; a cache
+    written by other cleaning code (no manifest, another recipe, edited files) is rebuilt."""
+    import json
+
+    from pruning.corpora import CORPUS_FILES, MANIFEST, _current, corpus_fingerprints, corpus_recipe
+
+    targets = {name: tmp_path / f"{name}.txt" for name in CORPUS_FILES}
+    for name, path in targets.items():
+        path.write_text(f"text of {name}\n")
+    assert not _current(targets) and corpus_fingerprints(tmp_path) == {}  # no manifest: rebuild
+    files = {name: {"sha256": str(i) * 64, "bytes": p.stat().st_size} for i, (name, p) in enumerate(targets.items())}
+    manifest = {"recipe": corpus_recipe(), "files": files}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    assert _current(targets)
+    assert corpus_fingerprints(tmp_path) == {"wiki.test": "0" * 16, "wiki.calib": "1" * 16, "lee": "2" * 16}
+    targets["lee"].write_text("edited by hand, longer\n")
+    assert not _current(targets)
+    targets["lee"].write_text("text of lee\n")
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "recipe": "0123456789abcdef"}))
+    assert not _current(targets)  # older cleaning code
+    targets["wiki.test"].unlink()
+    assert not _current(targets)
+
+
+def test_prepared_corpora_match_their_manifest():
+    """The corpora the tests use were made by this code (set-up writes the manifest)."""
+    import hashlib
+
+    from pruning.corpora import CORPUS_FILES, corpus_recipe, prepare_offline_corpora, read_manifest
+
+    paths = prepare_offline_corpora()
+    manifest = read_manifest()
+    assert manifest["recipe"] == corpus_recipe() and set(manifest["files"]) == set(CORPUS_FILES)
+    for name, path in paths.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest["files"][name]["sha256"]

@@ -107,3 +107,22 @@ def test_grid_timings_summarise_the_stored_runs() -> None:
         grid_timings("nope", STORE)
     with pytest.raises(SystemExit, match="is invalid"):
         grid_timings("x' OR 1=1 --", STORE)
+
+
+def test_runs_on_the_older_wiki_text_are_flagged_and_have_a_redo_sweep() -> None:
+    """The first GPU session read an older build of the wiki text. Every run whose scored wiki token
+    count differs from the dense run's (today's text) carries the review tag ``older-wiki-text``,
+    and sweeps/grid-smollm2-redo.yaml re-runs exactly those."""
+    from pruning.store.annotations import read_annotation
+    from pruning.store.queries import run_sql
+
+    counts = run_sql("SELECT p.run_id, p.n_tokens FROM perplexity p JOIN runs r USING (run_id) "
+                     "WHERE r.model = 'smollm2-135m' AND p.dataset = 'wiki'", root=STORE)
+    today = int(counts.loc[counts["run_id"].str.startswith("dense-"), "n_tokens"].iloc[0])
+    assert today == 358_225
+    older = set(counts.loc[counts["n_tokens"] != today, "run_id"])
+    assert len(older) == 36 and set(counts.loc[counts["run_id"].isin(older), "n_tokens"]) == {356_178}
+    tagged = {r for r in counts["run_id"] if "older-wiki-text" in read_annotation(r, root=STORE).get("tags", [])}
+    assert tagged == older
+    redo = {config.run_id for config in expand_sweep(REPO / "sweeps" / "grid-smollm2-redo.yaml")}
+    assert redo == older

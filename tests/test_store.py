@@ -52,6 +52,7 @@ def test_publish_and_read_back(data_dir: Path) -> None:
     assert detail["env"]["packages"]["duckdb"]
     revision = detail["env"]["code_revision"]
     assert len(revision["source_sha256"]) == 16 and len(revision["commit"] or "x" * 40) == 40
+    assert isinstance(detail["env"]["corpora"], dict)  # digests of the offline text (empty if none prepared)
     assert detail["tables"]["allocation"] == 2 and detail["tables"]["spectra"] == 0
     metrics = run_table(cfg.run_id, "metrics")
     assert dict(zip(metrics["name"], metrics["value"]))["new_metric_nobody_planned"] == 42.0

@@ -110,6 +110,12 @@ def environment() -> dict[str, Any]:
         except RuntimeError as exc:  # broken driver: record, do not fail the publish
             device["gpu_error"] = str(exc)
     env["device"] = device
+    try:  # which offline text the run read (the manifest's digests; empty when none are prepared)
+        from pruning.corpora import corpus_fingerprints
+
+        env["corpora"] = corpus_fingerprints()
+    except Exception as exc:  # noqa: BLE001 - provenance must never fail a publish
+        env["corpora"] = {"error": str(exc)}
     return env
 
 
