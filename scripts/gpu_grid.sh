@@ -5,6 +5,7 @@
 #   call 1 (carry .gpu/half1 .gpu/w1 .gpu/corpora): scripts/gpu_grid.sh stage1
 #   call 2 (carry .gpu/half2):                      scripts/gpu_grid.sh stage2
 #   call 3 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
+#     ($SWEEP: another sweep file; FORCE=1: re-run runs already in the store, e.g. the redo sweep)
 #   further calls while the machine is warm:        scripts/gpu_grid.sh wait SECONDS
 # `run` and `wait` end by packing the new run bundles and the job logs into $OUT/grid.tgz; here,
 # unpack its runs/ into data/store/runs/ and `python -m pruning compact`.
@@ -54,7 +55,7 @@ case "${1:-}" in
     workers=${2:-4}; seconds=${3:-500}
     install .gpu/w2/*.whl || exit 1
     [[ -d /tmp/pld ]] || { cp -r data /tmp/pld && touch /tmp/pld/.marker; }
-    python3 -m pruning sweep --config "${SWEEP:-sweeps/grid-smollm2.yaml}" --yes || exit 1
+    python3 -m pruning sweep --config "${SWEEP:-sweeps/grid-smollm2.yaml}" --yes ${FORCE:+--force} || exit 1
     threads=$(( $(nproc) / workers )); (( threads < 1 )) && threads=1
     for i in $(seq "$workers"); do
       OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads setsid python3 -m pruning worker --gpus 0 --once --poll 1 \

@@ -102,3 +102,24 @@ def test_sweep_cli_dry_run_then_submit(data_dir: Path, tmp_path: Path, capsys) -
     assert main(["sweep", "--config", str(bad), "--dry-run"]) == 2
     captured = capsys.readouterr()
     assert "pruning.sparsity" in captured.out and "invalid combination" in captured.err
+
+
+def test_sweep_force_reruns_done_runs(data_dir: Path, tmp_path: Path, capsys) -> None:
+    """--force queues runs already in the results store too (the redo of a flagged run);
+    without it only the missing ones go."""
+    from pruning.cli import main
+    from pruning.store.publish import publish_run
+
+    spec = {"base": BASE, "sparsities": [0.5, 0.6]}
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    done = expand_sweep(spec)[0]
+    publish_run(done)  # a succeeded run in the store
+    assert main(["sweep", "--config", str(sweep), "--yes"]) == 0
+    assert "already done: 1" in capsys.readouterr().out
+    assert [j.run_id for j in JobQueue().list()] == [expand_sweep(spec)[1].run_id]
+    assert main(["sweep", "--config", str(sweep), "--yes", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "--force: the 1 done run(s) run again (1 to submit)" in out
+    queued = [j.run_id for j in JobQueue().list(states=("queued",))]
+    assert sorted(queued) == sorted(c.run_id for c in expand_sweep(spec))  # the queued one is not queued twice

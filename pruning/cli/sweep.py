@@ -35,7 +35,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if plan.invalid:
         raise ConfigError(f"sweep {args.config}: {len(plan.invalid)} invalid combination(s) listed above; "
                           "fix the sweep (nothing was submitted)")
-    todo = plan.configs if args.force else plan.to_run
+    # --force re-runs done runs too, but never queues a second job for a queued/running one
+    todo = [c for c in plan.configs if c.run_id not in plan.active] if args.force else plan.to_run
+    if args.force and plan.done:
+        print(f"--force: the {len(plan.done)} done run(s) run again ({len(todo)} to submit); "
+              "each new attempt supersedes the stored one")
     if args.dry_run:
         for config in plan.configs:
             mark = ("done: " + plan.done[config.run_id]) if config.run_id in plan.done else (
