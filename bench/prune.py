@@ -84,14 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)
     calib_ids = torch.randint(0, args.vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     rows: list[dict] = []
-    methods = args.methods.split(",")
-    dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if len(methods) > 1 else None  # CPU copy
-    runs = [(m, b) for m in methods for b in batches]
-    if len(runs) > 1 and dense_state is None:
-        dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    runs = [(m, b) for m in args.methods.split(",") for b in batches]
+    # every run starts from the same dense weights (CPU copy), needed only when there are several
+    dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if len(runs) > 1 else None
     for method, batch in runs:
         if dense_state is not None:
-            model.load_state_dict(dense_state)  # every method starts from the same dense weights
+            model.load_state_dict(dense_state)
         block_times: list[float] = []
         last = [time.perf_counter()]
 

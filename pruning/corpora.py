@@ -15,6 +15,7 @@ a different wiki text (docs/FINDINGS.md). Every published run records the files'
 from __future__ import annotations
 
 import bz2
+import functools
 import hashlib
 import json
 import logging
@@ -148,6 +149,7 @@ MANIFEST = "MANIFEST.json"
 CORPUS_FILES = ("wiki.test", "wiki.calib", "lee")
 
 
+@functools.lru_cache(maxsize=1)  # load_text checks it on every call; the source cannot change in-process
 def corpus_recipe() -> str:
     """Digest (16 hex) of what determines the corpus text: this module's source, the gensim wheel
     spec and the mwparserfromhell version."""
