@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = ", ".join(sorted(set(frame["device"])))
     body = (
         f"Stage timings (seconds) of the {len(frame)} stored runs tagged `{args.tag}`, read from the store; "
-        f"made on: {devices}, up to six runs sharing one GPU (docs/FINDINGS.md, 'What ran'). "
+        f"made on: {devices}, up to eight runs sharing one GPU (docs/FINDINGS.md, 'What ran'). "
         "`spectra` for hessian_alpha runs includes the Hessian eigendecompositions (cached per model after the first).\n\n"
         + table.to_markdown(index=False)
     )

@@ -3,8 +3,8 @@
 # the grid sweep, in .gpu/ (git-ignored via .git/info/exclude): the SmolLM2 GGUF in two halves
 # (each call of the device tool carries at most 64 MiB), the wheels it lacks, the offline corpora.
 #   call 1: carry .gpu/half1 .gpu/w1    -> cp part00 to /tmp/gg; pip install --target /tmp/site .gpu/w1/*.whl
-#   call 2: carry .gpu/half2            -> join, python3 -c "from pruning.fetch import convert_gguf; ..."
-#   call 3: carry .gpu/w2 .gpu/corpora  -> install, copy corpora to $PRUNING_LAB_CACHE/corpora, sweep + workers
+#   call 2: carry .gpu/half2 .gpu/corpora -> copy corpora to $PRUNING_LAB_CACHE/corpora; join, convert_gguf(...)
+#   call 3: carry .gpu/w2              -> install, sweep + workers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qs '^/.gpu/$' .git/info/exclude || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }

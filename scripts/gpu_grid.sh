@@ -2,8 +2,9 @@
 # Run the SmolLM2 grid sweep (sweeps/grid-smollm2.yaml, or the file in $SWEEP) on a bare GPU machine reached through the
 # `device` tool, in a few calls that each stay under its carry and time limits. Prepare the carry
 # here first with scripts/gpu_carry.sh, then, in the repository root on the GPU machine:
-#   call 1 (carry .gpu/half1 .gpu/w1 .gpu/corpora): scripts/gpu_grid.sh stage1
-#   call 2 (carry .gpu/half2):                      scripts/gpu_grid.sh stage2
+#   call 1 (carry .gpu/half1 .gpu/w1):              scripts/gpu_grid.sh stage1
+#   call 2 (carry .gpu/half2 .gpu/corpora):         scripts/gpu_grid.sh stage2
+#   (the corpora may travel with either stage: the tracked tree plus half1 + w1 + corpora passes 64 MiB)
 #   call 3 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
 #     ($SWEEP: another sweep file; FORCE=1: re-run runs already in the store, e.g. the redo sweep)
 #   further calls while the machine is warm:        scripts/gpu_grid.sh wait SECONDS
@@ -16,6 +17,11 @@ export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 GGUF=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
 install() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
+
+copy_corpora() {  # the offline text files and their MANIFEST.json, when this call carried them
+  mkdir -p /tmp/plcache/corpora
+  if [[ -d .gpu/corpora ]]; then cp .gpu/corpora/* /tmp/plcache/corpora/; fi
+}
 
 pending() {  # queued + running jobs
   python3 -m pruning jobs --status queued,running --limit 1000 --json 2>/dev/null \
@@ -45,10 +51,10 @@ wait_for() {  # wait until the queue is empty or $1 seconds pass, printing progr
 case "${1:-}" in
   stage1)
     mkdir -p /tmp/gg /tmp/site /tmp/plcache/corpora
-    cp .gpu/half1/part00 /tmp/gg/ && cp .gpu/corpora/* /tmp/plcache/corpora/ && install .gpu/w1/*.whl
+    cp .gpu/half1/part00 /tmp/gg/ && install .gpu/w1/*.whl && copy_corpora
     ;;
   stage2)
-    cat /tmp/gg/part00 .gpu/half2/part01 > "$GGUF" && rm /tmp/gg/part00
+    copy_corpora && cat /tmp/gg/part00 .gpu/half2/part01 > "$GGUF" && rm /tmp/gg/part00
     python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), 'smollm2-135m'))"
     ;;
   run)

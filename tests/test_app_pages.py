@@ -285,7 +285,7 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
                                   "all · hessian_alpha"]
     assert (grid != "").all().all()  # 21 filled cells
     assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.86"
-    assert grid.loc["Wanda", "uniform"] == "● 951.18"
+    assert grid.loc["Wanda", "uniform"] == "● 829.47"
     assert grid.loc["Wanda", "all"] == "● 386.39 ×10"  # the ε sweeps: best of ten values, listed below
     assert any("dense model 19.21" in c.value for c in at.caption)
     multi = frame(at, "grid_multi")
@@ -302,7 +302,7 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert at.selectbox(key="grid_epsilon").options == ["best of all", *(f"{e:g}" for e in eps)]
     at.selectbox(key="grid_epsilon").set_value(0.2).run()
     grid = frame(at, "grid_table")
-    assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 951.18"
+    assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 829.47"
     assert any("ε = 0.2" in c.value for c in at.caption)
     # another sparsity has a single ε: no filter, and the stale choice is dropped
     at.selectbox(key="grid_sparsity").set_value(0.5).run()

@@ -62,7 +62,9 @@ def test_shipped_numbers_match_the_findings(grid_ids: list[str]) -> None:
     assert ppl("dense", 0.0, "uniform") == 19.21
     assert ppl("sparsegpt", 0.6, "uniform") == 79.83
     assert ppl("sparsegpt", 0.6, "linear", "all", "hessian_alpha") == 71.26
-    assert ppl("wanda", 0.7, "uniform") == 951.18
+    assert ppl("magnitude", 0.5, "uniform") == 461.90
+    assert ppl("wanda", 0.6, "linear", "all", "hessian_alpha") == 97.58
+    assert ppl("wanda", 0.7, "uniform") == 829.47
     assert ppl("wanda", 0.7, "owl") == 744.84
     assert ppl("wanda", 0.7, "linear", "all", "hessian_alpha") == 364.19
     assert [ppl("wanda", 0.7, "linear", "all", "alpha_peak", e) for e in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)] == [
@@ -101,28 +103,53 @@ def test_grid_timings_summarise_the_stored_runs() -> None:
     assert table.groupby("method")["runs"].sum().to_dict() == {"dense": 1, "magnitude": 21, "sparsegpt": 21, "wanda": 26}
     dense = table[table["method"] == "dense"].iloc[0]
     assert dense["total median"] == 65.8 and dense["total max"] == 65.8
-    # the runs of one code revision are grouped; the earliest revision comes first
-    assert table["revision"].iloc[0] == "unrecorded" and table["revision"].iloc[-1].startswith("93dcd6d")
+    # the runs of one code revision are grouped; the earliest revision comes first (the 36 re-run
+    # runs, attempt 2, supersede the first session's, whose revision was unrecorded)
+    assert list(table["revision"].str[:7].unique()) == ["93dcd6d", "781d41c"]
+    assert table.set_index(["revision", "method"])["runs"].to_dict() == {
+        ("93dcd6dabc", "dense"): 1, ("93dcd6dabc", "sparsegpt"): 21, ("93dcd6dabc", "wanda"): 11,
+        ("781d41c7f3", "magnitude"): 21, ("781d41c7f3", "wanda"): 15}
     with pytest.raises(SystemExit, match="no succeeded runs tagged 'nope'"):
         grid_timings("nope", STORE)
     with pytest.raises(SystemExit, match="is invalid"):
         grid_timings("x' OR 1=1 --", STORE)
 
 
-def test_runs_on_the_older_wiki_text_are_flagged_and_have_a_redo_sweep() -> None:
-    """The first GPU session read an older build of the wiki text. Every run whose scored wiki token
-    count differs from the dense run's (today's text) carries the review tag ``older-wiki-text``,
-    and sweeps/grid-smollm2-redo.yaml re-runs exactly those."""
+def test_every_run_reads_todays_wiki_text_and_the_redo_superseded_the_older_runs() -> None:
+    """The first GPU session read an older build of the wiki text (356,178 scored tokens); those 36
+    runs, exactly the runs of sweeps/grid-smollm2-redo.yaml, were re-run. Every query now reads the
+    new attempt (``<id>~2``, today's 358,225 tokens), the first attempt stays on disk as history, and
+    no run is still tagged ``older-wiki-text``."""
+    import pandas as pd
+
     from pruning.store.annotations import read_annotation
     from pruning.store.queries import run_sql
 
     counts = run_sql("SELECT p.run_id, p.n_tokens FROM perplexity p JOIN runs r USING (run_id) "
                      "WHERE r.model = 'smollm2-135m' AND p.dataset = 'wiki'", root=STORE)
-    today = int(counts.loc[counts["run_id"].str.startswith("dense-"), "n_tokens"].iloc[0])
-    assert today == 358_225
-    older = set(counts.loc[counts["n_tokens"] != today, "run_id"])
-    assert len(older) == 36 and set(counts.loc[counts["run_id"].isin(older), "n_tokens"]) == {356_178}
-    tagged = {r for r in counts["run_id"] if "older-wiki-text" in read_annotation(r, root=STORE).get("tags", [])}
-    assert tagged == older
+    assert set(counts["n_tokens"]) == {358_225}
+    assert not [r for r in counts["run_id"] if "older-wiki-text" in read_annotation(r, root=STORE).get("tags", [])]
     redo = {config.run_id for config in expand_sweep(REPO / "sweeps" / "grid-smollm2-redo.yaml")}
-    assert redo == older
+    assert len(redo) == 36
+    assert {p.name.split("~")[0] for p in (STORE / "runs").glob("*~2")} == redo
+    for run_id in redo:
+        first = pd.read_parquet(STORE / "runs" / run_id / "perplexity.parquet")
+        assert set(first.loc[first["dataset"] == "wiki", "n_tokens"]) == {356_178}
+
+
+def test_the_redo_reproduced_every_run_that_reads_no_calibration_text() -> None:
+    """Magnitude pruning with a uniform or weight-spectrum allocation never reads the calibration
+    split, and the lee text did not change: across two GPU sessions their lee perplexity is bitwise
+    equal. OWL and Hessian alpha read calibration activations, so those cells (and only those) moved."""
+    import pandas as pd
+
+    redo = [config for config in expand_sweep(REPO / "sweeps" / "grid-smollm2-redo.yaml")
+            if config.pruning.method == "magnitude"]
+    same, moved = set(), set()
+    for config in redo:
+        lee = [pd.read_parquet(STORE / "runs" / name / "perplexity.parquet").query("dataset == 'lee'")["ppl"].item()
+               for name in (config.run_id, f"{config.run_id}~2")]
+        (same if lee[0] == lee[1] else moved).add(config.run_id)
+    reads_calibration = {c.run_id for c in redo
+                         if c.allocation.strategy == "owl" or c.allocation.metric == "hessian_alpha"}
+    assert len(same) == 15 and moved == reads_calibration and len(moved) == 6

@@ -28,8 +28,9 @@ RUN_LIST_COLUMNS = ["run_id", "kind", "model", "method", "preset", "epsilon", "s
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list runs and reference result sets in the results store")
-    for name in ("model", "method", "status", "tag", "kind", "preset"):
-        p.add_argument(f"--{name}", action="append", help=f"only these {name}s (repeatable)")
+    for name, plural in (("model", "models"), ("method", "methods"), ("status", "statuses"), ("tag", "tags"),
+                         ("kind", "kinds"), ("preset", "presets")):
+        p.add_argument(f"--{name}", action="append", help=f"only these {plural} (repeatable)")
     p.add_argument("--all-columns", action="store_true", help="show every column of list_runs()")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(handler=cmd_runs)
