@@ -128,6 +128,29 @@ def test_compaction_keeps_results_identical(data_dir: Path) -> None:
     assert mgrid.loc["QKVout + split", "wanda"] == 42.0
 
 
+def test_retired_parts_are_deleted_after_their_grace_even_with_nothing_to_compact(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full compaction retires the old part files but keeps them for readers of older snapshots;
+    a later compact() deletes them once the grace period is over, even when nothing is loose."""
+    from pruning.store import catalog
+
+    publish_run(_config(sparsity=0.5), tables=_tables(20.0))
+    assert compact() is True
+    publish_run(_config(sparsity=0.6), tables=_tables(21.0))
+    assert compact(full=True) is True
+    parts = data_dir / "store" / "catalog" / "parts"
+    first = {p.name for p in parts.glob("*-000001.parquet")}
+    assert "runs-000001.parquet" in first and all((parts / n).exists() for n in first)  # within the grace
+    assert compact() is False and all((parts / n).exists() for n in first)
+    monkeypatch.setattr(catalog, "RETIRED_GRACE_S", 0.0)
+    assert compact() is False  # nothing to fold in, but the retired parts go
+    assert not list(parts.glob("*-000001.parquet")) and (parts / "runs-000002.parquet").exists()
+    manifest = json.loads((data_dir / "store" / "catalog" / "manifest.json").read_text())
+    assert manifest["retired"] == {} and sorted(p.name for p in parts.iterdir()) == sorted(
+        n for names in manifest["parts"].values() for n in names)
+    assert list_runs()["ppl"].sort_values().tolist() == [20.0, 21.0]
+
+
 def test_annotations_are_separate_and_mutable(data_dir: Path) -> None:
     cfg = _config()
     res = publish_run(cfg, tables=_tables(30.0))

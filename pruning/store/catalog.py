@@ -285,6 +285,8 @@ def _write_manifest(root: Path, manifest: CatalogManifest) -> None:
 def compact(root: Path | str | None = None, *, full: bool = False, blocking: bool = True) -> bool:
     """Fold loose published bundles into the catalog (one new part file per table).
 
+    Part files that a full compaction retired are deleted on a later call once
+    :data:`RETIRED_GRACE_S` has passed (readers holding an older snapshot may still read them).
     ``full`` (or too many parts, or a bundle re-published) rewrites everything into one part per
     table, dropping superseded attempts. Holds the writer lock; with ``blocking=False`` returns
     False at once when another writer holds it. Returns True when a new catalog was published.
@@ -296,6 +298,7 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
         snap = snapshot(root)
         old = snap.manifest
         if not snap.loose and not full:
+            _collect_garbage(root, old)  # parts retired by an earlier full compaction, once their grace is over
             return False
         full = full or bool(snap.superseded) or any(len(v) >= MAX_PARTS for v in old.parts.values())
         gen = old.generation + 1
