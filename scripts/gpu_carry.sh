@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Prepare what a bare GPU machine (Python 3.12, torch + transformers, no internet) needs to run
-# the grid sweep, in .gpu/ (git-ignored via .git/info/exclude): the SmolLM2 GGUF in two halves
-# (each call of the device tool carries at most 64 MiB), the wheels it lacks, the offline corpora.
-#   call 1: carry .gpu/half1 .gpu/w1    -> cp part00 to /tmp/gg; pip install --target /tmp/site .gpu/w1/*.whl
-#   call 2: carry .gpu/half2 .gpu/corpora -> copy corpora to $PRUNING_LAB_CACHE/corpora; join, convert_gguf(...)
-#   call 3: carry .gpu/w2              -> install, sweep + workers
+# the grid sweep, in .gpu/ (git-ignored via .git/info/exclude): the SmolLM2 GGUF in three parts
+# (a device call carries at most 64 MiB, the tracked tree included: ~15 MiB with the shipped
+# store), the wheels it lacks, the offline corpora. Then, with scripts/gpu_grid.sh:
+#   call 1: carry .gpu/gguf1 .gpu/w1 .gpu/corpora -> scripts/gpu_grid.sh setup
+#   call 2: carry .gpu/gguf2                      -> scripts/gpu_grid.sh setup
+#   call 3: carry .gpu/gguf3                      -> scripts/gpu_grid.sh setup   (joins and converts)
+#   call 4: carry .gpu/w2                         -> scripts/gpu_grid.sh run WORKERS SECONDS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qs '^/.gpu/$' .git/info/exclude || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
 GGUF=$(.venv/bin/python -c "from pruning.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")
-rm -rf .gpu && mkdir -p .gpu/half1 .gpu/half2 .gpu/w1 .gpu/w2 .gpu/corpora
-split -n 2 -d "$GGUF" .gpu/part
-mv .gpu/part00 .gpu/half1/part00; mv .gpu/part01 .gpu/half2/part01
+PARTS=3
+rm -rf .gpu && mkdir -p .gpu/w1 .gpu/w2 .gpu/corpora
+split -n "$PARTS" -d "$GGUF" .gpu/part
+for i in $(seq "$PARTS"); do
+  mkdir -p ".gpu/gguf$i" && mv ".gpu/part0$((i - 1))" ".gpu/gguf$i/" && echo "$PARTS" > ".gpu/gguf$i/NPARTS"
+done
 dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$1" "${@:2}"; }

@@ -2,10 +2,11 @@
 # Run the SmolLM2 grid sweep (sweeps/grid-smollm2.yaml, or the file in $SWEEP) on a bare GPU machine reached through the
 # `device` tool, in a few calls that each stay under its carry and time limits. Prepare the carry
 # here first with scripts/gpu_carry.sh, then, in the repository root on the GPU machine:
-#   call 1 (carry .gpu/half1 .gpu/w1):              scripts/gpu_grid.sh stage1
-#   call 2 (carry .gpu/half2 .gpu/corpora):         scripts/gpu_grid.sh stage2
-#   (the corpora may travel with either stage: the tracked tree plus half1 + w1 + corpora passes 64 MiB)
-#   call 3 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
+#   calls 1-3 (carry .gpu/gguf1 .gpu/w1 .gpu/corpora, then .gpu/gguf2, then .gpu/gguf3):
+#                                                   scripts/gpu_grid.sh setup
+#     (idempotent: installs the wheels, copies the corpora and the GGUF parts that this call carried;
+#      once every part is there it joins them and converts the model)
+#   call 4 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
 #     ($SWEEP: another sweep file; FORCE=1: re-run runs already in the store, e.g. the redo sweep)
 #   further calls while the machine is warm:        scripts/gpu_grid.sh wait SECONDS
 # `run` and `wait` end by packing the new run bundles and the job logs into $OUT/grid.tgz; here,
@@ -49,13 +50,17 @@ wait_for() {  # wait until the queue is empty or $1 seconds pass, printing progr
 }
 
 case "${1:-}" in
-  stage1)
-    mkdir -p /tmp/gg /tmp/site /tmp/plcache/corpora
-    cp .gpu/half1/part00 /tmp/gg/ && install .gpu/w1/*.whl && copy_corpora
-    ;;
-  stage2)
-    copy_corpora && cat /tmp/gg/part00 .gpu/half2/part01 > "$GGUF" && rm /tmp/gg/part00
-    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), 'smollm2-135m'))"
+  setup)
+    mkdir -p /tmp/gg /tmp/site
+    if compgen -G ".gpu/w1/*.whl" > /dev/null; then install .gpu/w1/*.whl || exit 1; fi
+    copy_corpora
+    for part in .gpu/gguf*/part*; do [[ -e "$part" ]] && cp "$part" /tmp/gg/ && cp "$(dirname "$part")/NPARTS" /tmp/gg/; done
+    [[ -f /tmp/gg/NPARTS ]] || { echo "no GGUF part carried yet" >&2; exit 1; }
+    have=$(find /tmp/gg -maxdepth 1 -name 'part*' | wc -l); need=$(cat /tmp/gg/NPARTS)
+    if (( have < need )); then echo "GGUF parts: $have of $need; carry the next one"; exit 0; fi
+    cat /tmp/gg/part* > "$GGUF" && rm /tmp/gg/part*
+    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), 'smollm2-135m'))" \
+      && echo "model ready"
     ;;
   run)
     workers=${2:-4}; seconds=${3:-500}
@@ -77,6 +82,6 @@ case "${1:-}" in
     xargs -r kill < /tmp/worker.pids; collect
     ;;
   *)
-    echo "usage: $0 stage1 | stage2 | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
+    echo "usage: $0 setup | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
     ;;
 esac

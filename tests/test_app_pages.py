@@ -282,9 +282,12 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     grid = frame(at, "grid_table")
     assert list(grid.index) == ["magnitude", "Wanda", "SparseGPT"]
     assert list(grid.columns) == ["uniform", "OWL", "all", "Q OUT GATE", "QKVout", "QKVout + split",
-                                  "all · hessian_alpha"]
-    assert (grid != "").all().all()  # 21 filled cells
-    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.86"
+                                  "all · alpha", "all · hessian_alpha"]
+    # the grid's 21 cells, plus WeightWatcher's alpha (follow-up sweep: Wanda and SparseGPT only)
+    assert (grid.drop(columns="all · alpha") != "").all().all()
+    assert grid["all · alpha"].tolist() == ["", "● 400.03 ×2", "● 184.04 ×2"]
+    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.86 ×3"
+    assert grid.loc["Wanda", "all · hessian_alpha"] == "● 307.80 ×3"
     assert grid.loc["Wanda", "uniform"] == "● 829.47"
     assert grid.loc["Wanda", "all"] == "● 386.39 ×10"  # the ε sweeps: best of ten values, listed below
     assert any("dense model 19.21" in c.value for c in at.caption)
@@ -303,6 +306,7 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     at.selectbox(key="grid_epsilon").set_value(0.2).run()
     grid = frame(at, "grid_table")
     assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 829.47"
+    assert grid.loc["Wanda", "all · alpha"] == "● 444.31" and grid.loc["Wanda", "all · hessian_alpha"] == "● 364.19"
     assert any("ε = 0.2" in c.value for c in at.caption)
     # another sparsity has a single ε: no filter, and the stale choice is dropped
     at.selectbox(key="grid_sparsity").set_value(0.5).run()

@@ -374,6 +374,10 @@ def test_grid_columns_separate_uniform_owl_and_non_default_metrics():
     assert column_label("QKVout", False, None, "linear", "alpha") == "QKVout"  # the notes' "ww"
     assert column_label("all", False, None, "linear", "hessian_alpha") == "all · hessian_alpha"
     assert column_label("all", True, None, "linear", "alpha") == "GT"
+    # own runs: WeightWatcher's alpha is not the grid sweeps' alpha_peak, so it gets its own column
+    assert column_label("all", False, None, "linear", "alpha", "run") == "all · alpha"
+    assert column_label("all", False, None, "linear", "alpha_peak", "run") == "all"
+    assert column_label("QKVout", False, None, "linear", "alpha", "reference") == "QKVout"
     cells = pd.DataFrame({
         "kind": "run", "run_id": ["a", "b", "c", "d"], "model": "m", "method": "wanda",
         "preset": ["all", "all", "all", None], "preset_raw": None, "epsilon": 0.2, "sparsity": 0.6,

@@ -66,7 +66,7 @@ def test_shipped_numbers_match_the_findings(grid_ids: list[str]) -> None:
     assert ppl("wanda", 0.6, "linear", "all", "hessian_alpha") == 97.58
     assert ppl("wanda", 0.7, "uniform") == 829.47
     assert ppl("wanda", 0.7, "owl") == 744.84
-    assert ppl("wanda", 0.7, "linear", "all", "hessian_alpha") == 364.19
+    assert ppl("wanda", 0.7, "linear", "all", "hessian_alpha", 0.2) == 364.19
     assert [ppl("wanda", 0.7, "linear", "all", "alpha_peak", e) for e in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)] == [
         615.35, 632.17, 427.28, 470.35, 411.90, 387.00]
 
@@ -81,6 +81,27 @@ def test_the_wider_epsilon_follow_up_is_shipped() -> None:
     by = {(m, round(e, 2)): round(p, 2) for m, e, p in zip(wiki["method"], wiki["epsilon"], wiki["ppl"])}
     assert by == {("wanda", 0.2): 470.35, ("wanda", 0.35): 386.39, ("wanda", 0.4): 460.38, ("wanda", 0.45): 651.59,
                   ("wanda", 0.5): 1117.27, ("sparsegpt", 0.3): 180.58, ("sparsegpt", 0.4): 226.31}
+
+
+def test_the_hessian_and_weightwatcher_follow_up_is_shipped() -> None:
+    """sweeps/followup-smollm2.yaml: Hessian alpha at ε 0.3 / 0.35 and WeightWatcher's alpha at
+    ε 0.2 / 0.3 (docs/FINDINGS.md, findings 10 and 11)."""
+    configs = expand_sweep(REPO / "sweeps" / "followup-smollm2.yaml")
+    runs = list_runs(root=STORE).set_index("run_id")
+    ids = [c.run_id for c in configs]
+    assert len(set(ids)) == 8 and set(runs.loc[ids, "status"]) == {"succeeded"}
+    cells = perplexity_cells(root=STORE, model="smollm2-135m")
+    wiki = cells[cells["run_id"].isin(ids) & (cells["dataset"] == "wiki")]
+    by = {(m, me, round(e, 2)): round(p, 2)
+          for m, me, e, p in zip(wiki["method"], wiki["metric"], wiki["epsilon"], wiki["ppl"])}
+    assert by == {("wanda", "hessian_alpha", 0.3): 307.80, ("wanda", "hessian_alpha", 0.35): 362.44,
+                  ("wanda", "alpha", 0.2): 444.31, ("wanda", "alpha", 0.3): 400.03,
+                  ("sparsegpt", "hessian_alpha", 0.3): 180.30, ("sparsegpt", "hessian_alpha", 0.35): 208.65,
+                  ("sparsegpt", "alpha", 0.2): 185.28, ("sparsegpt", "alpha", 0.3): 184.04}
+    # every follow-up run stored the spectra its allocation used: Hessian spectra only where asked
+    for config in configs:
+        sources = set(run_table(config.run_id, "spectra", root=STORE)["source"])
+        assert sources == ({"weight", "hessian"} if config.allocation.metric == "hessian_alpha" else {"weight"})
 
 
 def test_allocations_hit_their_target(grid_ids: list[str]) -> None:

@@ -123,3 +123,19 @@ def test_sweep_force_reruns_done_runs(data_dir: Path, tmp_path: Path, capsys) ->
     assert "--force: the 1 done run(s) run again (1 to submit)" in out
     queued = [j.run_id for j in JobQueue().list(states=("queued",))]
     assert sorted(queued) == sorted(c.run_id for c in expand_sweep(spec))  # the queued one is not queued twice
+
+
+def test_dry_run_lines_name_the_allocation(data_dir: Path, capsys) -> None:
+    """Runs that differ only in allocation metric or strategy are told apart in the dry-run listing."""
+    from pruning.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    assert main(["sweep", "--config", str(repo / "sweeps" / "followup-smollm2.yaml"), "--dry-run"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "[to run]" in line]
+    labels = sorted(line.split("s=0.7  ")[1].split("  seed=")[0] for line in lines)
+    assert labels == sorted(
+        f"linear preset=all  metric={m}  eps={e}" for m, e in
+        [("hessian_alpha", 0.3), ("hessian_alpha", 0.35), ("alpha", 0.2), ("alpha", 0.3)] * 2)
+    assert main(["sweep", "--config", str(repo / "sweeps" / "grid-smollm2.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "s=0.5  owl M=5 λ=0.08  seed=0" in out and "s=0.7  uniform  seed=0" in out

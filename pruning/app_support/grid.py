@@ -42,16 +42,21 @@ def _missing(value: object) -> bool:
 
 UNIFORM_COLUMN = "uniform"
 OWL_COLUMN = "OWL"
-#: metrics that the notes' "ww" columns stand for (WeightWatcher / AlphaPruning alpha)
+#: metrics shown under the plain preset column: the notes' "ww" (WeightWatcher-style alpha, fit
+#: unspecified; imported as "alpha") and AlphaPruning's `alpha_peak`, which their GT reproduces
 DEFAULT_METRICS = ("alpha", "alpha_peak")
+#: the team's own runs tell WeightWatcher's KS-chosen `alpha` apart from `alpha_peak`
+RUN_DEFAULT_METRICS = ("alpha_peak",)
 
 
 def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
-                 strategy: object = None, metric: object = None) -> str:
+                 strategy: object = None, metric: object = None, kind: object = None) -> str:
     """Grid column of one value: "GT" for baselines; "uniform" and "OWL" for those allocations;
     else the preset's display name (the raw header text when it is no known preset, e.g.
     "split"), suffixed " · metric" when a linear allocation used another metric than the notes'
-    alpha / alpha_peak (e.g. "all · hessian_alpha")."""
+    alpha / alpha_peak (e.g. "all · hessian_alpha"). For the team's own runs (``kind == "run"``)
+    only `alpha_peak` is unsuffixed, so a run allocating by WeightWatcher's `alpha` gets its own
+    column ("all · alpha") instead of sharing a cell with the `alpha_peak` runs."""
     if is_baseline:
         return BASELINE_COLUMN
     if not _missing(strategy) and str(strategy) == "uniform":
@@ -59,7 +64,8 @@ def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
     if not _missing(strategy) and str(strategy) == "owl":
         return OWL_COLUMN
     label = _preset_label(preset, preset_raw)
-    if not _missing(metric) and str(metric) not in DEFAULT_METRICS and label != NO_PRESET:
+    plain = RUN_DEFAULT_METRICS if (not _missing(kind) and str(kind) == "run") else DEFAULT_METRICS
+    if not _missing(metric) and str(metric) not in plain and label != NO_PRESET:
         return f"{label} · {metric}"
     return label
 
@@ -173,7 +179,9 @@ def build_grid(
     raw = sub["preset_raw"] if "preset_raw" in sub else pd.Series(None, index=sub.index)
     strategy = sub["strategy"] if "strategy" in sub else pd.Series(None, index=sub.index)
     metric = sub["metric"] if "metric" in sub else pd.Series(None, index=sub.index)
-    sub["column"] = [column_label(p, b, r, st, me) for p, b, r, st, me in zip(sub["preset"], base, raw, strategy, metric)]
+    kind = sub["kind"] if "kind" in sub else pd.Series(None, index=sub.index)
+    sub["column"] = [column_label(p, b, r, st, me, k)
+                     for p, b, r, st, me, k in zip(sub["preset"], base, raw, strategy, metric, kind)]
     sub["ppl"] = pd.to_numeric(sub["ppl"], errors="coerce")
     rows = _ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
     columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, UNIFORM_COLUMN, OWL_COLUMN],

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from pruning.errors import ConfigError
+from pruning.config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,8 +46,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             mark = ("done: " + plan.done[config.run_id]) if config.run_id in plan.done else (
                 ("active: job " + plan.active[config.run_id]) if config.run_id in plan.active else "to run")
             print(f"  {config.run_id}  {config.model.name}  {config.pruning.method}  "
-                  f"s={config.pruning.sparsity}  preset={config.allocation.preset}  "
-                  f"eps={config.allocation.epsilon}  seed={config.calibration.seed}  [{mark}]")
+                  f"s={config.pruning.sparsity}  {_allocation_label(config)}  seed={config.calibration.seed}  [{mark}]")
         print("dry run: nothing submitted")
         return 0
     if not todo:
@@ -71,3 +71,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.backend == "local" and submitted and not JobQueue().live_workers():
         print("no live worker: start one with `python -m pruning worker`")
     return 0
+
+
+def _allocation_label(config: RunConfig) -> str:
+    """``uniform``, ``owl M=5 λ=0.08`` or ``linear preset=all metric=alpha_peak eps=0.2`` for one dry-run line."""
+    a = config.allocation
+    if a.strategy == "linear":
+        return f"linear preset={a.preset or 'custom'}  metric={a.metric}  eps={a.epsilon:g}"
+    if a.strategy == "owl":
+        return f"owl M={a.owl_threshold_m:g} λ={a.owl_lambda:g}"
+    return a.strategy
