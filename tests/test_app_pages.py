@@ -308,9 +308,12 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 829.47"
     assert grid.loc["Wanda", "all · alpha"] == "● 444.31" and grid.loc["Wanda", "all · hessian_alpha"] == "● 364.19"
     assert any("ε = 0.2" in c.value for c in at.caption)
-    # another sparsity has a single ε: no filter, and the stale choice is dropped
+    # another sparsity holds other ε (the follow-up's 0.3 at 50 %): a choice it lacks (0.35) is dropped
+    at.selectbox(key="grid_epsilon").set_value(0.35).run()
     at.selectbox(key="grid_sparsity").set_value(0.5).run()
-    assert not at.exception and "grid_epsilon" not in [s.key for s in at.selectbox]
+    assert not at.exception
+    assert at.selectbox(key="grid_epsilon").options == ["best of all", "0.2", "0.3"]
+    assert at.selectbox(key="grid_epsilon").value is None
 
 
 def test_grid_page_marks_own_runs(full_store):

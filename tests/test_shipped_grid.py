@@ -61,9 +61,9 @@ def test_shipped_numbers_match_the_findings(grid_ids: list[str]) -> None:
 
     assert ppl("dense", 0.0, "uniform") == 19.21
     assert ppl("sparsegpt", 0.6, "uniform") == 79.83
-    assert ppl("sparsegpt", 0.6, "linear", "all", "hessian_alpha") == 71.26
+    assert ppl("sparsegpt", 0.6, "linear", "all", "hessian_alpha", 0.2) == 71.26
     assert ppl("magnitude", 0.5, "uniform") == 461.90
-    assert ppl("wanda", 0.6, "linear", "all", "hessian_alpha") == 97.58
+    assert ppl("wanda", 0.6, "linear", "all", "hessian_alpha", 0.2) == 97.58
     assert ppl("wanda", 0.7, "uniform") == 829.47
     assert ppl("wanda", 0.7, "owl") == 744.84
     assert ppl("wanda", 0.7, "linear", "all", "hessian_alpha", 0.2) == 364.19
@@ -84,20 +84,22 @@ def test_the_wider_epsilon_follow_up_is_shipped() -> None:
 
 
 def test_the_hessian_and_weightwatcher_follow_up_is_shipped() -> None:
-    """sweeps/followup-smollm2.yaml: Hessian alpha at ε 0.3 / 0.35 and WeightWatcher's alpha at
-    ε 0.2 / 0.3 (docs/FINDINGS.md, findings 10 and 11)."""
+    """sweeps/followup-smollm2.yaml: at 70 %, Hessian alpha at ε 0.3 / 0.35 and WeightWatcher's alpha
+    at ε 0.2 / 0.3; at 50-60 %, ε 0.3 (docs/FINDINGS.md, findings 10 and 11)."""
     configs = expand_sweep(REPO / "sweeps" / "followup-smollm2.yaml")
     runs = list_runs(root=STORE).set_index("run_id")
     ids = [c.run_id for c in configs]
-    assert len(set(ids)) == 8 and set(runs.loc[ids, "status"]) == {"succeeded"}
+    assert len(set(ids)) == 12 and set(runs.loc[ids, "status"]) == {"succeeded"}
     cells = perplexity_cells(root=STORE, model="smollm2-135m")
     wiki = cells[cells["run_id"].isin(ids) & (cells["dataset"] == "wiki")]
-    by = {(m, me, round(e, 2)): round(p, 2)
-          for m, me, e, p in zip(wiki["method"], wiki["metric"], wiki["epsilon"], wiki["ppl"])}
-    assert by == {("wanda", "hessian_alpha", 0.3): 307.80, ("wanda", "hessian_alpha", 0.35): 362.44,
-                  ("wanda", "alpha", 0.2): 444.31, ("wanda", "alpha", 0.3): 400.03,
-                  ("sparsegpt", "hessian_alpha", 0.3): 180.30, ("sparsegpt", "hessian_alpha", 0.35): 208.65,
-                  ("sparsegpt", "alpha", 0.2): 185.28, ("sparsegpt", "alpha", 0.3): 184.04}
+    by = {(m, s, me, round(e, 2)): round(p, 2)
+          for m, s, me, e, p in zip(wiki["method"], wiki["sparsity"], wiki["metric"], wiki["epsilon"], wiki["ppl"])}
+    assert by == {("wanda", 0.7, "hessian_alpha", 0.3): 307.80, ("wanda", 0.7, "hessian_alpha", 0.35): 362.44,
+                  ("wanda", 0.7, "alpha", 0.2): 444.31, ("wanda", 0.7, "alpha", 0.3): 400.03,
+                  ("sparsegpt", 0.7, "hessian_alpha", 0.3): 180.30, ("sparsegpt", 0.7, "hessian_alpha", 0.35): 208.65,
+                  ("sparsegpt", 0.7, "alpha", 0.2): 185.28, ("sparsegpt", 0.7, "alpha", 0.3): 184.04,
+                  ("wanda", 0.5, "hessian_alpha", 0.3): 42.71, ("wanda", 0.6, "hessian_alpha", 0.3): 100.82,
+                  ("wanda", 0.6, "alpha_peak", 0.3): 106.63, ("sparsegpt", 0.6, "hessian_alpha", 0.3): 71.74}
     # every follow-up run stored the spectra its allocation used: Hessian spectra only where asked
     for config in configs:
         sources = set(run_table(config.run_id, "spectra", root=STORE)["source"])

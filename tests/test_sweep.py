@@ -132,10 +132,12 @@ def test_dry_run_lines_name_the_allocation(data_dir: Path, capsys) -> None:
     repo = Path(__file__).resolve().parents[1]
     assert main(["sweep", "--config", str(repo / "sweeps" / "followup-smollm2.yaml"), "--dry-run"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "[to run]" in line]
-    labels = sorted(line.split("s=0.7  ")[1].split("  seed=")[0] for line in lines)
+    labels = sorted(line.split("  s=")[1].split("  seed=")[0] for line in lines)
     assert labels == sorted(
-        f"linear preset=all  metric={m}  eps={e}" for m, e in
-        [("hessian_alpha", 0.3), ("hessian_alpha", 0.35), ("alpha", 0.2), ("alpha", 0.3)] * 2)
+        [f"0.7  linear preset=all  metric={m}  eps={e}" for m, e in
+         [("hessian_alpha", 0.3), ("hessian_alpha", 0.35), ("alpha", 0.2), ("alpha", 0.3)] * 2]
+        + [f"{s}  linear preset=all  metric={m}  eps=0.3" for s, m in
+           [(0.5, "hessian_alpha"), (0.6, "hessian_alpha"), (0.6, "alpha_peak"), (0.6, "hessian_alpha")]])
     assert main(["sweep", "--config", str(repo / "sweeps" / "grid-smollm2.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "s=0.5  owl M=5 λ=0.08  seed=0" in out and "s=0.7  uniform  seed=0" in out
