@@ -69,7 +69,7 @@ def epsilon_table(df: pd.DataFrame) -> str:
             values = [rows.loc[e, key] if e in rows.index else float("nan") for e in eps]
             best = better(v for v in values if pd.notna(v))
             cells = [f"**{fmt(v, key)}**" if v == best else fmt(v, key) for v in values]
-            out.append(f"| {'Wanda' if method == 'wanda' else 'SparseGPT'} {title.replace('perplexity', 'ppl')} | "
+            out.append(f"| {'Wanda' if method == 'wanda' else 'SparseGPT'} {title.replace('perplexity', 'ppl').replace('accuracy', 'acc')} | "
                        + " | ".join(cells) + " |")
     return "\n".join(out)
 

@@ -176,3 +176,22 @@ def test_the_redo_reproduced_every_run_that_reads_no_calibration_text() -> None:
     reads_calibration = {c.run_id for c in redo
                          if c.allocation.strategy == "owl" or c.allocation.metric == "hessian_alpha"}
     assert len(same) == 15 and moved == reads_calibration and len(moved) == 6
+
+
+def test_findings_tables_are_the_stored_numbers() -> None:
+    """Every table of docs/FINDINGS.md that scripts/findings_tables.py prints from the store appears
+    there verbatim (re-run the script and paste its output after new runs land)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings_tables", REPO / "scripts" / "findings_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from pruning.store.queries import run_sql
+
+    df = run_sql(module.QUERY, root=STORE)
+    findings = (REPO / "docs" / "FINDINGS.md").read_text()
+    tables = module.allocation_tables(df).split("### ")[1:] + [module.epsilon_table(df)]
+    assert len(tables) == 4
+    for table in tables:
+        assert table.strip() in findings, table.splitlines()[0]
+    assert "| wanda | 70% | 829.47 | 744.84 | 470.35 | 448.02 | 658.00 | 647.71 | **364.19** |" in findings
