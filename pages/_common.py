@@ -73,6 +73,17 @@ def load_run_detail(version: str, run_id: str) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
+def load_run_attempts(version: str, run_id: str) -> pd.DataFrame:
+    """Every published attempt of a run (``queries.run_attempts``; empty for reference sets)."""
+    from pruning.store.errors import RunNotFoundError
+
+    try:
+        return _queries().run_attempts(run_id)
+    except RunNotFoundError:
+        return pd.DataFrame()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
 def load_run_table(version: str, run_id: str, table: str) -> pd.DataFrame:
     """One artifact table of a run (spectra, allocation, perplexity, zeroshot, attention, metrics)."""
     return _queries().run_table(run_id, table)
@@ -225,6 +236,12 @@ def show_run(run_id: str) -> None:
     )
     if detail.get("error"):
         st.error(str(detail["error"])[:2000])
+    attempts = load_run_attempts(catalog_version(), run_id) if detail.get("kind") != "reference" else pd.DataFrame()
+    if len(attempts) > 1:
+        st.caption(f"attempt {int(attempts['attempt'].max())} of {len(attempts)}: every view shows the latest; "
+                   "the earlier attempts stay in the store as history")
+        table(attempts, key="run_attempts", hide_index=True,
+              column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in attempts if c.startswith("ppl_")})
     if detail.get("kind") == "reference":
         st.caption(
             f"source {detail.get('source_file') or '?'} line {detail.get('source_line') or '?'}: "

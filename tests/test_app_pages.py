@@ -231,6 +231,28 @@ def test_runs_page_annotates_a_picked_run(full_store):
     assert ann["tags"] == ["keep", "meeting"] and ann["notes"][0]["text"] == "looks good"
 
 
+def test_run_detail_lists_the_attempts_of_a_re_run(notes_store):
+    """A run re-run after its input text changed (the shipped Wanda-uniform 70 % run) shows both
+    attempts; the views read the latest, and a run published once shows no attempts table."""
+    at = open_page()
+    table = frame(at, "runs_table")
+    rerun, once = "wanda-48b4f85d93d2", "dense-9ab516d6c00d"
+    rows = [int(i) for i in table.index[table["run_id"].isin([rerun, once])]]
+    at.session_state["runs_table"] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    at.selectbox(key="runs_focus").set_value(rerun).run()
+    assert not at.exception
+    attempts = frame(at, "run_attempts")
+    assert attempts["attempt"].tolist() == [1, 2] and attempts["latest"].tolist() == [False, True]
+    assert attempts["ppl_wiki"].round(2).tolist() == [951.18, 829.47]
+    assert any("attempt 2 of 2" in c.value for c in at.caption)
+    assert table.set_index("run_id").loc[rerun, "ppl"].round(2) == 829.47  # the list reads the latest
+    at.selectbox(key="runs_focus").set_value(once).run()
+    assert not any("attempt" in c.value for c in at.caption)
+    with pytest.raises(KeyError):
+        frame(at, "run_attempts")
+
+
 def test_runs_page_sends_selected_rows_to_compare(full_store):
     at = open_page()
     table = frame(at, "runs_table")

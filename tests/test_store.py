@@ -151,6 +151,25 @@ def test_retired_parts_are_deleted_after_their_grace_even_with_nothing_to_compac
     assert list_runs()["ppl"].sort_values().tolist() == [20.0, 21.0]
 
 
+def test_run_attempts_lists_every_attempt_oldest_first(data_dir: Path) -> None:
+    from pruning.store import run_attempts
+
+    cfg = _config()
+    publish_run(cfg, tables=_tables(30.5))
+    publish_run(cfg, status="failed", error="boom")
+    publish_run(cfg, tables=_tables(28.25))
+    compact()  # the catalog keeps only the latest; the attempt directories stay
+    attempts = run_attempts(cfg.run_id)
+    assert attempts["attempt"].tolist() == [1, 2, 3]
+    assert attempts["latest"].tolist() == [False, False, True]
+    assert attempts["status"].tolist() == ["succeeded", "failed", "succeeded"]
+    assert attempts["ppl_wiki"].tolist()[0] == 30.5 and pd.isna(attempts["ppl_wiki"].iloc[1])
+    assert attempts["ppl_wiki"].iloc[2] == 28.25  # the pruned stage, not the dense 18.0
+    assert list_runs()["ppl"].tolist() == [28.25]
+    with pytest.raises(RunNotFoundError, match="'wanda-000000000000' has no published attempt"):
+        run_attempts("wanda-000000000000")
+
+
 def test_annotations_are_separate_and_mutable(data_dir: Path) -> None:
     cfg = _config()
     res = publish_run(cfg, tables=_tables(30.0))

@@ -10,8 +10,8 @@ from pruning.store.catalog import bulk_append, compact, snapshot, store_root
 from pruning.store.errors import ImportFormatError, QueryRejectedError, RunNotFoundError, StoreError
 from pruning.store.publish import PublishResult, environment, publish_bundle, publish_outcome, publish_run
 from pruning.store.queries import (
-    attention_stats, list_runs, metric_grid, models, perplexity_cells, perplexity_grid, run_detail, run_exists,
-    run_sql, run_status, run_table, zeroshot_scores,
+    attention_stats, list_runs, metric_grid, models, perplexity_cells, perplexity_grid, run_attempts, run_detail,
+    run_exists, run_sql, run_status, run_table, zeroshot_scores,
 )
 from pruning.store.schema import SCHEMA_VERSION, TABLES
 
@@ -19,6 +19,6 @@ __all__ = [
     "ImportFormatError", "PublishResult", "QueryRejectedError", "RunNotFoundError", "SCHEMA_VERSION", "StoreError",
     "TABLES", "add_note", "all_annotations", "attention_stats", "bulk_append", "compact", "environment",
     "list_runs", "metric_grid", "models", "perplexity_cells", "perplexity_grid", "publish_bundle",
-    "publish_outcome", "publish_run", "read_annotation", "run_detail", "run_exists", "run_sql", "run_status",
-    "run_table", "set_tags", "snapshot", "store_root", "zeroshot_scores",
+    "publish_outcome", "publish_run", "read_annotation", "run_attempts", "run_detail", "run_exists", "run_sql",
+    "run_status", "run_table", "set_tags", "snapshot", "store_root", "zeroshot_scores",
 ]

@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from pruning.store.annotations import all_annotations, read_annotation
-from pruning.store.catalog import Snapshot, connect, snapshot
+from pruning.store.catalog import Snapshot, connect, parse_dirname, snapshot, store_root
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
 from pruning.store.schema import TABLES
 
@@ -187,6 +187,44 @@ def run_detail(run_id: str, root: Path | str | None = None) -> dict[str, Any]:
                   [run_id], root)
     detail["tables"] = {t: int(n) for t, n in zip(counts["t"], counts["n"])}
     return detail
+
+
+def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
+    """Every published attempt of ``run_id`` (``runs/<id>/``, ``runs/<id>~2/``, …), oldest first.
+
+    Queries read only the latest attempt; the earlier ones stay on disk as history (e.g. a run re-run
+    after its input text changed). Columns: attempt, latest (bool), status, created_at, commit
+    (git commit, first 10 characters, or None), source_sha256, and ``ppl_<dataset>`` for each
+    dataset of its pruned-stage perplexity (the dense stage for a dense run). Read from the attempt
+    directories themselves, so it also sees attempts that compaction dropped from the catalog.
+    Raises RunNotFoundError when no attempt is published.
+    """
+    runs_dir = store_root(root) / "runs"
+    found = []
+    if runs_dir.is_dir():
+        for entry in runs_dir.iterdir():
+            parsed = parse_dirname(entry.name)
+            if parsed is not None and parsed[0] == run_id and entry.is_dir() and (entry / "runs.parquet").exists():
+                found.append((parsed[1], entry))
+    if not found:
+        raise RunNotFoundError(f"run {run_id!r} has no published attempt; see `python -m pruning runs`")
+    rows = []
+    for attempt, path in sorted(found, key=lambda item: item[0]):
+        head = pd.read_parquet(path / "runs.parquet").iloc[0]
+        env = json.loads(head["env_json"]) if isinstance(head.get("env_json"), str) and head["env_json"] else {}
+        revision = env.get("code_revision") or {}
+        row: dict[str, Any] = {"attempt": attempt, "status": head.get("status"), "created_at": head.get("created_at"),
+                               "commit": (revision.get("commit") or None) and str(revision["commit"])[:10],
+                               "source_sha256": revision.get("source_sha256")}
+        if (path / "perplexity.parquet").exists():
+            ppl = pd.read_parquet(path / "perplexity.parquet")
+            stage = "pruned" if (ppl["stage"] == "pruned").any() else "dense"
+            for dataset, value in ppl[ppl["stage"] == stage].groupby("dataset")["ppl"].min().items():
+                row[f"ppl_{dataset}"] = float(value)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.insert(1, "latest", out["attempt"] == out["attempt"].max())
+    return out
 
 
 def _plain(value: Any) -> Any:
