@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -168,6 +169,19 @@ def test_run_attempts_lists_every_attempt_oldest_first(data_dir: Path) -> None:
     assert list_runs()["ppl"].tolist() == [28.25]
     with pytest.raises(RunNotFoundError, match="'wanda-000000000000' has no published attempt"):
         run_attempts("wanda-000000000000")
+
+
+def test_cli_attempts(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pruning.cli import main
+
+    cfg = _config()
+    publish_run(cfg, status="failed", error="boom")
+    publish_run(cfg, tables=_tables(28.25))
+    assert main(["attempts", cfg.run_id, "--format", "csv"]) == 0
+    rows = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert rows[["attempt", "latest", "status"]].values.tolist() == [[1, False, "failed"], [2, True, "succeeded"]]
+    assert main(["attempts", "magnitude-123"]) == 2
+    assert "'magnitude-123' has no published attempt" in capsys.readouterr().err
 
 
 def test_annotations_are_separate_and_mutable(data_dir: Path) -> None:

@@ -1,6 +1,7 @@
-"""Results-store commands: ``runs``, ``query``, ``export``, ``notes``, ``tag``, ``import``, ``compact``.
+"""Results-store commands: ``runs``, ``attempts``, ``query``, ``export``, ``notes``, ``tag``, ``import``, ``compact``.
 
     python -m pruning runs [--model M] [--method W] [--status S] [--tag T] [--kind K] [--format table|csv|json]
+    python -m pruning attempts RUN_ID [--format table|csv|json]
     python -m pruning query "SELECT ..." [--format table|csv|json]
     python -m pruning export --format csv|parquet --out DIR
     python -m pruning notes RUN_ID "text"
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-columns", action="store_true", help="show every column of list_runs()")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("attempts", help="every published attempt of a run (a re-run keeps the earlier ones as history)")
+    p.add_argument("run_id")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(handler=cmd_attempts)
 
     p = sub.add_parser("query", help="read-only SQL over the store (views: runs, spectra, allocation, perplexity, "
                                      "zeroshot, attention, metrics)")
@@ -97,6 +103,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not args.all_columns:
         df = df[RUN_LIST_COLUMNS]
     _emit(df, args.format)
+    return 0
+
+
+def cmd_attempts(args: argparse.Namespace) -> int:
+    from pruning.store.queries import run_attempts
+
+    _emit(run_attempts(args.run_id), args.format)
     return 0
 
 
