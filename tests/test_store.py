@@ -130,7 +130,7 @@ def test_compaction_keeps_results_identical(data_dir: Path) -> None:
 
 
 def test_retired_parts_are_deleted_after_their_grace_even_with_nothing_to_compact(
-        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A full compaction retires the old part files but keeps them for readers of older snapshots;
     a later compact() deletes them once the grace period is over, even when nothing is loose."""
     from pruning.store import catalog
@@ -144,7 +144,10 @@ def test_retired_parts_are_deleted_after_their_grace_even_with_nothing_to_compac
     assert "runs-000001.parquet" in first and all((parts / n).exists() for n in first)  # within the grace
     assert compact() is False and all((parts / n).exists() for n in first)
     monkeypatch.setattr(catalog, "RETIRED_GRACE_S", 0.0)
-    assert compact() is False  # nothing to fold in, but the retired parts go
+    from pruning.cli import main
+
+    assert main(["compact"]) == 0  # nothing to fold in, but the retired parts go
+    assert capsys.readouterr().out.strip() == f"nothing to compact (deleted {len(first)} retired part file(s))"
     assert not list(parts.glob("*-000001.parquet")) and (parts / "runs-000002.parquet").exists()
     manifest = json.loads((data_dir / "store" / "catalog" / "manifest.json").read_text())
     assert manifest["retired"] == {} and sorted(p.name for p in parts.iterdir()) == sorted(

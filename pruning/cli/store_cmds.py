@@ -181,8 +181,12 @@ def cmd_import_lm_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from pruning.store.catalog import compact
+    from pruning.store.catalog import compact, store_root
 
+    parts = store_root() / "catalog" / "parts"
+    before = {p.name for p in parts.glob("*.parquet")} if parts.is_dir() else set()
     done = compact(full=args.full)
-    print("catalog compacted" if done else "nothing to compact")
+    gone = before - ({p.name for p in parts.glob("*.parquet")} if parts.is_dir() else set())
+    print("catalog compacted" if done else "nothing to compact",
+          f"(deleted {len(gone)} retired part file(s))" if gone else "")
     return 0
