@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning.errors import ConfigError
 from pruning.config import RunConfig
+from pruning.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -213,8 +213,9 @@ def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
         head = pd.read_parquet(path / "runs.parquet").iloc[0]
         env = json.loads(head["env_json"]) if isinstance(head.get("env_json"), str) and head["env_json"] else {}
         revision = env.get("code_revision") or {}
+        commit = revision.get("commit")
         row: dict[str, Any] = {"attempt": attempt, "status": head.get("status"), "created_at": head.get("created_at"),
-                               "commit": (revision.get("commit") or None) and str(revision["commit"])[:10],
+                               "commit": str(commit)[:10] if commit else None,
                                "source_sha256": revision.get("source_sha256")}
         if (path / "perplexity.parquet").exists():
             ppl = pd.read_parquet(path / "perplexity.parquet")
