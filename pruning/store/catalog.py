@@ -212,17 +212,21 @@ class Snapshot:
         return out
 
 
-def latest_attempts(root: Path) -> dict[str, tuple[str, int]]:
-    """bundle -> (dirname, attempt) of the latest published attempt in ``runs/``."""
-    latest: dict[str, tuple[str, int]] = {}
+def published_attempts(root: Path) -> Iterator[tuple[str, int, str]]:
+    """(bundle, attempt, dirname) of every published attempt directory in ``runs/``, unordered."""
     with os.scandir(root / "runs") as it:
         for entry in it:
             parsed = parse_dirname(entry.name)
-            if parsed is None or not entry.is_dir():
-                continue
-            bundle, attempt = parsed
-            if bundle not in latest or attempt > latest[bundle][1]:
-                latest[bundle] = (entry.name, attempt)
+            if parsed is not None and entry.is_dir():
+                yield parsed[0], parsed[1], entry.name
+
+
+def latest_attempts(root: Path) -> dict[str, tuple[str, int]]:
+    """bundle -> (dirname, attempt) of the latest published attempt in ``runs/``."""
+    latest: dict[str, tuple[str, int]] = {}
+    for bundle, attempt, dirname in published_attempts(root):
+        if bundle not in latest or attempt > latest[bundle][1]:
+            latest[bundle] = (dirname, attempt)
     return latest
 
 

@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from pruning.store.annotations import all_annotations, read_annotation
-from pruning.store.catalog import Snapshot, connect, parse_dirname, snapshot, store_root
+from pruning.store.catalog import Snapshot, connect, published_attempts, snapshot, store_root
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
 from pruning.store.schema import TABLES
 
@@ -199,13 +199,11 @@ def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
     directories themselves, so it also sees attempts that compaction dropped from the catalog.
     Raises RunNotFoundError when no attempt is published.
     """
-    runs_dir = store_root(root) / "runs"
+    store = store_root(root)
     found = []
-    if runs_dir.is_dir():
-        for entry in runs_dir.iterdir():
-            parsed = parse_dirname(entry.name)
-            if parsed is not None and parsed[0] == run_id and entry.is_dir() and (entry / "runs.parquet").exists():
-                found.append((parsed[1], entry))
+    if (store / "runs").is_dir():
+        found = [(attempt, store / "runs" / dirname) for bundle, attempt, dirname in published_attempts(store)
+                 if bundle == run_id and (store / "runs" / dirname / "runs.parquet").exists()]
     if not found:
         raise RunNotFoundError(f"run {run_id!r} has no published attempt; see `python -m pruning runs`")
     rows = []
