@@ -158,7 +158,7 @@ def bench_synthetic_7b(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     model = llama7b_shape(layers=args.layers, dtype=getattr(torch, args.weight_dtype), device=device)
     build_s = time.perf_counter() - t0
-    eig_dtype = getattr(torch, args.eig_dtype) if args.eig_dtype != "auto" else None
+    eig_dtype = getattr(torch, args.eig_dtype) if args.eig_dtype != "auto" else None  # None: the default (float64)
     with _thread_limits(args.threads):
         if device.type == "cuda":  # solver/handle initialisation outside the timing
             torch.linalg.eigvalsh(torch.eye(64, device=device) * 2.0)

@@ -268,26 +268,27 @@ def _model_for_esd(reference: str):
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
-def _eigenvalues(version: str, run_id: str, name: str, source: str):
+def _eigenvalues(version: str, run_id: str, name: str, source: str, eig_dtype: str = "float64"):
     from pruning.app_support.spectra import cached_eigenvalues, eigenvalues_of, model_available_locally
 
     detail = load_run_detail(version, run_id)
     fingerprint = (detail.get("env") or {}).get("model_fingerprint")
     if fingerprint:
-        eig = cached_eigenvalues(fingerprint, name, source)
+        eig = cached_eigenvalues(fingerprint, name, source, eig_dtype=eig_dtype)
         if eig is not None:
             return eig
     reference = (detail.get("config") or {}).get("model", {}).get("name")
-    if not reference or not model_available_locally(reference):
+    if not reference or eig_dtype != "float64" or not model_available_locally(reference):
         return None
     return eigenvalues_of(lambda: _model_for_esd(reference), name, source)
 
 
-def load_eigenvalues(run_id: str, name: str, source: str):
-    """Ascending eigenvalues (numpy) of one matrix of a run's model for the ESD plot, or None when
-    they cannot be had here (model not on this machine, Hessian spectra not cached)."""
+def load_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str = "float64"):
+    """Ascending eigenvalues (numpy) of one matrix of a run's model for the ESD plot, in the
+    precision its stored row was computed in, or None when they cannot be had here (model not on
+    this machine, Hessian spectra not cached)."""
     try:
-        return _eigenvalues(catalog_version(), run_id, name, source)
+        return _eigenvalues(catalog_version(), run_id, name, source, eig_dtype)
     except Exception as exc:  # the page shows an info box instead of failing
         log.info("no eigenvalues for %s %s (%s): %s", run_id, name, source, exc)
         return None

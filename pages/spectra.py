@@ -79,7 +79,9 @@ name = st.selectbox("Matrix", names, key="spectra_matrix")
 rows = spectra[(spectra["series"] == labels.get(focus, focus)) & (spectra["name"] == name)]
 panels = []
 for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian
-    eig = load_eigenvalues(focus, name, str(row.get("source", "weight")))
+    precision = row.get("eig_dtype")
+    eig = load_eigenvalues(focus, name, str(row.get("source", "weight")),
+                           precision if precision in ("float64", "float32") else "float64")
     if eig is None:
         continue
     panels.append((f"{row.get('source', 'weight')} · {name}", eig, row.get("alpha"), row.get("xmin")))

@@ -87,6 +87,10 @@ class AllocationConfig(_Section):
     max_sparsity: float = Field(0.99, gt=0.0, le=1.0)
     owl_threshold_m: float = Field(5.0, gt=0.0)
     owl_lambda: float = Field(0.08, ge=0.0, lt=1.0)
+    # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
+    # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
+    # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
+    eig_dtype: Literal["float64", "float32"] = "float64"
 
     @field_validator("metric")
     @classmethod
@@ -181,7 +185,13 @@ class EvaluationConfig(_Section):
 
 
 # (section, field) -> default of fields added after the first published runs (see canonical_json)
-HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {("calibration", "batch_size"): 1}
+# allocation.eig_dtype: runs published before it existed computed spectra in float32 on GPUs and
+# float64 on CPUs; the same config now means float64 everywhere, and re-running such a run makes a
+# new attempt of the same run id (the old one stays as history, its rows say eig_dtype=float32).
+HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
+    ("calibration", "batch_size"): 1,
+    ("allocation", "eig_dtype"): "float64",
+}
 
 
 class RunConfig(_Section):

@@ -84,18 +84,20 @@ def sparsity_table(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tens
     want_spectra = (alloc_cfg.strategy == "linear" and target > 0) or config.pruning.method == "dense"
     if want_spectra:
         from pruning import spectral
+        from pruning.spectral.esd import eig_dtype_from_name
 
+        eig_dtype = eig_dtype_from_name(alloc_cfg.eig_dtype)
         t0 = time.perf_counter()
         report("spectra", 0.0, "weight spectra")
         weight = spectral.cached_weight_spectra(
-            loaded, device=config.model.device,
+            loaded, device=config.model.device, dtype=eig_dtype,
             progress=lambda d, n: report("spectra", 0.5 * d / max(n, 1), f"matrix {d} of {n}"))
         frames = [weight.table]
         if alloc_cfg.metric.startswith("hessian_") and calib_ids is not None:
             report("spectra", 0.5, "Hessian spectra")
             hessian = spectral.cached_hessian_spectra(
                 loaded, calib_ids, device=config.model.device, offload=config.model.offload,
-                batch_size=config.calibration.batch_size,
+                batch_size=config.calibration.batch_size, dtype=eig_dtype,
                 progress=lambda d, n: report("spectra", 0.5 + 0.5 * d / max(n, 1), f"Hessian block {d} of {n}"))
             frames.append(hessian.table)
         spectra = pd.concat(frames, ignore_index=True)

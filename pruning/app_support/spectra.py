@@ -23,11 +23,16 @@ def spectra_cache_root() -> Path:
     return cache_dir() / "spectra"
 
 
-def cached_eigenvalues(fingerprint: str, name: str, source: str, root: Path | None = None) -> np.ndarray | None:
-    """Ascending eigenvalues of matrix ``name`` from the newest cached ``<fingerprint>-<source>-*``
-    eigenvalue file (long table model, name, source, eigenvalue), or None when none holds it."""
+def cached_eigenvalues(fingerprint: str, name: str, source: str, root: Path | None = None,
+                       eig_dtype: str = "float64") -> np.ndarray | None:
+    """Ascending eigenvalues of matrix ``name`` from the newest cached ``<fingerprint>-<source>-<eig_dtype>-*``
+    eigenvalue file (long table model, name, source, eigenvalue), or None when none holds it. Only
+    files of the asked precision are read: a float32 spectrum never stands in for a float64 one."""
+    if eig_dtype not in ("float64", "float32"):
+        raise ValueError(f"eig_dtype: {eig_dtype!r} is invalid; accepted: float64, float32")
     root = root or spectra_cache_root()
-    files = sorted(root.glob(f"{fingerprint}-{source}-*.eigs.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
+    files = sorted(root.glob(f"{fingerprint}-{source}-{eig_dtype}-*.eigs.parquet"),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
     for path in files:
         try:
             frame = pd.read_parquet(path, columns=["name", "eigenvalue"], filters=[("name", "==", name)])

@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default="cpu", help="where eigenvalues (and calibration) are computed: cpu | cuda[:i]")
     p.add_argument("--dtype", default="float32", help="dtype the model is loaded in")
-    p.add_argument("--eig-dtype", default="auto", choices=("auto", "float32", "float64"),
-                   help="eigen-solver dtype (auto: float64 on cpu, float32 on cuda)")
+    p.add_argument("--eig-dtype", default="float64", choices=("auto", "float32", "float64"),
+                   help="eigen-solver dtype (default float64 on every device; float32 loses the small "
+                        "eigenvalues that decide alpha_peak and is recorded in every row; auto = float64)")
     p.add_argument("--engine", default="pruning-lab", choices=ENGINES)
     p.add_argument("--blocks", default=None, help="comma-separated block indices (default: all; disables the cache)")
     p.add_argument("--hessian", action="store_true", help="also the spectra of the layer-wise Hessians (calibration)")
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from pruning.families import decoder_layers
     from pruning.models import load_model, resolve_device
     from pruning.spectral import SpectraResult, cached_hessian_spectra, cached_weight_spectra, compute_weight_spectra
+    from pruning.spectral.esd import eig_dtype_from_name
     from pruning.spectral.hessian import hessian_spectra
 
     out = _check_out(args.out, "--out")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--blocks: {args.blocks!r} is invalid; accepted: comma-separated integers like 0,10,29") from exc
     device = resolve_device(args.device)
-    eig_dtype = None if args.eig_dtype == "auto" else getattr(torch, args.eig_dtype)
+    eig_dtype = eig_dtype_from_name(args.eig_dtype)
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=args.dtype, device="cpu" if args.offload else str(device))
     if blocks is not None:

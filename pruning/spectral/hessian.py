@@ -36,7 +36,7 @@ def hessian_spectra(
     """Hessian spectra of every prunable matrix, block by block (``pruning.calibration``).
 
     calib_ids: LongTensor ``(nsamples, seqlen)``. device: where blocks run and eigenvalues are
-    computed (dtype default: float64 on CPU, float32 on GPU). ``progress(done, total)`` counts blocks.
+    computed (dtype default: float64 on every device; H itself is accumulated in float32). ``progress(done, total)`` counts blocks.
     """
     from pruning.calibration import BlockContext, calibrate_blocks
 

@@ -230,7 +230,7 @@ def compute_weight_spectra(
 
     model_or_loaded: a ``LoadedModel`` or a Hugging Face causal LM. device: where Gram matrices and
     eigenvalues are computed (default: the weights' device); dtype: eigen-solver dtype (default
-    float64 on CPU, float32 on GPU). Gram matrices of equal size are batched (at most
+    float64 on every device, see ``pruning.spectral.esd``). Gram matrices of equal size are batched (at most
     ``batch_bytes`` per ``eigvalsh`` call). ``progress(done, total)`` counts matrices.
     """
     model, family, name = _model_and_name(model_or_loaded, model_name)

@@ -50,7 +50,7 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "alpha": F64, "alpha_peak": F64, "alpha_mid": F64, "alpha_weighted": F64, "log_norm": F64,
         "log_spectral_norm": F64, "stable_rank": F64, "entropy": F64, "entropy_norm": F64,
         "num_rank": F64, "rank_ratio": F64, "effective_rank": F64, "D": F64, "xmin": F64,
-        "n_tail": I64, "n_eigs": I64, "lambda_max": F64, "status": STR, "message": STR,
+        "n_tail": I64, "n_eigs": I64, "lambda_max": F64, "eig_dtype": STR, "status": STR, "message": STR,
     },
     "allocation": {
         "block": I64, "matrix_type": STR, "name": STR, "numel": I64, "score": F64, "ratio": F64,
