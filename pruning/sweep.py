@@ -178,21 +178,61 @@ def plan_sweep(spec: dict[str, Any], *, queue: Any = None, check_done: bool = Tr
         shown["include"] = includes
     plan = SweepPlan(configs=list(configs.values()), n_combinations=n, invalid=invalid, axes=shown)
     if check_done:
-        from pruning.jobs.local import store_has_run
-        from pruning.jobs.queue import JobQueue
-
-        queue = queue or JobQueue()
-        for run_id in configs:
-            ok = queue.find_run(run_id, ("succeeded",))
-            if ok is not None:
-                plan.done[run_id] = f"job {ok.job_id}"
-                continue
-            active = queue.find_run(run_id, ("queued", "running"))
-            if active is not None:
-                plan.active[run_id] = active.job_id
-            elif check_store and store_has_run(run_id):
-                plan.done[run_id] = "results store"
+        classify(plan, queue=queue, check_store=check_store)
     return plan
+
+
+def classify(plan: SweepPlan, *, queue: Any = None, check_store: bool = True) -> SweepPlan:
+    """Fill ``plan.done`` and ``plan.active`` from the job queue (and the results store)."""
+    from pruning.jobs.local import store_has_run
+    from pruning.jobs.queue import JobQueue
+
+    queue = queue or JobQueue()
+    for config in plan.configs:
+        run_id = config.run_id
+        ok = queue.find_run(run_id, ("succeeded",))
+        if ok is not None:
+            plan.done[run_id] = f"job {ok.job_id}"
+            continue
+        active = queue.find_run(run_id, ("queued", "running"))
+        if active is not None:
+            plan.active[run_id] = active.job_id
+        elif check_store and store_has_run(run_id):
+            plan.done[run_id] = "results store"
+    return plan
+
+
+def plan_from_store(where: str, *, queue: Any = None, root: Any = None) -> SweepPlan:
+    """A plan that re-runs stored runs: the config of the latest attempt of every run of the
+    ``runs`` view matching the SQL condition ``where`` (e.g. ``"run_id IN (SELECT run_id FROM
+    spectra WHERE eig_dtype = 'float32')"``). A stored config that no longer maps to its run id
+    (a field whose meaning changed without keeping old ids) is listed as invalid, never re-run
+    under another id. Imported references are never selected."""
+    import json
+
+    from pruning.store import run_sql
+    from pruning.store.errors import StoreError
+
+    if not where.strip():
+        raise ConfigError("--from-store: give an SQL condition on the runs view, e.g. \"model = 'smollm2-135m'\"")
+    try:
+        rows = run_sql(f"SELECT run_id, config_json FROM runs WHERE kind = 'run' AND ({where}) ORDER BY run_id", root)
+    except StoreError as exc:
+        raise ConfigError(f"--from-store: {where!r} is not a valid condition on the runs view: {exc}") from None
+    configs: list[RunConfig] = []
+    invalid: list[InvalidCombination] = []
+    for run_id, config_json in zip(rows["run_id"], rows["config_json"]):
+        try:
+            config = RunConfig.from_dict(json.loads(config_json))
+        except (ConfigError, TypeError, ValueError) as exc:
+            invalid.append(InvalidCombination({"run_id": run_id}, f"stored config does not validate: {exc}"))
+            continue
+        if config.run_id != run_id:
+            invalid.append(InvalidCombination({"run_id": run_id}, f"stored config now maps to {config.run_id}"))
+            continue
+        configs.append(config)
+    plan = SweepPlan(configs=configs, n_combinations=len(rows), invalid=invalid, axes={"from store": [where]})
+    return classify(plan, queue=queue)
 
 
 def expand_sweep(spec: dict[str, Any] | str | Path) -> list[RunConfig]:

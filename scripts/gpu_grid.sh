@@ -7,7 +7,9 @@
 #     (idempotent: installs the wheels, copies the corpora and the GGUF parts that this call carried;
 #      once every part is there it joins them and converts the model)
 #   call 4 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
-#     ($SWEEP: another sweep file; FORCE=1: re-run runs already in the store, e.g. the redo sweep)
+#     ($SWEEP: another sweep file; FROM_STORE="SQL condition": re-run the stored configs of those runs
+#      instead of a sweep file; FORCE=1: re-run runs already in the store, e.g. the redo sweep;
+#      GPUS="0 1": spread the WORKERS over these GPUs, round robin; default "0")
 #   further calls while the machine is warm:        scripts/gpu_grid.sh wait SECONDS
 # `run` and `wait` end by packing the new run bundles and the job logs into $OUT/grid.tgz; here,
 # unpack its runs/ into data/store/runs/ and `python -m pruning compact`.
@@ -66,10 +68,16 @@ case "${1:-}" in
     workers=${2:-4}; seconds=${3:-500}
     install .gpu/w2/*.whl || exit 1
     [[ -d /tmp/pld ]] || { cp -r data /tmp/pld && touch /tmp/pld/.marker; }
-    python3 -m pruning sweep --config "${SWEEP:-sweeps/grid-smollm2.yaml}" --yes ${FORCE:+--force} || exit 1
+    if [[ -n "${FROM_STORE:-}" ]]; then
+      python3 -m pruning sweep --from-store "$FROM_STORE" --yes ${FORCE:+--force} || exit 1
+    else
+      python3 -m pruning sweep --config "${SWEEP:-sweeps/grid-smollm2.yaml}" --yes ${FORCE:+--force} || exit 1
+    fi
     threads=$(( $(nproc) / workers )); (( threads < 1 )) && threads=1
+    read -r -a gpus <<< "${GPUS:-0}"
     for i in $(seq "$workers"); do
-      OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads setsid python3 -m pruning worker --gpus 0 --once --poll 1 \
+      gpu=${gpus[$(( (i - 1) % ${#gpus[@]} ))]}
+      OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads setsid python3 -m pruning worker --gpus "$gpu" --once --poll 1 \
         > "/tmp/worker$i.log" 2>&1 < /dev/null &
       echo $! >> /tmp/worker.pids
     done

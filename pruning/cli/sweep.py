@@ -1,7 +1,9 @@
-"""``python -m pruning sweep --config sweep.yaml [--dry-run] [--yes] [--backend local|ray] [--force]``.
+"""``python -m pruning sweep --config sweep.yaml | --from-store WHERE [--dry-run] [--yes] [--backend local|ray] [--force]``.
 
 Expands the grid (see :mod:`pruning.sweep`), prints what will run (count, duplicates, already
 done or queued, invalid combinations with the field named) and then submits the new runs.
+``--from-store`` takes the stored configs of runs matching an SQL condition instead (re-running
+what a fix changed: with ``--force`` each becomes a new attempt of the same run id).
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from pruning.errors import ConfigError
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` command."""
     p = sub.add_parser("sweep", help="expand a grid of runs and queue them")
-    p.add_argument("--config", required=True, help="sweep YAML (base: RunConfig + lists to sweep)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="sweep YAML (base: RunConfig + lists to sweep)")
+    source.add_argument("--from-store", metavar="WHERE", default=None,
+                        help="re-run the stored configs of the runs matching this SQL condition on the runs view, "
+                             "e.g. \"run_id IN (SELECT run_id FROM spectra WHERE eig_dtype = 'float32')\"")
     p.add_argument("--dry-run", action="store_true", help="show the summary and the runs, submit nothing")
     p.add_argument("--yes", "-y", action="store_true", help="submit without asking")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
@@ -28,13 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pruning.jobs import get_backend
     from pruning.jobs.queue import JobQueue
-    from pruning.sweep import load_sweep_spec, plan_sweep
+    from pruning.sweep import load_sweep_spec, plan_from_store, plan_sweep
 
-    spec = load_sweep_spec(args.config)
-    plan = plan_sweep(spec)
+    if args.from_store is not None:
+        plan = plan_from_store(args.from_store)
+        what = f"--from-store {args.from_store!r}"
+    else:
+        plan = plan_sweep(load_sweep_spec(args.config))
+        what = f"sweep {args.config}"
     print(plan.summary())
     if plan.invalid:
-        raise ConfigError(f"sweep {args.config}: {len(plan.invalid)} invalid combination(s) listed above; "
+        raise ConfigError(f"{what}: {len(plan.invalid)} invalid combination(s) listed above; "
                           "fix the sweep (nothing was submitted)")
     # --force re-runs done runs too, but never queues a second job for a queued/running one
     todo = [c for c in plan.configs if c.run_id not in plan.active] if args.force else plan.to_run
