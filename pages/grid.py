@@ -21,7 +21,9 @@ from pruning.app_support.grid import (
     cell_options,
     dense_perplexity,
     epsilon_options,
+    filter_cells,
     multi_value_cells,
+    protocol_options,
 )
 from pruning.app_support.plots import epsilon_curve, grid_heatmap
 
@@ -48,8 +50,22 @@ dataset = (
 )
 source = c4.segmented_control("Results", ["all", "reference", "run"], default="all", key="grid_source") or "all"
 
+# one evaluation protocol per grid (pruning.protocol): the team's full protocol unless another is chosen
+protocols = protocol_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
+in_scope = filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
+protocol_text = dict(zip(in_scope["protocol"], in_scope["protocol_label"]))
+protocol_count = in_scope["protocol"].value_counts().to_dict()
+if st.session_state.get("grid_protocol") not in protocols:  # another model/dataset: start from its default
+    st.session_state.pop("grid_protocol", None)
+protocol = st.selectbox(
+    "Evaluation protocol", protocols, key="grid_protocol",
+    format_func=lambda p: f"{protocol_text.get(p, p)} · {protocol_count.get(p, 0)} values",
+    help="values measured differently (another text, window length or window budget) are never merged; "
+         "budgeted (smoke) runs have their own protocol",
+) if len(protocols) > 1 else (protocols[0] if protocols else None)
+
 # several ε in one cell (the notes' GT, an ε sweep): show the best of all, or one ε
-eps_choices = epsilon_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
+eps_choices = epsilon_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, protocol=protocol)
 if st.session_state.get("grid_epsilon") not in (None, *eps_choices):  # another model/sparsity: start from "all"
     st.session_state.pop("grid_epsilon", None)
 epsilon = (
@@ -57,14 +73,20 @@ epsilon = (
                  key="grid_epsilon", help="values without an ε (uniform, OWL) are always shown")
     if len(eps_choices) > 1 else None
 )
-grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, epsilon=epsilon)
+grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, epsilon=epsilon,
+                  protocol=protocol)
 if grid.empty:
     stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
 
 assumed = of_model["sparsity_assumed"].fillna(False).astype(bool).any()
-dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="dense"), model, dataset)
+dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="dense"), model, dataset, protocol)
+budgeted = bool(in_scope.loc[in_scope["protocol"] == protocol, "budgeted"].any()) if protocol else False
+if budgeted:
+    st.warning("Budgeted protocol (a smoke run's window budget): these perplexities cover only part of the "
+               "text and are not comparable with the full-protocol grid.")
 st.caption(
     f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
+    + (f" · protocol {protocol_text.get(protocol, protocol)}" if protocol else "")
     + (" (assumed: the notes do not state it)" if assumed else "")
     + (f" · ε = {epsilon:g}" if epsilon is not None else "")
     + (f" · dense model {format_ppl(dense)}" if dense is not None else "")

@@ -9,6 +9,7 @@ so a crashed run is never left "running".
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
@@ -148,19 +149,22 @@ def cached_dense_attention(loaded: LoadedModel, tokens: int, dataset: str,
 
 
 def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, report: _Reporter) -> pd.DataFrame:
-    """Perplexity on every configured dataset (window budget recorded in each row)."""
+    """Perplexity on every configured dataset; each row records its protocol: the window budget,
+    windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.protocol``)."""
     ev = config.evaluation
     rows = []
     bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
     for i, dataset in enumerate(ev.perplexity):
-        ids = tokenize_text(loaded.tokenizer, load_text(dataset, "test"))
+        text = load_text(dataset, "test")
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]  # part of the protocol (pruning.protocol)
+        ids = tokenize_text(loaded.tokenizer, text)
         res = perplexity(
             loaded.model, ids, ev.seqlen, ev.limit_windows, ev.batch_size, bos, dataset,
             progress=lambda d, n, i=i, name=dataset: report(
                 "evaluation", (i + d / max(n, 1)) / max(len(ev.perplexity), 1) * 0.6,
                 f"perplexity {name}: window {d} of {n}"),
         )
-        rows.append({"stage": stage, **res.to_dict()})
+        rows.append({"stage": stage, **res.to_dict(), "text_digest": digest})
     return pd.DataFrame(rows)
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pruning.app_support.formatting import format_delta, format_ppl
 from pruning.presets import normalize_preset_name, preset_names
+from pruning.protocol import ppl_protocol_options
 
 BASELINE_COLUMN = "GT"
 METHOD_ORDER: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
@@ -120,10 +121,13 @@ def filter_cells(
     dataset: str | None = None,
     source: str = "all",
     epsilon: float | None = None,
+    protocol: str | None = None,
 ) -> pd.DataFrame:
     """Rows of ``cells`` for one model / sparsity (within 1e-6) / dataset / source kind
-    ("all", "reference" or "run") / ε. With ``epsilon`` set, values of another ε are dropped and
-    values with no ε (uniform, OWL, cells whose ε the notes do not state) are kept."""
+    ("all", "reference" or "run") / ε / evaluation protocol. With ``epsilon`` set, values of
+    another ε are dropped and values with no ε (uniform, OWL, cells whose ε the notes do not
+    state) are kept. ``protocol`` (a key of ``pruning.protocol``) keeps that protocol's values
+    only; None keeps every protocol (callers that compare values pass one)."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if epsilon is not None and not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
@@ -140,14 +144,32 @@ def filter_cells(
     if epsilon is not None and "epsilon" in out.columns:
         eps = pd.to_numeric(out["epsilon"], errors="coerce")
         out = out[eps.isna() | ((eps - float(epsilon)).abs() < 1e-9)]
+    if protocol is not None and "protocol" in out.columns:
+        out = out[out["protocol"] == protocol]
     return out
 
 
+def protocol_options(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+                     dataset: str | None = None, source: str = "all") -> list[str]:
+    """Evaluation protocols among the values of these filters, the default first (the full
+    protocol of the team's sweeps; budgeted smoke runs last): the grid page's protocol choices."""
+    return ppl_protocol_options(filter_cells(cells, model, sparsity, dataset, source))
+
+
+def default_protocol(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+                     dataset: str | None = None, source: str = "all") -> str | None:
+    """The protocol a grid shows unless another is chosen (None when the cells carry none)."""
+    options = protocol_options(cells, model, sparsity, dataset, source)
+    return options[0] if options else None
+
+
 def epsilon_options(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
-                    dataset: str | None = None, source: str = "all") -> list[float]:
+                    dataset: str | None = None, source: str = "all", protocol: str | None = None) -> list[float]:
     """Distinct ε values (ascending) among the values :func:`build_grid` would show for these
     filters: the choices of the grid page's ε filter."""
-    sub = filter_cells(cells, model, sparsity, dataset, source)
+    if protocol is None:
+        protocol = default_protocol(cells, model, sparsity, dataset, source)
+    sub = filter_cells(cells, model, sparsity, dataset, source, protocol=protocol)
     if "epsilon" not in sub.columns:
         return []
     return sorted({round(float(e), 6) for e in pd.to_numeric(sub["epsilon"], errors="coerce").dropna()})
@@ -160,6 +182,7 @@ def build_grid(
     dataset: str | None = None,
     source: str = "all",
     epsilon: float | None = None,
+    protocol: str | None = None,
 ) -> PerplexityGrid:
     """Pivot perplexity values into the method x preset grid.
 
@@ -167,8 +190,12 @@ def build_grid(
     "GT" first, then presets in the notes' order, then unknown presets. Cell = lowest
     perplexity (NaN values only count when nothing else is there); delta = cell - the row's
     best baseline (the GT column). ``epsilon``: only that ε (and values without one); None: all.
+    ``protocol``: the evaluation protocol whose values are shown (None: :func:`default_protocol`);
+    values of other protocols never enter a cell, its count or its ε curve.
     """
-    sub = filter_cells(cells, model, sparsity, dataset, source, epsilon).copy()
+    if protocol is None:
+        protocol = default_protocol(cells, model, sparsity, dataset, source)
+    sub = filter_cells(cells, model, sparsity, dataset, source, epsilon, protocol).copy()
     if sub.empty:
         empty = pd.DataFrame()
         return PerplexityGrid(
@@ -235,6 +262,8 @@ def build_grid(
             "sparsity_assumed",
             "limit_windows",
             "dataset",
+            "protocol_label",
+            "protocol",
         )
         if c in sub.columns
     ]
@@ -268,14 +297,18 @@ def log_color_values(best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(z, index=best.index, columns=best.columns)
 
 
-def dense_perplexity(dense_cells: pd.DataFrame, model: str, dataset: str | None) -> float | None:
+def dense_perplexity(dense_cells: pd.DataFrame, model: str, dataset: str | None,
+                     protocol: str | None = None) -> float | None:
     """Median dense-model perplexity of ``model`` on ``dataset`` among the team's own runs
-    (rows of ``perplexity_cells(stage="dense")``), or None when no run measured it. Shown beside
-    the grid: a model without the notes' GT column still gets its unpruned reference."""
+    (rows of ``perplexity_cells(stage="dense")``) measured with ``protocol`` (None: any), or None
+    when no run measured it. Shown beside the grid: a model without the notes' GT column still
+    gets its unpruned reference."""
     if dense_cells.empty:
         return None
     sub = dense_cells[(dense_cells["model"] == model) & (dense_cells["kind"] == "run")]
     if dataset is not None:
         sub = sub[sub["dataset"] == dataset]
+    if protocol is not None and "protocol" in sub.columns:
+        sub = sub[sub["protocol"] == protocol]
     values = pd.to_numeric(sub["ppl"], errors="coerce").dropna()
     return float(values.median()) if not values.empty else None

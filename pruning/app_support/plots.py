@@ -111,7 +111,11 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "") -> go.Figure:
 def epsilon_curve(detail: pd.DataFrame, title: str = "") -> go.Figure | None:
     """Perplexity against ε for the values of one grid cell (``PerplexityGrid.cell``: columns
     ``epsilon``, ``ppl``, ``kind``), one line per kind (the notes' references, the team's runs),
-    log y. None when fewer than two distinct ε carry a finite perplexity (nothing to draw)."""
+    log y. None when fewer than two distinct ε carry a finite perplexity (nothing to draw).
+    Values of different evaluation protocols (``protocol`` column) are refused: one curve, one protocol."""
+    if "protocol" in detail.columns and detail["protocol"].nunique() > 1:
+        raise ValueError(f"epsilon_curve: values of {detail['protocol'].nunique()} evaluation protocols "
+                         f"({', '.join(sorted(detail['protocol'].unique()))}); pass one protocol's values")
     data = detail.assign(
         epsilon=pd.to_numeric(detail["epsilon"], errors="coerce"), ppl=pd.to_numeric(detail["ppl"], errors="coerce")
     ).dropna(subset=["epsilon", "ppl"])

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
+from pruning.protocol import add_ppl_protocol, ppl_protocol_label
 from pruning.store.annotations import all_annotations, read_annotation
 from pruning.store.catalog import Snapshot, connect, published_attempts, snapshot, store_root
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
@@ -96,22 +97,25 @@ def _memo(name: str, args: tuple, root: Path | str | None, compute) -> Any:
 _LIST_SQL = """
 WITH p AS (
     SELECT run_id,
-           arg_min(ppl, (CASE WHEN stage = 'pruned' THEN 0 ELSE 2 END) + (CASE WHEN dataset = 'wiki' THEN 0 ELSE 1 END)) AS ppl
+           arg_min(struct_pack(ppl, dataset, seqlen, n_windows, total_windows, n_tokens),
+                   (CASE WHEN stage = 'pruned' THEN 0 ELSE 2 END) + (CASE WHEN dataset = 'wiki' THEN 0 ELSE 1 END)) AS best
     FROM perplexity WHERE dataset IN ('wiki', 'wikitext2') AND stage IN ('pruned', 'dense') GROUP BY run_id
 ), z AS (
     SELECT run_id, coalesce(avg(value) FILTER (WHERE stage = 'pruned'), avg(value)) AS zeroshot_mean
     FROM zeroshot WHERE metric = 'acc' AND coalesce("filter", 'none') = 'none' GROUP BY run_id
 )
 SELECT r.run_id, r.kind, r.model, r.method, r.strategy, r.preset, r.metric, r.epsilon, r.sparsity, r.nm, r.status,
-       r.label, r.config_tags, r.created_at, p.ppl, z.zeroshot_mean, r.source_file AS source,
-       r.preset_raw, r.sparsity_assumed, r.is_baseline, r.error, r.note, r.bundle
+       r.label, r.config_tags, r.created_at, p.best.ppl AS ppl, z.zeroshot_mean, r.source_file AS source,
+       r.preset_raw, r.sparsity_assumed, r.is_baseline, r.error, r.note, r.bundle,
+       p.best.dataset AS ppl_dataset, p.best.seqlen AS ppl_seqlen, p.best.n_windows AS ppl_n_windows,
+       p.best.total_windows AS ppl_total_windows, p.best.n_tokens AS ppl_n_tokens
 FROM runs r LEFT JOIN p USING (run_id) LEFT JOIN z USING (run_id)
 ORDER BY r.created_at DESC NULLS LAST, r.kind, r.model, r.source_line, r.run_id
 """
 
 LIST_COLUMNS: list[str] = [
     "run_id", "kind", "model", "method", "strategy", "preset", "metric", "epsilon", "sparsity", "nm", "status",
-    "label", "tags", "notes", "created_at", "ppl", "zeroshot_mean", "source",
+    "label", "tags", "notes", "created_at", "ppl", "ppl_protocol", "ppl_budgeted", "zeroshot_mean", "source",
     "preset_raw", "sparsity_assumed", "is_baseline", "error", "note", "bundle",
 ]
 
@@ -128,6 +132,11 @@ def _list_all(root: Path | str | None) -> pd.DataFrame:
             notes.append("\n".join(ann.at[run_id, "notes"]) if run_id in ann.index else "")
         df["tags"] = tags
         df["notes"] = notes
+        proto = list(zip(df["ppl_dataset"], df["ppl_seqlen"], df["ppl_n_windows"], df["ppl_total_windows"],
+                         df["ppl_n_tokens"]))
+        df["ppl_protocol"] = [None if pd.isna(ds) else f"{ds} · {ppl_protocol_label(ds, None, sl, n, t, tok)}"
+                              for ds, sl, n, t, tok in proto]
+        df["ppl_budgeted"] = [bool(not pd.isna(n) and not pd.isna(t) and n < t) for _, _, n, t, _ in proto]
         return df[LIST_COLUMNS]
 
     return _memo("list_all", (), root, compute)
@@ -138,7 +147,8 @@ def list_runs(root: Path | str | None = None, **filters: Any) -> pd.DataFrame:
 
     Columns: run_id, kind (run|reference), model, method, strategy, preset, metric, epsilon,
     sparsity, nm, status, label, tags (list), notes (text), created_at, ppl (main WikiText/wiki
-    perplexity, pruned stage), zeroshot_mean (mean acc), source, plus preset_raw,
+    perplexity, pruned stage), ppl_protocol (how that ppl was measured, ``pruning.protocol``; "as
+    published" for references), ppl_budgeted (a window budget was applied), zeroshot_mean (mean acc), source, plus preset_raw,
     sparsity_assumed, is_baseline, error, note, bundle. Filters (exact match; a list means any
     of): model, method, status, tag, kind, preset, strategy, label, bundle.
     """
@@ -248,7 +258,13 @@ PPL_CELL_COLUMNS = [
     "kind", "run_id", "model", "method", "preset", "preset_raw", "epsilon", "sparsity", "sparsity_assumed",
     "dataset", "ppl", "is_baseline", "limit_windows", "raw_text", "source_file", "source_line",
     "stage", "strategy", "metric", "label", "note",
+    "text_digest", "seqlen", "n_windows", "total_windows", "n_tokens", "protocol", "protocol_label", "budgeted",
 ]
+#: the digest of the text a perplexity scored: recorded in the row since 2026-11-30, before that
+#: the run's environment recorded the digests of the offline corpora it read (``wiki.test``, ``lee``)
+TEXT_DIGEST_SQL = """coalesce(p.text_digest,
+    json_extract_string(r.env_json, '$.corpora."' || p.dataset || '.test"'),
+    json_extract_string(r.env_json, '$.corpora."' || p.dataset || '"'))"""
 
 
 def _filter_runs(where: list[str], params: list, model: str | None, sparsity: float | None) -> None:
@@ -277,11 +293,13 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
                coalesce(r.sparsity_assumed, false) AS sparsity_assumed, p.dataset, p.ppl,
                coalesce(r.is_baseline, false) AS is_baseline, p.limit_windows, p.raw_text,
                coalesce(p.source_file, r.source_file) AS source_file, coalesce(p.source_line, r.source_line) AS source_line,
-               p.stage, r.strategy, r.metric, r.label, coalesce(p.note, r.note) AS note
+               p.stage, r.strategy, r.metric, r.label, coalesce(p.note, r.note) AS note,
+               {TEXT_DIGEST_SQL} AS text_digest, p.seqlen, p.n_windows, p.total_windows, p.n_tokens
         FROM perplexity p JOIN runs r USING (run_id)
         WHERE {' AND '.join(where)}
         ORDER BY r.model, source_line NULLS LAST, r.run_id, p.dataset"""
-    return _memo("perplexity_cells", (model, sparsity, stage), root, lambda: _sql(sql, params, root)[PPL_CELL_COLUMNS])
+    return _memo("perplexity_cells", (model, sparsity, stage), root,
+                 lambda: add_ppl_protocol(_sql(sql, params, root))[PPL_CELL_COLUMNS])
 
 
 def _grid_label(df: pd.DataFrame) -> pd.Series:

@@ -57,7 +57,7 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "sparsity_target": F64, "sparsity_achieved": F64,
     },
     "perplexity": {
-        "stage": STR, "dataset": STR, "seqlen": I64, "limit_windows": I64, "n_windows": I64,
+        "stage": STR, "dataset": STR, "text_digest": STR, "seqlen": I64, "limit_windows": I64, "n_windows": I64,
         "total_windows": I64, "n_tokens": I64, "nll": F64, "ppl": F64,
     },
     "zeroshot": {
