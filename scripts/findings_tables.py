@@ -2,6 +2,11 @@
 land and paste the output over the tables).
 
     .venv/bin/python scripts/findings_tables.py [--root data/store]
+
+Only values of one evaluation protocol enter the tables (``pruning.protocol``): the whole wiki test
+split and the whole lee text in 2048-token windows, no window budget; the protocol of each dataset
+is printed first, and a second protocol among the selected runs is an error, never a merge. The
+last table compares, for every run re-run with float64 spectra, its float32-spectra attempt with it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pruning.store.queries import run_sql  # noqa: E402
+from pruning.protocol import ppl_protocol_label  # noqa: E402
+from pruning.store.queries import run_attempts, run_sql  # noqa: E402
 
 QUERY = """
 WITH zs AS (SELECT run_id, avg(value) acc FROM zeroshot WHERE metric = 'acc' AND task <> 'mean' GROUP BY run_id)
@@ -24,7 +30,15 @@ SELECT r.method, r.sparsity, CASE WHEN r.strategy = 'linear' THEN r.preset || ' 
        any_value(zs.acc) zs
 FROM (SELECT * FROM runs WHERE kind = 'run' AND model = 'smollm2-135m' AND status = 'succeeded'
       AND (list_contains(config_tags, 'grid-smollm2') OR list_contains(config_tags, 'eps-wide-smollm2'))) r
-JOIN perplexity p USING (run_id) LEFT JOIN zs USING (run_id) GROUP BY ALL ORDER BY 1, 2, 3, 4
+JOIN (SELECT * FROM perplexity WHERE stage IN ('pruned', 'dense') AND seqlen = 2048 AND n_windows = total_windows) p
+     USING (run_id) LEFT JOIN zs USING (run_id) GROUP BY ALL ORDER BY 1, 2, 3, 4
+"""
+PROTOCOL_QUERY = """
+SELECT p.dataset, p.seqlen, p.n_windows, p.total_windows, p.n_tokens, count(DISTINCT run_id) runs
+FROM perplexity p JOIN runs r USING (run_id)
+WHERE r.kind = 'run' AND r.model = 'smollm2-135m' AND r.status = 'succeeded' AND p.stage IN ('pruned', 'dense')
+  AND (list_contains(r.config_tags, 'grid-smollm2') OR list_contains(r.config_tags, 'eps-wide-smollm2'))
+GROUP BY ALL ORDER BY 1
 """
 ALLOCATIONS = {  # stored label -> column header
     "uniform": "uniform", "owl": "OWL", "all / alpha_peak": "all · α_peak", "QKVout / alpha_peak": "QKVout · α_peak",
@@ -74,10 +88,51 @@ def epsilon_table(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def protocol_lines(root: str) -> str:
+    """One line per dataset: the protocol of every value in the tables; raises on a second one."""
+    proto = run_sql(PROTOCOL_QUERY, root=root)
+    lines = []
+    for dataset, grp in proto.groupby("dataset"):
+        if len(grp) > 1:
+            raise SystemExit(f"{dataset}: the selected runs hold {len(grp)} evaluation protocols:\n{grp}\n"
+                             "tables would mix them; select one (pruning.protocol)")
+        r = grp.iloc[0]
+        label = ppl_protocol_label(dataset, None, r.seqlen, r.n_windows, r.total_windows, r.n_tokens)
+        lines.append(f"- {dataset}: {label}, {r.runs} runs")
+    return "Protocol of every perplexity below:\n" + "\n".join(lines) + "\n"
+
+
+def what_changed(root: str, df: pd.DataFrame) -> str:
+    """Runs whose previous attempt computed spectra in float32 and whose latest one in float64:
+    wiki and lee perplexity of both attempts and the change."""
+    runs = run_sql("SELECT run_id, method, sparsity, preset, metric, epsilon FROM runs WHERE kind = 'run' "
+                   "AND model = 'smollm2-135m' AND status = 'succeeded' ORDER BY method, sparsity, preset, metric, epsilon",
+                   root=root)
+    out = ["| method | sparsity | allocation | ε | wiki float32 → float64 | change | lee float32 → float64 | change |",
+           "|---|---|---|---|---|---|---|---|"]
+    n = 0
+    for r in runs.itertuples():
+        att = run_attempts(r.run_id, root=root)
+        if len(att) < 2 or att.iloc[-1]["eig_dtype"] != "float64" or "float32" not in str(att.iloc[-2]["eig_dtype"]):
+            continue
+        old, new = att.iloc[-2], att.iloc[-1]
+        n += 1
+        alloc = "dense" if r.method == "dense" else f"{r.preset} · {r.metric}"
+        cells = []
+        for key in ("ppl_wiki", "ppl_lee"):
+            a, b = float(old[key]), float(new[key])
+            cells += [f"{fmt(a, key)} → {fmt(b, key)}", f"{(b / a - 1):+.1%}"]
+        eps = "" if pd.isna(r.epsilon) else f"{r.epsilon:.2f}"
+        out.append(f"| {r.method} | {r.sparsity:.0%} | {alloc} | {eps} | " + " | ".join(cells) + " |")
+    return f"{n} runs re-run with float64 spectra (attempt before → latest attempt):\n\n" + "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=str(REPO / "data" / "store"))
+    p.add_argument("--what-changed", action="store_true", help="also the float32 -> float64 spectra re-run table")
     args = p.parse_args(argv)
+    print(protocol_lines(args.root))
     df = run_sql(QUERY, root=args.root)
     dense = df[df.method == "dense"]
     if not dense.empty:
@@ -85,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dense: wiki {d.wiki:.2f}, lee {d.lee:.2f}, wiki_cloze {d.zs:.3f}\n")
     print(allocation_tables(df))
     print(epsilon_table(df))
+    if args.what_changed:
+        print()
+        print(what_changed(args.root, df))
     return 0
 
 

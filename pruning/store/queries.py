@@ -204,7 +204,8 @@ def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
 
     Queries read only the latest attempt; the earlier ones stay on disk as history (e.g. a run re-run
     after its input text changed). Columns: attempt, latest (bool), status, created_at, commit
-    (git commit, first 10 characters, or None), source_sha256, and ``ppl_<dataset>`` for each
+    (git commit, first 10 characters, or None), source_sha256, eig_dtype (precision of its stored
+    spectra, None without spectra), and ``ppl_<dataset>`` for each
     dataset of its pruned-stage perplexity (the dense stage for a dense run). Read from the attempt
     directories themselves, so it also sees attempts that compaction dropped from the catalog.
     Raises RunNotFoundError when no attempt is published.
@@ -224,7 +225,11 @@ def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
         commit = revision.get("commit")
         row: dict[str, Any] = {"attempt": attempt, "status": head.get("status"), "created_at": head.get("created_at"),
                                "commit": str(commit)[:10] if commit else None,
-                               "source_sha256": revision.get("source_sha256")}
+                               "source_sha256": revision.get("source_sha256"), "eig_dtype": None}
+        if (path / "spectra.parquet").exists():  # the precision its spectra (and so its allocation) were computed in
+            spectra = pd.read_parquet(path / "spectra.parquet")
+            if "eig_dtype" in spectra.columns:
+                row["eig_dtype"] = ",".join(sorted(spectra["eig_dtype"].dropna().astype(str).unique())) or None
         if (path / "perplexity.parquet").exists():
             ppl = pd.read_parquet(path / "perplexity.parquet")
             stage = "pruned" if (ppl["stage"] == "pruned").any() else "dense"
