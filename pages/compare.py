@@ -35,15 +35,21 @@ results = all_runs.loc[
     chosen,
     [
         c
-        for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "zeroshot_mean", "status", "tags")
+        for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "ppl_protocol", "zeroshot_mean",
+                  "status", "tags")
         if c in all_runs.columns
     ],
 ]
+if "ppl_protocol" in results and results["ppl_protocol"].dropna().nunique() > 1:
+    st.warning("These runs' perplexities were measured with different protocols ("
+               + "; ".join(sorted(results["ppl_protocol"].dropna().unique()))
+               + "): they are shown side by side, not comparable.")
 table(
     results,
     "compare_results",
     column_config={
         "ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
+        "ppl_protocol": st.column_config.TextColumn("perplexity protocol"),
         "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f"),
     },
 )

@@ -25,6 +25,7 @@ COLUMNS = [
     "sparsity",
     "nm",
     "ppl",
+    "ppl_protocol",
     "zeroshot_mean",
     "status",
     "tags",
@@ -68,11 +69,13 @@ if text:
         + view["tags"].map(lambda t: " ".join(t))
     )
     view = view[hay.str.lower().str.contains(needle, regex=False)]
+n_budgeted = int(view["ppl_budgeted"].fillna(False).astype(bool).sum()) if "ppl_budgeted" in view else 0
 view = view[[c for c in COLUMNS if c in view.columns]].reset_index(drop=True)
 
 st.caption(
     f"{len(view)} of {len(table)} rows"
     + (f" · model {model}" if model else "")
+    + (f" · {n_budgeted} budgeted (smoke) run(s): their perplexity covers part of the text only" if n_budgeted else "")
     + " · click rows to select them; sort by clicking a header"
 )
 event = st.dataframe(
@@ -84,6 +87,9 @@ event = st.dataframe(
     height=420,
     column_config={
         "ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
+        "ppl_protocol": st.column_config.TextColumn(
+            "perplexity protocol", help="how the perplexity was measured; values of different protocols "
+            "are not comparable (budgeted = a smoke run's window budget)"),
         "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f"),
         "epsilon": st.column_config.NumberColumn("ε", format="%g"),
         "sparsity": st.column_config.NumberColumn("sparsity", format="percent"),

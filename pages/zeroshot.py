@@ -13,7 +13,7 @@ from pages._common import (
     stop_with_info,
     table,
 )
-from pruning.app_support.tables import zeroshot_table
+from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 
 enter_page()
 st.title("Zero-shot accuracy")
@@ -38,8 +38,16 @@ stage = (
     else None
 )
 
-by_task, meta = zeroshot_table(scores, metric=metric, stage=stage)
-st.caption("value ± stderr per task; MEAN = unweighted mean over tasks (the notes' 'MEAN')")
+protocols = zeroshot_protocol_options(scores[scores["metric"] == metric])
+protocol = st.selectbox(
+    "Evaluation protocol", protocols, key="zeroshot_protocol",
+    help="few-shot count, example limit and harness version: scores measured differently never share a table",
+) if len(protocols) > 1 else (protocols[0] if protocols else None)
+by_task, meta = zeroshot_table(scores, metric=metric, stage=stage, protocol=protocol)
+if protocol and "budgeted" in protocol:
+    st.warning("Budgeted protocol (an example limit): these accuracies cover part of each task only.")
+st.caption(f"protocol: {protocol} · value ± stderr per task; MEAN = unweighted mean over tasks "
+           "(the notes' 'MEAN'; lm-eval's own aggregate rows are not counted as tasks)")
 table(by_task, "zeroshot_table")
 st.subheader("Provenance")
 table(meta, "zeroshot_meta", hide_index=True)

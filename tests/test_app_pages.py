@@ -236,7 +236,7 @@ def test_run_detail_lists_the_attempts_of_a_re_run(notes_store):
     attempts; the views read the latest, and a run published once shows no attempts table."""
     at = open_page()
     table = frame(at, "runs_table")
-    rerun, once = "wanda-48b4f85d93d2", "dense-9ab516d6c00d"
+    rerun, once = "wanda-48b4f85d93d2", "sparsegpt-3d20a933d348"
     rows = [int(i) for i in table.index[table["run_id"].isin([rerun, once])]]
     at.session_state["runs_table"] = {"selection": {"rows": rows, "columns": [], "cells": []}}
     at.run()
@@ -307,28 +307,26 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
                                   "all · alpha", "all · hessian_alpha"]
     # the grid's 21 cells, plus WeightWatcher's alpha (follow-up sweep: Wanda and SparseGPT only)
     assert (grid.drop(columns="all · alpha") != "").all().all()
-    assert grid["all · alpha"].tolist() == ["", "● 400.03 ×2", "● 184.04 ×2"]
-    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.86 ×3"
-    assert grid.loc["Wanda", "all · hessian_alpha"] == "● 307.80 ×3"
+    assert grid["all · alpha"].tolist() == ["", "● 400.03 ×2", "● 179.06 ×2"]
+    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.84 ×3"
+    assert grid.loc["Wanda", "all · hessian_alpha"] == "● 348.88 ×3"
     assert grid.loc["Wanda", "uniform"] == "● 829.47"
-    assert grid.loc["Wanda", "all"] == "● 386.39 ×10"  # the ε sweeps: best of ten values, listed below
+    assert grid.loc["Wanda", "all"] == "● 392.88 ×10"  # the ε sweeps: best of ten values, listed below
     assert any("dense model 19.21" in c.value for c in at.caption)
+    assert any("protocol full: 175 × 2048 tokens (358,225 scored), text 0cc60813" in c.value for c in at.caption)
     multi = frame(at, "grid_multi")
     eps = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
     assert sorted(multi.loc[(multi["row"] == "Wanda") & (multi["column"] == "all"), "epsilon"].round(2)) == eps
     # the ε sweep's cell draws perplexity against ε
     at.selectbox(key="grid_cell").set_value(("Wanda", "all")).run()
-    curve = next(spec for spec in plotly_specs(at) if spec["layout"].get("yaxis", {}).get("type") == "log"
-                 and spec["data"][0]["type"] == "scatter")
-    assert decode(curve["data"][0]["x"]) == eps
-    assert [round(v, 2) for v in decode(curve["data"][0]["y"])] == [
-        615.35, 632.17, 427.28, 470.35, 411.9, 387.0, 386.39, 460.38, 651.59, 1117.27]
+    assert decode(eps_curve(at)["data"][0]["x"]) == eps
+    assert [round(v, 2) for v in decode(eps_curve(at)["data"][0]["y"])] == WANDA_70_ALL_CURVE
     # the ε filter: the grid's own ε (0.2) leaves one value per cell
     assert at.selectbox(key="grid_epsilon").options == ["best of all", *(f"{e:g}" for e in eps)]
     at.selectbox(key="grid_epsilon").set_value(0.2).run()
     grid = frame(at, "grid_table")
-    assert grid.loc["Wanda", "all"] == "● 470.35" and grid.loc["Wanda", "uniform"] == "● 829.47"
-    assert grid.loc["Wanda", "all · alpha"] == "● 444.31" and grid.loc["Wanda", "all · hessian_alpha"] == "● 364.19"
+    assert grid.loc["Wanda", "all"] == "● 452.23" and grid.loc["Wanda", "uniform"] == "● 829.47"
+    assert grid.loc["Wanda", "all · alpha"] == "● 444.31" and grid.loc["Wanda", "all · hessian_alpha"] == "● 358.83"
     assert any("ε = 0.2" in c.value for c in at.caption)
     # another sparsity holds other ε (the follow-up's 0.3 at 50 %): a choice it lacks (0.35) is dropped
     at.selectbox(key="grid_epsilon").set_value(0.35).run()
@@ -336,6 +334,58 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert not at.exception
     assert at.selectbox(key="grid_epsilon").options == ["best of all", "0.2", "0.3"]
     assert at.selectbox(key="grid_epsilon").value is None
+
+
+WANDA_70_ALL_CURVE = [632.69, 457.73, 423.72, 452.23, 392.88, 405.29, 555.26, 702.91, 2709.98, 2312.89]
+
+
+def eps_curve(at: AppTest) -> dict:
+    """The ε curve's plotly spec (the only scatter on a log y axis)."""
+    return next(spec for spec in plotly_specs(at) if spec["layout"].get("yaxis", {}).get("type") == "log"
+                and spec["data"][0]["type"] == "scatter")
+
+
+def open_smollm2_wanda_70_all(at: AppTest) -> AppTest:
+    at.selectbox(key="grid_model").set_value("smollm2-135m").run()
+    at.selectbox(key="grid_sparsity").set_value(0.7).run()
+    at.selectbox(key="grid_dataset").set_value("wiki").run()
+    at.selectbox(key="grid_cell").set_value(("Wanda", "all")).run()
+    return at
+
+
+def test_grid_page_never_merges_a_budgeted_smoke_run_into_the_full_protocol(notes_store):
+    """Issue 15: a smoke run launched from the form (1 window of 8 tokens, perplexity 1,837) lands in
+    SmolLM2 / Wanda / 70 % / `all`. The full-protocol cell, its ×n count and its ε curve stay what they
+    were; the smoke run appears only when its protocol is chosen, labelled as budgeted."""
+    from smoke_runs import SMOKE_PPL, publish_smoke_run
+
+    before = open_smollm2_wanda_70_all(open_page("grid"))
+    cell_before = frame(before, "grid_table").loc["Wanda", "all"]
+    detail_before = frame(before, "grid_cell_detail")
+    assert cell_before == "● 392.88 ×10" and len(detail_before) == 10
+    run_id = publish_smoke_run()
+
+    at = open_smollm2_wanda_70_all(open_page("grid"))
+    assert frame(at, "grid_table").loc["Wanda", "all"] == cell_before
+    detail = frame(at, "grid_cell_detail")
+    assert len(detail) == 10 and run_id not in set(detail["run_id"])
+    assert [round(v, 2) for v in decode(eps_curve(at)["data"][0]["y"])] == WANDA_70_ALL_CURVE
+    assert not at.warning
+    # two protocols now: the team's full one (the default) and the smoke run's budgeted one
+    options = at.selectbox(key="grid_protocol").options
+    assert len(options) == 2 and options[0].startswith("full: 175 × 2048 tokens")
+    assert options[1] == "budgeted: 1 of 44,778 windows × 8 tokens, text 0cc60813 · 1 values"
+    at.selectbox(key="grid_protocol").set_value("wiki|0cc60813547efec8|8|1/44778|8").run()
+    grid = frame(at, "grid_table")
+    assert grid.loc["Wanda", "all"] == f"● {SMOKE_PPL:.0f}" and (grid.drop(columns="all") == "").all().all()
+    assert any("Budgeted protocol" in w.value for w in at.warning)
+    # the runs table labels it, the compare page warns that the two perplexities are not comparable
+    runs_page = open_page()
+    table = frame(runs_page, "runs_table").set_index("run_id")
+    assert table.loc[run_id, "ppl_protocol"] == "wiki · budgeted: 1 of 44,778 windows × 8 tokens"
+    assert table.loc["wanda-7c13a24b2dc1", "ppl_protocol"] == "wiki · full: 175 × 2048 tokens (358,225 scored)"
+    compare = open_page("compare", sb_runs=[run_id, "wanda-7c13a24b2dc1"])
+    assert any("different protocols" in w.value for w in compare.warning)
 
 
 def test_grid_page_marks_own_runs(full_store):
@@ -381,14 +431,29 @@ def test_attention_page_dense_vs_pruned_with_notes_average(full_store):
 
 
 def test_zeroshot_page_table(full_store):
+    """One protocol per table (few-shot, example limit, harness version): the shipped SmolLM2 runs
+    (every example, lm-eval 0.4.13) by default; the notes' LLaMA-7B scores (old harness) and the
+    synthetic runs (limit 20: budgeted) each when chosen, never in one table."""
     at = open_page("zeroshot")
+    assert at.selectbox(key="zeroshot_protocol").options == [
+        "0-shot, every example, lm-eval 0.4.13", "0-shot, every example, lm-eval 0.3",
+        "0-shot, limit 20 (budgeted), lm-eval 0.4.13"]
+    table = frame(at, "zeroshot_table")
+    assert list(table.index) == ["wiki_cloze", "MEAN"] and len(table.columns) == 86  # the pruned stage: all but dense
+    assert not at.warning
+    at.selectbox(key="zeroshot_protocol").set_value("0-shot, every example, lm-eval 0.3").run()
     table = frame(at, "zeroshot_table")
     ref = [c for c in table.columns if c.endswith("zeroshot")][0]
+    assert len(table.columns) == 1
     assert table.loc["MEAN", ref].startswith("0.4472")
     assert table.loc["boolq", ref] == "0.6624 ± 0.0083"
+    at.selectbox(key="zeroshot_protocol").set_value("0-shot, limit 20 (budgeted), lm-eval 0.4.13").run()
+    table = frame(at, "zeroshot_table")
+    assert set(table.columns) == {full_store["six"], full_store["four"]}
     assert table.loc["MEAN", full_store["six"]].startswith("0.5650")
+    assert any("Budgeted protocol" in w.value for w in at.warning)
     meta = frame(at, "zeroshot_meta")
-    assert "0.4.13" in set(meta["harness_version"])
+    assert set(meta["harness_version"]) == {"0.4.13"}
 
 
 def test_compare_page_diff_and_overlays(full_store):

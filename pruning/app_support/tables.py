@@ -6,7 +6,24 @@ import math
 
 import pandas as pd
 
+from pruning.protocol import add_zeroshot_protocol
+
 MEAN_ROW = "MEAN"
+#: task names of lm-eval's own aggregates: never a task of their own (they would count twice in MEAN)
+AGGREGATE_TASKS = frozenset({"mean", "average", "MEAN"})
+
+
+def zeroshot_protocol_options(scores: pd.DataFrame) -> list[str]:
+    """Zero-shot protocols (few-shot, limit, harness version; ``pruning.protocol``) among ``scores``,
+    the default first: unbudgeted (every example) before limited, then the most runs."""
+    if scores.empty:
+        return []
+    labelled = add_zeroshot_protocol(scores)
+    limited = labelled["limit"].notna() if "limit" in labelled else pd.Series(False, index=labelled.index)
+    stats = labelled.assign(limited=limited).groupby("protocol_label").agg(
+        limited=("limited", "max"), runs=("run_id", "nunique"))
+    stats = stats.reset_index().sort_values(["limited", "runs", "protocol_label"], ascending=[True, False, True])
+    return stats["protocol_label"].tolist()
 
 
 def _pm(value: float, stderr: float | None) -> str:
@@ -18,15 +35,24 @@ def _pm(value: float, stderr: float | None) -> str:
 
 
 def zeroshot_table(
-    scores: pd.DataFrame, metric: str = "acc", stage: str | None = None
+    scores: pd.DataFrame, metric: str = "acc", stage: str | None = None, protocol: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Task x run text table ("0.4844 ± 0.0103") with a MEAN row (unweighted mean of ``metric``
     over the run's tasks, as lm-eval's 'MEAN' in the notes), and a provenance table per run
-    (model, method, preset, harness version, few-shot, limit, task versions).
+    (model, method, preset, protocol, harness version, few-shot, limit, task versions).
 
     ``scores``: rows of ``queries.zeroshot_scores`` (run_id, task, metric, value, stderr, ...).
+    ``protocol``: a label of :func:`zeroshot_protocol_options` (None: the default one); scores of
+    another protocol (other few-shot count, example limit or harness version) never share the table.
+    lm-eval's own aggregate rows (task ``mean``) are not tasks and are left out of MEAN.
     """
-    sub = scores[scores["metric"] == metric]
+    sub = add_zeroshot_protocol(scores[scores["metric"] == metric])
+    sub = sub[~sub["task"].isin(AGGREGATE_TASKS)]
+    if protocol is None:
+        options = zeroshot_protocol_options(sub)
+        protocol = options[0] if options else None
+    if protocol is not None:
+        sub = sub[sub["protocol_label"] == protocol]
     if stage is not None and "stage" in sub:
         sub = sub[sub["stage"] == stage]
     if "filter" in sub:
@@ -42,7 +68,8 @@ def zeroshot_table(
     text.index.name = "task"
     meta_cols = [
         c
-        for c in ("run_id", "kind", "model", "method", "preset", "label", "harness_version", "num_fewshot", "limit")
+        for c in ("run_id", "kind", "model", "method", "preset", "label", "protocol_label", "harness_version",
+                  "num_fewshot", "limit")
         if c in sub.columns
     ]
     meta = sub[meta_cols].drop_duplicates("run_id").reset_index(drop=True)
