@@ -144,6 +144,16 @@ def _select(page, key: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def _search_select(page, key: str, option: str, typed: str | None = None) -> None:
+    """Pick ``option`` in a long selectbox: type it (or ``typed``) to filter the (virtualised) list,
+    then click the (first) option whose text holds ``option``."""
+    box = _widget(page, key).get_by_role("combobox")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.press_sequentially(typed or option)
+    page.get_by_role("option").filter(has_text=option).first.click()
+
+
 def _fill(page, key: str, value: str) -> None:
     box = _widget(page, key).locator("input")
     box.fill(value)
@@ -225,5 +235,41 @@ def test_browser_grid_launch_jobs_runs(app_url):
             expect(page.get_by_text(re.compile(r"^2 blocks"))).to_be_visible(timeout=60_000)
             expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(3, timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "e2e-spectra.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_browser_budgeted_smoke_run_stays_out_of_the_full_protocol_grid(app_url):
+    """Issue 15 in the browser: a smoke run (1 window of 8 tokens, perplexity 1,837) published next
+    to the shipped SmolLM2 runs leaves the Wanda / 70 % / `all` cell (392.88 ×10) and its ε curve as
+    they were; choosing its protocol shows it, under a warning. The address carries the model."""
+    from playwright.sync_api import expect, sync_playwright
+    from smoke_runs import publish_smoke_run
+
+    url, data, _ = app_url
+    publish_smoke_run(root=data / "store")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            page.goto(f"{url}/grid?model=smollm2-135m")
+            expect(page.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
+            heatmap = page.locator('[data-testid="stPlotlyChart"]').first
+            expect(heatmap.locator("text", has_text="392.88").first).to_be_visible(timeout=60_000)
+            expect(heatmap.locator("text", has_text="×10").first).to_be_visible()
+            assert heatmap.locator("text", has_text="1837").count() == 0
+            expect(_widget(page, "grid_protocol").locator("input")).to_have_value(
+                re.compile(r"^full: 175 × 2048 tokens"), timeout=30_000)
+            _search_select(page, "grid_cell", "Wanda / all")
+            curve = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+            expect(curve.locator("text", has_text="ε (allocation spread)")).to_be_visible(timeout=30_000)
+            # the curve's y axis spans the sweep's values (up to 2,710), never the smoke run's 1,837 spike as a point
+            assert curve.locator(".scatterlayer .point").count() == 10
+            page.screenshot(path=str(ARTIFACTS / "e2e-grid-protocol-full.png"), full_page=True)
+            _search_select(page, "grid_protocol", "budgeted: 1 of 44,778 windows × 8 tokens", typed="budgeted")
+            expect(page.get_by_text(re.compile("^Budgeted protocol"))).to_be_visible(timeout=30_000)
+            expect(heatmap.locator("text", has_text="1837").first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-grid-protocol-budgeted.png"), full_page=True)
         finally:
             browser.close()
