@@ -67,3 +67,22 @@ def test_crashed_run_is_published_as_failed_with_the_error(tmp_path, data_dir):
     row = runs[runs["run_id"] == config.run_id].iloc[0]
     assert row["status"] == "failed"
     assert "no-such-model" in run_detail(config.run_id)["error"]
+
+
+def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
+    """Issue 15: the spectra a run allocates from carry their precision (float64 unless the config
+    asks for float32), and every perplexity row names the text it scored (SHA-256, 16 hex)."""
+    import hashlib
+
+    from pruning.data import load_text
+
+    default = execute_run(_config(tiny_dir, **{"pruning.method": "magnitude"}), publish=False)
+    assert set(default.tables["spectra"]["eig_dtype"]) == {"float64"}
+    f32 = execute_run(_config(tiny_dir, **{"pruning.method": "magnitude", "allocation.eig_dtype": "float32"}),
+                      publish=False)
+    assert set(f32.tables["spectra"]["eig_dtype"]) == {"float32"}
+    digest = hashlib.sha256(load_text("wiki", "test").encode("utf-8")).hexdigest()[:16]
+    assert default.tables["perplexity"]["text_digest"].tolist() == [digest]
+    from pruning.corpora import corpus_fingerprints
+
+    assert corpus_fingerprints()["wiki.test"] == digest  # the same digest the environment records

@@ -141,3 +141,51 @@ def test_dry_run_lines_name_the_allocation(data_dir: Path, capsys) -> None:
     assert main(["sweep", "--config", str(repo / "sweeps" / "grid-smollm2.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "s=0.5  owl M=5 λ=0.08  seed=0" in out and "s=0.7  uniform  seed=0" in out
+
+
+def test_from_store_re_runs_the_stored_configs_of_matching_runs(data_dir: Path, capsys) -> None:
+    """``sweep --from-store WHERE``: the stored config of each matching run (a float32-spectra run
+    here), same run id; done runs run again only with --force; bad conditions are one clear line."""
+    import json
+
+    import pandas as pd
+
+    from pruning.cli import main
+    from pruning.config import RunConfig
+    from pruning.store.publish import publish_run
+    from pruning.sweep import plan_from_store
+
+    def publish(sparsity: float, eig_dtype: str) -> str:
+        config = RunConfig.from_dict({**BASE, "allocation": {"strategy": "linear", "preset": "all"},
+                                      "pruning": {"method": "wanda", "sparsity": sparsity}})
+        spectra = pd.DataFrame([{"model": "m", "block": 0, "matrix_type": "q", "name": "q", "source": "weight",
+                                 "alpha_peak": 3.0, "eig_dtype": eig_dtype}])
+        publish_run(config, tables={"spectra": spectra})
+        return config.run_id
+
+    old, new = publish(0.5, "float32"), publish(0.6, "float64")
+    plan = plan_from_store("run_id IN (SELECT run_id FROM spectra WHERE eig_dtype = 'float32')")
+    assert [c.run_id for c in plan.configs] == [old] and plan.done == {old: "results store"} and not plan.to_run
+    assert plan.configs[0].pruning.sparsity == 0.5 and plan.configs[0].allocation.eig_dtype == "float64"
+    assert len(plan_from_store("sparsity >= 0.5").configs) == 2
+
+    assert main(["sweep", "--from-store", "eig_dtype_typo = 1", "--dry-run"]) == 2
+    assert "--from-store: 'eig_dtype_typo = 1' is not a valid condition on the runs view" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="give an SQL condition"):
+        plan_from_store("  ")
+    assert main(["sweep", "--from-store", f"run_id = '{old}'", "--dry-run", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "--force: the 1 done run(s) run again (1 to submit)" in out and old in out and new not in out
+
+    # a stored config that no longer maps to its run id is listed as invalid, never re-run under another id
+    runs = data_dir / "store" / "runs" / old / "runs.parquet"
+    frame = pd.read_parquet(runs)
+    cfg = json.loads(frame.loc[0, "config_json"])
+    cfg["pruning"]["sparsity"] = 0.55
+    frame.loc[0, "config_json"] = json.dumps(cfg)
+    frame.to_parquet(runs)
+    from pruning.store.queries import clear_cache
+
+    clear_cache()
+    plan = plan_from_store(f"run_id = '{old}'")
+    assert not plan.configs and len(plan.invalid) == 1 and "stored config now maps to wanda-" in plan.invalid[0].error
