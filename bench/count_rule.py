@@ -41,21 +41,30 @@ SHAPES = {
 }
 
 
+def _blocks(n: int, size: int = 128) -> list[int]:
+    """Widths of SparseGPT's column blocks of a row of ``n`` (the last one may be narrower)."""
+    return [size] * (n // size) + ([n % size] if n % size else [])
+
+
 def counts_table() -> list[dict]:
-    """Achieved sparsity of one block under each rule (ties ignored: they only add to SparseGPT's)."""
+    """Achieved sparsity of one block under each rule (ties ignored: they only add to SparseGPT's)
+    and its difference to this project's exact rule, in percentage points."""
     rows = []
     for model, shapes in SHAPES.items():
         total = sum(o * i for _, o, i in shapes)
         for s in (0.5, 0.6, 0.7):
+            # Wanda: one group per output row of `in` weights
             exact = sum(o * round(i * s) for _, o, i in shapes) / total
             floor = sum(o * math.floor(i * s) for _, o, i in shapes) / total
-            # SparseGPT: one group per 128-column block of all rows: int(rows * 128 * s) + 1
-            sgpt = sum((i // 128) * (int(o * 128 * s) + 1) for _, o, i in shapes) / total
+            # SparseGPT: one group per column block of all rows
+            exact_sgpt = sum(round(o * w * s) for _, o, i in shapes for w in _blocks(i)) / total
+            sgpt = sum(int(o * w * s) + 1 for _, o, i in shapes for w in _blocks(i)) / total
             rows.append({
                 "shapes": model, "target": f"{s:.0%}",
-                "exact round(n·s) (this project)": f"{exact:.6f}",
-                "Wanda/OWL/AlphaPruning floor(n·s) per row": f"{floor:.6f} ({(floor - s) * 100:+.4f} pt)",
-                "SparseGPT int(n·s)+1 per 128-col block": f"{sgpt:.6f} ({(sgpt - s) * 100:+.5f} pt)",
+                "Wanda groups: round(n·s) (here)": f"{exact:.6f}",
+                "floor(n·s) (Wanda, OWL, AlphaPruning)": f"{floor:.6f} ({(floor - exact) * 100:+.4f} pt)",
+                "SparseGPT groups: round(n·s) (here)": f"{exact_sgpt:.6f}",
+                "int(n·s)+1 (SparseGPT)": f"{sgpt:.6f} ({(sgpt - exact_sgpt) * 100:+.5f} pt)",
             })
     return rows
 
@@ -105,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     body = ("Achieved sparsity of one transformer block under each count rule (uniform target; ties, which "
-            "only add to the SparseGPT reference's count, ignored):\n\n" + markdown_table(counts_table()) + "\n")
+            "only add to the SparseGPT reference's count, ignored), and each reference rule's difference to this "
+            "project's exact count in percentage points:\n\n" + markdown_table(counts_table()) + "\n")
     if not args.skip_measured:
         body += (f"\nMeasured: {args.model}, Wanda, uniform {args.sparsity:.0%}, the same {args.nsamples} × "
                  f"{args.seqlen} wiki calibration tokens (seed 0) for both rules, wiki test perplexity on the first "

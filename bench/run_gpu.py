@@ -5,7 +5,9 @@
 
 Figures for a random-weight model of LLaMA-7B shape: spectra of all 224 matrices with all fits,
 Wanda and SparseGPT at 70 % with 128 x 2048 calibration tokens (model offloaded to the CPU, one
-block at a time on the GPU), and perplexity on 340k tokens at seqlen 2048; then the pruning time
+block at a time on the GPU), and perplexity on 340k tokens at seqlen 2048; the eigen-solver
+candidates (float64 / float32 Gram, float32 / float64 SVD) and whether pruning is bitwise repeatable;
+then the pruning time
 against samples per block call (`calibration.batch_size`) on SmolLM2-135M and LLaMA-7B shapes.
 """
 
@@ -15,6 +17,9 @@ from bench._suite import run_modules
 
 GPU_BENCHMARKS: list[list[str]] = [
     ["bench.spectra", "--device", "cuda", "--synthetic-7b"],
+    # eigen-solver candidates: accuracy on SmolLM2 (needs the offline model) and speed on the 7B shape
+    ["bench.eig_solvers", "--device", "cuda", "--svd-blocks", "2"],
+    ["bench.determinism", "--device", "cuda"],
     ["bench.prune", "--device", "cuda", "--offload", "--sparsity", "0.7"],
     ["bench.ppl_speed", "--device", "cuda"],
     # samples per block call (calibration.batch_size) on a SmolLM2-135M-sized model, where per-call
