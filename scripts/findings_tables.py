@@ -24,7 +24,8 @@ from pruning.protocol import ppl_protocol_label  # noqa: E402
 from pruning.store.queries import run_attempts, run_sql  # noqa: E402
 
 QUERY = """
-WITH zs AS (SELECT run_id, avg(value) acc FROM zeroshot WHERE metric = 'acc' AND task <> 'mean' GROUP BY run_id)
+WITH zs AS (SELECT run_id, avg(value) acc FROM zeroshot
+            WHERE metric = 'acc' AND task <> 'mean' AND "limit" IS NULL AND num_fewshot = 0 GROUP BY run_id)
 SELECT r.method, r.sparsity, CASE WHEN r.strategy = 'linear' THEN r.preset || ' / ' || r.metric ELSE r.strategy END alloc,
        r.epsilon eps, max(CASE WHEN p.dataset = 'wiki' THEN p.ppl END) wiki, max(CASE WHEN p.dataset = 'lee' THEN p.ppl END) lee,
        any_value(zs.acc) zs
