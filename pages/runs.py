@@ -88,7 +88,7 @@ event = st.dataframe(
     column_config={
         "ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
         "ppl_protocol": st.column_config.TextColumn(
-            "perplexity protocol", help="how the perplexity was measured; values of different protocols "
+            "protocol", help="how the perplexity was measured; values of different protocols "
             "are not comparable (budgeted = a smoke run's window budget)"),
         "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f"),
         "epsilon": st.column_config.NumberColumn("ε", format="%g"),

@@ -89,6 +89,16 @@ def infer_text_digests(frame: pd.DataFrame) -> pd.Series:
     return digest.where(digest.notna(), group.map(unique))
 
 
+def ppl_protocol_short(seqlen: Any, n_windows: Any, total_windows: Any) -> str:
+    """A table-cell label: ``full 175×2048``, ``budgeted 1/44,778×8`` or ``as published``."""
+    if _missing(seqlen) or _missing(n_windows):
+        return PUBLISHED
+    n, total = int(n_windows), _int(total_windows)
+    if is_budgeted(n, total):
+        return f"budgeted {n:,}/{total:,}×{int(seqlen)}"
+    return f"full {n:,}×{int(seqlen)}"
+
+
 def add_ppl_protocol(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (perplexity rows) with ``protocol``, ``protocol_label`` and ``budgeted`` columns
     (``text_digest`` completed by :func:`infer_text_digests`)."""

@@ -382,8 +382,9 @@ def test_grid_page_never_merges_a_budgeted_smoke_run_into_the_full_protocol(note
     # the runs table labels it, the compare page warns that the two perplexities are not comparable
     runs_page = open_page()
     table = frame(runs_page, "runs_table").set_index("run_id")
-    assert table.loc[run_id, "ppl_protocol"] == "wiki · budgeted: 1 of 44,778 windows × 8 tokens"
-    assert table.loc["wanda-7c13a24b2dc1", "ppl_protocol"] == "wiki · full: 175 × 2048 tokens (358,225 scored)"
+    assert table.loc[run_id, "ppl_protocol"] == "wiki budgeted 1/44,778×8"
+    assert table.loc["wanda-7c13a24b2dc1", "ppl_protocol"] == "wiki full 175×2048"
+    assert table.loc[table["kind"] == "reference", "ppl_protocol"].dropna().unique().tolist() == ["wikitext2 as published"]
     compare = open_page("compare", sb_runs=[run_id, "wanda-7c13a24b2dc1"])
     assert any("different protocols" in w.value for w in compare.warning)
 

@@ -106,3 +106,11 @@ def test_epsilon_curve_refuses_two_protocols() -> None:
         epsilon_curve(wanda_all)
     figure = epsilon_curve(wanda_all[~wanda_all["budgeted"]])
     assert list(figure.data[0].y) == [450.0, 452.0, 405.0]
+
+
+def test_short_labels_for_table_cells() -> None:
+    from pruning.protocol import ppl_protocol_short
+
+    assert ppl_protocol_short(2048, 175, 175) == "full 175×2048"
+    assert ppl_protocol_short(8, 1, 44778) == "budgeted 1/44,778×8"
+    assert ppl_protocol_short(None, None, None) == PUBLISHED

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
-from pruning.protocol import add_ppl_protocol, ppl_protocol_label
+from pruning.protocol import add_ppl_protocol, ppl_protocol_short
 from pruning.store.annotations import all_annotations, read_annotation
 from pruning.store.catalog import Snapshot, connect, published_attempts, snapshot, store_root
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
@@ -134,7 +134,7 @@ def _list_all(root: Path | str | None) -> pd.DataFrame:
         df["notes"] = notes
         proto = list(zip(df["ppl_dataset"], df["ppl_seqlen"], df["ppl_n_windows"], df["ppl_total_windows"],
                          df["ppl_n_tokens"]))
-        df["ppl_protocol"] = [None if pd.isna(ds) else f"{ds} · {ppl_protocol_label(ds, None, sl, n, t, tok)}"
+        df["ppl_protocol"] = [None if pd.isna(ds) else f"{ds} {ppl_protocol_short(sl, n, t)}"
                               for ds, sl, n, t, tok in proto]
         df["ppl_budgeted"] = [bool(not pd.isna(n) and not pd.isna(t) and n < t) for _, _, n, t, _ in proto]
         return df[LIST_COLUMNS]
@@ -147,8 +147,8 @@ def list_runs(root: Path | str | None = None, **filters: Any) -> pd.DataFrame:
 
     Columns: run_id, kind (run|reference), model, method, strategy, preset, metric, epsilon,
     sparsity, nm, status, label, tags (list), notes (text), created_at, ppl (main WikiText/wiki
-    perplexity, pruned stage), ppl_protocol (how that ppl was measured, ``pruning.protocol``; "as
-    published" for references), ppl_budgeted (a window budget was applied), zeroshot_mean (mean acc), source, plus preset_raw,
+    perplexity, pruned stage), ppl_protocol (how that ppl was measured, ``pruning.protocol``:
+    ``wiki full 175×2048``, ``wiki budgeted 1/44,778×8``, ``wikitext2 as published``), ppl_budgeted (a window budget was applied), zeroshot_mean (mean acc), source, plus preset_raw,
     sparsity_assumed, is_baseline, error, note, bundle. Filters (exact match; a list means any
     of): model, method, status, tag, kind, preset, strategy, label, bundle.
     """
