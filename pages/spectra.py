@@ -20,6 +20,7 @@ from pages._common import (
     table,
 )
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
+from pruning.app_support.spectra import fit_warning
 
 NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
 
@@ -77,16 +78,24 @@ if not names:
     stop_with_info("This run has no per-matrix rows.")
 name = st.selectbox("Matrix", names, key="spectra_matrix")
 rows = spectra[(spectra["series"] == labels.get(focus, focus)) & (spectra["name"] == name)]
-panels = []
+panels, missing = [], []
 for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian
+    source = str(row.get("source", "weight"))
     precision = row.get("eig_dtype")
-    eig = load_eigenvalues(focus, name, str(row.get("source", "weight")),
-                           precision if precision in ("float64", "float32") else "float64")
+    eig = load_eigenvalues(focus, name, source, precision if precision in ("float64", "float32") else "float64")
     if eig is None:
+        missing.append(source)
         continue
-    panels.append((f"{row.get('source', 'weight')} · {name}", eig, row.get("alpha"), row.get("xmin")))
+    warning = fit_warning(row.get("alpha", float("nan")), row.get("n_tail", float("nan")))
+    panels.append((f"{source} · {name}" + (f" · ⚠ {warning}" if warning else ""), eig, row.get("alpha"), row.get("xmin")))
 if panels:
     st.plotly_chart(esd_figure(panels), key="spectra_esd")
-else:
-    st.info("Eigenvalues of this matrix are not available here (the model is not on this machine).")
+if missing:
+    st.info(
+        f"No eigenvalues of the {' and '.join(missing)} spectrum of this matrix here: "
+        + ("Hessian spectra exist only in the spectra cache of the machine that ran the calibration. "
+           if "hessian" in missing else "")
+        + ("Weight spectra need the model on this machine (or its cached spectra)." if "weight" in missing else "")
+    )
+rows = rows.assign(fit_warning=[fit_warning(a, n) for a, n in zip(rows.get("alpha", []), rows.get("n_tail", []))])
 table(rows.drop(columns=["series"]), "spectra_rows", hide_index=True)

@@ -388,3 +388,42 @@ def test_grid_columns_separate_uniform_owl_and_non_default_metrics():
     assert grid.columns[:2] == ["uniform", "OWL"]
     assert grid.value("Wanda", "all") == 102.45 and grid.value("Wanda", "all · hessian_alpha") == 100.53
     assert grid.value("Wanda", "OWL") == 123.16 and grid.value("Wanda", "uniform") == 119.57
+
+
+def test_esd_plot_spans_the_data_and_places_xmin_in_data_units():
+    """Issue 17's broken ESD: xmin = 150 drawn as a shape landed at 10^150 on the log axis. Now the
+    λ axis spans the eigenvalues (within a decade), xmin is a trace at λ = 150, the fit runs from
+    xmin to λmax."""
+    import math
+
+    from pruning.app_support.plots import esd_figure
+
+    rng = np.random.default_rng(0)
+    eig = np.sort(np.concatenate([rng.uniform(1.0, 100.0, 400), 150.0 * (rng.pareto(2.0, 100) + 1.0)]))
+    fig = esd_figure([("weight · q", eig, 3.0, 150.0), ("hessian · q", eig, 2.5, 120.0)])
+    lo, hi = math.log10(eig.min()), math.log10(eig.max())
+    for axis in (fig.layout.xaxis, fig.layout.xaxis2):
+        assert axis.type == "log"
+        assert lo - 1 <= axis.range[0] <= lo and hi <= axis.range[1] <= hi + 1  # within a decade of the data
+    xmin = next(t for t in fig.data if (t.name or "").startswith("weight xmin"))
+    assert list(xmin.x) == [150.0, 150.0]
+    fit = next(t for t in fig.data if (t.name or "").startswith("weight fit"))
+    assert fit.x[0] == pytest.approx(150.0) and fit.x[-1] == pytest.approx(eig.max())
+    assert not fig.layout.shapes  # no shape on a log axis (they take log10 units)
+    # an xmin outside the data (a stale row) draws no fit instead of stretching the axis
+    fig = esd_figure([("weight", eig, 3.0, 1e150)])
+    assert fig.layout.xaxis.range[1] <= hi + 1 and not any("fit" in (t.name or "") for t in fig.data)
+
+
+@pytest.mark.parametrize("alpha, n_tail, expected", [
+    (3.5, 120, ""),
+    (22.0, 120, "α 22.00 > 6 (weightwatcher: under-trained, fit unreliable)"),
+    (1.6, 120, "α 1.60 < 2 (weightwatcher: over-trained)"),
+    (4.0, 12, "only 12 tail eigenvalues (< 20)"),
+    (float("nan"), 0, "no fit"),
+    (None, None, "no fit"),
+])
+def test_fit_warning_follows_weightwatcher(alpha, n_tail, expected):
+    from pruning.app_support.spectra import fit_warning
+
+    assert fit_warning(alpha, n_tail) == expected

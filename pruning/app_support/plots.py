@@ -251,12 +251,19 @@ def esd_panel(
     bins: int = 60,
 ) -> None:
     """Add one ESD (eigenvalues of W^T W or H) as a log-binned density on log-log axes, with the
-    fitted power law p(λ) = (n_tail/n) (α-1)/xmin (λ/xmin)^-α above xmin and xmin marked."""
+    fitted power law p(λ) = (n_tail/n) (α-1)/xmin (λ/xmin)^-α drawn over [xmin, λmax] and xmin marked.
+
+    Everything is placed in data units and the λ axis spans the data (a shape on a plotly log axis
+    takes log10 units, so ``add_vline(x=xmin)`` would put xmin = 150 at 10^150): the xmin marker is a
+    trace, and the axis range is set from the smallest and largest eigenvalue."""
     lam = np.asarray(eigenvalues, dtype=float)
     lam = lam[np.isfinite(lam) & (lam > 0)]
     if lam.size < 2:
         return
-    edges = np.logspace(np.log10(lam.min()), np.log10(lam.max()), bins + 1)
+    lo, hi = float(lam.min()), float(lam.max())
+    if hi <= lo:
+        hi = lo * 10.0
+    edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
     counts, edges = np.histogram(lam, bins=edges)
     density = counts / (lam.size * np.diff(edges))
     centers = np.sqrt(edges[:-1] * edges[1:])
@@ -266,31 +273,31 @@ def esd_panel(
         row=row,
         col=col,
     )
+    y_lo, y_hi = float(density[keep].min()), float(density[keep].max())
     if (
         alpha is not None
         and xmin is not None
         and math.isfinite(alpha)
         and math.isfinite(xmin)
-        and xmin > 0
+        and lo <= xmin <= hi
         and alpha > 1
     ):
         tail = lam[lam >= xmin]
-        xs = np.logspace(np.log10(xmin), np.log10(lam.max()), 50)
+        xs = np.logspace(np.log10(xmin), np.log10(hi), 50)
         ys = (tail.size / lam.size) * (alpha - 1) / xmin * (xs / xmin) ** (-alpha)
         fig.add_trace(
-            go.Scatter(x=xs, y=ys, mode="lines", name=f"{name} fit α={alpha:.2f}", line=dict(dash="dash")),
+            go.Scatter(x=xs, y=ys, mode="lines", name=f"{name} fit α={alpha:.2f}", line=dict(dash="dash", width=2)),
             row=row,
             col=col,
         )
-        fig.add_vline(
-            x=xmin,
-            line=dict(color="grey", dash="dot"),
+        fig.add_trace(
+            go.Scatter(x=[xmin, xmin], y=[y_lo, y_hi], mode="lines", name=f"{name} xmin={xmin:.3g}",
+                       line=dict(color="grey", dash="dot"), hovertemplate=f"xmin {xmin:.4g}<extra></extra>"),
             row=row,
             col=col,
-            annotation_text=f"xmin={xmin:.3g}",
-            annotation_position="top left",
         )
-    fig.update_xaxes(type="log", title_text="λ", row=row, col=col)
+    pad = 0.05 * max(np.log10(hi) - np.log10(lo), 0.5)
+    fig.update_xaxes(type="log", title_text="λ", range=[np.log10(lo) - pad, np.log10(hi) + pad], row=row, col=col)
     fig.update_yaxes(type="log", title_text="density", row=row, col=col)
 
 
@@ -298,7 +305,7 @@ def esd_figure(panels: Sequence[tuple[str, np.ndarray, float | None, float | Non
     """ESDs side by side (e.g. weight | Hessian): each panel (title, eigenvalues, alpha, xmin)."""
     fig = make_subplots(rows=1, cols=max(1, len(panels)), subplot_titles=[p[0] for p in panels])
     for i, (title, eig, alpha, xmin) in enumerate(panels):
-        esd_panel(fig, eig, alpha, xmin, row=1, col=i + 1, name=title)
+        esd_panel(fig, eig, alpha, xmin, row=1, col=i + 1, name=title.split(" · ")[0])
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=50, b=10))
     return fig
 

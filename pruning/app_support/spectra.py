@@ -5,6 +5,7 @@ fingerprint has cached eigenvalues there, else (weights only) recomputed from th
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,39 @@ def eigenvalues_of(load: Callable[[], Any], name: str, source: str) -> np.ndarra
         log.info("model has no matrix %r", name)
         return None
     return weight_eigenvalues(module.weight.detach()).cpu().numpy()
+
+
+WW_OVER_TRAINED_ALPHA = 2.0  # weightwatcher.constants.OVER_TRAINED_THRESH: alpha below -> "over-trained"
+WW_UNDER_TRAINED_ALPHA = 6.0  # weightwatcher.constants.UNDER_TRAINED_THRESH: alpha above -> "under-trained"
+WW_SMALL_N_EIGENVALUES = 20  # weightwatcher WW_powerlaw.SMALL_N_CUTOFF (pruning.spectral.powerlaw.WW_SMALL_N)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fit_warning(alpha: Any, n_tail: Any) -> str:
+    """Why a power-law fit should not be read at face value, or "" when nothing is wrong (shown
+    in the ESD plot's title and the spectra table).
+
+    weightwatcher 0.7.7 flags alpha < 2 as "over-trained" and alpha > 6 as "under-trained" (outside
+    the range where heavy-tailed self-regularization reads the fit; Martin & Mahoney 2021); a tail
+    of fewer than 20 eigenvalues (the size below which weightwatcher already treats a whole spectrum
+    as a small sample) gives an uncertain alpha. NaN alpha: no fit."""
+    alpha, n_tail = _float(alpha), _float(n_tail)
+    if not math.isfinite(alpha):
+        return "no fit"
+    notes = []
+    if alpha < WW_OVER_TRAINED_ALPHA:
+        notes.append(f"α {alpha:.2f} < {WW_OVER_TRAINED_ALPHA:g} (weightwatcher: over-trained)")
+    elif alpha > WW_UNDER_TRAINED_ALPHA:
+        notes.append(f"α {alpha:.2f} > {WW_UNDER_TRAINED_ALPHA:g} (weightwatcher: under-trained, fit unreliable)")
+    if math.isfinite(n_tail) and n_tail < WW_SMALL_N_EIGENVALUES:
+        notes.append(f"only {int(n_tail)} tail eigenvalues (< {WW_SMALL_N_EIGENVALUES})")
+    return "; ".join(notes)
 
 
 def model_available_locally(reference: str) -> bool:
