@@ -26,6 +26,15 @@ from pruning.app_support.grid import (
     protocol_options,
 )
 from pruning.app_support.plots import epsilon_curve, grid_heatmap
+from pruning.app_support.urlstate import cell_field, decode, encode_all, from_outside, number_field, offered, text_field
+
+# the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cell=Wanda/all): a copied
+# link opens the same table and cell
+URL_FIELDS = [
+    text_field("model", "grid_model"), number_field("sparsity", "grid_sparsity"), text_field("dataset", "grid_dataset"),
+    text_field("source", "grid_source"), text_field("protocol", "grid_protocol"), number_field("eps", "grid_epsilon"),
+    cell_field("cell", "grid_cell"),
+]
 
 enter_page()
 st.title("Perplexity grid")
@@ -33,28 +42,51 @@ cells = load_perplexity_cells(catalog_version())
 if cells.empty:
     stop_with_info("No perplexity results in the store yet.")
 
+params = st.query_params.to_dict()
+apply_url = from_outside(params, st.session_state.get("grid_url"), URL_FIELDS)
+
+
+def from_url(key: str, options) -> None:
+    """Before the widget ``key`` is drawn: take the address's value when the address changed from
+    outside (fresh load, pasted link) and the page offers that value; ignore it otherwise."""
+    field = next(f for f in URL_FIELDS if f.key == key)
+    found, value = decode(field, params)
+    if apply_url and found:
+        try:
+            st.session_state[key] = offered(value, list(options))
+        except KeyError:
+            pass
+
+
 models = sorted(cells["model"].dropna().unique())
-wanted = st.query_params.get("model") or selected_model()  # ?model=LLaMA-7B links straight to a table
-default_model = wanted if wanted in models else cells["model"].value_counts().idxmax()  # else the fullest table
+from_url("grid_model", models)
+if st.session_state.get("grid_model") not in models:  # the sidebar's model, else the fullest table
+    wanted = selected_model()
+    st.session_state["grid_model"] = wanted if wanted in models else cells["model"].value_counts().idxmax()
 c1, c2, c3, c5, c4 = st.columns([2, 1, 1, 1, 2])
-model = c1.selectbox("Model", models, index=models.index(default_model), key="grid_model")
+model = c1.selectbox("Model", models, key="grid_model")
 of_model = cells[cells["model"] == model]
 sparsities = sorted(of_model["sparsity"].dropna().unique(), reverse=True)
 if not sparsities:
     stop_with_info(f"No perplexity with a recorded sparsity for {model}.")
+from_url("grid_sparsity", sparsities)
 sparsity = c2.selectbox("Sparsity", sparsities, format_func=format_sparsity, key="grid_sparsity")
 # the notes' dataset (WikiText-2) or its offline stand-in first, then the other domains
 datasets = sorted(of_model["dataset"].dropna().unique(), key=lambda d: (d not in ("wikitext2", "wiki"), d))
+from_url("grid_dataset", datasets)
 dataset = (
     c3.selectbox("Dataset", datasets, key="grid_dataset") if len(datasets) > 1 else (datasets[0] if datasets else None)
 )
-source = c4.segmented_control("Results", ["all", "reference", "run"], default="all", key="grid_source") or "all"
+from_url("grid_source", ["all", "reference", "run"])
+st.session_state.setdefault("grid_source", "all")
+source = c4.segmented_control("Results", ["all", "reference", "run"], key="grid_source") or "all"
 
 # one evaluation protocol per grid (pruning.protocol): the team's full protocol unless another is chosen
 protocols = protocol_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
 in_scope = filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
 protocol_text = dict(zip(in_scope["protocol"], in_scope["protocol_label"]))
 protocol_count = in_scope["protocol"].value_counts().to_dict()
+from_url("grid_protocol", protocols)
 if st.session_state.get("grid_protocol") not in protocols:  # another model/dataset: start from its default
     st.session_state.pop("grid_protocol", None)
 protocol = st.selectbox(
@@ -66,6 +98,7 @@ protocol = st.selectbox(
 
 # several ε in one cell (the notes' GT, an ε sweep): show the best of all, or one ε
 eps_choices = epsilon_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, protocol=protocol)
+from_url("grid_epsilon", [None, *eps_choices])
 if st.session_state.get("grid_epsilon") not in (None, *eps_choices):  # another model/sparsity: start from "all"
     st.session_state.pop("grid_epsilon", None)
 epsilon = (
@@ -119,6 +152,7 @@ if not several.empty:
 
 # ---- open a cell: chart click/box selection, or the selectbox fallback ------------------------------------
 options = cell_options(grid)
+from_url("grid_cell", options)
 points = (event.selection.points if event and event.selection else None) or []
 clicked = [tuple(p["customdata"]) for p in points if p.get("customdata")]
 if clicked and clicked[0] in options and clicked[0] != st.session_state.get("grid_last_click"):
@@ -126,6 +160,12 @@ if clicked and clicked[0] in options and clicked[0] != st.session_state.get("gri
 if st.session_state.get("grid_cell") not in options:
     st.session_state.pop("grid_cell", None)
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
+written = encode_all(URL_FIELDS, {"grid_model": model, "grid_sparsity": sparsity, "grid_dataset": dataset,
+                                  "grid_source": source, "grid_protocol": protocol, "grid_epsilon": epsilon,
+                                  "grid_cell": (row, column)})
+if written != {k: v for k, v in params.items() if k in written or any(f.param == k for f in URL_FIELDS)}:
+    st.query_params.from_dict(written)
+st.session_state["grid_url"] = written
 detail = grid.cell(row, column)
 table(detail, "grid_cell_detail", hide_index=True)
 curve = epsilon_curve(detail)

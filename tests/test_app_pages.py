@@ -540,3 +540,29 @@ def test_jobs_page_lists_and_cancels(notes_store):
     assert not at.exception
     assert _queue_jobs()[0].state == "cancelled"
     assert at.button(key=f"retry-{job.job_id}")
+
+
+def test_grid_view_lives_in_the_address(notes_store):
+    """Issue 17: a link restores model, sparsity, dataset, ε and the opened cell; changing a widget
+    rewrites the address (the model too: a copied link never names the previous table); a value the
+    page does not offer (a stale link) is ignored."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"model": "smollm2-135m", "sparsity": "0.6", "dataset": "lee", "eps": "0.3",
+                            "cell": "Wanda/all"})
+    at.run()
+    at.switch_page("pages/grid.py").run()
+    assert not at.exception
+    assert at.selectbox(key="grid_model").value == "smollm2-135m"
+    assert at.selectbox(key="grid_sparsity").value == 0.6 and at.selectbox(key="grid_dataset").value == "lee"
+    assert at.selectbox(key="grid_epsilon").value == 0.3 and at.selectbox(key="grid_cell").value == ("Wanda", "all")
+    assert frame(at, "grid_table").loc["Wanda", "all"] == "● 181.84"  # lee, ε 0.3, 60 %
+    assert at.query_params["cell"] == "Wanda/all" and at.query_params["eps"] == "0.3"
+    at.selectbox(key="grid_model").set_value("LLaMA-7B").run()
+    assert at.query_params["model"] == "LLaMA-7B" and at.query_params["dataset"] == "wikitext2"
+    assert at.query_params["sparsity"] == "0.7"
+    # a stale link: an unknown model and a sparsity the table lacks fall back to the defaults, no error
+    stale = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    stale.query_params.update({"model": "no-such-model", "sparsity": "0.33", "eps": "nan", "cell": "x"})
+    stale.run()
+    stale.switch_page("pages/grid.py").run()
+    assert not stale.exception and stale.selectbox(key="grid_model").value in {"smollm2-135m", "LLaMA-7B"}

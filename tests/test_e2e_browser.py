@@ -273,3 +273,30 @@ def test_browser_budgeted_smoke_run_stays_out_of_the_full_protocol_grid(app_url)
             page.screenshot(path=str(ARTIFACTS / "e2e-grid-protocol-budgeted.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_browser_pasted_link_restores_the_grid_view(app_url):
+    """Issue 17: the grid's view is in the address. A link pasted into a fresh browser restores
+    model, sparsity, dataset, ε and the opened cell; changing the model rewrites the address."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _, _ = app_url
+    link = f"{url}/grid?model=smollm2-135m&sparsity=0.6&dataset=lee&eps=0.3&cell=Wanda/all"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()  # a fresh browser
+            page.goto(link)
+            expect(page.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
+            expect(_widget(page, "grid_cell").locator("input")).to_have_value("Wanda / all", timeout=60_000)
+            for key, value in (("grid_model", "smollm2-135m"), ("grid_sparsity", "60%"), ("grid_dataset", "lee"),
+                               ("grid_epsilon", "0.3")):
+                expect(_widget(page, key).locator("input")).to_have_value(value)
+            expect(page.locator('[data-testid="stPlotlyChart"]').first.locator("text", has_text="181.84").first
+                   ).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "e2e-grid-from-link.png"))
+            _select(page, "grid_model", "LLaMA-7B")
+            expect(page).to_have_url(re.compile(r"[?&]model=LLaMA-7B(&|$)"), timeout=30_000)
+            assert "sparsity=0.7" in page.url and "dataset=wikitext2" in page.url
+        finally:
+            browser.close()
