@@ -15,6 +15,7 @@ from pages._common import (
     table,
 )
 from pruning.app_support.plots import attention_by_layer, attention_heads
+from pruning.app_support.tables import collapse_dense
 
 enter_page()
 st.title("Attention statistics")
@@ -27,6 +28,8 @@ refs = stats[stats["block"].isna()]  # the notes' per-model averages
 per_layer = stats[stats["block"].notna()]
 st.subheader("Averages")
 summary = stats.assign(stage=stats["stage"].fillna("notes average"))
+if selected_model():  # the sidebar's model (the notes' averages of other models stay as references below)
+    summary = summary[summary["model"] == selected_model()]
 table(
     summary.pivot_table(
         index=["kind", "model", "run_id", "stage"], columns="statistic", values="value", aggfunc="mean"
@@ -48,8 +51,8 @@ if not runs:
     runs = st.multiselect("Runs (or pick them in the sidebar)", options, default=options[:1], key="attention_runs")
 if not runs:
     stop_with_info("Pick at least one run.")
-data = per_layer[per_layer["run_id"].isin(runs)]
-data = data.assign(series=data["run_id"] + " · " + data["stage"].fillna("?"))
+chosen_rows = per_layer[per_layer["run_id"].isin(runs)]
+data = collapse_dense(chosen_rows)  # one dense line per model, not per run
 
 c1, c2 = st.columns(2)
 statistic = c1.selectbox("Statistic", sorted(data["statistic"].unique()), key="attention_statistic")
@@ -67,7 +70,7 @@ if not with_heads.empty:
         attention_heads(with_heads[with_heads["series"] == series], statistic, title=f"{statistic} · {series}"),
         key="attention_heads",
     )
-dense_pruned = data[data["statistic"] == statistic].pivot_table(
+dense_pruned = chosen_rows[chosen_rows["statistic"] == statistic].pivot_table(  # each run's own dense rows
     index=["run_id", "block"], columns="stage", values="value", aggfunc="mean"
 )
 if {"dense", "pruned"} <= set(dense_pruned.columns):

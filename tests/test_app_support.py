@@ -427,3 +427,23 @@ def test_fit_warning_follows_weightwatcher(alpha, n_tail, expected):
     from pruning.app_support.spectra import fit_warning
 
     assert fit_warning(alpha, n_tail) == expected
+
+
+def test_collapse_dense_draws_each_dense_model_once():
+    """Issue 17: 18 runs of one model drew 36 attention lines (their identical dense rows once per
+    run). Identical dense rows collapse to one series per model; a differing dense measurement keeps
+    its own; pruned rows stay one series per run."""
+    from pruning.app_support.tables import collapse_dense
+
+    rows = []
+    for run, model, dense_value in (("a", "m", 1.0), ("b", "m", 1.0), ("c", "m", 1.5), ("d", "n", 2.0)):
+        for block in (0, 1):
+            rows.append({"run_id": run, "model": model, "stage": "dense", "block": block, "head": None,
+                         "statistic": "v_entropy", "value": dense_value + block})
+            rows.append({"run_id": run, "model": model, "stage": "pruned", "block": block, "head": None,
+                         "statistic": "v_entropy", "value": 0.5 + block})
+    out = collapse_dense(pd.DataFrame(rows), labels={"a": "run A"})
+    assert sorted(out.loc[out["stage"] == "dense", "series"].unique()) == ["m · dense", "m · dense (2)", "n · dense"]
+    assert len(out[out["stage"] == "dense"]) == 3 * 2  # three distinct dense measurements, two blocks each
+    assert sorted(out.loc[out["stage"] == "pruned", "series"].unique()) == [
+        "b · pruned", "c · pruned", "d · pruned", "run A · pruned"]

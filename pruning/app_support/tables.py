@@ -79,3 +79,35 @@ def zeroshot_table(
         )
         meta["task_versions"] = meta["run_id"].map(versions)
     return text, meta
+
+
+def collapse_dense(per_layer: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per-layer attention rows of several runs with a ``series`` column, where the dense model's
+    statistics appear once per distinct dense measurement instead of once per run.
+
+    Every run stores the statistics of its dense model beside its pruned ones; runs of one model
+    (same fingerprint, tokens and text) store identical dense rows, which drew one identical line
+    per run. Dense rows are grouped by their exact values: each distinct set becomes one series,
+    ``"<model> · dense"`` (numbered when a model has several). Pruned rows get
+    ``"<label of the run> · pruned"`` (``labels``: run_id -> label; the run id when missing).
+
+    ``per_layer``: rows of ``queries.attention_stats`` (run_id, model, stage, block, head,
+    statistic, value)."""
+    labels = labels or {}
+    pruned = per_layer[per_layer["stage"] != "dense"]
+    pruned = pruned.assign(series=[f"{labels.get(r, r)} · {s if isinstance(s, str) else '?'}"
+                                   for r, s in zip(pruned["run_id"], pruned["stage"])])
+    dense = per_layer[per_layer["stage"] == "dense"]
+    keep, names = [], {}
+    for model, of_model in dense.groupby("model", sort=True, dropna=False):
+        seen: dict[tuple, str] = {}
+        for run_id, rows in of_model.groupby("run_id", sort=False):
+            signature = tuple(rows.sort_values(["statistic", "block", "head"], na_position="first")
+                              [["statistic", "block", "head", "value"]].itertuples(index=False, name=None))
+            if signature not in seen:
+                seen[signature] = f"{model} · dense" + (f" ({len(seen) + 1})" if seen else "")
+                keep.append(run_id)
+            names[run_id] = seen[signature]
+    dense = dense[dense["run_id"].isin(keep)]
+    dense = dense.assign(series=dense["run_id"].map(names))
+    return pd.concat([dense, pruned], ignore_index=True)
