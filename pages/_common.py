@@ -149,18 +149,10 @@ def enter_page() -> None:
 
 # ---- shared sidebar --------------------------------------------------------------------------------
 def run_label(row: pd.Series | dict) -> str:
-    """Short human label of a run row: model · method · preset · ε · ppl."""
-    parts = [str(row.get("model") or "?"), str(row.get("method") or "?")]
-    if row.get("preset"):
-        parts.append(str(row["preset"]))
-    eps = row.get("epsilon")
-    if eps is not None and not pd.isna(eps):
-        parts.append(f"ε {eps:g}")
-    ppl = row.get("ppl")
-    if ppl is not None and not pd.isna(ppl):
-        parts.append(f"ppl {format_ppl(ppl)}")
-    prefix = "ref" if row.get("kind") == "reference" else "run"
-    return f"[{prefix}] " + " · ".join(parts)
+    """One readable label of a run row (``pruning.app_support.formatting.run_label``)."""
+    from pruning.app_support.formatting import run_label as label
+
+    return label(dict(row))
 
 
 def render_sidebar() -> None:

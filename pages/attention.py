@@ -9,12 +9,14 @@ from pages._common import (
     catalog_version,
     enter_page,
     load_attention,
+    runs as all_runs,
     selected_model,
     selected_runs,
     stop_with_info,
     table,
 )
 from pruning.app_support.plots import attention_by_layer, attention_heads
+from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.tables import collapse_dense
 
 enter_page()
@@ -52,7 +54,7 @@ if not runs:
 if not runs:
     stop_with_info("Pick at least one run.")
 chosen_rows = per_layer[per_layer["run_id"].isin(runs)]
-data = collapse_dense(chosen_rows)  # one dense line per model, not per run
+data = collapse_dense(chosen_rows, unique_run_labels(all_runs().to_dict("records")))  # one dense line per model
 
 c1, c2 = st.columns(2)
 statistic = c1.selectbox("Statistic", sorted(data["statistic"].unique()), key="attention_statistic")

@@ -8,11 +8,13 @@ from pages._common import (
     catalog_version,
     enter_page,
     load_zeroshot,
+    runs,
     selected_model,
     selected_runs,
     stop_with_info,
     table,
 )
+from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 
 enter_page()
@@ -48,6 +50,8 @@ if protocol and "budgeted" in protocol:
     st.warning("Budgeted protocol (an example limit): these accuracies cover part of each task only.")
 st.caption(f"protocol: {protocol} · value ± stderr per task; MEAN = unweighted mean over tasks "
            "(the notes' 'MEAN'; lm-eval's own aggregate rows are not counted as tasks)")
-table(by_task, "zeroshot_table")
+labels = unique_run_labels(runs().to_dict("records"))  # one readable label per run (columns were bare ids)
+table(by_task.rename(columns=labels), "zeroshot_table")
+meta.insert(0, "run", meta["run_id"].map(labels))
 st.subheader("Provenance")
 table(meta, "zeroshot_meta", hide_index=True)

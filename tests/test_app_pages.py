@@ -442,16 +442,19 @@ def test_zeroshot_page_table(full_store):
     table = frame(at, "zeroshot_table")
     assert list(table.index) == ["wiki_cloze", "MEAN"] and len(table.columns) == 86  # the pruned stage: all but dense
     assert not at.warning
+    assert all(c.startswith("[run] smollm2-135m · ") for c in table.columns)  # run labels, not bare ids
+    assert "[run] smollm2-135m · wanda · all · hessian_alpha · 70% · ε 0.2" in table.columns
     at.selectbox(key="zeroshot_protocol").set_value("0-shot, every example, lm-eval 0.3").run()
     table = frame(at, "zeroshot_table")
-    ref = [c for c in table.columns if c.endswith("zeroshot")][0]
-    assert len(table.columns) == 1
+    ref = table.columns[0]
+    assert len(table.columns) == 1 and ref.startswith("[ref] LLaMA-7B · ")
     assert table.loc["MEAN", ref].startswith("0.4472")
     assert table.loc["boolq", ref] == "0.6624 ± 0.0083"
     at.selectbox(key="zeroshot_protocol").set_value("0-shot, limit 20 (budgeted), lm-eval 0.4.13").run()
     table = frame(at, "zeroshot_table")
-    assert set(table.columns) == {full_store["six"], full_store["four"]}
-    assert table.loc["MEAN", full_store["six"]].startswith("0.5650")
+    six = "[run] synthetic-6-blocks · wanda · QKVout · alpha_peak · 60% · ε 0.2"
+    assert set(table.columns) == {six, "[run] synthetic-4-blocks · sparsegpt · QKVout · alpha_peak · 60% · ε 0.2"}
+    assert table.loc["MEAN", six].startswith("0.5650")
     assert any("Budgeted protocol" in w.value for w in at.warning)
     meta = frame(at, "zeroshot_meta")
     assert set(meta["harness_version"]) == {"0.4.13"}

@@ -447,3 +447,23 @@ def test_collapse_dense_draws_each_dense_model_once():
     assert len(out[out["stage"] == "dense"]) == 3 * 2  # three distinct dense measurements, two blocks each
     assert sorted(out.loc[out["stage"] == "pruned", "series"].unique()) == [
         "b · pruned", "c · pruned", "d · pruned", "run A · pruned"]
+
+
+def test_run_label_names_sparsity_and_metric_and_labels_are_unique():
+    """Issue 17: three 'wanda · QKVout · ε 0.2' entries could not be told apart: the label now holds
+    model · method · preset · metric · sparsity · ε, and a repeated label gets the run's hash."""
+    from pruning.app_support.formatting import run_label, unique_run_labels
+
+    base = {"kind": "run", "model": "m", "method": "wanda", "strategy": "linear", "preset": "QKVout",
+            "metric": "alpha_peak", "epsilon": 0.2}
+    rows = [{**base, "run_id": "wanda-aaaaaa111111", "sparsity": 0.5},
+            {**base, "run_id": "wanda-bbbbbb222222", "sparsity": 0.7, "ppl": 452.2316, "ppl_budgeted": True},
+            {**base, "run_id": "wanda-cccccc333333", "sparsity": 0.7}]
+    assert run_label(rows[0]) == "[run] m · wanda · QKVout · alpha_peak · 50% · ε 0.2"
+    assert run_label(rows[1]) == "[run] m · wanda · QKVout · alpha_peak · 70% · ε 0.2 · ppl 452.23 (budgeted)"
+    assert run_label({"kind": "run", "model": "m", "method": "wanda", "strategy": "owl", "sparsity": 0.7,
+                      "metric": "alpha_peak", "epsilon": float("nan")}) == "[run] m · wanda · owl · 70%"
+    labels = unique_run_labels(rows)
+    assert labels["wanda-aaaaaa111111"] == "[run] m · wanda · QKVout · alpha_peak · 50% · ε 0.2"
+    assert labels["wanda-bbbbbb222222"].endswith("· bbbbbb") and labels["wanda-cccccc333333"].endswith("· cccccc")
+    assert len(set(labels.values())) == 3

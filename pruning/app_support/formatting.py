@@ -80,3 +80,47 @@ def format_sparsity(value: Any) -> str:
 def short_run_id(run_id: str, width: int = 18) -> str:
     """A run id shortened for plot legends (keeps the method prefix)."""
     return run_id if len(run_id) <= width else run_id[: width - 1] + "…"
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    try:
+        return not (isinstance(value, float) and math.isnan(value)) and str(value).strip() not in ("", "nan", "<NA>")
+    except (TypeError, ValueError):
+        return False
+
+
+def run_label(row: Any, with_ppl: bool = True) -> str:
+    """One readable label of a run or reference row, the same on every page:
+    ``[run] smollm2-135m · wanda · all · alpha_peak · 70% · ε 0.2 · ppl 452.23`` (metric only for
+    linear allocations, a budgeted perplexity marked "(budgeted)"). ``row``: a mapping with the
+    columns of ``queries.list_runs``."""
+    get = row.get
+    parts = [str(get("model")) if _present(get("model")) else "?", str(get("method")) if _present(get("method")) else "?"]
+    strategy = get("strategy")
+    if _present(get("preset")):
+        parts.append(str(get("preset")))
+    elif _present(strategy) and str(strategy) != "linear":
+        parts.append(str(strategy))
+    if _present(get("metric")) and (not _present(strategy) or str(strategy) == "linear"):
+        parts.append(str(get("metric")))
+    if _present(get("sparsity")) and get("method") != "dense":
+        parts.append(format_sparsity(get("sparsity")))
+    if _present(get("epsilon")):
+        parts.append(f"ε {float(get('epsilon')):g}")
+    if with_ppl and _present(get("ppl")):
+        parts.append(f"ppl {format_ppl(get('ppl'))}" + (" (budgeted)" if get("ppl_budgeted") is True else ""))
+    prefix = "ref" if get("kind") == "reference" else "run"
+    return f"[{prefix}] " + " · ".join(parts)
+
+
+def unique_run_labels(rows: list[dict], with_ppl: bool = False) -> dict[str, str]:
+    """{run_id: label} where labels that would repeat (same config, other seed or calibration)
+    get the run id's hash appended, so no two columns or legend entries read the same."""
+    labels = {r["run_id"]: run_label(r, with_ppl=with_ppl) for r in rows}
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {run_id: (f"{label} · {str(run_id).rsplit('-', 1)[-1][:6]}" if counts[label] > 1 else label)
+            for run_id, label in labels.items()}
