@@ -86,3 +86,16 @@ def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
     from pruning.corpora import corpus_fingerprints
 
     assert corpus_fingerprints()["wiki.test"] == digest  # the same digest the environment records
+
+
+def test_progress_never_goes_back(tiny_dir, data_dir):
+    """Issue 17: a job's progress bar went 15 % -> 5 % (the dense attention statistics are reported in
+    the calibration band before the spectra stage runs). Every reported fraction is now at least the
+    one before, and the run ends at 100 %."""
+    seen: list[tuple[str, float]] = []
+    config = _config(tiny_dir, **{"evaluation.attention": True, "evaluation.attention_tokens": 32})
+    execute_run(config, progress=lambda stage, fraction, message: seen.append((stage, fraction)), publish=False)
+    fractions = [f for _, f in seen]
+    assert {"load", "spectra", "calibration", "prune", "evaluation"} <= {s for s, _ in seen}
+    assert all(b >= a for a, b in zip(fractions, fractions[1:])), seen
+    assert fractions[-1] == 1.0
