@@ -8,7 +8,9 @@ import logging
 
 import streamlit as st
 
-from pages._common import clear_caches, enter_page
+from pages._common import clear_caches, enter_page, runs
+from pruning.app_support.eta import eta_seconds, format_duration, history_totals
+from pruning.app_support.formatting import format_ppl
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 4000
@@ -54,6 +56,14 @@ def job_list(states: list[str]) -> None:
     if not jobs:
         st.info("No jobs yet. Launch one from the Launch page.")
         return
+    from pruning.store import run_sql
+
+    finished = runs().set_index("run_id")
+    try:  # the timings of earlier runs, for the estimates of running jobs
+        history = run_sql("SELECT model, method, status, timings_json FROM runs WHERE kind = 'run'").to_dict("records")
+    except Exception as exc:  # noqa: BLE001 - an estimate is optional; the list must still render
+        log.info("no run history for estimates: %s", exc)
+        history = []
     for job in jobs[:SHOWN_JOBS]:
         with st.container(border=True):
             c1, c2, c3 = st.columns([4, 4, 1])
@@ -70,9 +80,22 @@ def job_list(states: list[str]) -> None:
             c2.progress(
                 min(max(fraction, 0.0), 1.0), text=f"{progress.stage or job.state}: {progress.message or ''}"[:120]
             )
-            c2.caption(
-                f"created {_when(job.created_at)} · started {_when(job.started_at)} · finished {_when(job.finished_at)}"
-            )
+            now = dt.datetime.now().timestamp()
+            elapsed = ((job.finished_at or now) - job.started_at) if job.started_at else None
+            timing = f"created {_when(job.created_at)} · started {_when(job.started_at)}"
+            if job.done:
+                timing += f" · finished {_when(job.finished_at)} · took {format_duration(elapsed)}"
+            elif elapsed is not None:
+                model, method = job.config.get("model", {}).get("name"), job.config.get("pruning", {}).get("method")
+                eta, how = eta_seconds(elapsed, fraction, history_totals(history, model, method))
+                timing += f" · running {format_duration(elapsed)} · about {format_duration(eta)} to go ({how})"
+            c2.caption(timing)
+            if job.state == "succeeded" and job.run_id in finished.index:
+                row = finished.loc[job.run_id]
+                dataset, _, protocol = str(row["ppl_protocol"] or "").partition(" ")
+                ppl = f"{dataset} perplexity {format_ppl(row['ppl'])} ({protocol})" if row["ppl"] == row["ppl"] else ""
+                zs = f"zero-shot {row['zeroshot_mean']:.3f}" if row["zeroshot_mean"] == row["zeroshot_mean"] else ""
+                c1.caption("result: " + " · ".join(p for p in (ppl, zs) if p) + " · find it on the Runs page by its id")
             if not job.done:
                 c3.button("Cancel", key=f"cancel-{job.job_id}", on_click=_act, args=(cancel_job, job.job_id))
             elif job.state in ("failed", "cancelled"):

@@ -467,3 +467,22 @@ def test_run_label_names_sparsity_and_metric_and_labels_are_unique():
     assert labels["wanda-aaaaaa111111"] == "[run] m · wanda · QKVout · alpha_peak · 50% · ε 0.2"
     assert labels["wanda-bbbbbb222222"].endswith("· bbbbbb") and labels["wanda-cccccc333333"].endswith("· cccccc")
     assert len(set(labels.values())) == 3
+
+
+def test_eta_from_earlier_runs_else_from_progress():
+    import json
+
+    from pruning.app_support.eta import eta_seconds, format_duration, history_totals
+
+    runs = [{"status": "succeeded", "model": "m", "method": "wanda", "timings_json": json.dumps({"total": t})}
+            for t in (100.0, 200.0, 160.0)]
+    runs += [{"status": "failed", "model": "m", "method": "wanda", "timings_json": json.dumps({"total": 5.0})},
+             {"status": "succeeded", "model": "m", "method": "sparsegpt", "timings_json": json.dumps({"total": 900.0})},
+             {"status": "succeeded", "model": "m", "method": "wanda", "timings_json": "not json"}]
+    totals = history_totals(runs, "m", "wanda")
+    assert sorted(totals) == [100.0, 160.0, 200.0]
+    assert eta_seconds(60.0, 0.1, totals) == (100.0, "median of 3 earlier runs")  # median 160 - 60, not 540
+    assert eta_seconds(400.0, 0.9, totals) == (0.0, "median of 3 earlier runs")   # never negative
+    assert eta_seconds(60.0, 0.25, []) == (180.0, "from progress so far")
+    assert eta_seconds(5.0, 0.0, []) == (None, "no estimate yet")
+    assert [format_duration(x) for x in (42, 185, 3720, None, -1)] == ["42 s", "3 min 05 s", "1 h 02 min", "—", "—"]

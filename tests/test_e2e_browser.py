@@ -217,6 +217,9 @@ def test_browser_grid_launch_jobs_runs(app_url):
             page.screenshot(path=str(ARTIFACTS / "e2e-jobs.png"), full_page=True)
             assert not failed.count(), page.locator('[data-testid="stCode"]').first.inner_text()
             expect(done.first).to_be_visible()
+            # the finished job shows its headline numbers with their protocol, and how long it took
+            expect(page.get_by_text(re.compile(r"^result: wiki perplexity .* \(budgeted 2/"))).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(re.compile(r"took \d+ s"))).to_be_visible()
             run_id = re.search(r"magnitude-[0-9a-f]{12}", page.get_by_text("run magnitude-").first.inner_text()).group(
                 0
             )
