@@ -16,7 +16,6 @@ Everything here is pure pandas; ``pruning.store.queries`` adds the columns these
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -153,9 +152,3 @@ def add_zeroshot_protocol(frame: pd.DataFrame) -> pd.DataFrame:
     out["protocol_label"] = [zeroshot_protocol_label(*r) for r in zip(get["limit"], get["num_fewshot"],
                                                                          get["harness_version"])]
     return out
-
-
-def single_protocol(values: pd.Series) -> bool:
-    """True when every (non-missing) protocol in ``values`` is the same one."""
-    distinct = {v for v in values if not (isinstance(v, float) and math.isnan(v)) and v is not None}
-    return len(distinct) <= 1

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import duckdb
 import pandas as pd
 
-from pruning.protocol import add_ppl_protocol, ppl_protocol_short
+from pruning.protocol import add_ppl_protocol, is_budgeted, ppl_protocol_short
 from pruning.store.annotations import all_annotations, read_annotation
 from pruning.store.catalog import Snapshot, connect, published_attempts, snapshot, store_root
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
@@ -97,7 +97,7 @@ def _memo(name: str, args: tuple, root: Path | str | None, compute) -> Any:
 _LIST_SQL = """
 WITH p AS (
     SELECT run_id,
-           arg_min(struct_pack(ppl, dataset, seqlen, n_windows, total_windows, n_tokens),
+           arg_min(struct_pack(ppl, dataset, seqlen, n_windows, total_windows),
                    (CASE WHEN stage = 'pruned' THEN 0 ELSE 2 END) + (CASE WHEN dataset = 'wiki' THEN 0 ELSE 1 END)) AS best
     FROM perplexity WHERE dataset IN ('wiki', 'wikitext2') AND stage IN ('pruned', 'dense') GROUP BY run_id
 ), z AS (
@@ -108,7 +108,7 @@ SELECT r.run_id, r.kind, r.model, r.method, r.strategy, r.preset, r.metric, r.ep
        r.label, r.config_tags, r.created_at, p.best.ppl AS ppl, z.zeroshot_mean, r.source_file AS source,
        r.preset_raw, r.sparsity_assumed, r.is_baseline, r.error, r.note, r.bundle,
        p.best.dataset AS ppl_dataset, p.best.seqlen AS ppl_seqlen, p.best.n_windows AS ppl_n_windows,
-       p.best.total_windows AS ppl_total_windows, p.best.n_tokens AS ppl_n_tokens
+       p.best.total_windows AS ppl_total_windows
 FROM runs r LEFT JOIN p USING (run_id) LEFT JOIN z USING (run_id)
 ORDER BY r.created_at DESC NULLS LAST, r.kind, r.model, r.source_line, r.run_id
 """
@@ -132,11 +132,9 @@ def _list_all(root: Path | str | None) -> pd.DataFrame:
             notes.append("\n".join(ann.at[run_id, "notes"]) if run_id in ann.index else "")
         df["tags"] = tags
         df["notes"] = notes
-        proto = list(zip(df["ppl_dataset"], df["ppl_seqlen"], df["ppl_n_windows"], df["ppl_total_windows"],
-                         df["ppl_n_tokens"]))
-        df["ppl_protocol"] = [None if pd.isna(ds) else f"{ds} {ppl_protocol_short(sl, n, t)}"
-                              for ds, sl, n, t, tok in proto]
-        df["ppl_budgeted"] = [bool(not pd.isna(n) and not pd.isna(t) and n < t) for _, _, n, t, _ in proto]
+        proto = list(zip(df["ppl_dataset"], df["ppl_seqlen"], df["ppl_n_windows"], df["ppl_total_windows"]))
+        df["ppl_protocol"] = [None if pd.isna(ds) else f"{ds} {ppl_protocol_short(sl, n, t)}" for ds, sl, n, t in proto]
+        df["ppl_budgeted"] = [is_budgeted(n, t) for _, _, n, t in proto]
         return df[LIST_COLUMNS]
 
     return _memo("list_all", (), root, compute)
