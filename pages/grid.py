@@ -163,7 +163,7 @@ row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=la
 written = encode_all(URL_FIELDS, {"grid_model": model, "grid_sparsity": sparsity, "grid_dataset": dataset,
                                   "grid_source": source, "grid_protocol": protocol, "grid_epsilon": epsilon,
                                   "grid_cell": (row, column)})
-if written != {k: v for k, v in params.items() if k in written or any(f.param == k for f in URL_FIELDS)}:
+if written != {k: v for k, v in params.items() if k in {f.param for f in URL_FIELDS}}:
     st.query_params.from_dict(written)
 st.session_state["grid_url"] = written
 detail = grid.cell(row, column)
