@@ -7,15 +7,15 @@ atomically under the writer lock; they never touch the immutable run artifacts.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pruning.store.catalog import check_bundle_id, store_root, write_json_atomic, writer_lock
+from pruning.store.catalog import check_bundle_id, store_root, writable_store, write_json_atomic, writer_lock
 from pruning.store.errors import StoreError
+from pruning.store.health import Problem, read_annotation_file, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,25 @@ def _path(root: Path, run_id: str) -> Path:
     return root / "annotations" / f"{check_bundle_id(run_id)}.json"
 
 
-def read_annotation(run_id: str, root: Path | str | None = None) -> dict[str, Any]:
-    """``{"run_id", "tags": [...], "notes": [{"text", "created_at"}]}`` (empty if none)."""
-    path = _path(store_root(root), run_id)
+def read_annotation(run_id: str, root: Path | str | None = None, *, strict: bool = False) -> dict[str, Any]:
+    """``{"run_id", "tags": [...], "notes": [{"text", "created_at"}]}`` (empty if none).
+
+    A malformed file reads as empty with a warning naming it (``strict``: raises StoreError, so
+    a writer never replaces a file it could not read)."""
+    root = store_root(root)
+    path = _path(root, run_id)
+    empty = {"run_id": run_id, "tags": [], "notes": []}
     if not path.exists():
-        return {"run_id": run_id, "tags": [], "notes": []}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise StoreError(f"annotation file {path} is not valid JSON: {exc}") from exc
+        return empty
+    data, reason = read_annotation_file(path)
+    if data is not None and data["run_id"] != run_id:
+        data, reason = None, f"names run {data['run_id']!r}, not {run_id!r} (its file name)"
+    if reason is None:
+        return data
+    if strict:
+        raise StoreError(f"annotation file {path} {reason}; move it aside with `python -m pruning verify --repair`")
+    warn_once(Problem(path=path, kind="annotation", reason=reason), root)
+    return empty
 
 
 def _update(run_id: str, root: Path | str | None, change) -> dict[str, Any]:
@@ -41,8 +51,9 @@ def _update(run_id: str, root: Path | str | None, change) -> dict[str, Any]:
     root = store_root(root)
     if not run_exists(run_id, root=root):
         raise StoreError(f"cannot annotate unknown run {run_id!r}; see `python -m pruning runs`")
+    root = writable_store(root, f"annotate {run_id}")
     with writer_lock(root):
-        data = read_annotation(run_id, root)
+        data = read_annotation(run_id, root, strict=True)
         change(data)
         write_json_atomic(_path(root, run_id), data)
     return data
@@ -79,17 +90,30 @@ def set_tags(run_id: str, tags: list[str], *, remove: bool = False, root: Path |
     return _update(run_id, root, change)
 
 
-def all_annotations(root: Path | str | None = None) -> pd.DataFrame:
-    """One row per annotated run: run_id, tags (list), notes (list of texts)."""
-    root = store_root(root)
-    rows = []
+def annotation_problems(root: Path | str | None = None) -> list[Problem]:
+    """Annotation files that cannot be read (bad JSON, no ``run_id``, malformed tags or notes)."""
+    return _scan(store_root(root))[1]
+
+
+def _scan(root: Path) -> tuple[list[dict[str, Any]], list[Problem]]:
+    rows, problems = [], []
     for path in sorted((root / "annotations").glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        data, reason = read_annotation_file(path)
+        if data is not None and data["run_id"] != path.stem:
+            data, reason = None, f"names run {data['run_id']!r}, not {path.stem!r} (its file name)"
+        if data is None:
+            if reason != "file is missing":  # removed while listing
+                problems.append(Problem(path=path, kind="annotation", reason=reason))
             continue
-        except ValueError as exc:
-            raise StoreError(f"annotation file {path} is not valid JSON: {exc}") from exc
-        rows.append({"run_id": data["run_id"], "tags": list(data.get("tags", [])),
-                     "notes": [n["text"] for n in data.get("notes", [])]})
+        rows.append({"run_id": data["run_id"], "tags": list(data["tags"]), "notes": [n["text"] for n in data["notes"]]})
+    return rows, problems
+
+
+def all_annotations(root: Path | str | None = None) -> pd.DataFrame:
+    """One row per annotated run: run_id, tags (list), notes (list of texts). A malformed file is
+    skipped with a warning naming it (``python -m pruning verify`` lists it)."""
+    root = store_root(root)
+    rows, problems = _scan(root)
+    for problem in problems:
+        warn_once(problem, root)
     return pd.DataFrame(rows, columns=["run_id", "tags", "notes"])

@@ -18,6 +18,7 @@ again gets a new attempt directory; the latest attempt wins and the older one st
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -34,7 +35,8 @@ import duckdb
 
 from pruning.paths import data_dir
 from pruning.procs import pid_alive
-from pruning.store.errors import StoreError
+from pruning.store.errors import StoreError, StoreReadOnlyError
+from pruning.store.health import Problem, check_parquet, stat_key, warn_once
 from pruning.store.schema import SCHEMA_VERSION, TABLES, empty_select
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,35 @@ BUNDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _DIR_RE = re.compile(r"^(?P<bundle>[A-Za-z0-9][A-Za-z0-9._-]*?)(?:~(?P<attempt>\d+))?$")
 
 
+STORE_SUBDIRS: tuple[str, ...] = ("runs", "catalog/parts", "annotations", "tmp")
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def store_root(root: Path | str | None = None) -> Path:
-    """The store directory (``data_dir()/store`` unless given), with its sub-directories."""
-    path = Path(root) if root is not None else data_dir() / "store"
-    for sub in ("runs", "catalog/parts", "annotations", "tmp"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+    """The store directory (``data_dir()/store`` unless given). Readers never write: nothing is
+    created here, and a missing sub-directory reads as empty. Writers use :func:`writable_store`."""
+    return Path(root) if root is not None else data_dir() / "store"
+
+
+def read_only_error(root: Path, exc: OSError, action: str = "write") -> StoreReadOnlyError:
+    """The one-line error of a write refused by the file system (permissions, read-only mount)."""
+    return StoreReadOnlyError(
+        f"the results store {root} is read-only here ({exc.strerror or exc}): cannot {action}; "
+        "reading (runs, query, export, the app) still works")
+
+
+def writable_store(root: Path | str | None = None, action: str = "write") -> Path:
+    """The store directory for a writer: its sub-directories created and the lock file openable for
+    writing; raises :class:`StoreReadOnlyError` (one line) when the file system refuses."""
+    path = store_root(root)
+    try:
+        for sub in STORE_SUBDIRS:
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        if exc.errno in _READ_ONLY_ERRNOS:
+            raise read_only_error(path, exc, action) from None
+        raise StoreError(f"cannot {action} in the results store {path}: {exc}") from None
     return path
 
 
@@ -93,7 +119,12 @@ def writer_lock(root: Path, *, blocking: bool = True, timeout_s: float = 120.0) 
             return
         raise StoreError(f"store {root} is locked by another thread for more than {timeout_s}s")
     try:
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise read_only_error(root, exc, "take the writer lock") from None
+            raise
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -145,7 +176,7 @@ class CatalogManifest:
 
 
 _manifest_cache: dict[Path, tuple[tuple, CatalogManifest]] = {}
-_bundle_tables_cache: dict[Path, tuple[str, ...]] = {}
+_bundle_tables_cache: dict[Path, tuple[tuple, tuple[str, ...]]] = {}
 
 
 def read_manifest(root: Path) -> tuple[CatalogManifest, tuple]:
@@ -173,13 +204,19 @@ def read_manifest(root: Path) -> tuple[CatalogManifest, tuple]:
 
 
 def bundle_tables(bundle_dir: Path) -> tuple[str, ...]:
-    """Tables present in a published bundle directory (cached: published bundles are immutable)."""
+    """Tables present in a published bundle directory (cached while the directory is unchanged:
+    published bundles are immutable, but ``verify --repair`` may move one aside and a new attempt
+    take its name)."""
+    key = stat_key(bundle_dir)
     cached = _bundle_tables_cache.get(bundle_dir)
-    if cached is None:
-        names = {p.name[:-8] for p in bundle_dir.iterdir() if p.name.endswith(".parquet")}
-        cached = tuple(t for t in ALL_TABLES if t in names)
+    if cached is None or cached[0] != key:
+        try:
+            names = {p.name[:-8] for p in bundle_dir.iterdir() if p.name.endswith(".parquet")}
+        except (FileNotFoundError, NotADirectoryError):
+            names = set()
+        cached = (key, tuple(t for t in ALL_TABLES if t in names))
         _bundle_tables_cache[bundle_dir] = cached
-    return cached
+    return cached[1]
 
 
 # ---- snapshots ----------------------------------------------------------------------------------
@@ -192,6 +229,13 @@ class Snapshot:
     loose: dict[str, str]              # bundle -> dirname of its latest attempt, not in the catalog
     superseded: tuple[str, ...]        # bundles in the catalog whose newer attempt is loose
     key: tuple                         # changes whenever what a query could see changes
+    problems: tuple[Problem, ...] = ()  # quarantined files: left out of every view (health.py)
+    catalog_trusted: bool = True       # False: a catalog file is bad, bundles are read from runs/
+
+    @property
+    def catalog_problems(self) -> tuple[Problem, ...]:
+        """Quarantined catalog files (manifest or parts)."""
+        return tuple(p for p in self.problems if p.kind in ("manifest", "part"))
 
     def files(self, table: str) -> tuple[list[str], list[str]]:
         """(catalog part paths, loose bundle file paths) holding ``table``."""
@@ -213,8 +257,13 @@ class Snapshot:
 
 
 def published_attempts(root: Path) -> Iterator[tuple[str, int, str]]:
-    """(bundle, attempt, dirname) of every published attempt directory in ``runs/``, unordered."""
-    with os.scandir(root / "runs") as it:
+    """(bundle, attempt, dirname) of every published attempt directory in ``runs/``, unordered
+    (none when ``runs/`` does not exist yet)."""
+    try:
+        it = os.scandir(root / "runs")
+    except FileNotFoundError:
+        return
+    with it:
         for entry in it:
             parsed = parse_dirname(entry.name)
             if parsed is not None and entry.is_dir():
@@ -230,16 +279,83 @@ def latest_attempts(root: Path) -> dict[str, tuple[str, int]]:
     return latest
 
 
+def bundle_problems(root: Path, dirname: str, *, deep: bool = False) -> list[Problem]:
+    """The files of one attempt directory that cannot enter a view (see :mod:`pruning.store.health`)."""
+    bdir = root / "runs" / dirname
+    parsed = parse_dirname(dirname)
+    bundle = parsed[0] if parsed else dirname
+    out = []
+    for table in bundle_tables(bdir):
+        path = bdir / f"{table}.parquet"
+        reason = check_parquet(path, table, bundle, deep=deep)
+        if reason is not None:
+            out.append(Problem(path=path, kind="bundle", reason=reason, bundle=dirname))
+    return out
+
+
+def catalog_state(root: Path, *, deep: bool = False) -> tuple[CatalogManifest, tuple, list[Problem]]:
+    """The catalog manifest as readers may use it, its stat key, and the bad catalog files.
+
+    A corrupt manifest gives an empty manifest (every bundle is then read from ``runs/``); a bad
+    part is dropped from the returned manifest's parts (the caller reads the bundles it held from
+    their directories instead)."""
+    path = root / "catalog" / "manifest.json"
+    try:
+        manifest, mkey = read_manifest(root)
+    except StoreError as exc:
+        reason = str(exc).replace(f"catalog manifest {path} is unreadable: ", "")
+        return CatalogManifest(), ("unreadable", stat_key(path)), [
+            Problem(path=path, kind="manifest", reason=f"catalog manifest is unreadable: {reason}")]
+    problems: list[Problem] = []
+    good: dict[str, list[str]] = {}
+    for table, names in manifest.parts.items():
+        for name in names:
+            part = root / "catalog" / "parts" / name
+            reason = (check_parquet(part, table, deep=deep) if table in ALL_TABLES
+                      else f"catalog part of unknown table {table!r}")
+            if reason is None:
+                good.setdefault(table, []).append(name)
+            else:
+                problems.append(Problem(path=part, kind="part", reason=reason))
+    if problems:
+        manifest = CatalogManifest(manifest.generation, manifest.schema_version, good, manifest.bundles, manifest.retired)
+    return manifest, mkey, problems
+
+
 def snapshot(root: Path | str | None = None) -> Snapshot:
-    """Take a read snapshot of the store (cheap: one manifest stat and one directory listing)."""
+    """Take a read snapshot of the store (cheap: one manifest stat, one directory listing, and a
+    cached footer check of each file it will read).
+
+    Files that cannot be read or do not match the schema are quarantined: listed in
+    ``problems``, left out of the views. A bad attempt directory falls back to the bundle's
+    previous readable attempt; a bad catalog file makes the snapshot read every bundle from its
+    directory (``catalog_trusted`` False), keeping only bulk-appended rows of the good parts.
+    """
     root = store_root(root)
-    manifest, mkey = read_manifest(root)
-    latest = latest_attempts(root)
-    loose = {b: d for b, (d, _) in latest.items() if manifest.bundles.get(b) != d}
+    manifest, mkey, problems = catalog_state(root)
+    trusted = not problems
+    attempts: dict[str, list[tuple[int, str]]] = {}
+    for bundle, attempt, dirname in published_attempts(root):
+        attempts.setdefault(bundle, []).append((attempt, dirname))
+    loose: dict[str, str] = {}
+    for bundle, found in attempts.items():
+        in_catalog = manifest.bundles.get(bundle) if trusted else None
+        for _, dirname in sorted(found, reverse=True):  # newest first
+            if dirname == in_catalog:
+                break  # the catalog serves it
+            bad = bundle_problems(root, dirname)
+            if not bad:
+                loose[bundle] = dirname
+                break
+            problems += bad
     superseded = tuple(sorted(b for b in loose if b in manifest.bundles))
-    ann = root / "annotations"
-    key = (str(root), mkey, tuple(sorted(loose.items())), ann.stat().st_mtime_ns)
-    return Snapshot(root=root, manifest=manifest, loose=loose, superseded=superseded, key=key)
+    for problem in problems:
+        warn_once(problem, root)
+    ann = stat_key(root / "annotations")
+    key = (str(root), mkey, tuple(sorted(loose.items())), ann,
+           tuple(sorted((str(p.path), p.reason) for p in problems)))
+    return Snapshot(root=root, manifest=manifest, loose=loose, superseded=superseded, key=key,
+                    problems=tuple(problems), catalog_trusted=trusted)
 
 
 # ---- DuckDB views -------------------------------------------------------------------------------
@@ -286,7 +402,8 @@ def _write_manifest(root: Path, manifest: CatalogManifest) -> None:
     write_json_atomic(root / "catalog" / "manifest.json", manifest.to_json())
 
 
-def compact(root: Path | str | None = None, *, full: bool = False, blocking: bool = True) -> bool:
+def compact(root: Path | str | None = None, *, full: bool = False, blocking: bool = True,
+            rebuild: bool = False) -> bool:
     """Fold loose published bundles into the catalog (one new part file per table).
 
     Part files that a full compaction retired are deleted on a later call once
@@ -294,18 +411,31 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
     ``full`` (or too many parts, or a bundle re-published) rewrites everything into one part per
     table, dropping superseded attempts. Holds the writer lock; with ``blocking=False`` returns
     False at once when another writer holds it. Returns True when a new catalog was published.
+
+    While a catalog file is quarantined (see :mod:`pruning.store.health`) compaction refuses
+    (StoreError; ``blocking=False`` just returns False), so that no quarantined part is ever
+    garbage-collected; ``rebuild`` (used by ``verify --repair`` after moving the bad files aside)
+    writes a fresh full catalog from the readable parts and bundle directories instead.
     """
-    root = store_root(root)
+    root = writable_store(root, "compact the catalog")
     with writer_lock(root, blocking=blocking) as held:
         if not held:
             return False
         snap = snapshot(root)
+        if snap.catalog_problems and not rebuild:
+            lines = "; ".join(p.line(root) for p in snap.catalog_problems)
+            if not blocking:
+                log.warning("compaction skipped while catalog files are quarantined: %s", lines)
+                return False
+            raise StoreError(f"cannot compact while catalog files are quarantined ({lines}); "
+                             "run `python -m pruning verify --repair`")
         old = snap.manifest
+        full = full or rebuild
         if not snap.loose and not full:
             _collect_garbage(root, old)  # parts retired by an earlier full compaction, once their grace is over
             return False
         full = full or bool(snap.superseded) or any(len(v) >= MAX_PARTS for v in old.parts.values())
-        gen = old.generation + 1
+        gen = max(old.generation, _highest_part_generation(root)) + 1
         new_parts: dict[str, list[str]] = {} if full else {k: list(v) for k, v in old.parts.items()}
         con = duckdb.connect(":memory:")
         try:
@@ -319,8 +449,14 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
                     continue
                 name = f"{table}-{gen:06d}.parquet"
                 target = root / "catalog" / "parts" / name
-                con.execute(f"COPY (SELECT * FROM ({source}) ORDER BY run_id, bundle) TO '{target}' "
-                            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)")
+                try:
+                    con.sql(f"SELECT * FROM ({source}) ORDER BY run_id, bundle").write_parquet(
+                        str(target), compression="zstd", row_group_size=100_000)
+                except duckdb.Error as exc:
+                    bad = [p.line(root) for p in deep_check(snap)]
+                    raise StoreError(f"compaction stopped, {table} could not be read: "
+                                     f"{'; '.join(bad) or ' '.join(str(exc).split())[:300]}"
+                                     + ("; run `python -m pruning verify --repair`" if bad else "")) from None
                 new_parts.setdefault(table, []).append(name)
         finally:
             con.close()
@@ -338,6 +474,35 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
         log.info("compacted %d bundle(s) into catalog generation %d (%s)", len(snap.loose), gen,
                  "full" if full else "incremental")
         return True
+
+
+def _highest_part_generation(root: Path) -> int:
+    """The highest generation of any part file on disk (a rebuilt catalog never reuses a name)."""
+    gens = [0]
+    try:
+        for path in (root / "catalog" / "parts").iterdir():
+            m = re.match(r"^[a-z]+-(\d+)\.parquet$", path.name)
+            if m:
+                gens.append(int(m.group(1)))
+    except FileNotFoundError:
+        pass
+    return max(gens)
+
+
+def deep_check(snap: Snapshot) -> list[Problem]:
+    """Decode every file the snapshot reads (catalog parts and loose bundles) and return those
+    that fail; their verdict is cached, so the next snapshot quarantines them. Used when DuckDB
+    fails on a file whose footer looked fine (corrupt data pages)."""
+    problems: list[Problem] = []
+    for table, names in snap.manifest.parts.items():
+        for name in names:
+            path = snap.root / "catalog" / "parts" / name
+            reason = check_parquet(path, table, deep=True)
+            if reason is not None:
+                problems.append(Problem(path=path, kind="part", reason=reason))
+    for dirname in sorted(snap.loose.values()):
+        problems += bundle_problems(snap.root, dirname, deep=True)
+    return problems
 
 
 def _collect_garbage(root: Path, manifest: CatalogManifest) -> None:
@@ -362,10 +527,14 @@ def _collect_garbage(root: Path, manifest: CatalogManifest) -> None:
 
 
 def maybe_compact(root: Path) -> None:
-    """Compact if many bundles are loose and no other writer is busy (never waits)."""
+    """Compact if many bundles are loose and no other writer is busy (never waits, never fails the
+    publish that called it: a compaction that cannot read a file leaves it for ``verify``)."""
     snap = snapshot(root)
     if len(snap.loose) >= COMPACT_AFTER_LOOSE:
-        compact(root, blocking=False)
+        try:
+            compact(root, blocking=False)
+        except StoreError as exc:
+            log.warning("automatic compaction skipped: %s", exc)
 
 
 def bulk_append(tables: dict[str, "object"], root: Path | str | None = None) -> int:
@@ -374,7 +543,7 @@ def bulk_append(tables: dict[str, "object"], root: Path | str | None = None) -> 
     directories. For synthetic benchmark data and bulk loads; returns the new generation."""
     import pyarrow.parquet as pq
 
-    root = store_root(root)
+    root = writable_store(root, "append to the catalog")
     if "runs" not in tables:
         raise StoreError("bulk_append needs a 'runs' table")
     with writer_lock(root):

@@ -23,3 +23,7 @@ class QueryRejectedError(StoreError, ValueError):
 
 class ImportFormatError(PruningLabError, ValueError):
     """An input file of an importer that cannot be read; names the file, line and bad value."""
+
+
+class StoreReadOnlyError(StoreError, PermissionError):
+    """A write (publish, compact, annotate, import, repair) to a store that is read-only here."""

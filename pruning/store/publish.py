@@ -32,7 +32,7 @@ from pruning.config import RunConfig
 from pruning.paths import REPO_ROOT
 from pruning.presets import get_preset, PRESETS
 from pruning.store.catalog import (
-    check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, maybe_compact, store_root, writer_lock,
+    check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, maybe_compact, writable_store, writer_lock,
 )
 from pruning.store.errors import StoreError
 from pruning.store.schema import RUN_COLUMNS, RUN_STATUSES, SCHEMA_VERSION, TABLES, to_arrow
@@ -227,7 +227,7 @@ def publish_bundle(bundle: str, tables: Mapping[str, pd.DataFrame], *, info: Map
     if len(set(run_ids)) != len(run_ids):
         raise StoreError(f"bundle {bundle!r} lists a run id twice: {sorted({r for r in run_ids if run_ids.count(r) > 1})}")
 
-    root = store_root(root)
+    root = writable_store(root, f"publish {bundle}")
     clean_stale_tmp(root)
     staging = root / "tmp" / f"{bundle}.{os.getpid()}.{secrets.token_hex(4)}"
     staging.mkdir()
@@ -244,8 +244,12 @@ def publish_bundle(bundle: str, tables: Mapping[str, pd.DataFrame], *, info: Map
                 if if_exists == "error":
                     raise StoreError(f"bundle {bundle!r} is already published ({existing[0]})")
                 if if_exists == "skip_same" and content_hash is not None:
-                    old = json.loads((root / "runs" / existing[0] / "manifest.json").read_text())
-                    if old.get("content_hash") == content_hash:
+                    try:
+                        old = json.loads((root / "runs" / existing[0] / "manifest.json").read_text())
+                    except (OSError, ValueError) as exc:  # unreadable: publish a new attempt over it
+                        log.warning("manifest of %s is unreadable (%s); publishing a new attempt", existing[0], exc)
+                        old = {}
+                    if isinstance(old, dict) and old.get("content_hash") == content_hash:
                         shutil.rmtree(staging, ignore_errors=True)
                         log.info("bundle %s already published with the same content (%s); skipped", bundle, existing[0])
                         return PublishResult(bundle, existing[0], root / "runs" / existing[0], run_ids, existing[1], True)

@@ -20,9 +20,10 @@ import pandas as pd
 
 from pruning.protocol import add_ppl_protocol, is_budgeted, ppl_protocol_short
 from pruning.store.annotations import all_annotations, read_annotation
-from pruning.store.catalog import Snapshot, connect, published_attempts, snapshot, store_root
+from pruning.store.catalog import Snapshot, connect, deep_check, published_attempts, snapshot, store_root
 from pruning.store.errors import QueryRejectedError, RunNotFoundError, StoreError
-from pruning.store.schema import TABLES
+from pruning.store.health import check_parquet
+from pruning.store.schema import RUN_KINDS, RUN_STATUSES, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,27 @@ def _cursor(snap: Snapshot) -> duckdb.DuckDBPyConnection:
         return cached[1].cursor()
 
 
+# DuckDB errors a damaged or vanished Parquet file raises (others are errors of the SQL itself)
+_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
+
+
+def _quarantine_after(snap: Snapshot, exc: duckdb.Error) -> bool:
+    """After a query failed on a file: decode the snapshot's files, so that the next snapshot
+    quarantines the bad ones; True when one was found (then the query is worth retrying)."""
+    bad = deep_check(snap)
+    for problem in bad:
+        log.warning("query failed on %s; quarantined", problem.line(snap.root))
+    if not bad:
+        log.debug("store changed under a query (%s); retrying on a fresh snapshot", exc)
+    with _lock:
+        _connections.pop(str(snap.root), None)
+    return bool(bad)
+
+
 def _sql(sql: str, params: list[Any] | None = None, root: Path | str | None = None) -> pd.DataFrame:
-    """Run SQL on the store's views; retried once on a fresh snapshot if a file vanished."""
-    for attempt in (0, 1):
+    """Run SQL on the store's views; retried on a fresh snapshot if a file vanished or turned out
+    to be damaged (it is then quarantined, see :func:`_quarantine_after`)."""
+    for attempt in range(4):
         snap = snapshot(root)
         try:
             cur = _cursor(snap)
@@ -64,13 +83,11 @@ def _sql(sql: str, params: list[Any] | None = None, root: Path | str | None = No
                 return cur.execute(sql, params or []).df()
             finally:
                 cur.close()
-        except duckdb.IOException as exc:
-            if attempt == 0:
-                log.debug("store changed under a query (%s); retrying on a fresh snapshot", exc)
-                with _lock:
-                    _connections.pop(str(snap.root), None)
+        except _FILE_ERRORS as exc:
+            found = _quarantine_after(snap, exc)
+            if attempt == 0 or (found and attempt < 3):
                 continue
-            raise StoreError(f"store query failed: {exc}") from exc
+            raise StoreError(f"store query failed: {' '.join(str(exc).split())[:500]}") from None
         except duckdb.Error as exc:
             raise StoreError(f"store query failed: {exc}\nSQL: {sql}") from exc
     raise AssertionError("unreachable")
@@ -153,6 +170,12 @@ def list_runs(root: Path | str | None = None, **filters: Any) -> pd.DataFrame:
     bad = [k for k in filters if k not in LIST_FILTERS]
     if bad:
         raise StoreError(f"unknown run filter(s) {bad}; accepted: {', '.join(LIST_FILTERS)}")
+    for key, accepted in (("status", RUN_STATUSES), ("kind", RUN_KINDS)):
+        value = filters.get(key)
+        values = list(value) if isinstance(value, (list, tuple, set)) else [] if value is None else [value]
+        unknown = [v for v in values if v not in accepted]
+        if unknown:
+            raise StoreError(f"unknown run {key} {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
     df = _list_all(root)
     for key, value in filters.items():
         if value is None:
@@ -209,34 +232,51 @@ def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
     Raises RunNotFoundError when no attempt is published.
     """
     store = store_root(root)
-    found = []
-    if (store / "runs").is_dir():
-        found = [(attempt, store / "runs" / dirname) for bundle, attempt, dirname in published_attempts(store)
-                 if bundle == run_id and (store / "runs" / dirname / "runs.parquet").exists()]
+    found = [(attempt, dirname) for bundle, attempt, dirname in published_attempts(store)
+             if bundle == run_id and (store / "runs" / dirname / "runs.parquet").exists()]
     if not found:
         raise RunNotFoundError(f"run {run_id!r} has no published attempt; see `python -m pruning runs`")
     rows = []
-    for attempt, path in sorted(found, key=lambda item: item[0]):
-        head = pd.read_parquet(path / "runs.parquet").iloc[0]
-        env = json.loads(head["env_json"]) if isinstance(head.get("env_json"), str) and head["env_json"] else {}
-        revision = env.get("code_revision") or {}
-        commit = revision.get("commit")
-        row: dict[str, Any] = {"attempt": attempt, "status": head.get("status"), "created_at": head.get("created_at"),
-                               "commit": str(commit)[:10] if commit else None,
-                               "source_sha256": revision.get("source_sha256"), "eig_dtype": None}
-        if (path / "spectra.parquet").exists():  # the precision its spectra (and so its allocation) were computed in
-            spectra = pd.read_parquet(path / "spectra.parquet")
-            if "eig_dtype" in spectra.columns:
-                row["eig_dtype"] = ",".join(sorted(spectra["eig_dtype"].dropna().astype(str).unique())) or None
-        if (path / "perplexity.parquet").exists():
-            ppl = pd.read_parquet(path / "perplexity.parquet")
-            stage = "pruned" if (ppl["stage"] == "pruned").any() else "dense"
-            for dataset, value in ppl[ppl["stage"] == stage].groupby("dataset")["ppl"].min().items():
-                row[f"ppl_{dataset}"] = float(value)
+    for attempt, dirname in sorted(found):
+        path = store / "runs" / dirname
+        try:
+            row = _attempt_row(attempt, path)
+        except (OSError, ValueError, KeyError, IndexError, StoreError) as exc:  # pyarrow errors are OSError/ValueError
+            log.warning("attempt %d of %s is unreadable: %s", attempt, run_id, exc)
+            row = {"attempt": attempt, "status": "unreadable", "problem": str(exc)}
         rows.append(row)
     out = pd.DataFrame(rows)
-    out.insert(1, "latest", out["attempt"] == out["attempt"].max())
+    readable = out.loc[out["status"] != "unreadable", "attempt"]
+    out.insert(1, "latest", out["attempt"] == (readable.max() if len(readable) else -1))
     return out
+
+
+def _attempt_row(attempt: int, path: Path) -> dict[str, Any]:
+    """One row of :func:`run_attempts`, read from the attempt directory ``path``; raises StoreError
+    naming the file when one of its tables is unreadable or foreign."""
+    for table in ("runs", "spectra", "perplexity"):
+        file = path / f"{table}.parquet"
+        if file.exists():
+            reason = check_parquet(file, table, path.name.split("~")[0])
+            if reason is not None:
+                raise StoreError(f"{file}: {reason}")
+    head = pd.read_parquet(path / "runs.parquet").iloc[0]
+    env = json.loads(head["env_json"]) if isinstance(head.get("env_json"), str) and head["env_json"] else {}
+    revision = env.get("code_revision") or {}
+    commit = revision.get("commit")
+    row: dict[str, Any] = {"attempt": attempt, "status": head.get("status"), "created_at": head.get("created_at"),
+                           "commit": str(commit)[:10] if commit else None,
+                           "source_sha256": revision.get("source_sha256"), "eig_dtype": None}
+    if (path / "spectra.parquet").exists():  # the precision its spectra (and so its allocation) were computed in
+        spectra = pd.read_parquet(path / "spectra.parquet")
+        if "eig_dtype" in spectra.columns:
+            row["eig_dtype"] = ",".join(sorted(spectra["eig_dtype"].dropna().astype(str).unique())) or None
+    if (path / "perplexity.parquet").exists():
+        ppl = pd.read_parquet(path / "perplexity.parquet")
+        stage = "pruned" if (ppl["stage"] == "pruned").any() else "dense"
+        for dataset, value in ppl[ppl["stage"] == stage].groupby("dataset")["ppl"].min().items():
+            row[f"ppl_{dataset}"] = float(value)
+    return row
 
 
 def _plain(value: Any) -> Any:
@@ -406,12 +446,19 @@ def run_sql(sql: str, root: Path | str | None = None) -> pd.DataFrame:
     """Run a user's read-only SQL over the store's views (runs, spectra, allocation, perplexity,
     zeroshot, attention, metrics) on a locked-down connection: no writes, no other files."""
     text = check_read_only(sql)
-    con = connect(snapshot(root), locked_down=True)
-    try:
-        return con.execute(text).df()
-    except duckdb.PermissionException as exc:
-        raise QueryRejectedError(f"query needs access the store does not allow: {exc}") from None
-    except duckdb.Error as exc:
-        raise StoreError(f"query failed: {exc}") from None
-    finally:
-        con.close()
+    for attempt in range(3):
+        snap = snapshot(root)
+        con = connect(snap, locked_down=True)
+        try:
+            return con.execute(text).df()
+        except duckdb.PermissionException as exc:
+            raise QueryRejectedError(f"query needs access the store does not allow: {exc}") from None
+        except _FILE_ERRORS as exc:  # a damaged store file: quarantine it and answer from the rest
+            if attempt < 2 and _quarantine_after(snap, exc):
+                continue
+            raise StoreError(f"query failed: {' '.join(str(exc).split())[:500]}") from None
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {exc}") from None
+        finally:
+            con.close()
+    raise AssertionError("unreachable")

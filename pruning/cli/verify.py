@@ -1,0 +1,38 @@
+"""``verify``: report store files that cannot be read; ``verify --repair`` moves them aside.
+
+    python -m pruning verify            # every bad file with its path and reason; exit 1 if any
+    python -m pruning verify --repair   # move them to data/store/quarantine/<time>/, rebuild the catalog
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check every file of the results store; --repair moves unreadable ones aside")
+    p.add_argument("--repair", action="store_true",
+                   help="move unreadable files to store/quarantine/<time>/ (never deleted) and rebuild the catalog")
+    p.add_argument("--quick", action="store_true", help="read only file footers (schema), not every page")
+    p.set_defaults(handler=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pruning.store.verify import repair_store, verify_store
+
+    # the report below names every bad file; the readers' own quarantine warnings would repeat it
+    logging.getLogger("pruning.store.health").setLevel(logging.ERROR)
+    if args.repair:
+        result = repair_store()
+        for rel, dest in result.moved:
+            print(f"moved: {rel} -> {dest}")
+        for problem in result.after.problems:
+            print(f"still bad: {problem.line(result.root)}")
+        print(result.summary())
+        return 0 if result.after.ok else 1
+    report = verify_store(deep=not args.quick)
+    for problem in report.problems:
+        print(f"quarantined: {problem.line(report.root)}")
+    print(report.summary())
+    return 0 if report.ok else 1
