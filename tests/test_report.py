@@ -1,0 +1,167 @@
+"""The meeting report (pruning.app_support.report, `python -m pruning report`, pages/report.py) on a
+copy of the shipped store: the grid's numbers as searchable text, nothing fetched from outside,
+plotly.js inlined exactly once, user text escaped, bad input named."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_app_pages import fill_with_notes, publish_synthetic_run
+
+from pruning.app_support.formatting import format_ppl
+from pruning.app_support.grid import build_grid
+from pruning.errors import PruningLabError
+
+HOSTILE = "<script>alert(1)</script>"
+#: shipped SmolLM2 runs: Wanda QKVout at 50 % and 70 %, Wanda all by hessian_alpha at 70 %
+RUNS = ["wanda-e69c522287e9", "wanda-ce230e9e0466", "wanda-eaa4312dbf80"]
+
+
+def fake_eigenvalues(run_id: str, name: str, source: str) -> np.ndarray | None:
+    """A Pareto-like weight spectrum (no model load in unit tests); no Hessian spectrum."""
+    return np.sort(np.random.default_rng(0).pareto(3.0, 500) + 0.1) if source == "weight" else None
+
+
+def without_scripts(document: str) -> str:
+    """The report's markup with every <script> body removed (what a reader sees as text)."""
+    return re.sub(r"<script\b[^>]*>.*?</script>", "", document, flags=re.S | re.I)
+
+
+@pytest.fixture()
+def shipped(data_dir: Path) -> Path:
+    """A temporary copy of the shipped store (data/store)."""
+    fill_with_notes(data_dir)
+    return data_dir
+
+
+@pytest.fixture()
+def report(shipped: Path) -> str:
+    from pruning.app_support.report import build_report
+
+    return build_report(RUNS, eigenvalues=fake_eigenvalues)
+
+
+def test_report_shows_every_grid_number_as_text(report):
+    from pruning.store import queries
+
+    text = without_scripts(report)
+    cells = queries.perplexity_cells()
+    mine = cells[cells["run_id"].isin(RUNS) & (cells["dataset"] == "wiki")]
+    grids = mine.groupby(["model", "sparsity", "protocol"]).size().index
+    assert len(grids) == 2  # 50 % and 70 %, one protocol
+    for model, sparsity, protocol in grids:
+        grid = build_grid(cells, model=model, sparsity=sparsity, dataset="wiki", protocol=protocol)
+        filled = [(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 0]
+        assert len(filled) > len(RUNS)  # the whole grid, not only the chosen runs' cells
+        for r, c in filled:
+            assert html.escape(format_ppl(grid.best.loc[r, c])) in text, (r, c)
+            assert html.escape(grid.text.loc[r, c].replace("<br>", " ")) in text, (r, c)
+        assert html.escape(grid.detail["protocol_label"].iloc[0]) in text
+    # the chosen runs' cells are outlined and named with their run label
+    assert text.count('class="mark"') == 3
+    assert "Wanda / QKVout (444.89)" in text
+
+
+def test_report_states_protocols_run_labels_and_provenance(report):
+    from pruning.app_support.formatting import run_label
+    from pruning.store import queries
+
+    text = without_scripts(report)
+    for section in ("Perplexity grid", "Spectra", "Compare", "Zero-shot accuracy"):
+        assert f"<h2>{section}</h2>" in text
+    assert text.count('class="protocol"') >= 5  # two grids, spectra, compare, zero-shot
+    assert "0-shot, every example, lm-eval" in text
+    rows = queries.list_runs().set_index("run_id")
+    for run_id in RUNS:
+        assert f"<th>{run_id}</th>" in text
+        assert html.escape(run_label(rows.loc[run_id].to_dict() | {"run_id": run_id})) in text
+        assert f"config of <code>{run_id}</code>" in text
+    assert re.search(r"catalog generation \d+ · \d+ bundles · version [0-9a-f]{10}", text)
+    assert re.search(r"commit [0-9a-f]{10}|no git commit", text)
+    assert report.count("Plotly.newPlot") == report.count('class="plotly-graph-div"') == 5  # 2 grids, metric, ESD, sparsity
+
+
+def test_report_is_self_contained(report):
+    from plotly.offline import get_plotlyjs
+
+    bundle = get_plotlyjs()
+    assert report.count(bundle) == 1
+    assert report.count("* plotly.js v") == 1
+    rest = report.replace(bundle, "")
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", rest, flags=re.I)
+    assert not re.search(r"<script[^>]*\bsrc\s*=", rest, flags=re.I)
+    assert not re.search(r"<link\b|@import|url\(", rest, flags=re.I)
+    assert "cdn" not in rest.lower()
+    assert report.startswith("<!DOCTYPE html>")
+
+
+def test_report_escapes_user_text(shipped):
+    from pruning.app_support.report import build_report
+    from pruning.store import add_note
+
+    run_id = publish_synthetic_run(4, label=HOSTILE)
+    add_note(run_id, f"looks fine {HOSTILE} & more")
+    document = build_report([run_id, RUNS[0]], title=f"Review {HOSTILE}", eigenvalues=fake_eigenvalues)
+    assert HOSTILE not in document
+    assert "<script>alert" not in document
+    escaped = html.escape(HOSTILE)
+    assert f"<title>Review {escaped}</title>" in document
+    assert f"looks fine {escaped} &amp; more" in document  # the note, in the runs table
+    assert f"<td>{escaped}</td>" in document  # the run's own label
+
+
+@pytest.mark.parametrize(
+    ("runs", "views", "named"),
+    [
+        (["wanda-000000000000"], ["grid"], "wanda-000000000000"),
+        ([RUNS[0], "no-such-run"], ["grid"], "no-such-run"),
+        ([RUNS[0]], ["grid", "heatmaps"], "heatmaps"),
+        ([], ["grid"], "runs: none chosen"),
+        ([RUNS[0]], [], "views: none chosen"),
+    ],
+)
+def test_report_bad_input_names_the_value(shipped, runs, views, named):
+    from pruning.app_support.report import build_report
+
+    with pytest.raises(PruningLabError, match=re.escape(named)):
+        build_report(runs, views, eigenvalues=fake_eigenvalues)
+
+
+def test_report_cli_writes_the_file_and_rejects_bad_values(shipped, tmp_path, capsys):
+    from pruning.cli import main
+
+    out = tmp_path / "minutes" / "report.html"
+    assert main(["report", "--runs", RUNS[0], RUNS[1], "--views", "grid,compare", "--no-model-load",
+                 "--out", str(out)]) == 0
+    document = out.read_text(encoding="utf-8")
+    assert "<h2>Perplexity grid</h2>" in document and "<h2>Spectra</h2>" not in document
+    assert out.stat().st_size > 4_000_000  # plotly.js inside
+    assert main(["report", "--runs", RUNS[0], "--views", "grid,plots", "--out", str(out)]) == 2
+    assert "'plots' unknown" in capsys.readouterr().err
+    assert main(["report", "--runs", "nope-123", "--out", str(out)]) == 2
+    assert "'nope-123' not in the store" in capsys.readouterr().err
+    assert main(["report", "--runs", RUNS[0], "--out", str(tmp_path / "report.pdf")]) == 2
+
+
+def test_report_page_offers_a_download(shipped):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "report.py"), default_timeout=120)
+    at.session_state["sb_runs"] = RUNS[:2]
+    at.session_state["report_view_spectra"] = False  # no model load for the ESD here
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Meeting report"
+    assert at.multiselect(key="report_runs").value == RUNS[:2]  # the sidebar's runs by default
+    assert not at.get("download_button")
+    at.button(key="report_build").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    buttons = at.get("download_button")
+    assert len(buttons) == 1
+    assert "Download report" in buttons[0].proto.label
+    summary = at.container(key="report_summary").dataframe[0].value
+    assert list(summary.index) == RUNS[:2]
