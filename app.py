@@ -22,6 +22,7 @@ pages = {
         st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
         st.Page("pages/grid.py", title="Perplexity grid", icon=":material/grid_on:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("pages/report.py", title="Meeting report", icon=":material/summarize:"),
     ],
     "Analysis": [
         st.Page("pages/spectra.py", title="Spectra", icon=":material/show_chart:"),
