@@ -9,6 +9,8 @@
     python -m pruning import notes FILE
     python -m pruning import lm-eval FILE.json (--run RUN_ID | --model NAME --label L)
     python -m pruning compact [--full]
+
+(``verify`` and ``verify --repair`` live in :mod:`pruning.cli.verify`.)
 """
 
 from __future__ import annotations
@@ -121,26 +123,42 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pruning.store.catalog import ALL_TABLES, connect, snapshot
+    import duckdb
+
     from pruning.store.annotations import all_annotations
+    from pruning.store.catalog import ALL_TABLES, connect, snapshot
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    con = connect(snapshot())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create export directory {out}: {exc.strerror or exc}") from None
+    snap = snapshot()
+    con = connect(snap)
     try:
         for table in ALL_TABLES:
-            target = out / f"{table}.{args.format}"
-            options = "FORMAT parquet, COMPRESSION zstd" if args.format == "parquet" else "FORMAT csv, HEADER true"
-            con.execute(f"COPY (SELECT * FROM {table} ORDER BY run_id) TO '{target}' ({options})")
+            target = str(out / f"{table}.{args.format}")  # passed as a value, never spliced into SQL
+            rel = con.sql(f"SELECT * FROM {table} ORDER BY run_id")
+            try:
+                if args.format == "parquet":
+                    rel.write_parquet(target, compression="zstd")
+                else:
+                    rel.write_csv(target, header=True)
+            except duckdb.IOException as exc:
+                raise StoreError(f"cannot write {target}: {' '.join(str(exc).split())[:300]}") from None
         ann = all_annotations()
         ann = ann.assign(tags=ann["tags"].map(",".join), notes=ann["notes"].map(json.dumps))
-        if args.format == "parquet":
-            ann.to_parquet(out / "annotations.parquet", index=False)
-        else:
-            ann.to_csv(out / "annotations.csv", index=False)
+        try:
+            if args.format == "parquet":
+                ann.to_parquet(out / "annotations.parquet", index=False)
+            else:
+                ann.to_csv(out / "annotations.csv", index=False)
+        except OSError as exc:
+            raise StoreError(f"cannot write {out / 'annotations'}.{args.format}: {exc.strerror or exc}") from None
     finally:
         con.close()
-    print(f"exported {len(ALL_TABLES) + 1} tables to {out}")
+    skipped = f" ({len(snap.problems)} quarantined file(s) left out; see `python -m pruning verify`)" if snap.problems else ""
+    print(f"exported {len(ALL_TABLES) + 1} tables to {out}{skipped}")
     return 0
 
 
