@@ -11,7 +11,7 @@ import logging
 
 import streamlit as st
 
-from pages._common import app_frame, render_sidebar
+from pages._common import app_frame, quarantine_banner, render_sidebar
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -36,5 +36,6 @@ pages = {
 }
 navigation = st.navigation(pages)
 with app_frame():
+    quarantine_banner()
     render_sidebar()
     navigation.run()

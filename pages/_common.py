@@ -111,6 +111,44 @@ def clear_caches() -> None:
     st.cache_data.clear()
 
 
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=4, show_spinner=False)
+def load_quarantined(version: str) -> list[tuple[str, str]]:
+    """(store-relative path, reason) of every quarantined store file (``pruning.store.health``)."""
+    from pruning.store.annotations import annotation_problems
+    from pruning.store.catalog import snapshot
+
+    snap = snapshot()
+    problems = [*snap.problems, *annotation_problems(snap.root)]
+    return [(p.relative(snap.root), p.reason) for p in problems]
+
+
+def _plain(text: str) -> str:
+    """``text`` with Markdown / LaTeX characters escaped (file names and reasons are shown as typed)."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>#|~$" else ch for ch in text)
+
+
+def quarantine_banner(max_listed: int = 8) -> None:
+    """A warning naming the store files left out of every view (unreadable or not matching the
+    schema) and how to set them aside; nothing when the store is clean. Cached on the catalog
+    version, so a page run pays one dictionary lookup."""
+    try:
+        problems = load_quarantined(catalog_version())
+    except Exception as exc:  # the banner must never take a page down
+        log.warning("quarantine check failed: %s", exc)
+        return
+    if not problems:
+        return
+    lines = [f"- {_plain(path)}: {_plain(reason)}" for path, reason in problems[:max_listed]]
+    if len(problems) > max_listed:
+        lines.append(f"- and {len(problems) - max_listed} more")
+    st.warning(
+        f"{len(problems)} store file(s) cannot be read and are left out of every view (never deleted):\n\n"
+        + "\n".join(lines)
+        + "\n\nRun `python -m pruning verify --repair` to move them aside and rebuild the catalog.",
+        icon=":material/report:",
+    )
+
+
 # ---- the frame -------------------------------------------------------------------------------------------
 @contextmanager
 def app_frame() -> Iterator[None]:
@@ -138,6 +176,7 @@ def enter_page() -> None:
     if config.get_option("global.appTest"):
         # AppTest resets that mode before every run, so a page runs alone there each time; a rerun
         # would drop the button click being tested. Draw the shared sidebar in place instead.
+        quarantine_banner()
         render_sidebar()
         return
     from streamlit.runtime.pages_manager import PagesManager
