@@ -11,7 +11,8 @@ import logging
 
 import streamlit as st
 
-from pages._common import app_frame, quarantine_banner, render_sidebar
+from pages._common import app_frame, quarantine_banner, app_password, log_out, logged_in, login_form, render_sidebar
+from pruning.app_support.access import open_server_warning
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -34,8 +35,18 @@ pages = {
         st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
     ],
 }
+if not logged_in():
+    # resolve the address's page (a bookmark of /grid opens the grid after login) but run nothing:
+    # the gate sits before every page, also one reached by its URL path, and before the sidebar
+    st.navigation(pages, position="hidden")
+    login_form()  # ends the script run
 navigation = st.navigation(pages)
 with app_frame():
+    password = app_password()
+    if banner := open_server_warning(st.get_option("server.address"), password):
+        st.warning(banner, icon=":material/lock_open:")
+    if password is not None:
+        st.sidebar.button("Log out", key="logout", on_click=log_out)
     quarantine_banner()
     render_sidebar()
     navigation.run()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -16,6 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pruning.app_support.access import configured_password, password_matches, session_is_open, session_token
 from pruning.app_support.formatting import format_ppl
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ FOCUS_RUN_KEY = "focus_run"
 MAX_RUN_OPTIONS = 1000
 CACHE_TTL_S = 600
 _IN_FRAME: ContextVar[bool] = ContextVar("pruning_lab_in_frame", default=False)  # True while app.py runs a page
+AUTH_KEY = "_auth_token"  # session_state: pruning.app_support.access.session_token of the app's password
+WRONG_PASSWORD_DELAY_S = 1.0
 
 
 # ---- store access (cached, keyed on the catalog version) -----------------------------------------
@@ -149,6 +154,42 @@ def quarantine_banner(max_listed: int = 8) -> None:
     )
 
 
+# ---- the password gate (docs/security.md) ------------------------------------------------------------------
+def app_password() -> str | None:
+    """``PRUNING_LAB_PASSWORD``, else ``password`` of Streamlit secrets; None when neither is set
+    (a missing secrets file is no error: ``load_if_toml_exists`` only probes)."""
+    secrets = st.secrets if st.secrets.load_if_toml_exists() else None
+    return configured_password(os.environ, secrets)
+
+
+def logged_in() -> bool:
+    """True when the app has no password or this session gave the current one."""
+    return session_is_open(st.session_state.get(AUTH_KEY), app_password())
+
+
+def login_form() -> None:
+    """Draw only the password form and end the script run: no sidebar, no store read, no page code."""
+    password = app_password()
+    st.title("Pruning Lab")
+    st.caption("This server asks for a password.")
+    with st.form("login", clear_on_submit=True):  # keyed: the same widgets whether app.py or a page drew them
+        typed = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in", type="primary", key="login_submit")
+    if submitted and password is not None:
+        if password_matches(typed, password):
+            st.session_state[AUTH_KEY] = session_token(password)
+            del st.session_state["login_password"]  # the typed password does not stay in the session
+            st.rerun()
+        time.sleep(WRONG_PASSWORD_DELAY_S)  # slows guessing down
+        st.error("Wrong password.")
+    st.stop()
+
+
+def log_out() -> None:
+    """Forget this session's login (the sidebar's Log out button)."""
+    st.session_state.pop(AUTH_KEY, None)
+
+
 # ---- the frame -------------------------------------------------------------------------------------------
 @contextmanager
 def app_frame() -> Iterator[None]:
@@ -171,6 +212,8 @@ def enter_page() -> None:
     that mode and rerun, so app.py (and the same page) run in the frame."""
     if _IN_FRAME.get():
         return
+    if not logged_in():  # a page run alone (legacy mode, AppTest) is behind the password too
+        login_form()
     from streamlit import config
 
     if config.get_option("global.appTest"):

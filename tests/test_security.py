@@ -1,0 +1,146 @@
+"""The app closed by default (issue 19): bind address, the password gate on every page, allowed
+roots for every path the launch form accepts (``text:PATH`` too), one resolution of relative paths
+for app and worker, user text shown as plain text, and the sweep size cap."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pruning.app_support.access import (
+    configured_password,
+    is_loopback,
+    open_server_warning,
+    password_matches,
+    session_is_open,
+    session_token,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+RUNS_TITLE = "Runs and reference results"
+
+
+# ---- bind address ---------------------------------------------------------------------------------------
+def test_app_binds_to_loopback_by_default():
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert is_loopback(config["server"]["address"])
+
+
+@pytest.mark.parametrize(
+    "address, loopback",
+    [("127.0.0.1", True), ("127.0.1.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("", False), (None, False), ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("lab.example", False)],
+)
+def test_loopback_addresses(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+def test_open_server_banner_only_without_password_off_loopback():
+    assert open_server_warning("127.0.0.1", None) is None
+    assert open_server_warning("0.0.0.0", "pw") is None
+    text = open_server_warning("0.0.0.0", None)
+    assert text and "'0.0.0.0'" in text and "PRUNING_LAB_PASSWORD" in text
+    assert "every network interface" in open_server_warning("", None)
+
+
+# ---- the password and the session token -------------------------------------------------------------------
+def test_password_from_environment_then_secrets():
+    assert configured_password({}, None) is None
+    assert configured_password({"PRUNING_LAB_PASSWORD": "  "}, {}) is None  # blank = not set
+    assert configured_password({}, {"password": "from-secrets"}) == "from-secrets"
+    assert configured_password({"PRUNING_LAB_PASSWORD": "env"}, {"password": "from-secrets"}) == "env"
+    assert configured_password({}, {"password": 1234}) is None  # not a string: not a password
+
+
+def test_password_match_and_session_token():
+    assert password_matches("s3cret", "s3cret")
+    assert not password_matches("s3cret ", "s3cret") and not password_matches("", "s3cret")
+    assert not password_matches(None, "s3cret")
+    token = session_token("s3cret")
+    assert "s3cret" not in token
+    assert session_is_open(token, "s3cret") and session_is_open(None, None)
+    assert not session_is_open(None, "s3cret") and not session_is_open(token, "changed")
+
+
+# ---- the gate in the app (AppTest) -------------------------------------------------------------------------
+@pytest.fixture()
+def notes_store(data_dir: Path) -> Path:
+    from test_app_pages import fill_with_notes
+
+    fill_with_notes(data_dir)
+    return data_dir
+
+
+def _texts(at: AppTest) -> list[str]:
+    """Every text value the run produced (titles, markdown, captions, alerts)."""
+    out = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
+        out += [str(e.value) for e in getattr(at, kind)]
+    return out
+
+
+def _assert_locked(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Pruning Lab"]
+    assert not at.dataframe and not at.sidebar.children  # no table, no run picker
+    assert not any(RUNS_TITLE in t or "reference sets in the store" in t for t in _texts(at))
+    assert at.text_input(key="login_password").label == "Password"  # the form is all there is
+
+
+def test_password_gates_every_page(notes_store, monkeypatch):
+    monkeypatch.setenv("PRUNING_LAB_PASSWORD", "s3cret")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()  # app.py: only the form
+    _assert_locked(at)
+    # AppTest runs the page file itself from now on (Streamlit's legacy pages/ mode, which is also
+    # what a bookmark of a page does as the first request of a fresh server): gated as well
+    at.run()
+    _assert_locked(at)
+    at.text_input(key="login_password").input("wrong")
+    at.button(key="login_submit").click().run()
+    _assert_locked(at)
+    assert [e.value for e in at.error] == ["Wrong password."]
+    at.switch_page("pages/jobs.py").run()  # another page by its path: still the form
+    _assert_locked(at)
+    at.text_input(key="login_password").input("s3cret")
+    at.button(key="login_submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Jobs"]
+    at.switch_page("pages/runs.py").run()
+    assert [t.value for t in at.title] == [RUNS_TITLE] and at.dataframe
+    assert not at.error
+
+
+def test_no_password_no_form(notes_store, monkeypatch):
+    monkeypatch.delenv("PRUNING_LAB_PASSWORD", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert [t.value for t in at.title] == [RUNS_TITLE] and at.dataframe
+    assert not at.warning  # bound to 127.0.0.1 by .streamlit/config.toml: no banner
+
+
+def test_banner_when_open_to_the_network(notes_store, monkeypatch):
+    import streamlit
+
+    real = streamlit.get_option
+    monkeypatch.setattr(streamlit, "get_option", lambda name: "0.0.0.0" if name == "server.address" else real(name))
+    monkeypatch.delenv("PRUNING_LAB_PASSWORD", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("without a password" in w.value for w in at.warning)
+    assert [t.value for t in at.title] == [RUNS_TITLE]
+
+
+def test_password_from_secrets(notes_store, monkeypatch):
+    monkeypatch.delenv("PRUNING_LAB_PASSWORD", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["password"] = "from-secrets"
+    at.run()
+    _assert_locked(at)
