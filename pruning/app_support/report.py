@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 
 from pruning.app_support.compare import config_diff
@@ -44,6 +45,9 @@ VIEW_TITLES: dict[str, str] = {"grid": "Perplexity grid", "spectra": "Spectra", 
                                "zeroshot": "Zero-shot accuracy"}
 DEFAULT_TITLE = "Pruning Lab — meeting report"
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+#: one colour per run across every chart of a report (D3's ten, then Dark24: no repeat before 34 runs)
+RUN_PALETTE: tuple[str, ...] = (*plotly.colors.qualitative.D3, *plotly.colors.qualitative.Dark24)
+SHARED_COLOR = "#444444"  # a series that stands for several runs (their identical weight spectra)
 #: eigenvalues of (run_id, matrix name, source "weight"|"hessian") for the ESD, or None
 EigenvalueLoader = Callable[[str, str, str], "np.ndarray | None"]
 
@@ -69,8 +73,8 @@ def html_table(frame: pd.DataFrame, index: bool = True, css_class: str = "",
             cls = ' class="mark"' if (str(label), str(col)) in marked else ""
             cells.append(f"<td{cls}>{_e(value)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="{_e(css_class)}"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
-            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return (f'<div class="scroll"><table class="{_e(css_class)}"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 def figure_html(fig: go.Figure, div_id: str) -> str:
@@ -78,6 +82,21 @@ def figure_html(fig: go.Figure, div_id: str) -> str:
     inlines it once in ``<head>``; plotly escapes ``<``, ``>`` and ``/`` in the figure JSON)."""
     return fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id,
                        config=PLOTLY_CONFIG, default_width="100%")
+
+
+def run_colors(labels: Sequence[str]) -> dict[str, str]:
+    """{run label: colour}, in the given order, from :data:`RUN_PALETTE` (cycling after 34)."""
+    return {label: RUN_PALETTE[i % len(RUN_PALETTE)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def recolor(fig: go.Figure, colors: Mapping[str, str]) -> go.Figure:
+    """Give every trace named (or legend-grouped) by a key of ``colors`` that colour (line and marker),
+    so one run has one colour in all the report's charts whichever builder drew them."""
+    for trace in fig.data:
+        color = colors.get(getattr(trace, "legendgroup", None) or "") or colors.get(trace.name or "")
+        if color is not None:
+            trace.update(line={"color": color}, marker={"color": color})
+    return fig
 
 
 def _protocol_line(text: str) -> str:
@@ -110,36 +129,41 @@ def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: 
                _note("None of the chosen runs has a value in this grid.")))
 
 
-def spectra_section(spectra: pd.DataFrame, metric: str, labels: Mapping[str, str],
+def spectra_section(spectra: pd.DataFrame, metric: str, sharing: Mapping[str, Sequence[str]],
+                    colors: Mapping[str, str],
                     esd: tuple[str, str, list[tuple[str, np.ndarray, float | None, float | None]], list[str]] | None,
                     fig_ids: tuple[str, str]) -> str:
-    """``metric`` per block and matrix type for every chosen run (``plots.metric_by_block``, weight
-    spectra), a table of fits flagged as weightwatcher does (``spectra.fit_warning``) per run, and the
-    ESD of one matrix (``plots.esd_figure``) when its eigenvalues are at hand.
-    ``esd``: (run_id, matrix name, panels, sources without eigenvalues)."""
+    """``metric`` per block and matrix type (``plots.metric_by_block`` on the weight spectra), a table of
+    fits flagged as weightwatcher does (``spectra.fit_warning``), and the ESD of one matrix
+    (``plots.esd_figure``) when its eigenvalues are at hand.
+
+    ``spectra``: weight-spectra rows with a ``series`` column; ``sharing``: series -> labels of the runs
+    it stands for (runs of one dense model share its weight spectra: one line, not one per run);
+    ``colors``: series -> colour; ``esd``: (run label, matrix name, panels, sources without eigenvalues)."""
     if spectra.empty:
         return _note("The chosen runs have no spectra (uniform or OWL allocation does not compute them).")
-    weight = spectra[spectra["source"] == "weight"] if "source" in spectra else spectra
-    dtypes = ", ".join(sorted(weight["eig_dtype"].dropna().astype(str).unique())) if "eig_dtype" in weight else ""
+    dtypes = ", ".join(sorted(spectra["eig_dtype"].dropna().astype(str).unique())) if "eig_dtype" in spectra else ""
     parts = [_protocol_line("spectra of the dense model's weights (eigenvalues of WᵀW"
                             + (f", {dtypes}" if dtypes else "") + "); no evaluation text is involved")]
-    if metric not in weight or weight[metric].isna().all():
+    if metric not in spectra or spectra[metric].isna().all():
         parts.append(_note(f"No {metric} in the chosen runs' weight spectra."))
     else:
-        parts.append(figure_html(metric_by_block(weight, metric), fig_ids[0]))
+        fig = recolor(metric_by_block(spectra, metric), colors)
+        fig.update_layout(margin={"t": 90}, title={"y": 0.99, "yanchor": "top"})  # clear of the panel titles
+        parts.append(figure_html(fig, fig_ids[0]))
     flags = []
-    for run_id, rows in weight.groupby("run_id", sort=False):
-        warnings = [fit_warning(a, n) for a, n in zip(rows.get("alpha", []), rows.get("n_tail", []))]
-        flagged = [w for w in warnings if w]
-        flags.append({"run": labels.get(run_id, run_id), "matrices": len(rows), "fits flagged": len(flagged),
+    for series, rows in spectra.groupby("series", sort=False):
+        flagged = sum(bool(fit_warning(a, n)) for a, n in zip(rows.get("alpha", []), rows.get("n_tail", [])))
+        flags.append({"series": series, "runs": "; ".join(sharing.get(series, [series])), "matrices": len(rows),
+                      "fits flagged": flagged,
                       "median " + metric: f"{rows[metric].median():.3f}" if metric in rows else ""})
     parts.append("<h3>Power-law fits (α as weightwatcher reads it)</h3>"
-                 + html_table(pd.DataFrame(flags).set_index("run"), css_class="plain")
-                 + _note("flagged: α < 2 (over-trained) or α > 6 (under-trained, fit unreliable), "
-                         "or fewer than 20 tail eigenvalues", "caption"))
+                 + html_table(pd.DataFrame(flags).set_index("series"), css_class="plain")
+                 + _note("flagged: α < 2 (over-trained) or α > 6 (under-trained, fit unreliable), or fewer than "
+                         "20 tail eigenvalues · runs of one model share its weight spectra", "caption"))
     if esd is not None:
-        run_id, name, panels, missing = esd
-        parts.append(f"<h3>ESD of {_e(name)} · {_e(labels.get(run_id, run_id))}</h3>")
+        label, name, panels, missing = esd
+        parts.append(f"<h3>ESD of {_e(name)} · {_e(label)}</h3>")
         if panels:
             parts.append(figure_html(esd_figure(panels), fig_ids[1]))
         if missing:
@@ -150,7 +174,7 @@ def spectra_section(spectra: pd.DataFrame, metric: str, labels: Mapping[str, str
 
 
 def compare_section(results: pd.DataFrame, diff: pd.DataFrame, allocations: Mapping[str, pd.DataFrame],
-                    fig_id: str) -> str:
+                    colors: Mapping[str, str], fig_id: str) -> str:
     """Results of the chosen runs with each perplexity's protocol (a warning when they differ), the
     config keys that differ (``compare.config_diff``), and sparsity per block (``plots.sparsity_overlay``)."""
     protocols = sorted(results["ppl protocol"].dropna().unique()) if "ppl protocol" in results else []
@@ -165,7 +189,9 @@ def compare_section(results: pd.DataFrame, diff: pd.DataFrame, allocations: Mapp
                  else _note("The configs are identical (apart from label and tags)."))
     usable = {k: v for k, v in allocations.items() if v is not None and not v.empty}
     if usable:
-        parts.append("<h3>Sparsity per block</h3>" + figure_html(sparsity_overlay(usable), fig_id))
+        fig = recolor(sparsity_overlay(usable), colors)
+        fig.update_layout(height=340 + 20 * len(usable), legend={"orientation": "h", "yanchor": "top", "y": -0.2})
+        parts.append("<h3>Sparsity per block</h3>" + figure_html(fig, fig_id))
     return "".join(parts)
 
 
@@ -185,7 +211,8 @@ def zeroshot_section(scores: pd.DataFrame, labels: Mapping[str, str], metric: st
         parts.append(_protocol_line(f"zero-shot {metric}, {protocol}" + (f", stage {stage}" if stage else ""))
                      + ('<p class="warning">Budgeted protocol (an example limit): part of each task only.</p>'
                         if "budgeted" in protocol else "")
-                     + html_table(by_task.rename(columns=dict(labels)), css_class="plain")
+                     + html_table(by_task[[r for r in labels if r in by_task.columns]].rename(columns=dict(labels)),
+                                  css_class="plain")
                      + "<details><summary>provenance</summary>" + html_table(meta, css_class="plain")
                      + "</details>")
     return "".join(parts) or _note(f"No zero-shot {metric} for the chosen runs.")
@@ -196,7 +223,7 @@ def runs_section(rows: Sequence[Mapping[str, Any]], configs: Mapping[str, Mappin
     protocol, the user's label, tags and notes, and the full config (collapsed)."""
     table = pd.DataFrame([{
         "run id": r["run_id"], "run": run_label(r), "kind": r.get("kind"), "status": r.get("status"),
-        "created": r.get("created_at"), "ppl protocol": r.get("ppl_protocol"), "label": r.get("label"),
+        "created": str(r.get("created_at") or "")[:16].replace("T", " "), "ppl protocol": r.get("ppl_protocol"), "label": r.get("label"),
         "tags": ", ".join(r.get("tags") or []), "notes": r.get("notes") or r.get("note"),
     } for r in rows]).set_index("run id")
     details = "".join(
@@ -217,6 +244,7 @@ thead th{background:#f0f0f0}table.grid td{font-size:16px;white-space:nowrap;font
 td.mark{outline:3px solid #1f77b4;outline-offset:-3px;font-weight:600}
 .protocol{background:#eef4fb;border-left:4px solid #1f77b4;padding:4px 8px}
 .warning{background:#fff4e5;border-left:4px solid #e67e00;padding:4px 8px}
+.scroll{overflow-x:auto;max-width:100%}
 .caption,.note{color:#555;font-size:14px}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}
 @media print{h2{page-break-before:auto}details{display:block}}
 """
@@ -312,8 +340,9 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
     grid: one perplexity grid per (model, sparsity, protocol) holding a chosen run's value on
     ``dataset`` (default: WikiText-2 / wiki first, as the grid page), all values of that grid shown, the
     chosen runs' cells outlined; ``model`` / ``protocol`` (a ``pruning.protocol`` key) restrict it.
-    spectra: ``metric`` per block and the ESD of ``esd_matrix`` (default: the spectra page's first matrix)
-    of the first run with spectra, eigenvalues from ``eigenvalues`` (default: :func:`stored_eigenvalues`).
+    spectra: ``metric`` per block and the ESD of ``esd_matrix`` (default: the spectra page's first matrix
+    whose fit weightwatcher would not flag) of the first run with spectra, eigenvalues from
+    ``eigenvalues`` (default: :func:`stored_eigenvalues`).
     Raises RunNotFoundError naming unknown run ids and ConfigError naming unknown views.
     """
     from plotly.offline import get_plotlyjs
@@ -331,6 +360,7 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
         raise RunNotFoundError(f"runs: {', '.join(map(repr, unknown))} not in the store; see `python -m pruning runs`")
     rows = listing.set_index("run_id").loc[chosen].reset_index().to_dict("records")
     labels = unique_run_labels(rows)
+    colors = run_colors([labels[r] for r in chosen])
     details = {r: queries.run_detail(r, root) for r in chosen}
     generated_at = generated_at or datetime.now(timezone.utc)
     figures = iter(f"fig-{i}" for i in range(1000))
@@ -341,9 +371,10 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
             body = _grid_view(queries, root, chosen, labels, model, protocol, dataset, figures)
         elif view == "spectra":
             loader = eigenvalues or stored_eigenvalues(root)
-            body = _spectra_view(queries, root, chosen, labels, metric, esd_matrix, loader, (next(figures), next(figures)))
+            body = _spectra_view(queries, root, chosen, labels, colors, metric, esd_matrix, loader,
+                                 (next(figures), next(figures)))
         elif view == "compare":
-            body = _compare_view(queries, root, chosen, labels, details, listing, next(figures))
+            body = _compare_view(queries, root, chosen, labels, colors, details, listing, next(figures))
         else:
             body = zeroshot_section(queries.zeroshot_scores(run_ids=chosen, root=root), labels)
         sections.append((VIEW_TITLES[view], body))
@@ -379,35 +410,60 @@ def _grid_view(queries, root, chosen, labels, model, protocol, dataset, figures)
     return "".join(parts) or _note("The chosen runs have no pruned perplexity" + (f" for {model}." if model else "."))
 
 
-def _spectra_view(queries, root, chosen, labels, metric, esd_matrix, loader, fig_ids) -> str:
-    frames = [queries.run_table(r, "spectra", root).assign(series=labels[r], run_id=r) for r in chosen]
+def shared_series(spectra: pd.DataFrame, labels: Mapping[str, str], metric: str) -> tuple[pd.Series, dict[str, list[str]]]:
+    """One series per distinct weight spectrum: runs whose (matrix, ``metric``) values are identical (the
+    same dense model) share ``"<model> · N runs"``; a run with its own spectrum keeps its label.
+    Returns the series of each row and {series: labels of its runs}."""
+    signature = {run_id: tuple(sorted(zip(rows["name"], rows[metric].round(9).fillna(-1.0))))
+                 for run_id, rows in spectra.groupby("run_id", sort=False)}
+    by_signature: dict[tuple, list[str]] = {}
+    for run_id, sig in signature.items():
+        by_signature.setdefault(sig, []).append(run_id)
+    name_of, sharing = {}, {}
+    for members in by_signature.values():
+        model = str(spectra.loc[spectra["run_id"] == members[0], "model"].iloc[0]) if "model" in spectra else "?"
+        series = labels[members[0]] if len(members) == 1 else f"{model} · {len(members)} runs (one weight spectrum)"
+        sharing[series] = [labels[r] for r in members]
+        name_of.update({r: series for r in members})
+    return spectra["run_id"].map(name_of), sharing
+
+
+def _spectra_view(queries, root, chosen, labels, colors, metric, esd_matrix, loader, fig_ids) -> str:
+    frames = [queries.run_table(r, "spectra", root) for r in chosen]
     frames = [f for f in frames if not f.empty]
     if not frames:
-        return spectra_section(pd.DataFrame(), metric, labels, None, fig_ids)
+        return spectra_section(pd.DataFrame(), metric, {}, colors, None, fig_ids)
     spectra = pd.concat(frames, ignore_index=True)
-    first = spectra[spectra["run_id"] == spectra["run_id"].iloc[0]]
+    weight = spectra[spectra["source"] == "weight"] if "source" in spectra else spectra
+    series, sharing = shared_series(weight, labels, metric if metric in weight else "alpha")
+    weight = weight.assign(series=series)
+    colors = {**colors, **{s: SHARED_COLOR for s, members in sharing.items() if len(members) > 1}}
+    run_id = str(spectra["run_id"].iloc[0])
+    first = spectra[spectra["run_id"] == run_id]
     names = sorted(first["name"].dropna().unique(), key=lambda n: (len(n), n))
-    name = esd_matrix or (names[0] if names else None)
     esd = None
-    if name is not None:
-        run_id, panels, missing = str(first["run_id"].iloc[0]), [], []
-        rows = first[first["name"] == name]
+    if esd_matrix is None and names:  # the spectra page's order, skipping fits weightwatcher would flag
+        sound = first[[not fit_warning(a, n) for a, n in zip(first.get("alpha", []), first.get("n_tail", []))]]
+        esd_matrix = next((n for n in names if n in set(sound["name"])), names[0])
+    if esd_matrix is not None:
+        rows = first[first["name"] == esd_matrix]
         if rows.empty:
-            raise ConfigError(f"esd_matrix: {name!r} is not a matrix of run {run_id}; e.g. {names[0]!r}")
+            raise ConfigError(f"esd_matrix: {esd_matrix!r} is not a matrix of run {run_id}; e.g. {names[0]!r}")
+        panels, missing = [], []
         for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian
             source = str(row.get("source", "weight"))
-            eig = loader(run_id, name, source)
+            eig = loader(run_id, esd_matrix, source)
             if eig is None:
                 missing.append(source)
                 continue
             warning = fit_warning(row.get("alpha"), row.get("n_tail"))
-            panels.append((f"{source} · {name}" + (f" · ⚠ {warning}" if warning else ""), eig,
+            panels.append((f"{source} · {esd_matrix}" + (f" · ⚠ {warning}" if warning else ""), eig,
                            row.get("alpha"), row.get("xmin")))
-        esd = (run_id, name, panels, missing)
-    return spectra_section(spectra, metric, labels, esd, fig_ids)
+        esd = (labels[run_id], esd_matrix, panels, missing)
+    return spectra_section(weight, metric, sharing, colors, esd, fig_ids)
 
 
-def _compare_view(queries, root, chosen, labels, details, listing, fig_id) -> str:
+def _compare_view(queries, root, chosen, labels, colors, details, listing, fig_id) -> str:
     table = listing.set_index("run_id").loc[chosen]
     results = pd.DataFrame({
         "run": [labels[r] for r in chosen],
@@ -420,4 +476,4 @@ def _compare_view(queries, root, chosen, labels, details, listing, fig_id) -> st
     configs = {labels[r]: details[r].get("config") or {"reference": {k: details[r].get(k) for k in identity}}
                for r in chosen}
     allocations = {labels[r]: queries.run_table(r, "allocation", root) for r in chosen}
-    return compare_section(results, config_diff(configs), allocations, fig_id)
+    return compare_section(results, config_diff(configs), allocations, colors, fig_id)
