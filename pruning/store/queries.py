@@ -55,8 +55,10 @@ def _cursor(snap: Snapshot) -> duckdb.DuckDBPyConnection:
         return cached[1].cursor()
 
 
-# DuckDB errors a damaged or vanished Parquet file raises (others are errors of the SQL itself)
-_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
+# errors of the SQL text itself; any other DuckDB error may come from a damaged or vanished file
+# (a corrupt page raises anything from IOException to a bare duckdb.Error)
+_SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.PermissionException,
+               duckdb.ConversionException, duckdb.OutOfRangeException)
 
 
 def _quarantine_after(snap: Snapshot, exc: duckdb.Error) -> bool:
@@ -83,13 +85,13 @@ def _sql(sql: str, params: list[Any] | None = None, root: Path | str | None = No
                 return cur.execute(sql, params or []).df()
             finally:
                 cur.close()
-        except _FILE_ERRORS as exc:
+        except _SQL_ERRORS as exc:
+            raise StoreError(f"store query failed: {exc}\nSQL: {sql}") from exc
+        except duckdb.Error as exc:
             found = _quarantine_after(snap, exc)
             if attempt == 0 or (found and attempt < 3):
                 continue
             raise StoreError(f"store query failed: {' '.join(str(exc).split())[:500]}") from None
-        except duckdb.Error as exc:
-            raise StoreError(f"store query failed: {exc}\nSQL: {sql}") from exc
     raise AssertionError("unreachable")
 
 
@@ -453,12 +455,12 @@ def run_sql(sql: str, root: Path | str | None = None) -> pd.DataFrame:
             return con.execute(text).df()
         except duckdb.PermissionException as exc:
             raise QueryRejectedError(f"query needs access the store does not allow: {exc}") from None
-        except _FILE_ERRORS as exc:  # a damaged store file: quarantine it and answer from the rest
+        except _SQL_ERRORS as exc:
+            raise StoreError(f"query failed: {exc}") from None
+        except duckdb.Error as exc:  # maybe a damaged store file: quarantine it and answer from the rest
             if attempt < 2 and _quarantine_after(snap, exc):
                 continue
             raise StoreError(f"query failed: {' '.join(str(exc).split())[:500]}") from None
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from None
         finally:
             con.close()
     raise AssertionError("unreachable")
