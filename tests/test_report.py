@@ -165,3 +165,22 @@ def test_report_page_offers_a_download(shipped):
     assert "Download report" in buttons[0].proto.label
     summary = at.container(key="report_summary").dataframe[0].value
     assert list(summary.index) == RUNS[:2]
+
+
+def test_one_colour_per_run_in_every_chart():
+    import pandas as pd
+
+    from pruning.app_support.plots import metric_by_block, sparsity_overlay
+    from pruning.app_support.report import recolor, run_colors
+
+    labels = [f"run {i}" for i in range(34)]
+    colors = run_colors(labels)
+    assert len(set(colors.values())) == 34  # no repeat after 8 or 10 runs
+    two = labels[:2]
+    allocation = {label: pd.DataFrame({"block": [0, 1], "numel": [4, 4], "sparsity_target": [0.5, 0.6 + i / 10]})
+                  for i, label in enumerate(two)}
+    spectra = pd.DataFrame([{"series": label, "block": b, "matrix_type": t, "alpha": 2.0 + b + i}
+                            for i, label in enumerate(reversed(two)) for b in (0, 1) for t in ("q", "k")])
+    for fig in (recolor(sparsity_overlay(allocation), colors), recolor(metric_by_block(spectra, "alpha"), colors)):
+        drawn = {(trace.name, trace.line.color) for trace in fig.data}
+        assert drawn == {(label, colors[label]) for label in two}  # the same run, the same colour, in both
