@@ -1,5 +1,6 @@
 """Perplexity grid: the notes' tables as they should have looked — method x layer-group preset
-for one model and sparsity, GT pinned first, each cell's delta to it, log colour scale."""
+for one model and sparsity, the baseline pinned first (GT, else uniform beside the dense model),
+each cell's delta to it in %, a presentation mode for the projector and an image export."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pages._url import PageAddress
 from pruning.app_support.formatting import format_ppl, format_sparsity
 from pruning.app_support.grid import (
     OWN_RUN_MARK,
@@ -26,15 +28,17 @@ from pruning.app_support.grid import (
     protocol_options,
 )
 from pruning.app_support.plots import epsilon_curve, grid_heatmap
-from pruning.app_support.urlstate import cell_field, decode, encode_all, from_outside, number_field, offered, text_field
+from pruning.app_support.urlstate import cell_field, flag_field, number_field, text_field
 
-# the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cell=Wanda/all): a copied
-# link opens the same table and cell
+# the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cell=Wanda/all&present=1): a
+# copied link opens the same table, cell and mode
 URL_FIELDS = [
     text_field("model", "grid_model"), number_field("sparsity", "grid_sparsity"), text_field("dataset", "grid_dataset"),
     text_field("source", "grid_source"), text_field("protocol", "grid_protocol"), number_field("eps", "grid_epsilon"),
-    cell_field("cell", "grid_cell"),
+    cell_field("cell", "grid_cell"), flag_field("present", "grid_present"), text_field("colour", "grid_colour"),
 ]
+COLOUR_LABELS = {"delta": "Δ % to baseline", "ppl": "perplexity"}
+IMAGE_FORMATS = ("png", "svg")
 
 enter_page()
 st.title("Perplexity grid")
@@ -42,21 +46,8 @@ cells = load_perplexity_cells(catalog_version())
 if cells.empty:
     stop_with_info("No perplexity results in the store yet.")
 
-params = st.query_params.to_dict()
-apply_url = from_outside(params, st.session_state.get("grid_url"), URL_FIELDS)
-
-
-def from_url(key: str, options) -> None:
-    """Before the widget ``key`` is drawn: take the address's value when the address changed from
-    outside (fresh load, pasted link) and the page offers that value; ignore it otherwise."""
-    field = next(f for f in URL_FIELDS if f.key == key)
-    found, value = decode(field, params)
-    if apply_url and found:
-        try:
-            st.session_state[key] = offered(value, list(options))
-        except KeyError:
-            pass
-
+address = PageAddress("grid", URL_FIELDS)
+from_url = address.restore
 
 models = sorted(cells["model"].dropna().unique())
 from_url("grid_model", models)
@@ -106,13 +97,13 @@ epsilon = (
                  key="grid_epsilon", help="values without an ε (uniform, OWL) are always shown")
     if len(eps_choices) > 1 else None
 )
+dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="dense"), model, dataset, protocol)
 grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, epsilon=epsilon,
-                  protocol=protocol)
+                  protocol=protocol, dense=dense)
 if grid.empty:
     stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
 
 assumed = of_model["sparsity_assumed"].fillna(False).astype(bool).any()
-dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="dense"), model, dataset, protocol)
 budgeted = bool(in_scope.loc[in_scope["protocol"] == protocol, "budgeted"].any()) if protocol else False
 if budgeted:
     st.warning("Budgeted protocol (a smoke run's window budget): these perplexities cover only part of the "
@@ -123,15 +114,35 @@ st.caption(
     + (" (assumed: the notes do not state it)" if assumed else "")
     + (f" · ε = {epsilon:g}" if epsilon is not None else "")
     + (f" · dense model {format_ppl(dense)}" if dense is not None else "")
-    + f" · cell = best value, (delta to GT), ×count · {OWN_RUN_MARK} = the team's own run"
+    + (f" · cell = best value, (Δ % to {grid.baseline}), ×count" if grid.baseline else " · cell = best value, ×count")
+    + f" · {OWN_RUN_MARK} = the team's own run · dark grey = nan (diverged), light grey = no result"
+    + (" · sand = no baseline in its row" if grid.baseline else "")
     + " · click a cell to open it"
 )
+v1, v2, v3 = st.columns([1, 2, 1])
+from_url("grid_present", [True, False])
+presentation = v1.toggle("Presentation mode", key="grid_present",
+                         help="large high-contrast text and headers for a projector")
+colours = ["delta", "ppl"] if grid.baseline else ["ppl"]
+from_url("grid_colour", colours)
+if st.session_state.get("grid_colour") not in colours:
+    st.session_state["grid_colour"] = colours[0]
+colour_by = v2.segmented_control("Colour by", colours, format_func=COLOUR_LABELS.get, key="grid_colour") or colours[0]
+image_format = v3.selectbox("Image export", IMAGE_FORMATS, format_func=str.upper, key="grid_image_format",
+                            help="the camera button above the chart saves it in this format")
 event = st.plotly_chart(
-    grid_heatmap(grid),
+    grid_heatmap(grid, color_by=colour_by, presentation=presentation),
     key="grid_chart",
     on_select="rerun",
     selection_mode=("points", "box"),
-    config={"displayModeBar": False},
+    config={
+        "displayModeBar": True, "displaylogo": False,
+        "modeBarButtons": [["toImage"]],
+        "toImageButtonOptions": {
+            "format": image_format, "scale": 2,
+            "filename": f"grid-{model}-{format_sparsity(sparsity)}".replace("%", "pct").replace(" ", "_"),
+        },
+    },
 )
 
 with st.expander("Grid as a table", expanded=False):
@@ -146,7 +157,8 @@ if not several.empty:
         hide_index=True,
         column_config={
             "ppl": st.column_config.NumberColumn(format="%.2f"),
-            "delta_to_gt": st.column_config.NumberColumn("Δ to GT", format="%+.2f"),
+            "delta_to_baseline": st.column_config.NumberColumn(f"Δ to {grid.baseline}", format="%+.2f"),
+            "delta_pct": st.column_config.NumberColumn("Δ %", format="%+.1f %%"),
         },
     )
 
@@ -160,12 +172,9 @@ if clicked and clicked[0] in options and clicked[0] != st.session_state.get("gri
 if st.session_state.get("grid_cell") not in options:
     st.session_state.pop("grid_cell", None)
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
-written = encode_all(URL_FIELDS, {"grid_model": model, "grid_sparsity": sparsity, "grid_dataset": dataset,
-                                  "grid_source": source, "grid_protocol": protocol, "grid_epsilon": epsilon,
-                                  "grid_cell": (row, column)})
-if written != {k: v for k, v in params.items() if k in {f.param for f in URL_FIELDS}}:
-    st.query_params.from_dict(written)
-st.session_state["grid_url"] = written
+address.write({"grid_model": model, "grid_sparsity": sparsity, "grid_dataset": dataset, "grid_source": source,
+               "grid_protocol": protocol, "grid_epsilon": epsilon, "grid_cell": (row, column),
+               "grid_present": presentation, "grid_colour": colour_by})
 detail = grid.cell(row, column)
 table(detail, "grid_cell_detail", hide_index=True)
 curve = epsilon_curve(detail)

@@ -275,8 +275,11 @@ def test_grid_page_shows_the_notes_tables(notes_store):
     assert grid.loc["Wanda", "QKVout"].startswith("22.01")
     assert grid.loc["SparseGPT", "QKVout + split"].startswith("17.76")
     assert grid.loc["magnitude", "QKVout"].startswith("198.12")
-    (heat, cells) = plotly_specs(at)[0]["data"]
-    assert heat["type"] == "heatmap" and "22.01<br>(-1.51)" in cells["text"] and "17.76<br>(-1.57)" in cells["text"]
+    traces = {t.get("name"): t for t in plotly_specs(at)[0]["data"]}
+    heat, cells = traces["delta"], traces["cells"]  # coloured by Δ % to GT by default
+    assert heat["type"] == "heatmap" and "22.01<br>(-6.4%)" in cells["text"] and "17.76<br>(-8.1%)" in cells["text"]
+    at.segmented_control(key="grid_colour").set_value("ppl").run()
+    assert "ppl" in {t.get("name") for t in plotly_specs(at)[0]["data"]}
     multi = frame(at, "grid_multi")  # several ε in one cell -> detail table
     assert {0.2, 0.21} <= set(multi["epsilon"].dropna().round(2))
     # open a cell (selectbox fallback of the chart click) -> its value, raw text and source line
@@ -303,15 +306,17 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     at.selectbox(key="grid_dataset").set_value("wiki").run()
     grid = frame(at, "grid_table")
     assert list(grid.index) == ["magnitude", "Wanda", "SparseGPT"]
-    assert list(grid.columns) == ["uniform", "OWL", "all", "Q OUT GATE", "QKVout", "QKVout + split",
+    # no GT here: the dense model is pinned first and uniform is the baseline of the deltas (in %)
+    assert list(grid.columns) == ["dense", "uniform", "OWL", "all", "Q OUT GATE", "QKVout", "QKVout + split",
                                   "all · alpha", "all · hessian_alpha"]
+    assert grid["dense"].tolist() == ["19.21"] * 3
     # the grid's 21 cells, plus WeightWatcher's alpha (follow-up sweep: Wanda and SparseGPT only)
     assert (grid.drop(columns="all · alpha") != "").all().all()
-    assert grid["all · alpha"].tolist() == ["", "● 400.03 ×2", "● 179.06 ×2"]
-    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.84 ×3"
-    assert grid.loc["Wanda", "all · hessian_alpha"] == "● 348.88 ×3"
+    assert grid["all · alpha"].tolist() == ["", "● 400.03 (-51.8%) ×2", "● 179.06 (-12.0%) ×2"]
+    assert grid.loc["SparseGPT", "all · hessian_alpha"] == "● 177.84 (-12.6%) ×3"  # 177.84 / 203.50 - 1
+    assert grid.loc["Wanda", "all · hessian_alpha"] == "● 348.88 (-57.9%) ×3"
     assert grid.loc["Wanda", "uniform"] == "● 829.47"
-    assert grid.loc["Wanda", "all"] == "● 392.88 ×10"  # the ε sweeps: best of ten values, listed below
+    assert grid.loc["Wanda", "all"] == "● 392.88 (-52.6%) ×10"  # the ε sweeps: best of ten values, listed below
     assert any("dense model 19.21" in c.value for c in at.caption)
     assert any("protocol full: 175 × 2048 tokens (358,225 scored), text 0cc60813" in c.value for c in at.caption)
     multi = frame(at, "grid_multi")
@@ -325,8 +330,9 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert at.selectbox(key="grid_epsilon").options == ["best of all", *(f"{e:g}" for e in eps)]
     at.selectbox(key="grid_epsilon").set_value(0.2).run()
     grid = frame(at, "grid_table")
-    assert grid.loc["Wanda", "all"] == "● 452.23" and grid.loc["Wanda", "uniform"] == "● 829.47"
-    assert grid.loc["Wanda", "all · alpha"] == "● 444.31" and grid.loc["Wanda", "all · hessian_alpha"] == "● 358.83"
+    assert grid.loc["Wanda", "all"] == "● 452.23 (-45.5%)" and grid.loc["Wanda", "uniform"] == "● 829.47"
+    assert grid.loc["Wanda", "all · alpha"] == "● 444.31 (-46.4%)"
+    assert grid.loc["Wanda", "all · hessian_alpha"] == "● 358.83 (-56.7%)"
     assert any("ε = 0.2" in c.value for c in at.caption)
     # another sparsity holds other ε (the follow-up's 0.3 at 50 %): a choice it lacks (0.35) is dropped
     at.selectbox(key="grid_epsilon").set_value(0.35).run()
@@ -362,7 +368,7 @@ def test_grid_page_never_merges_a_budgeted_smoke_run_into_the_full_protocol(note
     before = open_smollm2_wanda_70_all(open_page("grid"))
     cell_before = frame(before, "grid_table").loc["Wanda", "all"]
     detail_before = frame(before, "grid_cell_detail")
-    assert cell_before == "● 392.88 ×10" and len(detail_before) == 10
+    assert cell_before == "● 392.88 (-52.6%) ×10" and len(detail_before) == 10
     run_id = publish_smoke_run()
 
     at = open_smollm2_wanda_70_all(open_page("grid"))
@@ -558,7 +564,7 @@ def test_grid_view_lives_in_the_address(notes_store):
     assert at.selectbox(key="grid_model").value == "smollm2-135m"
     assert at.selectbox(key="grid_sparsity").value == 0.6 and at.selectbox(key="grid_dataset").value == "lee"
     assert at.selectbox(key="grid_epsilon").value == 0.3 and at.selectbox(key="grid_cell").value == ("Wanda", "all")
-    assert frame(at, "grid_table").loc["Wanda", "all"] == "● 181.84"  # lee, ε 0.3, 60 %
+    assert frame(at, "grid_table").loc["Wanda", "all"] == "● 181.84 (-17.2%)"  # lee, ε 0.3, 60 %, to uniform
     assert at.query_params["cell"] == "Wanda/all" and at.query_params["eps"] == "0.3"
     at.selectbox(key="grid_model").set_value("LLaMA-7B").run()
     assert at.query_params["model"] == "LLaMA-7B" and at.query_params["dataset"] == "wikitext2"

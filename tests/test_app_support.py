@@ -51,6 +51,16 @@ def test_format_ppl(value, text):
     assert format_ppl(value) == text
 
 
+def test_format_delta_pct_relative_to_the_baseline():
+    from pruning.app_support.formatting import format_delta_pct
+
+    assert format_delta_pct(22.01, 23.52) == "-6.4 %"  # not the absolute -1.51, not a ratio 0.936
+    assert format_delta_pct(51.33, 23.52) == "+118 %"
+    assert format_delta_pct(23.52, 23.52) == "±0 %"
+    assert format_delta_pct(219402, 23.52) == "×9328"  # a ratio from 10x on, never "+932,700 %"
+    assert format_delta_pct(30.0, 0.0) == "" and format_delta_pct(float("nan"), 2.0) == ""
+
+
 def test_format_delta_and_others():
     assert format_delta(22.01, 23.52) == "-1.51"
     assert format_delta(54888, 219402) == "-165k"
@@ -152,8 +162,10 @@ def test_grid_best_delta_count_and_text():
     # baseline of a row = its best GT value (23.52 < 24)
     assert grid.value("Wanda", BASELINE_COLUMN) == pytest.approx(23.52)
     assert grid.delta.loc["Wanda", "QKVout"] == pytest.approx(22.01 - 23.52)
-    assert grid.text.loc["Wanda", "QKVout"] == "22.01<br>(-1.51)<br>×2"
-    assert grid.text.loc["SparseGPT", "QKVout + split"].startswith("17.76<br>(-1.57)")
+    assert grid.baseline == BASELINE_COLUMN
+    assert grid.text.loc["Wanda", "QKVout"] == "22.01<br>(-6.4%)<br>×2"  # 22.01 / 23.52 - 1, not the absolute -1.51
+    assert grid.delta_pct.loc["Wanda", "QKVout"] == pytest.approx((22.01 / 23.52 - 1) * 100)
+    assert grid.text.loc["SparseGPT", "QKVout + split"].startswith("17.76<br>(-8.1%)")
     # NaN baseline and a huge value stay legible; no delta against a NaN baseline
     assert grid.text.loc["magnitude", BASELINE_COLUMN] == "nan"
     assert grid.text.loc["magnitude", "Q out"] == "219k"
@@ -209,14 +221,84 @@ def test_epsilon_curve_sorted_per_kind_and_none_without_a_sweep():
     assert epsilon_curve(detail[detail["epsilon"].isna() | (detail["epsilon"] == 0.2)]) is None  # one ε: no curve
 
 
-def test_grid_heatmap_has_text_for_every_nonempty_cell():
+def _trace(fig, name):
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_grid_heatmap_has_text_for_every_nonempty_cell_and_tells_nan_from_empty():
     grid = build_grid(CELLS, model="M", sparsity=0.7)
     fig = grid_heatmap(grid)
-    heat, cells = fig.data
+    heat, cells = _trace(fig, "ppl"), _trace(fig, "cells")
     assert list(heat.x) == grid.columns and list(heat.y) == grid.rows
     assert len(cells.text) == int((grid.count > 0).sum().sum())
     assert "nan" in cells.text and "219k" in cells.text
-    assert np.isnan(np.asarray(heat.z, dtype=float)).any()  # NaN cells uncoloured
+    nan_layer = np.asarray(_trace(fig, "nan").z, dtype=float)
+    empty_layer = np.asarray(_trace(fig, "no result").z, dtype=float)
+    r, c = grid.rows.index("magnitude"), grid.columns.index(BASELINE_COLUMN)  # a "nan" value: dark, not empty
+    assert nan_layer[r, c] == 0 and np.isnan(empty_layer[r, c]) and grid.is_nan_result("magnitude", BASELINE_COLUMN)
+    e = grid.columns.index("QKVout")
+    assert np.isnan(nan_layer[r, e]) and empty_layer[r, e] == 0 and not grid.is_nan_result("magnitude", "QKVout")
+    assert cells.textfont.color[cells.text.index("nan")] == "white"
+    # a click selects a cell: nothing fades (selected and unselected look the same)
+    assert cells.selected.marker.opacity == cells.unselected.marker.opacity == 0
+
+
+def test_grid_heatmap_colours_by_delta_and_text_contrasts_with_its_cell():
+    grid = build_grid(CELLS, model="M", sparsity=0.7, source="reference")
+    fig = grid_heatmap(grid, color_by="delta")
+    heat = _trace(fig, "delta")
+    z = np.asarray(heat.z, dtype=float)
+    w = grid.rows.index("Wanda")
+    assert z[w, grid.columns.index(BASELINE_COLUMN)] == pytest.approx(0.0)  # the baseline itself: white
+    assert z[w, grid.columns.index("QKVout")] == pytest.approx(np.log10(22.01 / 23.52))  # better: below 0 (blue)
+    assert heat.zmin == pytest.approx(-heat.zmax) and heat.colorscale[0][1] != heat.colorscale[-1][1]
+    with pytest.raises(ValueError, match="color_by must be one of"):
+        grid_heatmap(grid, color_by="viridis")
+    # dark cells get white text, light ones black (WCAG luminance)
+    from pruning.app_support.plots import _text_color
+
+    assert _text_color("RdYlGn_r", 0.0) == "white" and _text_color("RdYlGn_r", 0.5) == "black"
+    assert _text_color("RdBu_r", 0.5) == "black" and _text_color("RdBu_r", 1.0) == "white"
+
+
+def test_presentation_mode_enlarges_text_and_turns_wide_grids():
+    grid = build_grid(CELLS, model="M", sparsity=0.7)
+    normal, big = grid_heatmap(grid), grid_heatmap(grid, presentation=True)
+    assert _trace(big, "cells").textfont.size >= 14 > _trace(normal, "cells").textfont.size
+    assert big.layout.xaxis.tickangle == 0 and big.layout.xaxis.tickfont.size > normal.layout.xaxis.tickfont.size
+    wide = CELLS.copy()
+    extra = [wide.iloc[-2].copy() for _ in range(8)]
+    for i, row in enumerate(extra):
+        row["preset"] = row["preset_raw"] = f"P{i}"
+        row["sparsity"] = 0.7
+    wide = pd.concat([wide, pd.DataFrame(extra)], ignore_index=True)
+    wgrid = build_grid(wide, model="M", sparsity=0.7)
+    assert len(wgrid.columns) > 8
+    turned = grid_heatmap(wgrid, presentation=True)
+    assert list(_trace(turned, "ppl").x) == wgrid.rows and list(_trace(turned, "ppl").y) == wgrid.columns
+    cells = _trace(turned, "cells")
+    first = cells.customdata[0]
+    assert (cells.x[0], cells.y[0]) == (first[0], first[1])  # x = method, y = preset; customdata stays (row, column)
+
+
+def test_grid_without_gt_takes_uniform_as_baseline_and_pins_the_dense_model():
+    rows = CELLS[(CELLS["kind"] == "run")].copy()
+    uniform = rows.iloc[0].copy()
+    uniform["run_id"], uniform["preset"], uniform["preset_raw"], uniform["ppl"] = "wanda-uni", None, None, 25.0
+    rows = pd.concat([rows, pd.DataFrame([uniform])], ignore_index=True)
+    rows["strategy"] = ["linear", "uniform"]
+    with pytest.raises(ValueError, match="dense must be a positive finite perplexity"):
+        build_grid(rows, model="M", sparsity=0.7, dense=float("nan"))
+    grid = build_grid(rows, model="M", sparsity=0.7, dense=19.21)
+    assert grid.columns[:2] == ["dense", "uniform"] and grid.baseline == "uniform"
+    assert grid.value("Wanda", "dense") == pytest.approx(19.21) and grid.text.loc["Wanda", "dense"] == "19.21"
+    assert grid.text.loc["Wanda", "QKVout"] == OWN_RUN_MARK + " 21.50<br>(-14.0%)"  # 21.5 / 25 - 1
+    assert grid.detail.set_index("run_id").loc["wanda-abc", "delta_to_baseline"] == pytest.approx(-3.5)
+    from pruning.app_support.grid import cell_options
+
+    assert ("Wanda", "dense") not in cell_options(grid)  # no values behind it: not a cell to open
+    # with the notes' GT present the dense model is not added (GT is the baseline)
+    assert "dense" not in build_grid(CELLS, model="M", sparsity=0.7, dense=19.21).columns
 
 
 def test_validate_form_names_each_bad_field(tmp_path: Path):

@@ -45,6 +45,23 @@ def format_ppl(value: Any) -> str:
     return f"{x:.2e}"
 
 
+def format_delta_pct(value: Any, baseline: Any) -> str:
+    """Relative change ``value / baseline - 1`` as text: "-6.4 %", "+27.8 %", "+123 %"; from ten
+    times the baseline on, the ratio ("×9.3k"), which stays legible where a percentage would
+    read "+932,700 %". "" when either side is missing, infinite or the baseline is not positive."""
+    x, b = _as_float(value), _as_float(baseline)
+    if x is None or b is None or not (math.isfinite(x) and math.isfinite(b)) or b <= 0:
+        return ""
+    ratio = x / b
+    if ratio >= 10:
+        return "×" + format_ppl(ratio).removesuffix(".00")
+    pct = (ratio - 1.0) * 100.0
+    if abs(pct) < 0.05:
+        return "±0 %"
+    body = f"{abs(pct):.1f}" if abs(pct) < 99.95 else f"{abs(pct):.0f}"
+    return ("+" if pct > 0 else "-") + body + " %"
+
+
 def format_delta(value: Any, baseline: Any) -> str:
     """Signed difference ``value - baseline`` in perplexity units ("-1.51", "+84.6"); "" when
     either side is missing; the magnitude is formatted like :func:`format_ppl`."""

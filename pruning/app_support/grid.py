@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pruning.app_support.formatting import format_delta, format_ppl
+from pruning.app_support.formatting import format_delta_pct, format_ppl
 from pruning.presets import normalize_preset_name, preset_names
 from pruning.protocol import ppl_protocol_options
 
 BASELINE_COLUMN = "GT"
+DENSE_COLUMN = "dense"  # the unpruned model, pinned first in a table without the notes' GT
 METHOD_ORDER: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
 METHOD_LABELS: dict[str, str] = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
 UNLABELED_METHOD = "(method not written)"
@@ -88,16 +89,37 @@ def _ordered(values: set[str], order: list[str], first: list[str] = (), last: li
 
 @dataclass
 class PerplexityGrid:
-    """A method x preset grid. All frames share ``index=rows`` and ``columns=columns``."""
+    """A method x preset grid. All frames share ``index=rows`` and ``columns=columns``.
+
+    ``baseline`` is the column every delta is taken against: the notes' "GT" where the table has
+    one, else "uniform" (the same method at the same mean sparsity without a layer-wise
+    allocation), else None (no deltas). ``dense`` is the unpruned model's perplexity, shown as
+    the first column ("dense") of a table without GT."""
 
     rows: list[str]
     columns: list[str]
     best: pd.DataFrame  # float: lowest perplexity in the cell (NaN if only NaN values / empty)
-    count: pd.DataFrame  # int: how many values the cell holds
+    count: pd.DataFrame  # int: how many values the cell holds (the dense column: 1)
     delta: pd.DataFrame  # float: best - best baseline of the same row (NaN if either missing)
-    text: pd.DataFrame  # str: cell text (value, delta, count, own-run mark)
-    source: pd.DataFrame  # str: "reference" | "run" | "" — where the best value comes from
+    text: pd.DataFrame  # str: cell text (value, delta in %, count, own-run mark)
+    source: pd.DataFrame  # str: "reference" | "run" | "dense" | "" — where the best value comes from
     detail: pd.DataFrame  # every contributing value, with row/column labels
+    baseline: str | None = None
+    dense: float | None = None
+
+    @property
+    def delta_pct(self) -> pd.DataFrame:
+        """Relative delta to the row's baseline in % (NaN where either side is missing or the
+        baseline is not positive)."""
+        if self.baseline is None or self.best.empty:
+            return pd.DataFrame(np.nan, index=self.rows, columns=self.columns)
+        base = self.best[self.baseline].where(self.best[self.baseline] > 0)
+        return (self.best.div(base, axis=0) - 1.0) * 100.0
+
+    def is_nan_result(self, row: str, column: str) -> bool:
+        """True when the cell holds values but none is a number (a diverged run: "nan" in the
+        notes), as opposed to a cell with no result at all."""
+        return int(self.count.loc[row, column]) > 0 and math.isnan(float(self.best.loc[row, column]))
 
     @property
     def empty(self) -> bool:
@@ -183,16 +205,21 @@ def build_grid(
     source: str = "all",
     epsilon: float | None = None,
     protocol: str | None = None,
+    dense: float | None = None,
 ) -> PerplexityGrid:
     """Pivot perplexity values into the method x preset grid.
 
     Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:
     "GT" first, then presets in the notes' order, then unknown presets. Cell = lowest
     perplexity (NaN values only count when nothing else is there); delta = cell - the row's
-    best baseline (the GT column). ``epsilon``: only that ε (and values without one); None: all.
+    baseline: the GT column where the table has one, else the uniform column. ``dense``: the
+    unpruned model's perplexity (same protocol), pinned first as a "dense" column when the table
+    has no GT. ``epsilon``: only that ε (and values without one); None: all.
     ``protocol``: the evaluation protocol whose values are shown (None: :func:`default_protocol`);
     values of other protocols never enter a cell, its count or its ε curve.
     """
+    if dense is not None and not (isinstance(dense, (int, float)) and math.isfinite(dense) and dense > 0):
+        raise ValueError(f"dense must be a positive finite perplexity or None, got {dense!r}")
     if protocol is None:
         protocol = default_protocol(cells, model, sparsity, dataset, source)
     sub = filter_cells(cells, model, sparsity, dataset, source, epsilon, protocol).copy()
@@ -213,6 +240,11 @@ def build_grid(
     rows = _ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
     columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, UNIFORM_COLUMN, OWL_COLUMN],
                        last=[NO_PRESET])
+    baseline = next((c for c in (BASELINE_COLUMN, UNIFORM_COLUMN) if c in columns), None)
+    if dense is not None and BASELINE_COLUMN not in columns:
+        columns = [DENSE_COLUMN, *columns]
+    else:
+        dense = None
 
     best = pd.DataFrame(np.nan, index=rows, columns=columns)
     count = pd.DataFrame(0, index=rows, columns=columns)
@@ -226,8 +258,12 @@ def build_grid(
             source_of.loc[row, col] = str(winner["kind"])
         else:
             source_of.loc[row, col] = str(grp["kind"].iloc[0])
-    if BASELINE_COLUMN in columns:
-        delta = best.sub(best[BASELINE_COLUMN], axis=0)
+    if dense is not None:
+        best[DENSE_COLUMN] = float(dense)
+        count[DENSE_COLUMN] = 1
+        source_of[DENSE_COLUMN] = "dense"
+    if baseline is not None:
+        delta = best.sub(best[baseline], axis=0)
     else:
         delta = pd.DataFrame(np.nan, index=rows, columns=columns)
 
@@ -239,10 +275,10 @@ def build_grid(
                 continue
             val = best.loc[row, col]
             parts = [(OWN_RUN_MARK + " " if source_of.loc[row, col] == "run" else "") + format_ppl(val)]
-            if col != BASELINE_COLUMN and BASELINE_COLUMN in columns:
-                d = format_delta(val, best.loc[row, BASELINE_COLUMN])
+            if baseline is not None and col not in (baseline, DENSE_COLUMN):
+                d = format_delta_pct(val, best.loc[row, baseline])
                 if d:
-                    parts.append(f"({d})")
+                    parts.append(f"({d.replace(' %', '%')})")
             if n > 1:
                 parts.append(f"×{n}")
             text.loc[row, col] = "<br>".join(parts)
@@ -268,25 +304,29 @@ def build_grid(
         if c in sub.columns
     ]
     detail = sub[detail_cols].sort_values(["row", "column", "ppl"], na_position="last").reset_index(drop=True)
-    detail["delta_to_gt"] = [
-        (p - best.loc[r, BASELINE_COLUMN]) if BASELINE_COLUMN in columns else np.nan
+    detail["delta_to_baseline"] = [
+        (p - best.loc[r, baseline]) if baseline is not None else np.nan for r, p in zip(detail["row"], detail["ppl"])
+    ]
+    detail["delta_pct"] = [
+        (p / best.loc[r, baseline] - 1.0) * 100.0 if baseline is not None and best.loc[r, baseline] > 0 else np.nan
         for r, p in zip(detail["row"], detail["ppl"])
     ]
-    return PerplexityGrid(rows, columns, best, count, delta, text, source_of, detail)
+    return PerplexityGrid(rows, columns, best, count, delta, text, source_of, detail, baseline, dense)
 
 
 def multi_value_cells(grid: PerplexityGrid) -> pd.DataFrame:
     """Detail rows of the cells that hold more than one value (several ε, reruns)."""
     if grid.empty:
         return grid.detail
-    many = {(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 1}
+    many = {(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 1 and c != DENSE_COLUMN}
     mask = [(r, c) in many for r, c in zip(grid.detail["row"], grid.detail["column"])]
     return grid.detail[mask]
 
 
 def cell_options(grid: PerplexityGrid) -> list[tuple[str, str]]:
-    """(row, column) of every non-empty cell, in display order (for the selectbox fallback)."""
-    return [(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 0]
+    """(row, column) of every cell that holds values, in display order (for the selectbox
+    fallback); the dense column is no cell of its own."""
+    return [(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 0 and c != DENSE_COLUMN]
 
 
 def log_color_values(best: pd.DataFrame) -> pd.DataFrame:

@@ -60,6 +60,29 @@ def number_field(param: str, key: str) -> Field:
     return Field(param, key, _encode_float_or_all, _float_or_all)
 
 
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError(f"{text!r} is not 0 or 1")
+    return text == "1"
+
+
+def flag_field(param: str, key: str) -> Field:
+    """A toggle, written ``1`` (on) or ``0`` (off)."""
+    return Field(param, key, lambda on: "1" if on else "0", _flag)
+
+
+def list_field(param: str, key: str) -> Field:
+    """A multiselect's values (text), written comma-separated; an empty selection is left out."""
+    return Field(param, key, lambda values: ",".join(str(v) for v in values) or None, _list)
+
+
+def _list(text: str) -> list[str]:
+    values = [v for v in text.split(",") if v]
+    if not values:
+        raise ValueError("empty list")
+    return values
+
+
 def cell_field(param: str, key: str) -> Field:
     """A (row, column) pair, written ``row/column``."""
     return Field(param, key, lambda rc: f"{rc[0]}/{rc[1]}", _cell)
@@ -92,7 +115,9 @@ def encode_all(fields: Sequence[Field], values: Mapping[str, Any]) -> dict[str, 
     out = {}
     for field in fields:
         if field.key in values and values[field.key] is not None:
-            out[field.param] = field.encode(values[field.key])
+            text = field.encode(values[field.key])
+            if text is not None:
+                out[field.param] = text
         elif field.key in values and field.encode is _encode_float_or_all:
             out[field.param] = ALL
     return out
