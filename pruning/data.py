@@ -7,13 +7,13 @@ Corpus names (``CORPORA``):
 * ``lee`` — offline Lee news text (evaluation and calibration);
 * ``wikitext2`` — WikiText-2 raw (``test``/``train``) through ``datasets`` (needs the hub);
 * ``c4`` — C4 English shards as in the SparseGPT/Wanda code (needs the hub);
-* ``text:PATH`` — any local UTF-8 text file (both splits = the whole file).
+* ``text:PATH`` — any local UTF-8 text file (both splits = the whole file); a relative PATH is
+  read from the repository root (``pruning.roots.resolve_local_path``, as the app checks it).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ import torch
 from pruning.corpora import prepare_offline_corpora
 from pruning.errors import ConfigError, CorpusUnavailableError
 from pruning.paths import corpora_dir
+from pruning.roots import resolve_local_path
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def load_text(name: str, split: str = "test") -> str:
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is invalid; accepted: {', '.join(SPLITS)}")
     if name.startswith("text:"):
-        path = Path(name[5:]).expanduser()
+        path = resolve_local_path(name[5:])
         if not path.is_file():
             raise ConfigError(f"dataset {name!r}: file {str(path)!r} does not exist")
         return path.read_text(encoding="utf-8", errors="replace")

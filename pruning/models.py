@@ -6,6 +6,8 @@ Accepted model references (checked in this order):
    ``python -m pruning fetch [NAME]`` as a safetensors copy in the cache;
 2. a local directory holding a Hugging Face model (``config.json`` + weights);
 3. a local ``.gguf`` file (dequantised by transformers; needs ``gguf``);
+   (a relative path is read from the repository root, as the app checks it:
+   ``pruning.roots.local_path``)
 4. a Hugging Face Hub id ``org/name`` (needs hub access or a populated HF cache).
 """
 
@@ -25,6 +27,7 @@ from torch import nn
 from pruning.errors import ModelNotFoundError
 from pruning.families import FamilySpec, family_for
 from pruning.paths import models_dir
+from pruning.roots import local_path
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ def resolve_model(reference: str) -> ModelSource:
                 f"run `python -m pruning fetch {ref}` first"
             )
         return ModelSource("alias", str(path), ref)
-    path = Path(ref).expanduser()
+    path = local_path(ref)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model directory {ref!r} has no config.json; accepted: {ACCEPTED_FORMS}")

@@ -4,6 +4,7 @@ for app and worker, user text shown as plain text, and the sweep size cap."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -144,3 +145,89 @@ def test_password_from_secrets(notes_store, monkeypatch):
     at.secrets["password"] = "from-secrets"
     at.run()
     _assert_locked(at)
+
+
+# ---- allowed roots for every path of the launch form ---------------------------------------------------------
+def _form(**over) -> dict:
+    values = {"model.name": "smollm2-135m", "pruning.method": "magnitude", "allocation.strategy": "uniform",
+              "calibration.dataset": "wiki", "evaluation.perplexity": ["wiki"]}
+    return {**values, **over}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("calibration.dataset", "text:/etc/passwd"),
+    ("calibration.dataset", "text:../../../../../../etc/passwd"),  # relative: from the repository root
+    ("evaluation.perplexity", ["wiki", "text:/etc/passwd"]),
+])
+def test_text_datasets_outside_the_roots_are_refused(tmp_path, field, value):
+    from pruning.app_support.launch import build_run_config, validate_form
+    from pruning.errors import ConfigError
+
+    config, errors = validate_form(_form(**{field: value}), roots=[tmp_path])
+    assert config is None and list(errors) == [field], errors
+    assert "text:" in errors[field] and "/etc/passwd" in errors[field] and "outside the allowed roots" in errors[field]
+    with pytest.raises(ConfigError, match=f"^{field}: .*outside the allowed roots"):
+        build_run_config(_form(**{field: value}), roots=[tmp_path])
+
+
+def test_text_dataset_under_a_root_and_named_corpora_are_accepted(tmp_path):
+    from pruning.app_support.launch import validate_form
+
+    (tmp_path / "calib.txt").write_text("some text\n")
+    (tmp_path / "link.txt").symlink_to("/etc/passwd")
+    ok = _form(**{"calibration.dataset": f"text:{tmp_path / 'calib.txt'}", "evaluation.perplexity": ["wiki", "lee"]})
+    config, errors = validate_form(ok, roots=[tmp_path])
+    assert errors == {} and config.calibration.dataset == f"text:{tmp_path / 'calib.txt'}"
+    _, errors = validate_form(_form(**{"calibration.dataset": f"text:{tmp_path / 'link.txt'}"}), roots=[tmp_path])
+    assert list(errors) == ["calibration.dataset"]  # a link out of the root is followed, then refused
+
+
+def test_default_roots_refuse_etc_passwd(monkeypatch):
+    from pruning.app_support.launch import validate_form
+
+    monkeypatch.delenv("PRUNING_LAB_MODEL_ROOTS", raising=False)
+    _, errors = validate_form(_form(**{"calibration.dataset": "text:/etc/passwd"}))
+    assert list(errors) == ["calibration.dataset"]
+    config, errors = validate_form(_form(**{"calibration.dataset": "text:README.md"}))  # in the repository
+    assert errors == {} and config is not None
+
+
+def test_launch_page_refuses_text_outside_the_roots(notes_store):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/launch.py").run()
+    at.text_input(key="launch.calibration.dataset").set_value("text:/etc/passwd")
+    at.button(key="launch.submit").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors and errors[0].startswith("calibration.dataset") and "outside the allowed roots" in errors[0]
+    from pruning.jobs import list_jobs
+
+    assert list_jobs(refresh=False) == []
+
+
+def test_relative_paths_resolve_the_same_in_app_and_worker(tmp_path, monkeypatch):
+    """The form checks a relative path against the repository root, and the worker (and the CLI,
+    from any working directory) opens that same file."""
+    from pruning.app_support.launch import check_model_reference, looks_like_local_path
+    from pruning.data import load_text
+    from pruning.errors import ConfigError
+    from pruning.models import resolve_model
+    from pruning.roots import resolve_local_path
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not the repository: a cwd-relative reading would differ
+    (elsewhere / "README.md").write_text("not the repository's README")
+    assert resolve_local_path("README.md") == REPO / "README.md"
+    assert load_text("text:README.md") == (REPO / "README.md").read_text(encoding="utf-8")
+    # a model directory named relative to the repository root ("../../tmp/.../models/m")
+    model_dir = tmp_path / "models" / "m"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
+    rel = os.path.relpath(model_dir, REPO)
+    assert not Path(rel).is_absolute() and looks_like_local_path(rel)
+    check_model_reference(rel, [tmp_path / "models"])  # read from cwd it would lie outside this root
+    with pytest.raises(ConfigError, match="outside the allowed model roots"):
+        check_model_reference(rel, [elsewhere])
+    assert resolve_model(rel).location == str(model_dir.resolve())

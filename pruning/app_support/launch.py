@@ -1,5 +1,6 @@
 """The launch form's logic without Streamlit: form values -> a validated RunConfig, the
-allowed-roots rule for local model paths, and sweep grids (how many jobs a grid makes).
+allowed-roots rule (``pruning.roots``) for every path the form accepts — local model paths and
+``text:PATH`` corpora — and sweep grids (how many jobs a grid makes).
 
 Every error is a :class:`pruning.errors.ConfigError` whose text starts with the field
 ("pruning.sparsity: 1.2 is invalid: ..."), so the form can show it inline next to that field.
@@ -8,7 +9,6 @@ Every error is a :class:`pruning.errors.ConfigError` whose text starts with the 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,12 +16,14 @@ from typing import Any
 
 from pruning.config import DTYPES, METHODS, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
-from pruning.paths import REPO_ROOT, cache_dir
 from pruning.presets import preset_names
+from pruning.roots import ROOTS_ENV, allowed_roots, check_dataset_root, check_under_roots, resolve_local_path
 
 log = logging.getLogger(__name__)
 
-MODEL_ROOTS_ENV = "PRUNING_LAB_MODEL_ROOTS"
+MODEL_ROOTS_ENV = ROOTS_ENV
+#: Form fields that take corpus names, where ``text:PATH`` must lie under the allowed roots.
+DATASET_FIELDS = ("calibration.dataset", "evaluation.perplexity")
 #: Sweep axes the builder offers: dotted RunConfig key -> label.
 SWEEP_AXES: dict[str, str] = {
     "pruning.method": "method",
@@ -105,47 +107,47 @@ FORM_SECTIONS = {
 
 
 def allowed_model_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
-    """Directories under which a local model path may lie: the offline cache
-    (``pruning.paths.cache_dir()``), the repository, and the ``os.pathsep``-separated
-    directories of ``PRUNING_LAB_MODEL_ROOTS``."""
-    env = os.environ if environ is None else environ
-    roots = [cache_dir(), REPO_ROOT]
-    roots += [Path(p).expanduser() for p in env.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
-    out: list[Path] = []
-    for root in roots:
-        resolved = root.resolve()
-        if resolved not in out:
-            out.append(resolved)
-    return out
+    """Directories under which a path from the form (model or ``text:PATH``) may lie
+    (:func:`pruning.roots.allowed_roots`)."""
+    return allowed_roots(environ)
 
 
 def looks_like_local_path(reference: str) -> bool:
     """True when a model reference names a local file or directory rather than an alias or a
-    hub id: it is absolute, starts with ``.``/``~``, ends with ``.gguf``, or exists on disk."""
+    hub id: it is absolute, starts with ``.``/``~``, ends with ``.gguf``, or exists on disk
+    (relative to the repository root, as the worker reads it: :func:`pruning.roots.resolve_local_path`)."""
     ref = reference.strip()
     if not ref:
         return False
     if ref.startswith(("/", "~", "./", "../")) or ref in (".", "..") or ref.lower().endswith(".gguf"):
         return True
-    return Path(ref).exists()
+    return resolve_local_path(ref).exists()
 
 
 def check_model_reference(reference: str, roots: Iterable[Path] | None = None) -> None:
     """Raise ConfigError (field ``model.name``) when a local model path lies outside the roots.
 
-    Symlinks and ``..`` are resolved first, so a link out of an allowed root is refused too.
+    Symlinks and ``..`` are resolved first, so a link out of an allowed root is refused too; a
+    relative path is read from the repository root, as the worker reads it.
     Aliases and hub ids pass unchanged (the loader validates them).
     """
-    if not looks_like_local_path(reference):
-        return
-    roots = list(allowed_model_roots() if roots is None else roots)
-    target = Path(reference.strip()).expanduser().resolve()
-    if any(target == r or target.is_relative_to(r) for r in (Path(x).resolve() for x in roots)):
-        return
-    raise ConfigError(
-        f"model.name: {reference!r} is outside the allowed model roots; accepted: a path under "
-        f"{', '.join(str(r) for r in roots)} (add directories with {MODEL_ROOTS_ENV})"
-    )
+    if looks_like_local_path(reference):
+        check_under_roots("model.name", reference, roots, what="model path", roots_name="model roots")
+
+
+def check_dataset_references(values: Mapping[str, Any], roots: Iterable[Path] | None = None) -> dict[str, str]:
+    """{field: message} for every ``text:PATH`` corpus of the form (calibration text, perplexity
+    texts) outside the allowed roots; {} when all are inside or named corpora."""
+    errors: dict[str, str] = {}
+    for field in DATASET_FIELDS:
+        value = values.get(field)
+        names = [value] if isinstance(value, str) else list(value or [])
+        for name in names:
+            try:
+                check_dataset_root(field, str(name), roots)
+            except ConfigError as exc:
+                errors[field] = f"{errors[field]}; {exc}" if field in errors else str(exc)
+    return errors
 
 
 def error_field(error: Exception) -> str:
@@ -175,7 +177,7 @@ def build_run_config(values: Mapping[str, Any], roots: Iterable[Path] | None = N
 
     Blank strings become None (no preset, no N:M, no label); ``tags`` may be a comma list.
     Raises ConfigError naming the field: the config's own validation, plus the allowed-roots
-    rule for local model paths.
+    rule for local model paths and ``text:PATH`` corpora.
     """
     clean = {k: _blank_to_none(v) for k, v in values.items()}
     if isinstance(clean.get("tags"), str):
@@ -195,6 +197,10 @@ def build_run_config(values: Mapping[str, Any], roots: Iterable[Path] | None = N
     clean = {k: v for k, v in clean.items() if v is not None or k in nullable}
     config = RunConfig.from_dict(nested_from_dotted(clean))
     check_model_reference(config.model.name, roots)
+    datasets = {"calibration.dataset": config.calibration.dataset,
+                "evaluation.perplexity": config.evaluation.perplexity}
+    if errors := check_dataset_references(datasets, roots):
+        raise ConfigError("; ".join(errors.values()))
     return config
 
 
@@ -264,7 +270,7 @@ def validate_form(
     values: Mapping[str, Any], roots: Iterable[Path] | None = None
 ) -> tuple[RunConfig | None, dict[str, str]]:
     """(config, {}) for valid form values, else (None, {field: message}) naming every bad field:
-    the config's validation and the allowed-roots rule of a local model path together."""
+    the config's validation and the allowed-roots rule of every path (model, ``text:PATH``) together."""
     errors: dict[str, str] = {}
     model = values.get("model.name")
     if isinstance(model, str):
@@ -272,6 +278,7 @@ def validate_form(
             check_model_reference(model, roots)
         except ConfigError as exc:
             errors.update(field_errors(exc))
+    errors.update(check_dataset_references(values, roots))
     try:
         config = build_run_config(values, roots=[Path("/")] if errors else roots)
     except ConfigError as exc:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pruning.paths import cache_dir
+from pruning.roots import local_path
 
 log = logging.getLogger(__name__)
 
@@ -102,5 +103,5 @@ def model_available_locally(reference: str) -> bool:
     ref = reference.strip()
     if (cache_dir() / "models" / ref / "config.json").is_file():
         return True
-    path = Path(ref).expanduser()
+    path = local_path(ref)  # a relative path from the repository root, as the worker reads it
     return path.is_file() or (path / "config.json").is_file()
