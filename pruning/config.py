@@ -26,6 +26,13 @@ METHODS: tuple[str, ...] = ("dense", "magnitude", "wanda", "sparsegpt")
 STRATEGIES: tuple[str, ...] = ("uniform", "linear", "owl")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 CONFIG_VERSION = 1
+#: Bounds shared by several fields (docs/jobs.md "Validation"): seeds are 32-bit like numpy's,
+#: sequence lengths stop at 128k tokens, counts at sizes no run here comes near.
+MAX_SEED = 2**32 - 1
+MAX_SEQLEN = 131_072
+MAX_BATCH = 4096
+MAX_COUNT = 10_000_000
+MAX_TEXT = 1000
 
 
 class _Section(BaseModel):
@@ -35,11 +42,11 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which model to load: alias, Hugging Face id, local directory or ``.gguf`` file."""
 
-    name: str = "smollm2-135m"
+    name: str = Field("smollm2-135m", max_length=4096)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     offload: bool = Field(False, description="keep the model on CPU, move one block at a time to `device`")
-    revision: str | None = None
+    revision: str | None = Field(None, max_length=256)
 
     @field_validator("name")
     @classmethod
@@ -59,14 +66,14 @@ class ModelConfig(_Section):
 class CalibrationConfig(_Section):
     """Calibration data: ``nsamples`` windows of ``seqlen`` tokens drawn with ``seed``."""
 
-    dataset: str = "wiki"
+    dataset: str = Field("wiki", min_length=1, max_length=4096)
     nsamples: int = Field(128, ge=1, le=100_000)
-    seqlen: int = Field(2048, ge=8, le=1_000_000)
-    seed: int = Field(0, ge=0)
+    seqlen: int = Field(2048, ge=8, le=MAX_SEQLEN)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # samples per block forward in the block-sequential passes. 1 is the reference codes' loop
     # (one sample at a time); larger batches cut the per-call overhead that dominates small models
     # on a GPU, at the cost of rounding-level differences in the statistics (other GEMM shapes).
-    batch_size: int = Field(1, ge=1, le=4096)
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH)
 
 
 class AllocationConfig(_Section):
@@ -77,15 +84,15 @@ class AllocationConfig(_Section):
     """
 
     strategy: Literal["uniform", "linear", "owl"] = "uniform"
-    metric: str = "alpha_peak"
+    metric: str = Field("alpha_peak", max_length=64)
     higher_prunes_more: bool = True
     epsilon: float = Field(0.2, ge=0.0, lt=1.0)
-    preset: str | None = None
+    preset: str | None = Field(None, max_length=256)
     score_groups: tuple[str, ...] = MATRIX_TYPES
     granularity: Literal["block", "split", "matrix"] = "block"
     min_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     max_sparsity: float = Field(0.99, gt=0.0, le=1.0)
-    owl_threshold_m: float = Field(5.0, gt=0.0)
+    owl_threshold_m: float = Field(5.0, gt=0.0, le=1000.0)
     owl_lambda: float = Field(0.08, ge=0.0, lt=1.0)
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
@@ -145,7 +152,7 @@ class PruningConfig(_Section):
     method: Literal["dense", "magnitude", "wanda", "sparsegpt"] = "wanda"
     sparsity: float = Field(0.5, ge=0.0, lt=1.0)
     nm: str | None = None
-    blocksize: int = Field(128, ge=1)
+    blocksize: int = Field(128, ge=1, le=65_536)
     percdamp: float = Field(0.01, gt=0.0, lt=1.0)
 
     @field_validator("nm")
@@ -174,14 +181,14 @@ class EvaluationConfig(_Section):
     """What to evaluate after pruning. ``limit_windows`` is the perplexity window budget
     (first K windows; ``None`` = all) and is stored with every result."""
 
-    perplexity: tuple[str, ...] = ("wiki",)
-    seqlen: int = Field(2048, ge=8)
-    limit_windows: int | None = Field(16, ge=1)
-    batch_size: int = Field(1, ge=1)
-    zeroshot_tasks: tuple[str, ...] = ()
-    zeroshot_limit: int | None = Field(None, ge=1)
+    perplexity: tuple[str, ...] = Field(("wiki",), max_length=64)
+    seqlen: int = Field(2048, ge=8, le=MAX_SEQLEN)
+    limit_windows: int | None = Field(16, ge=1, le=MAX_COUNT)
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH)
+    zeroshot_tasks: tuple[str, ...] = Field((), max_length=256)
+    zeroshot_limit: int | None = Field(None, ge=1, le=MAX_COUNT)
     attention: bool = False
-    attention_tokens: int = Field(512, ge=2)
+    attention_tokens: int = Field(512, ge=2, le=MAX_SEQLEN)
 
 
 # (section, field) -> default of fields added after the first published runs (see canonical_json)
@@ -197,15 +204,15 @@ HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
 class RunConfig(_Section):
     """One run: model + calibration + allocation + pruning + evaluation."""
 
-    version: int = CONFIG_VERSION
+    version: int = Field(CONFIG_VERSION, ge=1, le=CONFIG_VERSION)
     model: ModelConfig = ModelConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     allocation: AllocationConfig = AllocationConfig()
     pruning: PruningConfig = PruningConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    seed: int = Field(0, ge=0)
-    label: str | None = None
-    tags: tuple[str, ...] = ()
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    label: str | None = Field(None, max_length=MAX_TEXT)
+    tags: tuple[str, ...] = Field((), max_length=64)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -222,7 +229,7 @@ class RunConfig(_Section):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml_file(path, "config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
         return cls.from_dict(data)
@@ -274,6 +281,38 @@ class RunConfig(_Section):
         return f"{self.pruning.method}-{digest}"
 
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: the problem and where (line, column; 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def load_yaml_file(path: str | Path, what: str) -> Any:
+    """Parse a UTF-8 YAML file; any unreadable, non-UTF-8 or malformed file raises ConfigError
+    naming ``what`` (e.g. "config file"), the path and the problem, in one line."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}); accepted: a UTF-8 YAML "
+                          "file") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    return parse_yaml_text(text, f"{what} {str(path)!r}")
+
+
+def parse_yaml_text(text: str, what: str) -> Any:
+    """``yaml.safe_load`` whose errors are one-line ConfigErrors naming ``what``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} is not valid YAML: {yaml_error_line(exc)}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a timestamp out of range
+        raise ConfigError(f"{what} is not valid YAML: {exc}") from None
+
+
 def config_error_from(exc: ValidationError) -> ConfigError:
     """Turn a pydantic error into one ConfigError line per bad field: 'field: value -> why'."""
     lines = []
@@ -284,11 +323,14 @@ def config_error_from(exc: ValidationError) -> ConfigError:
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         value_txt = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(value_txt) > 120:
+            value_txt = value_txt[:100] + "..." + value_txt[-10:]
         lines.append(f"{field}: {value_txt} is invalid: {msg}")
     return ConfigError("; ".join(lines))
 
 
 __all__ = [
     "AllocationConfig", "CalibrationConfig", "EvaluationConfig", "ModelConfig", "PruningConfig",
-    "RunConfig", "METHODS", "STRATEGIES", "DTYPES", "GRANULARITIES", "config_error_from",
+    "RunConfig", "METHODS", "STRATEGIES", "DTYPES", "GRANULARITIES", "config_error_from", "load_yaml_file",
+    "parse_yaml_text", "yaml_error_line",
 ]

@@ -2,9 +2,10 @@
 evaluate -> publish to the results store (DESIGN.md "Data flow of one run").
 
 Library entry point: :func:`execute_run`. The CLI (`python -m pruning run`) and the job workers
-call it; progress is reported through a callback as (stage, overall fraction, message). A run
-that raises is published with status ``failed`` and the error text, then the error propagates,
-so a crashed run is never left "running".
+call it; progress is reported through a callback as (stage, overall fraction, message). Input
+errors are raised before the work starts and publish nothing; a run that raises during the work
+is published with status ``failed`` and the error text, then the error propagates, so a crashed
+run is never left "running".
 """
 
 from __future__ import annotations
@@ -179,8 +180,13 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
     """Run ``config`` end to end and (by default) publish it to the results store.
 
     Deterministic for a given config on the same machine: the seed fixes the calibration
-    sample and torch's RNG. Raises on failure after publishing a ``failed`` run.
+    sample and torch's RNG. Input errors found before the work starts (names, the model
+    reference, the device: :func:`pruning.validation.check_before_work`) raise a PruningLabError
+    and publish nothing; a failure during the work raises after publishing a ``failed`` run.
     """
+    from pruning.validation import check_before_work
+
+    check_before_work(config)
     report = _Reporter(progress)
     outcome = RunOutcome(run_id=config.run_id, config=config)
     started = time.time()

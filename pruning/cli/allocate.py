@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pruning.cli._args import SPARSITY, device_name, float_in
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--spectra", type=Path, default=None,
         help="per-matrix table (CSV or Parquet: block, matrix_type, name, numel + metric columns) instead of --model",
     )
-    p.add_argument("--sparsity", type=float, required=True, help="target sparsity S (parameter-weighted mean)")
+    p.add_argument("--sparsity", type=SPARSITY, required=True, help="target sparsity S (parameter-weighted mean)")
     p.add_argument("--strategy", default="linear", choices=("uniform", "linear", "owl"))
     p.add_argument("--metric", default="alpha_peak", help="metric column scoring the units (alpha_peak, alpha, ...)")
-    p.add_argument("--epsilon", type=float, default=0.2, help="AlphaPruning epsilon: ratios in [1 - eps, 1 + eps]")
+    p.add_argument("--epsilon", type=float_in(0.0, 1.0, high_open=True), default=0.2,
+                   help="AlphaPruning epsilon: ratios in [1 - eps, 1 + eps]")
     p.add_argument(
         "--lower-prunes-more", action="store_true",
         help="reverse the direction: a lower metric value means more pruning (default: higher prunes more)",
@@ -41,26 +43,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help='notes column header, e.g. "QKVout + split" (see docs/allocation.md)')
     p.add_argument("--score-groups", default=None, help="matrix types scoring a unit, e.g. q,k,v,o")
     p.add_argument("--granularity", default=None, choices=("block", "split", "matrix"))
-    p.add_argument("--min-sparsity", type=float, default=None)
-    p.add_argument("--max-sparsity", type=float, default=None)
-    p.add_argument("--owl-lambda", type=float, default=None, help="OWL lambda (sparsity spread is 2 lambda)")
+    p.add_argument("--min-sparsity", type=SPARSITY, default=None)
+    p.add_argument("--max-sparsity", type=float_in(0.0, 1.0, low_open=True), default=None)
+    p.add_argument("--owl-lambda", type=SPARSITY, default=None, help="OWL lambda (sparsity spread is 2 lambda)")
     p.add_argument(
         "--owl-ratios", type=Path, default=None,
         help="CSV with columns block, outlier_ratio (OWL's D_l from calibration); needed for --strategy owl",
     )
-    p.add_argument("--device", default="cpu", help="device for the spectral computation")
+    p.add_argument("--device", type=device_name, default="cpu", help="device for the spectral computation")
     p.add_argument("--out", type=Path, default=None, help="write the per-matrix allocation CSV here")
     p.set_defaults(handler=run)
 
 
-def _read_table(path: Path) -> Any:
+def _read_table(path: Path, flag: str = "--spectra") -> Any:
     import pandas as pd
 
     if not path.is_file():
-        raise ConfigError(f"--spectra: file {str(path)!r} does not exist")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+        raise ConfigError(f"{flag}: file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, encoding="utf-8")
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        # binary or malformed input (UnicodeDecodeError and pyarrow's ArrowInvalid are ValueErrors)
+        detail = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"{flag}: {str(path)!r} is not a readable {'Parquet' if path.suffix == '.parquet' else 'CSV'} "
+                          f"table ({detail}); accepted: CSV (UTF-8) or Parquet") from None
 
 
 def _model_matrices(reference: str, device: str, metric: str) -> Any:
@@ -103,7 +111,7 @@ def _model_matrices(reference: str, device: str, metric: str) -> Any:
 def _owl_ratios(path: Path | None) -> dict[int, float] | None:
     if path is None:
         return None
-    table = _read_table(path)
+    table = _read_table(path, "--owl-ratios")
     if not {"block", "outlier_ratio"} <= set(table.columns):
         raise ConfigError(f"--owl-ratios: {str(path)!r} needs columns block, outlier_ratio; has {list(table.columns)}")
     return {int(b): float(d) for b, d in zip(table["block"], table["outlier_ratio"])}

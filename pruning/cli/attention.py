@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from pruning.cli._args import DTYPE_CHOICES, dataset_name, device_name, int_in
+from pruning.config import MAX_SEQLEN
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attention", help="attention entropy per block/head and QK/V spectral statistics")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--tokens", type=int, default=512, help="evaluation tokens (first N of the test split)")
-    p.add_argument("--seqlen", type=int, default=None, help="window length (default: --tokens, one window)")
-    p.add_argument("--dataset", default="wiki", help="wiki | lee | wikitext2 | text:PATH")
+    p.add_argument("--tokens", type=int_in(2, MAX_SEQLEN), default=512,
+                   help="evaluation tokens (first N of the test split)")
+    p.add_argument("--seqlen", type=int_in(2, MAX_SEQLEN), default=None,
+                   help="window length (default: --tokens, one window)")
+    p.add_argument("--dataset", type=dataset_name, default="wiki", help="wiki | lee | wikitext2 | text:PATH")
     p.add_argument("--stage", default="dense", help="label stored in the stage column")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
     p.add_argument("--out", default=None, help="write the tidy table (stage, block, head, statistic, value) as CSV")
     p.set_defaults(handler=run)
 

@@ -1,7 +1,7 @@
 """Job commands: ``submit``, ``jobs``, ``job``, ``cancel``, ``retry``, ``worker``.
 
     python -m pruning submit --config FILE [--set k=v ...] [--backend local|ray] [--address URL] [--force]
-    python -m pruning jobs [--status queued,running] [--limit N] [--json]
+    python -m pruning jobs [--status queued,running] [--limit N] [--json] [--refresh]
     python -m pruning job JOB_ID [--log] [--json]
     python -m pruning cancel JOB_ID
     python -m pruning retry JOB_ID
@@ -15,8 +15,8 @@ import json
 import time
 from typing import Any
 
-import yaml
-
+from pruning.cli._args import COUNT, SECONDS
+from pruning.config import parse_yaml_text
 from pruning.errors import ConfigError
 
 
@@ -33,8 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--status", default=None, help="only these states, comma-separated (queued,running,...)")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=COUNT, default=50)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--refresh", action="store_true",
+                   help="first reap jobs of lost workers and refresh Ray jobs from their cluster (writes the queue); "
+                        "without it the listing only reads")
     p.set_defaults(handler=cmd_jobs)
 
     p = sub.add_parser("job", help="show one job (and its log)")
@@ -54,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run queued local jobs, one per GPU (or on the CPU)")
     p.add_argument("--gpus", default=None, help="GPU indices, e.g. 0,1 (default: all visible; CPU if none)")
     p.add_argument("--once", action="store_true", help="exit when the queue has nothing left for this worker")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between queue polls / heartbeats")
-    p.add_argument("--heartbeat-timeout", type=float, default=60.0,
+    p.add_argument("--poll", type=SECONDS, default=1.0, help="seconds between queue polls / heartbeats (> 0)")
+    p.add_argument("--heartbeat-timeout", type=SECONDS, default=60.0,
                    help="a running job without heartbeat for this long is failed as 'worker lost'")
     p.set_defaults(handler=cmd_worker)
 
@@ -78,10 +81,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set: {item!r} must look like KEY=VALUE, e.g. pruning.sparsity=0.7")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+        out[key.strip()] = parse_yaml_text(raw, f"--set {key.strip()}: value {raw!r}") if raw.strip() else None
     return out
 
 
@@ -123,7 +123,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         bad = [s for s in states if s not in JOB_STATES]
         if bad:
             raise ConfigError(f"--status: {bad} unknown; accepted: {', '.join(JOB_STATES)}")
-    jobs = list_jobs(states=states, limit=args.limit)
+    jobs = list_jobs(states=states, limit=args.limit, refresh=args.refresh)
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs]))
         return 0

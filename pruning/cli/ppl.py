@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from pruning.cli._args import BATCH, COUNT, DTYPE_CHOICES, SEQLEN, dataset_name, device_name
+from pruning.config import MAX_SEQLEN
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ppl", help="perplexity of a (dense) model on a corpus")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--dataset", default="wiki", help="wiki | lee | wikitext2 | c4 | text:PATH")
-    p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--limit-windows", type=int, default=None, help="evaluate only the first K windows")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dataset", type=dataset_name, default="wiki", help="wiki | lee | wikitext2 | c4 | text:PATH")
+    p.add_argument("--seqlen", type=SEQLEN, default=2048, help=f"window length in tokens, 1..{MAX_SEQLEN}")
+    p.add_argument("--limit-windows", type=COUNT, default=None, help="evaluate only the first K windows")
+    p.add_argument("--batch-size", type=BATCH, default=1)
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 

@@ -8,27 +8,32 @@ import time
 
 import pandas as pd
 
+from pruning.cli._args import (
+    COUNT, DTYPE_CHOICES, SEED, SEQLEN, SPARSITY, dataset_name, dataset_or_none, device_name, float_in, int_in,
+)
 from pruning.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model with uniform sparsity and evaluate its perplexity")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    p.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights removed per matrix, in [0, 1)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    p.add_argument("--method", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
+    p.add_argument("--sparsity", type=SPARSITY, default=0.5, help="fraction of weights removed per matrix, in [0, 1)")
     p.add_argument("--nm", default=None, help="semi-structured N:M, e.g. 2:4 (prune N of every M inputs)")
-    p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block")
-    p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT damping, fraction of mean diag(H)")
-    p.add_argument("--calib", default="wiki", help="calibration corpus: wiki | lee | wikitext2 | c4 | text:PATH")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048, help="calibration window length (tokens)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval", default="wiki", help="evaluation corpus, or 'none'")
-    p.add_argument("--eval-seqlen", type=int, default=2048)
-    p.add_argument("--limit-windows", type=int, default=None, help="evaluate only the first K windows")
+    p.add_argument("--blocksize", type=int_in(1, 65_536), default=128, help="SparseGPT column block")
+    p.add_argument("--percdamp", type=float_in(0.0, 1.0, low_open=True, high_open=True), default=0.01,
+                   help="SparseGPT damping, fraction of mean diag(H)")
+    p.add_argument("--calib", type=dataset_name, default="wiki",
+                   help="calibration corpus: wiki | lee | wikitext2 | c4 | text:PATH")
+    p.add_argument("--nsamples", type=int_in(1, 100_000), default=128)
+    p.add_argument("--seqlen", type=SEQLEN, default=2048, help="calibration window length (tokens)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--eval", type=dataset_or_none, default="wiki", help="evaluation corpus, or 'none'")
+    p.add_argument("--eval-seqlen", type=SEQLEN, default=2048)
+    p.add_argument("--limit-windows", type=COUNT, default=None, help="evaluate only the first K windows")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the dense model first")
-    p.add_argument("--device", default="cpu", help="compute device: cpu | cuda | cuda:N")
+    p.add_argument("--device", type=device_name, default="cpu", help="compute device: cpu | cuda | cuda:N")
     p.add_argument("--offload", action="store_true", help="keep the model on the CPU, one block at a time on --device")
     p.add_argument("--save", default=None, metavar="DIR", help="save the pruned model (safetensors) to DIR")
     p.set_defaults(handler=run)

@@ -8,9 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run one config end to end and publish it to the results store")
     p.add_argument("--config", help="RunConfig YAML (defaults apply to omitted fields)")
@@ -27,16 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """'a.b=value' strings -> {'a.b': parsed YAML value}."""
-    from pruning.errors import ConfigError
+    """'a.b=value' strings -> {'a.b': parsed YAML value} (the same parser as ``submit --set``)."""
+    from pruning.cli.jobs import parse_overrides as parse_set
 
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} is invalid; accepted: KEY=VALUE with a dotted key, e.g. pruning.sparsity=0.7")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
+    return parse_set(items)
 
 
 def build_config(args: argparse.Namespace):
@@ -59,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pruning.pipeline import execute_run
+    from pruning.validation import check_before_work
 
     config = build_config(args)
+    check_before_work(config)  # input errors: one line, nothing published, no progress bar drawn
     events = Path(args.events) if args.events else None
     bar = tqdm(total=100, desc=config.run_id, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100 [{elapsed}] {postfix}")
 

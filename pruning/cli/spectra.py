@@ -9,6 +9,8 @@ import argparse
 import time
 from pathlib import Path
 
+from pruning.cli._args import DTYPE_CHOICES, SEED, dataset_name, device_name, int_in
+from pruning.config import MAX_SEQLEN
 from pruning.errors import ConfigError
 
 ENGINES = ("pruning-lab", "weightwatcher")
@@ -18,18 +20,19 @@ OUT_SUFFIXES = (".parquet", ".csv")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spectra", help="spectral metrics (alpha, alpha_peak, norms, entropy) of weights and Hessians")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--device", default="cpu", help="where eigenvalues (and calibration) are computed: cpu | cuda[:i]")
-    p.add_argument("--dtype", default="float32", help="dtype the model is loaded in")
+    p.add_argument("--device", type=device_name, default="cpu",
+                   help="where eigenvalues (and calibration) are computed: cpu | cuda[:i]")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="dtype the model is loaded in")
     p.add_argument("--eig-dtype", default="float64", choices=("auto", "float32", "float64"),
                    help="eigen-solver dtype (default float64 on every device; float32 loses the small "
                         "eigenvalues that decide alpha_peak and is recorded in every row; auto = float64)")
     p.add_argument("--engine", default="pruning-lab", choices=ENGINES)
     p.add_argument("--blocks", default=None, help="comma-separated block indices (default: all; disables the cache)")
     p.add_argument("--hessian", action="store_true", help="also the spectra of the layer-wise Hessians (calibration)")
-    p.add_argument("--calib", default="wiki", help="calibration dataset for --hessian")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib", type=dataset_name, default="wiki", help="calibration dataset for --hessian")
+    p.add_argument("--nsamples", type=int_in(1, 100_000), default=128)
+    p.add_argument("--seqlen", type=int_in(8, MAX_SEQLEN), default=2048)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--offload", action="store_true", help="keep the model on cpu, move one block at a time to --device")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the spectra cache")
     p.add_argument("--out", required=True, help="output table: FILE.parquet or FILE.csv")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning.config import RunConfig
+from pruning.config import RunConfig, load_yaml_file
 from pruning.errors import ConfigError
 
 
@@ -40,6 +40,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = plan_from_store(args.from_store)
         what = f"--from-store {args.from_store!r}"
     else:
+        load_yaml_file(args.config, "sweep file")  # malformed or non-UTF-8 YAML: one line, no traceback
         plan = plan_sweep(load_sweep_spec(args.config))
         what = f"sweep {args.config}"
     print(plan.summary())

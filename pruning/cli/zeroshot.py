@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from pruning.cli._args import BATCH, DTYPE_CHOICES, SEED, device_name, float_in, int_in
+from pruning.config import MAX_COUNT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from pruning.evaluation.zeroshot import PAPER_TASKS
@@ -14,13 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", default=[",".join(PAPER_TASKS)],
                    help=f"lm-eval task names, comma- or space-separated (default: the papers' {','.join(PAPER_TASKS)}, "
                         "which need the Hugging Face Hub; offline: wiki_cloze)")
-    p.add_argument("--limit", type=float, default=None, help="first N documents per task (a fraction if < 1)")
-    p.add_argument("--num-fewshot", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=float_in(0.0, MAX_COUNT, low_open=True), default=None,
+                   help="first N documents per task (a fraction if < 1)")
+    p.add_argument("--num-fewshot", type=int_in(0, 100), default=0)
+    p.add_argument("--batch-size", type=BATCH, default=1)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--stage", default="dense", help="label stored in the stage column")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
     p.add_argument("--out", default=None, help="write rows, settings and lm-eval results as JSON")
     p.set_defaults(handler=run)
 

@@ -35,12 +35,39 @@ _SKIP_KEYS = {"alias", "name", "sample_len", "samples"}
 
 
 def _float(value: Any, where: str) -> float:
+    """A finite number, or NaN for a missing/"N/A" value; anything else is an ImportFormatError."""
     if value is None or (isinstance(value, str) and value.strip().upper() in ("N/A", "NAN", "")):
         return float("nan")
+    if isinstance(value, bool):
+        raise ImportFormatError(f"{where}: value {value!r} is not a number")
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ImportFormatError(f"{where}: value {value!r} is not a number") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ImportFormatError(f"{where}: value {str(value)[:80]!r} is not a number") from None
+    if math.isinf(number):
+        raise ImportFormatError(f"{where}: value {value!r} is not a finite number")
+    return number
+
+
+def _mapping(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    """``data[key]`` when it is a mapping, {} when absent; an ImportFormatError otherwise."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ImportFormatError(f"{source}: {key!r} is {type(value).__name__}, expected a mapping")
+    return value
+
+
+def _optional_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ImportFormatError(f"{where}: value {str(value)[:80]!r} is not an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ImportFormatError(f"{where}: value {str(value)[:80]!r} is not an integer") from None
 
 
 def detect_layout(data: Any, source: str) -> str:
@@ -48,7 +75,11 @@ def detect_layout(data: Any, source: str) -> str:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not data["results"]:
         keys = sorted(data)[:12] if isinstance(data, dict) else type(data).__name__
         raise ImportFormatError(f"{source}: unknown lm-eval layout: no non-empty 'results' mapping (top-level keys: {keys})")
-    metric_keys = {k for scores in data["results"].values() if isinstance(scores, dict) for k in scores} - _SKIP_KEYS
+    for task, scores in data["results"].items():
+        if not isinstance(scores, dict):
+            raise ImportFormatError(f"{source}: unknown lm-eval layout: results[{task!r}] is {type(scores).__name__}, "
+                                    "expected a mapping of metric names to numbers")
+    metric_keys = {k for scores in data["results"].values() for k in scores} - _SKIP_KEYS
     with_filter = {k for k in metric_keys if "," in k}
     if with_filter and with_filter == metric_keys:
         return "0.4"
@@ -62,18 +93,21 @@ def normalize(data: dict[str, Any], source: str) -> pd.DataFrame:
     """zeroshot rows (task, metric, filter, value, stderr, task_version, num_fewshot, limit,
     harness_version) of an lm-eval result dict of either layout."""
     layout = detect_layout(data, source)
-    versions = data.get("versions") or {}
-    config = data.get("config") or {}
-    n_shot = data.get("n-shot") or {}
+    versions = _mapping(data, "versions", source)
+    config = _mapping(data, "config", source)
+    n_shot = _mapping(data, "n-shot", source)
+    configs = data.get("configs") if isinstance(data.get("configs"), dict) else {}
     harness = str(data.get("lm_eval_version") or layout)
     limit = config.get("limit")
-    rows = []
+    limit = None if limit is None else _float(limit, f"{source}: config['limit']")
+    rows, skipped = [], []
     for task, scores in data["results"].items():
         if not isinstance(scores, dict):
             raise ImportFormatError(f"{source}: results[{task!r}] is {type(scores).__name__}, expected a mapping")
         fewshot = n_shot.get(task, config.get("num_fewshot"))
-        if fewshot is None and isinstance(data.get("configs"), dict):
-            fewshot = (data["configs"].get(task) or {}).get("num_fewshot")
+        if fewshot is None and isinstance(configs.get(task), dict):
+            fewshot = configs[task].get("num_fewshot")
+        fewshot = _optional_int(fewshot, f"{source}: num_fewshot of {task!r}")
         for key, value in scores.items():
             if key in _SKIP_KEYS:
                 continue
@@ -83,8 +117,10 @@ def normalize(data: dict[str, Any], source: str) -> pd.DataFrame:
                 metric, filt = key, "none"
             if metric.endswith("_stderr"):
                 continue
-            if isinstance(value, (dict, list)) or (isinstance(value, str) and not re.fullmatch(r"[-+0-9.eE]+|N/A", value)):
+            if isinstance(value, (dict, list, bool)) or (
+                    isinstance(value, str) and not re.fullmatch(r"[-+0-9.eE]+|N/A", value)):
                 log.debug("%s: skipping non-numeric %s.%s", source, task, key)
+                skipped.append(f"results[{task!r}][{key!r}] = {str(value)[:40]!r}")
                 continue
             stderr_key = f"{metric}_stderr,{filt}" if layout == "0.4" else f"{metric}_stderr"
             rows.append({
@@ -92,12 +128,13 @@ def normalize(data: dict[str, Any], source: str) -> pd.DataFrame:
                 "value": _float(value, f"{source}: results[{task!r}][{key!r}]"),
                 "stderr": _float(scores.get(stderr_key), f"{source}: results[{task!r}][{stderr_key!r}]"),
                 "task_version": None if versions.get(task) is None else str(versions.get(task)),
-                "num_fewshot": None if fewshot is None else int(fewshot),
-                "limit": None if limit is None else float(limit),
+                "num_fewshot": fewshot,
+                "limit": limit,
                 "harness_version": harness, "raw_text": f"{task}.{key}",
             })
     if not rows:
-        raise ImportFormatError(f"{source}: no numeric metrics in 'results'")
+        example = f" (not a number: {skipped[0]})" if skipped else ""
+        raise ImportFormatError(f"{source}: no numeric metrics in 'results'{example}")
     return pd.DataFrame(rows)
 
 
@@ -123,6 +160,7 @@ def import_lm_eval(path: str | Path, *, run_id: str | None = None, model: str | 
     except (ValueError, UnicodeDecodeError) as exc:
         raise ImportFormatError(f"{source}: not valid JSON: {exc}") from None
     rows = normalize(data, source).assign(stage=stage, source_file=source)
+    config = _mapping(data, "config", source)
     digest = hashlib.sha256(raw).hexdigest()
     if run_id is not None:
         if not run_exists(run_id, root=root):
@@ -136,7 +174,7 @@ def import_lm_eval(path: str | Path, *, run_id: str | None = None, model: str | 
         bundle = target
         runs = pd.DataFrame([{"run_id": target, "kind": "reference", "model": model, "label": label, "status": "succeeded",
                               "source_file": source, "is_baseline": False,
-                              "note": f"lm-eval {data.get('config', {}).get('model_args') or ''}".strip()}])
+                              "note": f"lm-eval {config.get('model_args') or ''}".strip()}])
         tables = {"runs": runs, "zeroshot": rows.assign(run_id=target)}
     mean = rows.loc[rows["metric"] == "acc", "value"].mean()
     info = {"kind": "reference", "importer": "lm-eval", "source_file": source, "run_id": target}

@@ -62,7 +62,11 @@ def list_jobs(states: tuple[str, ...] | None = None, limit: int | None = None,
               queue: JobQueue | None = None, refresh: bool = True) -> list[JobInfo]:
     """All jobs (local and Ray) newest first. With ``refresh``, stale local jobs are reaped and
     unfinished Ray jobs are refreshed from their cluster (an unreachable cluster leaves the last
-    known state and logs a warning)."""
+    known state and logs a warning). Without ``refresh`` nothing is written: the queue is opened
+    read-only (no queue yet: no jobs), and a job of a lost worker is shown failed, unrecorded."""
+    if not refresh:
+        queue = queue or JobQueue.open_read_only()
+        return [] if queue is None else queue.list(states=states, limit=limit)
     queue = queue or JobQueue()
     if refresh:
         from pruning.jobs.worker import reap_and_kill

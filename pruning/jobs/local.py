@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,22 +84,48 @@ class LocalBackend(JobBackend):
         self.check_store = check_store
 
     def submit(self, config: RunConfig, *, force: bool = False) -> Submission:
-        """Queue ``config`` (deduplicated by run id unless ``force``)."""
+        """Queue ``config`` (deduplicated by run id unless ``force``). Names in the config
+        (datasets, zero-shot tasks, allocation metric) are checked first
+        (:func:`pruning.validation.check_names`); the dedupe lookup and the insert are one
+        transaction, so concurrent submits of one config make one job."""
+        from pruning.validation import check_names
+
+        check_names(config)
         if not force:
             found = dedupe(self.queue, config, check_store=self.check_store)
-            if found is not None:
-                log.info("run %s already %s (%s); not queued again", config.run_id,
-                         found.job.state if found.job else "in the results store",
-                         found.job.job_id if found.job else "store")
-                return found
+            if found is None:
+                job, created = self._enqueue_once(config)
+                if created:
+                    return Submission(run_id=config.run_id, job=job)
+                found = Submission(run_id=config.run_id, job=job, existing="queue")
+            log.info("run %s already %s (%s); not queued again", config.run_id,
+                     found.job.state if found.job else "in the results store",
+                     found.job.job_id if found.job else "store")
+            return found
         job = self._enqueue(config, self.entrypoint)
         return Submission(run_id=config.run_id, job=job)
 
-    def _enqueue(self, config: RunConfig, entrypoint: tuple[str, ...], retry_of: str | None = None) -> JobInfo:
-        job_id = new_job_id()
+    def _write_job_dir(self, job_id: str, config: RunConfig) -> Path:
         job_dir = self.queue.path.parent / job_id
         job_dir.mkdir(parents=True, exist_ok=False)
         (job_dir / "config.yaml").write_text(config.to_yaml())
+        return job_dir
+
+    def _enqueue_once(self, config: RunConfig) -> tuple[JobInfo, bool]:
+        """Queue ``config`` unless its run id is already succeeded/running/queued (atomically)."""
+        job_id = new_job_id()
+        job_dir = self._write_job_dir(job_id, config)
+        job, created = self.queue.enqueue_once(job_id, config, backend="local", entrypoint=self.entrypoint,
+                                               job_dir=job_dir)
+        if created:
+            log.info("queued job %s for run %s", job_id, config.run_id)
+        else:
+            shutil.rmtree(job_dir, ignore_errors=True)  # lost the race: the existing job answers
+        return job, created
+
+    def _enqueue(self, config: RunConfig, entrypoint: tuple[str, ...], retry_of: str | None = None) -> JobInfo:
+        job_id = new_job_id()
+        job_dir = self._write_job_dir(job_id, config)
         job = self.queue.enqueue(job_id, config, backend="local", entrypoint=entrypoint, job_dir=job_dir,
                                  retry_of=retry_of)
         log.info("queued job %s for run %s", job_id, config.run_id)

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pruning.config import RunConfig
-from pruning.jobs.base import DEFAULT_ENTRYPOINT, JobInfo, JobNotFoundError, Progress
+from pruning.jobs.base import DEFAULT_ENTRYPOINT, JobError, JobInfo, JobNotFoundError, Progress
+from pruning.procs import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,14 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-def default_queue_path() -> Path:
-    """``pruning.paths.data_dir()/jobs/queue.sqlite`` (the directory is created on demand)."""
+def default_queue_path(create: bool = True) -> Path:
+    """``pruning.paths.data_dir()/jobs/queue.sqlite``; with ``create`` the directory is made on
+    demand, without it nothing is touched (readers on a read-only data directory)."""
+    if not create:
+        from pruning.paths import REPO_ROOT
+
+        root = Path(os.environ.get("PRUNING_LAB_DATA", REPO_ROOT / "data")).expanduser()
+        return root / "jobs" / "queue.sqlite"
     from pruning.paths import data_dir
 
     path = data_dir() / "jobs"
@@ -83,7 +93,13 @@ def needs_gpu(config: RunConfig) -> bool:
 
 
 class JobQueue:
-    """SQLite-backed job table with atomic claims and heartbeats."""
+    """SQLite-backed job table with atomic claims and heartbeats.
+
+    ``JobQueue()`` opens the queue for writing (creating the file and its schema on demand);
+    :meth:`open_read_only` opens an existing queue for readers, which never write to it.
+    """
+
+    read_only: bool = False
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_queue_path()
@@ -92,10 +108,25 @@ class JobQueue:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
 
+    @classmethod
+    def open_read_only(cls, path: str | Path | None = None) -> "JobQueue | None":
+        """The existing queue opened read-only (SQLite ``mode=ro``: no file, schema or journal is
+        created or changed), or None when there is no queue yet (then there are no jobs)."""
+        path = Path(path) if path is not None else default_queue_path(create=False)
+        if not path.is_file():
+            return None
+        queue = cls.__new__(cls)
+        queue.path = path
+        queue.read_only = True
+        return queue
+
     # ---- connections ----------------------------------------------------------------------
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        if self.read_only:
+            con = _connect_read_only(self.path)
+        else:
+            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA busy_timeout=30000")
@@ -122,14 +153,44 @@ class JobQueue:
         """Insert a new job (state ``queued`` unless given) and return its record; ``address`` is the
         cluster address of jobs run elsewhere (Ray)."""
         with self._transaction() as con:
-            con.execute(
-                "INSERT INTO jobs (job_id, backend, state, run_id, config, entrypoint, label, needs_gpu, created_at,"
-                " job_dir, retry_of, address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job_id, backend, state, config.run_id, json.dumps(config.to_dict()), json.dumps(list(entrypoint)),
-                 config.label, int(needs_gpu(config)), time.time(), str(job_dir) if job_dir else None, retry_of,
-                 address),
-            )
+            self._insert(con, job_id, config, backend=backend, entrypoint=entrypoint, job_dir=job_dir,
+                         retry_of=retry_of, state=state, address=address)
         return self.get(job_id)
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, job_id: str, config: RunConfig, *, backend: str,
+                entrypoint: tuple[str, ...] | list[str], job_dir: str | Path | None, retry_of: str | None,
+                state: str, address: str | None) -> None:
+        con.execute(
+            "INSERT INTO jobs (job_id, backend, state, run_id, config, entrypoint, label, needs_gpu, created_at,"
+            " job_dir, retry_of, address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job_id, backend, state, config.run_id, json.dumps(config.to_dict()), json.dumps(list(entrypoint)),
+             config.label, int(needs_gpu(config)), time.time(), str(job_dir) if job_dir else None, retry_of,
+             address),
+        )
+
+    def enqueue_once(self, job_id: str, config: RunConfig, *, backend: str = "local",
+                     entrypoint: tuple[str, ...] | list[str] = DEFAULT_ENTRYPOINT, job_dir: str | Path | None = None,
+                     address: str | None = None) -> tuple[JobInfo, bool]:
+        """Insert a queued job unless ``config``'s run id already has a succeeded, running or queued
+        job (any backend). The lookup and the insert are one ``BEGIN IMMEDIATE`` transaction, so any
+        number of concurrent callers (threads or processes) make one job. Returns (job, created):
+        the new job and True, or the existing job and False."""
+        with self._transaction() as con:
+            row = con.execute(
+                "SELECT * FROM jobs WHERE run_id = ? AND state IN ('succeeded', 'running', 'queued')"
+                " ORDER BY state = 'succeeded' DESC, created_at DESC LIMIT 1", (config.run_id,),
+            ).fetchone()
+            if row is not None:
+                return _row_to_info(row), False
+            self._insert(con, job_id, config, backend=backend, entrypoint=entrypoint, job_dir=job_dir,
+                         retry_of=None, state="queued", address=address)
+        return self.get(job_id), True
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job record (a reservation whose submission to another system failed)."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     def get(self, job_id: str) -> JobInfo:
         """The job's record; raises JobNotFoundError."""
@@ -141,7 +202,10 @@ class JobQueue:
 
     def list(self, states: tuple[str, ...] | None = None, backend: str | None = None,
              limit: int | None = None) -> list[JobInfo]:
-        """Jobs newest first, filtered by states and backend."""
+        """Jobs newest first, filtered by states and backend. A read-only queue shows a running
+        local job whose worker is lost (see :meth:`reap_stale`) as ``failed`` without recording it."""
+        if self.read_only:
+            return self._list_read_only(states, backend, limit)
         sql, params = "SELECT * FROM jobs WHERE 1=1", []
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
@@ -155,6 +219,22 @@ class JobQueue:
             params.append(int(limit))
         with self._connect() as con:
             return [_row_to_info(r) for r in con.execute(sql, params).fetchall()]
+
+    def _list_read_only(self, states: tuple[str, ...] | None, backend: str | None,
+                        limit: int | None) -> list[JobInfo]:
+        now = time.time()
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC").fetchall()
+            workers = _workers_of(con, rows)
+        jobs = []
+        for row in rows:
+            job = _row_to_info(row)
+            lost = _lost_reason(row, workers, now) if job.backend == "local" and job.state == "running" else None
+            if lost is not None:
+                job = replace(job, state="failed", finished_at=now, reason=lost)
+            if (not states or job.state in states) and (not backend or job.backend == backend):
+                jobs.append(job)
+        return jobs[:limit] if limit else jobs
 
     def find_run(self, run_id: str, states: tuple[str, ...]) -> JobInfo | None:
         """Newest job of ``run_id`` in one of ``states`` (any backend), or None."""
@@ -245,20 +325,22 @@ class JobQueue:
                         (*fields.values(), job_id))
 
     def reap_stale(self, now: float | None = None) -> list[JobInfo]:
-        """Mark running local jobs whose heartbeat is older than their timeout as failed
-        ("worker lost"); returns the reaped jobs (as they were before)."""
+        """Mark running local jobs as failed ("worker lost") whose heartbeat is older than their
+        timeout, or whose worker ran on this host and its process is gone (known at once, without
+        waiting for the timeout); returns the reaped jobs (as they were before)."""
         now = time.time() if now is None else now
         with self._transaction() as con:
-            rows = con.execute(
-                "SELECT * FROM jobs WHERE backend = 'local' AND state = 'running'"
-                " AND heartbeat_at + COALESCE(heartbeat_timeout, 60) < ?", (now,),
-            ).fetchall()
-            for row in rows:
-                silent = now - row["heartbeat_at"]
+            running = con.execute("SELECT * FROM jobs WHERE backend = 'local' AND state = 'running'").fetchall()
+            workers = _workers_of(con, running)
+            rows = []
+            for row in running:
+                reason = _lost_reason(row, workers, now)
+                if reason is None:
+                    continue
+                rows.append(row)
                 con.execute(
                     "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ? WHERE job_id = ? AND state = 'running'",
-                    (now, f"worker lost: no heartbeat from worker {row['worker_id']} on {row['host']} for "
-                          f"{silent:.1f} s (timeout {row['heartbeat_timeout']:.1f} s)", row["job_id"]),
+                    (now, reason, row["job_id"]),
                 )
         reaped = [_row_to_info(r) for r in rows]
         for job in reaped:
@@ -293,13 +375,71 @@ class JobQueue:
             con.execute("UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (time.time(), worker_id))
 
     def live_workers(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Workers that have not stopped and whose heartbeat is within their timeout."""
+        """Workers that have not stopped and whose heartbeat is within their timeout; a worker on
+        this host whose process is gone (``kill(pid, 0)``, zombies count as gone) is dead at once."""
         now = time.time() if now is None else now
         with self._connect() as con:
             rows = con.execute(
                 "SELECT * FROM workers WHERE stopped_at IS NULL AND heartbeat_at + heartbeat_timeout >= ?", (now,),
             ).fetchall()
-        return [dict(r) for r in rows]
+        host = socket.gethostname()
+        return [dict(r) for r in rows if not (r["host"] == host and process_gone(r["pid"]))]
+
+
+def process_gone(pid: int | None) -> bool:
+    """True when no process ``pid`` runs on this host (absent, or a zombie waiting to be reaped)."""
+    if not pid or not pid_alive(pid):
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc (not Linux): kill(pid, 0) said it exists
+    return state in ("Z", "X")
+
+
+def _workers_of(con: sqlite3.Connection, jobs: list[sqlite3.Row]) -> dict[str, sqlite3.Row]:
+    """The worker rows (by id) of ``jobs``."""
+    ids = sorted({r["worker_id"] for r in jobs if r["worker_id"]})
+    if not ids:
+        return {}
+    found = con.execute(f"SELECT * FROM workers WHERE worker_id IN ({','.join('?' * len(ids))})", ids).fetchall()
+    return {r["worker_id"]: r for r in found}
+
+
+def _lost_reason(job: sqlite3.Row, workers: dict[str, sqlite3.Row], now: float) -> str | None:
+    """Why a running local job's worker counts as lost, or None while it is alive: its heartbeat
+    is older than the job's timeout, or its worker ran on this host and that process is gone."""
+    silent = now - (job["heartbeat_at"] or job["started_at"] or now)
+    timeout = job["heartbeat_timeout"] if job["heartbeat_timeout"] is not None else 60.0
+    if silent > timeout:
+        return (f"worker lost: no heartbeat from worker {job['worker_id']} on {job['host']} for "
+                f"{silent:.1f} s (timeout {timeout:.1f} s)")
+    worker = workers.get(job["worker_id"])
+    if worker is not None and worker["host"] == socket.gethostname() and process_gone(worker["pid"]):
+        return (f"worker lost: worker {job['worker_id']} (pid {worker['pid']}) on {worker['host']} is no longer "
+                f"running")
+    return None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. In WAL mode SQLite still wants the ``-shm`` file; when the directory
+    is read-only and that file is absent, fall back to ``immutable=1`` (no locking: a snapshot)."""
+    uri = "file:" + quote(path.resolve().as_posix())
+    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+    try:
+        con.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+        return con
+    except sqlite3.OperationalError as exc:
+        con.close()
+        log.debug("read-only open of %s failed (%s); reading it as immutable", path, exc)
+    con = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30.0, isolation_level=None)
+    try:
+        con.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        raise JobError(f"job queue {str(path)!r} cannot be read ({exc}); accepted: a queue written by "
+                       "`python -m pruning submit`") from None
+    return con
 
 
 def _row_to_info(row: sqlite3.Row) -> JobInfo:

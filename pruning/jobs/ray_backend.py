@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -101,19 +102,54 @@ class RayBackend(JobBackend):
 
     # ---- interface --------------------------------------------------------------------------
     def submit(self, config: RunConfig, *, force: bool = False) -> Submission:
-        """Submit ``config`` as a Ray job (deduplicated by run id unless ``force``)."""
+        """Submit ``config`` as a Ray job (deduplicated by run id unless ``force``).
+
+        Without ``force`` the job's mirror row is reserved first, in the same queue transaction as
+        the dedupe lookup (:meth:`JobQueue.enqueue_once`), and only the caller that reserved it
+        submits to Ray; a refused submission removes the reservation again."""
+        from pruning.validation import check_names
+
+        check_names(config)
         if not force:
             found = dedupe(self.queue, config, check_store=self.check_store)
             if found is not None:
                 return found
+            return self._submit_once(config)
         return Submission(run_id=config.run_id, job=self._submit(config, self.entrypoint))
+
+    def _submit_once(self, config: RunConfig) -> Submission:
+        client = self.client  # connect before reserving: an unreachable cluster reserves nothing
+        job_id = new_job_id()
+        local_dir = self._write_job_dir(job_id, config)
+        job, created = self.queue.enqueue_once(job_id, config, backend="ray", entrypoint=self.entrypoint,
+                                               job_dir=local_dir, address=self.address)
+        if not created:
+            shutil.rmtree(local_dir, ignore_errors=True)
+            return Submission(run_id=config.run_id, job=job, existing="queue")
+        try:
+            self._submit_to_ray(client, job_id, config, self.entrypoint)
+        except BaseException:
+            self.queue.delete(job_id)
+            shutil.rmtree(local_dir, ignore_errors=True)
+            raise
+        return Submission(run_id=config.run_id, job=self.queue.get(job_id))
+
+    def _write_job_dir(self, job_id: str, config: RunConfig) -> Path:
+        local_dir = self.local_data_dir / "jobs" / job_id
+        local_dir.mkdir(parents=True, exist_ok=False)
+        (local_dir / "config.yaml").write_text(config.to_yaml())
+        return local_dir
 
     def _submit(self, config: RunConfig, entrypoint: tuple[str, ...], retry_of: str | None = None) -> JobInfo:
         client = self.client
         job_id = new_job_id()
-        local_dir = self.local_data_dir / "jobs" / job_id
-        local_dir.mkdir(parents=True, exist_ok=False)
-        (local_dir / "config.yaml").write_text(config.to_yaml())
+        local_dir = self._write_job_dir(job_id, config)
+        self._submit_to_ray(client, job_id, config, entrypoint)
+        return self.queue.enqueue(job_id, config, backend="ray", entrypoint=entrypoint, job_dir=local_dir,
+                                  retry_of=retry_of, address=self.address)
+
+    def _submit_to_ray(self, client: Any, job_id: str, config: RunConfig, entrypoint: tuple[str, ...]) -> None:
+        """Hand one job to the cluster (its config file is already in the shared data directory)."""
         remote_dir = Path(self.remote_data_dir) / "jobs" / job_id
         argv = fill_entrypoint(entrypoint, python=self.python, config=str(remote_dir / "config.yaml"),
                                events=str(remote_dir / "events.jsonl"), job_dir=str(remote_dir))
@@ -131,8 +167,6 @@ class RayBackend(JobBackend):
         except (ConnectionError, OSError, RuntimeError) as exc:
             raise BackendUnavailableError(f"Ray at {self.address} refused job {job_id}: {exc}") from None
         log.info("submitted Ray job %s for run %s to %s (%s GPU)", job_id, config.run_id, self.address, num_gpus)
-        return self.queue.enqueue(job_id, config, backend="ray", entrypoint=entrypoint, job_dir=local_dir,
-                                  retry_of=retry_of, address=self.address)
 
     def status(self, job_id: str) -> JobInfo:
         """Refresh the mirrored record from the cluster and return it."""

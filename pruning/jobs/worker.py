@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import shutil
 import signal
@@ -115,12 +116,13 @@ class Worker:
     def __init__(self, queue: JobQueue | None = None, gpus: list[str] | None = None, *,
                  poll_s: float = DEFAULT_POLL_S, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
                  worker_id: str | None = None) -> None:
-        if poll_s <= 0:
-            raise JobError(f"--poll: {poll_s} must be > 0 seconds")
-        if heartbeat_timeout_s < 2 * poll_s:
-            raise JobError(f"--heartbeat-timeout: {heartbeat_timeout_s} s must be at least twice --poll ({poll_s} s)")
+        if not (math.isfinite(poll_s) and poll_s > 0):
+            raise JobError(f"--poll: {poll_s} is invalid; accepted: a finite number of seconds > 0")
+        if not math.isfinite(heartbeat_timeout_s) or heartbeat_timeout_s < 2 * poll_s:
+            raise JobError(f"--heartbeat-timeout: {heartbeat_timeout_s} s is invalid; accepted: a finite number of "
+                           f"seconds, at least twice --poll ({poll_s} s)")
+        self.gpus = resolve_gpus(gpus)  # before the queue: a bad --gpus touches nothing
         self.queue = queue or JobQueue()
-        self.gpus = resolve_gpus(gpus)
         self.slots: list[str | None] = list(self.gpus) if self.gpus else [None]
         self.poll_s = poll_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
