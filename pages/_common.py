@@ -310,6 +310,12 @@ def show_run(run_id: str) -> None:
     )
     if detail.get("error"):
         st.error(str(detail["error"])[:2000])
+    if detail.get("tags") or detail.get("notes"):  # the team's annotations, as plain text (never Markdown)
+        with st.container(key="run_annotations", border=True):
+            if detail.get("tags"):
+                st.text("tags: " + ", ".join(map(str, detail["tags"])))
+            if detail.get("notes"):
+                st.text("notes:\n" + str(detail["notes"]))
     attempts = load_run_attempts(catalog_version(), run_id) if detail.get("kind") != "reference" else pd.DataFrame()
     if len(attempts) > 1:
         st.caption(f"attempt {int(attempts['attempt'].max())} of {len(attempts)}: every view shows the latest; "

@@ -1,4 +1,5 @@
-"""Runs: every run and reference result set — filter, sort, pick rows into Compare, annotate."""
+"""Runs: every run and reference result set — filter (kind, method, sparsity, status, preset, metric, ε,
+protocol, text), group, see the config knobs against perplexity, pick rows into Compare, annotate."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from pages._common import (
     show_run,
     stop_with_info,
 )
+from pages._common import table as table_widget
+from pages._url import PageAddress
+from pruning.app_support.formatting import format_sparsity
+from pruning.app_support.runs_view import GROUP_BY, RunFilters, filter_runs, group_runs, knobs_figure, preset_text
+from pruning.app_support.urlstate import list_field, text_field
 
 COLUMNS = [
     "run_id",
+    "label",
     "kind",
     "model",
     "method",
@@ -29,11 +36,18 @@ COLUMNS = [
     "zeroshot_mean",
     "status",
     "tags",
-    "label",
     "notes",
     "created_at",
     "source",
 ]
+# every filter, the grouping and the search live in the address: a copied link opens the same list
+URL_FIELDS = [
+    list_field("kind", "runs_kinds"), list_field("method", "runs_methods"), list_field("status", "runs_statuses"),
+    list_field("sparsity", "runs_sparsities"), list_field("preset", "runs_presets"), list_field("metric", "runs_metrics"),
+    list_field("eps", "runs_epsilons"), list_field("protocol", "runs_protocols"), text_field("q", "runs_search"),
+    text_field("group", "runs_group"),
+]
+NO_GROUP = "(none)"
 
 enter_page()
 st.title("Runs and reference results")
@@ -44,32 +58,55 @@ if table.empty:
     stop_with_info("The results store is empty: import the notes (`python -m pruning import-notes`) or launch a run.")
 
 model = selected_model()
-c1, c2, c3, c4 = st.columns([1, 2, 1, 2])
-kinds = c1.multiselect("Kind", ["run", "reference"], default=["run", "reference"])
-methods = c2.multiselect("Method", sorted(table["method"].dropna().unique()))
-statuses = c3.multiselect("Status", sorted(table["status"].dropna().unique()))
-text = c4.text_input("Search (run id, label, tag, preset)", placeholder="e.g. QKVout", key="runs_search")
+scope = table[table["model"] == model] if model else table
+address = PageAddress("runs", URL_FIELDS)
 
-view = table[table["kind"].isin(kinds)]
-if model:
-    view = view[view["model"] == model]
-if methods:
-    view = view[view["method"].isin(methods)]
-if statuses:
-    view = view[view["status"].isin(statuses)]
-if text:
-    needle = text.lower()
-    hay = (
-        view["run_id"].astype(str)
-        + " "
-        + view["label"].fillna("").astype(str)
-        + " "
-        + view["preset"].fillna("").astype(str)
-        + " "
-        + view["tags"].map(lambda t: " ".join(t))
-    )
-    view = view[hay.str.lower().str.contains(needle, regex=False)]
-n_budgeted = int(view["ppl_budgeted"].fillna(False).astype(bool).sum()) if "ppl_budgeted" in view else 0
+
+def options_of(column: str) -> list:
+    values = preset_text(scope) if column == "preset" else scope[column]
+    values = values.dropna()
+    return sorted(v for v in values.unique() if v != "")
+
+
+def pick(container, label: str, key: str, options: list, **kwargs) -> list:
+    """A multiselect whose value also lives in the address (numbers written with %g)."""
+    text_of = {f"{o:g}" if isinstance(o, float) else str(o): o for o in options}
+    address.restore(key, list(text_of))
+    chosen = container.multiselect(label, list(text_of), key=key, format_func=kwargs.pop("format_func", str), **kwargs)
+    return [text_of[c] for c in chosen if c in text_of]
+
+
+c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 2])
+kinds = pick(c1, "Kind", "runs_kinds", ["run", "reference"])
+methods = pick(c2, "Method", "runs_methods", options_of("method"))
+sparsities = pick(c3, "Sparsity", "runs_sparsities", options_of("sparsity"),
+                  format_func=lambda s: format_sparsity(float(s)))
+statuses = pick(c4, "Status", "runs_statuses", options_of("status"))
+address.restore("runs_search")
+text = c5.text_input("Search (run id, label, tag, preset, notes)", placeholder="e.g. QKVout + split", key="runs_search")
+d1, d2, d3, d4, d5 = st.columns([2, 1, 1, 2, 1])
+presets = pick(d1, "Preset", "runs_presets", options_of("preset"))
+metrics = pick(d2, "Metric", "runs_metrics", options_of("metric"))
+epsilons = pick(d3, "ε", "runs_epsilons", options_of("epsilon"))
+protocols = pick(d4, "Protocol", "runs_protocols", options_of("ppl_protocol"),
+                 help="perplexities of different protocols are not comparable; group by protocol or pick one")
+address.restore("runs_group", [NO_GROUP, *GROUP_BY])
+group = d5.selectbox("Group by", [NO_GROUP, *GROUP_BY], key="runs_group",
+                     format_func=lambda g: GROUP_BY.get(g, g))
+address.write({"runs_kinds": kinds, "runs_methods": st.session_state.get("runs_methods"),
+               "runs_statuses": st.session_state.get("runs_statuses"),
+               "runs_sparsities": st.session_state.get("runs_sparsities"),
+               "runs_presets": st.session_state.get("runs_presets"), "runs_metrics": st.session_state.get("runs_metrics"),
+               "runs_epsilons": st.session_state.get("runs_epsilons"),
+               "runs_protocols": st.session_state.get("runs_protocols"), "runs_search": text or None,
+               "runs_group": None if group == NO_GROUP else group})
+
+filters = RunFilters(kinds=tuple(kinds), methods=tuple(methods), statuses=tuple(statuses),
+                     sparsities=tuple(sparsities), presets=tuple(presets), metrics=tuple(metrics),
+                     epsilons=tuple(epsilons), protocols=tuple(protocols), text=text or "")
+filtered = filter_runs(scope, filters)
+n_budgeted = int(filtered["ppl_budgeted"].fillna(False).astype(bool).sum()) if "ppl_budgeted" in filtered else 0
+view = filtered.assign(preset=preset_text(filtered))
 view = view[[c for c in COLUMNS if c in view.columns]].reset_index(drop=True)
 
 st.caption(
@@ -78,6 +115,17 @@ st.caption(
     + (f" · {n_budgeted} budgeted (smoke) run(s): their perplexity covers part of the text only" if n_budgeted else "")
     + " · click rows to select them; sort by clicking a header"
 )
+if group != NO_GROUP:
+    try:
+        groups = group_runs(filtered, group)
+    except ValueError as exc:
+        st.warning(str(exc))
+    else:
+        table_widget(groups, "runs_groups", hide_index=True, column_config={
+            "best ppl": st.column_config.NumberColumn(format="%.2f"),
+            "median ppl": st.column_config.NumberColumn(format="%.2f"),
+            "sparsity": st.column_config.NumberColumn(format="percent"),
+        })
 event = st.dataframe(
     view,
     key="runs_table",
@@ -86,16 +134,34 @@ event = st.dataframe(
     hide_index=True,
     height=420,
     column_config={
-        "ppl": st.column_config.NumberColumn("perplexity", format="%.2f"),
+        "run_id": st.column_config.TextColumn("run id", width="medium", pinned=True),
+        "label": st.column_config.TextColumn("label", width="medium"),
+        "kind": st.column_config.TextColumn("kind", width="small"),
+        "method": st.column_config.TextColumn("method", width="small"),
+        "preset": st.column_config.TextColumn("preset", width="medium",
+                                              help="as the notes wrote it (e.g. QKVout + split)"),
+        "metric": st.column_config.TextColumn("metric", width="small"),
+        "nm": st.column_config.TextColumn("N:M", width="small"),
+        "ppl": st.column_config.NumberColumn("perplexity", format="%.2f", width="small"),
         "ppl_protocol": st.column_config.TextColumn(
             "protocol", help="how the perplexity was measured; values of different protocols "
             "are not comparable (budgeted = a smoke run's window budget)"),
-        "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f"),
-        "epsilon": st.column_config.NumberColumn("ε", format="%g"),
-        "sparsity": st.column_config.NumberColumn("sparsity", format="percent"),
+        "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f", width="small"),
+        "epsilon": st.column_config.NumberColumn("ε", format="%g", width="small"),
+        "sparsity": st.column_config.NumberColumn("sparsity", format="percent", width="small"),
+        "status": st.column_config.TextColumn("status", width="small"),
         "tags": st.column_config.ListColumn("tags"),
     },
 )
+with st.expander("Config knobs against perplexity", expanded=False):
+    knobs = knobs_figure(filtered)
+    if knobs is None:
+        st.caption("Needs at least two of the team's runs with a perplexity, all of one protocol: "
+                   "filter a protocol (and a model in the sidebar).")
+    else:
+        st.caption("One line per run: allocation, metric, preset, sparsity and ε against perplexity (log); "
+                   "drag along an axis to keep a range.")
+        st.plotly_chart(knobs, key="runs_knobs")
 picked = view.iloc[event.selection.rows]["run_id"].tolist() if event and event.selection.rows else []
 st.session_state["picked_runs"] = picked
 if not picked:

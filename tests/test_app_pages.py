@@ -229,6 +229,35 @@ def test_runs_page_annotates_a_picked_run(full_store):
 
     ann = read_annotation(focus)
     assert ann["tags"] == ["keep", "meeting"] and ann["notes"][0]["text"] == "looks good"
+    # the saved note shows in the run's detail (the rerun after saving keeps the row picked)
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    shown = [t.value for t in at.text]
+    assert "notes:\nlooks good" in shown and "tags: keep, meeting" in shown
+
+
+def test_runs_page_filters_groups_and_keeps_them_in_the_address(notes_store):
+    """Issue 17: filters for sparsity / preset / metric / ε / protocol, group-by, the full preset text,
+    and the filters in the address (a pasted link restores them)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"preset": "QKVout + split", "sparsity": "0.7", "group": "method", "kind": "reference"})
+    at.run()
+    assert not at.exception
+    table = frame(at, "runs_table")
+    assert set(table["preset"]) == {"QKVout + split"} and set(table["kind"]) == {"reference"}
+    assert set(table["sparsity"].round(3)) == {0.7} and 17.76 in set(table["ppl"].round(2))
+    groups = frame(at, "runs_groups").set_index("method")
+    assert groups.loc["sparsegpt", "best ppl"] == pytest.approx(17.76)
+    # a view of several protocols cannot be grouped by method: their perplexities do not compare
+    at.multiselect(key="runs_kinds").set_value([]).run()
+    at.multiselect(key="runs_presets").set_value([]).run()
+    assert any("protocols" in w.value for w in at.warning)
+    at.multiselect(key="runs_protocols").set_value(["wiki full 175×2048"]).run()
+    at.multiselect(key="runs_metrics").set_value(["hessian_alpha"]).run()
+    at.text_input(key="runs_search").set_value("SPARSEGPT").run()
+    assert not at.warning and at.query_params["protocol"] == "wiki full 175×2048" and at.query_params["q"] == "SPARSEGPT"
+    table = frame(at, "runs_table")
+    assert set(table["metric"]) == {"hessian_alpha"} and set(table["method"]) == {"sparsegpt"} and len(table) >= 3
 
 
 def test_run_detail_lists_the_attempts_of_a_re_run(notes_store):
