@@ -13,7 +13,7 @@ import pytest
 from test_app_pages import fill_with_notes, publish_synthetic_run
 
 from pruning.app_support.formatting import format_ppl
-from pruning.app_support.grid import build_grid
+from pruning.app_support.grid import build_grid, dense_perplexity
 from pruning.errors import PruningLabError
 
 HOSTILE = "<script>alert(1)</script>"
@@ -54,12 +54,15 @@ def test_report_shows_every_grid_number_as_text(report):
     grids = mine.groupby(["model", "sparsity", "protocol"]).size().index
     assert len(grids) == 2  # 50 % and 70 %, one protocol
     for model, sparsity, protocol in grids:
-        grid = build_grid(cells, model=model, sparsity=sparsity, dataset="wiki", protocol=protocol)
+        dense = dense_perplexity(queries.perplexity_cells(model=model, stage="dense"), model, "wiki", protocol)
+        grid = build_grid(cells, model=model, sparsity=sparsity, dataset="wiki", protocol=protocol, dense=dense)
+        assert grid.baseline == "uniform" and grid.columns[0] == "dense"  # the page's baseline and dense columns
         filled = [(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 0]
         assert len(filled) > len(RUNS)  # the whole grid, not only the chosen runs' cells
         for r, c in filled:
             assert html.escape(format_ppl(grid.best.loc[r, c])) in text, (r, c)
-            assert html.escape(grid.text.loc[r, c].replace("<br>", " ")) in text, (r, c)
+            for part in grid.text.loc[r, c].split("<br>"):  # value, Δ % to the baseline, count
+                assert f'<span class="nw">{html.escape(part)}</span>' in text, (r, c, part)
         assert html.escape(grid.detail["protocol_label"].iloc[0]) in text
     # the chosen runs' cells are outlined and named with their run label
     assert text.count('class="mark"') == 3

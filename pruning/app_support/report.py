@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 
 from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import format_ppl, format_sparsity, run_label, unique_run_labels
-from pruning.app_support.grid import PerplexityGrid, build_grid, dense_perplexity, protocol_options
+from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid, build_grid, dense_perplexity, protocol_options
 from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_overlay
 from pruning.app_support.spectra import cached_eigenvalues, eigenvalues_of, fit_warning, model_available_locally
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
@@ -61,9 +61,10 @@ def _e(value: Any) -> str:
 
 
 def html_table(frame: pd.DataFrame, index: bool = True, css_class: str = "",
-               marked: set[tuple[str, str]] | None = None) -> str:
-    """``frame`` as an HTML table, every header and cell escaped (text as ``str(value)``; NaN empty).
-    ``marked``: (index label, column) cells drawn with the ``mark`` class."""
+               marked: set[tuple[str, str]] | None = None, render: Callable[[Any], str] = _e) -> str:
+    """``frame`` as an HTML table, every header and cell escaped (text as ``str(value)``; NaN empty;
+    ``render`` turns a cell value into escaped markup). ``marked``: (index label, column) cells drawn
+    with the ``mark`` class."""
     marked = marked or set()
     head = ([_e(frame.index.name or "")] if index else []) + [_e(c) for c in frame.columns]
     rows = []
@@ -71,7 +72,7 @@ def html_table(frame: pd.DataFrame, index: bool = True, css_class: str = "",
         cells = [f"<th>{_e(label)}</th>"] if index else []
         for col, value in zip(frame.columns, row):
             cls = ' class="mark"' if (str(label), str(col)) in marked else ""
-            cells.append(f"<td{cls}>{_e(value)}</td>")
+            cells.append(f"<td{cls}>{render(value)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table class="{_e(css_class)}"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
@@ -108,23 +109,34 @@ def _note(text: str, kind: str = "note") -> str:
 
 
 # ---- sections (pure) ------------------------------------------------------------------------------------
+def _grid_cell(text: Any) -> str:
+    """A grid cell's text (value, Δ %, count: ``grid.text``, parts split by ``<br>``) as escaped parts
+    that each stay on one line, so a wide grid wraps between them instead of overflowing the page."""
+    parts = [p for p in str(text or "").split("<br>") if p]
+    return " ".join(f'<span class="nw">{_e(p)}</span>' for p in parts)
+
+
 def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: str | None, protocol_label: str,
-                 chosen: Sequence[str], labels: Mapping[str, str], dense: float | None, fig_id: str) -> str:
-    """One grid: its heading and protocol, the heatmap (``plots.grid_heatmap``) and the same cells as an
-    HTML table (``grid.text``), the chosen runs' cells outlined and listed with their run labels."""
+                 chosen: Sequence[str], labels: Mapping[str, str], fig_id: str) -> str:
+    """One grid: its heading and protocol, the heatmap (``plots.grid_heatmap``, coloured by Δ % to the
+    baseline as the grid page does by default) and the same cells as an HTML table (``grid.text``), the
+    chosen runs' cells outlined and listed with their run labels."""
     detail = grid.detail
     mine = detail[detail["run_id"].isin(list(chosen))] if "run_id" in detail else detail.iloc[0:0]
     marked = {(str(r), str(c)) for r, c in zip(mine["row"], mine["column"])}
-    text = grid.text.replace("<br>", " ", regex=True)
+    text = grid.text.copy()
     text.index.name = "method"
     where = [f"{_e(labels.get(r, r))} → {_e(row)} / {_e(col)} ({_e(format_ppl(p))})"
              for r, row, col, p in zip(mine["run_id"], mine["row"], mine["column"], mine["ppl"])]
-    caption = (f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity · cell = best value, "
-               "(delta to GT), ×count · ● = the team's own run" + (f" · dense model {format_ppl(dense)}" if dense else ""))
+    caption = (f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
+               + (f" · dense model {format_ppl(grid.dense)}" if grid.dense is not None else "")
+               + (f" · cell = best value, (Δ % to {grid.baseline}), ×count" if grid.baseline
+                  else " · cell = best value, ×count")
+               + f" · {OWN_RUN_MARK} = the team's own run · outlined = a chosen run's cell")
     return (f"<h3>{_e(model)} · {_e(format_sparsity(sparsity))} · {_e(dataset or '')}</h3>"
             + _protocol_line(f"perplexity, {protocol_label}") + _note(caption, "caption")
-            + figure_html(grid_heatmap(grid), fig_id)
-            + html_table(text, css_class="grid", marked=marked)
+            + figure_html(grid_heatmap(grid, color_by="delta" if grid.baseline else "ppl"), fig_id)
+            + html_table(text, css_class="grid", marked=marked, render=_grid_cell)
             + ("<p>Chosen runs in this grid (outlined): " + "; ".join(where) + "</p>" if where else
                _note("None of the chosen runs has a value in this grid.")))
 
@@ -240,7 +252,8 @@ h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-t
 .meta{color:#444;font-size:14px}.meta td{padding:1px 12px 1px 0}
 table{border-collapse:collapse;margin:8px 0 12px;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-thead th{background:#f0f0f0}table.grid td{font-size:16px;white-space:nowrap;font-variant-numeric:tabular-nums}
+thead th{background:#f0f0f0}table.grid td{font-size:16px;font-variant-numeric:tabular-nums}.nw{white-space:nowrap}
+table.runs td:nth-child(2){min-width:200px}
 td.mark{outline:3px solid #1f77b4;outline-offset:-3px;font-weight:600}
 .protocol{background:#eef4fb;border-left:4px solid #1f77b4;padding:4px 8px}
 .warning{background:#fff4e5;border-left:4px solid #e67e00;padding:4px 8px}
@@ -399,14 +412,15 @@ def _grid_view(queries, root, chosen, labels, model, protocol, dataset, figures)
             keys = [protocol] if protocol else sorted(of_sparsity["protocol"].dropna().unique(),
                                                       key=protocol_options(cells, model_name, sparsity, ds).index)
             for key in keys:
-                grid = build_grid(cells, model=model_name, sparsity=sparsity, dataset=ds, protocol=key)
+                dense = dense_perplexity(dense_cells, model_name, ds, key)
+                grid = build_grid(cells, model=model_name, sparsity=sparsity, dataset=ds, protocol=key, dense=dense)
                 if grid.empty:
                     parts.append(_note(f"No perplexities of {model_name} at {format_sparsity(sparsity)} with protocol {key}."))
                     continue
                 label = grid.detail["protocol_label"].iloc[0] if "protocol_label" in grid.detail else key
                 parts.append(grid_section(grid, model=model_name, sparsity=float(sparsity), dataset=ds,
                                           protocol_label=str(label), chosen=chosen, labels=labels,
-                                          dense=dense_perplexity(dense_cells, model_name, ds, key), fig_id=next(figures)))
+                                          fig_id=next(figures)))
     return "".join(parts) or _note("The chosen runs have no pruned perplexity" + (f" for {model}." if model else "."))
 
 
