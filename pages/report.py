@@ -9,6 +9,7 @@ from pages._common import catalog_version, enter_page, load_eigenvalues, run_lab
 from pages._common import stop_with_info, table
 from pruning.app_support.formatting import format_ppl
 from pruning.app_support.report import DEFAULT_TITLE, VIEW_TITLES, VIEWS, build_report, report_filename
+from pruning.errors import PruningLabError
 
 enter_page()
 st.title("Meeting report")
@@ -37,8 +38,12 @@ table(summary.assign(ppl=summary["ppl"].map(format_ppl)), "report_summary")
 inputs = (catalog_version(), tuple(chosen), tuple(views), title)
 if st.button("Build report", type="primary", key="report_build"):
     with st.spinner("building the report…"):
-        st.session_state["report_html"] = (inputs, build_report(chosen, views, title=title or DEFAULT_TITLE,
-                                                                eigenvalues=load_eigenvalues))
+        try:
+            document = build_report(chosen, views, title=title or DEFAULT_TITLE, eigenvalues=load_eigenvalues)
+        except PruningLabError as exc:  # e.g. a run removed from the store since the page was drawn
+            st.error(str(exc))
+            st.stop()
+        st.session_state["report_html"] = (inputs, document)
 built = st.session_state.get("report_html")
 if not built or built[0] != inputs:
     stop_with_info("Press *Build report*; the download appears here.")

@@ -128,7 +128,9 @@ def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: 
     text.index.name = "method"
     where = [f"{_e(labels.get(r, r))} → {_e(row)} / {_e(col)} ({_e(format_ppl(p))})"
              for r, row, col, p in zip(mine["run_id"], mine["row"], mine["column"], mine["ppl"])]
+    assumed = "sparsity_assumed" in detail and bool(detail["sparsity_assumed"].fillna(False).astype(bool).any())
     caption = (f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
+               + (" (assumed: the notes do not state it)" if assumed else "")
                + (f" · dense model {format_ppl(grid.dense)}" if grid.dense is not None else "")
                + (f" · cell = best value, (Δ % to {grid.baseline}), ×count" if grid.baseline
                   else " · cell = best value, ×count")
