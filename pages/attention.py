@@ -15,6 +15,7 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.plots import attention_by_layer, attention_heads
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.tables import collapse_dense
@@ -54,7 +55,9 @@ if not runs:
 if not runs:
     stop_with_info("Pick at least one run.")
 chosen_rows = per_layer[per_layer["run_id"].isin(runs)]
-data = collapse_dense(chosen_rows, unique_run_labels(all_runs().to_dict("records")))  # one dense line per model
+labels = unique_run_labels(all_runs().to_dict("records"))
+data = collapse_dense(chosen_rows, labels)  # one dense line per model
+colors = run_colors([labels.get(r, r) for r in runs])  # a run's pruned line keeps its colour on every page
 
 c1, c2 = st.columns(2)
 statistic = c1.selectbox("Statistic", sorted(data["statistic"].unique()), key="attention_statistic")
@@ -63,7 +66,7 @@ ref_model = c2.selectbox("Reference (the notes' average)", ["(none)", *ref_model
 reference = None
 if ref_model != "(none)":
     reference = float(refs[(refs["model"] == ref_model) & (refs["statistic"] == statistic)]["value"].mean())
-st.plotly_chart(attention_by_layer(data, statistic, reference), key="attention_layers")
+st.plotly_chart(recolor(attention_by_layer(data, statistic, reference), colors), key="attention_layers")
 
 with_heads = data[(data["statistic"] == statistic) & data["head"].notna()]
 if not with_heads.empty:

@@ -16,7 +16,9 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.compare import config_diff
+from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.plots import metric_by_block, sparsity_overlay
 
 IDENTITY = ("kind", "model", "method", "strategy", "preset", "metric", "epsilon", "sparsity", "nm", "status", "label")
@@ -29,6 +31,8 @@ if len(chosen) < 2:
 version = catalog_version()
 all_runs = runs().set_index("run_id")
 chosen = [r for r in chosen if r in all_runs.index]
+labels = unique_run_labels(all_runs.reset_index().to_dict("records"))  # one readable label per run
+colors = run_colors([labels.get(r, r) for r in chosen])  # one colour per run in every chart of the page
 
 st.subheader("Results")
 results = all_runs.loc[
@@ -66,12 +70,12 @@ if diff.empty:
 else:
     table(diff, "compare_diff")
 
-allocations = {r: load_run_table(version, r, "allocation") for r in chosen}
+allocations = {labels.get(r, r): load_run_table(version, r, "allocation") for r in chosen}
 allocations = {r: a for r, a in allocations.items() if not a.empty}
 if allocations:
     st.subheader("Sparsity per block")
-    st.plotly_chart(sparsity_overlay(allocations), key="compare_sparsity")
-frames = [load_run_table(version, r, "spectra").assign(series=r) for r in chosen]
+    st.plotly_chart(recolor(sparsity_overlay(allocations), colors), key="compare_sparsity")
+frames = [load_run_table(version, r, "spectra").assign(series=labels.get(r, r)) for r in chosen]
 frames = [f for f in frames if not f.empty]
 if frames:
     spectra = pd.concat(frames, ignore_index=True)
@@ -86,4 +90,4 @@ if frames:
         key="compare_metric",
     )
     if metric:
-        st.plotly_chart(metric_by_block(spectra, metric), key="compare_metric_plot")
+        st.plotly_chart(recolor(metric_by_block(spectra, metric), colors), key="compare_metric_plot")

@@ -3,8 +3,6 @@ the run's allocated sparsity, and the ESD of one matrix (weight | Hessian) with 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -19,6 +17,8 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pruning.app_support.colors import recolor, run_colors
+from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 from pruning.app_support.spectra import fit_warning
 
@@ -40,7 +40,8 @@ if not chosen:
 if not chosen:
     stop_with_info("Pick at least one run.")
 
-labels = {r: f"{Path(str(m)).name} · {r}" for r, m in zip(all_runs["run_id"], all_runs["model"].fillna("?"))}
+labels = unique_run_labels(all_runs.to_dict("records"))  # the same run label as on every other page
+colors = run_colors([labels.get(r, r) for r in chosen])
 frames = []
 for run_id in chosen:
     spectra = load_run_table(version, run_id, "spectra")
@@ -64,7 +65,7 @@ metric = c2.selectbox("Metric", metrics, index=default, key="spectra_metric")
 
 n_blocks = int(of_source["block"].nunique())
 st.caption(f"{n_blocks} blocks · {len(chosen)} run(s) · {source} spectra")
-st.plotly_chart(metric_by_block(of_source, metric), key="spectra_by_block")
+st.plotly_chart(recolor(metric_by_block(of_source, metric), colors), key="spectra_by_block")
 
 st.subheader("Metric and allocated sparsity")
 focus = st.selectbox("Run", chosen, format_func=lambda r: labels.get(r, r), key="spectra_focus")

@@ -499,8 +499,18 @@ def test_compare_page_diff_and_overlays(full_store):
     at = open_page("compare", sb_runs=[full_store["six"], full_store["four"]])
     diff = frame(at, "compare_diff")
     assert {"model.name", "pruning.method"} <= set(diff.index) and "allocation.epsilon" not in diff.index
-    names = {t["name"] for t in plotly_specs(at)[0]["data"]}
-    assert names == {full_store["six"], full_store["four"]}
+    from pruning.app_support.formatting import unique_run_labels
+    from pruning.store.queries import list_runs
+
+    labels = unique_run_labels(list_runs().to_dict("records"))
+    sparsity, metric = plotly_specs(at)[:2]
+    names = {t["name"] for t in sparsity["data"]}
+    assert names == {labels[full_store["six"]], labels[full_store["four"]]}  # readable labels, not bare ids
+    # one colour per run across both charts of the page, and the two runs' colours differ
+    colour_of = [{t["name"]: t["line"]["color"] for t in fig["data"] if t.get("showlegend", True) is not False}
+                 for fig in (sparsity, metric)]
+    assert colour_of[0] == {n: c for n, c in colour_of[1].items() if n in colour_of[0]} and len(colour_of[0]) == 2
+    assert len(set(colour_of[0].values())) == 2
 
 
 def test_compare_page_needs_two_runs(notes_store):

@@ -64,3 +64,21 @@ def test_knobs_figure_one_line_per_run_with_a_perplexity_of_one_protocol():
     mixed = RUNS.copy()
     mixed.loc[0, "ppl_protocol"] = "wiki budgeted 1/44,778×8"
     assert knobs_figure(mixed) is None
+
+
+def test_run_colors_are_distinct_stable_and_follow_a_run_into_its_stage_series():
+    import plotly.graph_objects as go
+
+    from pruning.app_support.colors import RUN_PALETTE, SHARED_COLOR, recolor, run_colors, series_color
+
+    keys = [f"run {i}" for i in range(20)]
+    colors = run_colors(keys)
+    assert len(set(colors.values())) == 20  # plotly's default colourway repeats after 10
+    assert run_colors(["b", "a", "b"]) == {"b": RUN_PALETTE[0], "a": RUN_PALETTE[1]}
+    assert series_color("run 1 · pruned", colors) == colors["run 1"]
+    assert series_color("run 10 · pruned", colors) == colors["run 10"]  # the longest key wins, not "run 1"
+    assert series_color("run 1x", colors) is None
+    fig = go.Figure([go.Scatter(name="run 3 · pruned"), go.Scatter(name="m · dense"), go.Scatter(name="other")])
+    recolor(fig, colors)
+    assert fig.data[0].line.color == colors["run 3"] and fig.data[1].line.color == SHARED_COLOR
+    assert fig.data[1].line.dash == "dash" and fig.data[2].line.color is None
