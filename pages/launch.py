@@ -19,10 +19,11 @@ from pruning.app_support.launch import (
     sweep_spec,
     validate_form,
 )
+from pruning.app_support.plain import plain
 from pruning.config import METHODS
 from pruning.errors import ConfigError, PruningLabError
 from pruning.presets import preset_names
-from pruning.sweep import plan_sweep
+from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
 
 log = logging.getLogger(__name__)
 WIDGETS = {
@@ -63,7 +64,7 @@ def submit(configs: list, backend: str) -> None:
             ensure_local_worker()
     except PruningLabError as exc:
         st.session_state.pop("launch_token", None)
-        st.error(f"backend: {exc}")
+        st.error(f"backend: {plain(exc)}")
         return
     new = [a.job.job_id for a in answers if a.job is not None and not a.deduped]
     st.session_state["launch_result"] = (
@@ -93,13 +94,14 @@ with st.form("launch_form"):
             with col:
                 WIDGETS[kind](label, key=key(field), **options)
                 if field in errors:
-                    st.error(errors.pop(field))
+                    st.error(plain(errors.pop(field)))  # messages quote what was typed
     for field, message in errors.items():  # a field without its own widget
-        st.error(message)
+        st.error(plain(message))
     st.form_submit_button("Launch run", type="primary", key="launch.submit")
 st.caption(
-    "Model: an offline alias (smollm2-135m, gemma3-270m), a hub id, or a local path under "
-    f"the allowed roots: {', '.join(str(r) for r in allowed_model_roots())}."
+    "Model: an offline alias (smollm2-135m, gemma3-270m), a hub id, or a local path; texts: a corpus name or "
+    "text:PATH. Paths (relative ones from the repository root) must lie under the allowed roots: "
+    f"{plain(', '.join(str(r) for r in allowed_model_roots()))}."
 )
 if pressed and config is not None:
     submit([config], backend)
@@ -125,12 +127,18 @@ try:
         c4.text_input("Sparsities", key="sweep.sparsity", placeholder="0.5, 0.7"), "pruning.sparsity"
     )
 except ConfigError as exc:
-    stop_with_info(f"Sweep not ready: {exc}")
+    stop_with_info(f"Sweep not ready: {plain(exc)}")
 if not any(axes.values()):
     stop_with_info("Add values to at least one list to build a sweep.")
+n_combinations = grid_size(axes)  # from the list lengths, before anything is expanded
+if n_combinations > MAX_SWEEP_RUNS:
+    st.error(f"This grid has {n_combinations:,} combinations, more than the cap of {MAX_SWEEP_RUNS:,} per sweep: "
+             "shorten the lists or split the sweep.")
+    st.stop()
+st.caption(f"{n_combinations} combination(s) of the lists (at most {MAX_SWEEP_RUNS} per sweep)")
 base, base_errors = validate_form(form_values())
 if base is None:
-    stop_with_info("Fix the form above first: " + "; ".join(base_errors.values()))
+    stop_with_info("Fix the form above first: " + plain("; ".join(base_errors.values())))
 plan = plan_sweep(sweep_spec(base, axes))
 st.metric(
     "Jobs this grid makes", len(plan.to_run), help=f"{grid_size(axes)} combinations -> {len(plan.configs)} unique runs"
@@ -140,7 +148,7 @@ st.caption(
     f"{len(plan.done)} already done, {len(plan.active)} queued/running"
 )
 for bad in plan.invalid:
-    st.error(bad.error)
+    st.error(plain(bad.error))
 if st.button(f"Submit {len(plan.to_run)} job(s)", disabled=bool(plan.invalid) or not plan.to_run, key="sweep.submit"):
     submit(plan.to_run, backend)
     st.rerun()
