@@ -19,6 +19,7 @@ from pages._common import (
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import unique_run_labels
+from pruning.app_support.plain import plain
 from pruning.app_support.plots import metric_by_block, sparsity_overlay
 
 IDENTITY = ("kind", "model", "method", "strategy", "preset", "metric", "epsilon", "sparsity", "nm", "status", "label")
@@ -46,7 +47,7 @@ results = all_runs.loc[
 ]
 if "ppl_protocol" in results and results["ppl_protocol"].dropna().nunique() > 1:
     st.warning("These runs' perplexities were measured with different protocols ("
-               + "; ".join(sorted(results["ppl_protocol"].dropna().unique()))
+               + plain("; ".join(sorted(results["ppl_protocol"].dropna().unique())))
                + "): they are shown side by side, not comparable.")
 table(
     results,

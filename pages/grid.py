@@ -27,6 +27,7 @@ from pruning.app_support.grid import (
     multi_value_cells,
     protocol_options,
 )
+from pruning.app_support.plain import plain
 from pruning.app_support.plots import epsilon_curve, grid_heatmap
 from pruning.app_support.urlstate import cell_field, flag_field, number_field, text_field
 
@@ -59,7 +60,7 @@ model = c1.selectbox("Model", models, key="grid_model")
 of_model = cells[cells["model"] == model]
 sparsities = sorted(of_model["sparsity"].dropna().unique(), reverse=True)
 if not sparsities:
-    stop_with_info(f"No perplexity with a recorded sparsity for {model}.")
+    stop_with_info(f"No perplexity with a recorded sparsity for {plain(model)}.")
 from_url("grid_sparsity", sparsities)
 sparsity = c2.selectbox("Sparsity", sparsities, format_func=format_sparsity, key="grid_sparsity")
 # the notes' dataset (WikiText-2) or its offline stand-in first, then the other domains
@@ -101,7 +102,7 @@ dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="
 grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, epsilon=epsilon,
                   protocol=protocol, dense=dense)
 if grid.empty:
-    stop_with_info(f"No {source} perplexities for {model} at {format_sparsity(sparsity)}.")
+    stop_with_info(f"No {source} perplexities for {plain(model)} at {format_sparsity(sparsity)}.")
 
 assumed = of_model["sparsity_assumed"].fillna(False).astype(bool).any()
 budgeted = bool(in_scope.loc[in_scope["protocol"] == protocol, "budgeted"].any()) if protocol else False
@@ -109,12 +110,13 @@ if budgeted:
     st.warning("Budgeted protocol (a smoke run's window budget): these perplexities cover only part of the "
                "text and are not comparable with the full-protocol grid.")
 st.caption(
-    f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
+    f"{plain(dataset or '')} perplexity at {format_sparsity(sparsity)} sparsity"
     + (f" · protocol {protocol_text.get(protocol, protocol)}" if protocol else "")
     + (" (assumed: the notes do not state it)" if assumed else "")
     + (f" · ε = {epsilon:g}" if epsilon is not None else "")
     + (f" · dense model {format_ppl(dense)}" if dense is not None else "")
-    + (f" · cell = best value, (Δ % to {grid.baseline}), ×count" if grid.baseline else " · cell = best value, ×count")
+    + (f" · cell = best value, (Δ % to {plain(grid.baseline)}), ×count" if grid.baseline
+       else " · cell = best value, ×count")
     + f" · {OWN_RUN_MARK} = the team's own run · dark grey = nan (diverged), light grey = no result"
     + (" · sand = no baseline in its row" if grid.baseline else "")
     + " · click a cell to open it"

@@ -11,6 +11,7 @@ import streamlit as st
 from pages._common import clear_caches, enter_page, runs
 from pruning.app_support.eta import eta_seconds, format_duration, history_totals
 from pruning.app_support.formatting import format_ppl
+from pruning.app_support.plain import plain
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 4000
@@ -47,7 +48,7 @@ def job_list(states: list[str]) -> None:
         st.session_state["jobs_seen"] = max(j.finished_at or 0 for j in jobs)
         clear_caches()  # new results: the other pages re-read the store
     if msg := st.session_state.pop("jobs_message", None):
-        st.warning(msg)
+        st.warning(plain(msg))
     counts = {s: sum(j.state == s for j in jobs) for s in STATE_ICONS}
     st.caption(
         " · ".join(f"{STATE_ICONS[s]} {s} {n}" for s, n in counts.items())
@@ -69,7 +70,7 @@ def job_list(states: list[str]) -> None:
             c1, c2, c3 = st.columns([4, 4, 1])
             c1.markdown(
                 f"{STATE_ICONS.get(job.state, '')} **{job.state}** · `{job.job_id}` · {job.backend}  \n"
-                f"run `{job.run_id}` · {job.label or job.config.get('model', {}).get('name', '')}"
+                f"run `{job.run_id}` · {plain(job.label or job.config.get('model', {}).get('name', ''))}"
             )
             try:
                 progress = job_progress(job.job_id) if not job.done else job.progress
@@ -78,7 +79,8 @@ def job_list(states: list[str]) -> None:
                 progress, log_tail = job.progress, f"(not available: {exc})"
             fraction = 1.0 if job.state == "succeeded" else progress.fraction
             c2.progress(
-                min(max(fraction, 0.0), 1.0), text=f"{progress.stage or job.state}: {progress.message or ''}"[:120]
+                min(max(fraction, 0.0), 1.0),
+                text=plain(f"{progress.stage or job.state}: {progress.message or ''}"[:120]),
             )
             now = dt.datetime.now().timestamp()
             elapsed = ((job.finished_at or now) - job.started_at) if job.started_at else None
@@ -95,13 +97,14 @@ def job_list(states: list[str]) -> None:
                 dataset, _, protocol = str(row["ppl_protocol"] or "").partition(" ")
                 ppl = f"{dataset} perplexity {format_ppl(row['ppl'])} ({protocol})" if row["ppl"] == row["ppl"] else ""
                 zs = f"zero-shot {row['zeroshot_mean']:.3f}" if row["zeroshot_mean"] == row["zeroshot_mean"] else ""
-                c1.caption("result: " + " · ".join(p for p in (ppl, zs) if p) + " · find it on the Runs page by its id")
+                result = plain("result: " + " · ".join(p for p in (ppl, zs) if p))
+                c1.caption(result + " · find it on the Runs page by its id")
             if not job.done:
                 c3.button("Cancel", key=f"cancel-{job.job_id}", on_click=_act, args=(cancel_job, job.job_id))
             elif job.state in ("failed", "cancelled"):
                 c3.button("Retry", key=f"retry-{job.job_id}", on_click=_act, args=(retry_job, job.job_id))
             if job.reason:
-                st.error(job.reason[:1000])
+                st.error(plain(job.reason[:1000]))
             with st.expander("log tail"):
                 st.code(log_tail or "(no output yet)", language=None)
 

@@ -8,6 +8,7 @@ import streamlit as st
 from pages._common import catalog_version, enter_page, load_eigenvalues, run_label, runs, selected_model, selected_runs
 from pages._common import stop_with_info, table
 from pruning.app_support.formatting import format_ppl
+from pruning.app_support.plain import plain
 from pruning.app_support.report import DEFAULT_TITLE, VIEW_TITLES, VIEWS, build_report, report_filename
 from pruning.errors import PruningLabError
 
@@ -41,7 +42,7 @@ if st.button("Build report", type="primary", key="report_build"):
         try:
             document = build_report(chosen, views, title=title or DEFAULT_TITLE, eigenvalues=load_eigenvalues)
         except PruningLabError as exc:  # e.g. a run removed from the store since the page was drawn
-            st.error(str(exc))
+            st.error(plain(exc))
             st.stop()
         st.session_state["report_html"] = (inputs, document)
 built = st.session_state.get("report_html")

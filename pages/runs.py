@@ -17,6 +17,7 @@ from pages._common import (
 from pages._common import table as table_widget
 from pages._url import PageAddress
 from pruning.app_support.formatting import format_sparsity
+from pruning.app_support.plain import plain
 from pruning.app_support.runs_view import GROUP_BY, RunFilters, filter_runs, group_runs, knobs_figure, preset_text
 from pruning.app_support.urlstate import list_field, text_field
 
@@ -52,7 +53,7 @@ NO_GROUP = "(none)"
 enter_page()
 st.title("Runs and reference results")
 if flash := st.session_state.pop("runs_flash", None):
-    st.success(flash)
+    st.success(plain(flash))
 table = runs()
 if table.empty:
     stop_with_info("The results store is empty: import the notes (`python -m pruning import-notes`) or launch a run.")
@@ -111,7 +112,7 @@ view = view[[c for c in COLUMNS if c in view.columns]].reset_index(drop=True)
 
 st.caption(
     f"{len(view)} of {len(table)} rows"
-    + (f" · model {model}" if model else "")
+    + (f" · model {plain(model)}" if model else "")
     + (f" · {n_budgeted} budgeted (smoke) run(s): their perplexity covers part of the text only" if n_budgeted else "")
     + " · click rows to select them; sort by clicking a header"
 )
@@ -119,7 +120,7 @@ if group != NO_GROUP:
     try:
         groups = group_runs(filtered, group)
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
     else:
         table_widget(groups, "runs_groups", hide_index=True, column_config={
             "best ppl": st.column_config.NumberColumn(format="%.2f"),
@@ -189,7 +190,7 @@ if saved:
         if tags.strip():
             set_tags(focus, tags.split(","), remove=remove)
     except StoreError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
     else:
         clear_caches()
         st.session_state["runs_flash"] = f"Saved the annotation of {focus}."

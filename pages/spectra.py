@@ -19,6 +19,7 @@ from pages._common import (
 )
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.formatting import unique_run_labels
+from pruning.app_support.plain import plain
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 from pruning.app_support.spectra import fit_warning
 
@@ -53,7 +54,7 @@ spectra = pd.concat(frames, ignore_index=True)
 
 c1, c2 = st.columns(2)
 sources = sorted(spectra["source"].dropna().unique()) if "source" in spectra else ["weight"]
-source = c1.radio("Spectrum of", sources, horizontal=True, key="spectra_source")
+source = c1.radio("Spectrum of", sources, horizontal=True, key="spectra_source", format_func=plain)  # Markdown options
 of_source = spectra[spectra["source"] == source] if "source" in spectra else spectra
 metrics = [
     c
@@ -64,7 +65,7 @@ default = metrics.index("alpha_peak") if "alpha_peak" in metrics else 0
 metric = c2.selectbox("Metric", metrics, index=default, key="spectra_metric")
 
 n_blocks = int(of_source["block"].nunique())
-st.caption(f"{n_blocks} blocks · {len(chosen)} run(s) · {source} spectra")
+st.caption(f"{n_blocks} blocks · {len(chosen)} run(s) · {plain(source)} spectra")
 st.plotly_chart(recolor(metric_by_block(of_source, metric), colors), key="spectra_by_block")
 
 st.subheader("Metric and allocated sparsity")

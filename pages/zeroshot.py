@@ -15,6 +15,7 @@ from pages._common import (
     table,
 )
 from pruning.app_support.formatting import unique_run_labels
+from pruning.app_support.plain import plain
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 
 enter_page()
@@ -48,7 +49,7 @@ protocol = st.selectbox(
 by_task, meta = zeroshot_table(scores, metric=metric, stage=stage, protocol=protocol)
 if protocol and "budgeted" in protocol:
     st.warning("Budgeted protocol (an example limit): these accuracies cover part of each task only.")
-st.caption(f"protocol: {protocol} · value ± stderr per task; MEAN = unweighted mean over tasks "
+st.caption(f"protocol: {plain(protocol)} · value ± stderr per task; MEAN = unweighted mean over tasks "
            "(the notes' 'MEAN'; lm-eval's own aggregate rows are not counted as tasks)")
 labels = unique_run_labels(runs().to_dict("records"))  # one readable label per run (columns were bare ids)
 table(by_task.rename(columns=labels), "zeroshot_table")

@@ -5,6 +5,7 @@ for app and worker, user text shown as plain text, and the sweep size cap."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -231,3 +232,100 @@ def test_relative_paths_resolve_the_same_in_app_and_worker(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match="outside the allowed model roots"):
         check_model_reference(rel, [elsewhere])
     assert resolve_model(rel).location == str(model_dir.resolve())
+
+
+# ---- user text shown as plain text ---------------------------------------------------------------------------
+HOSTILE = [
+    "![x](http://evil/x.png)",
+    "<img src=x onerror=alert(1)>",
+    "**bold** _it_ ~~gone~~ `code`",
+    "[link](javascript:alert(1))",
+    "<https://evil.example/a>",
+    "# heading",
+    "1. first",
+    "- item",
+    "> quoted",
+    "| a | b |\n|---|---|\n| 1 | 2 |",
+    "$x^2$ :red[alarm] :material/warning:",
+    "a\\*b\\* &amp; &lt;",
+    "visit www.evil.example or mail me@evil.example or http://evil.example/x",
+    "line one\n\n    indented code\n## two",
+    "[ref]: http://evil/x.png\n![ref]",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_plain_renders_as_its_own_characters(text):
+    import html
+
+    from markdown_it import MarkdownIt
+
+    from pruning.app_support.plain import plain
+
+    out = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(plain(text)).strip()
+    assert out.startswith("<p>") and out.endswith("</p>") and out.count("<p>") == 1, out  # one paragraph
+    body = out[3:-4]
+    assert "<" not in body  # no tag at all: no <img>, <a>, <strong>, <code>, <h1>, <li>, <table>
+    assert html.unescape(body) == " ".join(text.split()) or html.unescape(body) == _folded(text)
+    escaped = plain(text)
+    assert "![" not in escaped and "](" not in escaped and "<img" not in escaped
+    # no GFM autolink literal (http://, www., user@host) is left unescaped
+    assert not re.search(r"(?<!\\)://|www\.|(?<!\\)@", escaped, re.IGNORECASE), escaped
+
+
+def _folded(text: str) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+
+
+def test_plain_keeps_ordinary_text_readable():
+    from pruning.app_support.plain import plain
+
+    assert plain("pruning.sparsity: 1.2 is invalid").startswith("pruning.sparsity")
+    assert plain("smollm2-135m · wanda · 70% · ε 0.2") == "smollm2-135m · wanda · 70% · ε 0.2"
+    assert plain(None) == "" and plain(3.5) == "3.5"
+
+
+MARKDOWN_IMAGE = re.compile(r"(?<!\\)!(?<!\\)\[[^\]]*(?<!\\)\]\(|<img", re.IGNORECASE)  # ![…]( unescaped
+
+
+def _markdown_values(at: AppTest) -> list[str]:
+    """Every string a run sent to a Markdown-rendering element (and widget labels)."""
+    values = _texts(at)
+    for kind in ("expander", "tabs", "status"):
+        values += [str(getattr(e, "label", "")) for e in getattr(at, kind, [])]
+    for kind in ("radio", "selectbox", "multiselect", "text_input", "button", "checkbox", "number_input"):
+        values += [str(w.label) for w in getattr(at, kind)]
+    values += [str(w.label) + " ".join(map(str, w.options)) for w in at.radio]
+    values += [str(p.proto.text) for p in at.get("progress")]
+    return values
+
+
+def test_hostile_label_and_model_render_as_text(notes_store):
+    """A run whose model name and label carry a Markdown image and raw HTML, and a queued job with
+    that label: no page sends an unescaped image or <img to a Markdown element."""
+    from test_app_pages import publish_synthetic_run
+
+    from pruning.config import RunConfig
+    from pruning.jobs import get_backend
+
+    evil = "![x](http://evil/x.png) <img src=http://evil/y.png> **bold**"
+    run_id = publish_synthetic_run(label=evil)
+    config = RunConfig.from_dict({"model": {"name": "smollm2-135m"}, "label": evil})
+    get_backend("local").submit(config)  # the Jobs page shows the job's label
+    pages = {"runs": {"runs_table": {"selection": {"rows": [0], "columns": [], "cells": []}}},
+             "jobs": {}, "compare": {}, "grid": {}}
+    for page, state in pages.items():
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["sb_runs"] = [run_id]
+        for key, value in state.items():
+            at.session_state[key] = value
+        at.run()
+        if page != "runs":
+            at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        values = _markdown_values(at)
+        shown = [v for v in values if "evil" in v]
+        if page == "jobs":
+            assert shown, f"the job's label is not on the {page} page"
+        bad = [v for v in values if MARKDOWN_IMAGE.search(v)]
+        assert not bad, (page, bad)
