@@ -329,3 +329,51 @@ def test_hostile_label_and_model_render_as_text(notes_store):
             assert shown, f"the job's label is not on the {page} page"
         bad = [v for v in values if MARKDOWN_IMAGE.search(v)]
         assert not bad, (page, bad)
+
+
+# ---- sweep size cap ------------------------------------------------------------------------------------------
+def test_sweep_size_is_counted_without_expanding():
+    from pruning.sweep import sweep_size
+
+    spec = {"methods": ["magnitude", "wanda"], "epsilons": [0.1, 0.2, 0.3],
+            "variants": [{"allocation.strategy": "uniform"}, {"allocation.strategy": "linear"}],
+            "include": [{"pruning.sparsity": 0.5}]}
+    assert sweep_size(spec) == 2 * 3 * 2 + 1
+    assert sweep_size({"epsilons": [i / 1000 for i in range(300)], "sparsities": [i / 1000 for i in range(300)]}) == 90_000
+
+
+def test_sweep_over_the_cap_is_refused_at_once():
+    import time
+
+    from pruning.errors import ConfigError
+    from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
+
+    huge = {"epsilons": [i / 1000 for i in range(300)], "sparsities": [i / 1000 for i in range(300)]}
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"90,000 combinations .* cap of {MAX_SWEEP_RUNS}"):
+        plan_sweep(huge, check_done=False)
+    assert time.perf_counter() - start < 1.0  # refused before expanding (planning 90,000 takes minutes)
+    at_cap = {"epsilons": [round(0.01 * i, 2) for i in range(1, 33)], "sparsities": [0.1 * i for i in range(1, 9)],
+              "methods": ["magnitude", "wanda"]}
+    assert 32 * 8 * 2 == MAX_SWEEP_RUNS
+    assert plan_sweep(at_cap, check_done=False).n_combinations == MAX_SWEEP_RUNS  # the cap itself is allowed
+
+
+def test_launch_form_shows_the_count_and_refuses_over_the_cap(notes_store, monkeypatch):
+    monkeypatch.setattr("pruning.jobs.ensure_local_worker", lambda *a, **k: None)
+    called = []
+    monkeypatch.setattr("pruning.sweep.plan_sweep", lambda *a, **k: called.append(1))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/launch.py").run()
+    at.multiselect(key="sweep.methods").set_value(["magnitude", "wanda", "sparsegpt"])
+    at.text_input(key="sweep.eps").set_value(", ".join(f"{0.001 * i:.3f}" for i in range(1, 101)))
+    at.text_input(key="sweep.sparsity").set_value("0.5, 0.6")
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("600 combinations" in e and "cap of 512" in e for e in errors), errors
+    assert not called  # never planned
+    assert not [b for b in at.button if b.key == "sweep.submit"]  # nothing to submit
+    at.text_input(key="sweep.eps").set_value("0.1, 0.2").run()  # 3 x 2 x 2 = 12: counted, then planned
+    assert any("12 combination(s)" in c.value for c in at.caption) and called
