@@ -420,3 +420,77 @@ def test_ensure_local_worker_starts_one_worker_only(data_dir, queue, fake_run) -
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not pid_alive(pid), 15, "the spawned worker to stop")
     assert queue.live_workers() == []
+
+
+# ---- dead local workers, read-only listing (issue 19) -------------------------------------------
+
+def test_a_killed_local_worker_is_dead_at_once_not_after_the_heartbeat_timeout(data_dir, queue, workers,
+                                                                                fake_run) -> None:
+    job = LocalBackend(queue, entrypoint=fake_run).submit(cfg("sleep:60", sparsity=0.15)).job
+    worker = workers.start("--heartbeat-timeout", "60")                 # a lost heartbeat would take 60 s
+    wait_for(lambda: (data_dir / f"pid-{job.job_id}").is_file(), 30, "the job to start")
+    assert [w["pid"] for w in queue.live_workers()] == [worker.pid]
+    worker.send_signal(signal.SIGKILL)
+    wait_for(lambda: Path(f"/proc/{worker.pid}/stat").read_text().split(")")[-1].split()[0] == "Z", 5,
+             "the worker to be a zombie")
+    assert queue.live_workers() == []                                   # a zombie counts as dead
+    listed = list_jobs(refresh=False)[0]                                # read-only: shown failed, not recorded
+    assert listed.state == "failed" and "no longer running" in listed.reason
+    assert queue.get(job.job_id).state == "running"
+    worker.wait()
+    assert queue.live_workers() == []
+    failed = job_status(job.job_id)                                     # a writer records it at once
+    assert failed.state == "failed" and f"pid {worker.pid}" in failed.reason and "no longer running" in failed.reason
+
+
+def test_ensure_local_worker_replaces_a_dead_worker_at_once(data_dir, queue) -> None:
+    from pruning.jobs import ensure_local_worker
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    queue.register_worker("dead-worker", dead.pid, None, heartbeat_timeout=600)  # fresh heartbeat, gone pid
+    queue.register_worker("alive-elsewhere", 1, None, heartbeat_timeout=600)
+    with queue._transaction() as con:                                   # a worker on another host: heartbeat rules
+        con.execute("UPDATE workers SET host = 'other-host', pid = ? WHERE worker_id = 'alive-elsewhere'",
+                    (dead.pid,))
+    assert [w["worker_id"] for w in queue.live_workers()] == ["alive-elsewhere"]
+    with queue._transaction() as con:
+        con.execute("DELETE FROM workers WHERE worker_id = 'alive-elsewhere'")
+    pid = ensure_local_worker(poll_s=0.2, heartbeat_timeout_s=3)
+    try:
+        assert pid is not None                                          # not blocked by the dead one
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(pid), 15, "the spawned worker to stop")
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_listing_jobs_never_writes_the_queue(data_dir, capsys) -> None:
+    from pruning.cli import main
+
+    assert main(["jobs"]) == 0                                          # no queue yet: nothing, and none made
+    assert "no jobs" in capsys.readouterr().out
+    assert not (data_dir / "jobs").exists()
+    assert main(["jobs", "--json"]) == 0 and capsys.readouterr().out.strip() == "[]"
+
+    queue = JobQueue()
+    queue.enqueue("j-stale", cfg(sparsity=0.25))
+    queue.claim("ghost", gpu=None, heartbeat_timeout=0.01)
+    time.sleep(0.05)
+    before = _tree_digest(data_dir)
+    assert main(["jobs"]) == 0
+    out = capsys.readouterr().out
+    assert "j-stale" in out and "failed" in out and "worker lost" in out
+    assert main(["jobs", "--status", "running"]) == 0                   # shown as failed, so not running
+    assert "no jobs" in capsys.readouterr().out
+    assert _tree_digest(data_dir) == before                             # no byte and no side file written
+    assert queue.get("j-stale").state == "running"
+    assert main(["jobs", "--refresh"]) == 0                             # the writer's listing records it
+    capsys.readouterr()
+    assert queue.get("j-stale").state == "failed"

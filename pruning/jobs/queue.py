@@ -422,17 +422,16 @@ def _lost_reason(job: sqlite3.Row, workers: dict[str, sqlite3.Row], now: float) 
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection. In WAL mode SQLite still wants the ``-shm`` file; when the directory
-    is read-only and that file is absent, fall back to ``immutable=1`` (no locking: a snapshot)."""
+    """A connection that writes nothing, not even SQLite's ``-wal``/``-shm`` side files.
+
+    While a writer is connected (a ``-wal`` file exists) the queue is opened ``mode=ro``, which
+    shares the writer's existing side files and sees its committed rows. Otherwise (no ``-wal``:
+    every change is in the main file) it is read as ``immutable=1``, which creates no side file and
+    also works on a read-only directory."""
     uri = "file:" + quote(path.resolve().as_posix())
-    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
-    try:
-        con.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
-        return con
-    except sqlite3.OperationalError as exc:
-        con.close()
-        log.debug("read-only open of %s failed (%s); reading it as immutable", path, exc)
-    con = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30.0, isolation_level=None)
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    con = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30.0, isolation_level=None)
     try:
         con.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
