@@ -20,6 +20,7 @@ import streamlit as st
 
 from pruning.app_support.access import configured_password, password_matches, session_is_open, session_token
 from pruning.app_support.formatting import format_ppl
+from pruning.app_support.plain import plain
 
 log = logging.getLogger(__name__)
 
@@ -212,13 +213,13 @@ def enter_page() -> None:
     that mode and rerun, so app.py (and the same page) run in the frame."""
     if _IN_FRAME.get():
         return
-    if not logged_in():  # a page run alone (legacy mode, AppTest) is behind the password too
-        login_form()
     from streamlit import config
 
     if config.get_option("global.appTest"):
         # AppTest resets that mode before every run, so a page runs alone there each time; a rerun
-        # would drop the button click being tested. Draw the shared sidebar in place instead.
+        # would drop the button click being tested. Gate it and draw the shared sidebar in place.
+        if not logged_in():
+            login_form()  # ends the run
         quarantine_banner()
         render_sidebar()
         return
@@ -226,7 +227,7 @@ def enter_page() -> None:
 
     log.info("page started outside app.py (Streamlit's legacy pages/ mode); rerunning inside the frame")
     PagesManager.uses_pages_directory = False
-    st.rerun()
+    st.rerun()  # raises: nothing of the page runs; app.py's password gate comes first in the frame
 
 
 # ---- shared sidebar --------------------------------------------------------------------------------
@@ -303,13 +304,14 @@ def show_run(run_id: str) -> None:
     """Compact detail of one run or reference set: key facts, provenance, config and tables."""
     detail = load_run_detail(catalog_version(), run_id)
     if not detail:
-        st.warning(f"run {run_id!r} is not in the store")
+        st.warning(f"run {plain(repr(run_id))} is not in the store")
         return
     st.markdown(
-        f"**{run_label(detail)}**  \n`{run_id}` · {detail.get('kind', '?')} · status **{detail.get('status', '?')}**"
+        f"**{plain(run_label(detail))}**  \n`{run_id}` · {plain(detail.get('kind', '?'))} · "
+        f"status **{plain(detail.get('status', '?'))}**"
     )
     if detail.get("error"):
-        st.error(str(detail["error"])[:2000])
+        st.error(plain(str(detail["error"])[:2000]))
     if detail.get("tags") or detail.get("notes"):  # the team's annotations, as plain text (never Markdown)
         with st.container(key="run_annotations", border=True):
             if detail.get("tags"):
@@ -324,8 +326,8 @@ def show_run(run_id: str) -> None:
               column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in attempts if c.startswith("ppl_")})
     if detail.get("kind") == "reference":
         st.caption(
-            f"source {detail.get('source_file') or '?'} line {detail.get('source_line') or '?'}: "
-            f"{detail.get('note') or ''}"
+            plain(f"source {detail.get('source_file') or '?'} line {detail.get('source_line') or '?'}: "
+                  f"{detail.get('note') or ''}")
         )
     tables = {t: n for t, n in (detail.get("tables") or {}).items() if n}
     if tables:
