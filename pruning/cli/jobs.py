@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any
 
@@ -75,12 +76,16 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["pruning.sparsity=0.7", ...]`` -> ``{"pruning.sparsity": 0.7}`` (values parsed as YAML)."""
+    """``["pruning.sparsity=0.7", ...]`` -> ``{"pruning.sparsity": 0.7}`` (values parsed as YAML,
+    except that ``N:M`` stays text: YAML 1.1 would read ``2:4`` as the base-60 number 124)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set: {item!r} must look like KEY=VALUE, e.g. pruning.sparsity=0.7")
+        if re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", raw):
+            out[key.strip()] = raw.strip()
+            continue
         out[key.strip()] = parse_yaml_text(raw, f"--set {key.strip()}: value {raw!r}") if raw.strip() else None
     return out
 
@@ -90,10 +95,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pruning.jobs import get_backend
     from pruning.jobs.queue import JobQueue
 
+    from pruning.validation import check_names
+
     config = RunConfig.from_yaml(args.config)
     overrides = parse_overrides(args.overrides)
     if overrides:
         config = config.with_overrides(overrides)
+    check_names(config)  # before the queue is opened: a bad name touches nothing
     result = get_backend(args.backend, **backend_options(args)).submit(config, force=args.force)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "existing": result.existing,

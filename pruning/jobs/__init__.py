@@ -45,8 +45,13 @@ def get_backend(name: str = "local", *, queue: JobQueue | None = None, **options
 
 
 def backend_of(job_id: str, queue: JobQueue | None = None) -> JobBackend:
-    """The backend that owns ``job_id`` (a Ray job uses the address it was submitted to)."""
-    queue = queue or JobQueue()
+    """The backend that owns ``job_id`` (a Ray job uses the address it was submitted to). Where
+    no queue exists yet, JobNotFoundError is raised without creating one."""
+    if queue is None:
+        existing = JobQueue.open_read_only()
+        if existing is None:
+            raise JobNotFoundError(f"no job {job_id!r}: no job has been submitted here yet")
+        queue = JobQueue(existing.path)
     job = queue.get(job_id)
     if job.backend == "ray":
         return get_backend("ray", queue=queue, address=job.address)
