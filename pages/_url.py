@@ -24,7 +24,10 @@ class PageAddress:
         self._by_key = {f.key: f for f in self.fields}
         self._memo = f"_url_{name}"
         self.params = st.query_params.to_dict()
-        self.from_outside = from_outside(self.params, st.session_state.get(self._memo), self.fields)
+        memo = st.session_state.get(self._memo)
+        self.from_outside = from_outside(self.params, None if memo is None else
+                                         {k: v for k, v in memo.items() if v is not None}, self.fields)
+        self._values: dict[str, Any] = {}
 
     def restore(self, key: str, options: Iterable[Any] | None = None) -> None:
         """Before the widget ``key`` is drawn: take the address's value when the address changed
@@ -53,13 +56,16 @@ class PageAddress:
 
     def write(self, values: Mapping[str, Any]) -> None:
         """Put the widgets' values (``{widget key: value}``) into the address when they differ
-        from it; other parameters stay."""
-        written = encode_all(self.fields, values)
-        mine = {f.param for f in self.fields}
-        current = {k: v for k, v in self.params.items() if k in mine}
-        if written != current:
-            for param in mine - set(written):
+        from it. A page may call this after each widget (it can stop early): the values of all
+        calls of this run are written together; parameters of other fields stay."""
+        self._values.update(values)
+        written = encode_all(self.fields, self._values)
+        managed = {f.param for f in self.fields if f.key in self._values}
+        current = {k: v for k, v in st.query_params.to_dict().items() if k in managed}
+        if {k: v for k, v in written.items() if k in managed} != current:
+            for param in managed - set(written):
                 if param in st.query_params:
                     del st.query_params[param]
             st.query_params.update(written)
-        st.session_state[self._memo] = written
+        st.session_state[self._memo] = {**st.session_state.get(self._memo, {}), **written,
+                                        **{p: None for p in managed - set(written)}}

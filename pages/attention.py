@@ -15,11 +15,17 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pages._url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
+from pruning.app_support.urlstate import list_field, text_field
 from pruning.app_support.plots import attention_by_layer, attention_heads
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.tables import collapse_dense
 
+address = PageAddress("attention", [  # ?stat=…&ref=…&heads=… (runs picked here: &pick=ID,ID)
+    list_field("pick", "attention_runs"), text_field("stat", "attention_statistic"), text_field("ref", "attention_ref"),
+    text_field("heads", "attention_heads_of"),
+])
 enter_page()
 st.title("Attention statistics")
 stats = load_attention(catalog_version())
@@ -51,7 +57,10 @@ if not runs:
         stop_with_info(
             "No run with per-layer attention statistics (pick another model or launch a run with attention)."
         )
-    runs = st.multiselect("Runs (or pick them in the sidebar)", options, default=options[:1], key="attention_runs")
+    address.restore("attention_runs", options)
+    st.session_state.setdefault("attention_runs", options[:1])
+    runs = st.multiselect("Runs (or pick them in the sidebar)", options, key="attention_runs")
+    address.write({"attention_runs": runs})
 if not runs:
     stop_with_info("Pick at least one run.")
 chosen_rows = per_layer[per_layer["run_id"].isin(runs)]
@@ -60,9 +69,15 @@ data = collapse_dense(chosen_rows, labels)  # one dense line per model
 colors = run_colors([labels.get(r, r) for r in runs])  # a run's pruned line keeps its colour on every page
 
 c1, c2 = st.columns(2)
-statistic = c1.selectbox("Statistic", sorted(data["statistic"].unique()), key="attention_statistic")
+statistics = sorted(data["statistic"].unique())
+address.restore("attention_statistic", statistics)
+statistic = c1.selectbox("Statistic", statistics, key="attention_statistic")
 ref_models = sorted(refs.loc[refs["statistic"] == statistic, "model"].dropna().unique())
+address.restore("attention_ref", ["(none)", *ref_models])
+if st.session_state.get("attention_ref") not in ["(none)", *ref_models]:
+    st.session_state.pop("attention_ref", None)
 ref_model = c2.selectbox("Reference (the notes' average)", ["(none)", *ref_models], key="attention_ref")
+address.write({"attention_statistic": statistic, "attention_ref": None if ref_model == "(none)" else ref_model})
 reference = None
 if ref_model != "(none)":
     reference = float(refs[(refs["model"] == ref_model) & (refs["statistic"] == statistic)]["value"].mean())
@@ -70,7 +85,12 @@ st.plotly_chart(recolor(attention_by_layer(data, statistic, reference), colors),
 
 with_heads = data[(data["statistic"] == statistic) & data["head"].notna()]
 if not with_heads.empty:
-    series = st.selectbox("Per head of", sorted(with_heads["series"].unique()), key="attention_heads_of")
+    head_series = sorted(with_heads["series"].unique())
+    address.restore("attention_heads_of", head_series)
+    if st.session_state.get("attention_heads_of") not in head_series:
+        st.session_state.pop("attention_heads_of", None)
+    series = st.selectbox("Per head of", head_series, key="attention_heads_of")
+    address.write({"attention_heads_of": series})
     st.plotly_chart(
         attention_heads(with_heads[with_heads["series"] == series], statistic, title=f"{statistic} · {series}"),
         key="attention_heads",

@@ -16,9 +16,11 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pages._url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import unique_run_labels
+from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain
 from pruning.app_support.plots import metric_by_block, sparsity_overlay
 
@@ -81,14 +83,11 @@ frames = [f for f in frames if not f.empty]
 if frames:
     spectra = pd.concat(frames, ignore_index=True)
     spectra = spectra[spectra["source"] == "weight"] if "source" in spectra else spectra
-    metric = st.selectbox(
-        "Metric overlay",
-        [
-            m
-            for m in ("alpha_peak", "alpha", "stable_rank", "entropy_norm", "log_spectral_norm")
-            if m in spectra.columns
-        ],
-        key="compare_metric",
-    )
+    overlays = [m for m in ("alpha_peak", "alpha", "stable_rank", "entropy_norm", "log_spectral_norm")
+                if m in spectra.columns]
+    address = PageAddress("compare", [text_field("metric", "compare_metric")])  # the runs: the sidebar's ?runs=
+    address.restore("compare_metric", overlays)
+    metric = st.selectbox("Metric overlay", overlays, key="compare_metric")
+    address.write({"compare_metric": metric})
     if metric:
         st.plotly_chart(recolor(metric_by_block(spectra, metric), colors), key="compare_metric_plot")

@@ -17,14 +17,21 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pages._url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.plain import plain
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 from pruning.app_support.spectra import fit_warning
+from pruning.app_support.urlstate import list_field, text_field
 
 NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
 
+# the view in the address: ?source=weight&metric=alpha&run=ID&matrix=NAME (runs picked here: &pick=ID,ID)
+address = PageAddress("spectra", [
+    list_field("pick", "spectra_runs"), text_field("source", "spectra_source"), text_field("metric", "spectra_metric"),
+    text_field("run", "spectra_focus"), text_field("matrix", "spectra_matrix"),
+])
 enter_page()
 st.title("Spectra")
 version = catalog_version()
@@ -37,7 +44,10 @@ if not chosen:
     pool = candidates["run_id"].head(200).tolist()
     if not pool:
         stop_with_info("No succeeded runs to show. Launch one, or pick another model in the sidebar.")
-    chosen = st.multiselect("Runs (or pick them in the sidebar)", pool, default=pool[:1], key="spectra_runs")
+    address.restore("spectra_runs", pool)
+    st.session_state.setdefault("spectra_runs", pool[:1])
+    chosen = st.multiselect("Runs (or pick them in the sidebar)", pool, key="spectra_runs")
+    address.write({"spectra_runs": chosen})
 if not chosen:
     stop_with_info("Pick at least one run.")
 
@@ -54,6 +64,7 @@ spectra = pd.concat(frames, ignore_index=True)
 
 c1, c2 = st.columns(2)
 sources = sorted(spectra["source"].dropna().unique()) if "source" in spectra else ["weight"]
+address.restore("spectra_source", sources)
 source = c1.radio("Spectrum of", sources, horizontal=True, key="spectra_source", format_func=plain)  # Markdown options
 of_source = spectra[spectra["source"] == source] if "source" in spectra else spectra
 metrics = [
@@ -61,15 +72,22 @@ metrics = [
     for c in of_source.columns
     if c not in NON_METRICS and pd.api.types.is_numeric_dtype(of_source[c]) and of_source[c].notna().any()
 ]
-default = metrics.index("alpha_peak") if "alpha_peak" in metrics else 0
-metric = c2.selectbox("Metric", metrics, index=default, key="spectra_metric")
+address.restore("spectra_metric", metrics)
+if st.session_state.get("spectra_metric") not in metrics:
+    st.session_state["spectra_metric"] = "alpha_peak" if "alpha_peak" in metrics else metrics[0]
+metric = c2.selectbox("Metric", metrics, key="spectra_metric")
+address.write({"spectra_source": source, "spectra_metric": metric})
 
 n_blocks = int(of_source["block"].nunique())
 st.caption(f"{n_blocks} blocks · {len(chosen)} run(s) · {plain(source)} spectra")
 st.plotly_chart(recolor(metric_by_block(of_source, metric), colors), key="spectra_by_block")
 
 st.subheader("Metric and allocated sparsity")
+address.restore("spectra_focus", chosen)
+if st.session_state.get("spectra_focus") not in chosen:
+    st.session_state.pop("spectra_focus", None)
 focus = st.selectbox("Run", chosen, format_func=lambda r: labels.get(r, r), key="spectra_focus")
+address.write({"spectra_focus": focus})
 focus_rows = of_source[of_source["series"] == labels.get(focus, focus)]
 allocation = load_run_table(version, focus, "allocation")
 st.plotly_chart(metric_with_allocation(focus_rows, allocation, metric), key="spectra_alloc")
@@ -78,7 +96,11 @@ st.subheader("ESD of one matrix")
 names = sorted(focus_rows["name"].dropna().unique(), key=lambda n: (len(n), n))
 if not names:
     stop_with_info("This run has no per-matrix rows.")
+address.restore("spectra_matrix", names)
+if st.session_state.get("spectra_matrix") not in names:
+    st.session_state.pop("spectra_matrix", None)
 name = st.selectbox("Matrix", names, key="spectra_matrix")
+address.write({"spectra_matrix": name})
 rows = spectra[(spectra["series"] == labels.get(focus, focus)) & (spectra["name"] == name)]
 panels, missing = [], []
 for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian

@@ -14,10 +14,16 @@ from pages._common import (
     stop_with_info,
     table,
 )
+from pages._url import PageAddress
 from pruning.app_support.formatting import unique_run_labels
+from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 
+address = PageAddress("zeroshot", [  # ?metric=acc&stage=pruned&protocol=…; the runs: the sidebar's ?runs=
+    text_field("metric", "zeroshot_metric"), text_field("stage", "zeroshot_stage"),
+    text_field("protocol", "zeroshot_protocol"),
+])
 enter_page()
 st.title("Zero-shot accuracy")
 scores = load_zeroshot(catalog_version())
@@ -33,19 +39,25 @@ if scores.empty:
 
 c1, c2 = st.columns(2)
 metrics = sorted(scores["metric"].dropna().unique())
-metric = c1.selectbox("Metric", metrics, index=metrics.index("acc") if "acc" in metrics else 0, key="zeroshot_metric")
+address.restore("zeroshot_metric", metrics)
+if st.session_state.get("zeroshot_metric") not in metrics:
+    st.session_state["zeroshot_metric"] = "acc" if "acc" in metrics else metrics[0]
+metric = c1.selectbox("Metric", metrics, key="zeroshot_metric")
 stages = sorted(scores["stage"].dropna().unique()) if "stage" in scores else []
-stage = (
-    c2.selectbox("Stage", stages, index=stages.index("pruned") if "pruned" in stages else 0, key="zeroshot_stage")
-    if len(stages) > 1
-    else None
-)
+address.restore("zeroshot_stage", stages)
+if st.session_state.get("zeroshot_stage") not in stages and stages:
+    st.session_state["zeroshot_stage"] = "pruned" if "pruned" in stages else stages[0]
+stage = c2.selectbox("Stage", stages, key="zeroshot_stage") if len(stages) > 1 else None
 
 protocols = zeroshot_protocol_options(scores[scores["metric"] == metric])
+address.restore("zeroshot_protocol", protocols)
+if st.session_state.get("zeroshot_protocol") not in protocols:
+    st.session_state.pop("zeroshot_protocol", None)
 protocol = st.selectbox(
     "Evaluation protocol", protocols, key="zeroshot_protocol",
     help="few-shot count, example limit and harness version: scores measured differently never share a table",
 ) if len(protocols) > 1 else (protocols[0] if protocols else None)
+address.write({"zeroshot_metric": metric, "zeroshot_stage": stage, "zeroshot_protocol": protocol})
 by_task, meta = zeroshot_table(scores, metric=metric, stage=stage, protocol=protocol)
 if protocol and "budgeted" in protocol:
     st.warning("Budgeted protocol (an example limit): these accuracies cover part of each task only.")

@@ -614,3 +614,70 @@ def test_grid_view_lives_in_the_address(notes_store):
     stale.run()
     stale.switch_page("pages/grid.py").run()
     assert not stale.exception and stale.selectbox(key="grid_model").value in {"smollm2-135m", "LLaMA-7B"}
+
+
+def test_sidebar_selection_lives_in_the_address_and_finds_a_run_by_id(notes_store):
+    """Issue 17: the sidebar's model and runs are in the address (a pasted link restores the Compare
+    selection), and a run can be added by its id or its hash."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"m": "smollm2-135m", "runs": "wanda-7c13a24b2dc1,no-such-run"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="sb_model").value == "smollm2-135m"
+    assert at.multiselect(key="sb_runs").value == ["wanda-7c13a24b2dc1"]  # an unknown id in a link is dropped
+    assert at.query_params["runs"] == "wanda-7c13a24b2dc1"
+    runs = frame(at, "runs_table")
+    other = next(r for r in runs["run_id"] if r.startswith("sparsegpt-"))
+    at.text_input(key="sb_find").set_value(other.split("-", 1)[1][:10]).run()  # the hash, as a label shows it
+    assert at.multiselect(key="sb_runs").value == ["wanda-7c13a24b2dc1", other]
+    assert at.query_params["runs"] == f"wanda-7c13a24b2dc1,{other}"
+    at.text_input(key="sb_find").set_value("zzz-nothing").run()
+    assert any("no run id is or contains 'zzz-nothing'" in c.value for c in at.sidebar.caption)
+    at.text_input(key="sb_find").set_value("wanda-").run()
+    assert any("run ids match 'wanda-'" in c.value for c in at.sidebar.caption)
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and len(plotly_specs(at)) >= 1  # the two runs from the link are compared
+
+
+def _from_link(params: dict[str, str], page: str) -> AppTest:
+    """A fresh browser opening a pasted link: a new session with ``params`` in the address."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    at.switch_page(f"pages/{page}.py").run()  # the link's page is the first one drawn
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_every_page_writes_its_view_into_the_address_and_a_link_restores_it(full_store):
+    """Issue 17: spectra, attention, zero-shot and compare keep their widgets in the address; a
+    second session opened on the address the first one wrote shows the same view."""
+    six, four = full_store["six"], full_store["four"]
+    # spectra: runs (sidebar), source, metric, focused run and matrix
+    at = open_page("spectra", sb_runs=[six, four])
+    at.radio(key="spectra_source").set_value("hessian").run()
+    at.selectbox(key="spectra_metric").set_value("stable_rank").run()
+    at.selectbox(key="spectra_focus").set_value(four).run()
+    matrix = at.selectbox(key="spectra_matrix").options[-1]
+    at.selectbox(key="spectra_matrix").set_value(matrix).run()
+    link = dict(at.query_params)
+    assert link["source"] == "hessian" and link["metric"] == "stable_rank" and link["run"] == four
+    assert link["runs"] == f"{six},{four}"
+    again = _from_link(link, "spectra")
+    assert again.multiselect(key="sb_runs").value == [six, four]
+    assert (again.radio(key="spectra_source").value, again.selectbox(key="spectra_metric").value) == ("hessian", "stable_rank")
+    assert again.selectbox(key="spectra_focus").value == four and again.selectbox(key="spectra_matrix").value == matrix
+    # attention: statistic and the notes' reference
+    at = open_page("attention", sb_runs=[six])
+    at.selectbox(key="attention_statistic").set_value("v_entropy").run()
+    at.selectbox(key="attention_ref").set_value("LLaMA-7B").run()
+    again = _from_link(dict(at.query_params), "attention")
+    assert again.selectbox(key="attention_statistic").value == "v_entropy"
+    assert again.selectbox(key="attention_ref").value == "LLaMA-7B"
+    # zero-shot: the protocol
+    at = open_page("zeroshot")
+    at.selectbox(key="zeroshot_protocol").set_value("0-shot, every example, lm-eval 0.3").run()
+    again = _from_link(dict(at.query_params), "zeroshot")
+    assert again.selectbox(key="zeroshot_protocol").value == "0-shot, every example, lm-eval 0.3"
+    # a hand-edited link with values the page does not offer is ignored, never an error
+    again = _from_link({"metric": "no-such-metric", "source": "nowhere", "runs": six}, "spectra")
+    assert again.selectbox(key="spectra_metric").value == "alpha_peak"
