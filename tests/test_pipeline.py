@@ -59,14 +59,28 @@ def test_published_run_holds_config_allocation_and_budgeted_perplexity(tiny_dir,
     assert len(spectra) == 2 * 7 and spectra["alpha_peak"].notna().all()
 
 
-def test_crashed_run_is_published_as_failed_with_the_error(tmp_path, data_dir):
-    config = _config(tmp_path / "no-such-model")
-    with pytest.raises(ModelNotFoundError):
+def test_input_error_publishes_nothing_but_a_crash_during_the_work_is_published_as_failed(
+        tmp_path, tiny_dir, data_dir, monkeypatch):
+    """Issue 19: a model that does not exist is an input error, raised before the work starts and
+    never published; a failure during the work is published as a failed run with its error."""
+    missing = _config(tmp_path / "no-such-model")
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        execute_run(missing)
+    assert missing.run_id not in set(list_runs()["run_id"])
+
+    import pruning.pipeline as pipeline
+
+    def exploding_load(*args, **kwargs):
+        raise RuntimeError("disk exploded while loading")
+
+    monkeypatch.setattr(pipeline, "load_model", exploding_load)
+    config = _config(tiny_dir)
+    with pytest.raises(RuntimeError, match="disk exploded"):
         execute_run(config)
     runs = list_runs()
     row = runs[runs["run_id"] == config.run_id].iloc[0]
     assert row["status"] == "failed"
-    assert "no-such-model" in run_detail(config.run_id)["error"]
+    assert "disk exploded" in run_detail(config.run_id)["error"]
 
 
 def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
