@@ -98,7 +98,9 @@ def job_list(states: list[str]) -> None:
                 ppl = f"{dataset} perplexity {format_ppl(row['ppl'])} ({protocol})" if row["ppl"] == row["ppl"] else ""
                 zs = f"zero-shot {row['zeroshot_mean']:.3f}" if row["zeroshot_mean"] == row["zeroshot_mean"] else ""
                 result = plain("result: " + " · ".join(p for p in (ppl, zs) if p))
-                c1.caption(result + " · find it on the Runs page by its id")
+                c1.caption(result)
+                c1.page_link("pages/runs.py", label="Open the run", icon=":material/open_in_new:",
+                             query_params={"q": job.run_id, "runs": job.run_id})  # found and picked in the sidebar
             if not job.done:
                 c3.button("Cancel", key=f"cancel-{job.job_id}", on_click=_act, args=(cancel_job, job.job_id))
             elif job.state in ("failed", "cancelled"):

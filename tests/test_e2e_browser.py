@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,9 +212,16 @@ def test_browser_grid_launch_jobs_runs(app_url):
             expect(page.get_by_role("heading", name="Jobs")).to_be_visible(timeout=60_000)
             done = page.locator("strong", has_text=re.compile(r"^succeeded$"))
             failed = page.locator("strong", has_text=re.compile(r"^failed$"))
+            bar = page.locator('[data-testid="stProgress"] [role="progressbar"]').first
+            seen: list[float] = []  # the progress bar as the user watches it, once a second
             deadline = time.time() + RUN_TIMEOUT_MS / 1000
             while time.time() < deadline and not done.count() and not failed.count():
+                if bar.count():
+                    value = bar.get_attribute("aria-valuenow")
+                    if value is not None:
+                        seen.append(float(value))
                 page.wait_for_timeout(1000)
+            assert seen == sorted(seen), f"the job's progress went back: {seen}"
             page.screenshot(path=str(ARTIFACTS / "e2e-jobs.png"), full_page=True)
             assert not failed.count(), page.locator('[data-testid="stCode"]').first.inner_text()
             expect(done.first).to_be_visible()
@@ -224,11 +232,12 @@ def test_browser_grid_launch_jobs_runs(app_url):
                 0
             )
 
-            # ---- runs: the new run is in the table
-            page.goto(f"{url}/")
+            # ---- runs: the finished job links to its run, found in the table and picked in the sidebar
+            page.get_by_role("link", name="Open the run").first.click()
             expect(page.get_by_role("heading", name="Runs and reference results")).to_be_visible(timeout=60_000)
-            _fill(page, "runs_search", run_id)
             expect(page.get_by_text(re.compile(r"^1 of \d+ rows"))).to_be_visible(timeout=30_000)
+            expect(_widget(page, "runs_search").locator("input")).to_have_value(run_id)
+            assert f"runs={run_id}" in page.url
             page.wait_for_timeout(1500)  # let the table repaint before the screenshot
             page.screenshot(path=str(ARTIFACTS / "e2e-runs.png"), full_page=True)
 
@@ -237,6 +246,16 @@ def test_browser_grid_launch_jobs_runs(app_url):
             expect(page.get_by_role("heading", name="Spectra")).to_be_visible(timeout=60_000)
             expect(page.get_by_text(re.compile(r"^2 blocks"))).to_be_visible(timeout=60_000)
             expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(3, timeout=60_000)
+            page.wait_for_timeout(1500)
+            # the ESD's λ axis (log) spans the eigenvalues, within a decade on each side (it ran to 10^144)
+            esd = page.locator(".js-plotly-plot").nth(2)
+            span = esd.evaluate("""gd => {
+                const xs = gd._fullData.flatMap(t => Array.from(t.x || [])).map(Number).filter(v => v > 0);
+                return {range: gd._fullLayout.xaxis.range, type: gd._fullLayout.xaxis.type,
+                        lo: Math.log10(Math.min(...xs)), hi: Math.log10(Math.max(...xs))};
+            }""")
+            assert span["type"] == "log", span
+            assert span["lo"] - 1 <= span["range"][0] <= span["lo"] and span["hi"] <= span["range"][1] <= span["hi"] + 1, span
             page.screenshot(path=str(ARTIFACTS / "e2e-spectra.png"), full_page=True)
         finally:
             browser.close()
@@ -301,5 +320,28 @@ def test_browser_pasted_link_restores_the_grid_view(app_url):
             _select(page, "grid_model", "LLaMA-7B")
             expect(page).to_have_url(re.compile(r"[?&]model=LLaMA-7B(&|$)"), timeout=30_000)
             assert "sparsity=0.7" in page.url and "dataset=wikitext2" in page.url
+            # "Open cell" names a cell of the new table, and the detail below is that cell (it was stale)
+            expect(page.locator('[data-testid="stPlotlyChart"]').first.locator("text", has_text="22.01").first
+                   ).to_be_visible(timeout=30_000)
+            opened = _widget(page, "grid_cell").locator("input").input_value()
+            row, column = opened.split(" / ")
+            cell = re.search(r"cell=([^&]+)", page.url).group(1)
+            assert urllib.parse.unquote(cell) == f"{row}/{column}", (opened, page.url)
+            # presentation mode and colouring are in the link too: a fresh browser opens them as they were
+            page.get_by_text("Presentation mode").click()
+            expect(page).to_have_url(re.compile(r"[?&]present=1(&|$)"), timeout=30_000)
+            shared = page.url
+            again = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+            again.goto(shared)
+            expect(again.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
+            expect(_widget(again, "grid_present").locator("input")).to_be_checked(timeout=30_000)
+            chart = again.locator('[data-testid="stPlotlyChart"]').first
+            expect(chart.locator("text", has_text="22.01").first).to_be_visible(timeout=30_000)
+            size = chart.locator("text", has_text="22.01").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+            assert size >= 14, size  # projector-sized cell text
+            again.wait_for_timeout(800)
+            again.screenshot(path=str(ARTIFACTS / "e2e-grid-presentation.png"))
+            if os.environ.get("PRUNING_LAB_UPDATE_SCREENSHOT") == "1":
+                shutil.copy(ARTIFACTS / "e2e-grid-presentation.png", REPO / "docs" / "screenshot-grid-presentation.png")
         finally:
             browser.close()
