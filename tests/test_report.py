@@ -174,7 +174,7 @@ def test_one_colour_per_run_in_every_chart():
     import pandas as pd
 
     from pruning.app_support.plots import metric_by_block, sparsity_overlay
-    from pruning.app_support.report import recolor, run_colors
+    from pruning.app_support.colors import recolor, run_colors
 
     labels = [f"run {i}" for i in range(34)]
     colors = run_colors(labels)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.colors
 import plotly.graph_objects as go
 
+from pruning.app_support.colors import SHARED_COLOR, recolor, run_colors
 from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import format_ppl, format_sparsity, run_label, unique_run_labels
 from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid, build_grid, dense_perplexity, protocol_options
@@ -45,9 +45,6 @@ VIEW_TITLES: dict[str, str] = {"grid": "Perplexity grid", "spectra": "Spectra", 
                                "zeroshot": "Zero-shot accuracy"}
 DEFAULT_TITLE = "Pruning Lab — meeting report"
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
-#: one colour per run across every chart of a report (D3's ten, then Dark24: no repeat before 34 runs)
-RUN_PALETTE: tuple[str, ...] = (*plotly.colors.qualitative.D3, *plotly.colors.qualitative.Dark24)
-SHARED_COLOR = "#444444"  # a series that stands for several runs (their identical weight spectra)
 #: eigenvalues of (run_id, matrix name, source "weight"|"hessian") for the ESD, or None
 EigenvalueLoader = Callable[[str, str, str], "np.ndarray | None"]
 
@@ -83,21 +80,6 @@ def figure_html(fig: go.Figure, div_id: str) -> str:
     inlines it once in ``<head>``; plotly escapes ``<``, ``>`` and ``/`` in the figure JSON)."""
     return fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id,
                        config=PLOTLY_CONFIG, default_width="100%")
-
-
-def run_colors(labels: Sequence[str]) -> dict[str, str]:
-    """{run label: colour}, in the given order, from :data:`RUN_PALETTE` (cycling after 34)."""
-    return {label: RUN_PALETTE[i % len(RUN_PALETTE)] for i, label in enumerate(dict.fromkeys(labels))}
-
-
-def recolor(fig: go.Figure, colors: Mapping[str, str]) -> go.Figure:
-    """Give every trace named (or legend-grouped) by a key of ``colors`` that colour (line and marker),
-    so one run has one colour in all the report's charts whichever builder drew them."""
-    for trace in fig.data:
-        color = colors.get(getattr(trace, "legendgroup", None) or "") or colors.get(trace.name or "")
-        if color is not None:
-            trace.update(line={"color": color}, marker={"color": color})
-    return fig
 
 
 def _protocol_line(text: str) -> str:
