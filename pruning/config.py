@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -322,6 +323,8 @@ def config_error_from(exc: ValidationError) -> ConfigError:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif isinstance(value, float) and not math.isfinite(value):
+            msg = f"not a finite number ({msg})"
         value_txt = repr(value) if not isinstance(value, dict) else "{...}"
         if len(value_txt) > 120:
             value_txt = value_txt[:100] + "..." + value_txt[-10:]

@@ -29,6 +29,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("sweep-malformed", ["sweep", "--config", "{files}/sweep-malformed.yaml", "--dry-run"],
      "sweep-malformed.yaml' is not valid YAML"),
     ("sweep-not-utf8", ["sweep", "--config", "{files}/latin1.yaml", "--dry-run"], "latin1.yaml' is not UTF-8"),
+    ("sweep-bad-name", ["sweep", "--config", "{files}/sweep-bad-name.yaml", "--yes"], "'bogus' is not a corpus"),
     ("set-malformed", ["submit", "--config", "{files}/good.yaml", "--set", "pruning.sparsity=[0.5,"], "'[0.5,'"),
     ("run-set-malformed", ["run", "--set", "pruning.sparsity={a"], "'{a'"),
     ("set-no-equals", ["run", "--set", "sparsity"], "'sparsity' must look like KEY=VALUE"),
@@ -131,6 +132,8 @@ def files(tmp_path: Path) -> Path:
     (root / "tag.yaml").write_text("seed: !!python/object/apply:os.system [echo hi]\n")
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "sweep-malformed.yaml").write_text("sparsity: [0.5, \n")
+    (root / "sweep-bad-name.yaml").write_text("base: {pruning: {method: magnitude}}\nsparsities: [0.5, 0.6]\n"
+                                              "grid: {calibration.dataset: [wiki, bogus]}\n")
     (root / "binary.csv").write_bytes(bytes(range(256)) * 4)
     (root / "binary.parquet").write_bytes(bytes(range(256)) * 4)
     for name, data in LM_EVAL_FILES.items():

@@ -47,6 +47,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if plan.invalid:
         raise ConfigError(f"{what}: {len(plan.invalid)} invalid combination(s) listed above; "
                           "fix the sweep (nothing was submitted)")
+    check_sweep_names(plan.configs, what)
     # --force re-runs done runs too, but never queues a second job for a queued/running one
     todo = [c for c in plan.configs if c.run_id not in plan.active] if args.force else plan.to_run
     if args.force and plan.done:
@@ -82,6 +83,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.backend == "local" and submitted and not JobQueue().live_workers():
         print("no live worker: start one with `python -m pruning worker`")
     return 0
+
+
+def check_sweep_names(configs: list[RunConfig], what: str) -> None:
+    """Every name of every run (corpora, zero-shot tasks, metric: pruning.validation.check_names)
+    before anything is submitted, so a bad name never leaves a sweep half-queued."""
+    from pruning.validation import check_names
+
+    seen: set[tuple] = set()
+    for config in configs:
+        key = (config.calibration.dataset, config.evaluation.perplexity, config.evaluation.zeroshot_tasks,
+               config.allocation.metric)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_names(config)
+        except ConfigError as exc:
+            raise ConfigError(f"{what}: run {config.run_id}: {exc} (nothing was submitted)") from None
 
 
 def _allocation_label(config: RunConfig) -> str:
