@@ -44,10 +44,8 @@ def check_dataset(field: str, name: str) -> None:
 def _local_path(text: str) -> Path:
     """The file a ``text:PATH`` corpus opens: resolved as :func:`pruning.data.load_text` does
     (``pruning.roots``: relative to the repository root, where the worker runs)."""
-    try:
-        from pruning.roots import resolve_local_path
-    except ImportError:  # a checkout from before pruning.roots: paths as typed
-        return Path(text).expanduser()
+    from pruning.roots import resolve_local_path
+
     return resolve_local_path(text)
 
 
