@@ -97,9 +97,12 @@ names = sorted(focus_rows["name"].dropna().unique(), key=lambda n: (len(n), n))
 if not names:
     stop_with_info("This run has no per-matrix rows.")
 address.restore("spectra_matrix", names)
-if st.session_state.get("spectra_matrix") not in names:
-    st.session_state.pop("spectra_matrix", None)
-name = st.selectbox("Matrix", names, key="spectra_matrix")
+if st.session_state.get("spectra_matrix") not in names:  # start from the first matrix whose fit is reliable
+    reliable = [n for n, a, t in zip(focus_rows["name"], focus_rows.get("alpha", []), focus_rows.get("n_tail", []))
+                if not fit_warning(a, t)]
+    st.session_state["spectra_matrix"] = min(reliable, key=lambda n: (len(n), n)) if reliable else names[0]
+name = st.selectbox("Matrix", names, key="spectra_matrix",
+                    help="⚠ in the ESD title and the table: a fit WeightWatcher would not trust")
 address.write({"spectra_matrix": name})
 rows = spectra[(spectra["series"] == labels.get(focus, focus)) & (spectra["name"] == name)]
 panels, missing = [], []

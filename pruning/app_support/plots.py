@@ -264,8 +264,8 @@ def metric_by_block(
     fig.update_xaxes(title_text="block", row=nrows)
     fig.update_layout(
         height=260 * nrows + 90,
-        margin=dict(l=10, r=10, t=50, b=10),
-        title=f"{metric} per block",
+        margin=dict(l=10, r=10, t=90, b=10),
+        title=dict(text=f"{metric} per block", y=0.99, yanchor="top"),  # clear of the panel titles
         legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
     )
     return fig
@@ -288,7 +288,7 @@ def metric_with_allocation(
             go.Bar(x=per_block["block"], y=per_block["sparsity"], name="sparsity", opacity=0.3, marker_color="#555"),
             secondary_y=True,
         )
-        fig.update_yaxes(title_text="sparsity", secondary_y=True, rangemode="tozero")
+        fig.update_yaxes(title_text="sparsity", secondary_y=True, rangemode="tozero", tickformat=".0%")
     fig.update_yaxes(title_text=metric, secondary_y=False)
     fig.update_xaxes(title_text="block")
     _block_axis(fig, spectra["block"].nunique())

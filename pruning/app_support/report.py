@@ -145,7 +145,6 @@ def spectra_section(spectra: pd.DataFrame, metric: str, sharing: Mapping[str, Se
         parts.append(_note(f"No {metric} in the chosen runs' weight spectra."))
     else:
         fig = recolor(metric_by_block(spectra, metric), colors)
-        fig.update_layout(margin={"t": 90}, title={"y": 0.99, "yanchor": "top"})  # clear of the panel titles
         parts.append(figure_html(fig, fig_ids[0]))
     flags = []
     for series, rows in spectra.groupby("series", sort=False):
