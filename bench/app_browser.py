@@ -1,0 +1,153 @@
+"""App benchmark as a person sees it: seconds from opening a page's address in Chromium until its
+title is painted and until every chart and table of the page is drawn, on the synthetic store of
+10,000 runs (``bench.app.build_store``: bench.store + the notes + one detailed 32-block run).
+Target: every chart drawn within 3 s per page on a quiet 2-core machine.
+
+    python -m bench.app_browser [--runs 10000] [--repeat 3]
+
+A real ``streamlit run app.py`` server (the shipped .streamlit config) serves the store; each
+measurement opens the page's address in a fresh browser context (no Streamlit session, as a
+colleague opening a shared link). "Drawn" means: no Streamlit element is still running, every
+``st.plotly_chart`` holds a plotly SVG and every dataframe its canvas. The first visit of each
+page after a fresh server start is reported apart ("cold": Streamlit and store caches empty) from
+the median of the later ones ("warm"). The 1-minute load average is recorded before each page:
+the machine is only quiet when it is below the core count. Results go to bench/RESULTS.md, section
+"app-browser".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench._results import markdown_table, write_section
+
+log = logging.getLogger("bench.app_browser")
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+TARGET_S = 3.0
+#: page -> (address after the host, charts the page draws with the bench's selection)
+PAGES: dict[str, tuple[str, int]] = {
+    "runs": ("/", 0),
+    "grid": ("/grid?model=LLaMA-7B&sparsity=0.7", 1),
+    "spectra": ("/spectra?runs={run}", 2),
+    "attention": ("/attention?runs={run}", 1),
+    "zeroshot": ("/zeroshot", 0),
+    "compare": ("/compare?runs={run},syn-000001", 1),
+    "jobs": ("/jobs", 0),
+    "launch": ("/launch", 0),
+}
+DRAWN_JS = """([charts]) => {
+    if (document.querySelector('[data-testid="stStatusWidget"]')) return false;  // a script still running
+    if (!document.querySelector('h1')) return false;
+    const plots = document.querySelectorAll('[data-testid="stPlotlyChart"]');
+    if (plots.length < charts) return false;
+    for (const p of plots) if (!p.querySelector('.main-svg')) return false;
+    for (const d of document.querySelectorAll('[data-testid="stDataFrame"]'))  // shown ones (not in a closed expander)
+        if (d.checkVisibility() && !d.querySelector("canvas")) return false;
+    return true;
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, port: int) -> subprocess.Popen:
+    """``streamlit run app.py`` on ``data``; returns once its health check answers."""
+    env = {**os.environ, "PRUNING_LAB_DATA": str(data), "PYTHONPATH": str(REPO)}
+    env.pop("PRUNING_LAB_PASSWORD", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+         "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the streamlit server did not start within 120 s")
+
+
+def measure(browser, url: str, charts: int) -> tuple[float, float]:
+    """(seconds to the painted title, seconds until everything is drawn) of one fresh visit."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    try:
+        t0 = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector("h1", timeout=120_000)
+        title_s = time.perf_counter() - t0
+        page.wait_for_function(DRAWN_JS, arg=[charts], timeout=120_000, polling=50)
+        return title_s, time.perf_counter() - t0
+    finally:
+        context.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="warm visits per page (after the cold one)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from playwright.sync_api import sync_playwright
+
+    from bench.app import build_store
+
+    with tempfile.TemporaryDirectory(prefix="bench-app-browser-") as tmp:
+        data = Path(tmp)
+        t0 = time.perf_counter()
+        detailed = build_store(data, args.runs)
+        build_s = time.perf_counter() - t0
+        port = _free_port()
+        server = start_server(data, port)
+        rows = []
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+                for name, (path, charts) in PAGES.items():
+                    url = f"http://127.0.0.1:{port}{path.format(run=detailed)}"
+                    load = os.getloadavg()[0]
+                    cold_title, cold_all = measure(browser, url, charts)
+                    warm = [measure(browser, url, charts) for _ in range(args.repeat)]
+                    warm_title = statistics.median(t for t, _ in warm)
+                    warm_all = statistics.median(a for _, a in warm)
+                    rows.append({
+                        "page": name, "charts": charts, "load avg (1 min) before": round(load, 2),
+                        "cold: title s": cold_title, "cold: all drawn s": cold_all,
+                        "warm: title s": warm_title, "warm: all drawn s": warm_all,
+                        f"<= {TARGET_S:g} s warm": "yes" if warm_all <= TARGET_S else "NO",
+                    })
+                    print(f"{name:10s} load {load:4.2f} · cold {cold_title:.2f}/{cold_all:.2f} s · "
+                          f"warm {warm_title:.2f}/{warm_all:.2f} s (title/all drawn)")
+                browser.close()
+        finally:
+            os.killpg(server.pid, 15)
+    body = (
+        f"Synthetic store: {args.runs:,} runs (bench.store.generate) + the notes' references + one 32-block run "
+        f"with spectra/allocation/attention (built in {build_s:.1f} s), served by `streamlit run app.py`. Each page "
+        f"opened by address in a fresh Chromium context: once after the server started (cold caches), then "
+        f"{args.repeat} times (warm, median). 'All drawn' = no element running, every plotly chart has its SVG, every "
+        f"shown dataframe its canvas. Target {TARGET_S:g} s on a quiet 2-core machine; the load average says how quiet it "
+        f"was.\n\n" + markdown_table(rows)
+    )
+    write_section("app-browser", body, command="python -m bench.app_browser " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
