@@ -128,11 +128,6 @@ def load_quarantined(version: str) -> list[tuple[str, str]]:
     return [(p.relative(snap.root), p.reason) for p in problems]
 
 
-def _plain(text: str) -> str:
-    """``text`` with Markdown / LaTeX characters escaped (file names and reasons are shown as typed)."""
-    return "".join("\\" + ch if ch in "\\`*_[]<>#|~$" else ch for ch in text)
-
-
 def quarantine_banner(max_listed: int = 8) -> None:
     """A warning naming the store files left out of every view (unreadable or not matching the
     schema) and how to set them aside; nothing when the store is clean. Cached on the catalog
@@ -144,7 +139,7 @@ def quarantine_banner(max_listed: int = 8) -> None:
         return
     if not problems:
         return
-    lines = [f"- {_plain(path)}: {_plain(reason)}" for path, reason in problems[:max_listed]]
+    lines = [f"- {plain(path)}: {plain(reason)}" for path, reason in problems[:max_listed]]
     if len(problems) > max_listed:
         lines.append(f"- and {len(problems) - max_listed} more")
     st.warning(

@@ -43,7 +43,11 @@ def job_list(states: list[str]) -> None:
     """The jobs table; reruns on its own every 2 s."""
     from pruning.jobs import JobError, cancel_job, job_logs, job_progress, list_jobs, retry_job
 
-    jobs = list_jobs(states=tuple(states) or None, limit=200)
+    try:  # reap jobs of lost workers, refresh Ray jobs from their cluster (writes the queue)
+        jobs = list_jobs(states=tuple(states) or None, limit=200)
+    except Exception as exc:  # a read-only data directory: show the queue as it is, write nothing
+        log.info("job list without refresh: %s", exc)
+        jobs = list_jobs(states=tuple(states) or None, limit=200, refresh=False)
     if any(j.state == "succeeded" and (j.finished_at or 0) > st.session_state.get("jobs_seen", 0) for j in jobs):
         st.session_state["jobs_seen"] = max(j.finished_at or 0 for j in jobs)
         clear_caches()  # new results: the other pages re-read the store

@@ -321,6 +321,9 @@ def test_read_only_store_readers_work(read_only, tmp_path: Path, capsys) -> None
     assert cli(["verify"]) == 0
     at = _grid_page()
     assert not at.container(key="grid_table").dataframe[0].value.empty
+    for page in ("runs", "jobs", "compare"):  # every reader page, the jobs list too (it would refresh the queue)
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
 
 
 @pytest.mark.parametrize("argv", [["compact", "--full"], ["notes", "A", "a note"], ["tag", "A", "keep"],
