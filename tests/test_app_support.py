@@ -273,7 +273,10 @@ def test_presentation_mode_enlarges_text_and_turns_wide_grids():
         row["sparsity"] = 0.7
     wide = pd.concat([wide, pd.DataFrame(extra)], ignore_index=True)
     wgrid = build_grid(wide, model="M", sparsity=0.7)
-    assert len(wgrid.columns) > 8
+    from pruning.app_support.plots import PRESENTATION_MAX_COLUMNS
+
+    assert len(wgrid.columns) > PRESENTATION_MAX_COLUMNS
+    assert len(grid.columns) <= PRESENTATION_MAX_COLUMNS and list(_trace(big, "ppl").x) == grid.columns  # not turned
     turned = grid_heatmap(wgrid, presentation=True)
     assert list(_trace(turned, "ppl").x) == wgrid.rows and list(_trace(turned, "ppl").y) == wgrid.columns
     cells = _trace(turned, "cells")
@@ -297,6 +300,8 @@ def test_grid_without_gt_takes_uniform_as_baseline_and_pins_the_dense_model():
     from pruning.app_support.grid import cell_options
 
     assert ("Wanda", "dense") not in cell_options(grid)  # no values behind it: not a cell to open
+    heat = _trace(grid_heatmap(grid, color_by="delta"), "delta")  # the dense model (-23 %) sets no colour range
+    assert heat.zmax == pytest.approx(abs(np.log10(21.5 / 25.0))) and np.isnan(np.asarray(heat.z, dtype=float)[0, 0])
     # with the notes' GT present the dense model is not added (GT is the baseline)
     assert "dense" not in build_grid(CELLS, model="M", sparsity=0.7, dense=19.21).columns
 

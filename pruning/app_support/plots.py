@@ -44,7 +44,7 @@ EMPTY_CELL_COLOR = "#f2f2f2"  # no result for this method and preset
 DENSE_CELL_COLOR = "#dfe6ee"  # the unpruned model: a reference, not a result to colour
 NO_DELTA_CELL_COLOR = "#f3eed9"  # coloured by Δ %, but the row has no baseline to take it against
 COLOR_BY = ("ppl", "delta")
-PRESENTATION_MAX_COLUMNS = 8  # wider grids are turned in presentation mode (presets down the side)
+PRESENTATION_MAX_COLUMNS = 10  # wider grids are turned in presentation mode (presets down the side)
 
 
 def _text_color(colorscale: str, position: float) -> str:
@@ -114,6 +114,7 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
         ratio = (grid.delta_pct / 100.0 + 1.0).to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(ratio > 0, np.log10(ratio), np.nan)
+        z[:, [c == DENSE_COLUMN for c in grid.columns]] = np.nan  # the dense model sets no colour range
         reach = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.0
         reach = min(max(reach, math.log10(1.05)), 1.0)  # ±5 % at least, ×10 at most: beyond saturates
         zmin, zmax, colorscale = -reach, reach, DELTA_COLORSCALE
