@@ -15,6 +15,10 @@ Protocol of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda):
    prune the block in place), free the statistics, run the samples through the (pruned) block
    again and feed its outputs to the next block; move the block back.
 
+Placement (:mod:`pruning.placement`): ``offload=None`` measures whether the whole model fits on the
+device next to the activations; with offload on CUDA, block i+1 is copied on a side stream while
+block i computes (:mod:`pruning.prefetch`).
+
 Statistics per linear layer (:class:`LinearStats`; layers that read the same input tensor — the
 family's ``input_groups`` such as q/k/v and gate/up — share one set of tensors):
 
@@ -37,8 +41,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.families import MatrixRef, block_matrices, decoder_layers
+from pruning.families import FamilySpec, MatrixRef, block_matrices, decoder_layers
 from pruning.models import LoadedModel
+from pruning.placement import FreeMemoryFn, Placement, placement_for_model
+from pruning.prefetch import BlockMover, make_copier
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +211,11 @@ class _StatsCollector:
         self.acc.append(acc)
 
         def hook(_module: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> None:
-            x = inputs[0].detach().reshape(-1, cols).float()  # (tokens, in)
+            x_raw = inputs[0].detach().reshape(-1, cols)  # (tokens, in), model dtype
+            x = x_raw.float()
             acc["sq"] += (x * x).sum(dim=0)
             if acc["xtx"] is not None:
-                acc["xtx"].addmm_(x.t(), x)  # (in, in)
+                accumulate_xtx(acc["xtx"], x_raw, x)  # (in, in) += X^T X
             acc["n"] += x.shape[0]
 
         self.handles.append(refs[0].module.register_forward_hook(hook))
@@ -231,11 +238,60 @@ class _StatsCollector:
         return out
 
 
+_HALF_GEMM_OK: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _half_gemm_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``addmm(out_dtype=float32)`` on 16-bit inputs runs here and equals the float32 GEMM
+    (probed once per device type and dtype on a small exact case)."""
+    key = (device.type, dtype)
+    if key not in _HALF_GEMM_OK:
+        ok = False
+        if device.type == "cuda":
+            try:
+                x = torch.arange(-64, 64, device=device, dtype=torch.float32).reshape(32, 4).to(dtype)
+                acc = torch.ones(4, 4, device=device)
+                torch.addmm(acc, x.t(), x, out_dtype=torch.float32, out=acc)
+                ok = torch.equal(acc, 1.0 + x.float().t() @ x.float())
+            except (RuntimeError, TypeError) as exc:
+                log.info("float16/bfloat16 GEMM with float32 output unavailable (%s); X^T X in float32", exc)
+        _HALF_GEMM_OK[key] = ok
+    return _HALF_GEMM_OK[key]
+
+
+def accumulate_xtx(xtx: Tensor, x_raw: Tensor, x_float: Tensor) -> None:
+    """``xtx += X^T X`` in float32 (SparseGPT's Hessian, Frantar & Alistarh 2023). xtx: ``(in, in)``
+    float32; X: ``(tokens, in)`` in the model dtype (``x_raw``) and in float32 (``x_float``).
+
+    On CUDA with float16/bfloat16 activations the GEMM reads the 16-bit values directly on the
+    tensor cores with float32 accumulation and output: each product of two 16-bit numbers is exact
+    in float32, so this equals the float32 GEMM up to the order of the additions, at several times
+    the speed. Elsewhere: ``addmm_`` on the float32 copy."""
+    if x_raw.dtype in (torch.float16, torch.bfloat16) and _half_gemm_works(x_raw.device, x_raw.dtype):
+        torch.addmm(xtx, x_raw.t(), x_raw, out_dtype=torch.float32, out=xtx)
+    else:
+        xtx.addmm_(x_float.t(), x_float)
+
+
 def _forward_all(block: nn.Module, inps: Tensor, outs: Tensor, kwargs: dict[str, Any], batch_size: int) -> None:
     """``outs[s] = block(inps[s])`` for every sample, ``batch_size`` samples per call. The block
     kwargs were captured for one sample (batch dimension 1: masks, rotary tables) and broadcast."""
     for s in range(0, inps.shape[0], batch_size):
         outs[s : s + batch_size] = _block_output(block(inps[s : s + batch_size], **kwargs))
+
+
+def input_group_widths(block: nn.Module, family: FamilySpec) -> list[int]:
+    """Input width of each input group of one block (LLaMA: hidden for q/k/v, o and gate/up; the MLP
+    width for down) — the sizes of the block's statistics."""
+    by_type = {ref.matrix_type: ref for ref in block_matrices(block, 0, family)}
+    widths, covered = [], set()
+    for group in family.input_groups:
+        present = [t for t in group if t in by_type]
+        if present:
+            widths.append(by_type[present[0]].module.in_features)
+            covered.update(present)
+    widths += [ref.module.in_features for t, ref in by_type.items() if t not in covered]
+    return widths
 
 
 @torch.no_grad()
@@ -245,23 +301,28 @@ def calibrate_blocks(
     on_block: Callable[[BlockContext], None],
     *,
     device: str | torch.device = "cpu",
-    offload: bool = False,
+    offload: bool | None = False,
+    prefetch: bool = True,
     collect_hessian: bool = True,
     modifies_blocks: bool = True,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
-) -> None:
+    free_memory: FreeMemoryFn | None = None,
+) -> Placement:
     """Run the block-sequential calibration protocol (module docstring) and call ``on_block`` once
     per block, in order, with the block's statistics; ``on_block`` may prune the block in place.
 
     calib_ids: LongTensor ``(nsamples, seqlen)``. ``device``: where blocks run. ``offload=False``
     moves the whole model to ``device`` (and leaves it there); ``offload=True`` keeps the model
-    where it is and moves one block at a time to ``device`` and back. ``progress(done, total)`` is
-    called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the
+    where it is and moves one block at a time to ``device`` and back; ``offload=None`` decides by
+    measurement (:func:`pruning.placement.choose_placement`; ``free_memory`` replaces
+    ``torch.cuda.mem_get_info`` in tests). ``prefetch`` (offload on CUDA): copy block i+1 on a side
+    stream while block i computes; ``False`` keeps the synchronous copies. ``progress(done, total)``
+    is called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the
     blocks unchanged (measurements of the dense model): the outputs of the statistics pass are then
     fed forward instead of being recomputed, halving the work. ``batch_size``: samples per block
     call (1, as in the SparseGPT and Wanda reference code; more samples per call mean fewer,
-    larger GEMMs, the same statistics up to rounding).
+    larger GEMMs, the same statistics up to rounding). Returns the placement used.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -269,38 +330,75 @@ def calibrate_blocks(
         raise ValueError(f"calib_ids must be a LongTensor (nsamples, seqlen), got {calib_ids.dtype} {tuple(calib_ids.shape)}")
     model, family = loaded.model, loaded.family
     dev = torch.device(device)
-    if not offload:
-        model.to(dev)
     layers = decoder_layers(model, family)
+    placement = placement_for_model(
+        model, layers, input_group_widths(layers[0], family), calib_ids.shape[0], calib_ids.shape[1],
+        device=dev, collect_hessian=collect_hessian, offload=offload, prefetch=prefetch, free_memory=free_memory,
+    )
+    if not placement.offload:
+        model.to(dev)
     n_blocks = len(layers)
     inps, block_kwargs = capture_block_inputs(model, layers, calib_ids, dev)  # (nsamples, seqlen, hidden)
     outs = torch.empty_like(inps)
     log.info(
-        "calibration: %d samples x %d tokens, %d blocks on %s%s, activations %s",
-        calib_ids.shape[0], calib_ids.shape[1], n_blocks, dev, " (offload)" if offload else "", inps.dtype,
+        "calibration: %d samples x %d tokens, %d blocks on %s (%s%s), activations %s",
+        calib_ids.shape[0], calib_ids.shape[1], n_blocks, dev, placement.kind,
+        ", prefetch" if placement.prefetch else "", inps.dtype,
     )
-    for i in range(n_blocks):
-        block = layers[i]
-        home = next(block.parameters()).device
-        if offload:
-            block.to(dev)
-        ctx = BlockContext(i, n_blocks, block, block_matrices(block, i, family), device=dev)
-        collector = _StatsCollector(ctx, family.input_groups, collect_hessian)
-        try:
-            _forward_all(block, inps, outs, block_kwargs[i], batch_size)
-        finally:
-            collector.remove()
-        ctx.stats = collector.stats()
-        on_block(ctx)
-        ctx.stats = {}  # free the statistics before the next block
-        del collector
-        if modifies_blocks:  # feed the outputs of the (pruned) block forward
-            _forward_all(block, inps, outs, block_kwargs[i], batch_size)
-        if offload:
-            block.to(home)
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-        inps, outs = outs, inps
-        if progress is not None:
-            progress(i + 1, n_blocks)
+    mover = BlockMover(layers, make_copier(dev)) if placement.offload and placement.prefetch else None
+    try:
+        for i in range(n_blocks):
+            if mover is not None:
+                block = mover.acquire(i)  # also starts copying block i+1
+            else:
+                block = layers[i]
+                home = next(block.parameters()).device
+                if placement.offload:
+                    block.to(dev)
+            run_block(i, n_blocks, block, family, inps, outs, block_kwargs[i], on_block, dev,
+                      collect_hessian, modifies_blocks, batch_size)
+            if mover is not None:
+                mover.release(i)
+            elif placement.offload:
+                block.to(home)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+            inps, outs = outs, inps
+            if progress is not None:
+                progress(i + 1, n_blocks)
+    finally:
+        if mover is not None:
+            mover.close()
     del inps, outs, block_kwargs
+    return placement
+
+
+def run_block(
+    index: int,
+    n_blocks: int,
+    block: nn.Module,
+    family: FamilySpec,
+    inps: Tensor,
+    outs: Tensor,
+    kwargs: dict[str, Any],
+    on_block: Callable[[BlockContext], None],
+    device: torch.device,
+    collect_hessian: bool = True,
+    modifies_blocks: bool = True,
+    batch_size: int = 1,
+) -> None:
+    """One step of the protocol for a block already on ``device``: statistics pass with hooks,
+    ``on_block``, then (``modifies_blocks``) the pass that writes the pruned block's outputs.
+    inps/outs: ``(nsamples, seqlen, hidden)``; afterwards ``outs`` holds the block's outputs."""
+    ctx = BlockContext(index, n_blocks, block, block_matrices(block, index, family), device=device)
+    collector = _StatsCollector(ctx, family.input_groups, collect_hessian)
+    try:
+        _forward_all(block, inps, outs, kwargs, batch_size)
+    finally:
+        collector.remove()
+    ctx.stats = collector.stats()
+    on_block(ctx)
+    ctx.stats = {}  # free the statistics before the next block
+    del collector
+    if modifies_blocks:  # feed the outputs of the (pruned) block forward
+        _forward_all(block, inps, outs, kwargs, batch_size)

@@ -1,0 +1,165 @@
+"""Where the model lives during block-sequential calibration: decided by measurement.
+
+Two placements (the protocol of Frantar & Alistarh 2023 and Sun et al. 2023 runs either way):
+
+* ``gpu`` — the whole model moves to the compute device once; fastest when it fits;
+* ``offload`` — the model stays on the CPU and one block at a time moves to the device (the
+  reference codes' way for models larger than the GPU), with block i+1 prefetched on a side
+  stream while block i computes (:mod:`pruning.prefetch`).
+
+:func:`choose_placement` is a pure function of byte counts: the model's parameters, the calibration
+activations (inputs + outputs, ``2 * nsamples * seqlen * hidden * itemsize``), one block and its
+working set (statistics, SparseGPT's inverse-Hessian temporaries), and the free device memory
+(``torch.cuda.mem_get_info``, injectable for tests). An explicit user choice (``offload=True`` /
+``False``) always wins; ``offload=None`` means "decide".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+GiB = 2**30
+#: Keep this share of the free memory unused (allocator fragmentation, cuBLAS workspaces, other
+#: processes that start later), plus a fixed reserve for the CUDA context and kernels' scratch.
+SAFETY_FRACTION = 0.10
+SAFETY_BYTES = 1 * GiB
+
+FreeMemoryFn = Callable[[torch.device], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The decision: ``offload`` (one block at a time) or not, ``prefetch`` of the next block while
+    one computes (offload on CUDA only), and the reason in words (logged and recorded)."""
+
+    device: torch.device
+    offload: bool
+    prefetch: bool
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        """``"gpu"`` (whole model on the device) or ``"offload"``."""
+        return "offload" if self.offload else "gpu"
+
+
+def activation_bytes(nsamples: int, seqlen: int, hidden: int, dtype: torch.dtype) -> int:
+    """Bytes of the two calibration buffers ``(nsamples, seqlen, hidden)`` (inputs and outputs of
+    the current block) in the model dtype."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 2 * nsamples * seqlen * hidden * itemsize
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of the parameters and buffers of ``module``."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def block_work_bytes(in_widths: list[int], collect_hessian: bool) -> int:
+    """Working set of one block's statistics and pruning kernel on the device.
+
+    in_widths: input width of each input group (LLaMA: hidden for q/k/v, o, gate/up; the MLP width
+    for down). Wanda: one float32 ``(in,)`` per group. SparseGPT: one float32 Hessian ``(in, in)``
+    per group, plus two more of the largest while its damped inverse is factored
+    (:func:`pruning.methods.sparsegpt.inverse_hessian_cholesky`)."""
+    if not collect_hessian:
+        return sum(4 * w for w in in_widths)
+    return sum(4 * w * w for w in in_widths) + 2 * 4 * max(in_widths) ** 2
+
+
+def choose_placement(
+    *,
+    device: torch.device,
+    param_bytes: int,
+    activation_bytes: int,
+    block_bytes: int,
+    work_bytes: int,
+    free_bytes: int | None,
+    offload: bool | None = None,
+    prefetch: bool = True,
+) -> Placement:
+    """Decide between the whole model on ``device`` and block-by-block offload.
+
+    needed(gpu)     = param_bytes + activation_bytes + work_bytes
+    needed(offload) = 2 * block_bytes (prefetch holds the next block) + activation_bytes + work_bytes
+    usable          = free_bytes * (1 - SAFETY_FRACTION) - SAFETY_BYTES
+
+    ``gpu`` when needed(gpu) <= usable, else ``offload`` (a warning when even that exceeds usable).
+    ``offload`` given as True/False wins over the measurement (``prefetch`` then as asked, on any
+    device; decided here, prefetch only on CUDA). A non-CUDA device (``free_bytes``
+    None) computes where the model is: ``gpu`` (no copies), unless offload is asked for.
+    """
+    use_prefetch = prefetch and device.type == "cuda"
+    if offload is not None:  # explicit: prefetch as asked (on the CPU it runs the same schedule with plain copies)
+        why = f"offload={offload} requested explicitly"
+        return Placement(device, offload, prefetch and offload, why)
+    if free_bytes is None:
+        return Placement(device, False, False, f"device {device} has no free-memory query: the model moves there whole")
+    usable = int(free_bytes * (1.0 - SAFETY_FRACTION)) - SAFETY_BYTES
+    need_gpu = param_bytes + activation_bytes + work_bytes
+    need_offload = (2 if use_prefetch else 1) * block_bytes + activation_bytes + work_bytes
+    figures = (
+        f"model {param_bytes / GiB:.2f} GiB + activations {activation_bytes / GiB:.2f} GiB + block work "
+        f"{work_bytes / GiB:.2f} GiB = {need_gpu / GiB:.2f} GiB; usable {usable / GiB:.2f} GiB of "
+        f"{free_bytes / GiB:.2f} GiB free (margin {SAFETY_FRACTION:.0%} + {SAFETY_BYTES / GiB:.0f} GiB)"
+    )
+    if need_gpu <= usable:
+        return Placement(device, False, False, f"gpu: the whole model fits: {figures}")
+    reason = f"offload: the whole model does not fit: {figures}; block by block needs {need_offload / GiB:.2f} GiB"
+    if need_offload > usable:
+        log.warning("placement: even block-by-block offload needs %.2f GiB > usable %.2f GiB; expect an out-of-memory error",
+                    need_offload / GiB, usable / GiB)
+    return Placement(device, True, use_prefetch, reason)
+
+
+def cuda_free_memory(device: torch.device) -> tuple[int, int]:
+    """``(free, total)`` bytes of a CUDA device (``torch.cuda.mem_get_info``)."""
+    return torch.cuda.mem_get_info(device)
+
+
+def placement_for_model(
+    model: nn.Module,
+    layers: nn.ModuleList,
+    in_widths: list[int],
+    nsamples: int,
+    seqlen: int,
+    *,
+    device: torch.device,
+    collect_hessian: bool,
+    offload: bool | None = None,
+    prefetch: bool = True,
+    free_memory: FreeMemoryFn | None = None,
+) -> Placement:
+    """:func:`choose_placement` with the byte counts measured on ``model`` (parameters not yet on
+    ``device`` count fully; those already there are in use and not in the free memory). Logs why."""
+    if offload is None and device.type == "cuda":
+        free_memory = free_memory or cuda_free_memory
+        free, _total = free_memory(device)
+    elif offload is None and free_memory is not None:
+        free, _total = free_memory(device)
+    else:
+        free = None
+    away = [t for t in list(model.parameters()) + list(model.buffers()) if t.device != device]
+    param_bytes = sum(t.numel() * t.element_size() for t in away)
+    dtype = model.get_input_embeddings().weight.dtype
+    hidden = int(model.get_input_embeddings().weight.shape[1])
+    placement = choose_placement(
+        device=device,
+        param_bytes=param_bytes,
+        activation_bytes=activation_bytes(nsamples, seqlen, hidden, dtype),
+        block_bytes=max((module_bytes(b) for b in layers), default=0),
+        work_bytes=block_work_bytes(in_widths, collect_hessian),
+        free_bytes=free,
+        offload=offload,
+        prefetch=prefetch,
+    )
+    log.info("placement on %s: %s (prefetch %s): %s", device, placement.kind, placement.prefetch, placement.reason)
+    return placement

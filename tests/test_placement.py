@@ -1,0 +1,177 @@
+"""Placement by measurement (simulated free memory) and the prefetching block mover (on the CPU)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import pruning.calibration as calibration_mod
+from pruning.calibration import calibrate_blocks
+from pruning.families import family_for
+from pruning.models import LoadedModel, ModelSource
+from pruning.placement import (
+    SAFETY_BYTES,
+    SAFETY_FRACTION,
+    GiB,
+    activation_bytes,
+    block_work_bytes,
+    choose_placement,
+)
+from pruning.prefetch import BlockMover, SyncCopier
+from pruning.prune import prune_model, uniform_sparsity
+from pruning.synthetic import random_llama
+
+CUDA = torch.device("cuda")
+
+
+def as_loaded(model: nn.Module) -> LoadedModel:
+    return LoadedModel(model, None, family_for(model), ModelSource("local", "memory", "tiny"), "test", 0.0)
+
+
+def calib(nsamples: int = 2, seqlen: int = 16, vocab: int = 256) -> torch.Tensor:
+    return torch.randint(0, vocab, (nsamples, seqlen), generator=torch.Generator().manual_seed(0))
+
+
+def usable(free: int) -> int:
+    return int(free * (1.0 - SAFETY_FRACTION)) - SAFETY_BYTES
+
+
+def decide(free: int, **kw) -> str:
+    # LLaMA-7B in fp16 with SparseGPT statistics: 12.6 GiB of parameters, 128 x 2048 activations
+    args = dict(device=CUDA, param_bytes=int(12.6 * GiB), activation_bytes=activation_bytes(128, 2048, 4096, torch.float16),
+                block_bytes=int(0.38 * GiB), work_bytes=block_work_bytes([4096, 4096, 4096, 11008], True), free_bytes=free)
+    args.update(kw)
+    return choose_placement(**args).kind
+
+
+def test_activation_and_work_bytes() -> None:
+    assert activation_bytes(128, 2048, 8192, torch.float16) == 8 * GiB  # inputs + outputs, 4 GiB each
+    assert block_work_bytes([28672], True) == 3 * 4 * 28672**2  # H, plus two for the inverse
+    assert block_work_bytes([4096, 11008], False) == 4 * (4096 + 11008)
+
+
+def test_offload_when_memory_is_short_gpu_when_it_fits() -> None:
+    assert decide(free=16 * GiB) == "offload"  # a 24 GB card: 7B fp16 does not fit beside the activations
+    assert decide(free=140 * GiB) == "gpu"  # an H200
+
+
+def test_boundary_is_exact() -> None:
+    need = int(12.6 * GiB) + activation_bytes(128, 2048, 4096, torch.float16) + block_work_bytes([4096, 4096, 4096, 11008], True)
+    lo, hi = need, 4 * need  # smallest free memory that fits, by bisection (usable() is monotone)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if usable(mid) >= need else (mid + 1, hi)
+    free_at = lo
+    assert decide(free=free_at) == "gpu"
+    assert decide(free=free_at - 1) == "offload"
+    # the margin matters: free memory exactly equal to the need is not enough
+    assert decide(free=need) == "offload"
+
+
+def test_explicit_choice_wins() -> None:
+    assert decide(free=1 * GiB, offload=False) == "gpu"
+    assert decide(free=1000 * GiB, offload=True) == "offload"
+    p = choose_placement(device=CUDA, param_bytes=1, activation_bytes=1, block_bytes=1, work_bytes=1, free_bytes=None,
+                         offload=True, prefetch=False)
+    assert p.offload and not p.prefetch and "explicit" in p.reason
+
+
+def test_cpu_without_memory_query_keeps_the_model_whole() -> None:
+    p = choose_placement(device=torch.device("cpu"), param_bytes=10**12, activation_bytes=0, block_bytes=0,
+                         work_bytes=0, free_bytes=None)
+    assert p.kind == "gpu" and not p.prefetch
+
+
+def test_calibrate_blocks_measures_the_model(tiny_llama: nn.Module) -> None:
+    """offload=None: the decision uses the model's own bytes against the simulated free memory."""
+    model_bytes = sum(p.numel() * p.element_size() for p in tiny_llama.parameters())
+    kinds = {}
+    for label, free in (("short", model_bytes // 2), ("roomy", 64 * GiB)):
+        kinds[label] = calibrate_blocks(as_loaded(tiny_llama), calib(), lambda ctx: None, offload=None,
+                                        free_memory=lambda dev, f=free: (f, f)).kind
+    assert kinds == {"short": "offload", "roomy": "gpu"}
+
+
+class LazyCopier(SyncCopier):
+    """A fake asynchronous device: fetched tensors are distinct copies that hold NaN until the fetch
+    is finished, and write-backs land only at drain(). Records the order of events."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.device("cpu"))
+        self.events: list[str] = []
+        self.deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.fetches = 0
+
+    def start_fetch(self, host):
+        self.fetches += 1
+        self.events.append(f"start{self.fetches}")
+        return host, [torch.full_like(t, float("nan")) for t in host]
+
+    def finish_fetch(self, handle):
+        host, dev = handle
+        for d, h in zip(dev, host):
+            d.copy_(h)
+        self.events.append("finish")
+        return dev, list(host)
+
+    def write_back(self, device, homes):
+        self.events.append("write_back")
+        self.deferred += list(zip(device, homes))
+
+    def drain(self) -> None:
+        for d, h in self.deferred:
+            h.copy_(d)
+        self.deferred.clear()
+        self.events.append("drain")
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_prefetch_gives_identical_tensors(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=256, seed=0)
+    results = {}
+    copiers: list[LazyCopier] = []
+
+    def lazy(_device: torch.device) -> LazyCopier:
+        copiers.append(LazyCopier())
+        return copiers[-1]
+
+    for label in ("plain", "prefetch-sync", "prefetch-lazy"):
+        model = copy.deepcopy(base)
+        loaded = as_loaded(model)
+        if label == "prefetch-lazy":
+            monkeypatch.setattr(calibration_mod, "make_copier", lazy)
+        table = prune_model(loaded, method, uniform_sparsity(loaded, 0.6), calib(), offload=True,
+                            prefetch=label != "plain", blocksize=32)
+        monkeypatch.undo()
+        results[label] = (model.state_dict(), table)
+    plain_state, plain_table = results["plain"]
+    for label in ("prefetch-sync", "prefetch-lazy"):
+        state, table = results[label]
+        for name, value in plain_state.items():
+            assert torch.equal(state[name], value), (label, name)
+        assert table.equals(plain_table)
+    # the lazy device saw the schedule: block i+1's copy starts before block i is written back,
+    # and every write-back has landed (drain) before prune_model returns
+    events = copiers[0].events
+    assert events.index("start2") < events.index("write_back")
+    assert events[-1] == "drain" and events.count("write_back") == 3
+    assert not any(torch.isnan(v).any() for v in results["prefetch-lazy"][0].values())
+
+
+def test_mover_without_prefetch_copies_on_demand() -> None:
+    layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+    copier = LazyCopier()
+    mover = BlockMover(layers, copier, prefetch=False)
+    for i in range(3):
+        block = mover.acquire(i)
+        assert not torch.isnan(block.weight).any()
+        with torch.no_grad():
+            block.weight.zero_()
+        mover.release(i)
+    assert copier.events[:3] == ["start1", "finish", "write_back"]
+    assert all(float(layer.weight.detach().abs().sum()) != 0 for layer in layers)  # write-backs not landed yet
+    mover.close()
+    assert all(float(layer.weight.detach().abs().sum()) == 0 for layer in layers)
