@@ -22,7 +22,7 @@ from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
 from pruning.families import MatrixRef, prunable_matrices
 from pruning.methods import METHODS, parse_nm
-from pruning.methods.apply import prune_linear
+from pruning.methods.apply import prune_linear, prune_linear_group_sparsegpt
 from pruning.methods.owl import block_outlier_ratio
 from pruning.models import LoadedModel
 
@@ -105,7 +105,8 @@ def prune_model(
     blocksize: int = 128,
     percdamp: float = 0.01,
     device: str | torch.device = "cpu",
-    offload: bool = False,
+    offload: bool | None = False,
+    prefetch: bool = True,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
@@ -118,8 +119,10 @@ def prune_model(
     sparsity_by_name: full module name -> sparsity in [0, 1); matrices not listed stay dense
     (target 0). nm: ``(N, M)`` or ``"N:M"`` — prune N of every M consecutive inputs per row; every
     listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
-    (ignored by magnitude). device/offload: see :func:`pruning.calibration.calibrate_blocks`.
-    ``progress(done, total)`` is called per block.
+    (ignored by magnitude). device/offload/prefetch: see :func:`pruning.calibration.calibrate_blocks`
+    (``offload=None``: decided by measuring free memory, :mod:`pruning.placement`); the placement
+    used is in ``table.attrs["placement"]``. SparseGPT prunes the matrices that share an input
+    (q/k/v, gate/up) in one pass with one inverse Hessian. ``progress(done, total)`` is called per block.
     """
     refs = prunable_matrices(loaded.model, loaded.family)
     nm_pair = validate_request(refs, method, sparsity_by_name, nm, blocksize, percdamp)
@@ -146,9 +149,11 @@ def prune_model(
     else:
 
         def on_block(ctx: BlockContext) -> None:
+            if method == "sparsegpt":
+                _sparsegpt_block(ctx, targets, nm_pair, blocksize, percdamp)
             for ref in ctx.matrices:
                 target = targets[ref.name]
-                if target > 0:
+                if target > 0 and method != "sparsegpt":
                     stats = ctx.stats[ref.name]
                     prune_linear(
                         ref.module, method, target, act_sq_sum=stats.act_sq_sum, hessian=stats.hessian,
@@ -156,15 +161,40 @@ def prune_model(
                     )
                 rows.append(_row(ref, target))
 
-        calibrate_blocks(
-            loaded, calib_ids, on_block, device=dev, offload=offload,
+        placement = calibrate_blocks(
+            loaded, calib_ids, on_block, device=dev, offload=offload, prefetch=prefetch,
             collect_hessian=method == "sparsegpt", batch_size=batch_size, progress=progress,
         )
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    if method != "magnitude":
+        table.attrs["placement"] = placement.kind
+        table.attrs["placement_reason"] = placement.reason
     overall = float((table.sparsity_achieved * table.numel).sum() / table.numel.sum())
     log.info("pruned %s with %s%s in %.1f s: overall sparsity %.4f",
              loaded.name, method, f" {nm_pair[0]}:{nm_pair[1]}" if nm_pair else "", time.perf_counter() - t0, overall)
     return table
+
+
+def _sparsegpt_block(
+    ctx: BlockContext, targets: Mapping[str, float], nm: tuple[int, int] | None, blocksize: int, percdamp: float
+) -> None:
+    """SparseGPT on every matrix of one block: matrices sharing a Hessian (one input group) in one
+    pass; each group's statistics are dropped from ``ctx.stats`` first so that its Hessian's memory
+    is reused by the inverse (``overwrite_hessian``) and freed right after."""
+    groups: dict[int, list[MatrixRef]] = {}
+    for ref in ctx.matrices:
+        if targets[ref.name] > 0:
+            groups.setdefault(id(ctx.stats[ref.name].hessian), []).append(ref)
+    for refs in groups.values():
+        hessian = ctx.stats[refs[0].name].hessian
+        for ref in refs:
+            ctx.stats.pop(ref.name)
+        others = any(st.hessian is hessian for st in ctx.stats.values())  # a dense matrix of the group
+        prune_linear_group_sparsegpt(
+            [ref.module for ref in refs], [targets[ref.name] for ref in refs], hessian,
+            nm=nm, blocksize=blocksize, percdamp=percdamp, overwrite_hessian=not others,
+        )
+        del hessian
 
 
 def uniform_sparsity(loaded: LoadedModel, sparsity: float) -> dict[str, float]:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from pruning.methods.magnitude import magnitude_mask
-from pruning.methods.sparsegpt import sparsegpt_prune
+from pruning.methods.sparsegpt import sparsegpt_prune, sparsegpt_prune_group
 from pruning.methods.wanda import act_norm_from_sq_sum, wanda_mask
 
 
@@ -47,3 +47,27 @@ def prune_linear(
         raise ValueError(f"pruning method {method!r} is unknown; accepted: magnitude, wanda, sparsegpt")
     weight.data.copy_(W_new.to(weight.dtype))
     return int((weight.data == 0).sum())
+
+
+@torch.no_grad()
+def prune_linear_group_sparsegpt(
+    modules: list[nn.Linear],
+    sparsities: list[float],
+    hessian: Tensor,
+    *,
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    overwrite_hessian: bool = False,
+) -> list[int]:
+    """SparseGPT on linear layers that read the same input (shared Hessian ``(in, in)``, e.g.
+    q/k/v or gate/up) in one pass (:func:`pruning.methods.sparsegpt.sparsegpt_prune_group`),
+    in place, on the weights' device. Returns the number of zero weights per module."""
+    weights = [m.weight.data for m in modules]
+    results = sparsegpt_prune_group(weights, hessian.to(weights[0].device), sparsities, nm=nm, blocksize=blocksize,
+                                    percdamp=percdamp, overwrite_hessian=overwrite_hessian)
+    zeros = []
+    for module, (W_new, _mask) in zip(modules, results):
+        module.weight.data.copy_(W_new.to(module.weight.dtype))
+        zeros.append(int((module.weight.data == 0).sum()))
+    return zeros

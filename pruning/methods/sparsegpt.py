@@ -14,11 +14,26 @@ H = 2/N X X^T ``(in, in)`` its Hessian. Algorithm:
    (w - q) / U_jj is spread over the remaining columns of the block with row i of U (the exact OBS
    update of the Cholesky formulation); the accumulated errors update all later columns at once
    after the block (lazy batch updates).
+
+Two implementations of step 5, equal up to float rounding (tests/test_sparsegpt_fast.py):
+
+* :func:`sparsegpt_prune_reference` — the column loop of the reference code (three small kernels
+  per column: on a GPU the per-column Python and launch overhead dominates);
+* :func:`sparsegpt_prune_group` (and :func:`sparsegpt_prune`, one matrix) — the errors of a whole
+  mask segment in one batched triangular solve. With the mask of the segment fixed, the loop's
+  recursion err_i = s_i (w_i - sum_{j<i} err_j U_ji) (s_i = 1/U_ii where pruned, else 0) is, per
+  row, the unit lower-triangular system (I + S L) err = S w with L the strict lower part of U^T;
+  one segment is the whole ``blocksize`` block for unstructured masks (chosen once per block) and M
+  columns for N:M (each mask chosen from the weights as updated so far, as in the loop). Matrices
+  that read the same input (q/k/v, gate/up) share H, so they share U: their rows are stacked and
+  processed in one pass, with the inverse computed once and each matrix's mask chosen on its own
+  rows (rows never interact in the update).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -28,31 +43,42 @@ from pruning.methods.select import prune_count
 log = logging.getLogger(__name__)
 
 
-def inverse_hessian_cholesky(H: Tensor, percdamp: float = 0.01) -> tuple[Tensor, Tensor]:
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for 16/32-bit weights (as the reference code), float64 kept (used by tests)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def inverse_hessian_cholesky(
+    H: Tensor, percdamp: float = 0.01, *, overwrite: bool = False, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     """Damped H -> (upper Cholesky factor U of H^-1 ``(in, in)``, dead-input mask ``(in,)``).
 
-    Does not modify ``H``. Raises RuntimeError when the damped Hessian is not positive definite.
+    Does not modify ``H`` unless ``overwrite`` (then U is computed in H's memory: no second
+    ``(in, in)`` float32 matrix, 3.3 GiB for the 28672 inputs of a 70B down projection). Raises RuntimeError when the damped Hessian is not
+    positive definite.
     """
-    H = H.detach().float().clone()  # (in, in)
+    H = H.detach()
+    H = H if overwrite and H.dtype == dtype else H.to(dtype).clone()  # (in, in), the working copy
+    n = H.shape[0]
     dead = torch.diag(H) == 0  # (in,)
     H[dead, dead] = 1.0
     damp = percdamp * torch.mean(torch.diag(H))
-    idx = torch.arange(H.shape[0], device=H.device)
+    idx = torch.arange(n, device=H.device)
     H[idx, idx] += damp
-    try:
-        L = torch.linalg.cholesky(H)
-        Hinv = torch.cholesky_inverse(L)
-        U = torch.linalg.cholesky(Hinv, upper=True)
+    try:  # in place on the working copy: L, then H^-1, then U overwrite it in turn
+        torch.linalg.cholesky(H, out=H)
+        torch.cholesky_inverse(H, out=H)
+        U = torch.linalg.cholesky(H, upper=True, out=H)
     except RuntimeError as exc:  # torch raises torch.linalg.LinAlgError (a RuntimeError)
         raise RuntimeError(
-            f"SparseGPT: the damped Hessian ({H.shape[0]}x{H.shape[0]}, percdamp {percdamp}) is not positive "
+            f"SparseGPT: the damped Hessian ({n}x{n}, percdamp {percdamp}) is not positive "
             f"definite ({exc}); increase percdamp or the calibration data"
         ) from exc
     return U, dead
 
 
 @torch.no_grad()
-def sparsegpt_prune(
+def sparsegpt_prune_reference(
     W: Tensor,
     H: Tensor,
     sparsity: float,
@@ -69,15 +95,17 @@ def sparsegpt_prune(
     inputs with the lowest w^2/[U]_jj^2 are pruned (``blocksize % M == 0`` keeps groups aligned).
 
     Returns ``(W_hat, mask)``: the updated float32 weights ``(out, in)`` with zeros at the pruned
-    entries, and the bool mask ``(out, in)`` (True = pruned).
+    entries, and the bool mask ``(out, in)`` (True = pruned). This is the column loop of the
+    reference code, kept as the reference for :func:`sparsegpt_prune_group` (same results up to
+    float rounding, much faster on a GPU).
     """
     rows, cols = W.shape
     if H.shape != (cols, cols):
         raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W {tuple(W.shape)}; need ({cols}, {cols})")
     if nm is not None and blocksize % nm[1]:
         raise ValueError(f"SparseGPT: blocksize {blocksize} must be a multiple of M={nm[1]} for N:M {nm[0]}:{nm[1]}")
-    W = W.detach().float().clone()  # (out, in)
-    U, dead = inverse_hessian_cholesky(H.to(W.device), percdamp)  # (in, in), (in,)
+    W = W.detach().to(_compute_dtype(W.dtype)).clone()  # (out, in)
+    U, dead = inverse_hessian_cholesky(H.to(W.device), percdamp, dtype=W.dtype)  # (in, in), (in,)
     W[:, dead] = 0.0
     mask = torch.zeros(rows, cols, dtype=torch.bool, device=W.device)
 
@@ -109,3 +137,141 @@ def sparsegpt_prune(
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batch update of the later columns
     W[mask] = 0.0
     return W, mask
+
+
+#: Bytes of the batched triangular systems ``(rows, w, w)`` built at once (rows are chunked).
+SOLVE_CHUNK_BYTES = 256 * 2**20
+
+
+def masked_obs_errors(W_seg: Tensor, U_seg: Tensor, mask_seg: Tensor, method: str = "solve") -> Tensor:
+    """OBS errors of one mask segment: what the reference column loop accumulates in ``Err1``.
+
+    W_seg: ``(rows, w)`` weights as updated up to the segment; U_seg: ``(w, w)`` upper Cholesky
+    factor of H^-1 on the segment; mask_seg: bool ``(rows, w)`` (True = pruned). Returns E
+    ``(rows, w)`` with E_i = s_i (w_i - sum_{j<i} E_j U_ji), s_i = 1/U_ii on pruned entries, else 0
+    (Frantar & Alistarh 2023, Algorithm 1, inner loop). ``method="solve"``: per row the unit
+    lower-triangular system (I + S L) E = S w, L = strict lower part of U_seg^T, in batched
+    triangular solves; ``"loop"``: the reference column loop.
+    """
+    rows, width = W_seg.shape
+    scale = mask_seg.to(W_seg.dtype) / torch.diag(U_seg).reshape(1, -1)  # (rows, w): s
+    if method == "loop":
+        W1 = W_seg.clone()
+        E = torch.zeros_like(W1)
+        for i in range(width):
+            err = W1[:, i] * scale[:, i]
+            W1[:, i:].addr_(err, U_seg[i, i:], alpha=-1.0)
+            E[:, i] = err
+        return E
+    if method != "solve":
+        raise ValueError(f"masked_obs_errors: method {method!r} is unknown; accepted: solve, loop")
+    lower = torch.tril(U_seg.t(), diagonal=-1)  # (w, w): L_ij = U_ji for j < i
+    rhs = scale * W_seg  # (rows, w)
+    E = torch.empty_like(W_seg)
+    chunk = max(1, SOLVE_CHUNK_BYTES // (width * width * W_seg.element_size()))
+    eye = torch.eye(width, dtype=W_seg.dtype, device=W_seg.device)
+    for r0 in range(0, rows, chunk):
+        r1 = min(r0 + chunk, rows)
+        A = torch.addcmul(eye, scale[r0:r1, :, None], lower)  # (chunk, w, w) = I + S L
+        E[r0:r1] = torch.linalg.solve_triangular(A, rhs[r0:r1, :, None], upper=False, unitriangular=True)[..., 0]
+    return E
+
+
+@torch.no_grad()
+def sparsegpt_prune_group(
+    weights: Sequence[Tensor],
+    H: Tensor,
+    sparsities: Sequence[float],
+    *,
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    overwrite_hessian: bool = False,
+    inblock: str = "solve",
+) -> list[tuple[Tensor, Tensor]]:
+    """Prune several matrices that read the same inputs (one Hessian) with SparseGPT in one pass.
+
+    weights: ``(out_k, in)`` each (any dtype; float32 compute, float64 kept); H: ``(in, in)`` =
+    2/N X^T X of their shared input (modified only with ``overwrite_hessian``); sparsities: one per
+    matrix, reached per column block of ``blocksize`` with the exact count
+    ``round(s * out_k * width)`` of :func:`sparsegpt_prune_reference`; ``nm=(N, M)`` instead prunes N
+    of every M consecutive inputs per row. ``inblock``: ``"solve"`` (batched triangular solves) or
+    ``"loop"`` (the reference column loop) for the errors inside a block.
+
+    Returns ``[(W_hat, mask), ...]`` per matrix: float32 weights ``(out_k, in)`` with zeros at the
+    pruned entries and the bool mask (True = pruned). Equal to :func:`sparsegpt_prune_reference`
+    on each matrix up to float rounding (Frantar & Alistarh 2023, Algorithm 1 with lazy batch
+    updates; the inverse Hessian is computed once for the group).
+    """
+    if not weights or len(weights) != len(sparsities):
+        raise ValueError(f"SparseGPT: need one sparsity per matrix, got {len(weights)} matrices and {len(sparsities)} sparsities")
+    cols = weights[0].shape[1]
+    for W in weights:
+        if W.ndim != 2 or W.shape[1] != cols:
+            raise ValueError(f"SparseGPT: matrices of a group must share the input width {cols}, got {tuple(W.shape)}")
+    if H.shape != (cols, cols):
+        raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W (*, {cols}); need ({cols}, {cols})")
+    if nm is not None and blocksize % nm[1]:
+        raise ValueError(f"SparseGPT: blocksize {blocksize} must be a multiple of M={nm[1]} for N:M {nm[0]}:{nm[1]}")
+    for s in sparsities:
+        prune_count(1, s)  # validates the range
+    dtype = _compute_dtype(weights[0].dtype)
+    device = weights[0].device
+    W = torch.cat([w.detach().to(device=device, dtype=dtype) for w in weights], dim=0)  # (rows, in)
+    bounds = [0]
+    for w in weights:
+        bounds.append(bounds[-1] + w.shape[0])
+    U, dead = inverse_hessian_cholesky(H.to(device), percdamp, overwrite=overwrite_hessian, dtype=dtype)
+    W[:, dead] = 0.0
+    rows = W.shape[0]
+    mask = torch.zeros(rows, cols, dtype=torch.bool, device=device)
+
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        width = i2 - i1
+        W1 = W[:, i1:i2]  # (rows, width), view: updated at the end of the block
+        U1 = U[i1:i2, i1:i2]  # (width, width)
+        d1 = torch.diag(U1)  # (width,)
+        mask1 = torch.zeros(rows, width, dtype=torch.bool, device=device)
+        if nm is None:
+            for (r0, r1), s in zip(zip(bounds[:-1], bounds[1:]), sparsities):
+                k = prune_count((r1 - r0) * width, s)
+                if k:  # the reference's adaptive mask: lowest w^2 / [U]_jj^2 over the (out, width) block
+                    saliency = (W1[r0:r1] ** 2 / d1.reshape(1, -1) ** 2).reshape(-1)
+                    mask1[r0:r1].view(-1)[torch.sort(saliency, stable=True).indices[:k]] = True
+            Err1 = masked_obs_errors(W1, U1, mask1, inblock)  # (rows, width)
+        else:
+            n, m = nm
+            Err1 = torch.zeros(rows, width, dtype=dtype, device=device)
+            for j in range(0, width, m):
+                current = W1[:, j : j + m]
+                if j:  # the weights of this group as updated by the errors of the block so far
+                    current = current - Err1[:, :j] @ U1[:j, j : j + m]
+                saliency = current**2 / d1[j : j + m].reshape(1, -1) ** 2  # (rows, M)
+                mask1[:, j : j + m].scatter_(1, torch.topk(saliency, n, dim=1, largest=False).indices, True)
+                Err1[:, j : j + m] = masked_obs_errors(current, U1[j : j + m, j : j + m], mask1[:, j : j + m], inblock)
+        W[:, i1:] -= Err1 @ U[i1:i2, i1:]  # in-block OBS updates and the lazy update of later columns
+        W[:, i1:i2].masked_fill_(mask1, 0.0)
+        mask[:, i1:i2] = mask1
+    W[mask] = 0.0
+    return [(W[r0:r1], mask[r0:r1]) for r0, r1 in zip(bounds[:-1], bounds[1:])]
+
+
+def sparsegpt_prune(
+    W: Tensor,
+    H: Tensor,
+    sparsity: float,
+    *,
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[Tensor, Tensor]:
+    """Prune and update one weight matrix with SparseGPT (Frantar & Alistarh 2023).
+
+    W: ``(out, in)``; H: ``(in, in)`` = 2/N X^T X (not modified). Same contract and results (up to
+    float rounding) as :func:`sparsegpt_prune_reference`, computed by :func:`sparsegpt_prune_group`.
+    Returns ``(W_hat, mask)``, float32 ``(out, in)`` and bool ``(out, in)`` (True = pruned).
+    """
+    if H.shape != (W.shape[1], W.shape[1]):
+        raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W {tuple(W.shape)}; need ({W.shape[1]}, {W.shape[1]})")
+    return sparsegpt_prune_group([W], H, [sparsity], nm=nm, blocksize=blocksize, percdamp=percdamp)[0]
