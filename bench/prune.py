@@ -20,6 +20,8 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,7 +46,7 @@ def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
         hidden=args.hidden, layers=args.layers, intermediate=args.intermediate, heads=args.heads,
         vocab=args.vocab, seed=0, dtype=DTYPES[args.dtype], device=init_device, max_positions=max(4096, args.seqlen),
     )
-    if args.offload or device.type != "cuda":
+    if args.offload or args.placement != "gpu" or device.type != "cuda":
         model.to("cpu")
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -53,10 +55,41 @@ def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
     return model
 
 
+@contextmanager
+def sparsegpt_kernel(name: str) -> Iterator[None]:
+    """``reference``: prune each matrix with the column-loop kernel (the code before issue 20)."""
+    if name == "fast":
+        yield
+        return
+    import pruning.prune as prune_mod
+    from pruning.methods.sparsegpt import sparsegpt_prune_reference
+
+    def per_matrix(ctx, targets, nm, blocksize, percdamp) -> None:
+        for ref in ctx.matrices:
+            if targets[ref.name] > 0:
+                W = ref.module.weight
+                W_new, _ = sparsegpt_prune_reference(W.data, ctx.stats[ref.name].hessian, targets[ref.name], nm=nm,
+                                                     blocksize=blocksize, percdamp=percdamp)
+                W.data.copy_(W_new.to(W.dtype))
+
+    saved = prune_mod._sparsegpt_block
+    prune_mod._sparsegpt_block = per_matrix
+    try:
+        yield
+    finally:
+        prune_mod._sparsegpt_block = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--offload", action="store_true", help="model on the CPU, one block at a time on --device")
+    p.add_argument("--placement", choices=["gpu", "offload", "auto"], default=None,
+                   help="gpu | offload | auto (measured free memory; model starts on the CPU); --offload = offload")
+    p.add_argument("--no-prefetch", action="store_true", help="offload with synchronous copies (the old path)")
+    p.add_argument("--sparsegpt-kernel", choices=["fast", "reference"], default="fast",
+                   help="reference: the per-matrix column loop (the kernel before issue 20)")
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
     p.add_argument("--methods", default="wanda,sparsegpt")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--nm", default=None, help="e.g. 2:4")
@@ -68,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--section", default="prune_speed", help="RESULTS.md section to write")
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = p.parse_args(argv)
+    args.placement = args.placement or ("offload" if args.offload else "gpu")
+    args.offload = args.placement == "offload"
+    offload_arg = None if args.placement == "auto" else args.offload
     try:
         batches = [int(b) for b in args.calib_batch.split(",")]
         if any(b < 1 for b in batches):
@@ -106,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         t0 = last[0] = time.perf_counter()
-        table = prune_model(loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
-                            device=device, offload=args.offload, batch_size=batch, progress=progress)
+        with sparsegpt_kernel(args.sparsegpt_kernel):
+            table = prune_model(loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
+                                device=device, offload=offload_arg, prefetch=not args.no_prefetch, batch_size=batch,
+                                progress=progress)
         if cuda:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -120,23 +158,34 @@ def main(argv: list[str] | None = None) -> int:
             "s_per_block": sum(block_times[1:]) / max(1, len(block_times) - 1) if len(block_times) > 1 else seconds,
             "first_block_s": block_times[0] if block_times else float("nan"),
             "sparsity": overall,
+            "placement": table.attrs.get("placement", "") + ("" if not args.offload or args.no_prefetch else "+prefetch"),
+            "kernel": args.sparsegpt_kernel if method == "sparsegpt" else "",
         }
         if cuda:
             row["peak_gpu_GiB"] = (torch.cuda.max_memory_allocated(device)) / 2**30
             row["resident_before_GiB"] = base / 2**30
         row["est_32_blocks_s"] = row["first_block_s"] + row["s_per_block"] * (32 - 1)
         rows.append(row)
+        log.info("placement: %s", table.attrs.get("placement_reason", ""))
+        if args.offload and args.placement != "gpu":
+            model.to("cpu")
         log.info("%s: %.1f s, %s", method, seconds, {k: v for k, v in row.items() if k != "method"})
 
     shape = (f"{args.layers} blocks x (hidden {args.hidden}, MLP {args.intermediate}, {args.heads} heads), vocab {args.vocab}, "
              f"{args.dtype}")
     body = (
         f"Random-weight LLaMA ({shape}); {args.nsamples} x {args.seqlen} random calibration tokens; "
-        f"{args.sparsity:.0%} uniform; device {args.device}{' with offload (model on CPU)' if args.offload else ''}. "
+        f"{args.sparsity:.0%} uniform; device {args.device}, placement {args.placement}"
+        f"{'' if args.placement == 'gpu' else (' without prefetch' if args.no_prefetch else ' with prefetch')}. "
         "first_block_s includes capturing the block-0 inputs; est_32_blocks_s extrapolates to 32 blocks.\n\n"
         + markdown_table(rows)
     )
     print(body)
+    if args.json:
+        import json
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=1, default=str))
     if not args.no_write:
         write_section(args.section, body)
     return 0
