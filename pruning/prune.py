@@ -148,19 +148,7 @@ def prune_model(
                 progress(ref.block + 1, n_blocks)
     else:
 
-        def on_block(ctx: BlockContext) -> None:
-            if method == "sparsegpt":
-                _sparsegpt_block(ctx, targets, nm_pair, blocksize, percdamp)
-            for ref in ctx.matrices:
-                target = targets[ref.name]
-                if target > 0 and method != "sparsegpt":
-                    stats = ctx.stats[ref.name]
-                    prune_linear(
-                        ref.module, method, target, act_sq_sum=stats.act_sq_sum, hessian=stats.hessian,
-                        nm=nm_pair, blocksize=blocksize, percdamp=percdamp,
-                    )
-                rows.append(_row(ref, target))
-
+        on_block = block_pruner(method, targets, nm_pair, blocksize, percdamp, rows)
         placement = calibrate_blocks(
             loaded, calib_ids, on_block, device=dev, offload=offload, prefetch=prefetch,
             collect_hessian=method == "sparsegpt", batch_size=batch_size, progress=progress,
@@ -175,6 +163,28 @@ def prune_model(
     return table
 
 
+def block_pruner(
+    method: str, targets: Mapping[str, float], nm: tuple[int, int] | None, blocksize: int, percdamp: float,
+    rows: list[dict],
+) -> Callable[[BlockContext], None]:
+    """The ``on_block`` of Wanda / SparseGPT pruning (used by :func:`prune_model` and the streaming
+    path :mod:`pruning.streaming`): prunes every matrix of the block with a target > 0 from the
+    block's statistics and appends one table row per matrix to ``rows``."""
+
+    def on_block(ctx: BlockContext) -> None:
+        if method == "sparsegpt":
+            _sparsegpt_block(ctx, targets, nm, blocksize, percdamp)
+        for ref in ctx.matrices:
+            target = targets.get(ref.name, 0.0)
+            if target > 0 and method != "sparsegpt":
+                stats = ctx.stats[ref.name]
+                prune_linear(ref.module, method, target, act_sq_sum=stats.act_sq_sum, hessian=stats.hessian,
+                             nm=nm, blocksize=blocksize, percdamp=percdamp)
+            rows.append(_row(ref, target))
+
+    return on_block
+
+
 def _sparsegpt_block(
     ctx: BlockContext, targets: Mapping[str, float], nm: tuple[int, int] | None, blocksize: int, percdamp: float
 ) -> None:
@@ -183,7 +193,7 @@ def _sparsegpt_block(
     is reused by the inverse (``overwrite_hessian``) and freed right after."""
     groups: dict[int, list[MatrixRef]] = {}
     for ref in ctx.matrices:
-        if targets[ref.name] > 0:
+        if targets.get(ref.name, 0.0) > 0:
             groups.setdefault(id(ctx.stats[ref.name].hessian), []).append(ref)
     for refs in groups.values():
         hessian = ctx.stats[refs[0].name].hessian
