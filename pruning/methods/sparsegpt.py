@@ -250,7 +250,7 @@ def sparsegpt_prune_group(
                 saliency = current**2 / d1[j : j + m].reshape(1, -1) ** 2  # (rows, M)
                 mask1[:, j : j + m].scatter_(1, torch.topk(saliency, n, dim=1, largest=False).indices, True)
                 Err1[:, j : j + m] = masked_obs_errors(current, U1[j : j + m, j : j + m], mask1[:, j : j + m], inblock)
-        W[:, i1:] -= Err1 @ U[i1:i2, i1:]  # in-block OBS updates and the lazy update of later columns
+        W[:, i1:].addmm_(Err1, U[i1:i2, i1:], alpha=-1.0)  # in-block OBS updates + lazy update of later columns, no temporary
         W[:, i1:i2].masked_fill_(mask1, 0.0)
         mask[:, i1:i2] = mask1
     W[mask] = 0.0
