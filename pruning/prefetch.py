@@ -94,6 +94,9 @@ class CudaCopier:
     """Pinned host homes, non-blocking copies on a side stream fed by a helper thread."""
 
     def __init__(self, device: torch.device) -> None:
+        device = torch.device(device)
+        if device.index is None:  # "cuda" means the current device; set_device in the helper thread needs its index
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.stream = torch.cuda.Stream(device=device)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")

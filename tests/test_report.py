@@ -187,3 +187,20 @@ def test_one_colour_per_run_in_every_chart():
     for fig in (recolor(sparsity_overlay(allocation), colors), recolor(metric_by_block(spectra, "alpha"), colors)):
         drawn = {(trace.name, trace.line.color) for trace in fig.data}
         assert drawn == {(label, colors[label]) for label in two}  # the same run, the same colour, in both
+
+
+def test_cli_builds_without_the_app_libraries():
+    """The engine's CLI runs on GPU machines without plotly/streamlit: registering the `report`
+    command must not import them (it did, and every command failed there), and its view list is
+    the report's."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pruning.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('plotly', 'streamlit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+    from pruning.app_support.report import DEFAULT_TITLE, VIEWS
+    from pruning.cli import report as cli_report
+
+    assert cli_report.VIEWS == VIEWS and cli_report.DEFAULT_TITLE == DEFAULT_TITLE

@@ -15,9 +15,11 @@ from pruning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from pruning.app_support.report import DEFAULT_TITLE, VIEWS
+VIEWS = ("grid", "spectra", "compare", "zeroshot")  # pruning.app_support.report.VIEWS (plotly is imported only to build)
+DEFAULT_TITLE = "Pruning Lab — meeting report"
 
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="a self-contained HTML meeting report (grid, spectra, compare, zero-shot)")
     p.add_argument("--runs", nargs="+", required=True, metavar="ID",
                    help="run or reference-set ids, space- or comma-separated (see `python -m pruning runs`)")
