@@ -63,6 +63,8 @@ case "${1:-}" in
     have=$(find /tmp -maxdepth 1 -name 'raysite.part*' | wc -l)
     if (( have < 2 )); then echo "ray parts: $have of 2; carry the next one"; exit 0; fi
     cat /tmp/raysite.part* > /tmp/raysite.txz && tar xJf /tmp/raysite.txz -C /tmp && rm /tmp/raysite.part* \
+      && mkdir -p /tmp/raysite/ray/dashboard/client/build/static \
+      && echo '<html></html>' > /tmp/raysite/ray/dashboard/client/build/index.html \
       && PYTHONPATH=/tmp/raysite:$PYTHONPATH python3 -c "import ray, ray.job_submission; print('ray', ray.__version__)"
     ;;
   local)
