@@ -207,18 +207,20 @@ def plan_sweep(spec: dict[str, Any], *, queue: Any = None, check_done: bool = Tr
 
 
 def classify(plan: SweepPlan, *, queue: Any = None, check_store: bool = True) -> SweepPlan:
-    """Fill ``plan.done`` and ``plan.active`` from the job queue (and the results store)."""
+    """Fill ``plan.done`` and ``plan.active`` from the job queue (and the results store).
+    Planning only reads: without ``queue`` the data directory's queue is opened read-only, and a
+    data directory without a queue has no jobs (nothing is created before a job is submitted)."""
     from pruning.jobs.local import store_has_run
     from pruning.jobs.queue import JobQueue
 
-    queue = queue or JobQueue()
+    queue = queue if queue is not None else JobQueue.open_read_only()
     for config in plan.configs:
         run_id = config.run_id
-        ok = queue.find_run(run_id, ("succeeded",))
+        ok = queue.find_run(run_id, ("succeeded",)) if queue is not None else None
         if ok is not None:
             plan.done[run_id] = f"job {ok.job_id}"
             continue
-        active = queue.find_run(run_id, ("queued", "running"))
+        active = queue.find_run(run_id, ("queued", "running")) if queue is not None else None
         if active is not None:
             plan.active[run_id] = active.job_id
         elif check_store and store_has_run(run_id):

@@ -88,6 +88,11 @@ def test_sweep_cli_dry_run_then_submit(data_dir: Path, tmp_path: Path, capsys) -
     assert main(["sweep", "--config", str(sweep), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 combinations -> 4 unique runs" in out and "to run: 4" in out and "dry run" in out
+    assert list(data_dir.iterdir()) == []  # planning only reads: no queue, no folder is created
+    unknown = tmp_path / "unknown.yaml"  # a bad name is refused before anything is created either
+    unknown.write_text(yaml.safe_dump({"base": "base.yaml", "grid": {"evaluation.perplexity": [["no-such-corpus"]]}}))
+    assert main(["sweep", "--config", str(unknown), "--yes"]) == 2
+    assert "no-such-corpus" in capsys.readouterr().err and list(data_dir.iterdir()) == []
     assert JobQueue().list() == []
     assert main(["sweep", "--config", str(sweep)]) == 2                # no terminal, no --yes
     assert "--yes" in capsys.readouterr().err
