@@ -78,3 +78,17 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def emit(body_markdown: str, payload: dict, section: str, json_path: str | None, write: bool = True) -> None:
+    """The end of a benchmark script: print its figures, write ``payload`` (its rows and
+    arguments) as JSON to ``json_path`` when given, and replace its section of RESULTS.md unless
+    ``write`` is False."""
+    import json
+
+    print(body_markdown)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(payload, indent=1, default=str))
+    if write:
+        write_section(section, body_markdown)

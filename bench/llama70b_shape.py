@@ -14,7 +14,6 @@ Writes section ``llama70b_shape`` of bench/RESULTS.md and JSON to ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench._results import markdown_table, write_section  # noqa: E402
+from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import DTYPES  # noqa: E402
 from pruning.streaming import stream_prune, write_random_checkpoint  # noqa: E402
 
@@ -106,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{dev} and back to new shards; {args.nsamples} x {args.seqlen} random calibration tokens, "
         f"{args.sparsity:.0%} unstructured. Target: peak GPU memory <= 24 GB.\n\n" + markdown_table(rows)
     )
-    print(body)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=1, default=str))
-    if not args.no_write:
-        write_section(args.section, body)
+    emit(body, {"rows": rows, "args": vars(args)}, args.section, args.json, write=not args.no_write)
     return 0
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench._results import markdown_table, write_section  # noqa: E402
+from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import DTYPES, add_shape_args  # noqa: E402
 from pruning.families import family_for  # noqa: E402
 from pruning.models import LoadedModel, ModelSource  # noqa: E402
@@ -180,14 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_block_s includes capturing the block-0 inputs; est_32_blocks_s extrapolates to 32 blocks.\n\n"
         + markdown_table(rows)
     )
-    print(body)
-    if args.json:
-        import json
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=1, default=str))
-    if not args.no_write:
-        write_section(args.section, body)
+    emit(body, {"rows": rows, "args": vars(args)}, args.section, args.json, write=not args.no_write)
     return 0
 
 

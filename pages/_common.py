@@ -18,9 +18,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from pages._url import PageAddress
 from pruning.app_support.access import configured_password, password_matches, session_is_open, session_token
-from pruning.app_support.formatting import format_ppl
+from pruning.app_support.formatting import format_ppl, unique_run_labels
 from pruning.app_support.plain import plain
+from pruning.app_support.urlstate import list_field, text_field
 
 log = logging.getLogger(__name__)
 
@@ -259,10 +261,6 @@ def _find_run(table: pd.DataFrame) -> None:
 def render_sidebar() -> None:
     """Model picker and run picker shared by all pages (values in session_state and in the
     address: ``?m=MODEL&runs=ID,ID``, so a link opens the same selection)."""
-    from pages._url import PageAddress
-    from pruning.app_support.formatting import unique_run_labels
-    from pruning.app_support.urlstate import list_field, text_field
-
     table = runs()
     if PENDING_RUNS_KEY in st.session_state:  # a page asked to select runs (e.g. "compare selected")
         st.session_state[RUNS_KEY] = list(st.session_state.pop(PENDING_RUNS_KEY))

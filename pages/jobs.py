@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 
 import streamlit as st
 
@@ -45,7 +46,7 @@ def job_list(states: list[str]) -> None:
 
     try:  # reap jobs of lost workers, refresh Ray jobs from their cluster (writes the queue)
         jobs = list_jobs(states=tuple(states) or None, limit=200)
-    except Exception as exc:  # a read-only data directory: show the queue as it is, write nothing
+    except (OSError, sqlite3.Error) as exc:  # a read-only data directory: show the queue as it is, write nothing
         log.info("job list without refresh: %s", exc)
         jobs = list_jobs(states=tuple(states) or None, limit=200, refresh=False)
     if any(j.state == "succeeded" and (j.finished_at or 0) > st.session_state.get("jobs_seen", 0) for j in jobs):

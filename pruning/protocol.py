@@ -26,7 +26,8 @@ PPL_PROTOCOL_COLUMNS = ("dataset", "text_digest", "seqlen", "n_windows", "total_
 ZEROSHOT_PROTOCOL_COLUMNS = ("task", "limit", "num_fewshot", "harness_version")
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """True for None, NaN, NaT and pandas NA (a value the store writes as null)."""
     if value is None:
         return True
     try:
@@ -36,7 +37,7 @@ def _missing(value: Any) -> bool:
 
 
 def _int(value: Any) -> int | None:
-    return None if _missing(value) else int(value)
+    return None if is_missing(value) else int(value)
 
 
 def is_budgeted(n_windows: Any, total_windows: Any) -> bool:
@@ -49,10 +50,10 @@ def ppl_protocol_key(dataset: Any, text_digest: Any, seqlen: Any, n_windows: Any
                      n_tokens: Any) -> str:
     """Identity of a perplexity's protocol, e.g. ``wiki|0cc60813547efec8|2048|175/175|358225``;
     ``wikitext2|as published`` for values without a measured protocol (papers, the notes)."""
-    ds = "" if _missing(dataset) else str(dataset)
-    if _missing(seqlen) or _missing(n_windows):
+    ds = "" if is_missing(dataset) else str(dataset)
+    if is_missing(seqlen) or is_missing(n_windows):
         return f"{ds}|{PUBLISHED}"
-    digest = "" if _missing(text_digest) else str(text_digest)
+    digest = "" if is_missing(text_digest) else str(text_digest)
     return f"{ds}|{digest}|{int(seqlen)}|{int(n_windows)}/{_int(total_windows) or '?'}|{_int(n_tokens) or '?'}"
 
 
@@ -60,10 +61,10 @@ def ppl_protocol_label(dataset: Any, text_digest: Any, seqlen: Any, n_windows: A
                        n_tokens: Any) -> str:
     """Readable protocol: ``full: 175 × 2048 tokens (358,225 scored), text 0cc60813``,
     ``budgeted: 1 of 44,778 windows × 8 tokens, text 0cc60813`` or ``as published``."""
-    if _missing(seqlen) or _missing(n_windows):
+    if is_missing(seqlen) or is_missing(n_windows):
         return PUBLISHED
     n, total, tokens = int(n_windows), _int(total_windows), _int(n_tokens)
-    text = "" if _missing(text_digest) else f", text {str(text_digest)[:8]}"
+    text = "" if is_missing(text_digest) else f", text {str(text_digest)[:8]}"
     scored = f" ({tokens:,} scored)" if tokens is not None else ""
     if is_budgeted(n, total):
         return f"budgeted: {n:,} of {total:,} windows × {int(seqlen)} tokens{text}"
@@ -90,7 +91,7 @@ def infer_text_digests(frame: pd.DataFrame) -> pd.Series:
 
 def ppl_protocol_short(seqlen: Any, n_windows: Any, total_windows: Any) -> str:
     """A table-cell label: ``full 175×2048``, ``budgeted 1/44,778×8`` or ``as published``."""
-    if _missing(seqlen) or _missing(n_windows):
+    if is_missing(seqlen) or is_missing(n_windows):
         return PUBLISHED
     n, total = int(n_windows), _int(total_windows)
     if is_budgeted(n, total):
@@ -128,17 +129,17 @@ def ppl_protocol_options(cells: pd.DataFrame) -> list[str]:
 
 def zeroshot_protocol_key(task: Any, limit: Any, num_fewshot: Any, harness_version: Any) -> str:
     """Identity of a zero-shot score's protocol: ``boolq|limit=all|shots=0|harness=0.4.13``."""
-    lim = "all" if _missing(limit) else (f"{float(limit):g}")
-    shots = "?" if _missing(num_fewshot) else str(int(num_fewshot))
-    harness = "?" if _missing(harness_version) else str(harness_version)
-    return f"{'' if _missing(task) else task}|limit={lim}|shots={shots}|harness={harness}"
+    lim = "all" if is_missing(limit) else (f"{float(limit):g}")
+    shots = "?" if is_missing(num_fewshot) else str(int(num_fewshot))
+    harness = "?" if is_missing(harness_version) else str(harness_version)
+    return f"{'' if is_missing(task) else task}|limit={lim}|shots={shots}|harness={harness}"
 
 
 def zeroshot_protocol_label(limit: Any, num_fewshot: Any, harness_version: Any) -> str:
     """``0-shot, every example, lm-eval 0.4.13`` or ``0-shot, limit 20 (budgeted), lm-eval ?``."""
-    shots = "?-shot" if _missing(num_fewshot) else f"{int(num_fewshot)}-shot"
-    lim = "every example" if _missing(limit) else f"limit {float(limit):g} (budgeted)"
-    harness = "lm-eval ?" if _missing(harness_version) else f"lm-eval {harness_version}"
+    shots = "?-shot" if is_missing(num_fewshot) else f"{int(num_fewshot)}-shot"
+    lim = "every example" if is_missing(limit) else f"limit {float(limit):g} (budgeted)"
+    harness = "lm-eval ?" if is_missing(harness_version) else f"lm-eval {harness_version}"
     return f"{shots}, {lim}, {harness}"
 
 

@@ -103,8 +103,9 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
     best = grid.best.to_numpy(dtype=float)
     finite = best[np.isfinite(best) & (best > 0)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
+    dense_cells = np.array([[c == DENSE_COLUMN for c in grid.columns] for _ in grid.rows], dtype=bool)
     if color_by == "ppl":
-        z = log_color_values(grid.best).to_numpy()
+        z = np.where(dense_cells, np.nan, log_color_values(grid.best).to_numpy())  # the dense model: not coloured
         zmin, zmax = math.log10(lo), (math.log10(hi) if hi > lo else math.log10(lo) + 1)
         colorscale = COLORSCALE
         ticks = _log_ticks(lo, hi)
@@ -114,7 +115,7 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
         ratio = (grid.delta_pct / 100.0 + 1.0).to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(ratio > 0, np.log10(ratio), np.nan)
-        z[:, [c == DENSE_COLUMN for c in grid.columns]] = np.nan  # the dense model sets no colour range
+        z = np.where(dense_cells, np.nan, z)  # the dense model is not coloured and sets no colour range
         reach = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.0
         reach = min(max(reach, math.log10(1.05)), 1.0)  # ±5 % at least, ×10 at most: beyond saturates
         zmin, zmax, colorscale = -reach, reach, DELTA_COLORSCALE
@@ -131,8 +132,6 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
 
     empty = grid.count.to_numpy() == 0
     nan_cells = (~empty) & np.isnan(best)
-    dense_cells = np.array([[c == DENSE_COLUMN for c in grid.columns] for _ in grid.rows], dtype=bool)
-    z = np.where(dense_cells, np.nan, z)
     no_delta = (~empty) & (~nan_cells) & (~dense_cells) & ~np.isfinite(z)
     fig = go.Figure()
     fig.add_trace(go.Heatmap(  # cells without a result: light grey

@@ -33,6 +33,7 @@ from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import format_ppl, format_sparsity, run_label, unique_run_labels
 from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid, build_grid, dense_perplexity, protocol_options
 from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_overlay
+from pruning.app_support.report_views import DEFAULT_TITLE, VIEW_TITLES, VIEWS
 from pruning.app_support.spectra import cached_eigenvalues, eigenvalues_of, fit_warning, model_available_locally
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 from pruning.errors import ConfigError
@@ -40,10 +41,6 @@ from pruning.store.errors import RunNotFoundError
 
 log = logging.getLogger(__name__)
 
-VIEWS: tuple[str, ...] = ("grid", "spectra", "compare", "zeroshot")
-VIEW_TITLES: dict[str, str] = {"grid": "Perplexity grid", "spectra": "Spectra", "compare": "Compare",
-                               "zeroshot": "Zero-shot accuracy"}
-DEFAULT_TITLE = "Pruning Lab — meeting report"
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 #: eigenvalues of (run_id, matrix name, source "weight"|"hessian") for the ESD, or None
 EigenvalueLoader = Callable[[str, str, str], "np.ndarray | None"]

@@ -10,13 +10,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from pruning.app_support.report_views import DEFAULT_TITLE, VIEWS
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-VIEWS = ("grid", "spectra", "compare", "zeroshot")  # pruning.app_support.report.VIEWS (plotly is imported only to build)
-DEFAULT_TITLE = "Pruning Lab — meeting report"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import pandas as pd
 import pyarrow as pa
 
+from pruning.protocol import is_missing
 from pruning.store.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -113,7 +114,7 @@ def to_arrow(table: str, df: pd.DataFrame) -> pa.Table:
                 if pa.types.is_list(typ):
                     arr = pa.array([None if v is None else list(v) for v in values], type=typ)
                 elif typ == STR:
-                    arr = pa.array([None if _is_missing(v) else str(v) for v in values], type=STR)
+                    arr = pa.array([None if is_missing(v) else str(v) for v in values], type=STR)
                 else:
                     arr = pa.array(values.astype(object).where(values.notna(), None).tolist(), type=typ)
             else:
@@ -123,15 +124,6 @@ def to_arrow(table: str, df: pd.DataFrame) -> pa.Table:
         arrays.append(arr)
         names.append(str(col))
     return pa.Table.from_arrays(arrays, names=names)
-
-
-def _is_missing(value: object) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def empty_select(table: str) -> str:
