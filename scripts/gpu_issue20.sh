@@ -46,7 +46,35 @@ steps() {  # $1 = device, $2 = results dir, $3 = "tiny" or ""
   rm -rf /tmp/issue20-l70
 }
 
+prefetch_steps() {  # the copier comparison (after the first batch): $1 = results dir
+  local res=$1
+  export BENCH_RESULTS_PATH=$res/RESULTS.gpu.md
+  step() { local name=$1; shift; echo "=== $(date +%T) $name: $*"; local t0=$SECONDS
+    "$@" > "$res/$name.log" 2>&1; local rc=$?
+    echo "=== $(date +%T) $name rc=$rc $((SECONDS - t0)) s"; tail -n 25 "$res/$name.log"
+    echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$res/steps.jsonl"; }
+  step cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_prefetch_cuda.py
+  local w=(--methods wanda --sparsity 0.7)
+  step wanda_gpu $PY bench/prune.py --device cuda --placement gpu "${w[@]}" --section prune_speed_i20b_wanda_gpu \
+    --json "$res/wanda_gpu.json"
+  step wanda_staged $PY bench/prune.py --device cuda --placement offload --copier staged "${w[@]}" \
+    --section prune_speed_i20b_wanda_staged --json "$res/wanda_staged.json"
+  step wanda_pinned $PY bench/prune.py --device cuda --placement offload --copier pinned "${w[@]}" \
+    --section prune_speed_i20b_wanda_pinned --json "$res/wanda_pinned.json"
+  step sparsegpt_staged $PY bench/prune.py --device cuda --placement offload --copier staged --methods sparsegpt \
+    --sparsity 0.7 --section prune_speed_i20b_sparsegpt_staged --json "$res/sparsegpt_staged.json"
+  step sparsegpt_gpu $PY bench/prune.py --device cuda --placement gpu --methods sparsegpt \
+    --sparsity 0.7 --section prune_speed_i20b_sparsegpt_gpu --json "$res/sparsegpt_gpu.json"
+}
+
 case "${1:-}" in
+  prefetch)  # detached like start; results in /tmp/issue20b; collect with: collect b
+    mkdir -p /tmp/issue20b; rm -f /tmp/issue20b/DONE
+    setsid nohup bash -c "source '$0' lib; prefetch_steps /tmp/issue20b; date -u +%FT%TZ > /tmp/issue20b/DONE" \
+      > /tmp/issue20b/run.log 2>&1 < /dev/null &
+    echo "started pid $!; then: $0 collect b"
+    ;;
+  lib) ;;
   start)
     mkdir -p /tmp/issue20
     if [[ -f /tmp/issue20/pid ]] && kill -0 "$(cat /tmp/issue20/pid)" 2>/dev/null; then
@@ -61,13 +89,14 @@ case "${1:-}" in
     steps cuda /tmp/issue20
     date -u +%FT%TZ > /tmp/issue20/DONE
     ;;
-  collect)
+  collect)  # collect [b]: /tmp/issue20 or /tmp/issue20b
     : "${OUT:?OUT must be set (the output folder of the device tool)}"
-    mkdir -p "$OUT/issue20"
-    cp -r /tmp/issue20/. "$OUT/issue20/" 2>/dev/null
+    src=/tmp/issue20${2:-}
+    mkdir -p "$OUT/issue20${2:-}"
+    cp -r "$src/." "$OUT/issue20${2:-}/" 2>/dev/null
     rm -rf "$OUT/issue20/l70"
-    if [[ -f /tmp/issue20/DONE ]]; then echo "done at $(cat /tmp/issue20/DONE)"; else echo "still running"; fi
-    tail -n 40 /tmp/issue20/run.log
+    if [[ -f $src/DONE ]]; then echo "done at $(cat "$src/DONE")"; else echo "still running"; fi
+    tail -n 40 "$src/run.log"
     ;;
   smoke)
     res=${2:-/tmp/issue20-smoke}; rm -rf "$res"; mkdir -p "$res"
