@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from pruning.atomic import write_text_atomic
+
 RESULTS = Path(os.environ.get("BENCH_RESULTS_PATH", Path(__file__).resolve().parent / "RESULTS.md"))
 HEADER = "# Benchmark results\n\nEach section is written by its benchmark script; the command and machine are recorded with the figures.\n"
 
@@ -63,9 +65,7 @@ def _replace_raw(name: str, section: str, path: Path) -> None:
         text = fh.read() or HEADER
         pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- /section:{re.escape(name)} -->\n?", re.S)
         text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
         fcntl.flock(fh, fcntl.LOCK_UN)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,17 +56,13 @@ def convert_gguf(gguf: Path, alias: str, force: bool = False) -> Path:
     log.info("converting %s (dequantising GGUF; this takes ~20-60 s once)", gguf)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    save_model(model, tokenizer, tmp)
+    staging = out.with_name(out.name + ".tmp")  # a whole directory: saved aside, then moved in place
+    if staging.exists():
+        shutil.rmtree(staging)
+    save_model(model, tokenizer, staging)
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
-    tmp.rename(out)
+    staging.rename(out)
     log.info("saved %s to %s", alias, out)
     return out
 

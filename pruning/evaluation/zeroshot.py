@@ -20,7 +20,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from pruning.atomic import write_text_atomic
 from pruning.errors import ConfigError, CorpusUnavailableError
 from pruning.evaluation.tasks import LOCAL_TASKS, ensure_local_tasks, local_task_dir
 
@@ -96,9 +96,7 @@ def known_task_names() -> set[str]:
     if path.is_file():
         return set(json.loads(path.read_text())) | set(OFFLINE_TASKS)
     names = sorted(task_manager(include_defaults=True).all_tasks)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(names))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(names))
     return set(names) | set(OFFLINE_TASKS)
 
 

@@ -33,6 +33,7 @@ from typing import Iterator
 
 import duckdb
 
+from pruning.atomic import write_json_atomic
 from pruning.paths import data_dir
 from pruning.procs import pid_alive
 from pruning.store.errors import StoreError, StoreReadOnlyError
@@ -146,17 +147,6 @@ def writer_lock(root: Path, *, blocking: bool = True, timeout_s: float = 120.0) 
             os.close(fd)
     finally:
         _thread_lock.release()
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON (sorted keys, stable formatting) to a temp file and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True, allow_nan=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # ---- catalog manifest ---------------------------------------------------------------------------

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pruning.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,6 @@ def task_config(data_file: Path) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def ensure_wiki_cloze(root: Path, text: str | None = None, force: bool = False) -> Path:
     """Generate ``root/wiki_cloze/{wiki_cloze.jsonl, wiki_cloze.yaml, build.json}`` unless an
     up-to-date build (same builder version, seed, size and source-text hash) exists.
@@ -130,8 +125,8 @@ def ensure_wiki_cloze(root: Path, text: str | None = None, force: bool = False) 
         if json.loads(stamp_path.read_text()) == stamp:
             return yaml_path
     items = build_items(text)
-    _atomic_write(data_path, "".join(json.dumps(item) + "\n" for item in items))
-    _atomic_write(yaml_path, yaml.safe_dump(task_config(data_path), sort_keys=False))
-    _atomic_write(stamp_path, json.dumps(stamp))
+    write_text_atomic(data_path, "".join(json.dumps(item) + "\n" for item in items))
+    write_text_atomic(yaml_path, yaml.safe_dump(task_config(data_path), sort_keys=False))
+    write_text_atomic(stamp_path, json.dumps(stamp))
     log.info("built offline lm-eval task %s: %d items in %s", TASK_NAME, len(items), task_dir)
     return yaml_path
