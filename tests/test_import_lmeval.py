@@ -11,7 +11,7 @@ import pytest
 from pruning.config import RunConfig
 from pruning.importers.lmeval import import_lm_eval
 from pruning.store import ImportFormatError, list_runs, publish_run, run_table, zeroshot_scores
-from pruning.store.catalog import latest_attempts, store_root
+from pruning.store.layout import latest_attempts, store_root
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

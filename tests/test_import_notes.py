@@ -9,7 +9,7 @@ import pytest
 
 from pruning.importers.notes import import_notes, parse_notes
 from pruning.store import ImportFormatError, attention_stats, list_runs, perplexity_cells, zeroshot_scores
-from pruning.store.catalog import latest_attempts, store_root
+from pruning.store.layout import latest_attempts, store_root
 
 NOTES = Path(__file__).resolve().parents[1] / "data" / "reference" / "research-notes.txt"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

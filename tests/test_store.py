@@ -14,7 +14,7 @@ from pruning.store import (
     QueryRejectedError, RunNotFoundError, StoreError, add_note, compact, list_runs, metric_grid, models,
     perplexity_cells, perplexity_grid, publish_outcome, publish_run, run_detail, run_sql, run_table, set_tags,
 )
-from pruning.store.catalog import latest_attempts, store_root
+from pruning.store.layout import latest_attempts, store_root
 from pruning.store.schema import Migration, apply_migrations, pending_migrations
 
 
@@ -134,7 +134,7 @@ def test_retired_parts_are_deleted_after_their_grace_even_with_nothing_to_compac
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A full compaction retires the old part files but keeps them for readers of older snapshots;
     a later compact() deletes them once the grace period is over, even when nothing is loose."""
-    from pruning.store import catalog
+    from pruning.store import compaction
 
     publish_run(_config(sparsity=0.5), tables=_tables(20.0))
     assert compact() is True
@@ -144,7 +144,7 @@ def test_retired_parts_are_deleted_after_their_grace_even_with_nothing_to_compac
     first = {p.name for p in parts.glob("*-000001.parquet")}
     assert "runs-000001.parquet" in first and all((parts / n).exists() for n in first)  # within the grace
     assert compact() is False and all((parts / n).exists() for n in first)
-    monkeypatch.setattr(catalog, "RETIRED_GRACE_S", 0.0)
+    monkeypatch.setattr(compaction, "RETIRED_GRACE_S", 0.0)
     from pruning.cli import main
 
     assert main(["compact"]) == 0  # nothing to fold in, but the retired parts go

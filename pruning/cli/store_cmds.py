@@ -126,7 +126,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     import duckdb
 
     from pruning.store.annotations import all_annotations
-    from pruning.store.catalog import ALL_TABLES, connect, snapshot
+    from pruning.store.catalog import snapshot
+    from pruning.store.layout import ALL_TABLES
+    from pruning.store.views import connect
 
     out: Path = args.out
     try:
@@ -199,7 +201,8 @@ def cmd_import_lm_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from pruning.store.catalog import compact, store_root
+    from pruning.store.compaction import compact
+    from pruning.store.layout import store_root
 
     parts = store_root() / "catalog" / "parts"
     before = {p.name for p in parts.glob("*.parquet")} if parts.is_dir() else set()

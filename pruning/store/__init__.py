@@ -6,8 +6,10 @@ See docs/store.md. Writers: :func:`publish_run`, :func:`publish_outcome`, :func:
 """
 
 from pruning.store.annotations import add_note, all_annotations, read_annotation, set_tags
-from pruning.store.catalog import bulk_append, compact, snapshot, store_root
+from pruning.store.catalog import snapshot
+from pruning.store.compaction import bulk_append, compact
 from pruning.store.errors import ImportFormatError, QueryRejectedError, RunNotFoundError, StoreError
+from pruning.store.layout import store_root
 from pruning.store.publish import PublishResult, environment, publish_bundle, publish_outcome, publish_run
 from pruning.store.queries import (
     attention_stats, list_runs, metric_grid, models, perplexity_cells, perplexity_grid, run_attempts, run_detail,

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pruning.store.annotations import annotation_problems
-from pruning.store.catalog import (
-    bundle_problems, catalog_state, compact, published_attempts, read_manifest, store_root, writable_store, writer_lock,
-)
+from pruning.store.catalog import bundle_problems, catalog_state, read_manifest
+from pruning.store.compaction import compact
+from pruning.store.layout import published_attempts, store_root, writable_store
+from pruning.store.lock import writer_lock
 from pruning.store.health import Problem
 
 log = logging.getLogger(__name__)
