@@ -3,7 +3,7 @@
 `python -m bench.zeroshot [--limit N]` — the offline `wiki_cloze` task (4 choices, chance 0.25)
 scored by lm-eval 0.4 on SmolLM2-135M, dense and after Wanda (Sun et al. 2023) at 50%
 unstructured sparsity, every matrix at the same sparsity; the same items for both. Also records
-the attention statistics summary (pruning/attention.py) of both stages and a short perplexity
+the attention statistics summary (pruning/attention/) of both stages and a short perplexity
 as a check that pruning happened. Writes section "zeroshot" of bench/RESULTS.md.
 """
 
