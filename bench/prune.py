@@ -57,27 +57,23 @@ def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
 
 @contextmanager
 def sparsegpt_kernel(name: str) -> Iterator[None]:
-    """``reference``: prune each matrix with the column-loop kernel (the code before issue 20)."""
+    """``reference``: prune each matrix with the column-loop kernel (the code before issue 20), by
+    swapping the registry's ``sparsegpt`` entry for one without group kernel for the duration."""
     if name == "fast":
         yield
         return
-    import pruning.prune as prune_mod
+    from dataclasses import replace
+
+    from pruning.methods.registry import get_method, method_registered
     from pruning.methods.sparsegpt import sparsegpt_prune_reference
 
-    def per_matrix(ctx, targets, nm, blocksize, percdamp) -> None:
-        for ref in ctx.matrices:
-            if targets[ref.name] > 0:
-                W = ref.module.weight
-                W_new, _ = sparsegpt_prune_reference(W.data, ctx.stats[ref.name].hessian, targets[ref.name], nm=nm,
-                                                     blocksize=blocksize, percdamp=percdamp)
-                W.data.copy_(W_new.to(W.dtype))
+    def per_matrix(W, stats, sparsity, nm, options):
+        return sparsegpt_prune_reference(W, stats.hessian, sparsity, nm=nm, blocksize=options.blocksize,
+                                         percdamp=options.percdamp)[0]
 
-    saved = prune_mod._sparsegpt_block
-    prune_mod._sparsegpt_block = per_matrix
-    try:
+    reference = replace(get_method("sparsegpt"), kernel=per_matrix, group_kernel=None)
+    with method_registered(reference, replace=True):
         yield
-    finally:
-        prune_mod._sparsegpt_block = saved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,14 +13,15 @@ from pruning.app_support.launch import (
     FORM_FIELDS,
     FORM_SECTIONS,
     allowed_model_roots,
+    form_field,
     grid_size,
+    method_choices,
     parse_value_list,
     submission_token,
     sweep_spec,
     validate_form,
 )
 from pruning.app_support.plain import plain
-from pruning.config import METHODS
 from pruning.errors import ConfigError, PruningLabError
 from pruning.presets import preset_names
 from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
@@ -90,7 +91,7 @@ with st.form("launch_form"):
         st.markdown(f"**{title}**")
         cols = st.columns(len(fields))
         for col, field in zip(cols, fields):
-            kind, label, options = FORM_FIELDS[field]
+            kind, label, options = form_field(field)
             with col:
                 WIDGETS[kind](label, key=key(field), **options)
                 if field in errors:
@@ -113,7 +114,7 @@ st.header("Sweep")
 st.caption("Every combination of the lists below, on top of the form's values.")
 c1, c2 = st.columns(2)
 axes = {
-    "pruning.method": c1.multiselect("Methods", list(METHODS), key="sweep.methods"),
+    "pruning.method": c1.multiselect("Methods", method_choices(), key="sweep.methods"),
     "allocation.preset": c2.multiselect(
         "Presets", ["", *preset_names()], key="sweep.presets", format_func=lambda p: p or "(no preset)"
     ),

@@ -21,9 +21,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pruning.errors import ConfigError
+from pruning.methods.nm_pattern import format_nm, parse_nm
+from pruning.methods.registry import get_method, method_names
 from pruning.presets import GRANULARITIES, MATRIX_TYPES, get_preset, parse_score_groups
 
-METHODS: tuple[str, ...] = ("dense", "magnitude", "wanda", "sparsegpt")
 STRATEGIES: tuple[str, ...] = ("uniform", "linear", "owl")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 CONFIG_VERSION = 1
@@ -148,34 +149,39 @@ class AllocationConfig(_Section):
 
 
 class PruningConfig(_Section):
-    """Pruning method and target sparsity; ``nm`` like ``"2:4"`` selects semi-structured N:M."""
+    """Pruning method and target sparsity; ``nm`` like ``"2:4"`` selects semi-structured N:M.
+    ``method`` is any name of the method registry (:mod:`pruning.methods.registry`)."""
 
-    method: Literal["dense", "magnitude", "wanda", "sparsegpt"] = "wanda"
+    method: str = Field("wanda", max_length=64)
     sparsity: float = Field(0.5, ge=0.0, lt=1.0)
     nm: str | None = None
     blocksize: int = Field(128, ge=1, le=65_536)
     percdamp: float = Field(0.01, gt=0.0, lt=1.0)
 
+    @field_validator("method")
+    @classmethod
+    def _method_registered(cls, v: str) -> str:
+        if v not in method_names():
+            raise ValueError(f"not a registered pruning method; accepted: {', '.join(map(repr, method_names()))}")
+        return v
+
     @field_validator("nm")
     @classmethod
     def _nm_form(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", v)
-        if not m:
-            raise ValueError("must look like 'N:M', e.g. '2:4' or '4:8'")
-        n, mm = int(m.group(1)), int(m.group(2))
-        if not 0 < n < mm:
-            raise ValueError(f"N:M needs 0 < N < M, got N={n}, M={mm}")
-        return f"{n}:{mm}"
+        return format_nm(parse_nm(v))
+
+    @model_validator(mode="after")
+    def _nm_supported(self) -> "PruningConfig":
+        spec = get_method(self.method)
+        if self.nm is not None and spec.prunes and not spec.supports_nm:
+            raise ValueError(f"nm: {self.nm!r} is invalid with method {self.method!r}, which has no N:M variant; "
+                             "accepted: nm unset")
+        return self
 
     @property
     def nm_tuple(self) -> tuple[int, int] | None:
         """(N, M) for semi-structured sparsity, or None for unstructured."""
-        if self.nm is None:
-            return None
-        n, m = self.nm.split(":")
-        return int(n), int(m)
+        return parse_nm(self.nm)
 
 
 class EvaluationConfig(_Section):
@@ -334,6 +340,6 @@ def config_error_from(exc: ValidationError) -> ConfigError:
 
 __all__ = [
     "AllocationConfig", "CalibrationConfig", "EvaluationConfig", "ModelConfig", "PruningConfig",
-    "RunConfig", "METHODS", "STRATEGIES", "DTYPES", "GRANULARITIES", "config_error_from", "load_yaml_file",
+    "RunConfig", "STRATEGIES", "DTYPES", "GRANULARITIES", "config_error_from", "load_yaml_file",
     "parse_yaml_text", "yaml_error_line",
 ]

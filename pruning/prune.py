@@ -1,10 +1,11 @@
 """Prune a loaded model block-sequentially with per-matrix sparsities (any allocation drives it).
 
-``prune_model`` validates everything up front, then runs magnitude pruning matrix by matrix
-(no forward pass) or Wanda / SparseGPT through :func:`pruning.calibration.calibrate_blocks`
-(statistics of each block's inputs come from the already pruned previous blocks, as in Sun et al.
-2023 and Frantar & Alistarh 2023). ``owl_outlier_ratios`` measures the OWL outlier ratio of
-every block of the dense model (Yin et al. 2023).
+``prune_model`` validates everything up front, then runs any registered method
+(:mod:`pruning.methods.registry`): one that needs no statistics (magnitude) matrix by matrix with no
+forward pass, one that needs activations (Wanda) or a Hessian (SparseGPT) through
+:func:`pruning.calibration.calibrate_blocks` (statistics of each block's inputs come from the
+already pruned previous blocks, as in Sun et al. 2023 and Frantar & Alistarh 2023).
+``owl_outlier_ratios`` measures the OWL outlier ratio of every block of the dense model (Yin et al. 2023).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import torch
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
 from pruning.families import MatrixRef, prunable_matrices
-from pruning.methods import METHODS, parse_nm
-from pruning.methods.apply import prune_linear, prune_linear_group_sparsegpt
+from pruning.methods.apply import prune_linear, prune_linear_group
+from pruning.methods.nm_pattern import parse_nm
 from pruning.methods.owl import block_outlier_ratio
+from pruning.methods.registry import KernelOptions, get_method, method_names
 from pruning.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -41,12 +43,13 @@ def validate_request(
 ) -> tuple[int, int] | None:
     """Check a pruning request before any work; raises ConfigError naming the value and what is
     accepted. Returns the parsed ``(N, M)`` or None."""
-    if method not in METHODS:
-        raise ConfigError(f"pruning.method: {method!r} is invalid; accepted: {', '.join(METHODS)}")
+    accepted_methods = method_names(pruning_only=True)
+    if method not in accepted_methods:
+        raise ConfigError(f"pruning.method: {method!r} is invalid; accepted: {', '.join(accepted_methods)}")
     try:
         nm_pair = parse_nm(nm)
     except ValueError as exc:
-        raise ConfigError(f"pruning.nm: {exc}") from exc
+        raise ConfigError(f"pruning.nm: {nm!r} is invalid: {exc}") from exc
     if not isinstance(blocksize, int) or blocksize < 1:
         raise ConfigError(f"pruning.blocksize: {blocksize!r} is invalid; accepted: a positive integer (128 in the paper)")
     if not 0.0 < percdamp < 1.0:
@@ -78,8 +81,10 @@ def validate_request(
                     f"sparsity_by_name[{name!r}]: {value!r} conflicts with N:M {n}:{m}, which prunes {n} of every {m} "
                     f"weights; accepted: {implied} (or 0 to leave the matrix dense)"
                 )
-        if method == "sparsegpt" and blocksize % m:
-            raise ConfigError(f"pruning.blocksize: {blocksize} is invalid with N:M {n}:{m}; accepted: a multiple of M={m}")
+    try:
+        get_method(method).check_options(nm_pair, KernelOptions(blocksize, percdamp))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     return nm_pair
 
 
@@ -113,20 +118,24 @@ def prune_model(
     """Prune ``loaded.model`` in place; returns the tidy per-matrix table (one row per prunable
     matrix, blocks in order): ``block, matrix_type, name, numel, sparsity_target, sparsity_achieved``.
 
-    method: ``magnitude`` (Sun et al. 2023 baseline; whole-matrix group; no calibration),
-    ``wanda`` (Sun et al. 2023; per output row) or ``sparsegpt`` (Frantar & Alistarh 2023;
-    ``blocksize`` columns per mask block, ``percdamp`` damping of mean diag H).
+    method: a registered method that prunes (:func:`pruning.methods.registry.method_names`), e.g.
+    ``magnitude`` (Sun et al. 2023 baseline; whole-matrix group; no calibration), ``wanda`` (Sun et
+    al. 2023; per output row) or ``sparsegpt`` (Frantar & Alistarh 2023; ``blocksize`` columns per
+    mask block, ``percdamp`` damping of mean diag H).
     sparsity_by_name: full module name -> sparsity in [0, 1); matrices not listed stay dense
     (target 0). nm: ``(N, M)`` or ``"N:M"`` — prune N of every M consecutive inputs per row; every
     listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
-    (ignored by magnitude). device/offload/prefetch: see :func:`pruning.calibration.calibrate_blocks`
-    (``offload=None``: decided by measuring free memory, :mod:`pruning.placement`); the placement
-    used is in ``table.attrs["placement"]``. SparseGPT prunes the matrices that share an input
-    (q/k/v, gate/up) in one pass with one inverse Hessian. ``progress(done, total)`` is called per block.
+    (ignored by methods that need no statistics). device/offload/prefetch: see
+    :func:`pruning.calibration.calibrate_blocks` (``offload=None``: decided by measuring free memory,
+    :mod:`pruning.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
+    group kernel (SparseGPT) prunes the matrices that share an input (q/k/v, gate/up) in one pass
+    with one inverse Hessian.
+    ``progress(done, total)`` is called per block.
     """
     refs = prunable_matrices(loaded.model, loaded.family)
     nm_pair = validate_request(refs, method, sparsity_by_name, nm, blocksize, percdamp)
-    if method != "magnitude" and (calib_ids is None or calib_ids.ndim != 2 or calib_ids.numel() == 0):
+    statistics = get_method(method).statistics
+    if statistics != "none" and (calib_ids is None or calib_ids.ndim != 2 or calib_ids.numel() == 0):
         shape = None if calib_ids is None else tuple(calib_ids.shape)
         raise ConfigError(f"calib_ids: {shape} is invalid for {method}; accepted: a LongTensor (nsamples, seqlen)")
     targets = {ref.name: float(sparsity_by_name.get(ref.name, 0.0)) for ref in refs}
@@ -137,7 +146,7 @@ def prune_model(
     t0 = time.perf_counter()
     rows: list[dict] = []
 
-    if method == "magnitude":
+    if statistics == "none":
         n_blocks = max(ref.block for ref in refs) + 1
         for k, ref in enumerate(refs):
             if targets[ref.name] > 0:
@@ -151,10 +160,10 @@ def prune_model(
         on_block = block_pruner(method, targets, nm_pair, blocksize, percdamp, rows)
         placement = calibrate_blocks(
             loaded, calib_ids, on_block, device=dev, offload=offload, prefetch=prefetch,
-            collect_hessian=method == "sparsegpt", batch_size=batch_size, progress=progress,
+            collect_hessian=statistics == "hessian", batch_size=batch_size, progress=progress,
         )
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    if method != "magnitude":
+    if statistics != "none":
         table.attrs["placement"] = placement.kind
         table.attrs["placement_reason"] = placement.reason
     overall = float((table.sparsity_achieved * table.numel).sum() / table.numel.sum())
@@ -167,16 +176,18 @@ def block_pruner(
     method: str, targets: Mapping[str, float], nm: tuple[int, int] | None, blocksize: int, percdamp: float,
     rows: list[dict],
 ) -> Callable[[BlockContext], None]:
-    """The ``on_block`` of Wanda / SparseGPT pruning (used by :func:`prune_model` and the streaming
+    """The ``on_block`` of block-sequential pruning (used by :func:`prune_model` and the streaming
     path :mod:`pruning.streaming`): prunes every matrix of the block with a target > 0 from the
-    block's statistics and appends one table row per matrix to ``rows``."""
+    block's statistics — by input group when the method has a group kernel — and appends one table
+    row per matrix to ``rows``."""
+    grouped = get_method(method).group_kernel is not None
 
     def on_block(ctx: BlockContext) -> None:
-        if method == "sparsegpt":
-            _sparsegpt_block(ctx, targets, nm, blocksize, percdamp)
+        if grouped:
+            _group_block(ctx, method, targets, nm, blocksize, percdamp)
         for ref in ctx.matrices:
             target = targets.get(ref.name, 0.0)
-            if target > 0 and method != "sparsegpt":
+            if target > 0 and not grouped:
                 stats = ctx.stats[ref.name]
                 prune_linear(ref.module, method, target, act_sq_sum=stats.act_sq_sum, hessian=stats.hessian,
                              nm=nm, blocksize=blocksize, percdamp=percdamp)
@@ -185,11 +196,12 @@ def block_pruner(
     return on_block
 
 
-def _sparsegpt_block(
-    ctx: BlockContext, targets: Mapping[str, float], nm: tuple[int, int] | None, blocksize: int, percdamp: float
+def _group_block(
+    ctx: BlockContext, method: str, targets: Mapping[str, float], nm: tuple[int, int] | None, blocksize: int,
+    percdamp: float,
 ) -> None:
-    """SparseGPT on every matrix of one block: matrices sharing a Hessian (one input group) in one
-    pass; each group's statistics are dropped from ``ctx.stats`` first so that its Hessian's memory
+    """A group kernel (SparseGPT) on every matrix of one block: matrices sharing a Hessian (one
+    input group) in one pass; each group's statistics are dropped from ``ctx.stats`` first so that its Hessian's memory
     is reused by the inverse (``overwrite_hessian``) and freed right after."""
     groups: dict[int, list[MatrixRef]] = {}
     for ref in ctx.matrices:
@@ -200,8 +212,8 @@ def _sparsegpt_block(
         for ref in refs:
             ctx.stats.pop(ref.name)
         others = any(st.hessian is hessian for st in ctx.stats.values())  # a dense matrix of the group
-        prune_linear_group_sparsegpt(
-            [ref.module for ref in refs], [targets[ref.name] for ref in refs], hessian,
+        prune_linear_group(
+            [ref.module for ref in refs], method, [targets[ref.name] for ref in refs], hessian,
             nm=nm, blocksize=blocksize, percdamp=percdamp, overwrite_hessian=not others,
         )
         del hessian

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from pruning.calibration import capture_block_inputs, run_block
 from pruning.families import block_matrices, decoder_layers, family_for_model_type
+from pruning.methods.registry import method_names, needs_calibration, needs_hessian
 from pruning.prune import TABLE_COLUMNS, block_pruner, validate_request
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,9 @@ def stream_prune(
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> StreamReport:
-    """Prune every matrix of the checkpoint in ``source_dir`` at uniform ``sparsity`` with Wanda or
-    SparseGPT (Sun et al. 2023; Frantar & Alistarh 2023), one block in device memory at a time, and
+    """Prune every matrix of the checkpoint in ``source_dir`` at uniform ``sparsity`` with a
+    registered method that needs calibration statistics (Wanda, Sun et al. 2023; SparseGPT, Frantar &
+    Alistarh 2023), one block in device memory at a time, and
     write the pruned checkpoint (same shards, index and config) to ``out_dir``.
 
     calib_ids: LongTensor ``(nsamples, seqlen)``. Returns a :class:`StreamReport` whose table has the
@@ -187,8 +189,9 @@ def stream_prune(
     """
     from transformers import AutoConfig
 
-    if method not in ("wanda", "sparsegpt"):
-        raise ValueError(f"streaming: method {method!r} is invalid; accepted: wanda, sparsegpt")
+    calibrated = [name for name in method_names(pruning_only=True) if needs_calibration(name)]
+    if method not in calibrated:
+        raise ValueError(f"streaming: method {method!r} is invalid; accepted: {', '.join(calibrated)}")
     dev = torch.device(device)
     source, out = Path(source_dir), Path(out_dir)
     config = AutoConfig.from_pretrained(source)
@@ -221,7 +224,7 @@ def stream_prune(
             _set_tensor(block, name[len(f"{prefix}.{i}.") :], t)
         report.load_seconds.append(time.perf_counter() - t_block)
         run_block(i, n_blocks, block, family, inps, outs, block_kwargs[i], on_block, dev,
-                  collect_hessian=method == "sparsegpt", batch_size=batch_size)
+                  collect_hessian=needs_hessian(method), batch_size=batch_size)
         t_write = time.perf_counter()
         writer.add({f"{prefix}.{i}.{n}": p for n, p in block.named_parameters()})
         report.write_seconds.append(time.perf_counter() - t_write)

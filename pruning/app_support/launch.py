@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pruning.config import DTYPES, METHODS, STRATEGIES, RunConfig
+from pruning.config import DTYPES, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
+from pruning.methods.registry import method_names
 from pruning.presets import preset_names
 from pruning.roots import ROOTS_ENV, allowed_roots, check_dataset_root, check_under_roots, resolve_local_path
 
@@ -52,7 +53,7 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
     "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
     "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
     "model.device": ("text", "Device", {"value": "cpu"}),
-    "pruning.method": ("select", "Method", {"options": list(METHODS), "index": 2}),
+    "pruning.method": ("select", "Method", {"options": list(method_names()), "index": 2}),  # see form_field
     "pruning.sparsity": ("float", "Sparsity (target, 0..1)", {"value": 0.7, "step": 0.05, "format": "%.3f"}),
     "pruning.nm": ("text", "N:M (blank = unstructured)", {"value": ""}),
     "allocation.strategy": ("select", "Allocation strategy", {"options": list(STRATEGIES), "index": 1}),
@@ -104,6 +105,22 @@ FORM_SECTIONS = {
     ],
     "Annotations": ["label", "tags"],
 }
+
+
+def method_choices() -> list[str]:
+    """The registered pruning methods (``dense`` first), read now: a method registered after
+    import (:func:`pruning.methods.registry.register_method`) is offered too."""
+    return list(method_names())
+
+
+def form_field(field: str) -> tuple[str, str, dict]:
+    """(widget, label, options) of a form field, as :data:`FORM_FIELDS` with the method list read
+    from the registry at call time."""
+    kind, label, options = FORM_FIELDS[field]
+    if field == "pruning.method":
+        choices = method_choices()
+        options = {**options, "options": choices, "index": choices.index("wanda") if "wanda" in choices else 0}
+    return kind, label, options
 
 
 def allowed_model_roots(environ: Mapping[str, str] | None = None) -> list[Path]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 from pruning.config import DTYPES, MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SEQLEN
+from pruning.methods.registry import method_names
 
 DEVICE_FORM = re.compile(r"cpu|cuda(:\d+)?|mps|auto")
 
@@ -47,6 +48,16 @@ def float_in(low: float, high: float, *, low_open: bool = False, high_open: bool
         return value
 
     return parse
+
+
+def pruning_method_name(text: str) -> str:
+    """An argparse type: a registered method that prunes (:mod:`pruning.methods.registry`), looked up
+    when the command line is parsed, so a method registered after import counts."""
+    accepted = method_names(pruning_only=True)
+    if text not in accepted:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a registered pruning method; "
+                                         f"accepted: {', '.join(accepted)}")
+    return text
 
 
 def dataset_name(text: str) -> str:

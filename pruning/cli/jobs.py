@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from typing import Any
 
 from pruning.cli._args import COUNT, SECONDS
 from pruning.config import parse_yaml_text
 from pruning.errors import ConfigError
+from pruning.methods.nm_pattern import looks_like_nm
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set: {item!r} must look like KEY=VALUE, e.g. pruning.sparsity=0.7")
-        if re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", raw):
+        if looks_like_nm(raw):
             out[key.strip()] = raw.strip()
             continue
         out[key.strip()] = parse_yaml_text(raw, f"--set {key.strip()}: value {raw!r}") if raw.strip() else None

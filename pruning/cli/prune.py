@@ -10,15 +10,19 @@ import pandas as pd
 
 from pruning.cli._args import (
     COUNT, DTYPE_CHOICES, SEED, SEQLEN, SPARSITY, dataset_name, dataset_or_none, device_name, float_in, int_in,
+    pruning_method_name,
 )
 from pruning.errors import ConfigError
+from pruning.methods.nm_pattern import parse_nm
+from pruning.methods.registry import method_names, needs_calibration
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model with uniform sparsity and evaluate its perplexity")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
-    p.add_argument("--method", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
+    p.add_argument("--method", default="wanda", type=pruning_method_name, metavar="METHOD",
+                   help=f"a registered pruning method: {', '.join(method_names(pruning_only=True))}")
     p.add_argument("--sparsity", type=SPARSITY, default=0.5, help="fraction of weights removed per matrix, in [0, 1)")
     p.add_argument("--nm", default=None, help="semi-structured N:M, e.g. 2:4 (prune N of every M inputs)")
     p.add_argument("--blocksize", type=int_in(1, 65_536), default=128, help="SparseGPT column block")
@@ -53,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
 
     from pruning.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
-    from pruning.methods import parse_nm
     from pruning.models import load_model, resolve_device, save_model
     from pruning.prune import prune_model, uniform_sparsity
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         nm = parse_nm(args.nm)
     except ValueError as exc:
-        raise ConfigError(f"--nm: {exc}") from exc
+        raise ConfigError(f"--nm: {args.nm!r} is invalid: {exc}") from exc
     device = resolve_device(args.device)
     loaded = load_model(args.model, dtype=args.dtype, device="cpu" if args.offload else str(device))
     sparsity_by_name = uniform_sparsity(loaded, args.sparsity)
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     dense_ppl = evaluate("dense") if args.eval_dense and test_ids is not None else None
     calib_ids = None
-    if args.method != "magnitude":
+    if needs_calibration(args.method):
         calib_ids = calibration_batch(loaded.tokenizer, args.calib, args.nsamples, args.seqlen, args.seed, bos)
     bar = tqdm(desc=f"prune {args.method}", unit="block")
 

@@ -1,13 +1,27 @@
-"""Apply a pruning kernel to one ``nn.Linear`` in place (the only code here that touches modules)."""
+"""Apply a registered pruning kernel (:mod:`pruning.methods.registry`) to ``nn.Linear`` modules in
+place: the only code here that touches modules."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from pruning.methods.magnitude import magnitude_mask
-from pruning.methods.sparsegpt import sparsegpt_prune, sparsegpt_prune_group
-from pruning.methods.wanda import act_norm_from_sq_sum, wanda_mask
+from pruning.methods.registry import KernelOptions, LayerStatistics, MethodSpec, get_method
+
+
+def _require_statistics(spec: MethodSpec, act_sq_sum: Tensor | None, hessian: Tensor | None) -> None:
+    if spec.statistics != "none" and act_sq_sum is None:
+        raise ValueError(f"{spec.name} needs the input activation statistics act_sq_sum (in,); run calibration first")
+    if spec.statistics == "hessian" and hessian is None:
+        raise ValueError(f"{spec.name} needs the Hessian (in, in); calibrate with collect_hessian=True")
+
+
+def _new_weight(spec: MethodSpec, W: Tensor, result: Tensor) -> Tensor:
+    """A kernel's result -> the new weight: a bool mask (True = prune) zeroes W, anything else is W."""
+    if result.shape != W.shape:
+        raise ValueError(f"kernel of {spec.name} returned shape {tuple(result.shape)}; accepted: the weight's "
+                         f"shape {tuple(W.shape)} (a bool mask or the new weight)")
+    return W.masked_fill(result, 0) if result.dtype == torch.bool else result
 
 
 @torch.no_grad()
@@ -23,35 +37,34 @@ def prune_linear(
     percdamp: float = 0.01,
     compute_device: torch.device | str | None = None,
 ) -> int:
-    """Prune ``module.weight`` ``(out, in)`` in place with ``method`` at ``sparsity`` (or N:M).
+    """Prune ``module.weight`` ``(out, in)`` in place with the registered ``method`` at ``sparsity``
+    (or N:M).
 
-    ``act_sq_sum`` ``(in,)`` (sum of x_j^2 over calibration tokens) is needed by Wanda, ``hessian``
-    ``(in, in)`` by SparseGPT. The kernel runs on ``compute_device`` (default: the weight's device)
-    in float32; the result is written back in the weight's dtype and device.
-    Returns the number of zero weights after pruning.
+    ``act_sq_sum`` ``(in,)`` (sum of x_j^2 over calibration tokens) is needed by methods with
+    statistics ``"activations"`` (Wanda, Sun et al. 2023), also ``hessian`` ``(in, in)`` by those with
+    ``"hessian"`` (SparseGPT, Frantar & Alistarh 2023). The kernel runs on ``compute_device``
+    (default: the weight's device) in float32; the result is written back in the weight's dtype and
+    device. Returns the number of zero weights after pruning.
     """
+    spec = get_method(method)
+    kernel = spec.resolved_kernel()
+    _require_statistics(spec, act_sq_sum, hessian)
     weight = module.weight
     device = torch.device(compute_device) if compute_device is not None else weight.device
     W = weight.data.to(device)  # (out, in)
-    if method == "magnitude":
-        W_new = W.masked_fill(magnitude_mask(W, sparsity, nm), 0)
-    elif method == "wanda":
-        if act_sq_sum is None:
-            raise ValueError("wanda needs the input activation statistics act_sq_sum (in,); run calibration first")
-        W_new = W.masked_fill(wanda_mask(W, act_norm_from_sq_sum(act_sq_sum.to(device)), sparsity, nm), 0)
-    elif method == "sparsegpt":
-        if hessian is None:
-            raise ValueError("sparsegpt needs the Hessian (in, in); calibrate with collect_hessian=True")
-        W_new, _ = sparsegpt_prune(W, hessian.to(device), sparsity, nm=nm, blocksize=blocksize, percdamp=percdamp)
-    else:
-        raise ValueError(f"pruning method {method!r} is unknown; accepted: magnitude, wanda, sparsegpt")
+    stats = LayerStatistics(
+        act_sq_sum=act_sq_sum.to(device) if spec.statistics != "none" else None,
+        hessian=hessian.to(device) if spec.statistics == "hessian" else None,
+    )
+    W_new = _new_weight(spec, W, kernel(W, stats, sparsity, nm, KernelOptions(blocksize, percdamp)))
     weight.data.copy_(W_new.to(weight.dtype))
     return int((weight.data == 0).sum())
 
 
 @torch.no_grad()
-def prune_linear_group_sparsegpt(
+def prune_linear_group(
     modules: list[nn.Linear],
+    method: str,
     sparsities: list[float],
     hessian: Tensor,
     *,
@@ -60,14 +73,19 @@ def prune_linear_group_sparsegpt(
     percdamp: float = 0.01,
     overwrite_hessian: bool = False,
 ) -> list[int]:
-    """SparseGPT on linear layers that read the same input (shared Hessian ``(in, in)``, e.g.
-    q/k/v or gate/up) in one pass (:func:`pruning.methods.sparsegpt.sparsegpt_prune_group`),
-    in place, on the weights' device. Returns the number of zero weights per module."""
+    """Prune linear layers that read the same input (shared Hessian ``(in, in)``, e.g. q/k/v or
+    gate/up) in one pass with ``method``'s group kernel (SparseGPT: one inverse Hessian for the
+    group, :func:`pruning.methods.sparsegpt.sparsegpt_prune_group`), in place, on the weights'
+    device. Returns the number of zero weights per module."""
+    spec = get_method(method)
+    group_kernel = spec.resolved_group_kernel()
+    if group_kernel is None:
+        raise ValueError(f"{method} has no group kernel; prune its matrices one by one (prune_linear)")
     weights = [m.weight.data for m in modules]
-    results = sparsegpt_prune_group(weights, hessian.to(weights[0].device), sparsities, nm=nm, blocksize=blocksize,
-                                    percdamp=percdamp, overwrite_hessian=overwrite_hessian)
+    options = KernelOptions(blocksize, percdamp)
+    new_weights = group_kernel(weights, hessian.to(weights[0].device), sparsities, nm, options, overwrite_hessian)
     zeros = []
-    for module, (W_new, _mask) in zip(modules, results):
-        module.weight.data.copy_(W_new.to(module.weight.dtype))
+    for module, W_new in zip(modules, new_weights):
+        module.weight.data.copy_(_new_weight(spec, module.weight.data, W_new).to(module.weight.dtype))
         zeros.append(int((module.weight.data == 0).sum()))
     return zeros

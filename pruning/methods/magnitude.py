@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from pruning.methods.nm import nm_mask
+from pruning.methods.registry import KernelOptions, LayerStatistics
 from pruning.methods.select import smallest_mask
 
 
@@ -22,3 +23,9 @@ def magnitude_mask(W: Tensor, sparsity: float, nm: tuple[int, int] | None = None
     if nm is not None:
         return nm_mask(scores, *nm)
     return smallest_mask(scores, sparsity, dim=None)
+
+
+def magnitude_kernel(W: Tensor, stats: LayerStatistics, sparsity: float, nm: tuple[int, int] | None,
+                     options: KernelOptions) -> Tensor:
+    """The registry's kernel (:mod:`pruning.methods.registry`): :func:`magnitude_mask`; no statistics."""
+    return magnitude_mask(W, sparsity, nm)

@@ -6,27 +6,12 @@ sparse and NVIDIA's 2:4 sparse tensor cores apply.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import Tensor
 
+from pruning.methods.nm_pattern import parse_nm  # the one N:M parser, re-exported
 
-def parse_nm(nm: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"2:4"`` or ``(2, 4)`` -> ``(2, 4)``; ``None``/``""`` -> ``None``. Raises ValueError on a bad
-    form or on ``not 0 < N < M``."""
-    if nm is None or nm == "":
-        return None
-    if isinstance(nm, str):
-        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", nm)
-        if not match:
-            raise ValueError(f"nm {nm!r} is invalid; accepted: 'N:M' with 0 < N < M, e.g. '2:4' or '4:8'")
-        n, m = int(match.group(1)), int(match.group(2))
-    else:
-        n, m = (int(v) for v in nm)
-    if not 0 < n < m:
-        raise ValueError(f"nm {n}:{m} is invalid; accepted: 0 < N < M, e.g. 2:4 or 4:8")
-    return n, m
+__all__ = ["nm_mask", "parse_nm"]
 
 
 def nm_mask(scores: Tensor, n: int, m: int) -> Tensor:

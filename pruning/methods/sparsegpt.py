@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pruning.methods.registry import KernelOptions, LayerStatistics
 from pruning.methods.select import prune_count
 
 log = logging.getLogger(__name__)
@@ -275,3 +276,26 @@ def sparsegpt_prune(
     if H.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W {tuple(W.shape)}; need ({W.shape[1]}, {W.shape[1]})")
     return sparsegpt_prune_group([W], H, [sparsity], nm=nm, blocksize=blocksize, percdamp=percdamp)[0]
+
+
+# ---- the registry's entry points (pruning.methods.registry) ---------------------------------------------------
+def sparsegpt_kernel(W: Tensor, stats: LayerStatistics, sparsity: float, nm: tuple[int, int] | None,
+                     options: KernelOptions) -> Tensor:
+    """One matrix: the updated weights ``(out, in)`` of :func:`sparsegpt_prune` from ``stats.hessian``."""
+    return sparsegpt_prune(W, stats.hessian, sparsity, nm=nm, blocksize=options.blocksize, percdamp=options.percdamp)[0]
+
+
+def sparsegpt_group_kernel(weights: list[Tensor], hessian: Tensor, sparsities: list[float], nm: tuple[int, int] | None,
+                           options: KernelOptions, overwrite_hessian: bool) -> list[Tensor]:
+    """Matrices sharing one Hessian (q/k/v, gate/up): the updated weights of :func:`sparsegpt_prune_group`
+    (one inverse Hessian for the group)."""
+    results = sparsegpt_prune_group(weights, hessian, sparsities, nm=nm, blocksize=options.blocksize,
+                                    percdamp=options.percdamp, overwrite_hessian=overwrite_hessian)
+    return [W_hat for W_hat, _mask in results]
+
+
+def check_sparsegpt_options(nm: tuple[int, int] | None, options: KernelOptions) -> None:
+    """N:M masks are chosen every M columns inside a column block, so the block must hold whole groups."""
+    if nm is not None and options.blocksize % nm[1]:
+        raise ValueError(f"pruning.blocksize: {options.blocksize} is invalid with N:M {nm[0]}:{nm[1]}; "
+                         f"accepted: a multiple of M={nm[1]}")

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from pruning.methods.nm import nm_mask
+from pruning.methods.registry import KernelOptions, LayerStatistics
 from pruning.methods.select import smallest_mask
 
 
@@ -32,3 +33,10 @@ def wanda_mask(W: Tensor, act_norm: Tensor, sparsity: float, nm: tuple[int, int]
     if nm is not None:
         return nm_mask(scores, *nm)
     return smallest_mask(scores, sparsity, dim=-1)
+
+
+def wanda_kernel(W: Tensor, stats: LayerStatistics, sparsity: float, nm: tuple[int, int] | None,
+                 options: KernelOptions) -> Tensor:
+    """The registry's kernel (:mod:`pruning.methods.registry`): :func:`wanda_mask` from the input
+    activations' ``act_sq_sum`` ``(in,)``."""
+    return wanda_mask(W, act_norm_from_sq_sum(stats.act_sq_sum), sparsity, nm)
