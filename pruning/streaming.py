@@ -2,7 +2,7 @@
 
 For models larger than host RAM or the GPU (LLaMA-70B: 140 GB in bf16). The protocol is the
 block-sequential one of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda), with the
-same capture (:func:`pruning.calibration.capture_block_inputs`), block step
+same capture (:func:`pruning.block_capture.capture_block_inputs`), block step
 (:func:`pruning.calibration.run_block`) and pruning (:func:`pruning.prune.block_pruner`) as
 :func:`pruning.prune.prune_model`; only where the weights come from and go to differs:
 
@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pruning.calibration import capture_block_inputs, run_block
+from pruning.block_capture import capture_block_inputs
+from pruning.calibration import run_block
 from pruning.families import block_matrices, decoder_layers, family_for_model_type
 from pruning.methods.registry import method_names, needs_calibration, needs_hessian
 from pruning.prune import TABLE_COLUMNS, block_pruner, validate_request
