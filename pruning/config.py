@@ -25,7 +25,7 @@ from pruning.methods.nm_pattern import format_nm, parse_nm
 from pruning.methods.registry import get_method, method_names
 from pruning.presets import GRANULARITIES, MATRIX_TYPES, get_preset, parse_score_groups
 
-STRATEGIES: tuple[str, ...] = ("uniform", "linear", "owl")
+STRATEGIES: tuple[str, ...] = ("uniform", "linear", "owl", "dlp", "depth")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 CONFIG_VERSION = 1
 #: Bounds shared by several fields (docs/jobs.md "Validation"): seeds are 32-bit like numpy's,
@@ -85,7 +85,7 @@ class AllocationConfig(_Section):
     ``granularity``; giving both a preset and different explicit values is an error.
     """
 
-    strategy: Literal["uniform", "linear", "owl"] = "uniform"
+    strategy: Literal["uniform", "linear", "owl", "dlp", "depth"] = "uniform"
     metric: str = Field("alpha_peak", max_length=64)
     higher_prunes_more: bool = True
     epsilon: float = Field(0.2, ge=0.0, lt=1.0)
@@ -96,6 +96,14 @@ class AllocationConfig(_Section):
     max_sparsity: float = Field(0.99, gt=0.0, le=1.0)
     owl_threshold_m: float = Field(5.0, gt=0.0, le=1000.0)
     owl_lambda: float = Field(0.08, ge=0.0, lt=1.0)
+    # DLP (Chen et al., ICML 2025): sparsity spread 2 alpha around S; alpha 0.15 in the reference
+    # code and every published table. The per-block unimportance is the median (the paper) or the
+    # mean (the reference's unstructured path) of the block's Wanda scores (pruning.allocation.dlp).
+    dlp_alpha: float = 0.15
+    dlp_statistic: Literal["median", "mean"] = "median"
+    # ATP (Huang et al., ICML 2025): common difference per block of the sparsity progression; no
+    # default in the paper (searched from 0.002 in steps of 0.002), so strategy 'depth' needs it.
+    depth_beta: float | None = None
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
@@ -106,6 +114,13 @@ class AllocationConfig(_Section):
     def _metric_name(cls, v: str) -> str:
         if not re.fullmatch(r"(hessian_)?[a-z][a-z0-9_]*", v):
             raise ValueError("must be a spectral-table column such as 'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")
+        return v
+
+    @field_validator("dlp_alpha", "depth_beta")
+    @classmethod
+    def _spread_range(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and 0.0 <= v < 1.0):
+            raise ValueError("accepted range [0, 1)")
         return v
 
     @field_validator("score_groups", mode="before")
@@ -130,6 +145,9 @@ class AllocationConfig(_Section):
     def _apply_preset(self) -> "AllocationConfig":
         if self.min_sparsity > self.max_sparsity:
             raise ValueError(f"min_sparsity {self.min_sparsity} exceeds max_sparsity {self.max_sparsity}")
+        if self.strategy == "depth" and self.depth_beta is None:
+            raise ValueError("strategy 'depth' needs depth_beta (ATP's common difference per block, "
+                             "accepted range [0, 1); the paper searches 0.002, 0.004, ...)")
         if self.preset is not None:
             preset = get_preset(self.preset)
             explicit = self.model_fields_set
@@ -205,6 +223,9 @@ class EvaluationConfig(_Section):
 HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
     ("calibration", "batch_size"): 1,
     ("allocation", "eig_dtype"): "float64",
+    ("allocation", "dlp_alpha"): 0.15,
+    ("allocation", "dlp_statistic"): "median",
+    ("allocation", "depth_beta"): None,
 }
 
 

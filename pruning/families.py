@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from pruning.errors import ConfigError
-from pruning.presets import ATTENTION_TYPES, MATRIX_TYPES
+from pruning.presets import MATRIX_TYPES
 
 _LLAMA_MATRICES = {
     "q": "self_attn.q_proj",
@@ -44,8 +44,16 @@ class FamilySpec:
     input_groups: tuple[tuple[str, ...], ...] = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))
 
     def sub_block(self, matrix_type: str) -> str:
-        """'attn' or 'mlp' for a matrix type."""
-        return "attn" if matrix_type in ATTENTION_TYPES else "mlp"
+        """'attn' or 'mlp': whether this layout keeps the matrix under ``attention_path`` or ``mlp_path``."""
+        path = self.matrices.get(matrix_type)
+        if path is None:
+            raise ConfigError(f"family {self.name!r}: unknown matrix type {matrix_type!r}; accepted: "
+                              f"{', '.join(self.matrices)}")
+        for prefix, part in ((self.attention_path, "attn"), (self.mlp_path, "mlp")):
+            if path.startswith(prefix + "."):
+                return part
+        raise ConfigError(f"family {self.name!r}: matrix {matrix_type!r} at {path!r} lies under neither "
+                          f"{self.attention_path!r} nor {self.mlp_path!r}")
 
 
 FAMILIES: dict[str, FamilySpec] = {
