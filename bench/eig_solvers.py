@@ -61,7 +61,7 @@ CANDIDATES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.dtype]
 def spectra_with(refs, solve: Callable[[torch.Tensor], torch.Tensor], eig_dtype: torch.dtype,
                  device: torch.device) -> tuple[pd.DataFrame, float, float]:
     """(table, eigen seconds, fit seconds) of ``refs`` (pruning.families.MatrixRef) with one solver."""
-    from pruning.spectral.table import SpectrumJob, summarize_spectra
+    from pruning.spectral.summary import SpectrumJob, summarize_spectra
 
     jobs = []
     _sync(device)
@@ -104,7 +104,7 @@ def agreement(ours: pd.DataFrame, ref: pd.DataFrame) -> dict[str, float]:
 
 def bench_accuracy(args: argparse.Namespace, device: torch.device) -> str:
     from pruning.models import load_model
-    from pruning.spectral.table import weight_matrices
+    from pruning.spectral.weights import weight_matrices
 
     loaded = load_model(args.model)
     refs = weight_matrices(loaded.model, loaded.family)
@@ -125,7 +125,7 @@ def bench_accuracy(args: argparse.Namespace, device: torch.device) -> str:
 def bench_7b(args: argparse.Namespace, device: torch.device) -> str:
     from pruning.families import family_for
     from pruning.spectral import compute_weight_spectra
-    from pruning.spectral.table import weight_matrices
+    from pruning.spectral.weights import weight_matrices
     from pruning.synthetic import llama7b_shape
 
     model = llama7b_shape(layers=32, dtype=torch.bfloat16, device=device)

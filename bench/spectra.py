@@ -72,7 +72,7 @@ def fit_stage_times(result) -> tuple[float, float]:
 
     from weightwatcher.WW_powerlaw import WWFit
 
-    from pruning.spectral.table import SpectrumJob, summarize_spectra
+    from pruning.spectral.summary import SpectrumJob, summarize_spectra
 
     table = result.table
     eigs = {name: torch.tensor(g["eigenvalue"].to_numpy()) for name, g in result.eigenvalues.groupby("name", sort=False)}

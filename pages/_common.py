@@ -372,33 +372,17 @@ def show_run(run_id: str) -> None:
 
 
 # ---- eigenvalues for ESD plots -----------------------------------------------------------------------
-@st.cache_resource(max_entries=1, show_spinner="loading the model for its spectra…")
-def _model_for_esd(reference: str):
-    from pruning.models import load_model
-
-    return load_model(reference)
-
-
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
 def _eigenvalues(version: str, run_id: str, name: str, source: str, eig_dtype: str = "float64"):
-    from pruning.app_support.spectra import cached_eigenvalues, eigenvalues_of, model_available_locally
+    from pruning.app_support.spectra import run_eigenvalues
 
-    detail = load_run_detail(version, run_id)
-    fingerprint = (detail.get("env") or {}).get("model_fingerprint")
-    if fingerprint:
-        eig = cached_eigenvalues(fingerprint, name, source, eig_dtype=eig_dtype)
-        if eig is not None:
-            return eig
-    reference = (detail.get("config") or {}).get("model", {}).get("name")
-    if not reference or eig_dtype != "float64" or not model_available_locally(reference):
-        return None
-    return eigenvalues_of(lambda: _model_for_esd(reference), name, source)
+    return run_eigenvalues(run_id, name, source, eig_dtype)
 
 
 def load_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str = "float64"):
     """Ascending eigenvalues (numpy) of one matrix of a run's model for the ESD plot, in the
-    precision its stored row was computed in, or None when they cannot be had here (model not on
-    this machine, Hessian spectra not cached)."""
+    precision its stored row was computed in, from the store's spectra sets; None when the store
+    holds none (the run published no spectra set)."""
     try:
         return _eigenvalues(catalog_version(), run_id, name, source, eig_dtype)
     except Exception as exc:  # the page shows an info box instead of failing

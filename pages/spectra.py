@@ -118,11 +118,7 @@ for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight 
 if panels:
     st.plotly_chart(esd_figure(panels), key="spectra_esd")
 if missing:
-    st.info(
-        f"No eigenvalues of the {' and '.join(missing)} spectrum of this matrix here: "
-        + ("Hessian spectra exist only in the spectra cache of the machine that ran the calibration. "
-           if "hessian" in missing else "")
-        + ("Weight spectra need the model on this machine (or its cached spectra)." if "weight" in missing else "")
-    )
+    st.info(f"No stored eigenvalues of the {' and '.join(missing)} spectrum of this matrix: the run published "
+            "no spectra set for it (`python -m pruning spectra-backfill` stores them for runs made before sets existed).")
 rows = rows.assign(fit_warning=[fit_warning(a, n) for a, n in zip(rows.get("alpha", []), rows.get("n_tail", []))])
 table(rows.drop(columns=["series"]), "spectra_rows", hide_index=True)

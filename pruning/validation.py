@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def allocation_metrics() -> tuple[str, ...]:
     """Every metric an allocation can read: the spectral table's metric columns of the weights
     and the same with ``hessian_`` for the layer-wise Hessians (pruning.spectral.pivot_for_allocation)."""
-    from pruning.spectral.table import METRIC_COLUMNS
+    from pruning.spectral.summary import METRIC_COLUMNS
 
     return tuple(METRIC_COLUMNS) + tuple(f"hessian_{m}" for m in METRIC_COLUMNS)
 

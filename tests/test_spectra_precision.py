@@ -20,7 +20,8 @@ import torch
 from pruning.config import RunConfig
 from pruning.spectral import compute_weight_spectra
 from pruning.spectral.esd import default_eig_dtype, eig_dtype_from_name
-from pruning.spectral.table import SpectrumJob, summarize_spectra, weight_matrices
+from pruning.spectral.summary import SpectrumJob, summarize_spectra
+from pruning.spectral.weights import weight_matrices
 from pruning.synthetic import random_llama
 
 # every float metric of a row; alphas compared absolutely, scale-carrying ones relatively
@@ -123,27 +124,35 @@ def test_pipeline_spectra_precision_follows_the_config_and_changes_the_run_id_on
 
 
 def test_cache_never_serves_a_float32_spectrum_as_the_default(tiny_llama, tmp_path, monkeypatch) -> None:
-    from pruning.app_support.spectra import cached_eigenvalues
-    from pruning.models import model_fingerprint
+    from pruning.app_support.spectra import run_eigenvalues
+    from pruning.config import RunConfig
     from pruning.spectral import cached_weight_spectra
+    from pruning.spectral.cache import publish_spectra
+    from pruning.store.publish import publish_run
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path))
-    f32 = cached_weight_spectra(tiny_llama, dtype=torch.float32)
-    default = cached_weight_spectra(tiny_llama)
+    store = tmp_path / "data" / "store"
+    f32 = cached_weight_spectra(tiny_llama, dtype=torch.float32, store=store)
+    default = cached_weight_spectra(tiny_llama, store=store)
     assert set(f32.table["eig_dtype"]) == {"float32"} and set(default.table["eig_dtype"]) == {"float64"}
     files = sorted(p.name for p in (tmp_path / "spectra").glob("*.parquet") if not p.name.endswith(".eigs.parquet"))
     assert len(files) == 2 and any("-float32-" in f for f in files) and any("-float64-" in f for f in files)
-    # the app's eigenvalue reader takes the file of the asked precision, not the newest of any
-    fp = model_fingerprint(tiny_llama)
+    # the app's eigenvalue reader takes the set of the run row's precision, never the other one
+    runs = {}
+    for result, dtype in ((f32, "float32"), (default, "float64")):
+        publish_spectra(result, root=store)
+        config = RunConfig.from_dict({"model": {"name": "tiny"}, "label": dtype,
+                                      "allocation": {"strategy": "linear", "eig_dtype": dtype}})
+        runs[dtype] = publish_run(config, tables={"spectra": result.table}, root=store).bundle
     name = "model.layers.0.self_attn.q_proj"
     f32_eigs = f32.eigenvalues[f32.eigenvalues["name"] == name]["eigenvalue"].to_numpy()
     f64_eigs = default.eigenvalues[default.eigenvalues["name"] == name]["eigenvalue"].to_numpy()
-    os.utime(next((tmp_path / "spectra").glob("*-float32-*.eigs.parquet")), (4e9, 4e9))  # float32 newest
-    assert np.array_equal(cached_eigenvalues(fp, name, "weight", root=tmp_path / "spectra"), np.sort(f64_eigs))
-    assert np.array_equal(cached_eigenvalues(fp, name, "weight", root=tmp_path / "spectra", eig_dtype="float32"),
-                          np.sort(f32_eigs))
+    assert not np.array_equal(np.sort(f32_eigs), np.sort(f64_eigs))
+    assert np.array_equal(run_eigenvalues(runs["float64"], name, "weight", root=store), np.sort(f64_eigs))
+    assert np.array_equal(run_eigenvalues(runs["float32"], name, "weight", root=store), np.sort(f32_eigs))
+    assert run_eigenvalues(runs["float64"], name, "weight", eig_dtype="float32", root=store) is None
     with pytest.raises(ValueError, match="eig_dtype: 'half' is invalid"):
-        cached_eigenvalues(fp, name, "weight", root=tmp_path / "spectra", eig_dtype="half")
+        run_eigenvalues(runs["float64"], name, "weight", eig_dtype="half", root=store)
 
 
 @pytest.fixture(scope="module")

@@ -204,7 +204,7 @@ def _matrix_with_eigenvalues(eigenvalues: list[float], rows: int, seed: int = 0)
 
 
 def _spectra_of(weights: dict[str, torch.Tensor]) -> pd.DataFrame:
-    from pruning.spectral.table import SpectrumJob, summarize_spectra
+    from pruning.spectral.summary import SpectrumJob, summarize_spectra
 
     jobs = [
         SpectrumJob(0, "q", name, "weight", W.shape[0], W.shape[1], numel=W.numel(), eigenvalues=weight_eigenvalues(W))

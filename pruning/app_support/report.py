@@ -34,7 +34,7 @@ from pruning.app_support.formatting import format_ppl, format_sparsity, run_labe
 from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid, build_grid, dense_perplexity, protocol_options
 from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_overlay
 from pruning.app_support.report_views import DEFAULT_TITLE, VIEW_TITLES, VIEWS
-from pruning.app_support.spectra import cached_eigenvalues, eigenvalues_of, fit_warning, model_available_locally
+from pruning.app_support.spectra import fit_warning, run_eigenvalues
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 from pruning.errors import ConfigError
 from pruning.store.errors import RunNotFoundError
@@ -302,22 +302,13 @@ def _main_dataset(datasets: Sequence[str]) -> str | None:
     return ordered[0] if ordered else None
 
 
-def stored_eigenvalues(root: Path | str | None = None, load_models: bool = True) -> EigenvalueLoader:
-    """Eigenvalues as the spectra page gets them: from the spectra cache (keyed by the run's model
-    fingerprint and the precision of its stored row), else, with ``load_models``, the weight spectrum
-    recomputed from the run's model when it is on this machine (``spectra.eigenvalues_of``)."""
-    from pruning.store import queries
+def stored_eigenvalues(root: Path | str | None = None, load_models: bool = False) -> EigenvalueLoader:
+    """Eigenvalues as the spectra page gets them: from the store's spectra sets only
+    (``spectra.run_eigenvalues``); ``load_models`` is ignored (no model is loaded any more)."""
+    del load_models
 
     def load(run_id: str, name: str, source: str) -> np.ndarray | None:
-        detail = queries.run_detail(run_id, root)
-        fingerprint = (detail.get("env") or {}).get("model_fingerprint")
-        eig = cached_eigenvalues(fingerprint, name, source) if fingerprint else None
-        reference = (detail.get("config") or {}).get("model", {}).get("name")
-        if eig is None and load_models and source == "weight" and reference and model_available_locally(reference):
-            from pruning.models import load_model
-
-            eig = eigenvalues_of(lambda: load_model(reference), name, source)
-        return eig
+        return run_eigenvalues(run_id, name, source, root=root)
 
     return load
 

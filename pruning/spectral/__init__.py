@@ -11,21 +11,11 @@ Public API: :func:`weight_spectra` / :func:`compute_weight_spectra`,
 
 from pruning.spectral.cache import SPECTRA_VERSION, cached_hessian_spectra, cached_weight_spectra
 from pruning.spectral.esd import hessian_eigenvalues, weight_eigenvalues
-from pruning.spectral.hessian import hessian_spectra
+from pruning.spectral.hessian import compute_hessian_spectra, hessian_spectra, hessian_spectra_from_matrices
+from pruning.spectral.plot import EsdPlot, esd_plot, esd_plot_for
 from pruning.spectral.powerlaw import PowerLawFits, TailFit, fit_at_xmin, fit_power_laws
-from pruning.spectral.table import (
-    COLUMNS,
-    METRIC_COLUMNS,
-    EsdPlot,
-    SpectraResult,
-    compute_hessian_spectra,
-    compute_weight_spectra,
-    esd_plot,
-    esd_plot_for,
-    hessian_spectra_from_matrices,
-    pivot_for_allocation,
-    weight_spectra,
-)
+from pruning.spectral.summary import COLUMNS, METRIC_COLUMNS, SpectraResult, pivot_for_allocation
+from pruning.spectral.weights import compute_weight_spectra, weight_spectra
 
 __all__ = [
     "COLUMNS", "METRIC_COLUMNS", "SPECTRA_VERSION", "EsdPlot", "PowerLawFits", "SpectraResult", "TailFit",

@@ -11,15 +11,100 @@ and one eigen-decomposition. Nothing is pruned here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from pruning.models import LoadedModel
-from pruning.spectral.table import SpectraResult, compute_hessian_spectra
+from pruning.spectral.esd import default_eig_dtype
+from pruning.spectral.summary import Progress, SpectraResult, SpectrumJob, summarize_spectra
+from pruning.spectral.weights import eigen_batches
 
 log = logging.getLogger(__name__)
+
+
+_LLAMA_SUFFIX = {
+    "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up", "down_proj": "down",
+}
+_BLOCK_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def _parse_name(name: str) -> tuple[int, str]:
+    """(block, matrix_type) from a module name like ``model.layers.3.self_attn.q_proj``."""
+    match = _BLOCK_INDEX.search(name)
+    last = name.rsplit(".", 1)[-1]
+    return (int(match.group(1)) if match else -1), _LLAMA_SUFFIX.get(last, last)
+
+
+def _shared_groups(hessians: Mapping[str, Tensor]) -> list[list[str]]:
+    """Names grouped by identical Hessian (same tensor object, or equal values and shape)."""
+    groups: list[list[str]] = []
+    reps: list[Tensor] = []
+    for name, H in hessians.items():
+        for group, rep in zip(groups, reps):
+            if H is rep or (H.shape == rep.shape and H.device == rep.device and torch.equal(H, rep)):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+            reps.append(H)
+    return groups
+
+
+@torch.no_grad()
+def compute_hessian_spectra(
+    hessians: Mapping[str, Tensor],
+    *,
+    model: str = "",
+    matrix_info: Mapping[str, tuple[int, str]] | None = None,
+    shared: Sequence[Sequence[str]] | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+    keep_eigenvalues: bool = True,
+) -> SpectraResult:
+    """Spectra of layer-wise Hessians H = 2 X^T X / N ``(in, in)`` given as {module name: H}.
+
+    Matrices that read the same input (q/k/v, gate/up) share one Hessian: its eigenvalues are
+    computed once and one row is emitted per matrix. ``shared`` lists such name groups (default:
+    detected — same tensor object or equal values). ``matrix_info``: {name: (block, matrix_type)}
+    (default: parsed from LLaMA-style names). ``progress(done, total)`` counts unique Hessians.
+    """
+    groups = [list(g) for g in shared] if shared is not None else _shared_groups(hessians)
+    covered = {n for g in groups for n in g}
+    groups += [[n] for n in hessians if n not in covered]
+    first = next(iter(hessians.values()), None)
+    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+    dtype = dtype or default_eig_dtype(dev)
+    input_eps = {
+        name: torch.finfo(H.dtype).eps if H.is_floating_point() else 0.0 for name, H in hessians.items()
+    }
+    rep_jobs: list[SpectrumJob] = []
+    sources: dict[int, Tensor] = {}
+    for k, group in enumerate(groups):
+        H = hessians[group[0]]
+        block, mtype = (matrix_info or {}).get(group[0]) or _parse_name(group[0])
+        rep_jobs.append(SpectrumJob(block, mtype, group[0], "hessian", H.shape[0], H.shape[-1]))
+        if H.ndim != 2 or H.shape[0] != H.shape[1]:
+            rep_jobs[-1].failed = f"Hessian of {group[0]} is not square: shape {tuple(H.shape)}"
+        else:
+            sources[k] = H
+    eigen_batches(rep_jobs, sources, "hessian", dev, dtype, 256 << 20, progress)
+    jobs: list[SpectrumJob] = []
+    for group, rep in zip(groups, rep_jobs):
+        for name in group:
+            block, mtype = (matrix_info or {}).get(name) or _parse_name(name)
+            jobs.append(SpectrumJob(block, mtype, name, "hessian", rep.n_rows, rep.n_cols,
+                                    eigenvalues=rep.eigenvalues, failed=rep.failed, input_eps=input_eps[group[0]]))
+    return summarize_spectra(jobs, model, dtype, keep_eigenvalues)
+
+
+def hessian_spectra_from_matrices(hessians: Mapping[str, Tensor], **kwargs) -> pd.DataFrame:
+    """The table of :func:`compute_hessian_spectra` (same keyword arguments)."""
+    return compute_hessian_spectra(hessians, **kwargs).table
 
 
 def hessian_spectra(

@@ -17,8 +17,6 @@ Definitions (DESIGN.md "The science"; weightwatcher 0.7.7 ``apply_norm_metrics``
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -54,9 +52,3 @@ def spectrum_metrics(x: Tensor, n_eigs: Tensor, max_dim: Tensor, eps: float | Te
         "effective_rank": entropy.exp(),
     }
 
-
-def spectral_entropy(eigenvalues: Tensor) -> float:
-    """Spectral entropy (nats) of one spectrum ``(n,)``: -sum p ln p with p = lambda / sum lambda."""
-    p = eigenvalues.to(torch.float64).clamp_min(0)
-    p = p[p > 0] / p.sum()
-    return float(-(p * p.log()).sum()) if p.numel() else math.nan

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import pandas as pd
 from torch import nn
 
-from pruning.spectral.table import COLUMNS, _model_and_name, weight_matrices
+from pruning.spectral.summary import COLUMNS
+from pruning.spectral.weights import model_and_name, weight_matrices
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def weightwatcher_spectra(
     as a spectra table (``engine = "weightwatcher"``, ``source = "weight"``)."""
     import weightwatcher as ww
 
-    model, family, name = _model_and_name(model_or_loaded, model_name)
+    model, family, name = model_and_name(model_or_loaded, model_name)
     refs = weight_matrices(model, family, blocks)
     chosen = sorted({r.block for r in refs})
     holder = _holder(model, family.layers_path, chosen)

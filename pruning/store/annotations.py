@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 from pruning.store.catalog import check_bundle_id, store_root, writable_store, write_json_atomic, writer_lock
 from pruning.store.errors import StoreError
 from pruning.store.health import Problem, read_annotation_file, warn_once
+from pruning.store.sql import query_df
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,15 @@ def read_annotation(run_id: str, root: Path | str | None = None, *, strict: bool
     return empty
 
 
-def _update(run_id: str, root: Path | str | None, change) -> dict[str, Any]:
-    from pruning.store.queries import run_exists
+def _run_exists(run_id: str, root: Path) -> bool:
+    """Whether the store's views hold ``run_id`` (asked of the engine directly: the run queries read
+    annotations, so this module must not import them)."""
+    return not query_df("SELECT 1 FROM runs WHERE run_id = ? LIMIT 1", [run_id], root).empty
 
+
+def _update(run_id: str, root: Path | str | None, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     root = store_root(root)
-    if not run_exists(run_id, root=root):
+    if not _run_exists(run_id, root):
         raise StoreError(f"cannot annotate unknown run {run_id!r}; see `python -m pruning runs`")
     root = writable_store(root, f"annotate {run_id}")
     with writer_lock(root):

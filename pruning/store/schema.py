@@ -52,7 +52,17 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "log_spectral_norm": F64, "stable_rank": F64, "entropy": F64, "entropy_norm": F64,
         "num_rank": F64, "rank_ratio": F64, "effective_rank": F64, "D": F64, "xmin": F64,
         "n_tail": I64, "n_eigs": I64, "lambda_max": F64, "eig_dtype": STR, "status": STR, "message": STR,
+        "spectra_key": STR,  # the stored spectra set these rows came from (``spectra_sets``), null before 2026-12
     },
+    # a stored spectra set (one bundle ``spectra-<key>`` per model fingerprint, source, eig_dtype,
+    # spectra code version and, for Hessians, calibration batch; ``run_id`` = the bundle id): its
+    # metric rows (the columns of ``pruning.spectral.summary.COLUMNS``) and its eigenvalues
+    "spectra_sets": {
+        "spectra_key": STR, "fingerprint": STR, "spectra_version": STR, "calibration": STR,
+        "model": STR, "block": I64, "matrix_type": STR, "name": STR, "source": STR, "n_rows": I64, "n_cols": I64,
+        "n_eigs": I64, "lambda_max": F64, "eig_dtype": STR, "status": STR, "message": STR,
+    },
+    "eigenvalues": {"spectra_key": STR, "name": STR, "source": STR, "eigenvalue": F64},
     "allocation": {
         "block": I64, "matrix_type": STR, "name": STR, "numel": I64, "score": F64, "ratio": F64,
         "sparsity_target": F64, "sparsity_achieved": F64,
@@ -71,6 +81,8 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "spectra": ("block", "matrix_type", "name"),
+    "spectra_sets": ("spectra_key", "fingerprint", "source", "eig_dtype", "name"),
+    "eigenvalues": ("spectra_key", "name", "source", "eigenvalue"),
     "allocation": ("block", "matrix_type", "name", "sparsity_target"),
     "perplexity": ("stage", "dataset", "ppl"),
     "zeroshot": ("stage", "task", "metric", "value"),
