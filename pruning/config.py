@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pruning.errors import ConfigError
 from pruning.methods.nm_pattern import format_nm, parse_nm
-from pruning.methods.registry import get_method, method_names
+from pruning.methods.registry import get_method, method_names, prunes
 from pruning.presets import GRANULARITIES, MATRIX_TYPES, get_preset, parse_score_groups
 
 STRATEGIES: tuple[str, ...] = ("uniform", "linear", "owl", "dlp", "depth")
@@ -185,16 +185,12 @@ class PruningConfig(_Section):
 
     @field_validator("nm")
     @classmethod
-    def _nm_form(cls, v: str | None) -> str | None:
-        return format_nm(parse_nm(v))
-
-    @model_validator(mode="after")
-    def _nm_supported(self) -> "PruningConfig":
-        spec = get_method(self.method)
-        if self.nm is not None and spec.prunes and not spec.supports_nm:
-            raise ValueError(f"nm: {self.nm!r} is invalid with method {self.method!r}, which has no N:M variant; "
-                             "accepted: nm unset")
-        return self
+    def _nm_form(cls, v: str | None, info: ValidationInfo) -> str | None:
+        nm = format_nm(parse_nm(v))
+        method = info.data.get("method")  # validated first (declared first); absent when invalid
+        if nm is not None and method is not None and prunes(method) and not get_method(method).supports_nm:
+            raise ValueError(f"method {method!r} has no N:M variant; accepted: no nm (unstructured)")
+        return nm
 
     @property
     def nm_tuple(self) -> tuple[int, int] | None:
