@@ -1,90 +1,26 @@
-"""The job queue: one SQLite database (WAL mode) under ``data_dir()/jobs/queue.sqlite``.
-
-It records every job submitted from this machine (``local`` jobs that workers claim, and ``ray``
-jobs mirrored for listing) and the heartbeats of local workers. Every operation opens a
-short-lived connection; state changes that must not race (claim, cancel, reap, finish) run inside
-``BEGIN IMMEDIATE`` transactions, so two workers never claim the same job. The queue is separate
-from the DuckDB results store. SQLite needs a local file system: keep ``PRUNING_LAB_DATA/jobs`` off
-NFS when several workers share the queue (see docs/jobs.md).
+"""The job queue: every job submitted from this machine (``local`` jobs that workers claim, and
+``ray`` jobs mirrored for listing) and the heartbeats of local workers, in one SQLite database
+(:mod:`pruning.jobs.database`). State changes that must not race (claim, cancel, reap, finish) run
+inside ``BEGIN IMMEDIATE`` transactions, so two workers never claim the same job.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from pruning.config import RunConfig
-from pruning.jobs.base import DEFAULT_ENTRYPOINT, JobError, JobInfo, JobNotFoundError, Progress
-from pruning.procs import pid_alive
+from pruning.jobs.base import DEFAULT_ENTRYPOINT, JobInfo, JobNotFoundError, Progress
+from pruning.jobs.database import QueueDatabase, row_to_info
+from pruning.jobs.liveness import lost_reason, process_gone, workers_of
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    backend TEXT NOT NULL,
-    state TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    config TEXT NOT NULL,
-    entrypoint TEXT NOT NULL,
-    label TEXT,
-    needs_gpu INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    heartbeat_at REAL,
-    heartbeat_timeout REAL,
-    worker_id TEXT,
-    host TEXT,
-    pid INTEGER,
-    gpu TEXT,
-    exit_code INTEGER,
-    reason TEXT,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    retry_of TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    job_dir TEXT,
-    address TEXT,
-    progress TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(backend, state, created_at);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id, state);
-CREATE TABLE IF NOT EXISTS workers (
-    worker_id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    gpus TEXT,
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    heartbeat_timeout REAL NOT NULL,
-    stopped_at REAL
-);
-"""
-
-
-def default_queue_path(create: bool = True) -> Path:
-    """``pruning.paths.data_dir()/jobs/queue.sqlite``; with ``create`` the directory is made on
-    demand, without it nothing is touched (readers on a read-only data directory)."""
-    if not create:
-        from pruning.paths import REPO_ROOT
-
-        root = Path(os.environ.get("PRUNING_LAB_DATA", REPO_ROOT / "data")).expanduser()
-        return root / "jobs" / "queue.sqlite"
-    from pruning.paths import data_dir
-
-    path = data_dir() / "jobs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path / "queue.sqlite"
 
 
 def needs_gpu(config: RunConfig) -> bool:
@@ -92,59 +28,12 @@ def needs_gpu(config: RunConfig) -> bool:
     return config.model.device.startswith("cuda")
 
 
-class JobQueue:
+class JobQueue(QueueDatabase):
     """SQLite-backed job table with atomic claims and heartbeats.
 
     ``JobQueue()`` opens the queue for writing (creating the file and its schema on demand);
     :meth:`open_read_only` opens an existing queue for readers, which never write to it.
     """
-
-    read_only: bool = False
-
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_queue_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-
-    @classmethod
-    def open_read_only(cls, path: str | Path | None = None) -> "JobQueue | None":
-        """The existing queue opened read-only (SQLite ``mode=ro``: no file, schema or journal is
-        created or changed), or None when there is no queue yet (then there are no jobs)."""
-        path = Path(path) if path is not None else default_queue_path(create=False)
-        if not path.is_file():
-            return None
-        queue = cls.__new__(cls)
-        queue.path = path
-        queue.read_only = True
-        return queue
-
-    # ---- connections ----------------------------------------------------------------------
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if self.read_only:
-            con = _connect_read_only(self.path)
-        else:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA busy_timeout=30000")
-            yield con
-        finally:
-            con.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken with BEGIN IMMEDIATE (one writer at a time)."""
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
 
     # ---- jobs -----------------------------------------------------------------------------
     def enqueue(self, job_id: str, config: RunConfig, *, backend: str = "local",
@@ -182,7 +71,7 @@ class JobQueue:
                 " ORDER BY state = 'succeeded' DESC, created_at DESC LIMIT 1", (config.run_id,),
             ).fetchone()
             if row is not None:
-                return _row_to_info(row), False
+                return row_to_info(row), False
             self._insert(con, job_id, config, backend=backend, entrypoint=entrypoint, job_dir=job_dir,
                          retry_of=None, state="queued", address=address)
         return self.get(job_id), True
@@ -198,7 +87,7 @@ class JobQueue:
             row = con.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
-        return _row_to_info(row)
+        return row_to_info(row)
 
     def list(self, states: tuple[str, ...] | None = None, backend: str | None = None,
              limit: int | None = None) -> list[JobInfo]:
@@ -218,18 +107,18 @@ class JobQueue:
             sql += " LIMIT ?"
             params.append(int(limit))
         with self._connect() as con:
-            return [_row_to_info(r) for r in con.execute(sql, params).fetchall()]
+            return [row_to_info(r) for r in con.execute(sql, params).fetchall()]
 
     def _list_read_only(self, states: tuple[str, ...] | None, backend: str | None,
                         limit: int | None) -> list[JobInfo]:
         now = time.time()
         with self._connect() as con:
             rows = con.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC").fetchall()
-            workers = _workers_of(con, rows)
+            workers = workers_of(con, rows)
         jobs = []
         for row in rows:
-            job = _row_to_info(row)
-            lost = _lost_reason(row, workers, now) if job.backend == "local" and job.state == "running" else None
+            job = row_to_info(row)
+            lost = lost_reason(row, workers, now) if job.backend == "local" and job.state == "running" else None
             if lost is not None:
                 job = replace(job, state="failed", finished_at=now, reason=lost)
             if (not states or job.state in states) and (not backend or job.backend == backend):
@@ -243,7 +132,7 @@ class JobQueue:
                 f"SELECT * FROM jobs WHERE run_id = ? AND state IN ({','.join('?' * len(states))})"
                 " ORDER BY created_at DESC LIMIT 1", (run_id, *states),
             ).fetchone()
-        return _row_to_info(row) if row is not None else None
+        return row_to_info(row) if row is not None else None
 
     def claim(self, worker_id: str, *, gpu: str | None, heartbeat_timeout: float) -> JobInfo | None:
         """Atomically take the oldest queued local job this worker can run (GPU jobs need ``gpu``).
@@ -331,10 +220,10 @@ class JobQueue:
         now = time.time() if now is None else now
         with self._transaction() as con:
             running = con.execute("SELECT * FROM jobs WHERE backend = 'local' AND state = 'running'").fetchall()
-            workers = _workers_of(con, running)
+            workers = workers_of(con, running)
             rows = []
             for row in running:
-                reason = _lost_reason(row, workers, now)
+                reason = lost_reason(row, workers, now)
                 if reason is None:
                     continue
                 rows.append(row)
@@ -342,7 +231,7 @@ class JobQueue:
                     "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ? WHERE job_id = ? AND state = 'running'",
                     (now, reason, row["job_id"]),
                 )
-        reaped = [_row_to_info(r) for r in rows]
+        reaped = [row_to_info(r) for r in rows]
         for job in reaped:
             log.warning("job %s: worker %s lost, marked failed", job.job_id, job.worker_id)
         return reaped
@@ -384,71 +273,3 @@ class JobQueue:
             ).fetchall()
         host = socket.gethostname()
         return [dict(r) for r in rows if not (r["host"] == host and process_gone(r["pid"]))]
-
-
-def process_gone(pid: int | None) -> bool:
-    """True when no process ``pid`` runs on this host (absent, or a zombie waiting to be reaped)."""
-    if not pid or not pid_alive(pid):
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False  # no /proc (not Linux): kill(pid, 0) said it exists
-    return state in ("Z", "X")
-
-
-def _workers_of(con: sqlite3.Connection, jobs: list[sqlite3.Row]) -> dict[str, sqlite3.Row]:
-    """The worker rows (by id) of ``jobs``."""
-    ids = sorted({r["worker_id"] for r in jobs if r["worker_id"]})
-    if not ids:
-        return {}
-    found = con.execute(f"SELECT * FROM workers WHERE worker_id IN ({','.join('?' * len(ids))})", ids).fetchall()
-    return {r["worker_id"]: r for r in found}
-
-
-def _lost_reason(job: sqlite3.Row, workers: dict[str, sqlite3.Row], now: float) -> str | None:
-    """Why a running local job's worker counts as lost, or None while it is alive: its heartbeat
-    is older than the job's timeout, or its worker ran on this host and that process is gone."""
-    silent = now - (job["heartbeat_at"] or job["started_at"] or now)
-    timeout = job["heartbeat_timeout"] if job["heartbeat_timeout"] is not None else 60.0
-    if silent > timeout:
-        return (f"worker lost: no heartbeat from worker {job['worker_id']} on {job['host']} for "
-                f"{silent:.1f} s (timeout {timeout:.1f} s)")
-    worker = workers.get(job["worker_id"])
-    if worker is not None and worker["host"] == socket.gethostname() and process_gone(worker["pid"]):
-        return (f"worker lost: worker {job['worker_id']} (pid {worker['pid']}) on {worker['host']} is no longer "
-                f"running")
-    return None
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that writes nothing, not even SQLite's ``-wal``/``-shm`` side files.
-
-    While a writer is connected (a ``-wal`` file exists) the queue is opened ``mode=ro``, which
-    shares the writer's existing side files and sees its committed rows. Otherwise (no ``-wal``:
-    every change is in the main file) it is read as ``immutable=1``, which creates no side file and
-    also works on a read-only directory."""
-    uri = "file:" + quote(path.resolve().as_posix())
-    wal = path.with_name(path.name + "-wal")
-    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    con = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30.0, isolation_level=None)
-    try:
-        con.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        con.close()
-        raise JobError(f"job queue {str(path)!r} cannot be read ({exc}); accepted: a queue written by "
-                       "`python -m pruning submit`") from None
-    return con
-
-
-def _row_to_info(row: sqlite3.Row) -> JobInfo:
-    progress = Progress(**json.loads(row["progress"])) if row["progress"] else Progress()
-    return JobInfo(
-        job_id=row["job_id"], backend=row["backend"], state=row["state"], run_id=row["run_id"],
-        config=json.loads(row["config"]), created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], heartbeat_at=row["heartbeat_at"], worker_id=row["worker_id"],
-        gpu=row["gpu"], exit_code=row["exit_code"], reason=row["reason"], attempt=row["attempt"],
-        retry_of=row["retry_of"], cancel_requested=bool(row["cancel_requested"]), job_dir=row["job_dir"],
-        entrypoint=tuple(json.loads(row["entrypoint"])), progress=progress, label=row["label"],
-        address=row["address"],
-    )
