@@ -155,6 +155,20 @@ def test_run_cli_accepts_a_registered_method(negmagnitude, tiny_dir, data_dir, c
     assert "run negmagnitude-" in out and "achieved sparsity (parameter-weighted): 0.5000" in out
 
 
+def test_run_cli_calibrates_for_a_registered_activation_method(largest_wanda, tiny_dir, data_dir, capsys) -> None:
+    """`run` samples calibration text because the registry says the method needs activations
+    (pipeline: registry.needs_calibration), and the kernel gets act_sq_sum for every matrix."""
+    from pruning.cli import main
+
+    code = main(["run", "--model", str(tiny_dir), "--method", "largest_wanda", "--sparsity", "0.25",
+                 "--strategy", "uniform", "--nsamples", "2", "--set", "calibration.seqlen=32", "--limit-windows", "1",
+                 "--set", "evaluation.seqlen=32", "--no-publish"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "run largest_wanda-" in out and "achieved sparsity (parameter-weighted): 0.2500" in out
+    assert len(largest_wanda) == 14 and all(acts.shape == (W.shape[1],) for W, acts, _mask in largest_wanda)
+
+
 def test_unknown_method_from_the_cli_names_the_registered_ones(negmagnitude, capsys) -> None:
     from pruning.cli import main
 
