@@ -4,6 +4,10 @@
   cleaned of wiki markup into WikiText-style text (`` = Title = `` and `` = = Section = = ``
   headings, one paragraph per line), split deterministically by a hash of each title into a
   ``test`` split of about 250k words (WikiText-2 test size) and a ``calib`` split (the rest).
+  The same SHA-1 ranking, continued after ``test``, carves a held-out ``validation`` split of about
+  50k words out of ``calib``; ``train`` is ``calib`` without those articles. ``test`` and ``calib``
+  are what they always were (their digests are part of stored protocols); calibrating on ``train``
+  keeps ``validation`` unseen, so hyper-parameters can be chosen on it without reading ``test``.
 * ``lee``: the Lee background news corpus (one article per line) from the same wheel.
 
 The files carry a manifest (``MANIFEST.json``: the *recipe* — a digest of this module's source, the
@@ -40,6 +44,7 @@ _WHEEL_DIR = "gensim/test/test_data/"
 WIKI_MEMBER = _WHEEL_DIR + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 LEE_MEMBER = _WHEEL_DIR + "lee_background.cor"
 TEST_WORDS = 250_000
+VALIDATION_WORDS = 50_000
 _DROP_TAGS = {"ref", "table", "gallery", "math", "timeline", "score", "syntaxhighlight", "imagemap", "references"}
 _DROP_LINK_PREFIXES = ("file:", "image:", "category:", "media:")
 
@@ -112,19 +117,45 @@ def parse_dump(raw_xml: bytes) -> list[Article]:
     return articles
 
 
+def _fill(articles: list[Article], ranked: list[int], words: int) -> tuple[set[int], list[int]]:
+    """Take articles from the front of ``ranked`` until they hold at least ``words`` words (the
+    article that crosses the line is included); returns (taken ids, the rest of the ranking)."""
+    taken, total = set(), 0
+    for k, i in enumerate(ranked):
+        if total >= words:
+            return taken, ranked[k:]
+        taken.add(i)
+        total += articles[i].words
+    return taken, []
+
+
+def _title_ranking(articles: list[Article]) -> list[int]:
+    """Article indices ranked by the SHA-1 of their title (the rule of every split here)."""
+    return sorted(range(len(articles)), key=lambda i: hashlib.sha1(articles[i].title.encode()).hexdigest())
+
+
 def split_articles(articles: list[Article], test_words: int = TEST_WORDS) -> tuple[list[Article], list[Article]]:
     """Deterministic split: articles ranked by SHA-1 of the title fill the test split up to
     ``test_words``; the rest is calibration. Both keep dump order."""
-    ranked = sorted(range(len(articles)), key=lambda i: hashlib.sha1(articles[i].title.encode()).hexdigest())
-    test_ids, total = set(), 0
-    for i in ranked:
-        if total >= test_words:
-            break
-        test_ids.add(i)
-        total += articles[i].words
+    test_ids, _ = _fill(articles, _title_ranking(articles), test_words)
     test = [a for i, a in enumerate(articles) if i in test_ids]
     calib = [a for i, a in enumerate(articles) if i not in test_ids]
     return test, calib
+
+
+def validation_split(
+    articles: list[Article], test_words: int = TEST_WORDS, validation_words: int = VALIDATION_WORDS
+) -> tuple[list[Article], list[Article]]:
+    """(validation, train) out of the calibration articles: the SHA-1 title ranking, continued after
+    the test split's articles, fills ``validation`` up to ``validation_words``; ``train`` is the rest
+    of ``calib``. Both keep dump order; test, validation and train are disjoint by title and together
+    are every article."""
+    _, after_test = _fill(articles, _title_ranking(articles), test_words)
+    validation_ids, _ = _fill(articles, after_test, validation_words)
+    calib = set(after_test)
+    validation = [a for i, a in enumerate(articles) if i in validation_ids]
+    train = [a for i, a in enumerate(articles) if i in calib and i not in validation_ids]
+    return validation, train
 
 
 def download_gensim_wheel(dest: Path) -> Path:
@@ -146,7 +177,7 @@ def download_gensim_wheel(dest: Path) -> Path:
 
 
 MANIFEST = "MANIFEST.json"
-CORPUS_FILES = ("wiki.test", "wiki.calib", "lee")
+CORPUS_FILES = ("wiki.test", "wiki.calib", "lee", "wiki.validation", "wiki.train")
 
 
 @functools.lru_cache(maxsize=1)  # load_text checks it on every call; the source cannot change in-process
@@ -193,8 +224,8 @@ def _current(targets: dict[str, Path]) -> bool:
 
 
 def prepare_offline_corpora(force: bool = False) -> dict[str, Path]:
-    """Create ``wiki.test.txt``, ``wiki.calib.txt`` and ``lee.txt`` in the corpora cache, with
-    their manifest. Existing files are kept when this code's recipe made them (unless ``force``)
+    """Create ``wiki.test.txt``, ``wiki.calib.txt``, ``wiki.validation.txt``, ``wiki.train.txt`` and
+    ``lee.txt`` in the corpora cache, with their manifest. Existing files are kept when this code's recipe made them (unless ``force``)
     and rebuilt otherwise. Returns name -> path."""
     out = corpora_dir()
     targets = {name: out / f"{name}.txt" for name in CORPUS_FILES}
@@ -207,12 +238,15 @@ def prepare_offline_corpora(force: bool = False) -> dict[str, Path]:
             lee = zf.read(LEE_MEMBER).decode("utf-8", errors="replace")
     articles = parse_dump(raw_xml)
     test, calib = split_articles(articles)
+    validation, train = validation_split(articles)
     log.info(
-        "wiki: %d articles -> test %d articles / %d words, calib %d articles / %d words",
+        "wiki: %d articles -> test %d articles / %d words, calib %d / %d (validation %d / %d, train %d / %d)",
         len(articles), len(test), sum(a.words for a in test), len(calib), sum(a.words for a in calib),
+        len(validation), sum(a.words for a in validation), len(train), sum(a.words for a in train),
     )
-    _atomic_write(targets["wiki.test"], "\n".join(a.text for a in test))
-    _atomic_write(targets["wiki.calib"], "\n".join(a.text for a in calib))
+    for name, part in (("wiki.test", test), ("wiki.calib", calib), ("wiki.validation", validation),
+                       ("wiki.train", train)):
+        _atomic_write(targets[name], "\n".join(a.text for a in part))
     lee_text = "\n\n".join(line.strip() for line in lee.splitlines() if line.strip())
     _atomic_write(targets["lee"], lee_text + "\n")
     files = {name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}

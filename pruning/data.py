@@ -3,12 +3,19 @@
 Corpus names (``CORPORA``):
 
 * ``wiki`` — offline Wikipedia (gensim wheel): split ``test`` for evaluation, ``calib`` for
-  calibration (``python -m pruning fetch`` prepares both);
+  calibration, and the held-out ``validation`` split with ``train`` = ``calib`` without it
+  (``pruning.corpora``; ``python -m pruning fetch`` prepares all four);
 * ``lee`` — offline Lee news text (evaluation and calibration);
 * ``wikitext2`` — WikiText-2 raw (``test``/``train``) through ``datasets`` (needs the hub);
 * ``c4`` — C4 English shards as in the SparseGPT/Wanda code (needs the hub);
-* ``text:PATH`` — any local UTF-8 text file (both splits = the whole file); a relative PATH is
+* ``text:PATH`` — any local UTF-8 text file (every split = the whole file); a relative PATH is
   read from the repository root (``pruning.roots.resolve_local_path``, as the app checks it).
+
+A dataset *spec* may name its split: ``wiki:validation``, ``wiki:train``, ``wikitext2:validation``.
+Without one, a use takes its own split: evaluation reads ``test``, calibration ``calib``. So
+``evaluation.perplexity: [wiki:validation]`` scores the validation text, and
+``calibration.dataset: wiki:train`` calibrates on text disjoint from both ``validation`` and ``test``
+(:func:`parse_dataset`, :func:`check_dataset_spec`).
 """
 
 from __future__ import annotations
@@ -26,24 +33,60 @@ from pruning.roots import resolve_local_path
 log = logging.getLogger(__name__)
 
 CORPORA: dict[str, str] = {
-    "wiki": "offline Wikipedia (106 articles; test ~250k words, calib the rest)",
+    "wiki": "offline Wikipedia (106 articles; test ~250k words, calib the rest = validation ~50k + train)",
     "lee": "offline Lee background news corpus (~60k words)",
     "wikitext2": "WikiText-2 raw via the Hugging Face Hub",
     "c4": "C4 English (allenai/c4) via the Hugging Face Hub",
     "text:PATH": "a local UTF-8 text file",
 }
-SPLITS = ("test", "calib")
+SPLITS = ("test", "calib", "validation", "train")
+#: the splits each named corpus holds (``text:PATH`` is one text for every split)
+CORPUS_SPLITS: dict[str, tuple[str, ...]] = {
+    "wiki": SPLITS,
+    "lee": ("test", "calib"),
+    "wikitext2": SPLITS,
+    "c4": ("test", "calib"),
+}
+
+
+def parse_dataset(spec: str) -> tuple[str, str | None]:
+    """``"wiki:validation"`` -> ``("wiki", "validation")``; ``"wiki"`` -> ``("wiki", None)``;
+    ``"text:PATH"`` -> ``("text:PATH", None)`` (a path may hold colons: never split)."""
+    if spec.startswith("text:"):
+        return spec, None
+    name, sep, split = spec.partition(":")
+    return (name, split) if sep else (spec, None)
+
+
+def check_dataset_spec(spec: str, field: str = "dataset") -> tuple[str, str | None]:
+    """Parse ``spec`` and check its corpus name and split; raises ConfigError naming ``field``, the
+    value and what is accepted. Reads no file (``text:PATH`` files are checked where they are read)."""
+    name, split = parse_dataset(spec)
+    if name.startswith("text:"):
+        return name, None
+    if name not in CORPUS_SPLITS:
+        raise ConfigError(f"{field}: {spec!r} is not a corpus; accepted: {', '.join(CORPORA)} "
+                          "(optionally with ':SPLIT', e.g. wiki:validation)")
+    if split is not None and split not in CORPUS_SPLITS[name]:
+        raise ConfigError(f"{field}: {spec!r} names split {split!r}, which {name!r} does not hold; accepted: "
+                          f"{', '.join(f'{name}:{s}' for s in CORPUS_SPLITS[name])}")
+    return name, split
 
 
 def load_text(name: str, split: str = "test") -> str:
-    """The raw text of corpus ``name`` for ``split`` ('test' or 'calib')."""
+    """The raw text of dataset spec ``name`` (``wiki``, ``wiki:validation``, ``text:PATH``, ...).
+    ``split`` (one of :data:`SPLITS`) is the use's own split, taken when the spec names none."""
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is invalid; accepted: {', '.join(SPLITS)}")
+    if not name.startswith("text:") and ":" in name:
+        name, split = check_dataset_spec(name)
     if name.startswith("text:"):
         path = resolve_local_path(name[5:])
         if not path.is_file():
             raise ConfigError(f"dataset {name!r}: file {str(path)!r} does not exist")
         return path.read_text(encoding="utf-8", errors="replace")
+    if name in CORPUS_SPLITS and split not in CORPUS_SPLITS[name]:
+        raise ConfigError(f"dataset {name!r} holds no {split!r} split; accepted: {', '.join(CORPUS_SPLITS[name])}")
     if name in ("wiki", "lee"):
         key = f"wiki.{split}" if name == "wiki" else "lee"
         path = corpora_dir() / f"{key}.txt"
@@ -52,7 +95,8 @@ def load_text(name: str, split: str = "test") -> str:
             path = prepare_offline_corpora()[key]
         return path.read_text(encoding="utf-8")
     if name == "wikitext2":
-        ds = _hub_dataset(name, "wikitext", "wikitext-2-raw-v1", split="test" if split == "test" else "train")
+        hub_split = {"calib": "train"}.get(split, split)
+        ds = _hub_dataset(name, "wikitext", "wikitext-2-raw-v1", split=hub_split)
         return "\n\n".join(ds["text"])
     if name == "c4":
         if split == "test":

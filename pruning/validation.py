@@ -28,8 +28,10 @@ def allocation_metrics() -> tuple[str, ...]:
 
 
 def check_dataset(field: str, name: str) -> None:
-    """A corpus name from :data:`pruning.data.CORPORA`, or ``text:PATH`` naming an existing file."""
-    from pruning.data import CORPORA
+    """A corpus name from :data:`pruning.data.CORPORA`, optionally with a split it holds
+    (``wiki:validation``, :func:`pruning.data.check_dataset_spec`), or ``text:PATH`` naming an
+    existing file."""
+    from pruning.data import check_dataset_spec
 
     if name.startswith("text:"):
         path = _local_path(name[5:])
@@ -37,8 +39,7 @@ def check_dataset(field: str, name: str) -> None:
             raise ConfigError(f"{field}: {name!r} names no readable file; accepted: text:PATH with an existing "
                               "UTF-8 text file")
         return
-    if name not in CORPORA:
-        raise ConfigError(f"{field}: {name!r} is not a corpus; accepted: {', '.join(CORPORA)}")
+    check_dataset_spec(name, field)
 
 
 def _local_path(text: str) -> Path:

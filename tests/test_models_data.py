@@ -142,7 +142,8 @@ def test_corpora_manifest_decides_reuse(tmp_path):
     manifest = {"recipe": corpus_recipe(), "files": files}
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     assert _current(targets)
-    assert corpus_fingerprints(tmp_path) == {"wiki.test": "0" * 16, "wiki.calib": "1" * 16, "lee": "2" * 16}
+    assert corpus_fingerprints(tmp_path) == {name: str(i) * 16 for i, name in enumerate(CORPUS_FILES)}
+    assert corpus_fingerprints(tmp_path)["wiki.test"] == "0" * 16 and "wiki.validation" in CORPUS_FILES
     targets["lee"].write_text("edited by hand, longer\n")
     assert not _current(targets)
     targets["lee"].write_text("text of lee\n")

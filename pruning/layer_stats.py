@@ -1,0 +1,80 @@
+"""Per-block calibration statistics read by layer-wise allocations (``pruning.allocation``).
+
+:func:`dlp_unimportance` measures DLP's per-block unimportance U_l (Chen et al., "DLP: Dynamic
+Layerwise Pruning in Large Language Models", ICML 2025, arXiv:2505.23807; reference code
+ironartisan/DLP ``lib/prune.py: get_dlp_ratios``): a statistic of the Wanda scores
+``|W_ij| * ||X_j||_2`` (Sun et al. 2023) of all the matrices of block l, on the dense model. As in
+the reference, the blocks are run block-sequentially on the calibration batch without pruning, so
+block l sees the dense outputs of block l - 1. The reference's activation statistic is
+``||X_j||^2 / N`` (a running mean); its square root differs from ``||X_j||_2`` by the factor
+``1/sqrt(N)``, the same for every block, which the allocation's min-max scaling removes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.errors import ConfigError
+from pruning.methods.wanda import wanda_scores
+from pruning.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DLP_STATISTICS: tuple[str, ...] = ("median", "mean")
+
+
+def wanda_score_statistic(weights: Sequence[Tensor], act_norms: Sequence[Tensor], statistic: str = "median") -> float:
+    """Median or mean of the Wanda scores of all the given matrices together (one block).
+
+    weights: each ``(out, in)``; act_norms: each ``(in,)`` (``||X_j||_2`` over the calibration
+    tokens). The median is torch's: the lower of the two middle values for an even count (as in the
+    DLP reference code, which calls ``torch.median`` on the concatenated scores); the mean is summed
+    in float64.
+    """
+    if statistic not in DLP_STATISTICS:
+        raise ConfigError(f"allocation.dlp_statistic: {statistic!r} is invalid; accepted: {', '.join(DLP_STATISTICS)}")
+    if not weights or len(weights) != len(act_norms):
+        raise ValueError(f"need one activation norm per weight matrix, got {len(weights)} and {len(act_norms)}")
+    with torch.no_grad():
+        if statistic == "mean":
+            total = sum(float(wanda_scores(w, a).double().sum()) for w, a in zip(weights, act_norms))
+            return total / sum(w.numel() for w in weights)
+        scores = torch.cat([wanda_scores(w, a).flatten() for w, a in zip(weights, act_norms)])  # (sum numel,)
+        return float(scores.median())
+
+
+def dlp_unimportance(
+    loaded: LoadedModel,
+    calib_ids: Tensor,
+    statistic: str = "median",
+    *,
+    device: str | torch.device = "cpu",
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[int, float]:
+    """DLP's unimportance U_l per block (``{block: U_l}``, :func:`wanda_score_statistic` over the
+    block's prunable matrices) of the dense model; the model is not modified.
+
+    calib_ids: ``(nsamples, seqlen)`` LongTensor. statistic: ``"median"`` (the paper) or ``"mean"``
+    (the reference's unstructured path). device / offload / batch_size: as
+    :func:`pruning.calibration.calibrate_blocks`.
+    """
+    if statistic not in DLP_STATISTICS:
+        raise ConfigError(f"allocation.dlp_statistic: {statistic!r} is invalid; accepted: {', '.join(DLP_STATISTICS)}")
+    values: dict[int, float] = {}
+
+    def on_block(ctx: BlockContext) -> None:
+        weights = [ref.module.weight.data for ref in ctx.matrices]
+        norms = [ctx.stats[ref.name].act_norm for ref in ctx.matrices]
+        values[ctx.index] = wanda_score_statistic(weights, norms, statistic)
+
+    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
+                     modifies_blocks=False, batch_size=batch_size, progress=progress)
+    log.info("DLP unimportance (%s Wanda score) per block: %s", statistic, {k: f"{v:.6g}" for k, v in values.items()})
+    return values
