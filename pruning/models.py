@@ -14,6 +14,7 @@ Accepted model references (checked in this order):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -153,15 +154,27 @@ def load_model(reference: str, dtype: str = "float32", device: str = "cpu", revi
     return LoadedModel(model, tokenizer, family, source, fingerprint, seconds)
 
 
+def _config_text(model: nn.Module) -> str:
+    """The model config as sorted JSON without ``transformers_version`` ("" without a config)."""
+    to_json = getattr(getattr(model, "config", None), "to_json_string", None)
+    if to_json is None:
+        return ""
+    config = json.loads(to_json())
+    config.pop("transformers_version", None)
+    return json.dumps(config, sort_keys=True)
+
+
 @torch.no_grad()
 def model_fingerprint(model: nn.Module, samples_per_tensor: int = 4096) -> str:
-    """Content hash of a model: every parameter's name, shape, dtype and a strided sample of
-    its values (cheap even for 7B models, and changes when weights are pruned).
+    """Content hash of a model: its config and every parameter's name, shape, dtype and a strided
+    sample of its values (cheap even for 7B models, and changes when weights are pruned).
 
-    Returns 16 hex digits.
+    The config's ``transformers_version`` (the library that wrote the JSON, not a property of the
+    model) is left out, so the same weights fingerprint alike on machines with other transformers
+    versions and reuse each other's stored spectra. Returns 16 hex digits.
     """
     h = hashlib.sha256()
-    h.update(str(getattr(model.config, "to_json_string", lambda: "")()).encode() if hasattr(model, "config") else b"")
+    h.update(_config_text(model).encode())
     for name, param in model.state_dict().items():
         flat = param.detach().reshape(-1)
         step = max(1, flat.numel() // samples_per_tensor)

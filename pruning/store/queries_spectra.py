@@ -2,10 +2,11 @@
 ESD plot, the sets stored for a model, and one whole set for a run that reuses it.
 
 A run's ``spectra`` row names its set in ``spectra_key``. Rows published before sets existed have
-none: their set is found by the run's model fingerprint (``env.model_fingerprint``), source and
-precision, and accepted only when its lambda_max agrees with the run's row within 1e-6 (relative),
-so the plot never shows a spectrum other than the one the run's metrics were computed from (two
-calibration batches give Hessians that differ far more than that).
+none: their set is found by the run's model fingerprint (``env.model_fingerprint``) or, since
+fingerprints of that time changed with the transformers version, the row's model name, with the
+same source and precision, and accepted only when its lambda_max agrees with the run's row within
+:data:`LAMBDA_MAX_RTOL` (relative), so the plot never shows a spectrum other than the one the run's
+metrics were computed from.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ LAMBDA_MAX_RTOL = 1e-6
 
 _SET_OF_RUN_SQL = """
 WITH r AS (SELECT json_extract_string(env_json, '$.model_fingerprint') AS fp FROM runs WHERE run_id = $1),
-     s AS (SELECT spectra_key, lambda_max, eig_dtype FROM spectra WHERE run_id = $1 AND name = $2 AND source = $3)
+     s AS (SELECT spectra_key, lambda_max, eig_dtype, model FROM spectra WHERE run_id = $1 AND name = $2 AND source = $3)
 SELECT ss.spectra_key
-FROM spectra_sets ss, r, s
+FROM spectra_sets ss, s LEFT JOIN r ON true
 WHERE ss.name = $2 AND ss.source = $3 AND ss.eig_dtype = coalesce($4, s.eig_dtype)
   AND (ss.spectra_key = s.spectra_key
-       OR (s.spectra_key IS NULL AND ss.fingerprint = r.fp
+       OR (s.spectra_key IS NULL AND (ss.fingerprint = r.fp OR ss.model = s.model)
            AND abs(ss.lambda_max - s.lambda_max) <= $5 * abs(s.lambda_max)))
-ORDER BY (ss.spectra_key = s.spectra_key) DESC NULLS LAST, ss.spectra_version DESC, ss.spectra_key
+ORDER BY (ss.spectra_key = s.spectra_key) DESC NULLS LAST, (ss.fingerprint = r.fp) DESC NULLS LAST,
+         ss.spectra_version DESC, ss.spectra_key
 LIMIT 1
 """
 

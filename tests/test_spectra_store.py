@@ -1,0 +1,157 @@
+"""Spectra live in the results store (issue 18): a run published from another data directory shows
+its weight and Hessian ESDs with no model and no cache; a second run of the same model reuses the
+stored set (the same precision only); a corrupt stored set is quarantined, never fatal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import pruning.models
+import pruning.spectral.cache as cache
+from pruning.app_support.spectra import run_eigenvalues
+from pruning.config import RunConfig
+from pruning.families import family_for
+from pruning.models import LoadedModel, ModelSource, model_fingerprint
+from pruning.spectral import cached_hessian_spectra, cached_weight_spectra
+from pruning.spectral.cache import publish_spectra
+from pruning.store import queries
+from pruning.store.publish import publish_run
+
+REPO = Path(__file__).resolve().parents[1]
+Q = "model.layers.0.self_attn.q_proj"
+DOWN = "model.layers.1.mlp.down_proj"
+
+
+def _loaded(model: torch.nn.Module) -> LoadedModel:
+    return LoadedModel(model, None, family_for(model), ModelSource("local", "tiny", "tiny"), model_fingerprint(model), 0.0)
+
+
+def _calibration() -> torch.Tensor:
+    return torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+
+
+def _eigs(result, name: str) -> np.ndarray:
+    frame = result.eigenvalues
+    return np.sort(frame.loc[frame["name"] == name, "eigenvalue"].to_numpy())
+
+
+def _publish_hessian_run(loaded: LoadedModel, store: Path) -> tuple[str, object, object]:
+    """A 'Ray node' run: spectra computed there, its sets and the run published into ``store``."""
+    weight = cached_weight_spectra(loaded, store=store)
+    hessian = cached_hessian_spectra(loaded, _calibration(), store=store)
+    assert (weight.origin, hessian.origin) == ("computed", "computed")
+    for result in (weight, hessian):
+        publish_spectra(result, root=store)
+    config = RunConfig.from_dict({"model": {"name": "tiny"}, "label": "ray-node",
+                                  "allocation": {"strategy": "linear", "metric": "hessian_alpha"}})
+    spectra = pd.concat([weight.table, hessian.table], ignore_index=True)
+    run = publish_run(config, tables={"spectra": spectra}, env={"model_fingerprint": loaded.fingerprint}, root=store)
+    return run.bundle, weight, hessian
+
+
+@pytest.fixture()
+def no_model_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's host: an empty cache directory and no way to load a model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dashboard loaded a model")
+
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "dashboard-cache"))
+    monkeypatch.setattr(pruning.models, "load_model", refuse)
+    monkeypatch.setattr(cache, "compute_weight_spectra", refuse)
+    monkeypatch.setattr(cache, "hessian_spectra", refuse)
+
+
+def test_run_from_another_data_dir_shows_weight_and_hessian_esd(tiny_llama, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "node-cache"))
+    node = tmp_path / "node-data"
+    run_id, weight, hessian = _publish_hessian_run(_loaded(tiny_llama), node / "store")
+
+    # the dashboard: reads node's data directory, its own (empty) cache, cannot load models
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(node))
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "dashboard-cache"))
+    monkeypatch.setattr(pruning.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    queries.clear_cache()
+    for name in (Q, DOWN):
+        np.testing.assert_array_equal(run_eigenvalues(run_id, name, "weight"), _eigs(weight, name))
+        np.testing.assert_array_equal(run_eigenvalues(run_id, name, "hessian"), _eigs(hessian, name))
+    assert not _eigs(weight, DOWN).tolist() == _eigs(hessian, DOWN).tolist()
+    assert not (tmp_path / "dashboard-cache" / "spectra").exists() or not any((tmp_path / "dashboard-cache" / "spectra").iterdir())
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["sb_runs"] = [run_id]
+    at.session_state["spectra_matrix"] = DOWN
+    at.run()
+    at.switch_page("pages/spectra.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [i.value for i in at.info if "No stored eigenvalues" in i.value]
+    esd = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
+    names = {t.get("name") for t in esd["data"]}
+    assert {"weight ESD", "hessian ESD"} <= names
+    # each panel's λ axis spans its spectrum (padded symmetrically in log10): same midpoints
+    mids = sorted(round(float(np.mean(v["range"])), 9) for k, v in esd["layout"].items()
+                  if k.startswith("xaxis") and "range" in v)
+    expected = sorted(round(float(np.mean(np.log10([e[e > 0].min(), e.max()]))), 9)
+                      for e in (_eigs(weight, DOWN), _eigs(hessian, DOWN)))
+    assert mids == expected and mids[0] != mids[1]
+
+
+def test_second_run_reuses_the_stored_set_of_its_precision_only(tiny_llama, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "first-cache"))
+    store = tmp_path / "data" / "store"
+    loaded = _loaded(tiny_llama)
+    _, weight, hessian = _publish_hessian_run(loaded, store)
+
+    # a second run on another machine (empty cache) that must not compute anything
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "second-cache"))
+    calls: list[str] = []
+    real_weight, real_hessian = cache.compute_weight_spectra, cache.hessian_spectra
+    monkeypatch.setattr(cache, "compute_weight_spectra", lambda *a, **k: calls.append("weight") or real_weight(*a, **k))
+    monkeypatch.setattr(cache, "hessian_spectra", lambda *a, **k: calls.append("hessian") or real_hessian(*a, **k))
+    again_w = cached_weight_spectra(loaded, store=store)
+    again_h = cached_hessian_spectra(loaded, _calibration(), store=store)
+    assert calls == [] and (again_w.origin, again_h.origin) == ("store", "store") and again_w.reused and again_h.reused
+    assert again_w.key == weight.key and again_h.key == hessian.key and again_w.key != again_h.key
+    pd.testing.assert_frame_equal(again_w.table.set_index("name").sort_index()[["alpha", "alpha_peak", "lambda_max"]],
+                                  weight.table.set_index("name").sort_index()[["alpha", "alpha_peak", "lambda_max"]])
+    np.testing.assert_array_equal(_eigs(again_h, DOWN), _eigs(hessian, DOWN))
+    assert publish_spectra(again_w, root=store) is None  # stored once: nothing to publish
+
+    # another precision or another calibration batch is another set: computed, not reused
+    f32 = cached_weight_spectra(loaded, dtype=torch.float32, store=store)
+    assert calls == ["weight"] and f32.origin == "computed" and not f32.reused and "-float32-" in f32.key
+    other = cached_hessian_spectra(loaded, _calibration()[:2], store=store)
+    assert calls == ["weight", "hessian"] and other.origin == "computed"
+    assert set(queries.stored_spectra(loaded.fingerprint, root=store)["spectra_key"]) == {weight.key, hessian.key}
+    # the local cache still serves a set the store lacks, and says so
+    assert cached_weight_spectra(loaded, dtype=torch.float32, store=store).origin == "cache"
+
+
+def test_corrupt_stored_set_is_quarantined_not_fatal(tiny_llama, tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "cache"))
+    store = tmp_path / "data" / "store"
+    loaded = _loaded(tiny_llama)
+    run_id, weight, _ = _publish_hessian_run(loaded, store)
+    bundle = store / "runs" / f"spectra-{weight.key}"
+    eig_file = bundle / "eigenvalues.parquet"
+    eig_file.write_bytes(eig_file.read_bytes()[: eig_file.stat().st_size // 2])  # truncated
+    queries.clear_cache()
+
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "empty-cache"))
+    assert run_eigenvalues(run_id, Q, "weight", root=store) is None  # the app shows an info box
+    recomputed = cached_weight_spectra(loaded, store=store)  # the run computes again
+    assert recomputed.origin == "computed"
+    np.testing.assert_array_equal(_eigs(recomputed, Q), _eigs(weight, Q))
+    assert any("quarantined" in r.getMessage() and "eigenvalues.parquet" in r.getMessage() for r in caplog.records)
+    # the Hessian set and the run itself are untouched
+    assert run_eigenvalues(run_id, Q, "hessian", root=store) is not None
+    from pruning.store.verify import verify_store
+
+    report = verify_store(store)
+    assert [p.relative(store) for p in report.problems] == [f"runs/spectra-{weight.key}/eigenvalues.parquet"]
