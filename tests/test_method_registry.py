@@ -197,7 +197,8 @@ def test_config_accepts_registered_names_only_while_registered() -> None:
     spec = MethodSpec("negmagnitude", "test", kernel=negmagnitude_kernel, supports_nm=False)
     with method_registered(spec):
         assert RunConfig.from_dict({"pruning": {"method": "negmagnitude"}}).pruning.method == "negmagnitude"
-        with pytest.raises(ConfigError, match=r"^pruning.nm: '2:4' is invalid: method 'negmagnitude' has no N:M variant"):
+        no_nm = r"^pruning.nm: '2:4' is invalid: method 'negmagnitude' has no N:M variant"
+        with pytest.raises(ConfigError, match=no_nm):
             RunConfig.from_dict({"pruning": {"method": "negmagnitude", "nm": "2:4"}})
         with pytest.raises(ConfigError) as err:
             RunConfig.from_dict({"pruning": {"method": "nonesuch"}})
@@ -211,8 +212,8 @@ def test_config_accepts_registered_names_only_while_registered() -> None:
     ({}, "wanda-b63a46b33958"),
     ({"pruning": {"method": "magnitude", "nm": " 2 : 4 "}}, "magnitude-2c9f451616f0"),
     ({"pruning": {"method": "dense"}}, "dense-005bd3b026a2"),
-    ({"pruning": {"method": "sparsegpt", "sparsity": 0.7}, "allocation": {"strategy": "linear", "preset": "QKVout + split"}},
-     "sparsegpt-23c5a1d5f492"),
+    ({"pruning": {"method": "sparsegpt", "sparsity": 0.7},
+      "allocation": {"strategy": "linear", "preset": "QKVout + split"}}, "sparsegpt-23c5a1d5f492"),
 ])
 def test_builtin_run_ids_do_not_move(data, run_id) -> None:
     """The ids the config gave before the registry (the method a Literal, N:M parsed in the config):

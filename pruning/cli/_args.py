@@ -94,4 +94,4 @@ DTYPE_CHOICES = DTYPES
 
 __all__ = ["BATCH", "COUNT", "DTYPE_CHOICES", "SECONDS", "SEED", "SEQLEN", "SPARSITY", "dataset_name", "dataset_or_none",
            "device_name",
-           "float_in", "int_in"]
+           "float_in", "int_in", "pruning_method_name"]
