@@ -48,6 +48,33 @@ def wanda_score_statistic(weights: Sequence[Tensor], act_norms: Sequence[Tensor]
         return float(scores.median())
 
 
+def dense_block_statistic(
+    loaded: LoadedModel,
+    calib_ids: Tensor,
+    reduce: Callable[[list[Tensor], list[Tensor]], float],
+    *,
+    device: str | torch.device = "cpu",
+    offload: bool = False,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[int, float]:
+    """``{block: reduce(weights, act_norms)}`` over the dense model, block-sequentially (the blocks
+    are not modified, so each sees the dense outputs of the one before). reduce gets the block's
+    prunable weights ``(out, in)`` and their input norms ``||X_j||_2`` ``(in,)``, in MATRIX_TYPES
+    order. calib_ids: ``(nsamples, seqlen)`` LongTensor; device / offload / batch_size / progress:
+    as :func:`pruning.calibration.calibrate_blocks`. OWL's outlier ratios are the same pass with
+    another ``reduce`` (:func:`pruning.methods.owl.block_outlier_ratio`)."""
+    values: dict[int, float] = {}
+
+    def on_block(ctx: BlockContext) -> None:
+        weights = [ref.module.weight.data for ref in ctx.matrices]
+        values[ctx.index] = reduce(weights, [ctx.stats[ref.name].act_norm for ref in ctx.matrices])
+
+    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
+                     modifies_blocks=False, batch_size=batch_size, progress=progress)
+    return values
+
+
 def dlp_unimportance(
     loaded: LoadedModel,
     calib_ids: Tensor,
@@ -67,14 +94,9 @@ def dlp_unimportance(
     """
     if statistic not in DLP_STATISTICS:
         raise ConfigError(f"allocation.dlp_statistic: {statistic!r} is invalid; accepted: {', '.join(DLP_STATISTICS)}")
-    values: dict[int, float] = {}
-
-    def on_block(ctx: BlockContext) -> None:
-        weights = [ref.module.weight.data for ref in ctx.matrices]
-        norms = [ctx.stats[ref.name].act_norm for ref in ctx.matrices]
-        values[ctx.index] = wanda_score_statistic(weights, norms, statistic)
-
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
-                     modifies_blocks=False, batch_size=batch_size, progress=progress)
+    values = dense_block_statistic(
+        loaded, calib_ids, lambda weights, norms: wanda_score_statistic(weights, norms, statistic),
+        device=device, offload=offload, batch_size=batch_size, progress=progress,
+    )
     log.info("DLP unimportance (%s Wanda score) per block: %s", statistic, {k: f"{v:.6g}" for k, v in values.items()})
     return values

@@ -17,6 +17,16 @@ MATRIX_TYPES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 ATTENTION_TYPES: tuple[str, ...] = ("q", "k", "v", "o")
 MLP_TYPES: tuple[str, ...] = ("gate", "up", "down")
 GRANULARITIES: tuple[str, ...] = ("block", "split", "matrix")
+#: grid column of each allocation strategy that no spectral metric scores: such runs get the
+#: strategy's own column whatever their preset; ``linear`` (AlphaPruning) runs are labelled by their
+#: preset (and metric). OWL: Yin et al. 2023; DLP: Chen et al., ICML 2025; ATP (``depth``): Huang et
+#: al., ICML 2025.
+STRATEGY_COLUMNS: dict[str, str] = {"uniform": "uniform", "owl": "OWL", "dlp": "DLP", "depth": "ATP"}
+
+
+def strategy_column(strategy: object) -> str | None:
+    """The grid column of a strategy with its own column (``"dlp"`` -> ``"DLP"``), None otherwise."""
+    return STRATEGY_COLUMNS.get(str(strategy)) if isinstance(strategy, str) else None
 
 
 @dataclass(frozen=True)

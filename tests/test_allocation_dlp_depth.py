@@ -18,7 +18,7 @@ from pruning.errors import ConfigError
 from pruning.families import FAMILIES, family_for, prunable_matrices
 from pruning.layer_stats import dlp_unimportance, wanda_score_statistic
 from pruning.models import LoadedModel, ModelSource
-from pruning.presets import MATRIX_TYPES
+from pruning.presets import MATRIX_TYPES, STRATEGY_COLUMNS, strategy_column
 
 
 def blocks_frame(numel_per_matrix: list[int]) -> pd.DataFrame:
@@ -250,3 +250,33 @@ def test_sub_block_comes_from_the_family_layout() -> None:
     stray = dataclasses.replace(llama, name="stray", matrices={**llama.matrices, "up": "ffn.up_proj"})
     with pytest.raises(ConfigError, match="neither 'self_attn' nor 'mlp'"):
         stray.sub_block("up")
+
+
+def test_every_strategy_but_linear_has_its_grid_column() -> None:
+    from pruning.config import STRATEGIES
+
+    assert {s for s in STRATEGIES if strategy_column(s) is None} == {"linear"}
+    assert strategy_column("dlp") == "DLP" and strategy_column("depth") == "ATP" and strategy_column("owl") == "OWL"
+    assert strategy_column(float("nan")) is None and len(set(STRATEGY_COLUMNS.values())) == len(STRATEGY_COLUMNS)
+
+
+def test_cli_allocates_dlp_and_depth(tmp_path, capsys) -> None:
+    from pruning.cli import main
+
+    spectra = tmp_path / "spectra.csv"
+    FOUR.to_csv(spectra, index=False)
+    stats = tmp_path / "dlp.csv"
+    pd.DataFrame({"block": list(U), "unimportance": list(U.values())}).to_csv(stats, index=False)
+    out = tmp_path / "alloc.csv"
+    assert main(["allocate", "--spectra", str(spectra), "--sparsity", "0.7", "--strategy", "dlp",
+                 "--dlp-unimportance", str(stats), "--out", str(out)]) == 0
+    assert by_block(pd.read_csv(out)) == pytest.approx([31 / 60, 43 / 60, 37 / 60, 49 / 60], abs=1e-9)
+    assert main(["allocate", "--spectra", str(spectra), "--sparsity", "0.7", "--strategy", "depth",
+                 "--depth-beta", "0.02", "--out", str(out)]) == 0
+    assert by_block(pd.read_csv(out)) == pytest.approx([0.7 + 0.02 * (i - 5 / 3) for i in range(4)], abs=1e-9)
+    capsys.readouterr()
+    assert main(["allocate", "--spectra", str(spectra), "--sparsity", "0.7", "--strategy", "dlp"]) == 2
+    assert "--dlp-unimportance" in capsys.readouterr().err
+    assert main(["allocate", "--spectra", str(spectra), "--sparsity", "0.7", "--strategy", "depth",
+                 "--depth-beta", "2"]) == 2
+    assert "depth_beta: 2.0 is invalid: accepted range [0, 1)" in capsys.readouterr().err

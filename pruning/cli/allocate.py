@@ -1,7 +1,8 @@
 """`python -m pruning allocate --model M --sparsity 0.7 --metric alpha_peak --epsilon 0.2 ... --out alloc.csv`.
 
 Computes (or reads) the per-matrix spectral table, allocates a sparsity to every prunable matrix
-(:func:`pruning.allocation.allocate`: AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023), prints
+(:func:`pruning.allocation.allocate`: AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023; DLP, Chen et
+al. 2025; ATP depth, Huang et al. 2025), prints
 the per-unit table (per block for ``--granularity matrix``) and writes the per-matrix CSV.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning.cli._args import SPARSITY, device_name, float_in
+from pruning.config import STRATEGIES
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "allocate",
-        help="layer-wise sparsity allocation (uniform | AlphaPruning linear | OWL) for every prunable matrix",
+        help="layer-wise sparsity allocation (uniform | AlphaPruning linear | OWL | DLP | ATP depth) for every prunable matrix",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="per-matrix table (CSV or Parquet: block, matrix_type, name, numel + metric columns) instead of --model",
     )
     p.add_argument("--sparsity", type=SPARSITY, required=True, help="target sparsity S (parameter-weighted mean)")
-    p.add_argument("--strategy", default="linear", choices=("uniform", "linear", "owl"))
+    p.add_argument("--strategy", default="linear", choices=STRATEGIES)
     p.add_argument("--metric", default="alpha_peak", help="metric column scoring the units (alpha_peak, alpha, ...)")
     p.add_argument("--epsilon", type=float_in(0.0, 1.0, high_open=True), default=0.2,
                    help="AlphaPruning epsilon: ratios in [1 - eps, 1 + eps]")
@@ -50,6 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--owl-ratios", type=Path, default=None,
         help="CSV with columns block, outlier_ratio (OWL's D_l from calibration); needed for --strategy owl",
     )
+    p.add_argument("--dlp-alpha", type=float, default=None, help="DLP alpha (sparsity spread is 2 alpha; 0.15)")
+    p.add_argument("--dlp-statistic", default=None, choices=("median", "mean"),
+                   help="DLP's per-block statistic of the Wanda scores (recorded; the CSV holds its values)")
+    p.add_argument(
+        "--dlp-unimportance", type=Path, default=None,
+        help="CSV with columns block, unimportance (DLP's U_l from calibration); needed for --strategy dlp",
+    )
+    p.add_argument("--depth-beta", type=float, default=None,
+                   help="ATP common difference per block (--strategy depth)")
     p.add_argument("--device", type=device_name, default="cpu", help="device for the spectral computation")
     p.add_argument("--out", type=Path, default=None, help="write the per-matrix allocation CSV here")
     p.set_defaults(handler=run)
@@ -108,19 +119,20 @@ def _model_matrices(reference: str, device: str, metric: str) -> Any:
     return base.merge(metrics[extra], on="name", how="left", validate="one_to_one")
 
 
-def _owl_ratios(path: Path | None) -> dict[int, float] | None:
+def _block_values(path: Path | None, flag: str, column: str) -> dict[int, float] | None:
+    """``{block: value}`` from a CSV/Parquet table with columns ``block`` and ``column``."""
     if path is None:
         return None
-    table = _read_table(path, "--owl-ratios")
-    if not {"block", "outlier_ratio"} <= set(table.columns):
-        raise ConfigError(f"--owl-ratios: {str(path)!r} needs columns block, outlier_ratio; has {list(table.columns)}")
-    return {int(b): float(d) for b, d in zip(table["block"], table["outlier_ratio"])}
+    table = _read_table(path, flag)
+    if not {"block", column} <= set(table.columns):
+        raise ConfigError(f"{flag}: {str(path)!r} needs columns block, {column}; has {list(table.columns)}")
+    return {int(b): float(d) for b, d in zip(table["block"], table[column])}
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pruning.allocation import allocate, allocation_config, summarize
+    from pruning.allocation import BLOCK_STRATEGIES, allocate, allocation_config, summarize
 
     fields: dict[str, Any] = {
         "strategy": args.strategy,
@@ -135,20 +147,26 @@ def run(args: argparse.Namespace) -> int:
         "min_sparsity": args.min_sparsity,
         "max_sparsity": args.max_sparsity,
         "owl_lambda": args.owl_lambda,
+        "dlp_alpha": args.dlp_alpha,
+        "dlp_statistic": args.dlp_statistic,
+        "depth_beta": args.depth_beta,
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
     config = allocation_config(**fields)
-    owl = _owl_ratios(args.owl_ratios)
+    owl = _block_values(args.owl_ratios, "--owl-ratios", "outlier_ratio")
     if config.strategy == "owl" and owl is None:
         raise ConfigError("--strategy owl needs --owl-ratios CSV (block, outlier_ratio) from calibration")
+    dlp = _block_values(args.dlp_unimportance, "--dlp-unimportance", "unimportance")
+    if config.strategy == "dlp" and dlp is None:
+        raise ConfigError("--strategy dlp needs --dlp-unimportance CSV (block, unimportance) from calibration")
 
     if args.spectra is not None:
         matrices = _read_table(args.spectra)
     else:
         matrices = _model_matrices(args.model or "smollm2-135m", args.device, config.metric)
-    result = allocate(matrices, config, args.sparsity, owl_outlier_ratio=owl)
+    result = allocate(matrices, config, args.sparsity, owl_outlier_ratio=owl, dlp_unimportance=dlp)
 
-    by_block = config.granularity == "matrix" and config.strategy != "owl"
+    by_block = config.granularity == "matrix" and config.strategy not in BLOCK_STRATEGIES
     table = summarize(result, by="block" if by_block else "unit")
     achieved = float((result["sparsity"] * result["numel"]).sum() / result["numel"].sum())
     with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4f}".format):
