@@ -27,8 +27,8 @@ from pruning.app_support.grid import (
     multi_value_cells,
     protocol_options,
 )
+from pruning.app_support.grid_plots import epsilon_curve, grid_heatmap
 from pruning.app_support.plain import plain
-from pruning.app_support.plots import epsilon_curve, grid_heatmap
 from pruning.app_support.urlstate import cell_field, flag_field, number_field, text_field
 
 # the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cell=Wanda/all&present=1): a

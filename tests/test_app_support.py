@@ -23,7 +23,8 @@ from pruning.app_support.launch import (
     submission_token,
     validate_form,
 )
-from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_per_block
+from pruning.app_support.grid_plots import grid_heatmap
+from pruning.app_support.plots import esd_figure, metric_by_block, sparsity_per_block
 from pruning.app_support.tables import MEAN_ROW, zeroshot_table
 from pruning.errors import ConfigError
 
@@ -206,7 +207,7 @@ def test_grid_epsilon_filter_keeps_values_without_epsilon():
 
 
 def test_epsilon_curve_sorted_per_kind_and_none_without_a_sweep():
-    from pruning.app_support.plots import epsilon_curve
+    from pruning.app_support.grid_plots import epsilon_curve
 
     detail = pd.DataFrame({
         "epsilon": [0.3, 0.1, None, 0.2, 0.2],
@@ -255,7 +256,7 @@ def test_grid_heatmap_colours_by_delta_and_text_contrasts_with_its_cell():
     with pytest.raises(ValueError, match="color_by must be one of"):
         grid_heatmap(grid, color_by="viridis")
     # dark cells get white text, light ones black (WCAG luminance)
-    from pruning.app_support.plots import _text_color
+    from pruning.app_support.grid_plots import _text_color
 
     assert _text_color("RdYlGn_r", 0.0) == "white" and _text_color("RdYlGn_r", 0.5) == "black"
     assert _text_color("RdBu_r", 0.5) == "black" and _text_color("RdBu_r", 1.0) == "white"
@@ -273,7 +274,7 @@ def test_presentation_mode_enlarges_text_and_turns_wide_grids():
         row["sparsity"] = 0.7
     wide = pd.concat([wide, pd.DataFrame(extra)], ignore_index=True)
     wgrid = build_grid(wide, model="M", sparsity=0.7)
-    from pruning.app_support.plots import PRESENTATION_MAX_COLUMNS
+    from pruning.app_support.grid_plots import PRESENTATION_MAX_COLUMNS
 
     assert len(wgrid.columns) > PRESENTATION_MAX_COLUMNS
     assert len(grid.columns) <= PRESENTATION_MAX_COLUMNS and list(_trace(big, "ppl").x) == grid.columns  # not turned

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pruning.app_support.grid import build_grid, default_protocol, epsilon_options, protocol_options
-from pruning.app_support.plots import epsilon_curve
+from pruning.app_support.grid_plots import epsilon_curve
 from pruning.protocol import (
     PUBLISHED,
     add_ppl_protocol,

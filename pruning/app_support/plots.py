@@ -1,5 +1,7 @@
-"""Plotly figure builders for the app's pages. Each takes tidy DataFrames and returns a
-``plotly.graph_objects.Figure``; none touches Streamlit or the store."""
+"""Figures of spectra, allocations and attention for the app's pages: a metric per block and matrix
+type, sparsity per block, ESD histograms with their power-law fit, attention statistics per layer
+and head. Tidy frames in, a ``plotly.graph_objects.Figure`` out; nothing touches Streamlit or the
+store. The perplexity grid's figures are in :mod:`pruning.app_support.grid_plots`."""
 
 from __future__ import annotations
 
@@ -8,224 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pruning.app_support.formatting import format_delta, format_ppl
-from pruning.app_support.grid import DENSE_COLUMN, PerplexityGrid, log_color_values
 from pruning.presets import MATRIX_TYPES
-
-COLORSCALE = "RdYlGn_r"  # low perplexity green, high red
-
-
-def _log_ticks(lo: float, hi: float) -> list[float]:
-    """Perplexity tick values (1-2-5 per decade) within [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0:
-        return []
-    ticks = []
-    for decade in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1):
-        for m in (1, 2, 5):
-            v = m * 10.0**decade
-            if lo <= v <= hi:
-                ticks.append(v)
-    return ticks or [lo, hi]
 
 
 def _block_axis(fig: go.Figure, n_blocks: int) -> None:
     """Integer block ticks (at most ~8 labels) on every x axis."""
     fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(n_blocks / 8)))
-
-
-#: colour of the cell scale by Δ % to the row's baseline: blue better, red worse, white unchanged
-DELTA_COLORSCALE = "RdBu_r"
-NAN_CELL_COLOR = "#4d4d4d"  # a value that is not a number (a diverged run), never mistaken for "no result"
-EMPTY_CELL_COLOR = "#f2f2f2"  # no result for this method and preset
-DENSE_CELL_COLOR = "#dfe6ee"  # the unpruned model: a reference, not a result to colour
-NO_DELTA_CELL_COLOR = "#f3eed9"  # coloured by Δ %, but the row has no baseline to take it against
-COLOR_BY = ("ppl", "delta")
-PRESENTATION_MAX_COLUMNS = 10  # wider grids are turned in presentation mode (presets down the side)
-
-
-def _text_color(colorscale: str, position: float) -> str:
-    """Black or white, whichever reads better on the colour at ``position`` (0..1) of the scale
-    (WCAG relative luminance of the cell's background)."""
-    rgb = plotly.colors.unlabel_rgb(plotly.colors.sample_colorscale(colorscale, [min(max(position, 0.0), 1.0)])[0])
-    lin = [((c / 255) / 12.92) if c / 255 <= 0.04045 else (((c / 255) + 0.055) / 1.055) ** 2.4 for c in rgb]
-    luminance = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-    return "black" if luminance > 0.25 else "white"
-
-
-def _wrap_label(label: str) -> str:
-    """A column header on two lines where it has a natural break ("QKVout<br>+ split")."""
-    for sep in (" · ", " + "):
-        if sep in label:
-            head, tail = label.split(sep, 1)
-            return f"{head}<br>{sep.strip()} {tail}" if sep == " + " else f"{head}<br>{tail}"
-    return label
-
-
-def _spaced(candidates: Sequence[float], position, gap: float) -> list[float]:
-    """The candidates (in priority order) whose positions keep at least ``gap`` from every one
-    already taken, sorted by position: colour-bar ticks that never overlap."""
-    taken: list[float] = []
-    for c in candidates:
-        if all(abs(position(c) - position(t)) >= gap for t in taken):
-            taken.append(c)
-    return sorted(taken, key=position)
-
-
-def _presentation_size(texts: Sequence[str], n_columns: int, plot_width_px: float = 800.0) -> int:
-    """Largest cell font (14..22 px) at which the longest text line fits a column of a
-    ``plot_width_px`` wide chart (a character is about 0.6 em)."""
-    longest = max((len(line) for t in texts for line in str(t).split("<br>")), default=1)
-    fit = plot_width_px / max(n_columns, 1) / (0.6 * max(longest, 1))
-    return int(min(22, max(14, fit)))
-
-
-def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl", presentation: bool = False) -> go.Figure:
-    """Method x preset heatmap; cell text = value, Δ % to the row's baseline and count.
-
-    ``color_by``: "ppl" colours by log10(perplexity) (green low, red high); "delta" by the
-    relative change to the row's baseline (``grid.baseline``; blue better, red worse, white
-    unchanged, symmetric in log ratio). Cells whose values are all NaN are dark grey with "nan",
-    cells without a result light grey and empty. ``presentation``: large high-contrast text and
-    horizontal headers for a projector; a grid wider than :data:`PRESENTATION_MAX_COLUMNS`
-    presets is turned (presets down the side, methods across) so its text stays large. Text is
-    black or white by the cell's luminance. Cells are also an invisible scatter layer
-    (customdata = [method row, preset column], whichever way the chart is turned) so a click or
-    box selection reports the cell (``st.plotly_chart(on_select="rerun")``); a selection fades
-    nothing."""
-    if color_by not in COLOR_BY:
-        raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
-    if color_by == "delta" and grid.baseline is None:
-        color_by = "ppl"  # no baseline column: nothing to take a delta against
-    best = grid.best.to_numpy(dtype=float)
-    finite = best[np.isfinite(best) & (best > 0)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
-    dense_cells = np.array([[c == DENSE_COLUMN for c in grid.columns] for _ in grid.rows], dtype=bool)
-    if color_by == "ppl":
-        z = np.where(dense_cells, np.nan, log_color_values(grid.best).to_numpy())  # the dense model: not coloured
-        zmin, zmax = math.log10(lo), (math.log10(hi) if hi > lo else math.log10(lo) + 1)
-        colorscale = COLORSCALE
-        ticks = _log_ticks(lo, hi)
-        colorbar = dict(title="ppl (log)", tickvals=[math.log10(t) for t in ticks],
-                        ticktext=[f"{t:g}" if t < 1000 else format_ppl(t) for t in ticks])
-    else:
-        ratio = (grid.delta_pct / 100.0 + 1.0).to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(ratio > 0, np.log10(ratio), np.nan)
-        z = np.where(dense_cells, np.nan, z)  # the dense model is not coloured and sets no colour range
-        reach = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.0
-        reach = min(max(reach, math.log10(1.05)), 1.0)  # ±5 % at least, ×10 at most: beyond saturates
-        zmin, zmax, colorscale = -reach, reach, DELTA_COLORSCALE
-        pcts = _spaced([p for p in (0, -50, 100, -20, 20, -10, 10, -90, 900, -5, 5, 200, -2, 2, 50)
-                        if abs(math.log10(1 + p / 100)) <= reach + 1e-12],
-                       position=lambda p: math.log10(1 + p / 100), gap=2 * reach / 12)
-        colorbar = dict(title=f"Δ to {grid.baseline}", tickvals=[math.log10(1 + p / 100) for p in pcts],
-                        ticktext=[f"{p:+d} %" if p else "0" for p in pcts])
-    turned = presentation and len(grid.columns) > PRESENTATION_MAX_COLUMNS
-    across, down = (grid.rows, grid.columns) if turned else (grid.columns, grid.rows)
-
-    def oriented(matrix: np.ndarray) -> np.ndarray:
-        return matrix.T if turned else matrix
-
-    empty = grid.count.to_numpy() == 0
-    nan_cells = (~empty) & np.isnan(best)
-    no_delta = (~empty) & (~nan_cells) & (~dense_cells) & ~np.isfinite(z)
-    fig = go.Figure()
-    fig.add_trace(go.Heatmap(  # cells without a result: light grey
-        z=oriented(np.where(empty, 0.0, np.nan)), x=across, y=down, colorscale=[[0, EMPTY_CELL_COLOR], [1, EMPTY_CELL_COLOR]],
-        showscale=False, hoverinfo="skip", xgap=2, ygap=2, name="no result"))
-    fig.add_trace(go.Heatmap(  # values that are not numbers: dark grey
-        z=oriented(np.where(nan_cells, 0.0, np.nan)), x=across, y=down, colorscale=[[0, NAN_CELL_COLOR], [1, NAN_CELL_COLOR]],
-        showscale=False, hoverinfo="skip", xgap=2, ygap=2, name="nan"))
-    if no_delta.any():
-        fig.add_trace(go.Heatmap(  # a value with nothing to compare it with (no baseline in its row)
-            z=oriented(np.where(no_delta, 0.0, np.nan)), x=across, y=down,
-            colorscale=[[0, NO_DELTA_CELL_COLOR], [1, NO_DELTA_CELL_COLOR]], showscale=False, hoverinfo="skip",
-            xgap=2, ygap=2, name="no baseline"))
-    if dense_cells.any():
-        fig.add_trace(go.Heatmap(  # the dense model: a neutral reference column
-            z=oriented(np.where(dense_cells, 0.0, np.nan)), x=across, y=down,
-            colorscale=[[0, DENSE_CELL_COLOR], [1, DENSE_CELL_COLOR]], showscale=False, hoverinfo="skip",
-            xgap=2, ygap=2, name="dense"))
-    fig.add_trace(go.Heatmap(
-        z=oriented(z), x=across, y=down, colorscale=colorscale, zmin=zmin, zmax=zmax, hoverinfo="skip",
-        xgap=2, ygap=2, colorbar=colorbar, name=color_by))
-    xs, ys, texts, custom, hovers, colours = [], [], [], [], [], []
-    delta_pct = grid.delta_pct
-    for i, r in enumerate(grid.rows):
-        for j, c in enumerate(grid.columns):
-            n = int(grid.count.loc[r, c])
-            if n == 0:
-                continue
-            xs.append(r if turned else c)
-            ys.append(c if turned else r)
-            texts.append(grid.text.loc[r, c])
-            custom.append([r, c])
-            value = grid.best.loc[r, c]
-            hover = f"{r} / {c}<br>best {format_ppl(value)}" + ("" if c == DENSE_COLUMN else f" of {n} value(s)")
-            if grid.baseline is not None and c != grid.baseline and np.isfinite(delta_pct.loc[r, c]):
-                hover += (f"<br>{format_delta(value, grid.best.loc[r, grid.baseline])} "
-                          f"({delta_pct.loc[r, c]:+.1f} %) to {grid.baseline}")
-            hovers.append(hover)
-            if nan_cells[i, j]:
-                colours.append("white")
-            elif not np.isfinite(z[i, j]):
-                colours.append("black")
-            else:
-                colours.append(_text_color(colorscale, (z[i, j] - zmin) / (zmax - zmin)))
-    size = _presentation_size(texts, len(across)) if presentation else 12
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="markers+text", text=texts, customdata=custom, hovertext=hovers, hoverinfo="text",
-        textfont=dict(size=size, color=colours, family="Arial Black, Arial, sans-serif" if presentation else None),
-        marker=dict(symbol="square", size=40, opacity=0.0),
-        selected=dict(marker=dict(opacity=0.0)), unselected=dict(marker=dict(opacity=0.0)),
-        showlegend=False, name="cells"))
-    header = 18 if presentation else 12
-    fig.update_yaxes(autorange="reversed", type="category", categoryorder="array", categoryarray=down,
-                     tickfont=dict(size=header, color="black"))
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=across, side="top",
-                     tickangle=0 if presentation else -30, tickfont=dict(size=header, color="black"),
-                     tickvals=across, ticktext=[_wrap_label(c) for c in across] if presentation else across)
-    row_height = 95 if presentation else 70
-    fig.update_layout(
-        title=title or None,
-        plot_bgcolor="white",
-        font=dict(size=header),
-        height=(200 if presentation else 170) + row_height * len(down),
-        margin=dict(l=10, r=10, t=(110 if presentation else 90) + (30 if title else 0), b=10),
-    )
-    # no clickmode/dragmode here: Streamlit sets them for on_select (overriding them breaks clicks)
-    return fig
-
-
-def epsilon_curve(detail: pd.DataFrame, title: str = "") -> go.Figure | None:
-    """Perplexity against ε for the values of one grid cell (``PerplexityGrid.cell``: columns
-    ``epsilon``, ``ppl``, ``kind``), one line per kind (the notes' references, the team's runs),
-    log y. None when fewer than two distinct ε carry a finite perplexity (nothing to draw).
-    Values of different evaluation protocols (``protocol`` column) are refused: one curve, one protocol."""
-    if "protocol" in detail.columns and detail["protocol"].nunique() > 1:
-        raise ValueError(f"epsilon_curve: values of {detail['protocol'].nunique()} evaluation protocols "
-                         f"({', '.join(sorted(detail['protocol'].unique()))}); pass one protocol's values")
-    data = detail.assign(
-        epsilon=pd.to_numeric(detail["epsilon"], errors="coerce"), ppl=pd.to_numeric(detail["ppl"], errors="coerce")
-    ).dropna(subset=["epsilon", "ppl"])
-    if data["epsilon"].nunique() < 2:
-        return None
-    fig = go.Figure()
-    for kind, grp in data.groupby("kind", sort=True):
-        grp = grp.sort_values("epsilon", kind="stable")
-        fig.add_trace(
-            go.Scatter(
-                x=grp["epsilon"].tolist(), y=grp["ppl"].tolist(), mode="lines+markers", name=str(kind),
-                text=[format_ppl(v) for v in grp["ppl"]], hovertemplate="ε %{x:g}: ppl %{text}<extra>%{fullData.name}</extra>",
-            )
-        )
-    fig.update_layout(title=title or None, xaxis_title="ε (allocation spread)", yaxis_title="perplexity",
-                      yaxis_type="log", height=320, margin={"t": 40 if title else 10, "b": 40})
-    return fig
 
 
 def metric_by_block(

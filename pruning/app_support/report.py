@@ -1,6 +1,6 @@
 """A meeting report: one self-contained HTML file (grid, spectra, compare, zero-shot) for chosen runs.
 
-The sections reuse the app's own builders (``grid.build_grid`` and ``plots.grid_heatmap``,
+The sections reuse the app's own builders (``grid.build_grid`` and ``grid_plots.grid_heatmap``,
 ``plots.metric_by_block`` and ``plots.esd_figure``, ``compare.config_diff`` and
 ``plots.sparsity_overlay``, ``tables.zeroshot_table``), so a report shows what the pages show.
 It works offline: plotly.js is inlined once in ``<head>`` and every figure is a ``<div>`` plus a

@@ -1,5 +1,5 @@
 """The report's sections, pure (frames in, HTML out): each reuses the app's own builders
-(``plots.grid_heatmap``, ``plots.metric_by_block``, ``plots.esd_figure``, ``plots.sparsity_overlay``,
+(``grid_plots.grid_heatmap``, ``plots.metric_by_block``, ``plots.esd_figure``, ``plots.sparsity_overlay``,
 ``tables.zeroshot_table``), so a report shows what the pages show."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pandas as pd
 from pruning.app_support.colors import recolor
 from pruning.app_support.formatting import format_ppl, format_sparsity, run_label
 from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid
-from pruning.app_support.plots import esd_figure, grid_heatmap, metric_by_block, sparsity_overlay
+from pruning.app_support.grid_plots import grid_heatmap
+from pruning.app_support.plots import esd_figure, metric_by_block, sparsity_overlay
 from pruning.app_support.report_html import escape, figure_html, html_table, note, protocol_line
 from pruning.app_support.spectra import fit_warning
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
@@ -29,7 +30,7 @@ def _grid_cell(text: Any) -> str:
 
 def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: str | None, protocol_label: str,
                  chosen: Sequence[str], labels: Mapping[str, str], fig_id: str) -> str:
-    """One grid: its heading and protocol, the heatmap (``plots.grid_heatmap``, coloured by Δ % to the
+    """One grid: its heading and protocol, the heatmap (``grid_plots.grid_heatmap``, coloured by Δ % to the
     baseline as the grid page does by default) and the same cells as an HTML table (``grid.text``), the
     chosen runs' cells outlined and listed with their run labels."""
     detail = grid.detail
