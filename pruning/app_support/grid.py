@@ -18,73 +18,14 @@ import numpy as np
 import pandas as pd
 
 from pruning.app_support.formatting import format_delta_pct, format_ppl
-from pruning.presets import normalize_preset_name, preset_names
+from pruning.app_support.grid_labels import (
+    BASELINE_COLUMN, DENSE_COLUMN, METHOD_LABELS, METHOD_ORDER, NO_PRESET, OWL_COLUMN, OWN_RUN_MARK, UNIFORM_COLUMN,
+    UNLABELED_METHOD, column_label, method_label, ordered,
+)
+from pruning.presets import preset_names
 from pruning.protocol import ppl_protocol_options
 
-BASELINE_COLUMN = "GT"
-DENSE_COLUMN = "dense"  # the unpruned model, pinned first in a table without the notes' GT
-METHOD_ORDER: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
-METHOD_LABELS: dict[str, str] = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-UNLABELED_METHOD = "(method not written)"
-NO_PRESET = "(no preset)"
-OWN_RUN_MARK = "●"  # prefix of cells whose best value comes from the team's own runs
 SOURCES: tuple[str, ...] = ("all", "reference", "run")
-
-
-def method_label(method: object) -> str:
-    """Display label of a method ("Wanda"); missing methods get :data:`UNLABELED_METHOD`."""
-    if method is None or (isinstance(method, float) and math.isnan(method)) or str(method).strip() == "":
-        return UNLABELED_METHOD
-    return METHOD_LABELS.get(str(method).lower(), str(method))
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
-UNIFORM_COLUMN = "uniform"
-OWL_COLUMN = "OWL"
-#: metrics shown under the plain preset column: the notes' "ww" (WeightWatcher-style alpha, fit
-#: unspecified; imported as "alpha") and AlphaPruning's `alpha_peak`, which their GT reproduces
-DEFAULT_METRICS = ("alpha", "alpha_peak")
-#: the team's own runs tell WeightWatcher's KS-chosen `alpha` apart from `alpha_peak`
-RUN_DEFAULT_METRICS = ("alpha_peak",)
-
-
-def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
-                 strategy: object = None, metric: object = None, kind: object = None) -> str:
-    """Grid column of one value: "GT" for baselines; "uniform" and "OWL" for those allocations;
-    else the preset's display name (the raw header text when it is no known preset, e.g.
-    "split"), suffixed " · metric" when a linear allocation used another metric than the notes'
-    alpha / alpha_peak (e.g. "all · hessian_alpha"). For the team's own runs (``kind == "run"``)
-    only `alpha_peak` is unsuffixed, so a run allocating by WeightWatcher's `alpha` gets its own
-    column ("all · alpha") instead of sharing a cell with the `alpha_peak` runs."""
-    if is_baseline:
-        return BASELINE_COLUMN
-    if not _missing(strategy) and str(strategy) == "uniform":
-        return UNIFORM_COLUMN
-    if not _missing(strategy) and str(strategy) == "owl":
-        return OWL_COLUMN
-    label = _preset_label(preset, preset_raw)
-    plain = RUN_DEFAULT_METRICS if (not _missing(kind) and str(kind) == "run") else DEFAULT_METRICS
-    if not _missing(metric) and str(metric) not in plain and label != NO_PRESET:
-        return f"{label} · {metric}"
-    return label
-
-
-def _preset_label(preset: object, preset_raw: object) -> str:
-    if _missing(preset):
-        return NO_PRESET if _missing(preset_raw) else str(preset_raw).strip()
-    canonical = {normalize_preset_name(n): n for n in preset_names()}
-    return canonical.get(normalize_preset_name(str(preset)), str(preset))
-
-
-def _ordered(values: set[str], order: list[str], first: list[str] = (), last: list[str] = ()) -> list[str]:
-    head = [v for v in first if v in values]
-    tail = [v for v in last if v in values and v not in head]
-    known = [v for v in order if v in values and v not in head and v not in tail]
-    rest = sorted(v for v in values if v not in head and v not in tail and v not in known)
-    return head + known + rest + tail
 
 
 @dataclass
@@ -237,8 +178,8 @@ def build_grid(
     sub["column"] = [column_label(p, b, r, st, me, k)
                      for p, b, r, st, me, k in zip(sub["preset"], base, raw, strategy, metric, kind)]
     sub["ppl"] = pd.to_numeric(sub["ppl"], errors="coerce")
-    rows = _ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
-    columns = _ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, UNIFORM_COLUMN, OWL_COLUMN],
+    rows = ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
+    columns = ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, UNIFORM_COLUMN, OWL_COLUMN],
                        last=[NO_PRESET])
     baseline = next((c for c in (BASELINE_COLUMN, UNIFORM_COLUMN) if c in columns), None)
     if dense is not None and BASELINE_COLUMN not in columns:
