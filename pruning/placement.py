@@ -19,9 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from pruning.models import resolve_device
+
+if TYPE_CHECKING:
+    from pruning.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +169,63 @@ def placement_for_model(
     )
     log.info("placement on %s: %s (prefetch %s): %s", device, placement.kind, placement.prefetch, placement.reason)
     return placement
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a run computes, in one object: the device, ``offload`` (True: one block at a time with
+    the model on the CPU; False: the whole model on the device; None: measured, ``offload: auto``)
+    and the samples per block call of the block-sequential passes (``calibration.batch_size``)."""
+
+    device: str
+    offload: bool | None = None
+    batch_size: int = 1
+
+    @classmethod
+    def from_config(cls, config: "RunConfig") -> "Compute":
+        """From ``model.device`` (``auto`` resolved), ``model.offload`` and ``calibration.batch_size``."""
+        offload = config.model.offload
+        return cls(str(resolve_device(config.model.device)), None if offload == "auto" else bool(offload),
+                   config.calibration.batch_size)
+
+    @property
+    def load_device(self) -> str:
+        """The model loads on the CPU when its blocks may be offloaded to a GPU, else on the device."""
+        return "cpu" if self.offload is not False and torch.device(self.device).type == "cuda" else self.device
+
+    def calibration_kwargs(self) -> dict[str, object]:
+        """``device``, ``offload``, ``batch_size`` for pruning.calibration.calibrate_blocks and its callers."""
+        return {"device": self.device, "offload": self.offload, "batch_size": self.batch_size}
+
+
+def inference_bytes(model: nn.Module, batch_size: int, seqlen: int) -> int:
+    """Working memory of one evaluation forward: hidden states (a few copies) and float32 logits
+    ``(batch, seqlen, vocab)``, twice (log-softmax)."""
+    emb = model.get_input_embeddings().weight
+    hidden, vocab = int(emb.shape[1]), int(model.get_output_embeddings().weight.shape[0])
+    itemsize = emb.element_size()
+    return batch_size * seqlen * (8 * hidden * itemsize + 2 * vocab * 4)
+
+
+def place_for_inference(model: nn.Module, compute: Compute, batch_size: int, seqlen: int,
+                        free_memory: FreeMemoryFn | None = None) -> str:
+    """Where evaluation runs: the model moves onto a CUDA device when its parameters still off the
+    device plus one forward's working memory fit the free memory (less the safety margin), unless
+    ``offload`` was asked for explicitly; otherwise it stays where it is (logged). Returns the
+    device type the model is on afterwards (``"cuda"`` or ``"cpu"``)."""
+    device = torch.device(compute.device)
+    where = next(model.parameters()).device
+    if device.type != "cuda" or compute.offload is True or where.type == "cuda":
+        return where.type
+    away = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())
+               if t.device != device)
+    free, _total = (free_memory or cuda_free_memory)(device)
+    usable = int(free * (1.0 - SAFETY_FRACTION)) - SAFETY_BYTES
+    need = away + inference_bytes(model, batch_size, seqlen)
+    if need > usable:
+        log.warning("evaluation stays on the CPU: the model needs %.2f GiB on %s, usable %.2f GiB", need / GiB,
+                    device, usable / GiB)
+        return "cpu"
+    model.to(device)
+    log.info("evaluation on %s: %.2f GiB needed, %.2f GiB usable", device, need / GiB, usable / GiB)
+    return "cuda"

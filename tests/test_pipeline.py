@@ -68,12 +68,12 @@ def test_input_error_publishes_nothing_but_a_crash_during_the_work_is_published_
         execute_run(missing)
     assert missing.run_id not in set(list_runs()["run_id"])
 
-    import pruning.pipeline as pipeline
+    import pruning.run_stages as run_stages
 
     def exploding_load(*args, **kwargs):
         raise RuntimeError("disk exploded while loading")
 
-    monkeypatch.setattr(pipeline, "load_model", exploding_load)
+    monkeypatch.setattr(run_stages, "load_model", exploding_load)
     config = _config(tiny_dir)
     with pytest.raises(RuntimeError, match="disk exploded"):
         execute_run(config)

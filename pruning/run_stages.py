@@ -1,0 +1,258 @@
+"""The stages of one run (pruning.pipeline reads them top to bottom). Each stage takes what it
+needs and returns what it makes; none writes into the run's outcome.
+
+load -> calibration sample -> spectra -> allocation statistics (OWL, DLP) -> allocation ->
+prune -> evaluation (perplexity, zero-shot, attention). DESIGN.md "Data flow of one run";
+docs/ARCHITECTURE.md says where each step lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from pruning import spectral
+from pruning.allocation import allocate
+from pruning.atomic import write_parquet_atomic
+from pruning.attention import attention_table
+from pruning.config import RunConfig
+from pruning.data import calibration_batch, load_text, tokenize_text
+from pruning.evaluation.perplexity import perplexity
+from pruning.evaluation.zeroshot import zeroshot_evaluate
+from pruning.families import prunable_matrices
+from pruning.layer_stats import dlp_unimportance
+from pruning.methods.registry import needs_calibration, prunes
+from pruning.models import LoadedModel, load_model
+from pruning.paths import cache_dir
+from pruning.placement import Compute, place_for_inference
+from pruning.prune import owl_outlier_ratios, prune_model
+from pruning.spectral.esd import eig_dtype_from_name
+
+log = logging.getLogger(__name__)
+
+# overall progress bands per stage: (start, end)
+BANDS = {"load": (0.0, 0.05), "spectra": (0.05, 0.15), "calibration": (0.15, 0.2), "prune": (0.2, 0.8),
+         "evaluation": (0.8, 1.0)}
+ProgressFn = Callable[[str, float, str], None]
+
+
+class Reporter:
+    """Maps (stage, fraction within the stage) onto the run's overall progress, which never goes
+    back: stages do not always run in band order (the dense attention statistics, reported in the
+    calibration band, come before the spectra), so a later stage's lower band is held at the
+    highest fraction already shown (a job's progress bar went 15 % -> 5 % before)."""
+
+    def __init__(self, progress: ProgressFn | None):
+        self.progress = progress
+        self.shown = 0.0
+
+    def __call__(self, stage: str, within: float, message: str = "") -> None:
+        lo, hi = BANDS[stage]
+        fraction = max(self.shown, lo + (hi - lo) * min(max(within, 0.0), 1.0))
+        self.shown = fraction
+        log.debug("progress %s %.3f %s", stage, fraction, message)
+        if self.progress is not None:
+            self.progress(stage, fraction, message)
+
+    def steps(self, stage: str, start: float, end: float, what: str) -> Callable[[int, int], None]:
+        """A ``(done, total)`` callback mapped onto ``[start, end]`` of ``stage``."""
+        return lambda d, n: self(stage, start + (end - start) * d / max(n, 1), f"{what} {d} of {n}")
+
+
+@dataclass
+class Stopwatch:
+    """Seconds per named stage (the run's ``timings``)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def is_pruning(config: RunConfig) -> bool:
+    """False for a dense (reference) run: no calibration for pruning, no allocation, no pruning."""
+    return prunes(config.pruning.method)
+
+
+def target_sparsity(config: RunConfig) -> float:
+    return config.pruning.sparsity if is_pruning(config) else 0.0
+
+
+def load(config: RunConfig, compute: Compute) -> LoadedModel:
+    """The model, on the CPU when blocks may be offloaded (decided later), else on the device."""
+    return load_model(config.model.name, config.model.dtype, compute.load_device, config.model.revision)
+
+
+def wants_calibration(config: RunConfig) -> bool:
+    """Calibration tokens are needed by the method (Wanda, SparseGPT) or by the allocation's
+    statistics (OWL, DLP, Hessian spectra) of a run that prunes."""
+    alloc = config.allocation
+    by_allocation = alloc.strategy in ("owl", "dlp") or (
+        alloc.strategy == "linear" and alloc.metric.startswith("hessian_"))
+    return is_pruning(config) and (needs_calibration(config.pruning.method) or by_allocation)
+
+
+def calibration_sample(loaded: LoadedModel, config: RunConfig) -> torch.Tensor:
+    """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.data)."""
+    cal = config.calibration
+    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    return calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
+
+
+def wants_spectra(config: RunConfig) -> bool:
+    """Spectra are measured for spectral allocations and for dense runs (the reference spectra)."""
+    return not is_pruning(config) or (config.allocation.strategy == "linear" and target_sparsity(config) > 0)
+
+
+@dataclass
+class Spectra:
+    """The spectra table (weight, and Hessian when the metric asks) and where each part came from
+    (``computed``, ``cache`` or ``store``)."""
+
+    table: pd.DataFrame
+    origins: dict[str, str]
+
+    @property
+    def reused(self) -> bool:
+        return all(origin != "computed" for origin in self.origins.values())
+
+
+def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | None, compute: Compute,
+            report: Reporter) -> Spectra:
+    """Weight spectra (and Hessian spectra for a ``hessian_*`` metric), reused from the results store
+    or the local cache when the same model fingerprint, code version and precision are there."""
+    eig_dtype = eig_dtype_from_name(config.allocation.eig_dtype)
+    report("spectra", 0.0, "weight spectra")
+    weight = spectral.cached_weight_spectra(loaded, device=compute.device, dtype=eig_dtype,
+                                            progress=report.steps("spectra", 0.0, 0.5, "matrix"))
+    frames, origins = [weight.table], {"weight": weight.origin}
+    if config.allocation.metric.startswith("hessian_") and calib_ids is not None:
+        report("spectra", 0.5, "Hessian spectra")
+        hessian = spectral.cached_hessian_spectra(
+            loaded, calib_ids, device=compute.device, offload=compute.offload_flag, batch_size=compute.batch_size,
+            dtype=eig_dtype, progress=report.steps("spectra", 0.5, 1.0, "Hessian block"))
+        frames.append(hessian.table)
+        origins["hessian"] = hessian.origin
+    report("spectra", 1.0, "spectra done")
+    return Spectra(pd.concat(frames, ignore_index=True), origins)
+
+
+def matrix_table(loaded: LoadedModel) -> pd.DataFrame:
+    """One row per prunable matrix: ``block, matrix_type, name, numel``."""
+    refs = prunable_matrices(loaded.model, loaded.family)
+    return pd.DataFrame({"block": [r.block for r in refs], "matrix_type": [r.matrix_type for r in refs],
+                         "name": [r.name for r in refs], "numel": [r.numel for r in refs]})
+
+
+def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | None,
+               spectra_table: pd.DataFrame | None, compute: Compute, report: Reporter,
+               clock: Stopwatch) -> pd.DataFrame:
+    """Target sparsity per matrix (pruning.allocation.allocate), with the statistics its strategy
+    reads: the spectra's metrics (``linear``), OWL's outlier ratios, or DLP's unimportance."""
+    alloc, target = config.allocation, target_sparsity(config)
+    matrices = matrix_table(loaded)
+    owl = dlp = None
+    if alloc.strategy == "linear" and target > 0 and spectra_table is not None:
+        pivot = spectral.pivot_for_allocation(spectra_table)
+        metric_cols = [c for c in pivot.columns if c not in ("block", "matrix_type", "numel", "model", "source")]
+        matrices = matrices.merge(pivot[metric_cols], on="name", how="left")
+    elif alloc.strategy == "owl" and target > 0:
+        report("calibration", 0.0, "OWL outlier statistics")
+        with clock("owl"):
+            owl = owl_outlier_ratios(loaded, calib_ids, alloc.owl_threshold_m, **compute.calibration_kwargs(),
+                                     progress=report.steps("calibration", 0.0, 1.0, "OWL block"))
+    elif alloc.strategy == "dlp" and target > 0:
+        report("calibration", 0.0, "DLP block statistics")
+        with clock("dlp"):
+            dlp = dlp_unimportance(loaded, calib_ids, alloc.dlp_statistic, **compute.calibration_kwargs(),
+                                   progress=report.steps("calibration", 0.0, 1.0, "DLP block"))
+    return allocate(matrices, alloc, target, owl, dlp_unimportance=dlp, family=loaded.family)
+
+
+def prune(loaded: LoadedModel, config: RunConfig, alloc: pd.DataFrame, calib_ids: torch.Tensor | None,
+          compute: Compute, report: Reporter) -> tuple[pd.DataFrame, str]:
+    """Prune in place; returns the allocation with ``sparsity_achieved`` and the placement used."""
+    p = config.pruning
+    achieved = prune_model(
+        loaded, p.method, dict(zip(alloc["name"], alloc["sparsity"].astype(float))), calib_ids, nm=p.nm_tuple,
+        blocksize=p.blocksize, percdamp=p.percdamp, **compute.calibration_kwargs(),
+        progress=report.steps("prune", 0.0, 1.0, "block"))
+    placement = achieved.attrs.get("placement", "")
+    return alloc.merge(achieved[["name", "sparsity_achieved"]], on="name", how="left"), placement
+
+
+# The weight statistics are per-head float64 SVDs of small matrices: 2.7 s for SmolLM2 on this CPU,
+# while the attention stage took 35-47 s per run on the shared H200 grid with device="cuda" (small
+# CUDA SVDs are the likely cause; not profiled there). The attention probabilities still run
+# where the model is.
+WEIGHT_STATS_DEVICE = "cpu"
+
+
+def dense_attention(loaded: LoadedModel, tokens: int, dataset: str, device: str = WEIGHT_STATS_DEVICE) -> pd.DataFrame:
+    """Attention statistics of the dense model (pruning.attention.attention_table, stage
+    ``dense``), cached per model fingerprint, token budget, dataset and device type: every run of
+    a grid shares its dense model, and recomputing these took most of a GPU grid run's time."""
+    dev_type = torch.device(device).type
+    path = cache_dir() / "attention" / f"{loaded.fingerprint}-{dataset}-{tokens}-{dev_type}.parquet"
+    if path.is_file():
+        return pd.read_parquet(path)
+    table = attention_table(loaded, "dense", tokens=tokens, dataset=dataset, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, path)  # concurrent workers never read a half-written file
+    return table
+
+
+def attention_dataset(config: RunConfig) -> str:
+    return config.evaluation.perplexity[0] if config.evaluation.perplexity else "wiki"
+
+
+def evaluation_placement(loaded: LoadedModel, config: RunConfig, compute: Compute) -> str:
+    """Moves the model onto the device for evaluation when it fits there (measured, ``offload:
+    auto``); returns where evaluation runs."""
+    return place_for_inference(loaded.model, compute, config.evaluation.batch_size, config.evaluation.seqlen)
+
+
+def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, report: Reporter) -> pd.DataFrame:
+    """Perplexity on every configured dataset; each row records its protocol: the window budget,
+    windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.protocol``)."""
+    ev = config.evaluation
+    rows = []
+    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    share = 0.6 / max(len(ev.perplexity), 1)
+    for i, dataset in enumerate(ev.perplexity):
+        text = load_text(dataset, "test")
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]  # part of the protocol (pruning.protocol)
+        ids = tokenize_text(loaded.tokenizer, text)
+        res = perplexity(loaded.model, ids, ev.seqlen, ev.limit_windows, ev.batch_size, bos, dataset,
+                         progress=report.steps("evaluation", i * share, (i + 1) * share, f"perplexity {dataset}: window"))
+        rows.append({"stage": stage, **res.to_dict(), "text_digest": digest})
+    return pd.DataFrame(rows)
+
+
+def evaluate(loaded: LoadedModel, config: RunConfig, stage: str, dense_attention_table: pd.DataFrame | None,
+             report: Reporter) -> dict[str, pd.DataFrame]:
+    """Perplexity, zero-shot and attention tables of the (pruned or dense) model."""
+    ev = config.evaluation
+    tables = {"perplexity": evaluate_perplexity(loaded, config, stage, report)}
+    if ev.zeroshot_tasks:
+        report("evaluation", 0.6, "zero-shot")
+        tables["zeroshot"] = zeroshot_evaluate(loaded.model, loaded.tokenizer, list(ev.zeroshot_tasks), stage=stage,
+                                               limit=ev.zeroshot_limit, batch_size=ev.batch_size, seed=config.seed).rows
+    if dense_attention_table is not None:
+        report("evaluation", 0.9, "attention statistics")
+        pruned = attention_table(loaded, stage, tokens=ev.attention_tokens, dataset=attention_dataset(config),
+                                 device=WEIGHT_STATS_DEVICE)
+        tables["attention"] = pd.concat([dense_attention_table, pruned], ignore_index=True)
+    return tables
