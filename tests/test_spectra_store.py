@@ -155,3 +155,37 @@ def test_corrupt_stored_set_is_quarantined_not_fatal(tiny_llama, tmp_path, monke
 
     report = verify_store(store)
     assert [p.relative(store) for p in report.problems] == [f"runs/spectra-{weight.key}/eigenvalues.parquet"]
+
+
+def test_backfill_stores_the_set_of_an_older_run_after_checking_it(tiny_llama, tmp_path, monkeypatch) -> None:
+    import pruning.spectral.backfill as backfill
+    from pruning.spectral import compute_weight_spectra
+
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "cache"))
+    store = tmp_path / "data" / "store"
+    loaded = _loaded(tiny_llama)
+    old = compute_weight_spectra(loaded)  # a run from before sets: no spectra_key, a fingerprint of then
+    runs = {}
+    for label, scale, epsilon in (("same", 1.0, 0.2), ("other", 1.01, 0.3)):
+        config = RunConfig.from_dict({"model": {"name": "tiny"}, "label": label,
+                                      "allocation": {"strategy": "linear", "epsilon": epsilon}})
+        table = old.table.assign(lambda_max=old.table["lambda_max"] * scale)
+        runs[label] = publish_run(config, tables={"spectra": table}, env={"model_fingerprint": "0123456789abcdef"},
+                                  root=store).bundle
+    assert run_eigenvalues(runs["same"], Q, "weight", root=store) is None
+    monkeypatch.setattr(backfill, "load_model", lambda *a, **k: loaded)
+
+    groups = backfill.missing_spectra(store)
+    assert [(g.source, sorted(g.run_ids)) for g in groups] == [("weight", sorted(runs.values()))]
+    [outcome] = backfill.backfill_spectra(store)
+    # the 'other' run's rows disagree with these weights (lambda_max 1 % off): nothing is stored
+    assert outcome.status == "skipped" and runs["other"] in outcome.reason and "lambda_max" in outcome.reason
+    assert run_eigenvalues(runs["same"], Q, "weight", root=store) is None
+
+    monkeypatch.setattr(backfill, "missing_spectra", lambda root=None: [
+        backfill.BackfillGroup("tiny", "weight", "float64", "", (runs["same"],))])
+    [outcome] = backfill.backfill_spectra(store)
+    assert outcome.status == "stored"
+    np.testing.assert_array_equal(run_eigenvalues(runs["same"], Q, "weight", root=store), _eigs(old, Q))
+    assert run_eigenvalues(runs["other"], Q, "weight", root=store) is None  # its rows match no stored set
+    assert backfill.backfill_spectra(store)[0].status == "present"

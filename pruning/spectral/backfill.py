@@ -36,13 +36,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BackfillGroup:
-    """Runs that share one spectra set: model reference, source, precision and (Hessians) calibration."""
+    """Runs that share one spectra set: model reference, source, precision and (Hessians) the run
+    config's calibration section as sorted JSON ("" for weight spectra)."""
 
     model: str
     source: str
     eig_dtype: str
-    calibration: str  # the run config's calibration section as sorted JSON ("" for weight spectra)
-    run_ids: tuple[str, ...]
+    calibration: str
+    run_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
