@@ -225,8 +225,8 @@ def _current(targets: dict[str, Path]) -> bool:
 
 def prepare_offline_corpora(force: bool = False) -> dict[str, Path]:
     """Create ``wiki.test.txt``, ``wiki.calib.txt``, ``wiki.validation.txt``, ``wiki.train.txt`` and
-    ``lee.txt`` in the corpora cache, with their manifest. Existing files are kept when this code's recipe made them (unless ``force``)
-    and rebuilt otherwise. Returns name -> path."""
+    ``lee.txt`` in the corpora cache, with their manifest. Existing files are kept when this code's
+    recipe made them (unless ``force``) and rebuilt otherwise. Returns name -> path."""
     out = corpora_dir()
     targets = {name: out / f"{name}.txt" for name in CORPUS_FILES}
     if not force and _current(targets):

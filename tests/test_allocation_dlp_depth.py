@@ -180,7 +180,8 @@ def test_new_fields_keep_existing_run_ids() -> None:
     assert "dlp_alpha" not in old.canonical_json() and "depth_beta" not in old.canonical_json()
     dlp = RunConfig.from_dict({"pruning": {"sparsity": 0.7}, "allocation": {"strategy": "dlp"}})
     wider = RunConfig.from_dict({"pruning": {"sparsity": 0.7}, "allocation": {"strategy": "dlp", "dlp_alpha": 0.2}})
-    mean = RunConfig.from_dict({"pruning": {"sparsity": 0.7}, "allocation": {"strategy": "dlp", "dlp_statistic": "mean"}})
+    mean = RunConfig.from_dict({"pruning": {"sparsity": 0.7},
+                                "allocation": {"strategy": "dlp", "dlp_statistic": "mean"}})
     assert len({old.run_id, dlp.run_id, wider.run_id, mean.run_id}) == 4
 
 

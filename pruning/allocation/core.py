@@ -125,7 +125,8 @@ def allocate(
         unit_frame["ratio"] = (target + deviation) / target
         unit_frame["sparsity"] = solve_bounded(deviation, np.ones_like(deviation), numel, target, lo, hi)
     else:  # pragma: no cover - AllocationConfig restricts the strategy
-        raise ConfigError(f"allocation.strategy: unknown strategy {config.strategy!r}; accepted: {', '.join(STRATEGIES)}")
+        raise ConfigError(f"allocation.strategy: unknown strategy {config.strategy!r}; "
+                          f"accepted: {', '.join(STRATEGIES)}")
 
     out = matrices.copy()
     out["unit"] = units.to_numpy()

@@ -18,6 +18,8 @@ listed types vary (one group), other matrices keep ``r = 1`` and ``score = NaN``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
@@ -25,6 +27,9 @@ from pruning.allocation.solve import is_flat
 from pruning.allocation.units import names_text, sub_block_of
 from pruning.config import AllocationConfig
 from pruning.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pruning.families import FamilySpec
 
 
 def metric_columns(matrices: pd.DataFrame, skip: set[str]) -> list[str]:
@@ -43,7 +48,7 @@ def _scoring_types(unit_types: set[str], score_groups: set[str], granularity: st
 
 def linear_scores(
     frame: pd.DataFrame, units: pd.Series, unit_frame: pd.DataFrame, config: AllocationConfig,
-    available: list[str], family: object = None,
+    available: list[str], family: "FamilySpec | None" = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unit scores m_u ``(units,)`` (NaN for non-varying units) and normalisation group labels
     ``(units,)`` ('' = none). available: the table's metric columns (for messages)."""

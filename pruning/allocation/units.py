@@ -50,7 +50,9 @@ def unit_table(frame: pd.DataFrame, units: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"block": grouped["block"].first(), "numel": grouped["numel"].sum()})
 
 
-def block_values(unit_frame: pd.DataFrame, values: Mapping[int, float] | None, field: str, needed_for: str) -> np.ndarray:
+def block_values(
+    unit_frame: pd.DataFrame, values: Mapping[int, float] | None, field: str, needed_for: str
+) -> np.ndarray:
     """``values[block]`` for every (block) unit, as floats; every block present and finite.
 
     field: the argument's name in messages (``owl_outlier_ratio``); needed_for: the sentence that

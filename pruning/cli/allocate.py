@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "allocate",
-        help="layer-wise sparsity allocation (uniform | AlphaPruning linear | OWL | DLP | ATP depth) for every prunable matrix",
+        help="layer-wise sparsity allocation (uniform | AlphaPruning linear | OWL | DLP | ATP depth) "
+             "for every prunable matrix",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
