@@ -11,7 +11,8 @@ import logging
 
 import streamlit as st
 
-from pages._common import app_frame, quarantine_banner, app_password, log_out, logged_in, login_form, render_sidebar
+from pages._frame import app_frame, app_password, log_out, logged_in, login_form, quarantine_banner
+from pages._sidebar import render_sidebar
 from pruning.app_support.access import open_server_warning
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,16 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import (
-    catalog_version,
-    enter_page,
-    load_run_detail,
-    load_run_table,
-    runs,
-    selected_runs,
-    stop_with_info,
-    table,
-)
+from pages._common import stop_with_info, table
+from pages._frame import enter_page
+from pages._loaders import catalog_version, load_run_detail, load_run_table, runs
+from pages._sidebar import selected_runs
 from pages._url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.compare import config_diff

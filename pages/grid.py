@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import (
-    catalog_version,
-    enter_page,
-    load_perplexity_cells,
-    selected_model,
-    show_run,
-    stop_with_info,
-    table,
-)
+from pages._common import show_run, stop_with_info, table
+from pages._frame import enter_page
+from pages._loaders import catalog_version, load_perplexity_cells
+from pages._sidebar import selected_model
 from pages._url import PageAddress
 from pruning.app_support.formatting import format_ppl, format_sparsity
 from pruning.app_support.grid import (

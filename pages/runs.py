@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import (
-    clear_caches,
-    enter_page,
-    runs,
-    select_runs,
-    selected_model,
-    show_run,
-    stop_with_info,
-)
-from pages._common import table as table_widget
+from pages._common import show_run, stop_with_info, table as table_widget
+from pages._frame import enter_page
+from pages._loaders import clear_caches, runs
+from pages._sidebar import select_runs, selected_model
 from pages._url import PageAddress
 from pruning.app_support.formatting import format_sparsity
 from pruning.app_support.plain import plain

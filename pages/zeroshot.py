@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import (
-    catalog_version,
-    enter_page,
-    load_zeroshot,
-    runs,
-    selected_model,
-    selected_runs,
-    stop_with_info,
-    table,
-)
+from pages._common import stop_with_info, table
+from pages._frame import enter_page
+from pages._loaders import catalog_version, load_zeroshot, runs
+from pages._sidebar import selected_model, selected_runs
 from pages._url import PageAddress
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.urlstate import text_field

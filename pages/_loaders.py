@@ -1,0 +1,114 @@
+"""Cached loaders of the pages over ``pruning.store.queries``, keyed on the store's catalog version
+(so a newly published run shows on the next rerun). Nothing here holds a database connection open:
+every query opens and closes an in-memory DuckDB view over the store's Parquet files."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pruning.app_support.spectra import run_eigenvalues
+from pruning.store import queries
+from pruning.store.annotations import annotation_problems
+from pruning.store.catalog import snapshot
+from pruning.store.errors import RunNotFoundError
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL_S = 600
+
+
+def catalog_version() -> str:
+    """A string that changes whenever the store's visible content changes (new or re-published
+    bundles, compaction, annotations). Cheap: one manifest stat and one directory listing."""
+    try:
+        return repr(snapshot().key)
+    except Exception as exc:  # an unreadable store must not take the whole app down
+        log.warning("store snapshot failed: %s", exc)
+        return "unavailable"
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def load_runs(version: str) -> pd.DataFrame:
+    """All runs and reference result sets (``queries.list_runs()``)."""
+    return queries.list_runs()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def load_perplexity_cells(version: str, model: str | None = None, stage: str | None = "pruned") -> pd.DataFrame:
+    """Long perplexity table of runs and references (``queries.perplexity_cells``)."""
+    return queries.perplexity_cells(model=model, stage=stage)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=64, show_spinner=False)
+def load_run_detail(version: str, run_id: str) -> dict[str, Any]:
+    """One run's row + config (``queries.run_detail``), as a plain dict."""
+    try:
+        return dict(queries.run_detail(run_id))
+    except RunNotFoundError:
+        return {}
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
+def load_run_attempts(version: str, run_id: str) -> pd.DataFrame:
+    """Every published attempt of a run (``queries.run_attempts``; empty for reference sets)."""
+    try:
+        return queries.run_attempts(run_id)
+    except RunNotFoundError:
+        return pd.DataFrame()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=128, show_spinner=False)
+def load_run_table(version: str, run_id: str, table: str) -> pd.DataFrame:
+    """One artifact table of a run (spectra, allocation, perplexity, zeroshot, attention, metrics)."""
+    return queries.run_table(run_id, table)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_zeroshot(version: str, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Zero-shot rows of the given runs (all when None)."""
+    return queries.zeroshot_scores(run_ids=list(run_ids) if run_ids else None)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_attention(version: str, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Attention statistics of the given runs (all when None)."""
+    return queries.attention_stats(run_ids=list(run_ids) if run_ids else None)
+
+
+def runs() -> pd.DataFrame:
+    """All runs at the current catalog version."""
+    return load_runs(catalog_version())
+
+
+def clear_caches() -> None:
+    """Drop every cached store read (after an annotation or a publish from this process)."""
+    st.cache_data.clear()
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=4, show_spinner=False)
+def load_quarantined(version: str) -> list[tuple[str, str]]:
+    """(store-relative path, reason) of every quarantined store file (``pruning.store.health``)."""
+    snap = snapshot()
+    problems = [*snap.problems, *annotation_problems(snap.root)]
+    return [(p.relative(snap.root), p.reason) for p in problems]
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def _eigenvalues(version: str, run_id: str, name: str, source: str, eig_dtype: str = "float64") -> np.ndarray | None:
+    return run_eigenvalues(run_id, name, source, eig_dtype)
+
+
+def load_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str = "float64") -> np.ndarray | None:
+    """Ascending eigenvalues (numpy) of one matrix of a run's model for the ESD plot, in the
+    precision its stored row was computed in, from the store's spectra sets; None when the store
+    holds none (the run published no spectra set)."""
+    try:
+        return _eigenvalues(catalog_version(), run_id, name, source, eig_dtype)
+    except Exception as exc:  # the page shows an info box instead of failing
+        log.info("no eigenvalues for %s %s (%s): %s", run_id, name, source, exc)
+        return None
