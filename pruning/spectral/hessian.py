@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from pruning.families import FAMILIES
 from pruning.models import LoadedModel
 from pruning.spectral.esd import default_eig_dtype
 from pruning.spectral.summary import Progress, SpectraResult, SpectrumJob, summarize_spectra
@@ -26,17 +27,20 @@ from pruning.spectral.weights import eigen_batches
 log = logging.getLogger(__name__)
 
 
-_LLAMA_SUFFIX = {
-    "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up", "down_proj": "down",
-}
 _BLOCK_INDEX = re.compile(r"\.(\d+)\.")
 
 
 def _parse_name(name: str) -> tuple[int, str]:
-    """(block, matrix_type) from a module name like ``model.layers.3.self_attn.q_proj``."""
+    """(block, matrix_type) of a module name like ``model.layers.3.self_attn.q_proj``: the block
+    index from the name, the matrix type from the family registry (the type whose path inside a
+    block ends the name; ``FamilySpec.matrices``), else the name's last part."""
     match = _BLOCK_INDEX.search(name)
-    last = name.rsplit(".", 1)[-1]
-    return (int(match.group(1)) if match else -1), _LLAMA_SUFFIX.get(last, last)
+    block = int(match.group(1)) if match else -1
+    for family in FAMILIES.values():
+        for matrix_type, path in family.matrices.items():
+            if name.endswith("." + path):
+                return block, matrix_type
+    return block, name.rsplit(".", 1)[-1]
 
 
 def _shared_groups(hessians: Mapping[str, Tensor]) -> list[list[str]]:
@@ -71,7 +75,7 @@ def compute_hessian_spectra(
     Matrices that read the same input (q/k/v, gate/up) share one Hessian: its eigenvalues are
     computed once and one row is emitted per matrix. ``shared`` lists such name groups (default:
     detected — same tensor object or equal values). ``matrix_info``: {name: (block, matrix_type)}
-    (default: parsed from LLaMA-style names). ``progress(done, total)`` counts unique Hessians.
+    (default: from the name, :func:`_parse_name`). ``progress(done, total)`` counts unique Hessians.
     """
     groups = [list(g) for g in shared] if shared is not None else _shared_groups(hessians)
     covered = {n for g in groups for n in g}
