@@ -127,41 +127,6 @@ def accumulate_xtx(xtx: Tensor, x_raw: Tensor, x_float: Tensor) -> None:
         xtx.addmm_(x_float.t(), x_float)
 
 
-_HALF_GEMM_OK: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def _half_gemm_works(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether ``addmm(out_dtype=float32)`` on 16-bit inputs runs here and equals the float32 GEMM
-    (probed once per device type and dtype on a small exact case)."""
-    key = (device.type, dtype)
-    if key not in _HALF_GEMM_OK:
-        ok = False
-        if device.type == "cuda":
-            try:
-                x = torch.arange(-64, 64, device=device, dtype=torch.float32).reshape(32, 4).to(dtype)
-                acc = torch.ones(4, 4, device=device)
-                torch.addmm(acc, x.t(), x, out_dtype=torch.float32, out=acc)
-                ok = torch.equal(acc, 1.0 + x.float().t() @ x.float())
-            except (RuntimeError, TypeError) as exc:
-                log.info("float16/bfloat16 GEMM with float32 output unavailable (%s); X^T X in float32", exc)
-        _HALF_GEMM_OK[key] = ok
-    return _HALF_GEMM_OK[key]
-
-
-def accumulate_xtx(xtx: Tensor, x_raw: Tensor, x_float: Tensor) -> None:
-    """``xtx += X^T X`` in float32 (SparseGPT's Hessian, Frantar & Alistarh 2023). xtx: ``(in, in)``
-    float32; X: ``(tokens, in)`` in the model dtype (``x_raw``) and in float32 (``x_float``).
-
-    On CUDA with float16/bfloat16 activations the GEMM reads the 16-bit values directly on the
-    tensor cores with float32 accumulation and output: each product of two 16-bit numbers is exact
-    in float32, so this equals the float32 GEMM up to the order of the additions, at several times
-    the speed. Elsewhere: ``addmm_`` on the float32 copy."""
-    if x_raw.dtype in (torch.float16, torch.bfloat16) and _half_gemm_works(x_raw.device, x_raw.dtype):
-        torch.addmm(xtx, x_raw.t(), x_raw, out_dtype=torch.float32, out=xtx)
-    else:
-        xtx.addmm_(x_float.t(), x_float)
-
-
 def input_group_widths(block: nn.Module, family: FamilySpec) -> list[int]:
     """Input width of each input group of one block (LLaMA: hidden for q/k/v, o and gate/up; the MLP
     width for down) — the sizes of the block's statistics."""
