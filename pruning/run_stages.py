@@ -141,7 +141,7 @@ def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | No
     if config.allocation.metric.startswith("hessian_") and calib_ids is not None:
         report("spectra", 0.5, "Hessian spectra")
         hessian = spectral.cached_hessian_spectra(
-            loaded, calib_ids, device=compute.device, offload=compute.offload_flag, batch_size=compute.batch_size,
+            loaded, calib_ids, device=compute.device, offload=compute.offload, batch_size=compute.batch_size,
             dtype=eig_dtype, progress=report.steps("spectra", 0.5, 1.0, "Hessian block"))
         frames.append(hessian.table)
         origins["hessian"] = hessian.origin

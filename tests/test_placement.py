@@ -175,3 +175,41 @@ def test_mover_without_prefetch_copies_on_demand() -> None:
     assert all(float(layer.weight.detach().abs().sum()) != 0 for layer in layers)  # write-backs not landed yet
     mover.close()
     assert all(float(layer.weight.detach().abs().sum()) == 0 for layer in layers)
+
+
+def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """place_for_inference (issue 20, offload: auto): the whole model moves to the GPU for evaluation
+    when its parameters plus one forward's working memory fit the usable free memory; it stays on
+    the CPU when they do not, or when offload was asked for explicitly."""
+    from pruning.placement import Compute, inference_bytes, module_bytes, place_for_inference
+
+    moved: list[object] = []
+    monkeypatch.setattr(tiny_llama, "to", lambda device: moved.append(device))  # no GPU here
+    need = module_bytes(tiny_llama) + inference_bytes(tiny_llama, batch_size=2, seqlen=64)
+    # usable = free * (1 - SAFETY_FRACTION) - SAFETY_BYTES: the exact free memory at which it fits
+    enough = int((need + SAFETY_BYTES) / (1.0 - SAFETY_FRACTION)) + 16
+    auto = Compute("cuda", offload=None)
+    assert place_for_inference(tiny_llama, auto, 2, 64, free_memory=lambda d: (enough, 80 * GiB)) == "cuda"
+    assert moved == [CUDA]
+    moved.clear()
+    assert place_for_inference(tiny_llama, auto, 2, 64, free_memory=lambda d: (enough - 64, 80 * GiB)) == "cpu"
+    assert place_for_inference(tiny_llama, Compute("cuda", offload=True), 2, 64,
+                               free_memory=lambda d: (80 * GiB, 80 * GiB)) == "cpu"
+    assert place_for_inference(tiny_llama, Compute("cpu", offload=None), 2, 64) == "cpu"
+    assert moved == []
+    # a longer window needs more working memory: 4x the window no longer fits the same free memory
+    assert place_for_inference(tiny_llama, auto, 2, 256, free_memory=lambda d: (enough, 80 * GiB)) == "cpu"
+
+
+def test_compute_from_config_loads_on_the_cpu_only_when_blocks_may_be_offloaded() -> None:
+    from pruning.config import RunConfig
+    from pruning.placement import Compute
+
+    cfg = RunConfig.from_dict({"model": {"device": "cpu"}, "calibration": {"batch_size": 4}})
+    assert Compute.from_config(cfg) == Compute("cpu", None, 4) and Compute.from_config(cfg).load_device == "cpu"
+    assert Compute("cuda", None).load_device == "cpu" and Compute("cuda", True).load_device == "cpu"
+    assert Compute("cuda:1", False).load_device == "cuda:1"
+    assert Compute.from_config(cfg.with_overrides({"model.offload": False})).offload is False
+    # "auto" and false name the same results: the same run id
+    assert cfg.run_id == cfg.with_overrides({"model.offload": False}).run_id
+    assert cfg.run_id != cfg.with_overrides({"model.offload": True}).run_id
