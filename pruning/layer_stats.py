@@ -54,7 +54,7 @@ def dense_block_statistic(
     reduce: Callable[[list[Tensor], list[Tensor]], float],
     *,
     device: str | torch.device = "cpu",
-    offload: bool = False,
+    offload: bool | None = False,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, float]:
@@ -81,7 +81,7 @@ def dlp_unimportance(
     statistic: str = "median",
     *,
     device: str | torch.device = "cpu",
-    offload: bool = False,
+    offload: bool | None = False,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, float]:
