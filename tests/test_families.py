@@ -3,6 +3,7 @@ models of that family (no downloads), by config.model_type."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -46,3 +47,41 @@ def test_layout_resolves_seven_linear_matrices_per_block(config_cls, model_cls, 
 def test_every_registered_family_has_all_seven_types():
     for spec in FAMILIES.values():
         assert set(spec.matrices) == {"q", "k", "v", "o", "gate", "up", "down"}
+
+
+# every registered family as a tiny random model of its transformers class (issue 18)
+FAMILY_CLASSES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+}
+
+
+def test_the_tiny_family_table_covers_the_registry():
+    assert set(FAMILY_CLASSES) == set(FAMILIES)  # a new family needs a tiny model here
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CLASSES))
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_every_family_is_pruned_and_evaluated(family, method):
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.models import LoadedModel, ModelSource
+    from pruning.prune import prune_model, uniform_sparsity
+
+    model = _build(*FAMILY_CLASSES[family])
+    spec = family_for(model)
+    assert spec.name == family
+    loaded = LoadedModel(model, None, spec, ModelSource("local", "memory", family), family, 0.0)
+    ids = torch.randint(0, 128, (4, 32), generator=torch.Generator().manual_seed(0))
+    dense = perplexity(model, ids.flatten(), seqlen=32)
+    table = prune_model(loaded, method, uniform_sparsity(loaded, 0.5), ids, blocksize=16)
+    assert len(table) == 14
+    for ref in prunable_matrices(model, spec):  # every matrix of every block pruned to 50 %
+        zeros = float((ref.module.weight == 0).float().mean())
+        assert abs(zeros - 0.5) < 0.02, (ref.name, zeros)
+    pruned = perplexity(model, ids.flatten(), seqlen=32)
+    assert np.isfinite(pruned.ppl) and pruned.n_windows == dense.n_windows == 4
+    assert pruned.ppl != dense.ppl
