@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._loaders import catalog_version, load_run_attempts, load_run_detail, load_run_table
+from pages._url import PageAddress
 from pruning.app_support.formatting import run_label as format_run_label
 from pruning.app_support.plain import plain
 
@@ -20,13 +21,26 @@ from pages._frame import enter_page
 from pages._loaders import load_eigenvalues, runs
 from pages._sidebar import selected_model, selected_runs
 
-__all__ = ["catalog_version", "enter_page", "load_eigenvalues", "load_run_table", "parse_json", "run_label", "runs",
-           "selected_model", "selected_runs", "show_run", "stop_with_info", "table"]
+__all__ = ["catalog_version", "enter_page", "load_eigenvalues", "load_run_table", "parse_json", "pick_runs_here",
+           "run_label", "runs", "selected_model", "selected_runs", "show_run", "stop_with_info", "table"]
 
 
 def run_label(row: pd.Series | dict) -> str:
     """One readable label of a run row (``pruning.app_support.formatting.run_label``)."""
     return format_run_label(dict(row))
+
+
+def pick_runs_here(address: PageAddress, key: str, options: list[str], none_message: str) -> list[str]:
+    """The page's own run picker, for when the sidebar picked none of its runs: ``options`` with the
+    first preselected, kept in the address under ``key``. Ends the page with ``none_message`` when
+    there is nothing to pick."""
+    if not options:
+        stop_with_info(none_message)
+    address.restore(key, options)
+    st.session_state.setdefault(key, options[:1])
+    picked = st.multiselect("Runs (or pick them in the sidebar)", options, key=key)
+    address.write({key: picked})
+    return picked
 
 
 def stop_with_info(message: str) -> None:

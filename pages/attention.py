@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import stop_with_info, table
+from pages._common import pick_runs_here, stop_with_info, table
 from pages._frame import enter_page
 from pages._loaders import catalog_version, load_attention, runs as all_runs
 from pages._sidebar import selected_model, selected_runs
@@ -46,15 +46,9 @@ if not runs:
     pool = per_layer
     if selected_model():
         pool = pool[pool["model"] == selected_model()]
-    options = list(dict.fromkeys(pool["run_id"]))
-    if not options:
-        stop_with_info(
-            "No run with per-layer attention statistics (pick another model or launch a run with attention)."
-        )
-    address.restore("attention_runs", options)
-    st.session_state.setdefault("attention_runs", options[:1])
-    runs = st.multiselect("Runs (or pick them in the sidebar)", options, key="attention_runs")
-    address.write({"attention_runs": runs})
+    runs = pick_runs_here(address, "attention_runs", list(dict.fromkeys(pool["run_id"])),
+                          "No run with per-layer attention statistics (pick another model or launch a run with "
+                          "attention).")
 if not runs:
     stop_with_info("Pick at least one run.")
 chosen_rows = per_layer[per_layer["run_id"].isin(runs)]

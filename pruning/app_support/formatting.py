@@ -17,6 +17,14 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
+#: (magnitude below, unit, decimals, suffix) of :func:`format_ppl`; each bound is where the
+#: rounded text would reach the next scale ("999.995" would print as "1000.00")
+_PPL_SCALES: tuple[tuple[float, float, int, str], ...] = (
+    (999.995, 1.0, 2, ""), (9_999.5, 1.0, 0, ""), (99_950, 1e3, 1, "k"), (999_500, 1e3, 0, "k"),
+    (9.95e6, 1e6, 1, "M"), (1e9, 1e6, 0, "M"),
+)
+
+
 def format_ppl(value: Any) -> str:
     """A perplexity as short text.
 
@@ -29,19 +37,9 @@ def format_ppl(value: Any) -> str:
         return "nan"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    ax = abs(x)
-    if ax < 999.995:
-        return f"{x:.2f}"
-    if ax < 9_999.5:
-        return f"{x:.0f}"
-    if ax < 99_950:
-        return f"{x / 1e3:.1f}k"
-    if ax < 999_500:
-        return f"{x / 1e3:.0f}k"
-    if ax < 9.95e6:
-        return f"{x / 1e6:.1f}M"
-    if ax < 1e9:
-        return f"{x / 1e6:.0f}M"
+    for below, unit, digits, suffix in _PPL_SCALES:
+        if abs(x) < below:
+            return f"{x / unit:.{digits}f}{suffix}"
     return f"{x:.2e}"
 
 

@@ -77,15 +77,9 @@ class PerplexityGrid:
         return float(self.best.loc[row, column])
 
 
-def filter_cells(
-    cells: pd.DataFrame,
-    model: str | None = None,
-    sparsity: float | None = None,
-    dataset: str | None = None,
-    source: str = "all",
-    epsilon: float | None = None,
-    protocol: str | None = None,
-) -> pd.DataFrame:
+def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+                 dataset: str | None = None, source: str = "all", epsilon: float | None = None,
+                 protocol: str | None = None) -> pd.DataFrame:
     """Rows of ``cells`` for one model / sparsity (within 1e-6) / dataset / source kind
     ("all", "reference" or "run") / ε / evaluation protocol. With ``epsilon`` set, values of
     another ε are dropped and values with no ε (uniform, OWL, cells whose ε the notes do not
@@ -138,16 +132,9 @@ def epsilon_options(cells: pd.DataFrame, model: str | None = None, sparsity: flo
     return sorted({round(float(e), 6) for e in pd.to_numeric(sub["epsilon"], errors="coerce").dropna()})
 
 
-def build_grid(
-    cells: pd.DataFrame,
-    model: str | None = None,
-    sparsity: float | None = None,
-    dataset: str | None = None,
-    source: str = "all",
-    epsilon: float | None = None,
-    protocol: str | None = None,
-    dense: float | None = None,
-) -> PerplexityGrid:
+def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
+               dataset: str | None = None, source: str = "all", epsilon: float | None = None,
+               protocol: str | None = None, dense: float | None = None) -> PerplexityGrid:
     """Pivot perplexity values into the method x preset grid.
 
     Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:

@@ -92,6 +92,12 @@ SECONDS = float_in(0.0, 86_400.0, low_open=True)
 SPARSITY = float_in(0.0, 1.0, high_open=True)
 DTYPE_CHOICES = DTYPES
 
-__all__ = ["BATCH", "COUNT", "DTYPE_CHOICES", "SECONDS", "SEED", "SEQLEN", "SPARSITY", "dataset_name", "dataset_or_none",
-           "device_name",
-           "float_in", "int_in", "pruning_method_name"]
+__all__ = ["BATCH", "COUNT", "DTYPE_CHOICES", "SECONDS", "SEED", "SEQLEN", "SPARSITY", "add_model_placement", "dataset_name",
+           "dataset_or_none", "device_name", "float_in", "int_in", "pruning_method_name"]
+
+
+def add_model_placement(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (cpu by default) and ``--dtype`` (float32 by default) of a command that loads
+    one model to measure it."""
+    parser.add_argument("--device", type=device_name, default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pruning.cli._args import DTYPE_CHOICES, dataset_name, device_name, int_in
+from pruning.cli._args import add_model_placement, dataset_name, int_in
 from pruning.config import MAX_SEQLEN
 
 
@@ -17,8 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="window length (default: --tokens, one window)")
     p.add_argument("--dataset", type=dataset_name, default="wiki", help="wiki | lee | wikitext2 | text:PATH")
     p.add_argument("--stage", default="dense", help="label stored in the stage column")
-    p.add_argument("--device", type=device_name, default="cpu")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    add_model_placement(p)
     p.add_argument("--out", default=None, help="write the tidy table (stage, block, head, statistic, value) as CSV")
     p.set_defaults(handler=run)
 

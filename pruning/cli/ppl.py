@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pruning.cli._args import BATCH, COUNT, DTYPE_CHOICES, SEQLEN, dataset_name, device_name
+from pruning.cli._args import BATCH, COUNT, SEQLEN, add_model_placement, dataset_name
 from pruning.config import MAX_SEQLEN
 
 
@@ -16,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seqlen", type=SEQLEN, default=2048, help=f"window length in tokens, 1..{MAX_SEQLEN}")
     p.add_argument("--limit-windows", type=COUNT, default=None, help="evaluate only the first K windows")
     p.add_argument("--batch-size", type=BATCH, default=1)
-    p.add_argument("--device", type=device_name, default="cpu")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    add_model_placement(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pruning.cli._args import BATCH, DTYPE_CHOICES, SEED, device_name, float_in, int_in
+from pruning.cli._args import BATCH, SEED, add_model_placement, float_in, int_in
 from pruning.config import MAX_COUNT
 
 
@@ -23,8 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=BATCH, default=1)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--stage", default="dense", help="label stored in the stage column")
-    p.add_argument("--device", type=device_name, default="cpu")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
+    add_model_placement(p)
     p.add_argument("--out", default=None, help="write rows, settings and lm-eval results as JSON")
     p.set_defaults(handler=run)
 
