@@ -260,6 +260,7 @@ def test_runs_page_filters_groups_and_keeps_them_in_the_address(notes_store):
     assert set(table["metric"]) == {"hessian_alpha"} and set(table["method"]) == {"sparsegpt"} and len(table) >= 3
 
 
+@pytest.mark.shipped
 def test_run_detail_lists_the_attempts_of_a_re_run(notes_store):
     """A run re-run after its input text changed (the shipped Wanda-uniform 70 % run) shows both
     attempts; the views read the latest, and a run published once shows no attempts table."""
@@ -326,6 +327,7 @@ def test_grid_page_legible_huge_and_nan(notes_store):
     assert frame(at, "grid_table").loc["magnitude", "GT"].startswith("nan")
 
 
+@pytest.mark.shipped
 def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     """Issue 10: every cell of the team's own SmolLM2 grid is on the page, with the dense model's
     perplexity beside it (the SmolLM2 grid has no GT column)."""
@@ -466,6 +468,7 @@ def test_attention_page_dense_vs_pruned_with_notes_average(full_store):
     assert table["change"].round(3).unique().tolist() == [-0.2]
 
 
+@pytest.mark.shipped
 def test_zeroshot_page_table(full_store):
     """One protocol per table (few-shot, example limit, harness version): the shipped SmolLM2 runs
     (every example, lm-eval 0.4.13) by default; the notes' LLaMA-7B scores (old harness) and the

@@ -10,6 +10,8 @@ import pytest
 from pruning.store.queries import list_runs, perplexity_cells, run_table, zeroshot_scores
 from pruning.sweep import expand_sweep
 
+pytestmark = pytest.mark.shipped
+
 REPO = Path(__file__).resolve().parents[1]
 STORE = REPO / "data" / "store"
 SWEEP = REPO / "sweeps" / "grid-smollm2.yaml"

@@ -169,6 +169,7 @@ def test_real_smollm2_default_path_agrees_with_float64_svd(offline_model, smollm
 
 
 @pytest.mark.slow
+@pytest.mark.shipped
 def test_shipped_runs_weight_spectra_agree_with_float64(offline_model, smollm2_reference) -> None:
     """Every SmolLM2 run in the shipped store (latest attempt: what every view reads) stored weight
     spectra that agree with the float64 SVD reference; the float32 rows of the first grid are

@@ -262,6 +262,7 @@ def test_cli_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert len(exported) == 57 and (data_dir / "export" / "annotations.csv").exists()
 
 
+@pytest.mark.shipped
 def test_shipped_data_holds_the_notes() -> None:
     root = Path(__file__).resolve().parents[1] / "data" / "store"
     cells = perplexity_cells(root=root)
