@@ -26,7 +26,6 @@ from pruning.spectral.weights import eigen_batches
 
 log = logging.getLogger(__name__)
 
-
 _BLOCK_INDEX = re.compile(r"\.(\d+)\.")
 
 
