@@ -83,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--placement", choices=["gpu", "offload", "auto"], default=None,
                    help="gpu | offload | auto (measured free memory; model starts on the CPU); --offload = offload")
     p.add_argument("--no-prefetch", action="store_true", help="offload with synchronous copies (the old path)")
-    p.add_argument("--copier", choices=["staged", "pinned"], default="staged",
-                   help="offload+prefetch copies: staged (reused pinned buffers) or pinned (each block pinned anew)")
     p.add_argument("--sparsegpt-kernel", choices=["fast", "reference"], default="fast",
                    help="reference: the per-matrix column loop (the kernel before issue 20)")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -108,9 +106,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         raise SystemExit(f"--calib-batch {args.calib_batch!r} is invalid; accepted: integers >= 1, comma-separated") from None
-    import pruning.prefetch
-
-    pruning.prefetch.COPIER = args.copier
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -159,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "s_per_block": sum(block_times[1:]) / max(1, len(block_times) - 1) if len(block_times) > 1 else seconds,
             "first_block_s": block_times[0] if block_times else float("nan"),
             "sparsity": overall,
-            "placement": table.attrs.get("placement", "") + (
-                "" if not args.offload or args.no_prefetch else f"+prefetch ({args.copier})"),
+            "placement": table.attrs.get("placement", "") + ("" if not args.offload or args.no_prefetch else "+prefetch"),
             "kernel": args.sparsegpt_kernel if method == "sparsegpt" else "",
         }
         if cuda:

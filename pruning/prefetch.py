@@ -7,12 +7,8 @@ themselves go through a :class:`Copier`:
 * :class:`StagedCopier` (the default on CUDA) — the block's tensors keep their pageable home; copies
   go through two reused pinned staging buffers each way (CPU copy + non-blocking transfer on a side
   stream; the write-back lands in the home from a helper thread once its event has fired);
-* :class:`CudaCopier` — the block's parameters are copied once into pinned (page-locked) host
-  memory, which becomes their home; host-to-device copies run ``non_blocking`` on a side CUDA
-  stream from a helper thread; the compute stream waits on the copy's event before the block's
-  first kernel, so compute never reads a half-copied block; the pruned block goes back into the
-  same pinned buffers on the side stream after the compute stream's work (``wait_stream``), and the
-  device tensors are ``record_stream``-ed so the caching allocator never reuses them too early;
+  Until commit 85c59e5 a pinned copy of each block became its home (``pin_memory`` per block):
+  1.46x the model-on-GPU time on an H200 against 1.03x for the staged copies (bench/RESULTS.md);
 * :class:`SyncCopier` — plain synchronous ``.to(device)`` (CPU runs and the non-prefetch path).
 
 The schedule is the same for any copier, so tests drive it on the CPU with a copier whose copies
@@ -93,47 +89,6 @@ class SyncCopier:
         return None
 
 
-class CudaCopier:
-    """Pinned host homes, non-blocking copies on a side stream fed by a helper thread."""
-
-    def __init__(self, device: torch.device) -> None:
-        device = torch.device(device)
-        if device.index is None:  # "cuda" means the current device; set_device in the helper thread needs its index
-            device = torch.device("cuda", torch.cuda.current_device())
-        self.device = device
-        self.stream = torch.cuda.Stream(device=device)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-
-    def _fetch(self, host: list[Tensor]) -> tuple[list[Tensor], list[Tensor], torch.cuda.Event]:
-        torch.cuda.set_device(self.device)
-        homes = [t if t.is_pinned() else t.pin_memory() for t in host]  # the block's new home
-        with torch.cuda.stream(self.stream):
-            dev = [h.to(self.device, non_blocking=True) for h in homes]
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        return dev, homes, event
-
-    def start_fetch(self, host: list[Tensor]) -> Future:
-        return self.pool.submit(self._fetch, host)
-
-    def finish_fetch(self, handle: Future) -> tuple[list[Tensor], list[Tensor]]:
-        return _join_fetch(handle, self.device)
-
-    def write_back(self, device: list[Tensor], homes: list[Tensor]) -> None:
-        current = torch.cuda.current_stream(self.device)
-        self.stream.wait_stream(current)  # after the block's last kernel (pruning included)
-        with torch.cuda.stream(self.stream):
-            for d, h in zip(device, homes):
-                h.copy_(d, non_blocking=True)
-                d.record_stream(self.stream)
-
-    def drain(self) -> None:
-        self.stream.synchronize()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
 def _views(buffer: Tensor, like: list[Tensor]) -> list[Tensor]:
     """Views of the flat pinned byte ``buffer`` shaped like ``like``, each at a 256-byte aligned offset."""
     views, offset = [], 0
@@ -152,7 +107,7 @@ class StagedCopier:
     """Pageable homes (the model's own CPU tensors stay where they are), copies through reused
     pinned staging buffers: two for fetches, two for write-backs, each the size of one block.
 
-    The pinned-homes copier (:class:`CudaCopier`) page-locked every block anew (``pin_memory``:
+    The earlier pinned-homes copier page-locked every block anew (``pin_memory``:
     a fresh pinned allocation of the block's size, 0.4 GB per LLaMA-7B block), and pinned
     allocations serialise with the compute stream's work; measured on an H200 it stayed at
     1.26x the model-on-GPU time. Here a fetch is a CPU copy into a staging buffer (helper thread)
@@ -251,7 +206,7 @@ class BlockMover:
     and sends block i back (:meth:`release`). With ``prefetch=False`` every copy is synchronous and
     happens at :meth:`acquire` (the old offload path).
 
-    After :meth:`close` every block's tensors are on the host again (pinned with CudaCopier) and
+    After :meth:`close` every block's tensors are on the host again and
     hold the values the device computed.
     """
 
@@ -299,11 +254,6 @@ class BlockMover:
             close()
 
 
-COPIER = "staged"  # "pinned": CudaCopier (kept for the benchmark's comparison)
-
-
 def make_copier(device: torch.device) -> Copier:
-    """StagedCopier (or CudaCopier, ``COPIER = "pinned"``) on a CUDA device, SyncCopier elsewhere."""
-    if device.type != "cuda":
-        return SyncCopier(device)
-    return CudaCopier(device) if COPIER == "pinned" else StagedCopier(device)
+    """StagedCopier on a CUDA device, SyncCopier elsewhere."""
+    return StagedCopier(device) if device.type == "cuda" else SyncCopier(device)

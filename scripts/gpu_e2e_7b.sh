@@ -3,20 +3,29 @@
 # hidden 4096, MLP 11008, fp16; SmolLM2's tokenizer, so the vocabulary is 49,152): weight spectra
 # (float64), alpha_peak allocation (preset all, eps 0.2), Wanda at 70 % with the default 128 x 2048 wiki
 # calibration, wiki perplexity (full text), attention statistics, publish. Run on the GPU machine
-# after scripts/gpu_grid.sh setup (model, corpora, wheels). Writes $OUT/e2e_7b.json: the run's
+# after scripts/gpu_grid.sh setup (model, corpora, wheels), or on a bare machine in one call that carries
+# .gpu/w1 .gpu/w2 .gpu/corpora .gpu/tok (the wheels, the offline texts, SmolLM2's tokenizer files). Placement
+# is the config's default, offload: auto (measured). Extra `pruning run` options: $E2E_ARGS. Writes $OUT/e2e_7b.json: the run's
 # per-stage timings as the store recorded them, its perplexity, peak GPU memory and the wall time.
 # A random model is a fair subject for timing, not for quality.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld-e2e \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-rm -rf /tmp/pld-e2e && mkdir -p /tmp/pld-e2e/store /tmp/pld-e2e/jobs
+rm -rf /tmp/pld-e2e && mkdir -p /tmp/pld-e2e/store /tmp/pld-e2e/jobs /tmp/site /tmp/plcache/corpora
+for w in .gpu/w1 .gpu/w2; do
+  if compgen -G "$w/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$w"/*.whl || exit 1
+  fi
+done
+if [[ -d .gpu/corpora ]]; then cp .gpu/corpora/* /tmp/plcache/corpora/; fi
 python3 - <<'PY' || exit 1
 import time, torch
 from transformers import AutoTokenizer
 from pruning.models import resolve_model, save_model
 from pruning.synthetic import random_llama
 t0 = time.time()
-tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
+from pathlib import Path
+tok = AutoTokenizer.from_pretrained(".gpu/tok" if Path(".gpu/tok/tokenizer.json").is_file() else resolve_model("smollm2-135m").location)
 model = random_llama(hidden=4096, layers=32, intermediate=11008, heads=32, vocab=len(tok), dtype=torch.float16, device="cuda")
 save_model(model.cpu(), tok, "/tmp/rand7b")
 print(f"saved /tmp/rand7b in {time.time() - t0:.1f} s")
@@ -26,7 +35,7 @@ smi=$!
 start=$(date +%s.%N)
 python3 -m pruning run --model /tmp/rand7b --method wanda --sparsity 0.7 --strategy linear --preset all --metric alpha_peak \
   --epsilon 0.2 --device cuda --set evaluation.perplexity='[wiki]' --set evaluation.zeroshot_tasks='[]' \
-  --set evaluation.attention=true --set evaluation.batch_size=8 2>&1 | tail -25
+  --set evaluation.attention=true --set evaluation.batch_size=8 ${E2E_ARGS:-} 2>&1 | tail -25
 end=$(date +%s.%N)
 kill $smi 2>/dev/null
 python3 - "$start" "$end" <<'PY'
@@ -37,7 +46,7 @@ run = runs[runs["kind"] == "run"].iloc[0]
 detail = run_detail(run["run_id"])
 out = {"run_id": run["run_id"], "status": run["status"], "ppl": float(run["ppl"]) if run["ppl"] == run["ppl"] else None,
        "ppl_protocol": run.get("ppl_protocol"), "wall_s": round(float(sys.argv[2]) - float(sys.argv[1]), 1),
-       "timings": detail.get("timings"), "device": detail.get("env", {}).get("device"),
+       "timings": detail.get("timings"), "placement": detail.get("env", {}).get("placement"), "device": detail.get("env", {}).get("device"),
        "peak_gpu_memory_used_mib (nvidia-smi, every 0.5 s)": max((int(x) for x in open("/tmp/e2e-mem.log").read().split() if x.isdigit()), default=None)}
 print(json.dumps(out, indent=1, default=str))
 if os.environ.get("OUT"):

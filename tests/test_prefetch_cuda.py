@@ -9,7 +9,6 @@ import copy
 import pytest
 import torch
 
-import pruning.prefetch as prefetch_mod
 from pruning.families import family_for
 from pruning.models import LoadedModel, ModelSource
 from pruning.prune import prune_model, uniform_sparsity
@@ -23,15 +22,13 @@ def as_loaded(model: torch.nn.Module) -> LoadedModel:
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
-@pytest.mark.parametrize("copier", ["staged", "pinned"])
-def test_offload_prefetch_equals_model_on_gpu(method: str, copier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offload_prefetch_equals_model_on_gpu(method: str) -> None:
     base = random_llama(hidden=256, layers=4, intermediate=512, heads=4, kv_heads=2, vocab=512, seed=0,
                         dtype=torch.float16)
     ids = torch.randint(0, 512, (8, 64), generator=torch.Generator().manual_seed(0))
     on_gpu = copy.deepcopy(base)
     prune_model(as_loaded(on_gpu), method, uniform_sparsity(as_loaded(on_gpu), 0.6), ids, device="cuda",
                 offload=False, blocksize=32)
-    monkeypatch.setattr(prefetch_mod, "COPIER", copier)
     offloaded = copy.deepcopy(base)
     table = prune_model(as_loaded(offloaded), method, uniform_sparsity(as_loaded(offloaded), 0.6), ids,
                         device="cuda", offload=True, prefetch=True, blocksize=32)
