@@ -189,3 +189,20 @@ def test_backfill_stores_the_set_of_an_older_run_after_checking_it(tiny_llama, t
     np.testing.assert_array_equal(run_eigenvalues(runs["same"], Q, "weight", root=store), _eigs(old, Q))
     assert run_eigenvalues(runs["other"], Q, "weight", root=store) is None  # its rows match no stored set
     assert backfill.backfill_spectra(store)[0].status == "present"
+
+
+def test_spectra_set_key_names_and_rejects_bad_values() -> None:
+    from pruning.store.spectra_sets import SpectraSetKey
+
+    key = SpectraSetKey("0123456789abcdef", "hessian", "float64", "1", "a1b2c3d4e5f6")
+    assert key.name == "0123456789abcdef-hessian-float64-v1-a1b2c3d4e5f6"
+    assert key.bundle == "spectra-" + key.name and SpectraSetKey.parse(key.bundle) == key
+    assert SpectraSetKey.parse("0123456789abcdef-weight-float32-v1").eig_dtype == "float32"
+    with pytest.raises(ValueError, match="source: 'bias' is invalid"):
+        SpectraSetKey("0123456789abcdef", "bias", "float64", "1")
+    with pytest.raises(ValueError, match="eig_dtype: 'float16' is invalid"):
+        SpectraSetKey("0123456789abcdef", "weight", "float16", "1")
+    with pytest.raises(ValueError, match="needs the digest of its calibration batch"):
+        SpectraSetKey("0123456789abcdef", "hessian", "float64", "1")
+    with pytest.raises(ValueError, match="spectra set name: 'x-y' is invalid"):
+        SpectraSetKey.parse("x-y")
