@@ -206,3 +206,24 @@ def test_spectra_set_key_names_and_rejects_bad_values() -> None:
         SpectraSetKey("0123456789abcdef", "hessian", "float64", "1")
     with pytest.raises(ValueError, match="spectra set name: 'x-y' is invalid"):
         SpectraSetKey.parse("x-y")
+
+
+@pytest.mark.shipped
+def test_shipped_runs_show_their_weight_esd_from_the_store(tmp_path, monkeypatch) -> None:
+    """Every shipped run with weight spectra finds its stored set (no model, no cache directory)."""
+    import shutil
+
+    shutil.copytree(REPO / "data" / "store", tmp_path / "data" / "store",
+                    ignore=shutil.ignore_patterns("tmp", ".lock", "quarantine"))
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(pruning.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    queries.clear_cache()
+    rows = queries.run_sql("""SELECT run_id, source, arg_max(name, lambda_max) AS name, max(lambda_max) AS lambda_max
+                              FROM spectra WHERE lambda_max > 0 GROUP BY run_id, source""")
+    weight = rows[rows["source"] == "weight"]
+    assert len(weight) >= 69
+    for row in weight.itertuples(index=False):
+        eig = run_eigenvalues(row.run_id, row.name, "weight")
+        assert eig is not None, row.run_id
+        assert eig[-1] == pytest.approx(row.lambda_max, rel=1e-6)
