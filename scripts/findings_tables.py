@@ -7,11 +7,15 @@ Only values of one evaluation protocol enter the tables (``pruning.protocol``): 
 split and the whole lee text in 2048-token windows, no window budget; the protocol of each dataset
 is printed first, and a second protocol among the selected runs is an error, never a merge. The
 last table compares, for every run re-run with float64 spectra, its float32-spectra attempt with it.
+When the store holds runs of the allocation study (tag ``allocation-study``, issue 16), its table, the
+"ours beats every other allocation by more than the seed spread" verdicts and the GPU time come first
+(``scripts/allocation_study.py table``, which also lists the GPU time of every run).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -128,11 +132,26 @@ def what_changed(root: str, df: pd.DataFrame) -> str:
     return f"{n} runs re-run with float64 spectra (attempt before → latest attempt):\n\n" + "\n".join(out) + "\n"
 
 
+def study_section(root: str) -> str:
+    """The allocation study's tables (scripts/allocation_study.py); "" when the store holds none of its runs."""
+    path = REPO / "scripts" / "allocation_study.py"
+    module = sys.modules.get("allocation_study")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("allocation_study", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["allocation_study"] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return module.study_report(root, per_run=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=str(REPO / "data" / "store"))
     p.add_argument("--what-changed", action="store_true", help="also the float32 -> float64 spectra re-run table")
     args = p.parse_args(argv)
+    study = study_section(args.root)
+    if study:
+        print(study)
     print(protocol_lines(args.root))
     df = run_sql(QUERY, root=args.root)
     dense = df[df.method == "dense"]

@@ -1,0 +1,307 @@
+"""scripts/allocation_study.py (issue 16): the validation sweep, the knob choice on a synthetic store,
+the final sweep and the study table's "beats by more than the seed spread" verdict."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pruning.config import RunConfig
+from pruning.presets import MATRIX_TYPES
+from pruning.store import publish_run
+from pruning.sweep import expand_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("allocation_study", REPO / "scripts" / "allocation_study.py")
+study = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("allocation_study", study)  # dataclasses look their module up while the file runs
+_spec.loader.exec_module(study)
+
+MODEL = "smollm2-135m"
+
+
+def _validation_configs(tmp_path: Path) -> list[RunConfig]:
+    out = tmp_path / "validation.yaml"
+    study.write_validation(MODEL, out, layers=30)
+    return expand_sweep(out)
+
+
+def test_validation_sweep_is_the_100_candidates(tmp_path: Path) -> None:
+    configs = _validation_configs(tmp_path)
+    assert len(configs) == 100 and len({c.run_id for c in configs}) == 100
+    assert Counter((c.pruning.method, c.pruning.sparsity) for c in configs) == {
+        (m, s): 25 for m in ("wanda", "sparsegpt") for s in (0.6, 0.7)}
+    for c in configs:  # the protocol: calibrate on wiki:train, score the whole validation split only
+        assert (c.model.name, c.model.device) == (MODEL, "cuda")
+        assert (c.calibration.dataset, c.calibration.nsamples, c.calibration.seqlen, c.calibration.seed) == ("wiki:train", 128, 2048, 0)
+        ev = c.evaluation
+        assert (ev.perplexity, ev.seqlen, ev.limit_windows, ev.batch_size, ev.zeroshot_tasks, ev.attention) == (
+            ("wiki:validation",), 2048, None, 8, (), False)
+        assert c.tags == ("allocation-study", "study-validation")
+    cell = [c for c in configs if (c.pruning.method, c.pruning.sparsity) == ("sparsegpt", 0.7)]
+    by_family = Counter(study.family_of(c) for c in cell)
+    assert by_family == {"uniform": 1, "owl": 6, "alpha_peak": 3, "dlp": 4, "depth": 4, "hessian_alpha": 3, "ours": 4}
+    # ATP: beta = f * min(2S, 2(1-S)) / (L-1); at S = 0.7, L = 30 that is f * 0.6 / 29 (not 2S = 1.4)
+    betas = sorted(c.allocation.depth_beta for c in cell if c.allocation.strategy == "depth")
+    assert betas == [0.005172, 0.010345, 0.015517, 0.02069]
+    assert betas == [round(f * 0.6 / 29, 6) for f in (0.25, 0.5, 0.75, 1.0)]
+    at_60 = sorted(c.allocation.depth_beta for c in configs if c.allocation.strategy == "depth" and c.pruning.sparsity == 0.6)
+    assert at_60[-1] == 0.027586 and len(at_60) == 8  # 0.8 / 29, both methods
+    assert {(c.allocation.owl_threshold_m, c.allocation.owl_lambda) for c in cell if c.allocation.strategy == "owl"} == {
+        (m, lam) for m in (5.0, 7.0) for lam in (0.04, 0.08, 0.12)}
+    assert sorted(c.allocation.dlp_alpha for c in cell if c.allocation.strategy == "dlp") == [0.05, 0.1, 0.15, 0.2]
+    ours = [c.allocation for c in cell if study.family_of(c) == "ours"]
+    assert all((a.metric, a.granularity, a.score_groups) == ("hessian_alpha", "split", MATRIX_TYPES) for a in ours)
+    assert sorted(a.epsilon for a in ours) == [0.1, 0.2, 0.3, 0.4]
+    hess = [c.allocation for c in cell if study.family_of(c) == "hessian_alpha"]
+    assert all((a.metric, a.granularity, a.score_groups) == ("hessian_alpha", "block", MATRIX_TYPES) for a in hess)
+    alpha = [c.allocation for c in cell if study.family_of(c) == "alpha_peak"]
+    assert sorted(a.epsilon for a in alpha) == [0.1, 0.2, 0.3] and all(a.metric == "alpha_peak" for a in alpha)
+
+
+def test_layers_come_from_config_json(tmp_path: Path) -> None:
+    model_dir = tmp_path / "gemma-like"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"text_config": {"num_hidden_layers": 18}}))
+    assert study.model_layers(str(model_dir)) == 18
+    with pytest.raises(ValueError, match="contradicts"):
+        study.model_layers(str(model_dir), 30)
+    with pytest.raises(ValueError, match="--layers"):
+        study.model_layers(str(tmp_path / "nowhere"))
+    assert study.model_layers(str(tmp_path / "nowhere"), 30) == 30
+
+
+# ---- choose on a synthetic store --------------------------------------------------------------
+
+def _ppl_rows(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"stage": "pruned", "dataset": ds, "text_digest": f"d-{ds}", "seqlen": 2048,
+                          "limit_windows": None, "n_windows": 35, "total_windows": 35, "n_tokens": 71_645, "ppl": v}
+                         for ds, v in values.items()])
+
+
+def _designed_ppl(cand: Any, index: int) -> tuple[float, float]:
+    """(validation ppl, test ppl) of a candidate (index = its position in its family's grid).
+    The test-split numbers would choose otherwise: a choice read from the test split fails."""
+    val = 40.0 + index
+    if (cand.method, cand.sparsity, cand.family) == ("wanda", 0.7, "owl"):
+        val = [float("nan"), 30.0, 29.0, 31.0, 28.5, 33.0][index]  # NaN first: never wins; index 4 wins
+    if (cand.method, cand.sparsity, cand.family) == ("wanda", 0.7, "dlp"):
+        val = [30.0, 29.0, 29.0, 31.0][index]  # tie: the earlier (alpha 0.1) wins
+    if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.6, "ours"):
+        val = [25.0, 24.0, 22.0, 23.0][index]  # eps 0.3 wins (unless it failed)
+    test = 100.0 - index  # on the test split the last knob always looks best
+    return val, test
+
+
+def _publish_validation(skip: set[int] = frozenset()) -> list[tuple[Any, RunConfig]]:
+    base = RunConfig.from_dict(study.validation_base(MODEL))
+    done, index, last = [], 0, None
+    for i, cand in enumerate(study.candidates(30)):
+        key = (cand.method, cand.sparsity, cand.family)
+        index = index + 1 if key == last else 0
+        last = key
+        config = base.with_overrides(cand.overrides)
+        done.append((cand, config))
+        if i in skip:
+            continue
+        val, test = _designed_ppl(cand, index)
+        publish_run(config, tables={"perplexity": _ppl_rows({"wiki:validation": val, "wiki": test})}, timings={"total": 60.0})
+    return done
+
+
+def _chosen(cells: list[Any], method: str, sparsity: float, family: str) -> dict[str, Any]:
+    cell = next(c for c in cells if (c.method, c.sparsity, c.family) == (method, sparsity, family))
+    return cell.results[cell.chosen].candidate.knobs
+
+
+def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path: Path) -> None:
+    published = _publish_validation()
+    # an untagged run with the same knobs as a loser but another calibration: never a candidate
+    stray = published[0][1].with_overrides({"calibration.seed": 5, "tags": ["other"]})
+    publish_run(stray, tables={"perplexity": _ppl_rows({"wiki:validation": 1.0})})
+    out = tmp_path / "choices.json"
+    cells = study.choose(MODEL, out=out, layers=30)
+    assert len(cells) == 28 and all(c.chosen is not None for c in cells)
+    assert _chosen(cells, "wanda", 0.7, "owl") == {"allocation.owl_threshold_m": 7.0, "allocation.owl_lambda": 0.08}
+    assert _chosen(cells, "wanda", 0.7, "dlp") == {"allocation.dlp_alpha": 0.1}
+    assert _chosen(cells, "sparsegpt", 0.6, "ours") == {"allocation.epsilon": 0.3}
+    assert _chosen(cells, "wanda", 0.6, "depth") == {"allocation.depth_beta": 0.006897}  # f = 0.25: lowest 40.0
+    assert _chosen(cells, "sparsegpt", 0.7, "alpha_peak") == {"allocation.epsilon": 0.1}
+    data = json.loads(out.read_text())
+    owl = next(c for c in data["cells"] if (c["method"], c["sparsity"], c["family"]) == ("wanda", 0.7, "owl"))
+    assert [c["validation_ppl"] for c in owl["candidates"]] == [None, 30.0, 29.0, 31.0, 28.5, 33.0]
+    assert owl["chosen"]["validation_ppl"] == 28.5 and owl["chosen"]["run_id"] == owl["candidates"][4]["run_id"]
+    depth = next(c for c in data["cells"] if (c["method"], c["sparsity"], c["family"]) == ("wanda", 0.6, "depth"))
+    assert depth["chosen"]["depth_fraction"] == 0.25
+    table = study.choices_markdown(cells)
+    assert "| wanda | 70% | OWL | owl_threshold_m=7, owl_lambda=0.08 | 28.500 | 5/6 |" in table
+
+    # a failed latest attempt of the would-be winner: refused, or (allowed) the next best wins
+    ours_cfg = next(cfg for cand, cfg in published if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.6, "ours")
+                    and cand.knobs == {"allocation.epsilon": 0.3})
+    publish_run(ours_cfg, status="failed", error="CUDA out of memory")
+    with pytest.raises(RuntimeError, match="1 of 100 .*failed"):
+        study.choose(MODEL, out=out, layers=30)
+    cells = study.choose(MODEL, out=out, layers=30, allow_missing=True)
+    assert _chosen(cells, "sparsegpt", 0.6, "ours") == {"allocation.epsilon": 0.4}
+
+
+def test_choose_refuses_a_missing_candidate(data_dir: Path, tmp_path: Path) -> None:
+    _publish_validation(skip={7})
+    with pytest.raises(RuntimeError, match="1 of 100 .*missing"):
+        study.choose(MODEL, out=tmp_path / "c.json", layers=30)
+    assert not (tmp_path / "c.json").exists()
+    cells = study.choose(MODEL, out=tmp_path / "c.json", layers=30, allow_missing=True)
+    missing = [r for c in cells for r in c.results if r.status == "missing"]
+    assert len(missing) == 1 and missing[0].candidate == study.candidates(30)[7]
+
+
+# ---- final -----------------------------------------------------------------------------------
+
+def _choices(pick: int = -1) -> dict[str, Any]:
+    """Choices of every cell: candidate ``pick`` of each family's grid (no store needed)."""
+    cands = study.candidates(30)
+    results = [study.CandidateResult(c, f"run-{i}", "succeeded", 10.0 + i) for i, c in enumerate(cands)]
+    cells = study.choose_cells(results)
+    for cell in cells:
+        cell.chosen = len(cell.results) - 1 if pick == -1 else min(pick, len(cell.results) - 1)
+    return study.choices_json(MODEL, 30, cells)
+
+
+def test_final_sweep_has_the_chosen_knobs_and_seeds(tmp_path: Path) -> None:
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps(_choices(pick=1)))
+    configs = study.write_final(MODEL, path, tmp_path / "final.yaml")
+    assert expand_sweep(tmp_path / "final.yaml") == configs
+    assert len(configs) == 14 + 42 + 14 + 1
+    main = [c for c in configs if c.calibration.dataset == "wiki:train" and c.pruning.method != "dense"]
+    domain = [c for c in configs if c.calibration.dataset == "lee"]
+    seeds: dict[tuple, set[int]] = {}
+    for c in main:
+        seeds.setdefault((c.pruning.method, c.pruning.sparsity, study.family_of(c)), set()).add(c.calibration.seed)
+    assert len(seeds) == 28
+    assert all(s == ({0} if key[1] == 0.6 else {0, 1, 2}) for key, s in seeds.items())
+    # candidate 1 of each grid: OWL M 5, lambda 0.08; DLP alpha 0.1; ATP f = 0.5; ours eps 0.2
+    owl = {(c.allocation.owl_threshold_m, c.allocation.owl_lambda) for c in main if c.allocation.strategy == "owl"}
+    assert owl == {(5.0, 0.08)}
+    assert {c.allocation.dlp_alpha for c in main if c.allocation.strategy == "dlp"} == {0.1}
+    assert {(c.pruning.sparsity, c.allocation.depth_beta) for c in main if c.allocation.strategy == "depth"} == {
+        (0.6, 0.013793), (0.7, 0.010345)}
+    assert {c.allocation.epsilon for c in main if study.family_of(c) == "ours"} == {0.2}
+    assert len(domain) == 14 and all(c.pruning.sparsity == 0.7 and c.calibration.seed == 0 for c in domain)
+    assert all("study-domain" in c.tags for c in domain) and not any("study-domain" in c.tags for c in main)
+    assert {study.family_of(c) for c in domain} == {f.name for f in study.FAMILIES}
+    dense = [c for c in configs if c.pruning.method == "dense"]
+    assert len(dense) == 1 and dense[0].pruning.sparsity == 0.0
+    for c in configs:
+        ev = c.evaluation
+        assert (ev.perplexity, ev.limit_windows, ev.batch_size, ev.zeroshot_tasks, ev.attention) == (
+            ("wiki", "lee"), None, 8, ("wiki_cloze",), False)
+        assert {"allocation-study", "study-final"} <= set(c.tags)
+    text = (tmp_path / "final.yaml").read_text()
+    assert "overlap" in text  # the lee-length caveat is written into the sweep
+
+
+def test_final_refuses_a_cell_without_choice(tmp_path: Path) -> None:
+    choices = _choices()
+    choices["cells"][3]["chosen"] = None
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps(choices))
+    with pytest.raises(ValueError, match="no chosen knobs"):
+        study.write_final(MODEL, path, tmp_path / "final.yaml")
+    with pytest.raises(ValueError, match="not 'gemma3-270m'"):
+        study.write_final("gemma3-270m", path, tmp_path / "final.yaml")
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+def _summary_row(family: str, wiki: list[float], method: str = "wanda") -> dict[str, Any]:
+    s = pd.Series(wiki)
+    return {"model": MODEL, "method": method, "sparsity": 0.7, "family": family, "wiki_mean": s.mean(),
+            "wiki_std": s.std(ddof=1) if len(s) > 1 else math.nan, "wiki_n": len(s)}
+
+
+def test_verdict_needs_a_margin_beyond_the_larger_spread() -> None:
+    summary = pd.DataFrame([
+        # wanda: ours has the lowest mean, but against OWL the margin 0.9 is within ours' spread (std 1.0):
+        # a comparison of means says "wins"; against the smaller std (0) or the population std (0.82) too
+        _summary_row("ours", [9.0, 10.0, 11.0]),
+        _summary_row("owl", [10.9, 10.9, 10.9]),
+        _summary_row("uniform", [20.0, 21.0, 22.0]),
+        # sparsegpt: ours wins by more than the spread against both
+        _summary_row("ours", [9.0, 9.1, 9.2], "sparsegpt"),
+        _summary_row("owl", [10.0, 10.5, 11.0], "sparsegpt"),
+        _summary_row("dlp", [12.0, 12.0, 12.3], "sparsegpt"),
+    ])
+    rivals = [_summary_row(f, [30.0, 30.0, 30.1], m) for m in ("wanda", "sparsegpt")
+              for f in ("uniform", "owl", "alpha_peak", "dlp", "depth", "hessian_alpha") if f not in set(summary["family"][summary["method"] == m])]
+    summary = pd.concat([summary, pd.DataFrame(rivals)], ignore_index=True)
+    v = study.verdicts(summary, "wiki").set_index("method")
+    assert v.at["wanda", "verdict"] == "no" and bool(v.at["wanda", "ahead_on_means"])
+    assert v.at["wanda", "rival"] == "owl"
+    assert v.at["wanda", "margin"] == pytest.approx(0.9) and v.at["wanda", "spread"] == pytest.approx(1.0)
+    assert v.at["sparsegpt", "verdict"] == "yes" and v.at["sparsegpt", "rival"] == "owl"
+    assert v.at["sparsegpt", "spread"] == pytest.approx(0.5)
+    one_seed = pd.DataFrame([_summary_row("ours", [9.0]), _summary_row("owl", [12.0])])
+    assert study.verdicts(one_seed, "wiki").iloc[0]["verdict"] == "undecided: 1 seed (1 of 6 rivals)"
+    # a win over the families that are there is no win while an anchor is missing
+    assert study.verdicts(summary[summary["family"] != "depth"], "wiki").set_index("method").at["sparsegpt", "verdict"] == "yes (5 of 6 rivals)"
+    assert study.beats_by_spread((9.0, 0.1), (9.5, 0.4)) and not study.beats_by_spread((9.0, 0.6), (9.5, 0.1))
+
+
+def _final_tables(wiki: float, lee: float, acc: float, stage: str = "pruned") -> dict[str, pd.DataFrame]:
+    rows = [{"stage": stage, "dataset": ds, "text_digest": f"d-{ds}", "seqlen": 2048, "limit_windows": None,
+             "n_windows": n, "total_windows": n, "n_tokens": n * 2047, "ppl": v} for ds, v, n in (("wiki", wiki, 175), ("lee", lee, 36))]
+    zs = [{"stage": stage, "task": "wiki_cloze", "metric": "acc", "filter": "none", "value": acc, "num_fewshot": 0, "limit": None}]
+    return {"perplexity": pd.DataFrame(rows), "zeroshot": pd.DataFrame(zs)}
+
+
+def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps(_choices(pick=0)))
+    configs = study.write_final(MODEL, path, tmp_path / "final.yaml")
+    values = {"ours": ([9.0, 10.0, 11.0], 30.0), "owl": ([10.9, 10.9, 10.9], 35.0), "uniform": ([20.0, 21.0, 22.0], 50.0)}
+    n = 0
+    for c in configs:
+        family = study.family_of(c)
+        if c.pruning.method == "dense":
+            publish_run(c, tables=_final_tables(19.2, 25.9, 0.8, stage="dense"), timings={"total": 100.0})
+            n += 1
+        elif c.pruning.method == "wanda" and c.pruning.sparsity == 0.7 and family in values:
+            wiki, lee = values[family]
+            if c.calibration.dataset == "lee":
+                publish_run(c, tables=_final_tables(wiki[0] + 5, 12.0, 0.3), timings={"total": 50.0})
+            else:
+                publish_run(c, tables=_final_tables(wiki[c.calibration.seed], lee + c.calibration.seed, 0.4 + c.calibration.seed / 100),
+                            timings={"total": 200.0 + c.calibration.seed})
+            n += 1
+    assert n == 1 + 3 * 4
+    runs = study.study_runs()
+    assert len(runs) == 13 and runs["seconds"].sum() == pytest.approx(100 + 3 * 50 + 3 * 603)
+    summary = study.summarize(runs).set_index("family")
+    assert summary.at["ours", "wiki_mean"] == pytest.approx(10.0) and summary.at["ours", "wiki_std"] == pytest.approx(1.0)
+    assert summary.at["ours", "wiki_n"] == 3 and summary.at["ours", "lee_mean"] == pytest.approx(31.0)
+    assert summary.at["ours", "wiki_cloze_mean"] == pytest.approx(0.41)
+    assert summary.at["ours", "lee_calibrated_wiki"] == pytest.approx(14.0)  # the lee-calibrated run, not a seed
+    assert summary.at["dense", "wiki_mean"] == pytest.approx(19.2)
+    report = study.study_report()
+    assert "| smollm2-135m | wanda | 70% | ours: Hessian α split | 10.00 ± 1.00 (n=3) | 31.00 ± 1.00 (n=3) | 0.410 ± 0.010 (n=3) | 14.00 |" in report
+    assert "| smollm2-135m | wanda | 70% | wiki | 10.00 ± 1.00 (n=3) | OWL | 10.90 ± 0.00 (n=3) | +0.90 | 1.00 | no (2 of 6 rivals) | yes |" in report
+    assert "| smollm2-135m | wanda | 70% | lee | 31.00 ± 1.00 (n=3) | OWL | 36.00 ± 1.00 (n=3) | +5.00 | 1.00 | yes (2 of 6 rivals) | yes |" in report
+    assert "- lee: ours wins by more than the spread in 0 of 1 (model, method, sparsity) cells (0 undecided with 1 seed, 1 missing some rivals)" in report
+    assert "| all | all | 13 |" in report and f"{(100 + 150 + 1809) / 3600:.2f} |" in report
+    # scripts/findings_tables.py leads with the same section (GPU time summary only)
+    spec = importlib.util.spec_from_file_location("findings_tables", REPO / "scripts" / "findings_tables.py")
+    findings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(findings)
+    section = findings.study_section(str(data_dir / "store"))
+    assert section.startswith("## Allocation study") and "OWL | 10.90 ± 0.00 (n=3) | +0.90 | 1.00 | no (2 of 6 rivals)" in section
+    assert "| run_id |" not in section and "| run_id |" in report
