@@ -5,13 +5,14 @@
 # store), the wheels it lacks, the offline corpora. Then, with scripts/gpu_grid.sh:
 #   call 1: carry .gpu/gguf1 .gpu/w1 .gpu/corpora -> scripts/gpu_grid.sh setup
 #   call 2: carry .gpu/gguf2                      -> scripts/gpu_grid.sh setup
-#   call 3: carry .gpu/gguf3                      -> scripts/gpu_grid.sh setup   (joins and converts)
+#   call 3: carry .gpu/gguf3                      -> scripts/gpu_grid.sh setup
+#   call 4: carry .gpu/gguf4                      -> scripts/gpu_grid.sh setup   (joins and converts)
 #   call 4: carry .gpu/w2                         -> scripts/gpu_grid.sh run WORKERS SECONDS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qs '^/.gpu/$' .git/info/exclude || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
 GGUF=$(.venv/bin/python -c "from pruning.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")
-PARTS=3
+PARTS=4  # the tracked tree is ~30 MB: 4 parts keep every call under the 64 MiB carry limit
 rm -rf .gpu && mkdir -p .gpu/w1 .gpu/w2 .gpu/corpora
 split -n "$PARTS" -d "$GGUF" .gpu/part
 for i in $(seq "$PARTS"); do
