@@ -209,8 +209,9 @@ def test_spectra_set_key_names_and_rejects_bad_values() -> None:
 
 
 @pytest.mark.shipped
-def test_shipped_runs_show_their_weight_esd_from_the_store(tmp_path, monkeypatch) -> None:
-    """Every shipped run with weight spectra finds its stored set (no model, no cache directory)."""
+def test_shipped_runs_show_their_weight_and_hessian_esd_from_the_store(tmp_path, monkeypatch) -> None:
+    """Every shipped run with spectra finds its stored weight and Hessian sets, and the spectra page draws
+    both ESDs of a shipped Hessian run (no model, no cache directory)."""
     import shutil
 
     shutil.copytree(REPO / "data" / "store", tmp_path / "data" / "store",
@@ -221,9 +222,18 @@ def test_shipped_runs_show_their_weight_esd_from_the_store(tmp_path, monkeypatch
     queries.clear_cache()
     rows = queries.run_sql("""SELECT run_id, source, arg_max(name, lambda_max) AS name, max(lambda_max) AS lambda_max
                               FROM spectra WHERE lambda_max > 0 GROUP BY run_id, source""")
-    weight = rows[rows["source"] == "weight"]
-    assert len(weight) >= 69
-    for row in weight.itertuples(index=False):
-        eig = run_eigenvalues(row.run_id, row.name, "weight")
-        assert eig is not None, row.run_id
-        assert eig[-1] == pytest.approx(row.lambda_max, rel=1e-6)
+    assert (rows["source"] == "weight").sum() >= 69 and (rows["source"] == "hessian").sum() >= 16
+    for row in rows.itertuples(index=False):
+        eig = run_eigenvalues(row.run_id, row.name, row.source)
+        assert eig is not None, (row.run_id, row.source)
+        assert eig[-1] == pytest.approx(row.lambda_max, rel=1e-5)
+
+    run_id = str(rows.loc[rows["source"] == "hessian", "run_id"].iloc[0])
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["sb_runs"] = [run_id]
+    at.session_state["spectra_matrix"] = "model.layers.9.mlp.down_proj"
+    at.run()
+    at.switch_page("pages/spectra.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    esd = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
+    assert {"weight ESD", "hessian ESD"} <= {t.get("name") for t in esd["data"]}
