@@ -51,9 +51,9 @@ class RunOutcome:
         return float(rows["ppl"].iloc[0]) if len(rows) else float("nan")
 
 
-def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Reporter) -> None:
+def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Reporter, publish: bool) -> None:
     """The run's stages in order; every table goes into ``outcome.tables`` as soon as it exists,
-    so a failed run still publishes what it made."""
+    so a failed run still publishes what it made. Spectra are published as soon as they are made."""
     compute = Compute.from_config(config)
     pruning_run = stages.is_pruning(config)
     torch.manual_seed(config.seed)
@@ -84,6 +84,8 @@ def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Repo
         with clock("spectra"):
             spectra = stages.spectra(loaded, config, calib_ids, compute, report)
         spectra_table = outcome.tables["spectra"] = spectra.table
+        if publish:
+            stages.publish_spectra(spectra)
         if spectra.reused:  # the timings say the stage was skipped (issue 18)
             clock.seconds["spectra_reused"] = clock.seconds.pop("spectra")
 
@@ -117,7 +119,7 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
     clock = Stopwatch()
     started = time.time()
     try:
-        _work(config, outcome, clock, Reporter(progress))
+        _work(config, outcome, clock, Reporter(progress), publish)
         outcome.status = "succeeded"
     except BaseException as exc:  # noqa: BLE001 - record any failure (incl. KeyboardInterrupt), then re-raise
         outcome.status = "failed"

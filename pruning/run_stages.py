@@ -34,6 +34,7 @@ from pruning.paths import cache_dir
 from pruning.placement import Compute, place_for_inference
 from pruning.prune import owl_outlier_ratios, prune_model
 from pruning.spectral.esd import eig_dtype_from_name
+from pruning.spectral.summary import SpectraResult
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,18 @@ def wants_spectra(config: RunConfig) -> bool:
 
 @dataclass
 class Spectra:
-    """The spectra table (weight, and Hessian when the metric asks) and where each part came from
-    (``computed``, ``cache`` or ``store``)."""
+    """The spectra of a run: one result per source (weight, and Hessian when the metric asks), each
+    saying where it came from (``computed``, ``cache`` or ``store``; pruning.spectral.cache)."""
 
-    table: pd.DataFrame
-    origins: dict[str, str]
+    results: list[SpectraResult]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return pd.concat([r.table for r in self.results], ignore_index=True)
 
     @property
     def reused(self) -> bool:
-        return all(origin != "computed" for origin in self.origins.values())
+        return all(r.origin != "computed" for r in self.results)
 
 
 def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | None, compute: Compute,
@@ -137,16 +141,23 @@ def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | No
     report("spectra", 0.0, "weight spectra")
     weight = spectral.cached_weight_spectra(loaded, device=compute.device, dtype=eig_dtype,
                                             progress=report.steps("spectra", 0.0, 0.5, "matrix"))
-    frames, origins = [weight.table], {"weight": weight.origin}
+    results = [weight]
     if config.allocation.metric.startswith("hessian_") and calib_ids is not None:
         report("spectra", 0.5, "Hessian spectra")
         hessian = spectral.cached_hessian_spectra(
             loaded, calib_ids, device=compute.device, offload=compute.offload, batch_size=compute.batch_size,
             dtype=eig_dtype, progress=report.steps("spectra", 0.5, 1.0, "Hessian block"))
-        frames.append(hessian.table)
-        origins["hessian"] = hessian.origin
+        results.append(hessian)
     report("spectra", 1.0, "spectra done")
-    return Spectra(pd.concat(frames, ignore_index=True), origins)
+    return Spectra(results)
+
+
+def publish_spectra(spectra: Spectra) -> None:
+    """Store every computed part of ``spectra`` as its spectra set (once per model fingerprint,
+    source, precision and calibration; a set already stored is not written again), so that later
+    runs anywhere reuse it and the app draws its ESDs without a model (pruning.store.spectra_sets)."""
+    for result in spectra.results:
+        spectral.cache.publish_spectra(result)
 
 
 def matrix_table(loaded: LoadedModel) -> pd.DataFrame:

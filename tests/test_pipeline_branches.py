@@ -11,6 +11,7 @@ import pytest
 import pruning.spectral.cache as spectra_cache
 from pruning.config import RunConfig
 from pruning.pipeline import execute_run
+from pruning.store import run_detail
 from pruning.synthetic import save_tiny_model_dir
 
 
@@ -107,6 +108,9 @@ def test_second_run_of_the_same_model_skips_the_spectra_stage(tiny_dir, fresh_sp
     linear = {"allocation.strategy": "linear", "allocation.epsilon": 0.2, "allocation.metric": "alpha"}
     first = execute_run(_config(tiny_dir, **linear))
     assert "spectra" in first.timings and "spectra_reused" not in first.timings
+    for path in fresh_spectra.iterdir():  # the local cache gone: the second run reads the store
+        path.unlink()
+    assert run_detail(first.run_id)["env"]["placement"] == {"prune": "gpu", "evaluation": "cpu"}
     second = execute_run(_config(tiny_dir, **linear, **{"pruning.sparsity": 0.5}))
     assert "spectra_reused" in second.timings and "spectra" not in second.timings
     pd.testing.assert_frame_equal(first.tables["spectra"].reset_index(drop=True),

@@ -77,20 +77,22 @@ def test_failed_run_and_retry_attempt(data_dir: Path) -> None:
     assert (data_dir / "store" / "runs" / cfg.run_id / "runs.parquet").exists()  # history kept, untouched
 
 
-def test_publish_outcome_folds_dense_attention(data_dir: Path) -> None:
+def test_publish_outcome_records_fingerprint_and_placement(data_dir: Path) -> None:
     class Outcome:
         run_id = _config().run_id
         config = _config()
         status, error, model_fingerprint = "succeeded", None, "abc"
         timings = {"total": 3.0}
-        tables = {"attention_dense": pd.DataFrame({"stage": ["dense"], "statistic": ["v_entropy"], "value": [1.0]}),
-                  "attention": pd.DataFrame({"stage": ["pruned"], "statistic": ["v_entropy"], "value": [0.9]})}
+        placement = {"prune": "offload", "evaluation": "cuda"}
+        tables = {"attention": pd.DataFrame({"stage": ["dense", "pruned"], "statistic": ["v_entropy"] * 2,
+                                             "value": [1.0, 0.9]})}
 
     publish_outcome(Outcome(), started_at=0.0)
     att = run_table(Outcome.run_id, "attention")
     assert sorted(att["stage"]) == ["dense", "pruned"]
     detail = run_detail(Outcome.run_id)
     assert detail["created_at"] == "1970-01-01T00:00:00+00:00" and detail["env"]["model_fingerprint"] == "abc"
+    assert detail["env"]["placement"] == {"prune": "offload", "evaluation": "cuda"}
 
 
 def test_bad_tables_rejected_before_anything_is_written(data_dir: Path) -> None:

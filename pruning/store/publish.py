@@ -187,14 +187,12 @@ def publish_run(config: RunConfig | Mapping[str, Any], *, status: Literal["succe
 
 def publish_outcome(outcome: Any, started_at: float | None = None, root: Path | str | None = None) -> PublishResult:
     """Publish a ``pruning.pipeline.RunOutcome`` (run_id, config, status, error, tables, timings,
-    model_fingerprint). A leftover ``attention_dense`` table is folded into ``attention``."""
+    model_fingerprint, placement: recorded in the run's ``env``)."""
     tables = dict(outcome.tables)
-    dense = tables.pop("attention_dense", None)
-    if dense is not None:
-        tables["attention"] = pd.concat([dense, tables["attention"]], ignore_index=True) if "attention" in tables else dense
     created = (_dt.datetime.fromtimestamp(started_at, _dt.timezone.utc).isoformat(timespec="seconds")
                if started_at is not None else None)
-    env = {"model_fingerprint": getattr(outcome, "model_fingerprint", None)}
+    env = {"model_fingerprint": getattr(outcome, "model_fingerprint", None),
+           "placement": dict(getattr(outcome, "placement", {}) or {})}
     return publish_run(outcome.config, status=outcome.status, tables=tables, timings=outcome.timings,
                        error=outcome.error, env=env, created_at=created, root=root)
 
