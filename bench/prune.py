@@ -65,11 +65,11 @@ def sparsegpt_kernel(name: str) -> Iterator[None]:
     from dataclasses import replace
 
     from pruning.methods.registry import get_method, method_registered
-    from pruning.methods.sparsegpt import sparsegpt_prune_reference
+    from pruning.methods.sparsegpt import sparsegpt_prune
 
     def per_matrix(W, stats, sparsity, nm, options):
-        return sparsegpt_prune_reference(W, stats.hessian, sparsity, nm=nm, blocksize=options.blocksize,
-                                         percdamp=options.percdamp)[0]
+        return sparsegpt_prune(W, stats.hessian, sparsity, nm=nm, blocksize=options.blocksize,
+                               percdamp=options.percdamp, reference=True)[0]
 
     reference = replace(get_method("sparsegpt"), kernel=per_matrix, group_kernel=None)
     with method_registered(reference, replace=True):

@@ -32,8 +32,8 @@ from pruning.methods.select import prune_count  # noqa: E402
 from pruning.methods.sparsegpt import (  # noqa: E402
     inverse_hessian_cholesky,
     masked_obs_errors,
+    sparsegpt_prune,
     sparsegpt_prune_group,
-    sparsegpt_prune_reference,
 )
 
 log = logging.getLogger("bench.sparsegpt_profile")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # 4. whole kernels on the block (old: per matrix, column loop; new: per group, solves)
     def old_block() -> None:
         for name, _, _, g in mats:
-            sparsegpt_prune_reference(weights[name].to(dev), hessians[g], args.sparsity)
+            sparsegpt_prune(weights[name].to(dev), hessians[g], args.sparsity, reference=True)
 
     def new_block() -> None:
         for g in widths:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"stage": "whole kernel, 4 groups: batched solves (new)", "seconds": timed(dev, new_block)})
     agree = []
     for name, _, _, g in mats[:4] + mats[6:]:
-        ref_W, ref_mask = sparsegpt_prune_reference(weights[name].to(dev), hessians[g], args.sparsity)
+        ref_W, ref_mask = sparsegpt_prune(weights[name].to(dev), hessians[g], args.sparsity, reference=True)
         new_W, new_mask = sparsegpt_prune_group([weights[name].to(dev)], hessians[g], [args.sparsity])[0]
         agree.append({"matrix": name, "mask_equal_share": float((ref_mask == new_mask).float().mean()),
                       "max_abs_diff": float((ref_W - new_W).abs().max())})

@@ -22,6 +22,7 @@ import torch
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
 from pruning.families import MatrixRef, prunable_matrices
+from pruning.layer_stats import dense_block_statistic
 from pruning.methods.apply import prune_linear, prune_linear_group
 from pruning.methods.nm_pattern import parse_nm
 from pruning.methods.owl import block_outlier_ratio
@@ -240,14 +241,9 @@ def owl_outlier_ratios(
     ``(nsamples, seqlen)``."""
     if not M > 0:
         raise ConfigError(f"allocation.owl_m: {M!r} is invalid; accepted: a positive number (5 in the OWL paper)")
-    ratios: dict[int, float] = {}
-
-    def on_block(ctx: BlockContext) -> None:
-        weights = [ref.module.weight.data for ref in ctx.matrices]
-        norms = [ctx.stats[ref.name].act_norm for ref in ctx.matrices]
-        ratios[ctx.index] = block_outlier_ratio(weights, norms, M)
-
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
-                    modifies_blocks=False, batch_size=batch_size, progress=progress)
+    ratios = dense_block_statistic(
+        loaded, calib_ids, lambda weights, norms: block_outlier_ratio(weights, norms, M),
+        device=device, offload=offload, batch_size=batch_size, progress=progress,
+    )
     log.info("OWL outlier ratios (M=%g): %s", M, {k: round(v, 5) for k, v in ratios.items()})
     return ratios

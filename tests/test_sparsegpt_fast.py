@@ -16,7 +16,6 @@ from pruning.methods.sparsegpt import (
     masked_obs_errors,
     sparsegpt_prune,
     sparsegpt_prune_group,
-    sparsegpt_prune_reference,
 )
 
 
@@ -44,7 +43,7 @@ def test_fast_kernel_equals_reference(case, dtype: torch.dtype) -> None:
     out, cols, blocksize, sparsity, nm = case
     W, H = problem(out, cols, dtype, seed=cols + out, dead=3)
     H_before = H.clone()
-    ref_W, ref_mask = sparsegpt_prune_reference(W, H, sparsity, nm=nm, blocksize=blocksize)
+    ref_W, ref_mask = sparsegpt_prune(W, H, sparsity, nm=nm, blocksize=blocksize, reference=True)
     new_W, new_mask = sparsegpt_prune(W, H, sparsity, nm=nm, blocksize=blocksize)
     assert torch.equal(H, H_before)  # not modified
     assert torch.equal(new_mask, ref_mask)
@@ -63,7 +62,7 @@ def test_shared_hessian_group_equals_per_matrix() -> None:
     sparsities = [0.7, 0.5, 0.3]
     grouped = sparsegpt_prune_group([W1, W2, W3], H, sparsities, blocksize=32)
     for W, s, (gW, gmask) in zip((W1, W2, W3), sparsities, grouped):
-        ref_W, ref_mask = sparsegpt_prune_reference(W, H, s, blocksize=32)
+        ref_W, ref_mask = sparsegpt_prune(W, H, s, blocksize=32, reference=True)
         assert torch.equal(gmask, ref_mask)
         torch.testing.assert_close(gW, ref_W, rtol=1e-10, atol=1e-10)
         assert abs(gmask.float().mean().item() - s) < 0.02  # each matrix its own count

@@ -17,8 +17,8 @@ H = 2/N X X^T ``(in, in)`` its Hessian. Algorithm:
 
 Two implementations of step 5, equal up to float rounding (tests/test_sparsegpt_fast.py):
 
-* :func:`sparsegpt_prune_reference` — the column loop of the reference code (three small kernels
-  per column: on a GPU the per-column Python and launch overhead dominates);
+* :func:`sparsegpt_prune` with ``reference=True`` — the column loop of the reference code (three
+  small kernels per column: on a GPU the per-column Python and launch overhead dominates);
 * :func:`sparsegpt_prune_group` (and :func:`sparsegpt_prune`, one matrix) — the errors of a whole
   mask segment in one batched triangular solve. With the mask of the segment fixed, the loop's
   recursion err_i = s_i (w_i - sum_{j<i} err_j U_ji) (s_i = 1/U_ii where pruned, else 0) is, per
@@ -78,33 +78,19 @@ def inverse_hessian_cholesky(
     return U, dead
 
 
-@torch.no_grad()
-def sparsegpt_prune_reference(
-    W: Tensor,
-    H: Tensor,
-    sparsity: float,
-    *,
-    nm: tuple[int, int] | None = None,
-    blocksize: int = 128,
-    percdamp: float = 0.01,
-) -> tuple[Tensor, Tensor]:
-    """Prune and update one weight matrix with SparseGPT.
-
-    W: ``(out, in)`` weights (any dtype; computed in float32); H: ``(in, in)`` Hessian 2/N X^T X
-    (not modified). ``sparsity`` is reached per column block of ``blocksize`` (exact count
-    ``round(sparsity * out * block_width)``); with ``nm=(N, M)`` the N of every M consecutive
-    inputs with the lowest w^2/[U]_jj^2 are pruned (``blocksize % M == 0`` keeps groups aligned).
-
-    Returns ``(W_hat, mask)``: the updated float32 weights ``(out, in)`` with zeros at the pruned
-    entries, and the bool mask ``(out, in)`` (True = pruned). This is the column loop of the
-    reference code, kept as the reference for :func:`sparsegpt_prune_group` (same results up to
-    float rounding, much faster on a GPU).
-    """
-    rows, cols = W.shape
-    if H.shape != (cols, cols):
-        raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W {tuple(W.shape)}; need ({cols}, {cols})")
+def _check_nm_blocksize(nm: tuple[int, int] | None, blocksize: int) -> None:
+    """N:M masks are chosen every M columns inside a column block: the block must hold whole groups."""
     if nm is not None and blocksize % nm[1]:
         raise ValueError(f"SparseGPT: blocksize {blocksize} must be a multiple of M={nm[1]} for N:M {nm[0]}:{nm[1]}")
+
+
+@torch.no_grad()
+def _reference_column_loop(W: Tensor, H: Tensor, sparsity: float, nm: tuple[int, int] | None, blocksize: int,
+                           percdamp: float) -> tuple[Tensor, Tensor]:
+    """:func:`sparsegpt_prune` with ``reference=True``: the column loop of the reference code, one
+    matrix (its Hessian's shape checked by the caller)."""
+    rows, cols = W.shape
+    _check_nm_blocksize(nm, blocksize)
     W = W.detach().to(_compute_dtype(W.dtype)).clone()  # (out, in)
     U, dead = inverse_hessian_cholesky(H.to(W.device), percdamp, dtype=W.dtype)  # (in, in), (in,)
     W[:, dead] = 0.0
@@ -195,12 +181,12 @@ def sparsegpt_prune_group(
     weights: ``(out_k, in)`` each (any dtype; float32 compute, float64 kept); H: ``(in, in)`` =
     2/N X^T X of their shared input (modified only with ``overwrite_hessian``); sparsities: one per
     matrix, reached per column block of ``blocksize`` with the exact count
-    ``round(s * out_k * width)`` of :func:`sparsegpt_prune_reference`; ``nm=(N, M)`` instead prunes N
+    ``round(s * out_k * width)`` of :func:`sparsegpt_prune`; ``nm=(N, M)`` instead prunes N
     of every M consecutive inputs per row. ``inblock``: ``"solve"`` (batched triangular solves) or
     ``"loop"`` (the reference column loop) for the errors inside a block.
 
     Returns ``[(W_hat, mask), ...]`` per matrix: float32 weights ``(out_k, in)`` with zeros at the
-    pruned entries and the bool mask (True = pruned). Equal to :func:`sparsegpt_prune_reference`
+    pruned entries and the bool mask (True = pruned). Equal to ``sparsegpt_prune(..., reference=True)``
     on each matrix up to float rounding (Frantar & Alistarh 2023, Algorithm 1 with lazy batch
     updates; the inverse Hessian is computed once for the group).
     """
@@ -212,8 +198,7 @@ def sparsegpt_prune_group(
             raise ValueError(f"SparseGPT: matrices of a group must share the input width {cols}, got {tuple(W.shape)}")
     if H.shape != (cols, cols):
         raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W (*, {cols}); need ({cols}, {cols})")
-    if nm is not None and blocksize % nm[1]:
-        raise ValueError(f"SparseGPT: blocksize {blocksize} must be a multiple of M={nm[1]} for N:M {nm[0]}:{nm[1]}")
+    _check_nm_blocksize(nm, blocksize)
     for s in sparsities:
         prune_count(1, s)  # validates the range
     dtype = _compute_dtype(weights[0].dtype)
@@ -266,15 +251,25 @@ def sparsegpt_prune(
     nm: tuple[int, int] | None = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    reference: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Prune and update one weight matrix with SparseGPT (Frantar & Alistarh 2023).
 
-    W: ``(out, in)``; H: ``(in, in)`` = 2/N X^T X (not modified). Same contract and results (up to
-    float rounding) as :func:`sparsegpt_prune_reference`, computed by :func:`sparsegpt_prune_group`.
-    Returns ``(W_hat, mask)``, float32 ``(out, in)`` and bool ``(out, in)`` (True = pruned).
+    W: ``(out, in)`` weights (any dtype; computed in float32, float64 kept); H: ``(in, in)`` Hessian
+    2/N X^T X (not modified). ``sparsity`` is reached per column block of ``blocksize`` (exact count
+    ``round(sparsity * out * block_width)``); with ``nm=(N, M)`` the N of every M consecutive
+    inputs with the lowest w^2/[U]_jj^2 are pruned (``blocksize % M == 0`` keeps groups aligned).
+    Computed by :func:`sparsegpt_prune_group`; ``reference=True`` runs the column loop of the
+    reference code instead, kept as the reference for the group kernel (same results up to float
+    rounding, tests/test_sparsegpt_fast.py; much slower on a GPU).
+
+    Returns ``(W_hat, mask)``: the updated float32 weights ``(out, in)`` with zeros at the pruned
+    entries, and the bool mask ``(out, in)`` (True = pruned).
     """
     if H.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"SparseGPT: Hessian shape {tuple(H.shape)} does not match W {tuple(W.shape)}; need ({W.shape[1]}, {W.shape[1]})")
+    if reference:
+        return _reference_column_loop(W, H, sparsity, nm, blocksize, percdamp)
     return sparsegpt_prune_group([W], H, [sparsity], nm=nm, blocksize=blocksize, percdamp=percdamp)[0]
 
 
