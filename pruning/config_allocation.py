@@ -1,0 +1,99 @@
+"""Layer-wise sparsity allocation settings of a run (:class:`AllocationConfig`, the ``allocation``
+section of :class:`pruning.config.RunConfig`; pruning.allocation reads it)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from pruning.config_sections import ConfigSection, matching
+from pruning.errors import ConfigError
+from pruning.presets import MATRIX_TYPES, get_preset, parse_score_groups
+
+Strategy = Literal["uniform", "linear", "owl", "dlp", "depth"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a spectral-table column such as "
+                                      "'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")]
+
+
+class AllocationConfig(ConfigSection):
+    """Layer-wise sparsity allocation (see pruning.allocation and DESIGN.md 'Allocation').
+
+    ``preset`` (a notes column header such as ``"QKVout + split"``) sets ``score_groups`` and
+    ``granularity``; giving both a preset and different explicit values is an error.
+    """
+
+    strategy: Strategy = "uniform"
+    metric: MetricName = Field("alpha_peak", max_length=64)
+    higher_prunes_more: bool = True
+    epsilon: float = Field(0.2, ge=0.0, lt=1.0)
+    preset: str | None = Field(None, max_length=256)
+    score_groups: tuple[str, ...] = MATRIX_TYPES
+    granularity: Literal["block", "split", "matrix"] = "block"
+    min_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    max_sparsity: float = Field(0.99, gt=0.0, le=1.0)
+    owl_threshold_m: float = Field(5.0, gt=0.0, le=1000.0)
+    owl_lambda: float = Field(0.08, ge=0.0, lt=1.0)
+    # DLP (Chen et al., ICML 2025): sparsity spread 2 alpha around S; alpha 0.15 in the reference
+    # code and every published table. The per-block unimportance is the median (the paper) or the
+    # mean (the reference's unstructured path) of the block's Wanda scores (pruning.allocation.dlp).
+    dlp_alpha: float = 0.15
+    dlp_statistic: Literal["median", "mean"] = "median"
+    # ATP (Huang et al., ICML 2025): common difference per block of the sparsity progression; no
+    # default in the paper (searched from 0.002 in steps of 0.002), so strategy 'depth' needs it.
+    depth_beta: float | None = None
+    # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
+    # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
+    # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
+    eig_dtype: Literal["float64", "float32"] = "float64"
+
+    @field_validator("dlp_alpha", "depth_beta")
+    @classmethod
+    def _spread_range(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and 0.0 <= v < 1.0):
+            raise ValueError("accepted range [0, 1)")
+        return v
+
+    @field_validator("score_groups", mode="before")
+    @classmethod
+    def _groups(cls, v: Any) -> tuple[str, ...]:
+        try:
+            return parse_score_groups(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @field_validator("preset")
+    @classmethod
+    def _preset_known(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return get_preset(v).name
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> "AllocationConfig":
+        if self.min_sparsity > self.max_sparsity:
+            raise ValueError(f"min_sparsity {self.min_sparsity} exceeds max_sparsity {self.max_sparsity}")
+        if self.strategy == "depth" and self.depth_beta is None:
+            raise ValueError("strategy 'depth' needs depth_beta (ATP's common difference per block, "
+                             "accepted range [0, 1); the paper searches 0.002, 0.004, ...)")
+        if self.preset is not None:
+            preset = get_preset(self.preset)
+            explicit = self.model_fields_set
+            if "score_groups" in explicit and tuple(self.score_groups) != preset.score_groups:
+                raise ValueError(
+                    f"preset {preset.name!r} fixes score_groups={','.join(preset.score_groups)}, "
+                    f"but score_groups={','.join(self.score_groups)} was also given"
+                )
+            if "granularity" in explicit and self.granularity != preset.granularity:
+                raise ValueError(
+                    f"preset {preset.name!r} fixes granularity={preset.granularity!r}, "
+                    f"but granularity={self.granularity!r} was also given"
+                )
+            object.__setattr__(self, "score_groups", preset.score_groups)
+            object.__setattr__(self, "granularity", preset.granularity)
+        return self
