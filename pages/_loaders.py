@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from pruning.app_support.runs_view import ALLOCATION_KNOBS_SQL, with_allocation_knobs
 from pruning.app_support.spectra import run_eigenvalues
 from pruning.store import queries
 from pruning.store.annotations import annotation_problems
 from pruning.store.catalog import snapshot
-from pruning.store.errors import RunNotFoundError
+from pruning.store.errors import RunNotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,23 @@ def load_attention(version: str, run_ids: tuple[str, ...] | None = None) -> pd.D
 def runs() -> pd.DataFrame:
     """All runs at the current catalog version."""
     return load_runs(catalog_version())
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def load_allocation_knobs(version: str) -> pd.DataFrame:
+    """Each run's strategy knobs from its stored config (``runs_view.ALLOCATION_KNOBS_SQL``); empty
+    when the store cannot answer (the runs table then shows no knob values)."""
+    try:
+        return queries.run_sql(ALLOCATION_KNOBS_SQL)
+    except StoreError as exc:
+        log.warning("allocation knobs unavailable: %s", exc)
+        return pd.DataFrame(columns=["run_id"])
+
+
+def runs_with_knobs() -> pd.DataFrame:
+    """All runs with the knobs of OWL, DLP and ATP (``runs_view.with_allocation_knobs``)."""
+    version = catalog_version()
+    return with_allocation_knobs(load_runs(version), load_allocation_knobs(version))
 
 
 def clear_caches() -> None:

@@ -18,6 +18,7 @@ from pruning.app_support.launch import (
     grid_size,
     method_choices,
     parse_value_list,
+    shown_fields,
     submission_token,
     sweep_spec,
     validate_form,
@@ -84,15 +85,20 @@ backend = st.radio(
     key="launch.backend",
     help="local: a worker process on this machine; ray: the team's Ray cluster",
 )
+# outside the form: choosing a strategy reruns the page, so the form shows that strategy's knobs
+STRATEGY = "allocation.strategy"
+kind, label, options = form_field(STRATEGY)
+strategy = WIDGETS[kind](label, key=key(STRATEGY), **options)
 pressed = st.session_state.get("launch.submit", False)
 config, errors = validate_form(form_values()) if pressed else (None, {})
 
 with st.form("launch_form"):
-    for title, fields in FORM_SECTIONS.items():
+    for title in FORM_SECTIONS:
+        fields = [f for f in shown_fields(title, strategy) if f != STRATEGY]
         st.markdown(f"**{title}**")
         cols = st.columns(len(fields))
         for col, field in zip(cols, fields):
-            kind, label, options = form_field(field)
+            kind, label, options = form_field(field, st.session_state.get(key(field)))
             with col:
                 WIDGETS[kind](label, key=key(field), **options)
                 if field in errors:

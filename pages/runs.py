@@ -1,5 +1,6 @@
 """Runs: every run and reference result set — filter (kind, method, sparsity, status, preset, metric, ε,
-protocol, text), group, see the config knobs against perplexity, pick rows into Compare, annotate."""
+protocol, allocation strategy, DLP α, ATP β, text), group, see the config knobs against perplexity, pick
+rows into Compare, annotate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import streamlit as st
 
 from pages._common import show_run, stop_with_info, table as table_widget
 from pages._frame import enter_page
-from pages._loaders import clear_caches, runs
+from pages._loaders import clear_caches, runs_with_knobs
 from pages._sidebar import select_runs, selected_model
 from pages._url import PageAddress
 from pruning.app_support.formatting import format_sparsity
@@ -21,9 +22,14 @@ COLUMNS = [
     "kind",
     "model",
     "method",
+    "strategy",
     "preset",
     "metric",
     "epsilon",
+    "owl_lambda",
+    "dlp_alpha",
+    "dlp_statistic",
+    "depth_beta",
     "sparsity",
     "nm",
     "ppl",
@@ -40,7 +46,8 @@ URL_FIELDS = [
     list_field("kind", "runs_kinds"), list_field("method", "runs_methods"), list_field("status", "runs_statuses"),
     list_field("sparsity", "runs_sparsities"), list_field("preset", "runs_presets"), list_field("metric", "runs_metrics"),
     list_field("eps", "runs_epsilons"), list_field("protocol", "runs_protocols"), text_field("q", "runs_search"),
-    text_field("group", "runs_group"),
+    text_field("group", "runs_group"), list_field("strategy", "runs_strategies"), list_field("dlp", "runs_dlp_alphas"),
+    list_field("beta", "runs_depth_betas"),
 ]
 NO_GROUP = "(none)"
 
@@ -48,7 +55,7 @@ enter_page()
 st.title("Runs and reference results")
 if flash := st.session_state.pop("runs_flash", None):
     st.success(plain(flash))
-table = runs()
+table = runs_with_knobs()
 if table.empty:
     stop_with_info("The results store is empty: import the notes (`python -m pruning import-notes`) or launch a run.")
 
@@ -88,17 +95,24 @@ protocols = pick(d4, "Protocol", "runs_protocols", options_of("ppl_protocol"),
 address.restore("runs_group", [NO_GROUP, *GROUP_BY])
 group = d5.selectbox("Group by", [NO_GROUP, *GROUP_BY], key="runs_group",
                      format_func=lambda g: GROUP_BY.get(g, g))
+e1, e2, e3, _ = st.columns([2, 1, 1, 2])
+strategies = pick(e1, "Allocation", "runs_strategies", options_of("strategy"),
+                  help="uniform, linear (AlphaPruning), owl, dlp (DLP), depth (ATP)")
+dlp_alphas = pick(e2, "DLP α", "runs_dlp_alphas", options_of("dlp_alpha"))
+depth_betas = pick(e3, "ATP β", "runs_depth_betas", options_of("depth_beta"))
 address.write({"runs_kinds": kinds, "runs_methods": st.session_state.get("runs_methods"),
                "runs_statuses": st.session_state.get("runs_statuses"),
                "runs_sparsities": st.session_state.get("runs_sparsities"),
                "runs_presets": st.session_state.get("runs_presets"), "runs_metrics": st.session_state.get("runs_metrics"),
                "runs_epsilons": st.session_state.get("runs_epsilons"),
                "runs_protocols": st.session_state.get("runs_protocols"), "runs_search": text or None,
-               "runs_group": None if group == NO_GROUP else group})
+               "runs_group": None if group == NO_GROUP else group,
+               **{k: st.session_state.get(k) for k in ("runs_strategies", "runs_dlp_alphas", "runs_depth_betas")}})
 
 filters = RunFilters(kinds=tuple(kinds), methods=tuple(methods), statuses=tuple(statuses),
                      sparsities=tuple(sparsities), presets=tuple(presets), metrics=tuple(metrics),
-                     epsilons=tuple(epsilons), protocols=tuple(protocols), text=text or "")
+                     epsilons=tuple(epsilons), protocols=tuple(protocols), strategies=tuple(strategies),
+                     dlp_alphas=tuple(dlp_alphas), depth_betas=tuple(depth_betas), text=text or "")
 filtered = filter_runs(scope, filters)
 n_budgeted = int(filtered["ppl_budgeted"].fillna(False).astype(bool).sum()) if "ppl_budgeted" in filtered else 0
 view = filtered.assign(preset=preset_text(filtered))
@@ -143,6 +157,11 @@ event = st.dataframe(
             "are not comparable (budgeted = a smoke run's window budget)"),
         "zeroshot_mean": st.column_config.NumberColumn("zero-shot mean", format="%.4f", width="small"),
         "epsilon": st.column_config.NumberColumn("ε", format="%g", width="small"),
+        "strategy": st.column_config.TextColumn("allocation", width="small"),
+        "owl_lambda": st.column_config.NumberColumn("OWL λ", format="%g", width="small"),
+        "dlp_alpha": st.column_config.NumberColumn("DLP α", format="%g", width="small"),
+        "dlp_statistic": st.column_config.TextColumn("DLP statistic", width="small"),
+        "depth_beta": st.column_config.NumberColumn("ATP β", format="%g", width="small"),
         "sparsity": st.column_config.NumberColumn("sparsity", format="percent", width="small"),
         "status": st.column_config.TextColumn("status", width="small"),
         "tags": st.column_config.ListColumn("tags"),
@@ -154,8 +173,8 @@ with st.expander("Config knobs against perplexity", expanded=False):
         st.caption("Needs at least two of the team's runs with a perplexity, all of one protocol: "
                    "filter a protocol (and a model in the sidebar).")
     else:
-        st.caption("One line per run: allocation, metric, preset, sparsity and ε against perplexity (log); "
-                   "drag along an axis to keep a range.")
+        st.caption("One line per run: allocation, metric, preset, sparsity, ε, DLP α and ATP β against "
+                   "perplexity (log); drag along an axis to keep a range.")
         st.plotly_chart(knobs, key="runs_knobs")
 picked = view.iloc[event.selection.rows]["run_id"].tolist() if event and event.selection.rows else []
 st.session_state["picked_runs"] = picked

@@ -32,9 +32,11 @@ def fill_with_notes(data_dir: Path) -> None:
 
 
 def publish_synthetic_run(
-    n_blocks: int = 6, method: str = "wanda", sparsity: float = 0.6, label: str = "synthetic", n_heads: int = 4
+    n_blocks: int = 6, method: str = "wanda", sparsity: float = 0.6, label: str = "synthetic", n_heads: int = 4,
+    allocation: dict | None = None, pruned_ppl: float = 31.5, tags: tuple[str, ...] = (),
 ) -> str:
-    """Publish a run of a made-up ``n_blocks``-block model with every table; returns its run id."""
+    """Publish a run of a made-up ``n_blocks``-block model with every table; returns its run id.
+    ``allocation``: the run's allocation section (default: AlphaPruning, preset QKVout, ε 0.2)."""
     from pruning.config import RunConfig
     from pruning.store.publish import publish_run
 
@@ -42,7 +44,9 @@ def publish_synthetic_run(
         {
             "model": {"name": f"synthetic-{n_blocks}-blocks"},
             "label": label,
-            "allocation": {"strategy": "linear", "preset": "QKVout", "metric": "alpha_peak", "epsilon": 0.2},
+            "tags": list(tags),
+            "allocation": allocation
+            or {"strategy": "linear", "preset": "QKVout", "metric": "alpha_peak", "epsilon": 0.2},
             "pruning": {"method": method, "sparsity": sparsity},
             "evaluation": {"attention": True},
         }
@@ -106,7 +110,7 @@ def publish_synthetic_run(
                 "nll": np.log(p),
                 "ppl": p,
             }
-            for s, p in (("dense", 18.0), ("pruned", 31.5))
+            for s, p in (("dense", 18.0), ("pruned", pruned_ppl))
         ]
     )
     zeroshot = pd.DataFrame(
@@ -173,6 +177,20 @@ def notes_store(data_dir: Path) -> Path:
     """A temporary store holding the notes (references only)."""
     fill_with_notes(data_dir)
     return data_dir
+
+
+@pytest.fixture()
+def strategy_store(data_dir: Path) -> dict[str, str]:
+    """Wanda runs of the synthetic 6-block model at 60 %, one per allocation strategy (tag
+    study-validation): AlphaPruning (QKVout), uniform, DLP (preset QKVout too) and ATP."""
+    runs = {
+        "linear": (None, 31.5),
+        "uniform": ({"strategy": "uniform"}, 35.0),
+        "dlp": ({"strategy": "dlp", "preset": "QKVout", "dlp_alpha": 0.05}, 29.0),
+        "depth": ({"strategy": "depth", "depth_beta": 0.004}, 33.0),
+    }
+    return {name: publish_synthetic_run(6, allocation=alloc, pruned_ppl=ppl, label=name, tags=("study-validation",))
+            for name, (alloc, ppl) in runs.items()}
 
 
 @pytest.fixture()
@@ -294,6 +312,39 @@ def test_runs_page_sends_selected_rows_to_compare(full_store):
     assert [t.value for t in at.title] == ["Compare runs"]
     assert set(at.session_state["sb_runs"]) == {full_store["six"], full_store["four"]}
     assert "pruning.method" in frame(at, "compare_diff").index
+
+
+def test_grid_page_gives_dlp_and_atp_runs_their_own_columns(strategy_store):
+    at = open_page("grid")
+    at.selectbox(key="grid_model").set_value("synthetic-6-blocks").run()
+    assert not at.exception
+    grid = frame(at, "grid_table")
+    assert list(grid.columns) == ["dense", "uniform", "DLP", "ATP", "QKVout"]  # baseline first, then strategies
+    assert grid.loc["Wanda", "DLP"].startswith("● 29.00") and grid.loc["Wanda", "ATP"].startswith("● 33.00")
+    assert grid.loc["Wanda", "QKVout"].startswith("● 31.50")  # the DLP run (29.00, preset QKVout) is not in it
+    assert "×" not in grid.loc["Wanda", "QKVout"]
+
+
+def test_runs_page_shows_the_allocation_knobs_of_the_study(strategy_store):
+    at = open_page()
+    table = frame(at, "runs_table").set_index("run_id")
+    assert {"strategy", "dlp_alpha", "depth_beta", "owl_lambda", "dlp_statistic"} <= set(table.columns)
+    assert table.loc[strategy_store["dlp"], "dlp_alpha"] == 0.05
+    assert table.loc[strategy_store["dlp"], "dlp_statistic"] == "median"
+    assert table.loc[strategy_store["depth"], "depth_beta"] == 0.004
+    others = [strategy_store["linear"], strategy_store["uniform"]]
+    assert table.loc[others, ["dlp_alpha", "depth_beta"]].isna().all().all()
+    at.text_input(key="runs_search").set_value("study-validation").run()  # the study's tag
+    at.multiselect(key="runs_strategies").set_value(["depth"]).run()
+    shown = frame(at, "runs_table")
+    assert shown["run_id"].tolist() == [strategy_store["depth"]] and at.query_params["strategy"] == "depth"
+    at.multiselect(key="runs_strategies").set_value([]).run()
+    at.multiselect(key="runs_dlp_alphas").set_value(["0.05"]).run()
+    assert frame(at, "runs_table")["run_id"].tolist() == [strategy_store["dlp"]]
+    at.multiselect(key="runs_dlp_alphas").set_value([]).run()
+    at.selectbox(key="runs_group").set_value("strategy").run()
+    groups = frame(at, "runs_groups").set_index("allocation")
+    assert groups.loc["depth", "best ppl"] == 33.0 and groups.loc["dlp", "best ppl"] == 29.0
 
 
 def test_grid_page_shows_the_notes_tables(notes_store):
@@ -544,6 +595,31 @@ def test_launch_rejects_bad_input_inline(notes_store, field, widget, value):
     errors = [e.value for e in at.error]
     assert errors and errors[0].startswith(field), errors
     assert _queue_jobs() == []
+
+
+def test_launch_shows_the_knobs_of_the_chosen_strategy_and_needs_atp_beta(data_dir, monkeypatch):
+    monkeypatch.setattr("pruning.jobs.ensure_local_worker", lambda *a, **k: None)
+    at = open_page("launch")
+    keys = lambda: {n.key for n in at.number_input} | {s.key for s in at.selectbox}  # noqa: E731
+    assert not {"launch.allocation.dlp_alpha", "launch.allocation.depth_beta"} & keys()  # linear: ε only
+    at.selectbox(key="launch.allocation.strategy").set_value("dlp").run()
+    assert {"launch.allocation.dlp_alpha", "launch.allocation.dlp_statistic"} <= keys()
+    assert "launch.allocation.depth_beta" not in keys()
+    at.selectbox(key="launch.allocation.strategy").set_value("depth").run()
+    assert "launch.allocation.depth_beta" in keys() and "launch.allocation.dlp_alpha" not in keys()
+    at.button(key="launch.submit").click().run()  # ATP without β
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("allocation.depth_beta: strategy 'depth' needs depth_beta")
+    assert _queue_jobs() == []
+    at.number_input(key="launch.allocation.depth_beta").set_value(0.004)
+    at.selectbox(key="launch.calibration.dataset").set_value("wiki:train")
+    at.multiselect(key="launch.evaluation.perplexity").set_value(["wiki:validation"])
+    at.button(key="launch.submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    (job,) = _queue_jobs()
+    assert job.config["allocation"]["strategy"] == "depth" and job.config["allocation"]["depth_beta"] == 0.004
+    assert job.config["calibration"]["dataset"] == "wiki:train"
+    assert list(job.config["evaluation"]["perplexity"]) == ["wiki:validation"]
 
 
 def test_launch_submits_once_and_starts_a_worker(notes_store, tmp_path, monkeypatch):

@@ -358,11 +358,48 @@ def test_form_fields_are_runconfig_fields_with_valid_defaults():
     config = build_run_config(defaults)  # a misspelled key would be an "unknown field" ConfigError
     flat = flatten(config.to_dict())
     assert all(field in flat for field in FORM_FIELDS)
-    # every offered corpus is one the engine knows (text:PATH is typed in)
-    from pruning.data import CORPORA
+    # every offered corpus is one the engine knows, with a split it holds (text:PATH is typed in)
+    from pruning.data import check_dataset_spec
 
-    offered = FORM_FIELDS["evaluation.perplexity"][2]["options"]
-    assert offered == ["wiki", "lee", "wikitext2", "c4"] and set(offered) < set(CORPORA)
+    for field in ("calibration.dataset", "evaluation.perplexity"):
+        offered = FORM_FIELDS[field][2]["options"]
+        assert offered[0] == "wiki" and {"wiki:train", "wiki:validation", "lee", "wikitext2", "c4"} <= set(offered)
+        for spec in offered:
+            check_dataset_spec(spec, field)
+
+
+def test_launch_form_shows_and_sends_a_strategys_knobs_only_for_that_strategy():
+    from pruning.app_support.launch import FORM_SECTIONS, form_field, shown_fields
+
+    knobs = {"allocation.dlp_alpha", "allocation.dlp_statistic", "allocation.depth_beta"}
+    assert knobs <= set(FORM_SECTIONS["Allocation"])
+    assert not knobs & set(shown_fields("Allocation", "linear"))
+    assert knobs & set(shown_fields("Allocation", "dlp")) == {"allocation.dlp_alpha", "allocation.dlp_statistic"}
+    assert knobs & set(shown_fields("Allocation", "depth")) == {"allocation.depth_beta"}
+    base = {"pruning.method": "wanda", "allocation.dlp_alpha": 0.05, "allocation.dlp_statistic": "mean",
+            "allocation.depth_beta": 0.004}
+    dlp, errors = validate_form({**base, "allocation.strategy": "dlp"})
+    assert errors == {} and (dlp.allocation.dlp_alpha, dlp.allocation.dlp_statistic) == (0.05, "mean")
+    assert dlp.allocation.depth_beta is None  # ATP's β is no knob of a DLP run
+    depth, _ = validate_form({**base, "allocation.strategy": "depth"})
+    assert depth.allocation.depth_beta == 0.004 and depth.allocation.dlp_alpha == 0.15
+    # a hidden knob never changes the run id of another strategy's run
+    linear, _ = validate_form({**base, "allocation.strategy": "linear"})
+    assert linear.run_id == build_run_config({"pruning.method": "wanda", "allocation.strategy": "linear"}).run_id
+    # ATP without β: the config's message, under the β field
+    config, errors = validate_form({**base, "allocation.strategy": "depth", "allocation.depth_beta": None})
+    assert config is None and list(errors) == ["allocation.depth_beta"]
+    assert errors["allocation.depth_beta"].startswith("allocation.depth_beta: strategy 'depth' needs depth_beta")
+    _, errors = validate_form({**base, "allocation.strategy": "depth", "allocation.depth_beta": 1.5})
+    assert "accepted range [0, 1)" in errors["allocation.depth_beta"]
+    # the validation split for choosing knobs, the train split for calibrating apart from it
+    config, errors = validate_form({**base, "allocation.strategy": "depth", "calibration.dataset": "wiki:train",
+                                    "evaluation.perplexity": ["wiki:validation"]})
+    assert errors == {} and config.calibration.dataset == "wiki:train"
+    assert config.evaluation.perplexity == ("wiki:validation",)
+    # a typed calibration text stays listed (so the select keeps it selected)
+    assert form_field("calibration.dataset", "text:notes.txt")[2]["options"][-1] == "text:notes.txt"
+    assert form_field("calibration.dataset", "wiki:train")[2]["options"].count("wiki:train") == 1
 
 
 def test_model_roots_resolve_links(tmp_path: Path):
@@ -476,6 +513,27 @@ def test_grid_columns_separate_uniform_owl_and_non_default_metrics():
     assert grid.columns[:2] == ["uniform", "OWL"]
     assert grid.value("Wanda", "all") == 102.45 and grid.value("Wanda", "all · hessian_alpha") == 100.53
     assert grid.value("Wanda", "OWL") == 123.16 and grid.value("Wanda", "uniform") == 119.57
+    # DLP and ATP (depth) runs get their own columns whatever their preset, next to uniform and OWL;
+    # the AlphaPruning column keeps its own runs only (a DLP run of preset "all" no longer lands there)
+    assert column_label("all", False, None, "dlp", None, "run") == "DLP"
+    assert column_label("QKVout", False, None, "depth", "alpha_peak", "run") == "ATP"
+    assert column_label("all", True, None, "dlp", None, "run") == "GT"
+    more = pd.concat([cells, pd.DataFrame({
+        "kind": "run", "run_id": ["e", "f", "g"], "model": "m", "method": "wanda", "preset": ["all", "all", None],
+        "preset_raw": None, "epsilon": None, "sparsity": 0.6, "dataset": "wiki", "ppl": [95.0, 99.0, 110.0],
+        "is_baseline": False, "strategy": ["dlp", "dlp", "depth"], "metric": None,
+    })], ignore_index=True)
+    grid = build_grid(more, model="m", sparsity=0.6, dataset="wiki")
+    assert grid.columns == ["uniform", "OWL", "DLP", "ATP", "all", "all · hessian_alpha"]
+    assert grid.value("Wanda", "DLP") == 95.0 and int(grid.count.loc["Wanda", "DLP"]) == 2
+    assert grid.value("Wanda", "ATP") == 110.0 and int(grid.count.loc["Wanda", "all"]) == 1
+    assert grid.value("Wanda", "all") == 102.45  # unchanged: 95.0 (DLP) would have won the cell
+    with_gt = pd.concat([more, pd.DataFrame({"kind": "reference", "run_id": ["gt"], "model": "m", "method": "wanda",
+                                             "preset": "all", "sparsity": 0.6, "dataset": "wiki", "ppl": [101.0],
+                                             "is_baseline": True, "strategy": None, "metric": "alpha"})],
+                        ignore_index=True)
+    assert build_grid(with_gt, model="m", sparsity=0.6, dataset="wiki").columns[:5] == [
+        "GT", "uniform", "OWL", "DLP", "ATP"]
 
 
 def test_esd_plot_spans_the_data_and_places_xmin_in_data_units():

@@ -88,6 +88,14 @@ def test_report_states_protocols_run_labels_and_provenance(report):
     assert report.count("Plotly.newPlot") == report.count('class="plotly-graph-div"') == 5  # 2 grids, metric, ESD, sparsity
 
 
+def test_report_says_the_store_holds_no_eigenvalues_when_it_has_none(shipped):
+    """ESDs come from the store's spectra sets (no model, no machine-local cache): the note says so."""
+    from pruning.app_support.report import build_report
+
+    text = without_scripts(build_report(RUNS[:1], ["spectra"], eigenvalues=lambda *_: None))
+    assert "No eigenvalues of the weight spectrum in the results store" in text and "spectra cache" not in text
+
+
 def test_report_is_self_contained(report):
     from plotly.offline import get_plotlyjs
 
@@ -138,7 +146,7 @@ def test_report_cli_writes_the_file_and_rejects_bad_values(shipped, tmp_path, ca
     from pruning.cli import main
 
     out = tmp_path / "minutes" / "report.html"
-    assert main(["report", "--runs", RUNS[0], RUNS[1], "--views", "grid,compare", "--no-model-load",
+    assert main(["report", "--runs", RUNS[0], RUNS[1], "--views", "grid,compare",
                  "--out", str(out)]) == 0
     document = out.read_text(encoding="utf-8")
     assert "<h2>Perplexity grid</h2>" in document and "<h2>Spectra</h2>" not in document

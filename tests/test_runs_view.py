@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning.app_support.runs_view import RunFilters, filter_runs, group_runs, knobs_figure, preset_text
+from pruning.app_support.runs_view import (
+    RunFilters, filter_runs, group_runs, knobs_figure, preset_text, with_allocation_knobs,
+)
 
 FULL = "wiki full 175×2048"
 RUNS = pd.DataFrame([
@@ -64,6 +66,54 @@ def test_knobs_figure_one_line_per_run_with_a_perplexity_of_one_protocol():
     mixed = RUNS.copy()
     mixed.loc[0, "ppl_protocol"] = "wiki budgeted 1/44,778×8"
     assert knobs_figure(mixed) is None
+
+
+STUDY = pd.DataFrame([
+    # the allocation study's validation runs: DLP at two α (one config without the knob written), ATP
+    # at two β, one linear run whose stored config carries DLP's default, one OWL run, one reference
+    ("dlp-1", "run", "wanda", "dlp", 0.2, 60.0, FULL),
+    ("dlp-2", "run", "wanda", "dlp", None, 58.0, FULL),
+    ("atp-1", "run", "wanda", "depth", None, 61.0, FULL),
+    ("atp-2", "run", "wanda", "depth", None, 64.0, FULL),
+    ("lin", "run", "wanda", "linear", 0.2, 59.0, FULL),
+    ("owl", "run", "wanda", "owl", None, 63.0, FULL),
+    ("ref", "reference", "wanda", None, 0.2, 20.0, "wikitext2 as published"),
+], columns=["run_id", "kind", "method", "strategy", "epsilon", "ppl", "ppl_protocol"])
+STORED_KNOBS = pd.DataFrame({  # rows of ALLOCATION_KNOBS_SQL: the config's values as JSON text
+    "run_id": ["dlp-1", "dlp-2", "atp-1", "atp-2", "lin", "owl", "atp-1"],
+    "owl_lambda": [None, None, None, None, "0.08", "0.1", None],
+    "dlp_alpha": ["0.05", None, None, None, "0.15", None, None],
+    "dlp_statistic": ["mean", None, None, None, "median", None, None],
+    "depth_beta": [None, None, "0.004", "0.008", None, None, "0.004"],  # a second attempt of atp-1
+})
+
+
+def test_strategy_knobs_join_the_runs_of_their_strategy_only():
+    table = with_allocation_knobs(STUDY, STORED_KNOBS).set_index("run_id")
+    assert table["dlp_alpha"].tolist()[:2] == [0.05, 0.15]  # dlp-2 wrote no α: the default
+    assert table.loc["dlp-1", "dlp_statistic"] == "mean" and table.loc["dlp-2", "dlp_statistic"] == "median"
+    assert table.loc[["atp-1", "atp-2"], "depth_beta"].tolist() == [0.004, 0.008]
+    assert table.loc["owl", "owl_lambda"] == 0.1
+    # a knob of another strategy stays blank: the linear run's stored DLP default is no DLP α
+    assert math.isnan(table.loc["lin", "dlp_alpha"]) and table.loc["lin", "dlp_statistic"] is None
+    assert table.loc[["lin", "ref", "dlp-1"], "depth_beta"].isna().all() and len(table) == len(STUDY)
+    empty = with_allocation_knobs(STUDY, pd.DataFrame(columns=["run_id"]))  # the store could not answer
+    assert empty.loc[empty["strategy"] == "dlp", "dlp_alpha"].tolist() == [0.15, 0.15]
+    assert empty["depth_beta"].isna().all()
+
+
+def test_filters_and_groups_by_strategy_dlp_alpha_and_atp_beta():
+    table = with_allocation_knobs(STUDY, STORED_KNOBS)
+    ours = filter_runs(table, RunFilters(strategies=("dlp", "depth")))
+    assert list(ours["run_id"]) == ["dlp-1", "dlp-2", "atp-1", "atp-2"]
+    assert list(filter_runs(table, RunFilters(dlp_alphas=(0.05,)))["run_id"]) == ["dlp-1"]
+    assert list(filter_runs(table, RunFilters(depth_betas=(0.008,)))["run_id"]) == ["atp-2"]
+    atp = group_runs(table[table["strategy"] == "depth"], "depth_beta")
+    assert atp["ATP β"].tolist() == [0.004, 0.008] and atp["best ppl"].tolist() == [61.0, 64.0]
+    fig = knobs_figure(table)
+    axes = {d.label: list(d["values"]) for d in fig.data[0].dimensions}
+    assert sorted(axes["DLP α"]) == [-0.05] * 4 + [0.05, 0.15]  # runs without α below the axis' values
+    assert sorted(axes["ATP β"])[-2:] == [0.004, 0.008]
 
 
 def test_run_colors_are_distinct_stable_and_follow_a_run_into_its_stage_series():

@@ -195,9 +195,10 @@ def test_default_roots_refuse_etc_passwd(monkeypatch):
 
 def test_launch_page_refuses_text_outside_the_roots(notes_store):
     at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["launch.calibration.dataset"] = "text:/etc/passwd"  # typed into the select (a new option)
     at.run()
     at.switch_page("pages/launch.py").run()
-    at.text_input(key="launch.calibration.dataset").set_value("text:/etc/passwd")
+    assert at.selectbox(key="launch.calibration.dataset").value == "text:/etc/passwd"
     at.button(key="launch.submit").click().run()
     assert not at.exception
     errors = [e.value for e in at.error]

@@ -19,8 +19,8 @@ import pandas as pd
 
 from pruning.app_support.formatting import format_delta_pct, format_ppl
 from pruning.app_support.grid_labels import (
-    BASELINE_COLUMN, DENSE_COLUMN, METHOD_LABELS, METHOD_ORDER, NO_PRESET, OWL_COLUMN, OWN_RUN_MARK, UNIFORM_COLUMN,
-    UNLABELED_METHOD, column_label, method_label, ordered,
+    BASELINE_COLUMN, DENSE_COLUMN, METHOD_LABELS, METHOD_ORDER, NO_PRESET, OWN_RUN_MARK, STRATEGY_COLUMN_ORDER,
+    UNIFORM_COLUMN, UNLABELED_METHOD, column_label, method_label, ordered,
 )
 from pruning.presets import preset_names
 from pruning.protocol import ppl_protocol_options
@@ -138,11 +138,11 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
     """Pivot perplexity values into the method x preset grid.
 
     Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:
-    "GT" first, then presets in the notes' order, then unknown presets. Cell = lowest
-    perplexity (NaN values only count when nothing else is there); delta = cell - the row's
-    baseline: the GT column where the table has one, else the uniform column. ``dense``: the
-    unpruned model's perplexity (same protocol), pinned first as a "dense" column when the table
-    has no GT. ``epsilon``: only that ε (and values without one); None: all.
+    "GT" first, then the strategies' own columns (uniform, OWL, DLP, ATP), then presets in the notes'
+    order, then unknown presets. Cell = lowest perplexity (NaN values only count when nothing else is
+    there); delta = cell - the row's baseline: the GT column where the table has one, else the
+    uniform column. ``dense``: the unpruned model's perplexity (same protocol), pinned first as a
+    "dense" column when the table has no GT. ``epsilon``: only that ε (and values without one); None: all.
     ``protocol``: the evaluation protocol whose values are shown (None: :func:`default_protocol`);
     values of other protocols never enter a cell, its count or its ε curve.
     """
@@ -166,8 +166,8 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
                      for p, b, r, st, me, k in zip(sub["preset"], base, raw, strategy, metric, kind)]
     sub["ppl"] = pd.to_numeric(sub["ppl"], errors="coerce")
     rows = ordered(set(sub["row"]), [METHOD_LABELS[m] for m in METHOD_ORDER], last=[UNLABELED_METHOD])
-    columns = ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, UNIFORM_COLUMN, OWL_COLUMN],
-                       last=[NO_PRESET])
+    columns = ordered(set(sub["column"]), preset_names(), first=[BASELINE_COLUMN, *STRATEGY_COLUMN_ORDER],
+                      last=[NO_PRESET])
     baseline = next((c for c in (BASELINE_COLUMN, UNIFORM_COLUMN) if c in columns), None)
     if dense is not None and BASELINE_COLUMN not in columns:
         columns = [DENSE_COLUMN, *columns]

@@ -1,12 +1,13 @@
 """Row and column labels of the perplexity grid: a method's display name, the column of one value
-(GT, uniform, OWL, a preset, "preset · metric") and the display order of both."""
+(GT, a strategy's own column — uniform, OWL, DLP, ATP —, a preset, "preset · metric") and the display
+order of both."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-from pruning.presets import normalize_preset_name, preset_names
+from pruning.presets import STRATEGY_COLUMNS, normalize_preset_name, preset_names, strategy_column
 
 BASELINE_COLUMN = "GT"
 DENSE_COLUMN = "dense"  # the unpruned model, pinned first in a table without the notes' GT
@@ -15,8 +16,11 @@ METHOD_LABELS: dict[str, str] = {"magnitude": "magnitude", "wanda": "Wanda", "sp
 UNLABELED_METHOD = "(method not written)"
 NO_PRESET = "(no preset)"
 OWN_RUN_MARK = "●"  # prefix of cells whose best value comes from the team's own runs
-UNIFORM_COLUMN = "uniform"
-OWL_COLUMN = "OWL"
+UNIFORM_COLUMN = STRATEGY_COLUMNS["uniform"]
+OWL_COLUMN = STRATEGY_COLUMNS["owl"]
+#: the columns of strategies that no spectral metric scores (uniform, OWL, DLP, ATP), in the order the
+#: grid shows them right after the baseline
+STRATEGY_COLUMN_ORDER: tuple[str, ...] = tuple(STRATEGY_COLUMNS.values())
 #: metrics shown under the plain preset column: the notes' "ww" (WeightWatcher-style alpha, fit
 #: unspecified; imported as "alpha") and AlphaPruning's `alpha_peak`, which their GT reproduces
 DEFAULT_METRICS = ("alpha", "alpha_peak")
@@ -38,18 +42,18 @@ def method_label(method: object) -> str:
 
 def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
                  strategy: object = None, metric: object = None, kind: object = None) -> str:
-    """Grid column of one value: "GT" for baselines; "uniform" and "OWL" for those allocations;
-    else the preset's display name (the raw header text when it is no known preset, e.g.
-    "split"), suffixed " · metric" when a linear allocation used another metric than the notes'
-    alpha / alpha_peak (e.g. "all · hessian_alpha"). For the team's own runs (``kind == "run"``)
-    only `alpha_peak` is unsuffixed, so a run allocating by WeightWatcher's `alpha` gets its own
-    column ("all · alpha") instead of sharing a cell with the `alpha_peak` runs."""
+    """Grid column of one value: "GT" for baselines; a strategy's own column for the strategies no
+    spectral metric scores (:func:`pruning.presets.strategy_column`: "uniform", "OWL", "DLP", "ATP"),
+    whatever their preset; else (AlphaPruning, ``linear``) the preset's display name (the raw header
+    text when it is no known preset, e.g. "split"), suffixed " · metric" when a linear allocation
+    used another metric than the notes' alpha / alpha_peak (e.g. "all · hessian_alpha"). For the
+    team's own runs (``kind == "run"``) only `alpha_peak` is unsuffixed, so a run allocating by
+    WeightWatcher's `alpha` gets its own column ("all · alpha") instead of sharing a cell with the
+    `alpha_peak` runs."""
     if is_baseline:
         return BASELINE_COLUMN
-    if not _missing(strategy) and str(strategy) == "uniform":
-        return UNIFORM_COLUMN
-    if not _missing(strategy) and str(strategy) == "owl":
-        return OWL_COLUMN
+    if (own := strategy_column(strategy)) is not None:
+        return own
     label = _preset_label(preset, preset_raw)
     plain = RUN_DEFAULT_METRICS if (not _missing(kind) and str(kind) == "run") else DEFAULT_METRICS
     if not _missing(metric) and str(metric) not in plain and label != NO_PRESET:

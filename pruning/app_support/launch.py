@@ -47,8 +47,16 @@ METRIC_CHOICES = [
     "hessian_alpha",
     "hessian_alpha_peak",
 ]
-# the named corpora of pruning.data.CORPORA (not imported: it pulls in torch); text:PATH is typed in
-EVAL_CORPORA = ["wiki", "lee", "wikitext2", "c4"]
+# corpora of pruning.data.CORPORA with splits of its CORPUS_SPLITS (not imported: it pulls in torch); plain
+# "wiki" is the use's own split (calib / test); wiki:train calibrates apart from wiki:validation, on which
+# allocation knobs are chosen. text:PATH is typed in.
+CALIBRATION_CORPORA = ["wiki", "wiki:train", "wiki:validation", "lee", "wikitext2", "c4"]
+EVAL_CORPORA = ["wiki", "wiki:validation", "wiki:train", "lee", "wikitext2", "c4"]
+#: the knobs of one allocation strategy: the form shows (and sends) them only for that strategy
+STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
+    "dlp": ("allocation.dlp_alpha", "allocation.dlp_statistic"),
+    "depth": ("allocation.depth_beta",),
+}
 FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
     "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
     "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
@@ -64,7 +72,18 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
     ),
     "allocation.metric": ("select", "Metric", {"options": METRIC_CHOICES, "accept_new_options": True}),
     "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2, "step": 0.01, "format": "%.3f"}),
-    "calibration.dataset": ("text", "Calibration text", {"value": "wiki"}),
+    "allocation.dlp_alpha": ("float", "DLP α (spread ±α around the target)", {
+        "value": 0.15, "step": 0.01, "format": "%.3f", "help": "DLP (Chen et al., ICML 2025); 0.15 in its tables"}),
+    "allocation.dlp_statistic": ("select", "DLP unimportance", {
+        "options": ["median", "mean"], "help": "per-block statistic of the Wanda scores: median (the paper) "
+        "or mean (the reference code's unstructured path)"}),
+    "allocation.depth_beta": ("float", "ATP β (sparsity step per block)", {
+        "value": None, "step": 0.002, "format": "%.4f", "placeholder": "required, e.g. 0.004",
+        "help": "ATP (Huang et al., ICML 2025): block i gets S + β (i - mean i); no default, choose it "
+        "on wiki:validation (the paper searches 0.002, 0.004, ...)"}),
+    "calibration.dataset": ("select", "Calibration text", {
+        "options": CALIBRATION_CORPORA, "accept_new_options": True,
+        "help": "wiki = its calib split; wiki:train = calib without the validation text; or text:PATH"}),
     "calibration.nsamples": ("int", "Calibration samples", {"value": 128}),
     "calibration.seqlen": ("int", "Calibration length (tokens)", {"value": 2048}),
     "calibration.batch_size": (
@@ -75,7 +94,8 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
     "evaluation.perplexity": (
         "multi",
         "Perplexity on",
-        {"options": EVAL_CORPORA, "default": ["wiki"], "accept_new_options": True},
+        {"options": EVAL_CORPORA, "default": ["wiki"], "accept_new_options": True,
+         "help": "wiki = its test split; wiki:validation = held-out text for choosing knobs; or text:PATH"},
     ),
     "evaluation.seqlen": ("int", "Perplexity window (tokens)", {"value": 2048}),
     "evaluation.limit_windows": ("int", "Windows (0 = all)", {"value": 16}),
@@ -94,7 +114,8 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
 FORM_SECTIONS = {
     "Model": ["model.name", "model.dtype", "model.device"],
     "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
-    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon"],
+    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon",
+                   *(f for fields in STRATEGY_FIELDS.values() for f in fields)],
     "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen", "calibration.batch_size"],
     "Evaluation": [
         "evaluation.perplexity",
@@ -113,14 +134,30 @@ def method_choices() -> list[str]:
     return list(method_names())
 
 
-def form_field(field: str) -> tuple[str, str, dict]:
+def form_field(field: str, current: Any = None) -> tuple[str, str, dict]:
     """(widget, label, options) of a form field, as :data:`FORM_FIELDS` with the method list read
-    from the registry at call time."""
+    from the registry at call time; a ``current`` value typed into a select that accepts new options
+    (a ``text:PATH`` calibration text) is listed after the choices, so it stays selected."""
     kind, label, options = FORM_FIELDS[field]
     if field == "pruning.method":
         choices = method_choices()
         options = {**options, "options": choices, "index": choices.index("wanda") if "wanda" in choices else 0}
+    if kind == "select" and options.get("accept_new_options") and isinstance(current, str) \
+            and current not in options["options"]:
+        options = {**options, "options": [*options["options"], current]}
     return kind, label, options
+
+
+def shown_fields(section: str, strategy: str | None) -> list[str]:
+    """The fields of a form section shown for ``strategy``: a strategy's own knobs
+    (:data:`STRATEGY_FIELDS`) only under that strategy."""
+    return [f for f in FORM_SECTIONS[section] if f not in inactive_fields(strategy)]
+
+
+def inactive_fields(strategy: str | None) -> set[str]:
+    """The knobs of every strategy but ``strategy``: neither shown nor sent (so a hidden DLP α never
+    changes the run id of a linear run)."""
+    return {f for name, fields in STRATEGY_FIELDS.items() if name != strategy for f in fields}
 
 
 def allowed_model_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
@@ -196,7 +233,8 @@ def build_run_config(values: Mapping[str, Any], roots: Iterable[Path] | None = N
     Raises ConfigError naming the field: the config's own validation, plus the allowed-roots
     rule for local model paths and ``text:PATH`` corpora.
     """
-    clean = {k: _blank_to_none(v) for k, v in values.items()}
+    hidden = inactive_fields(values.get("allocation.strategy"))
+    clean = {k: _blank_to_none(v) for k, v in values.items() if k not in hidden}
     if isinstance(clean.get("tags"), str):
         clean["tags"] = [t.strip() for t in clean["tags"].split(",") if t.strip()]
     for key in ("evaluation.perplexity", "evaluation.zeroshot_tasks"):
@@ -255,6 +293,9 @@ def submission_token(configs: Iterable[RunConfig], backend: str) -> str:
     return backend + ":" + ",".join(sorted(c.run_id for c in configs))
 
 
+#: a strategy's knob without a default: the config rejects the strategy without it (a whole-section
+#: error), which the form shows under the knob's field
+REQUIRED_KNOBS: dict[str, str] = {"depth": "allocation.depth_beta"}
 _FIELD_SPLIT = re.compile(r";\s+(?=[A-Za-z_][\w.]*:\s)")
 _NESTED = re.compile(r"^([A-Za-z_]\w*): \{\.\.\.\} is invalid: (.*)$", re.S)
 _SECTIONS = ("model", "calibration", "allocation", "pruning", "evaluation")
@@ -300,5 +341,8 @@ def validate_form(
         config = build_run_config(values, roots=[Path("/")] if errors else roots)
     except ConfigError as exc:
         errors.update(field_errors(exc))
+        knob = REQUIRED_KNOBS.get(str(values.get("allocation.strategy")))
+        if knob is not None and values.get(knob) is None and "allocation.config" in errors:
+            errors[knob] = knob + ": " + errors.pop("allocation.config").split(": ", 1)[1]  # under the knob
         return None, errors
     return (None, errors) if errors else (config, {})

@@ -84,10 +84,9 @@ def _main_dataset(datasets: Sequence[str]) -> str | None:
     return ordered[0] if ordered else None
 
 
-def stored_eigenvalues(root: Path | str | None = None, load_models: bool = False) -> EigenvalueLoader:
+def stored_eigenvalues(root: Path | str | None = None) -> EigenvalueLoader:
     """Eigenvalues as the spectra page gets them: from the store's spectra sets only
-    (``spectra.run_eigenvalues``); ``load_models`` is ignored (no model is loaded any more)."""
-    del load_models
+    (``spectra.run_eigenvalues``); no model is ever loaded."""
 
     def load(run_id: str, name: str, source: str) -> np.ndarray | None:
         return run_eigenvalues(run_id, name, source, root=root)

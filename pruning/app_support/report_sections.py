@@ -92,9 +92,9 @@ def spectra_section(spectra: pd.DataFrame, metric: str, sharing: Mapping[str, Se
         if panels:
             parts.append(figure_html(esd_figure(panels), fig_ids[1]))
         if missing:
-            parts.append(note(f"No eigenvalues of the {' and '.join(missing)} spectrum here: they exist only in "
-                               "the spectra cache of the machine that computed them (Hessian spectra need "
-                               "calibration data)."))
+            parts.append(note(f"No eigenvalues of the {' and '.join(missing)} spectrum in the results store: "
+                               "the run published no spectra set of that source (Hessian spectra exist only "
+                               "for runs that computed them on calibration data)."))
     return "".join(parts)
 
 

@@ -1,7 +1,9 @@
 """The runs table's filters, grouping and knob view (pure; ``pages/runs.py`` draws them).
 
 Input is ``pruning.store.queries.list_runs()``: one row per run or reference result set with
-model, method, strategy, preset, metric, epsilon, sparsity, ppl, ppl_protocol, ... .
+model, method, strategy, preset, metric, epsilon, sparsity, ppl, ppl_protocol, ..., joined by
+:func:`with_allocation_knobs` with the knobs of the strategies that no spectral metric scores (OWL's
+λ, DLP's α and statistic, ATP's β), which ``list_runs`` does not carry.
 """
 
 from __future__ import annotations
@@ -14,13 +16,28 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from pruning.config import AllocationConfig
+
 #: the columns a run can be grouped by, with their labels
 GROUP_BY: dict[str, str] = {
     "model": "model", "method": "method", "strategy": "allocation", "preset": "preset", "metric": "metric",
-    "sparsity": "sparsity", "epsilon": "ε", "ppl_protocol": "protocol", "status": "status",
+    "sparsity": "sparsity", "epsilon": "ε", "owl_lambda": "OWL λ", "dlp_alpha": "DLP α", "depth_beta": "ATP β",
+    "ppl_protocol": "protocol", "status": "status",
 }
 #: knobs of the parallel-coordinates view, in axis order (perplexity is the last axis)
-KNOBS: tuple[str, ...] = ("method", "strategy", "metric", "preset", "sparsity", "epsilon")
+KNOBS: tuple[str, ...] = ("method", "strategy", "metric", "preset", "sparsity", "epsilon", "dlp_alpha", "depth_beta")
+#: knobs that are numbers (grouped and drawn as numbers, filtered within 1e-9)
+NUMERIC_KNOBS: tuple[str, ...] = ("sparsity", "epsilon", "owl_lambda", "dlp_alpha", "depth_beta")
+#: the knobs of one strategy (``allocation.<knob>`` of the run's config), blank on other strategies' runs
+STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
+    "owl": ("owl_lambda",), "dlp": ("dlp_alpha", "dlp_statistic"), "depth": ("depth_beta",),
+}
+#: read-only SQL over the store's ``runs`` view (``pruning.store.queries.run_sql``): each run's
+#: strategy knobs from its stored config
+ALLOCATION_KNOBS_SQL = "SELECT DISTINCT run_id, strategy, " + ", ".join(
+    f"json_extract_string(config_json, '$.allocation.{knob}') AS {knob}"
+    for knobs in STRATEGY_KNOBS.values() for knob in knobs
+) + " FROM runs WHERE kind = 'run'"
 
 
 @dataclass(frozen=True)
@@ -36,7 +53,31 @@ class RunFilters:
     metrics: tuple[str, ...] = ()
     epsilons: tuple[float, ...] = ()
     protocols: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+    dlp_alphas: tuple[float, ...] = ()
+    depth_betas: tuple[float, ...] = ()
     text: str = ""
+
+
+def with_allocation_knobs(table: pd.DataFrame, knobs: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (``list_runs``) with one column per strategy knob (:data:`STRATEGY_KNOBS`: owl_lambda,
+    dlp_alpha, dlp_statistic, depth_beta) from ``knobs`` (the rows of :data:`ALLOCATION_KNOBS_SQL`):
+    set on the runs of that strategy only (a config that does not write a knob gets its default), NaN
+    / None elsewhere (references, other strategies)."""
+    out = table.copy()
+    rows = knobs.drop_duplicates("run_id").set_index("run_id") if "run_id" in knobs else pd.DataFrame()
+    strategy = out["strategy"] if "strategy" in out else pd.Series(None, index=out.index, dtype=object)
+    for name, names in STRATEGY_KNOBS.items():
+        mine = (strategy == name).to_numpy()
+        for knob in names:
+            default = AllocationConfig.model_fields[knob].default
+            stored = out["run_id"].map(rows[knob]) if knob in rows else pd.Series(None, index=out.index)
+            value = stored.where(stored.notna(), default)
+            if knob in NUMERIC_KNOBS:
+                out[knob] = np.where(mine, pd.to_numeric(value, errors="coerce"), np.nan)
+            else:
+                out[knob] = pd.Series(np.where(mine, value.astype(object), None), index=out.index, dtype=object)
+    return out
 
 
 def _numbers_in(series: pd.Series, wanted: Sequence[float]) -> pd.Series:
@@ -53,15 +94,17 @@ def filter_runs(table: pd.DataFrame, filters: RunFilters) -> pd.DataFrame:
     view = table
     for column, wanted in (("kind", filters.kinds), ("model", filters.models), ("method", filters.methods),
                            ("status", filters.statuses), ("metric", filters.metrics),
-                           ("ppl_protocol", filters.protocols)):
+                           ("ppl_protocol", filters.protocols), ("strategy", filters.strategies)):
         if wanted and column in view:
             view = view[view[column].isin(list(wanted))]
     if filters.presets and "preset" in view:
         view = view[preset_text(view).isin(list(filters.presets))]
     if filters.sparsities and "sparsity" in view:
         view = view[_numbers_in(view["sparsity"], filters.sparsities)]
-    if filters.epsilons and "epsilon" in view:
-        view = view[_numbers_in(view["epsilon"], filters.epsilons)]
+    for column, numbers in (("epsilon", filters.epsilons), ("dlp_alpha", filters.dlp_alphas),
+                            ("depth_beta", filters.depth_betas)):
+        if numbers and column in view:
+            view = view[_numbers_in(view[column], numbers)]
     if filters.text.strip():
         needle = filters.text.strip().lower()
         hay = view["run_id"].astype(str)
@@ -95,7 +138,7 @@ def group_runs(view: pd.DataFrame, by: str) -> pd.DataFrame:
             raise ValueError(f"these runs were measured with {len(protocols)} protocols "
                              f"({', '.join(sorted(map(str, protocols)))}): filter one protocol first")
     key = preset_text(view) if by == "preset" else view[by]
-    if by not in ("sparsity", "epsilon"):  # numbers sort as numbers; text with a visible "none"
+    if by not in NUMERIC_KNOBS:  # numbers sort as numbers; text with a visible "none"
         key = key.fillna("—").astype(str).replace("", "—")
     frame = view.assign(_group=key, _ppl=pd.to_numeric(view["ppl"], errors="coerce"))
     rows = []
@@ -128,11 +171,11 @@ def knobs_figure(view: pd.DataFrame) -> go.Figure | None:
         if knob not in runs:
             continue
         values = preset_text(runs) if knob == "preset" else runs[knob]
-        if knob in ("sparsity", "epsilon"):
+        if knob in NUMERIC_KNOBS:
             numbers = pd.to_numeric(values, errors="coerce")
             if numbers.notna().sum() == 0:
                 continue
-            filled = numbers.fillna(-0.05 if knob == "epsilon" else 0.0)  # no ε (uniform, OWL): below the axis' values
+            filled = numbers.fillna(0.0 if knob == "sparsity" else -0.05)  # no ε / α / β: below the axis' values
             dims.append(dict(label=GROUP_BY.get(knob, knob), values=filled.to_numpy(dtype=float)))
             continue
         labels = values.fillna("—").astype(str).replace("", "—")

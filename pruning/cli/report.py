@@ -1,7 +1,7 @@
 """`python -m pruning report --runs ID [ID ...] [--views grid,spectra,compare,zeroshot] --out FILE.html`.
 
 Writes the meeting report (``pruning.app_support.report``): one self-contained HTML file, plotly.js
-inlined, that opens offline.
+inlined, that opens offline. ESD eigenvalues come from the store's spectra sets; no model is loaded.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from pruning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="a self-contained HTML meeting report (grid, spectra, compare, zero-shot)")
     p.add_argument("--runs", nargs="+", required=True, metavar="ID",
@@ -28,8 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default=None, help="grid: this perplexity protocol key (default: the runs' own)")
     p.add_argument("--metric", default="alpha_peak", help="spectra: the metric drawn per block")
     p.add_argument("--esd-matrix", default=None, help="spectra: the matrix whose ESD is drawn (default: the first)")
-    p.add_argument("--no-model-load", action="store_true",
-                   help="spectra: eigenvalues from the spectra cache only (never load a model for the ESD)")
     p.add_argument("--out", required=True, help="output FILE.html")
     p.set_defaults(handler=run)
 
@@ -44,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     views = [v for v in args.views.split(",") if v.strip()]
     document = build_report(run_ids, views, title=args.title, model=args.model, protocol=args.protocol,
                             metric=args.metric, esd_matrix=args.esd_matrix,
-                            eigenvalues=stored_eigenvalues(load_models=not args.no_model_load))
+                            eigenvalues=stored_eigenvalues())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
     log.info("wrote %s (%.1f MB, %d run(s))", out, out.stat().st_size / 1e6, len(run_ids))
