@@ -57,7 +57,9 @@ if protocol and "budgeted" in protocol:
     st.warning("Budgeted protocol (an example limit): these accuracies cover part of each task only.")
 st.caption(f"protocol: {plain(protocol)} · value ± stderr per task; MEAN = unweighted mean over tasks "
            "(the notes' 'MEAN'; lm-eval's own aggregate rows are not counted as tasks)")
-labels = unique_run_labels(runs().to_dict("records"))  # one readable label per run (columns were bare ids)
+shown = runs()
+shown = shown[shown["run_id"].isin(set(by_task.columns))]  # labels made unique among the runs in this table
+labels = unique_run_labels(shown.to_dict("records"))  # one readable label per run (columns were bare ids)
 table(by_task.rename(columns=labels), "zeroshot_table")
 meta.insert(0, "run", meta["run_id"].map(labels))
 st.subheader("Provenance")
