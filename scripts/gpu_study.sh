@@ -3,7 +3,8 @@
 # outlives one call: validation sweep -> hyper-parameters chosen on wiki:validation (scripts/allocation_study.py
 # choose) -> final sweep with the choices (wiki test, lee, wiki_cloze; 3 calibration seeds at 70 %; lee-calibrated
 # runs) -> the study table. First set the model up with scripts/gpu_grid.sh setup (calls 1-3), then:
-#   scripts/gpu_study.sh start WORKERS [MODEL]   (carry .gpu/w2) launches the driver with setsid; returns at once
+#   scripts/gpu_grid.sh wheels                   (carry .gpu/w2a, then again with .gpu/w2b) installs the run's wheels
+#   scripts/gpu_study.sh start WORKERS [MODEL]   launches the driver with setsid; returns at once
 #   scripts/gpu_study.sh collect                 packs the new run bundles, job logs, choices and table into
 #                                                $OUT/study.tgz and says which phase the driver is in
 # GPUS="0 1" spreads the workers over both GPUs of an x2 machine (round robin). E2E=1 also runs
@@ -13,7 +14,6 @@ set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 S=/tmp/study
-install() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
 
 pending() {  # queued + running jobs
   python3 -m pruning jobs --status queued,running --limit 5000 --json 2>/dev/null \
@@ -42,7 +42,7 @@ phase() {  # $1 = name, $2 = sweep file: submit it, run $WORKERS workers until t
 
 driver() {
   local model=$1
-  install .gpu/w2/*.whl || exit 1
+  python3 -c "import duckdb, lm_eval, pydantic" || { echo "run scripts/gpu_grid.sh wheels first (carry .gpu/w2a, .gpu/w2b)"; exit 1; }
   [[ -d /tmp/pld ]] || { cp -r data /tmp/pld && touch /tmp/pld/.marker; }
   if [[ -n "${E2E:-}" ]]; then
     read -r -a gpus <<< "${GPUS:-0}"
