@@ -68,6 +68,12 @@ class LoadedModel:
     def name(self) -> str:
         return self.source.reference
 
+    @property
+    def window_bos(self) -> int | None:
+        """The BOS id every calibration and evaluation window starts with, for families that need
+        it (Gemma degrades badly without), else None."""
+        return self.tokenizer.bos_token_id if self.family.bos_each_window else None
+
 
 def alias_dir(alias: str) -> Path:
     """Cache directory of an alias's safetensors copy."""

@@ -63,10 +63,15 @@ def activation_bytes(nsamples: int, seqlen: int, hidden: int, dtype: torch.dtype
     return 2 * nsamples * seqlen * hidden * itemsize
 
 
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of the parameters and buffers of ``module``."""
+def module_bytes(module: nn.Module, off: torch.device | None = None) -> int:
+    """Bytes of the parameters and buffers of ``module``; with ``off``, only those not on that device."""
     tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(t.numel() * t.element_size() for t in tensors if off is None or t.device != off)
+
+
+def usable_bytes(free_bytes: int) -> int:
+    """Free device memory less the safety margin (:data:`SAFETY_FRACTION` and :data:`SAFETY_BYTES`)."""
+    return int(free_bytes * (1.0 - SAFETY_FRACTION)) - SAFETY_BYTES
 
 
 def block_work_bytes(in_widths: list[int], collect_hessian: bool) -> int:
@@ -109,7 +114,7 @@ def choose_placement(
         return Placement(device, offload, prefetch and offload, why)
     if free_bytes is None:
         return Placement(device, False, False, f"device {device} has no free-memory query: the model moves there whole")
-    usable = int(free_bytes * (1.0 - SAFETY_FRACTION)) - SAFETY_BYTES
+    usable = usable_bytes(free_bytes)
     need_gpu = param_bytes + activation_bytes + work_bytes
     need_offload = (2 if use_prefetch else 1) * block_bytes + activation_bytes + work_bytes
     figures = (
@@ -153,13 +158,11 @@ def placement_for_model(
         free, _total = free_memory(device)
     else:
         free = None
-    away = [t for t in list(model.parameters()) + list(model.buffers()) if t.device != device]
-    param_bytes = sum(t.numel() * t.element_size() for t in away)
     dtype = model.get_input_embeddings().weight.dtype
     hidden = int(model.get_input_embeddings().weight.shape[1])
     placement = choose_placement(
         device=device,
-        param_bytes=param_bytes,
+        param_bytes=module_bytes(model, off=device),
         activation_bytes=activation_bytes(nsamples, seqlen, hidden, dtype),
         block_bytes=max((module_bytes(b) for b in layers), default=0),
         work_bytes=block_work_bytes(in_widths, collect_hessian),
@@ -217,11 +220,9 @@ def place_for_inference(model: nn.Module, compute: Compute, batch_size: int, seq
     where = next(model.parameters()).device
     if device.type != "cuda" or compute.offload is True or where.type == "cuda":
         return where.type
-    away = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())
-               if t.device != device)
     free, _total = (free_memory or cuda_free_memory)(device)
-    usable = int(free * (1.0 - SAFETY_FRACTION)) - SAFETY_BYTES
-    need = away + inference_bytes(model, batch_size, seqlen)
+    usable = usable_bytes(free)
+    need = module_bytes(model, off=device) + inference_bytes(model, batch_size, seqlen)
     if need > usable:
         log.warning("evaluation stays on the CPU: the model needs %.2f GiB on %s, usable %.2f GiB", need / GiB,
                     device, usable / GiB)

@@ -89,18 +89,22 @@ class SyncCopier:
         return None
 
 
+def _aligned_bytes(t: Tensor) -> int:
+    """Bytes ``t`` takes in a staging buffer: its size rounded up to a 256-byte boundary."""
+    return -(-t.numel() * t.element_size() // 256) * 256
+
+
 def _views(buffer: Tensor, like: list[Tensor]) -> list[Tensor]:
     """Views of the flat pinned byte ``buffer`` shaped like ``like``, each at a 256-byte aligned offset."""
     views, offset = [], 0
     for t in like:
-        n = t.numel() * t.element_size()
-        views.append(buffer[offset:offset + n].view(t.dtype).view(t.shape))
-        offset += -(-n // 256) * 256
+        views.append(buffer[offset:offset + t.numel() * t.element_size()].view(t.dtype).view(t.shape))
+        offset += _aligned_bytes(t)
     return views
 
 
 def _staging_bytes(like: list[Tensor]) -> int:
-    return sum(-(-t.numel() * t.element_size() // 256) * 256 for t in like)
+    return sum(_aligned_bytes(t) for t in like)
 
 
 class StagedCopier:
@@ -110,7 +114,7 @@ class StagedCopier:
     The earlier pinned-homes copier page-locked every block anew (``pin_memory``:
     a fresh pinned allocation of the block's size, 0.4 GB per LLaMA-7B block), and pinned
     allocations serialise with the compute stream's work; measured on an H200 it stayed at
-    1.26x the model-on-GPU time. Here a fetch is a CPU copy into a staging buffer (helper thread)
+    1.26x and 1.46x the model-on-GPU time in two sessions (1.03x here). Here a fetch is a CPU copy into a staging buffer (helper thread)
     plus a non-blocking host-to-device copy on the side stream; a write-back is a non-blocking
     device-to-host copy into a staging buffer on the side stream after the compute stream's work,
     then a CPU copy into the home in a second helper thread once its event has fired.
@@ -157,7 +161,12 @@ class StagedCopier:
         return self.fetcher.submit(self._fetch, host)
 
     def finish_fetch(self, handle: Future) -> tuple[list[Tensor], list[Tensor]]:
-        return _join_fetch(handle, self.device)
+        dev, homes, event = handle.result()
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(event)  # compute starts only after the copy has landed
+        for t in dev:
+            t.record_stream(current)  # allocated on the side stream, used on the compute stream
+        return dev, homes
 
     def write_back(self, device: list[Tensor], homes: list[Tensor]) -> None:
         slot, buf = self._buffer("back", _staging_bytes(homes))
@@ -189,16 +198,6 @@ def _land(event: torch.cuda.Event, staged: list[Tensor], homes: list[Tensor]) ->
     event.synchronize()
     for s, h in zip(staged, homes):
         h.copy_(s)  # pinned -> the pageable home, on the CPU
-
-
-def _join_fetch(handle: Future, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
-    """Wait for a fetch's helper thread, then make the compute stream wait for its copies."""
-    dev, homes, event = handle.result()
-    current = torch.cuda.current_stream(device)
-    current.wait_event(event)  # compute starts only after the copy has landed
-    for t in dev:
-        t.record_stream(current)  # allocated on the side stream, used on the compute stream
-    return dev, homes
 
 
 class BlockMover:

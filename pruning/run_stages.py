@@ -108,7 +108,7 @@ def wants_calibration(config: RunConfig) -> bool:
 def calibration_sample(loaded: LoadedModel, config: RunConfig) -> torch.Tensor:
     """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.data)."""
     cal = config.calibration
-    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    bos = loaded.window_bos
     return calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
 
 
@@ -240,7 +240,7 @@ def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, repo
     windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.protocol``)."""
     ev = config.evaluation
     rows = []
-    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    bos = loaded.window_bos
     share = 0.6 / max(len(ev.perplexity), 1)
     for i, dataset in enumerate(ev.perplexity):
         text = load_text(dataset, "test")

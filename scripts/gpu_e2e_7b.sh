@@ -12,11 +12,9 @@ set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld-e2e \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 rm -rf /tmp/pld-e2e && mkdir -p /tmp/pld-e2e/store /tmp/pld-e2e/jobs /tmp/site /tmp/plcache/corpora
-for w in .gpu/w1 .gpu/w2 .gpu/w2a .gpu/w2b; do  # not over a /tmp/site that workers are importing from (gpu_study.sh E2E=1)
-  if compgen -G "$w/*.whl" > /dev/null && ! python3 -c "import duckdb, pydantic, lm_eval" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$w"/*.whl || exit 1
-  fi
-done
+# the run's wheels, unless a /tmp/site that workers are importing from has them (gpu_study.sh E2E=1)
+have() { python3 -c "import duckdb, pydantic, lm_eval" 2>/dev/null; }
+have || { bash scripts/gpu_grid.sh wheels; have; } || { echo "carry .gpu/w1 .gpu/w2a .gpu/w2b first" >&2; exit 1; }
 if [[ -d .gpu/corpora ]]; then cp .gpu/corpora/* /tmp/plcache/corpora/; fi
 python3 - <<'PY' || exit 1
 import time, torch

@@ -10,6 +10,13 @@ set -uo pipefail
 PY=${PY:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
+step() {  # step NAME COMMAND...: run it, log to $res/NAME.log ($res: the caller's results dir), record rc and seconds
+  local name=$1; shift; echo "=== $(date +%T) $name: $*"; local t0=$SECONDS
+  "$@" > "$res/$name.log" 2>&1; local rc=$?
+  echo "=== $(date +%T) $name rc=$rc $((SECONDS - t0)) s"; tail -n 25 "$res/$name.log"
+  echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$res/steps.jsonl"
+}
+
 steps() {  # $1 = device, $2 = results dir, $3 = "tiny" or ""
   local dev=$1 res=$2 tiny=${3:-}
   export BENCH_RESULTS_PATH=$res/RESULTS.gpu.md
@@ -18,10 +25,6 @@ steps() {  # $1 = device, $2 = results dir, $3 = "tiny" or ""
     shape=(--layers 2 --hidden 128 --intermediate 344 --heads 4 --vocab 500 --nsamples 2 --seqlen 32 --dtype float32)
     l70=(--tiny --dir "$res/l70"); prof=(--tiny); ref_layers=()
   fi
-  step() { local name=$1; shift; echo "=== $(date +%T) $name: $*"; local t0=$SECONDS
-    "$@" > "$res/$name.log" 2>&1; local rc=$?
-    echo "=== $(date +%T) $name rc=$rc $((SECONDS - t0)) s"; tail -n 25 "$res/$name.log"
-    echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$res/steps.jsonl"; }
   [[ $dev == cuda ]] && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$res/nvidia-smi.csv" 2>&1
   # (d) the placement decision for the 7B shape, printed (auto: measured free memory), Wanda run with it
   step wanda_auto $PY bench/prune.py --device "$dev" --placement auto --methods wanda --sparsity 0.7 "${shape[@]}" \
@@ -49,10 +52,6 @@ steps() {  # $1 = device, $2 = results dir, $3 = "tiny" or ""
 prefetch_steps() {  # the staged copies of pruning.prefetch against the model on the GPU: $1 = results dir
   local res=$1
   export BENCH_RESULTS_PATH=$res/RESULTS.gpu.md
-  step() { local name=$1; shift; echo "=== $(date +%T) $name: $*"; local t0=$SECONDS
-    "$@" > "$res/$name.log" 2>&1; local rc=$?
-    echo "=== $(date +%T) $name rc=$rc $((SECONDS - t0)) s"; tail -n 25 "$res/$name.log"
-    echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$res/steps.jsonl"; }
   step cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_prefetch_cuda.py
   local w=(--methods wanda --sparsity 0.7)
   step wanda_gpu $PY bench/prune.py --device cuda --placement gpu "${w[@]}" --section prune_speed_i20b_wanda_gpu \

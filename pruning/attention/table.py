@@ -52,7 +52,7 @@ def attention_table(loaded: Any, stage: str = "dense", tokens: int = 512, datase
     """Attention statistics of a :class:`pruning.models.LoadedModel` on the first ``tokens``
     tokens of ``dataset``'s test split (BOS per window for families that need it)."""
     ids = tokenize_text(loaded.tokenizer, load_text(dataset, "test"))
-    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    bos = loaded.window_bos
     windows = evaluation_windows(ids, tokens, seqlen, bos)
     return attention_statistics(loaded.model, windows, stage, loaded.family, device=device, progress=progress)
 

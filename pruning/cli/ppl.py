@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     ids = tokenize_text(loaded.tokenizer, load_text(args.dataset, "test"))
-    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    bos = loaded.window_bos
     bar = tqdm(desc=f"ppl {args.dataset}", unit="win")
 
     def progress(done: int, total: int) -> None:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_model(args.model, dtype=args.dtype, device="cpu" if args.offload else str(device))
     sparsity_by_name = uniform_sparsity(loaded, args.sparsity)
-    bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+    bos = loaded.window_bos
 
     test_ids = None
     if args.eval != "none":

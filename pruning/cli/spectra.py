@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.hessian:
         from pruning.data import calibration_batch
 
-        bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+        bos = loaded.window_bos
         calib = calibration_batch(loaded.tokenizer, args.calib, args.nsamples, args.seqlen, args.seed, bos)
         hbar = tqdm(desc="Hessian spectra", unit="block")
 

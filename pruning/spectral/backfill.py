@@ -117,7 +117,7 @@ def backfill_spectra(root: Path | str | None = None, device: str = "cpu",
             result = cached_weight_spectra(loaded, device=device, dtype=dtype, store=root)
         else:
             cal = config.calibration
-            bos = loaded.tokenizer.bos_token_id if loaded.family.bos_each_window else None
+            bos = loaded.window_bos
             ids = calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
             result = cached_hessian_spectra(loaded, ids, device=device, dtype=dtype, batch_size=cal.batch_size, store=root)
         reason = _disagreement(result, group.run_ids, group.source, root)
