@@ -50,6 +50,7 @@ HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
     ("allocation", "dlp_alpha"): 0.15,
     ("allocation", "dlp_statistic"): "median",
     ("allocation", "depth_beta"): None,
+    ("allocation", "metric_mix"): None,
 }
 
 

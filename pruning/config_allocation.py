@@ -27,6 +27,9 @@ class AllocationConfig(ConfigSection):
 
     strategy: Strategy = "uniform"
     metric: MetricName = Field("alpha_peak", max_length=64)
+    # a second spectral metric averaged with ``metric`` after each is min-max normalised (strategy
+    # 'linear' only; pruning.allocation.linear); None = one metric, as before the field existed
+    metric_mix: MetricName | None = Field(None, max_length=64)
     higher_prunes_more: bool = True
     epsilon: float = Field(0.2, ge=0.0, lt=1.0)
     preset: str | None = Field(None, max_length=256)
@@ -48,6 +51,17 @@ class AllocationConfig(ConfigSection):
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
     eig_dtype: Literal["float64", "float32"] = "float64"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The spectral metric columns the allocation reads: ``metric``, then ``metric_mix`` if set."""
+        return (self.metric,) if self.metric_mix is None else (self.metric, self.metric_mix)
+
+    @property
+    def wants_hessian(self) -> bool:
+        """Whether a ``linear`` allocation reads a Hessian metric (``hessian_*``) in either position,
+        so the run needs calibration and the Hessian spectra."""
+        return self.strategy == "linear" and any(m.startswith("hessian_") for m in self.metrics)
 
     @field_validator("dlp_alpha", "depth_beta")
     @classmethod
@@ -81,6 +95,13 @@ class AllocationConfig(ConfigSection):
         if self.strategy == "depth" and self.depth_beta is None:
             raise ValueError("strategy 'depth' needs depth_beta (ATP's common difference per block, "
                              "accepted range [0, 1); the paper searches 0.002, 0.004, ...)")
+        if self.metric_mix is not None:
+            if self.strategy != "linear":
+                raise ValueError(f"metric_mix: {self.metric_mix!r} is read only by strategy 'linear' (strategy is "
+                                 f"{self.strategy!r}); accepted with {self.strategy!r}: None")
+            if self.metric_mix == self.metric:
+                raise ValueError(f"metric_mix: {self.metric_mix!r} equals metric; accepted: None or a spectral "
+                                 "metric other than metric")
         if self.preset is not None:
             preset = get_preset(self.preset)
             explicit = self.model_fields_set

@@ -98,10 +98,9 @@ def load(config: RunConfig, compute: Compute) -> LoadedModel:
 
 def wants_calibration(config: RunConfig) -> bool:
     """Calibration tokens are needed by the method (Wanda, SparseGPT) or by the allocation's
-    statistics (OWL, DLP, Hessian spectra) of a run that prunes."""
+    statistics (OWL, DLP, Hessian spectra: a ``hessian_*`` metric or metric_mix) of a run that prunes."""
     alloc = config.allocation
-    by_allocation = alloc.strategy in ("owl", "dlp") or (
-        alloc.strategy == "linear" and alloc.metric.startswith("hessian_"))
+    by_allocation = alloc.strategy in ("owl", "dlp") or alloc.wants_hessian
     return is_pruning(config) and (needs_calibration(config.pruning.method) or by_allocation)
 
 
@@ -135,14 +134,14 @@ class Spectra:
 
 def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | None, compute: Compute,
             report: Reporter) -> Spectra:
-    """Weight spectra (and Hessian spectra for a ``hessian_*`` metric), reused from the results store
+    """Weight spectra (and Hessian spectra for a ``hessian_*`` metric or metric_mix), reused from the results store
     or the local cache when the same model fingerprint, code version and precision are there."""
     eig_dtype = eig_dtype_from_name(config.allocation.eig_dtype)
     report("spectra", 0.0, "weight spectra")
     weight = spectral.cached_weight_spectra(loaded, device=compute.device, dtype=eig_dtype,
                                             progress=report.steps("spectra", 0.0, 0.5, "matrix"))
     results = [weight]
-    if config.allocation.metric.startswith("hessian_") and calib_ids is not None:
+    if config.allocation.wants_hessian and calib_ids is not None:
         report("spectra", 0.5, "Hessian spectra")
         hessian = spectral.cached_hessian_spectra(
             loaded, calib_ids, device=compute.device, offload=compute.offload, batch_size=compute.batch_size,

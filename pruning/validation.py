@@ -57,9 +57,9 @@ def check_names(config: RunConfig) -> None:
     for name in config.evaluation.perplexity:
         check_dataset("evaluation.perplexity", name)
     metrics = allocation_metrics()
-    if config.allocation.metric not in metrics:
-        raise ConfigError(f"allocation.metric: {config.allocation.metric!r} is not a spectral metric; accepted: "
-                          f"{', '.join(metrics)}")
+    for field, metric in zip(("allocation.metric", "allocation.metric_mix"), config.allocation.metrics):
+        if metric not in metrics:
+            raise ConfigError(f"{field}: {metric!r} is not a spectral metric; accepted: {', '.join(metrics)}")
     if config.evaluation.zeroshot_tasks:
         check_tasks(config.evaluation.zeroshot_tasks)
 

@@ -18,8 +18,12 @@ Families (:data:`FAMILIES`): ``uniform``; ``owl`` (Yin et al. 2023); ``alpha_pea
 (AlphaPruning, Lu et al. 2024: linear, preset ``all``, metric ``alpha_peak``); ``dlp`` (Chen et
 al., ICML 2025); ``depth`` (ATP, Huang et al., ICML 2025: beta = f min(2S, 2(1-S)) / (L-1), the
 largest legal common difference scaled by f); ``hessian_alpha`` (the notes' "all · Hessian α":
-linear, preset ``all``, metric ``hessian_alpha``); ``ours`` (Hessian alpha per sub-block: linear,
-preset ``split`` = all seven matrix types, attention and MLP sub-blocks allocated separately).
+linear, preset ``all``, metric ``hessian_alpha``); ``ours``, two variants chosen between on
+validation like any knob: Hessian alpha per sub-block (linear, preset ``split`` = all seven matrix
+types, attention and MLP sub-blocks allocated separately), and Hessian alpha mixed with the weight
+``alpha_peak`` per block (linear, preset ``all``, ``metric_mix`` alpha_peak: the unit's normalised
+score is the mean of the two metrics' min-max normalised scores, pruning.allocation.linear), each
+with epsilon 0.1 ... 0.4.
 """
 
 from __future__ import annotations
@@ -72,12 +76,20 @@ OURS = "ours"
 
 @dataclass(frozen=True)
 class Family:
-    """One allocation family: the settings that define it and the grid of its knobs (dotted keys)."""
+    """One allocation family: the settings that define it, its variants (each one's further fixed
+    settings; the candidates are variants x the knob grid) and the grid of its knobs (dotted keys)."""
 
     name: str
     label: str
     fixed: dict[str, Any]
     knobs: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    variants: tuple[dict[str, Any], ...] = ({},)
+
+    def variant_text(self, variant: dict[str, Any]) -> str:
+        """The settings that tell ``variant`` apart from the family's other variants
+        ("preset=all, metric_mix=alpha_peak"); "" for a family of one variant."""
+        return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in variant.items()
+                         if any(other.get(k) != v for other in self.variants))
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -92,28 +104,35 @@ FAMILIES: tuple[Family, ...] = (
     Family("hessian_alpha", "all · Hessian α",
            {"allocation.strategy": "linear", "allocation.preset": "all", "allocation.metric": "hessian_alpha"},
            {"allocation.epsilon": (0.1, 0.2, 0.3)}),
-    Family(OURS, "ours: Hessian α split",
-           {"allocation.strategy": "linear", "allocation.preset": "split", "allocation.metric": "hessian_alpha"},
-           {"allocation.epsilon": (0.1, 0.2, 0.3, 0.4)}),
+    # the split variant's keys keep the order of the first validation batch (its sweep lines are unchanged)
+    Family(OURS, "ours: Hessian α (split, or mixed with weight α)", {"allocation.strategy": "linear"},
+           {"allocation.epsilon": (0.1, 0.2, 0.3, 0.4)},
+           ({"allocation.preset": "split", "allocation.metric": "hessian_alpha"},
+            {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "alpha_peak"})),
 )
 FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One validation run: a family's knob values at one (method, sparsity)."""
+    """One validation run: a family's variant and knob values at one (method, sparsity)."""
 
     method: str
     sparsity: float
     family: str
     knobs: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)  # e.g. depth's fraction f of the legal beta
+    variant: dict[str, Any] = field(default_factory=dict)  # one of the family's variants
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The allocation settings of this run: the family's fixed ones, the variant's, the knobs."""
+        return {**FAMILY_BY_NAME[self.family].fixed, **self.variant, **self.knobs}
 
     @property
     def overrides(self) -> dict[str, Any]:
         """Dotted-key overrides of the study's base config that make this run."""
-        return {"pruning.method": self.method, "pruning.sparsity": self.sparsity,
-                **FAMILY_BY_NAME[self.family].fixed, **self.knobs}
+        return {"pruning.method": self.method, "pruning.sparsity": self.sparsity, **self.settings}
 
 
 # ---- the protocol ---------------------------------------------------------------------------
@@ -130,17 +149,19 @@ def depth_beta(fraction: float, sparsity: float, layers: int) -> float:
 
 
 def family_candidates(family: Family, method: str, sparsity: float, layers: int) -> list[Candidate]:
-    """The family's knob grid at (method, sparsity), in grid order (the first key varies slowest)."""
+    """The family's variants x knob grid at (method, sparsity), in grid order (the variant varies
+    slowest, then the first key)."""
     if family.name == "depth":
         return [Candidate(method, sparsity, family.name, {"allocation.depth_beta": depth_beta(f, sparsity, layers)},
                           {"depth_fraction": f, "layers": layers}) for f in DEPTH_FRACTIONS]
     keys = list(family.knobs)
-    return [Candidate(method, sparsity, family.name, dict(zip(keys, values)))
-            for values in itertools.product(*(family.knobs[k] for k in keys))]
+    return [Candidate(method, sparsity, family.name, dict(zip(keys, values)), variant=dict(variant))
+            for variant in family.variants for values in itertools.product(*(family.knobs[k] for k in keys))]
 
 
 def candidates(layers: int) -> list[Candidate]:
-    """Every validation candidate, ordered by method, sparsity, family, then knob grid (25 per cell)."""
+    """Every validation candidate, ordered by method, sparsity, family, then variant and knob grid
+    (29 per cell)."""
     return [c for method in METHODS for sparsity in SPARSITIES for family in FAMILIES
             for c in family_candidates(family, method, sparsity, layers)]
 
@@ -223,12 +244,12 @@ def _write_sweep(path: Path, header: str, spec: dict[str, Any], expected: list[R
 
 
 def validation_spec(model: str, layers: int) -> tuple[dict[str, Any], list[Candidate]]:
-    """The validation sweep: methods x sparsities x the 21 sparsity-independent candidates
+    """The validation sweep: methods x sparsities x the 25 sparsity-independent candidates
     (``variants``) plus the 16 ATP candidates, whose beta depends on S (``include``)."""
     cands = candidates(layers)
     variants: list[dict[str, Any]] = []
     for c in cands:
-        point = {**FAMILY_BY_NAME[c.family].fixed, **c.knobs}
+        point = c.settings
         if c.family != "depth" and point not in variants:
             variants.append(point)
     include = [c.overrides for c in cands if c.family == "depth"]
@@ -238,7 +259,7 @@ def validation_spec(model: str, layers: int) -> tuple[dict[str, Any], list[Candi
 
 
 def write_validation(model: str, out: Path, layers: int | None = None) -> list[RunConfig]:
-    """Write the validation sweep of ``model`` to ``out``; returns its runs (100 for the protocol)."""
+    """Write the validation sweep of ``model`` to ``out``; returns its runs (116 for the protocol)."""
     n_layers = model_layers(model, layers)
     spec, cands = validation_spec(model, n_layers)
     base = RunConfig.from_dict(spec["base"])
@@ -247,7 +268,8 @@ scripts/allocation_study.py validation. Every knob is chosen on the held-out wik
 calibration on wiki:train (the calibration articles minus the validation ones), perplexity on the whole
 wiki:validation split. {len(cands)} runs: {len(METHODS)} methods x {len(SPARSITIES)} sparsities x {len(cands) // 4} candidates
 (uniform; OWL M x lambda; AlphaPruning alpha_peak eps; DLP alpha; ATP beta = f min(2S, 2(1-S))/(L-1),
-f in {', '.join(map(str, DEPTH_FRACTIONS))}; all Hessian alpha eps; ours = Hessian alpha, preset split, eps).
+f in {', '.join(map(str, DEPTH_FRACTIONS))}; all Hessian alpha eps; ours = Hessian alpha, preset split, eps,
+and Hessian alpha mixed with weight alpha_peak, preset all, eps).
 Then: scripts/allocation_study.py choose --model {model}"""
     return _write_sweep(out, header, spec, [base.with_overrides(c.overrides) for c in cands])
 
@@ -350,7 +372,8 @@ def _num(value: float | None) -> float | None:
 def choices_json(model: str, layers: int, cells: list[CellChoice]) -> dict[str, Any]:
     """The choices file: every candidate (knobs, run id, status, validation ppl) and the chosen one."""
     def cand(r: CandidateResult) -> dict[str, Any]:
-        return {"knobs": r.candidate.knobs, **r.candidate.info, "overrides": r.candidate.overrides,
+        return {"knobs": r.candidate.knobs, "variant": r.candidate.variant, **r.candidate.info,
+                "overrides": r.candidate.overrides,
                 "run_id": r.run_id, "status": r.status, "validation_ppl": _num(r.validation_ppl)}
 
     return {
@@ -362,10 +385,12 @@ def choices_json(model: str, layers: int, cells: list[CellChoice]) -> dict[str, 
     }
 
 
-def _knob_text(knobs: dict[str, Any], info: dict[str, Any] | None = None) -> str:
-    text = ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in knobs.items()) or "—"
-    if info and "depth_fraction" in info:
-        text += f" (f={info['depth_fraction']:g})"
+def _knob_text(candidate: Candidate) -> str:
+    """The candidate's variant (where its family has several) and knobs: "preset=split, epsilon=0.3"."""
+    knobs = [f"{k.split('.')[-1]}={v:g}" for k, v in candidate.knobs.items()]
+    text = ", ".join(filter(None, [FAMILY_BY_NAME[candidate.family].variant_text(candidate.variant), *knobs])) or "—"
+    if "depth_fraction" in candidate.info:
+        text += f" (f={candidate.info['depth_fraction']:g})"
     return text
 
 
@@ -381,7 +406,7 @@ def choices_markdown(cells: list[CellChoice], every: bool = False) -> str:
             out.append(f"| {c.method} | {c.sparsity:.0%} | {label} | (none) | | {n_ok}/{len(c.results)} |")
         for i, r in rows:
             ppl = "" if _num(r.validation_ppl) is None else f"{r.validation_ppl:.3f}"
-            knobs = _knob_text(r.candidate.knobs, r.candidate.info)
+            knobs = _knob_text(r.candidate)
             if every and i == c.chosen:
                 knobs, ppl = f"**{knobs}**", f"**{ppl}**"
             status = "" if r.status == "succeeded" else f" ({r.status})"
@@ -391,7 +416,8 @@ def choices_markdown(cells: list[CellChoice], every: bool = False) -> str:
 
 def choose(model: str, store: str | Path | None = None, out: Path | None = None, layers: int | None = None,
            allow_missing: bool = False) -> list[CellChoice]:
-    """Pick each (method, sparsity, family)'s knobs on the validation runs and write the choices file.
+    """Pick each (method, sparsity, family)'s knobs (and variant, over all of them) on the validation runs
+    and write the choices file.
     Raises RuntimeError listing the candidates that are missing or failed, unless ``allow_missing``
     (then a family with no number at all has no choice)."""
     n_layers = model_layers(model, layers)
@@ -399,7 +425,7 @@ def choose(model: str, store: str | Path | None = None, out: Path | None = None,
     bad = [r for r in results if r.status != "succeeded"]
     if bad and not allow_missing:
         shown = "; ".join(f"{r.candidate.method} {r.candidate.sparsity:.0%} {r.candidate.family} "
-                          f"{_knob_text(r.candidate.knobs)} {r.run_id}: {r.status}" for r in bad[:8])
+                          f"{_knob_text(r.candidate)} {r.run_id}: {r.status}" for r in bad[:8])
         raise RuntimeError(f"{len(bad)} of {len(results)} validation candidates of {model} are not usable "
                            f"({shown}{' ...' if len(bad) > 8 else ''}); run them, or pass --allow-missing")
     cells = choose_cells(results)
@@ -429,7 +455,7 @@ def final_spec(choices: dict[str, Any]) -> dict[str, Any]:
             missing.append(f"{cell['method']} {cell['sparsity']:.0%} {cell['family']}")
             continue
         overrides = {"pruning.method": cell["method"], "pruning.sparsity": cell["sparsity"],
-                     **FAMILY_BY_NAME[cell["family"]].fixed, **chosen["knobs"]}
+                     **FAMILY_BY_NAME[cell["family"]].fixed, **chosen.get("variant", {}), **chosen["knobs"]}
         seeds = FINAL_SEEDS.get(float(cell["sparsity"]))
         if seeds is None:
             raise ValueError(f"sparsity {cell['sparsity']} has no final seeds; accepted: {sorted(FINAL_SEEDS)}")
@@ -505,9 +531,11 @@ def family_of(config: RunConfig) -> str | None:
     if alloc.strategy in ("uniform", "owl", "dlp", "depth"):
         return alloc.strategy
     if alloc.strategy == "linear" and tuple(alloc.score_groups) == MATRIX_TYPES:
-        if alloc.granularity == "block" and alloc.metric in ("alpha_peak", "hessian_alpha"):
+        block, metrics = alloc.granularity == "block", alloc.metrics
+        if block and metrics in (("alpha_peak",), ("hessian_alpha",)):
             return alloc.metric
-        if alloc.granularity == "split" and alloc.metric == "hessian_alpha":
+        if (alloc.granularity == "split" and metrics == ("hessian_alpha",)) or (
+                block and metrics == ("hessian_alpha", "alpha_peak")):
             return OURS
     return None
 

@@ -26,6 +26,8 @@ sys.modules.setdefault("allocation_study", study)  # dataclasses look their modu
 _spec.loader.exec_module(study)
 
 MODEL = "smollm2-135m"
+SPLIT = {"allocation.preset": "split", "allocation.metric": "hessian_alpha"}
+MIXED = {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "alpha_peak"}
 
 
 def _validation_configs(tmp_path: Path) -> list[RunConfig]:
@@ -34,11 +36,11 @@ def _validation_configs(tmp_path: Path) -> list[RunConfig]:
     return expand_sweep(out)
 
 
-def test_validation_sweep_is_the_100_candidates(tmp_path: Path) -> None:
+def test_validation_sweep_is_the_116_candidates(tmp_path: Path) -> None:
     configs = _validation_configs(tmp_path)
-    assert len(configs) == 100 and len({c.run_id for c in configs}) == 100
+    assert len(configs) == 116 and len({c.run_id for c in configs}) == 116
     assert Counter((c.pruning.method, c.pruning.sparsity) for c in configs) == {
-        (m, s): 25 for m in ("wanda", "sparsegpt") for s in (0.6, 0.7)}
+        (m, s): 29 for m in ("wanda", "sparsegpt") for s in (0.6, 0.7)}
     for c in configs:  # the protocol: calibrate on wiki:train, score the whole validation split only
         assert (c.model.name, c.model.device) == (MODEL, "cuda")
         assert (c.calibration.dataset, c.calibration.nsamples, c.calibration.seqlen, c.calibration.seed) == ("wiki:train", 128, 2048, 0)
@@ -48,7 +50,7 @@ def test_validation_sweep_is_the_100_candidates(tmp_path: Path) -> None:
         assert c.tags == ("allocation-study", "study-validation")
     cell = [c for c in configs if (c.pruning.method, c.pruning.sparsity) == ("sparsegpt", 0.7)]
     by_family = Counter(study.family_of(c) for c in cell)
-    assert by_family == {"uniform": 1, "owl": 6, "alpha_peak": 3, "dlp": 4, "depth": 4, "hessian_alpha": 3, "ours": 4}
+    assert by_family == {"uniform": 1, "owl": 6, "alpha_peak": 3, "dlp": 4, "depth": 4, "hessian_alpha": 3, "ours": 8}
     # ATP: beta = f * min(2S, 2(1-S)) / (L-1); at S = 0.7, L = 30 that is f * 0.6 / 29 (not 2S = 1.4)
     betas = sorted(c.allocation.depth_beta for c in cell if c.allocation.strategy == "depth")
     assert betas == [0.005172, 0.010345, 0.015517, 0.02069]
@@ -59,12 +61,52 @@ def test_validation_sweep_is_the_100_candidates(tmp_path: Path) -> None:
         (m, lam) for m in (5.0, 7.0) for lam in (0.04, 0.08, 0.12)}
     assert sorted(c.allocation.dlp_alpha for c in cell if c.allocation.strategy == "dlp") == [0.05, 0.1, 0.15, 0.2]
     ours = [c.allocation for c in cell if study.family_of(c) == "ours"]
-    assert all((a.metric, a.granularity, a.score_groups) == ("hessian_alpha", "split", MATRIX_TYPES) for a in ours)
-    assert sorted(a.epsilon for a in ours) == [0.1, 0.2, 0.3, 0.4]
+    split = [a for a in ours if a.granularity == "split"]
+    assert all((a.metric, a.metric_mix, a.score_groups) == ("hessian_alpha", None, MATRIX_TYPES) for a in split)
+    assert sorted(a.epsilon for a in split) == [0.1, 0.2, 0.3, 0.4]
+    mixed = [a for a in ours if a.granularity == "block"]  # Hessian alpha mixed with the weight alpha_peak
+    assert all((a.preset, a.metrics, a.score_groups) == ("all", ("hessian_alpha", "alpha_peak"), MATRIX_TYPES)
+               for a in mixed)
+    assert sorted(a.epsilon for a in mixed) == [0.1, 0.2, 0.3, 0.4]
     hess = [c.allocation for c in cell if study.family_of(c) == "hessian_alpha"]
-    assert all((a.metric, a.granularity, a.score_groups) == ("hessian_alpha", "block", MATRIX_TYPES) for a in hess)
+    assert all((a.metric, a.metric_mix, a.granularity, a.score_groups) == ("hessian_alpha", None, "block", MATRIX_TYPES)
+               for a in hess)
     alpha = [c.allocation for c in cell if study.family_of(c) == "alpha_peak"]
     assert sorted(a.epsilon for a in alpha) == [0.1, 0.2, 0.3] and all(a.metric == "alpha_peak" for a in alpha)
+
+
+#: run ids of the ours-split candidates of the first validation batch (computed before the mixed
+#: variant was added; the sweep dedupes by run id, so these must never change)
+SPLIT_RUN_IDS = {
+    ("wanda", 0.6, 0.1): "wanda-b572faa606ae", ("wanda", 0.7, 0.4): "wanda-39c69bc6a1e9",
+    ("sparsegpt", 0.6, 0.3): "sparsegpt-63b22dd1636b", ("sparsegpt", 0.7, 0.1): "sparsegpt-e9b48dfc8c63",
+}
+
+
+def test_the_first_batch_keeps_its_run_ids() -> None:
+    base = RunConfig.from_dict(study.validation_base(MODEL))
+    ids = {(c.method, c.sparsity, c.family, c.knobs.get("allocation.epsilon"), c.variant.get("allocation.preset")):
+           base.with_overrides(c.overrides).run_id for c in study.candidates(30)}
+    for (method, sparsity, eps), run_id in SPLIT_RUN_IDS.items():
+        assert ids[(method, sparsity, "ours", eps, "split")] == run_id
+    assert len({base.with_overrides(c.overrides).run_id for c in study.candidates(30)}) == 116
+    # the candidates of one variant, in the first batch's order, then the mixed ones
+    ours = [c for c in study.candidates(30) if (c.method, c.sparsity, c.family) == ("wanda", 0.6, "ours")]
+    assert [(c.variant.get("allocation.metric_mix"), c.knobs["allocation.epsilon"]) for c in ours] == [
+        (None, 0.1), (None, 0.2), (None, 0.3), (None, 0.4),
+        ("alpha_peak", 0.1), ("alpha_peak", 0.2), ("alpha_peak", 0.3), ("alpha_peak", 0.4)]
+
+
+def test_final_sweep_runs_a_chosen_mixed_variant(tmp_path: Path) -> None:
+    choices = _choices(pick=5)  # ours: the mixed variant, eps 0.2 (other families: their last candidate)
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps(choices))
+    configs = study.write_final(MODEL, path, tmp_path / "final.yaml")
+    ours = [c.allocation for c in configs if study.family_of(c) == "ours"]
+    assert len(ours) == 4 + 4 + 2  # seeds 1 + 3 per method, plus the lee-calibrated runs
+    assert {(a.preset, a.metrics, a.epsilon) for a in ours} == {("all", ("hessian_alpha", "alpha_peak"), 0.2)}
+    hess = [c.allocation for c in configs if study.family_of(c) == "hessian_alpha"]
+    assert hess and all(a.metric_mix is None for a in hess)
 
 
 def test_layers_come_from_config_json(tmp_path: Path) -> None:
@@ -96,7 +138,9 @@ def _designed_ppl(cand: Any, index: int) -> tuple[float, float]:
     if (cand.method, cand.sparsity, cand.family) == ("wanda", 0.7, "dlp"):
         val = [30.0, 29.0, 29.0, 31.0][index]  # tie: the earlier (alpha 0.1) wins
     if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.6, "ours"):
-        val = [25.0, 24.0, 22.0, 23.0][index]  # eps 0.3 wins (unless it failed)
+        val = [25.0, 24.0, 22.0, 23.0, 26.0, 27.0, 28.0, 29.0][index]  # split, eps 0.3 wins (unless it failed)
+    if (cand.method, cand.sparsity, cand.family) == ("wanda", 0.6, "ours"):
+        val = [25.0, 24.0, 22.0, 23.0, 26.0, 21.0, 28.0, 29.0][index]  # the mixed variant, eps 0.2 wins
     test = 100.0 - index  # on the test split the last knob always looks best
     return val, test
 
@@ -118,8 +162,9 @@ def _publish_validation(skip: set[int] = frozenset()) -> list[tuple[Any, RunConf
 
 
 def _chosen(cells: list[Any], method: str, sparsity: float, family: str) -> dict[str, Any]:
+    """The chosen candidate's variant settings and knobs."""
     cell = next(c for c in cells if (c.method, c.sparsity, c.family) == (method, sparsity, family))
-    return cell.results[cell.chosen].candidate.knobs
+    return {**cell.results[cell.chosen].candidate.variant, **cell.results[cell.chosen].candidate.knobs}
 
 
 def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path: Path) -> None:
@@ -132,7 +177,8 @@ def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path:
     assert len(cells) == 28 and all(c.chosen is not None for c in cells)
     assert _chosen(cells, "wanda", 0.7, "owl") == {"allocation.owl_threshold_m": 7.0, "allocation.owl_lambda": 0.08}
     assert _chosen(cells, "wanda", 0.7, "dlp") == {"allocation.dlp_alpha": 0.1}
-    assert _chosen(cells, "sparsegpt", 0.6, "ours") == {"allocation.epsilon": 0.3}
+    assert _chosen(cells, "sparsegpt", 0.6, "ours") == {**SPLIT, "allocation.epsilon": 0.3}
+    assert _chosen(cells, "wanda", 0.6, "ours") == {**MIXED, "allocation.epsilon": 0.2}  # over both variants
     assert _chosen(cells, "wanda", 0.6, "depth") == {"allocation.depth_beta": 0.006897}  # f = 0.25: lowest 40.0
     assert _chosen(cells, "sparsegpt", 0.7, "alpha_peak") == {"allocation.epsilon": 0.1}
     data = json.loads(out.read_text())
@@ -143,20 +189,25 @@ def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path:
     assert depth["chosen"]["depth_fraction"] == 0.25
     table = study.choices_markdown(cells)
     assert "| wanda | 70% | OWL | owl_threshold_m=7, owl_lambda=0.08 | 28.500 | 5/6 |" in table
+    label = study.FAMILY_BY_NAME["ours"].label
+    assert f"| wanda | 60% | {label} | preset=all, metric_mix=alpha_peak, epsilon=0.2 | 21.000 | 8/8 |" in table
+    assert f"| sparsegpt | 60% | {label} | preset=split, epsilon=0.3 | 22.000 | 8/8 |" in table
+    mixed = next(c for c in data["cells"] if (c["method"], c["sparsity"], c["family"]) == ("wanda", 0.6, "ours"))
+    assert mixed["chosen"]["variant"] == MIXED and mixed["chosen"]["overrides"]["allocation.metric_mix"] == "alpha_peak"
 
     # a failed latest attempt of the would-be winner: refused, or (allowed) the next best wins
     ours_cfg = next(cfg for cand, cfg in published if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.6, "ours")
                     and cand.knobs == {"allocation.epsilon": 0.3})
     publish_run(ours_cfg, status="failed", error="CUDA out of memory")
-    with pytest.raises(RuntimeError, match="1 of 100 .*failed"):
+    with pytest.raises(RuntimeError, match="1 of 116 .*failed"):
         study.choose(MODEL, out=out, layers=30)
     cells = study.choose(MODEL, out=out, layers=30, allow_missing=True)
-    assert _chosen(cells, "sparsegpt", 0.6, "ours") == {"allocation.epsilon": 0.4}
+    assert _chosen(cells, "sparsegpt", 0.6, "ours") == {**SPLIT, "allocation.epsilon": 0.4}
 
 
 def test_choose_refuses_a_missing_candidate(data_dir: Path, tmp_path: Path) -> None:
     _publish_validation(skip={7})
-    with pytest.raises(RuntimeError, match="1 of 100 .*missing"):
+    with pytest.raises(RuntimeError, match="1 of 116 .*missing"):
         study.choose(MODEL, out=tmp_path / "c.json", layers=30)
     assert not (tmp_path / "c.json").exists()
     cells = study.choose(MODEL, out=tmp_path / "c.json", layers=30, allow_missing=True)
@@ -293,7 +344,8 @@ def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
     assert summary.at["ours", "lee_calibrated_wiki"] == pytest.approx(14.0)  # the lee-calibrated run, not a seed
     assert summary.at["dense", "wiki_mean"] == pytest.approx(19.2)
     report = study.study_report()
-    assert "| smollm2-135m | wanda | 70% | ours: Hessian α split | 10.00 ± 1.00 (n=3) | 31.00 ± 1.00 (n=3) | 0.410 ± 0.010 (n=3) | 14.00 |" in report
+    assert ("| smollm2-135m | wanda | 70% | ours: Hessian α (split, or mixed with weight α) | 10.00 ± 1.00 (n=3) | "
+            "31.00 ± 1.00 (n=3) | 0.410 ± 0.010 (n=3) | 14.00 |") in report
     assert "| smollm2-135m | wanda | 70% | wiki | 10.00 ± 1.00 (n=3) | OWL | 10.90 ± 0.00 (n=3) | +0.90 | 1.00 | no (2 of 6 rivals) | yes |" in report
     assert "| smollm2-135m | wanda | 70% | lee | 31.00 ± 1.00 (n=3) | OWL | 36.00 ± 1.00 (n=3) | +5.00 | 1.00 | yes (2 of 6 rivals) | yes |" in report
     assert "- lee: ours wins by more than the spread in 0 of 1 (model, method, sparsity) cells (0 undecided with 1 seed, 1 missing some rivals)" in report

@@ -104,6 +104,21 @@ def test_hessian_metric_measures_hessian_spectra_and_allocates_from_them(tiny_di
     assert abs(_weighted_mean(by_hessian.tables["allocation"], "sparsity_target") - 0.6) < 1e-9
 
 
+def test_hessian_alpha_mixed_with_weight_alpha_is_stored_with_both_names(tiny_dir, fresh_spectra):
+    from pruning.store.queries import list_runs, run_table
+
+    config = _config(tiny_dir, **{"allocation.strategy": "linear", "allocation.epsilon": 0.2,
+                                  "allocation.granularity": "matrix", "allocation.metric": "hessian_alpha",
+                                  "allocation.metric_mix": "alpha_peak"})
+    out = execute_run(config)
+    assert out.status == "succeeded" and set(out.tables["spectra"]["source"]) == {"weight", "hessian"}
+    alloc = run_table(config.run_id, "allocation")
+    assert alloc["score"].between(0.0, 1.0).all() and alloc["score"].nunique() > 2  # n_u, not a metric value
+    assert abs(_weighted_mean(alloc, "sparsity_target") - 0.6) < 1e-9
+    runs = list_runs()
+    assert runs.set_index("run_id").at[config.run_id, "metric"] == "hessian_alpha+alpha_peak"
+
+
 def test_second_run_of_the_same_model_skips_the_spectra_stage(tiny_dir, fresh_spectra):
     linear = {"allocation.strategy": "linear", "allocation.epsilon": 0.2, "allocation.metric": "alpha"}
     first = execute_run(_config(tiny_dir, **linear))

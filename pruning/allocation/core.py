@@ -20,8 +20,9 @@ and reduce to the unbounded formulas when nothing clips; the reachable targets a
 A target S = 0 (a dense run) gives every matrix sparsity 0 for any strategy, without metrics or
 calibration statistics; the bounds are then not applied (logged if ``min_sparsity > 0``).
 
-Output: the input rows in input order with added columns ``unit``, ``score`` (m_u; D_l for owl; U_l
-for dlp; the block index for depth), ``ratio`` (r_u; for the additive strategies the unbounded
+Output: the input rows in input order with added columns ``unit``, ``score`` (m_u; with
+``metric_mix`` the averaged normalised score n_u in [0, 1]; D_l for owl; U_l for dlp; the block
+index for depth), ``ratio`` (r_u; for the additive strategies the unbounded
 s_u / S) and ``sparsity``.
 """
 
@@ -67,7 +68,7 @@ def allocation_config(**fields: Any) -> AllocationConfig:
 
 
 def metric_columns(matrices: pd.DataFrame) -> list[str]:
-    """Numeric columns of a per-matrix table that can serve as ``config.metric``."""
+    """Numeric columns of a per-matrix table that can serve as ``config.metric`` or ``config.metric_mix``."""
     return linear.metric_columns(matrices, set(BASE_COLUMNS) | set(OUTPUT_COLUMNS))
 
 
@@ -109,8 +110,7 @@ def allocate(
         unit_frame["ratio"] = 1.0
         unit_frame["sparsity"] = target
     elif config.strategy == "linear":
-        scores, groups = linear.linear_scores(frame, units, unit_frame, config, metric_columns(frame), family)
-        ratios = linear.linear_ratios(scores, groups, config.epsilon, config.higher_prunes_more)
+        scores, ratios = linear.linear_allocation(frame, units, unit_frame, config, metric_columns(frame), family)
         unit_frame["score"] = scores
         unit_frame["ratio"] = ratios
         unit_frame["sparsity"] = solve_bounded(np.zeros_like(ratios), ratios, numel, target, lo, hi)

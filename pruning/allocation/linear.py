@@ -14,6 +14,19 @@ scored by the listed types; ``split`` - attention and MLP units are normalised *
 metric levels differ systematically; a joint min/max would turn that into "prune all MLPs more"),
 and a sub-block with none of its types listed is scored by all of its own types; ``matrix`` - only
 listed types vary (one group), other matrices keep ``r = 1`` and ``score = NaN``.
+
+Two metrics (``config.metric_mix``): each metric k in (``metric``, ``metric_mix``) gives its own
+n_u^k exactly as above (unit mean over the same scoring matrices, min-max inside the same group,
+direction ``higher_prunes_more`` for both; a metric that is flat in a group gives n_u^k = 0.5 to
+every unit of the group, the ratio-1 meaning of a flat group), and ``n_u = (n_u^metric +
+n_u^metric_mix) / 2`` replaces n_u in ``r_u = (1 - eps) + 2 eps n_u``. The average is not min-max
+normalised again, so two metrics that disagree give a narrower spread than either alone. The
+stored ``score`` of such a run is this n_u in [0, 1] (not a metric value). Averaging the raw
+metric values instead would let the metric with the larger range decide alone. Why: the Hessian
+alpha (power-law alpha of the layer-wise Hessian X^T X ESD; input statistics) and the weight
+alpha (trained weights; Martin & Mahoney, JMLR 2021) are two noisy estimates of a layer's quality
+(correlation 0.55 of their block means on SmolLM2-135M); averaging their normalised ranks is the
+team's notes' Hessian allocation "combined with the weight spectra".
 """
 
 from __future__ import annotations
@@ -33,8 +46,8 @@ if TYPE_CHECKING:
 
 
 def metric_columns(matrices: pd.DataFrame, skip: set[str]) -> list[str]:
-    """Numeric columns of a per-matrix table that can serve as ``config.metric`` (``skip``: the
-    base and output columns)."""
+    """Numeric columns of a per-matrix table that can serve as ``config.metric`` or
+    ``config.metric_mix`` (``skip``: the base and output columns)."""
     return [c for c in matrices.columns if c not in skip and pd.api.types.is_numeric_dtype(matrices[c])]
 
 
@@ -46,29 +59,37 @@ def _scoring_types(unit_types: set[str], score_groups: set[str], granularity: st
     return listed
 
 
-def linear_scores(
+def linear_allocation(
     frame: pd.DataFrame, units: pd.Series, unit_frame: pd.DataFrame, config: AllocationConfig,
     available: list[str], family: "FamilySpec | None" = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit scores m_u ``(units,)`` (NaN for non-varying units) and normalisation group labels
-    ``(units,)`` ('' = none). available: the table's metric columns (for messages)."""
-    metric = config.metric
-    if metric not in frame.columns:
-        raise ConfigError(
-            f"allocation.metric: column {metric!r} is not in the matrix table; available metric columns: "
-            f"{', '.join(available) or '(none)'}"
-        )
-    if metric not in available:
-        raise ConfigError(f"allocation.metric: column {metric!r} is not numeric; available: {', '.join(available)}")
+    """(score, ratio) per unit ``(units,)``: with one metric (m_u, r_u); with ``config.metric_mix``
+    (n_u, r_u), n_u the mean of the two metrics' normalised scores (module docstring). Units that do
+    not vary get score NaN and ratio 1. available: the table's metric columns (for messages)."""
+    used, groups = _scoring_rows(frame, units, unit_frame, config, family)
+    scores = _unit_means(frame, config.metric, "allocation.metric", used, units, unit_frame, available)
+    if config.metric_mix is None:
+        return scores, linear_ratios(scores, groups, config.epsilon, config.higher_prunes_more)
+    mix = _unit_means(frame, config.metric_mix, "allocation.metric_mix", used, units, unit_frame, available)
+    normalised = (normalised_scores(scores, groups, config.higher_prunes_more)
+                  + normalised_scores(mix, groups, config.higher_prunes_more)) / 2.0
+    return normalised, _ratios(normalised, groups, config.epsilon)
+
+
+def _scoring_rows(
+    frame: pd.DataFrame, units: pd.Series, unit_frame: pd.DataFrame, config: AllocationConfig,
+    family: "FamilySpec | None",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose metric scores their unit ``(matrices,)`` bool, and the units' normalisation group
+    labels ``(units,)`` ('' = the unit does not vary)."""
     granularity = config.granularity
     score_groups = set(config.score_groups)
     used = np.zeros(len(frame), dtype=bool)
     groups = np.full(len(unit_frame), "", dtype=object)
-    unit_index = {u: i for i, u in enumerate(unit_frame.index)}
-    unit_codes = units.map(unit_index).to_numpy()
+    unit_codes = _unit_codes(units, unit_frame)
     types = frame["matrix_type"].to_numpy()
     sub_blocks = sub_block_of(frame["matrix_type"], family).to_numpy() if granularity == "split" else None
-    for unit, i in unit_index.items():
+    for i, unit in enumerate(unit_frame.index):
         rows = unit_codes == i
         unit_types = set(types[rows])
         scoring = _scoring_types(unit_types, score_groups, granularity)
@@ -81,30 +102,68 @@ def linear_scores(
             continue
         used |= rows & np.isin(types, list(scoring))
         groups[i] = sub_blocks[rows][0] if sub_blocks is not None else granularity
+    return used, groups
+
+
+def _unit_codes(units: pd.Series, unit_frame: pd.DataFrame) -> np.ndarray:
+    """Position of each matrix's unit in ``unit_frame`` ``(matrices,)``."""
+    return units.map({u: i for i, u in enumerate(unit_frame.index)}).to_numpy()
+
+
+def _unit_means(
+    frame: pd.DataFrame, metric: str, field: str, used: np.ndarray, units: pd.Series, unit_frame: pd.DataFrame,
+    available: list[str],
+) -> np.ndarray:
+    """Unweighted mean of column ``metric`` over each unit's scoring rows ``(units,)`` (NaN where a
+    unit has none); ``field`` (``allocation.metric`` or ``allocation.metric_mix``) names the setting
+    in the errors for a missing, non-numeric or non-finite column."""
+    if metric not in frame.columns:
+        raise ConfigError(
+            f"{field}: column {metric!r} is not in the matrix table; available metric columns: "
+            f"{', '.join(available) or '(none)'}"
+        )
+    if metric not in available:
+        raise ConfigError(f"{field}: column {metric!r} is not numeric; available: {', '.join(available)}")
     values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
     nan_rows = used & ~np.isfinite(values)
     if nan_rows.any():
         names = frame.loc[nan_rows, "name"].tolist()
         raise ConfigError(
-            f"allocation.metric: {metric!r} is NaN or infinite for {len(names)} matrices needed for scoring: "
+            f"{field}: {metric!r} is NaN or infinite for {len(names)} matrices needed for scoring: "
             f"{names_text(names)}"
         )
+    unit_codes = _unit_codes(units, unit_frame)
     sums = np.bincount(unit_codes, weights=np.where(used, values, 0.0), minlength=len(unit_frame))
     counts = np.bincount(unit_codes, weights=used.astype(float), minlength=len(unit_frame))
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.where(counts > 0, sums / counts, np.nan)
-    return scores, groups
+        return np.where(counts > 0, sums / counts, np.nan)
 
 
-def linear_ratios(scores: np.ndarray, groups: np.ndarray, epsilon: float, higher_prunes_more: bool) -> np.ndarray:
-    """r_u = (1 - eps) + 2 eps n_u ``(units,)`` with n_u the min-max normalised score inside each group."""
-    ratios = np.ones(len(scores), dtype=float)
+def normalised_scores(scores: np.ndarray, groups: np.ndarray, higher_prunes_more: bool) -> np.ndarray:
+    """n_u in [0, 1] ``(units,)``: ``scores`` min-max normalised inside each group (reversed when
+    ``higher_prunes_more`` is false); 0.5 for every unit of a flat group (ratio 1, the group does
+    not vary); NaN for units without a group."""
+    normalised = np.full(len(scores), np.nan, dtype=float)
     for group in sorted({g for g in groups if g}):
         members = groups == group
         values = scores[members]
         if is_flat(values):
-            continue  # flat group: all ratios 1
+            normalised[members] = 0.5
+            continue
         low, high = float(values.min()), float(values.max())
-        normalised = (values - low) / (high - low) if higher_prunes_more else (high - values) / (high - low)
-        ratios[members] = (1.0 - epsilon) + 2.0 * epsilon * normalised
+        normalised[members] = (values - low) / (high - low) if higher_prunes_more else (high - values) / (high - low)
+    return normalised
+
+
+def linear_ratios(scores: np.ndarray, groups: np.ndarray, epsilon: float, higher_prunes_more: bool) -> np.ndarray:
+    """r_u = (1 - eps) + 2 eps n_u ``(units,)`` with n_u the min-max normalised score inside each group."""
+    return _ratios(normalised_scores(scores, groups, higher_prunes_more), groups, epsilon)
+
+
+def _ratios(normalised: np.ndarray, groups: np.ndarray, epsilon: float) -> np.ndarray:
+    """r_u = (1 - eps) + 2 eps n_u ``(units,)`` for units in a group, 1 for the others (n_u = 0.5 of
+    a flat group gives exactly 1 in float64 for every eps in [0, 1))."""
+    ratios = np.ones(len(normalised), dtype=float)
+    varying = groups != ""
+    ratios[varying] = (1.0 - epsilon) + 2.0 * epsilon * normalised[varying]
     return ratios

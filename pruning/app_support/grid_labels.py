@@ -46,7 +46,9 @@ def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
     spectral metric scores (:func:`pruning.presets.strategy_column`: "uniform", "OWL", "DLP", "ATP"),
     whatever their preset; else (AlphaPruning, ``linear``) the preset's display name (the raw header
     text when it is no known preset, e.g. "split"), suffixed " · metric" when a linear allocation
-    used another metric than the notes' alpha / alpha_peak (e.g. "all · hessian_alpha"). For the
+    used another metric than the notes' alpha / alpha_peak (e.g. "all · hessian_alpha"; a run mixing
+    two metrics, ``allocation.metric_mix``, is stored as "metric+metric_mix" and gets its own column,
+    e.g. "all · hessian_alpha+alpha_peak", apart from either single metric). For the
     team's own runs (``kind == "run"``) only `alpha_peak` is unsuffixed, so a run allocating by
     WeightWatcher's `alpha` gets its own column ("all · alpha") instead of sharing a cell with the
     `alpha_peak` runs."""

@@ -54,6 +54,7 @@ CALIBRATION_CORPORA = ["wiki", "wiki:train", "wiki:validation", "lee", "wikitext
 EVAL_CORPORA = ["wiki", "wiki:validation", "wiki:train", "lee", "wikitext2", "c4"]
 #: the knobs of one allocation strategy: the form shows (and sends) them only for that strategy
 STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
+    "linear": ("allocation.metric_mix",),
     "dlp": ("allocation.dlp_alpha", "allocation.dlp_statistic"),
     "depth": ("allocation.depth_beta",),
 }
@@ -71,6 +72,10 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
         {"value": "", "placeholder": "QKVout + split", "help": "A notes column header: " + ", ".join(preset_names())},
     ),
     "allocation.metric": ("select", "Metric", {"options": METRIC_CHOICES, "accept_new_options": True}),
+    "allocation.metric_mix": ("select", "Mixed with metric (blank = off)", {
+        "options": ["", *METRIC_CHOICES], "accept_new_options": True, "format_func": lambda m: m or "(off)",
+        "help": "linear only: the unit's normalised score is the mean of both metrics' min-max normalised "
+        "scores, e.g. hessian_alpha mixed with alpha_peak (docs/allocation.md)"}),
     "allocation.epsilon": ("float", "ε (allocation spread)", {"value": 0.2, "step": 0.01, "format": "%.3f"}),
     "allocation.dlp_alpha": ("float", "DLP α (spread ±α around the target)", {
         "value": 0.15, "step": 0.01, "format": "%.3f", "help": "DLP (Chen et al., ICML 2025); 0.15 in its tables"}),
@@ -114,8 +119,9 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
 FORM_SECTIONS = {
     "Model": ["model.name", "model.dtype", "model.device"],
     "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
-    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", "allocation.epsilon",
-                   *(f for fields in STRATEGY_FIELDS.values() for f in fields)],
+    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", *STRATEGY_FIELDS["linear"],
+                   "allocation.epsilon", *(f for name, fields in STRATEGY_FIELDS.items() if name != "linear"
+                                           for f in fields)],
     "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen", "calibration.batch_size"],
     "Evaluation": [
         "evaluation.perplexity",

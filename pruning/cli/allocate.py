@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=SPARSITY, required=True, help="target sparsity S (parameter-weighted mean)")
     p.add_argument("--strategy", default="linear", choices=STRATEGIES)
     p.add_argument("--metric", default="alpha_peak", help="metric column scoring the units (alpha_peak, alpha, ...)")
+    p.add_argument("--metric-mix", default=None,
+                   help="second metric column, averaged with --metric after min-max normalisation (linear only)")
     p.add_argument("--epsilon", type=float_in(0.0, 1.0, high_open=True), default=0.2,
                    help="AlphaPruning epsilon: ratios in [1 - eps, 1 + eps]")
     p.add_argument(
@@ -83,7 +85,7 @@ def _read_table(path: Path, flag: str = "--spectra") -> Any:
                           f"table ({detail}); accepted: CSV (UTF-8) or Parquet") from None
 
 
-def _model_matrices(reference: str, device: str, metric: str) -> Any:
+def _model_matrices(reference: str, device: str, metrics: tuple[str, ...]) -> Any:
     """Per-matrix table of a model: block, matrix_type, name, numel + weight-spectrum metrics."""
     import pandas as pd
     from tqdm import tqdm
@@ -97,11 +99,12 @@ def _model_matrices(reference: str, device: str, metric: str) -> Any:
         raise ConfigError(
             f"the spectral metrics module is not available ({exc}); pass a per-matrix table with --spectra"
         ) from None
-    if metric.startswith("hessian_"):
-        raise ConfigError(
-            f"--metric {metric!r} needs calibration Hessians, which `allocate` does not compute; "
-            "use a weight metric (alpha_peak, alpha, ...) or --spectra with a table holding hessian_ columns"
-        )
+    for flag, metric in zip(("--metric", "--metric-mix"), metrics):
+        if metric.startswith("hessian_"):
+            raise ConfigError(
+                f"{flag} {metric!r} needs calibration Hessians, which `allocate` does not compute; "
+                "use a weight metric (alpha_peak, alpha, ...) or --spectra with a table holding hessian_ columns"
+            )
     loaded = load_model(reference, dtype="float32", device=device)
     bar = tqdm(desc="weight spectra", unit="matrix")
 
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     }
     optional = {
         "preset": args.preset,
+        "metric_mix": args.metric_mix,
         "score_groups": args.score_groups,
         "granularity": args.granularity,
         "min_sparsity": args.min_sparsity,
@@ -164,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if args.spectra is not None:
         matrices = _read_table(args.spectra)
     else:
-        matrices = _model_matrices(args.model or "smollm2-135m", args.device, config.metric)
+        matrices = _model_matrices(args.model or "smollm2-135m", args.device, config.metrics)
     result = allocate(matrices, config, args.sparsity, owl_outlier_ratio=owl, dlp_unimportance=dlp)
 
     by_block = config.granularity == "matrix" and config.strategy not in BLOCK_STRATEGIES
@@ -174,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         print(table.to_string(index=False))
     groups = ",".join(config.score_groups)
     print(
-        f"strategy {config.strategy}, metric {config.metric}, eps {config.epsilon}, score_groups {groups}, "
+        f"strategy {config.strategy}, metric {'+'.join(config.metrics)}, eps {config.epsilon}, score_groups {groups}, "
         f"granularity {config.granularity}: target {args.sparsity}, weighted mean {achieved:.10f}, "
         f"{len(result)} matrices"
     )

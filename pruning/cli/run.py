@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set pruning.sparsity=0.7 --set allocation.preset='QKVout + split'")
     shortcuts = (("--model", str), ("--method", str), ("--sparsity", float), ("--preset", str),
-                 ("--strategy", str), ("--metric", str), ("--epsilon", float), ("--nm", str), ("--device", str),
-                 ("--limit-windows", int), ("--nsamples", int))
+                 ("--strategy", str), ("--metric", str), ("--metric-mix", str), ("--epsilon", float), ("--nm", str),
+                 ("--device", str), ("--limit-windows", int), ("--nsamples", int))
     for flag, kind in shortcuts:
         p.add_argument(flag, type=kind, help="shortcut for the matching --set key")
     p.add_argument("--events", help="append JSON progress events to this file (one per line)")
@@ -38,7 +38,8 @@ def build_config(args: argparse.Namespace):
     shortcuts = {
         "model.name": args.model, "pruning.method": args.method, "pruning.sparsity": args.sparsity,
         "allocation.preset": args.preset, "allocation.strategy": args.strategy, "allocation.metric": args.metric,
-        "allocation.epsilon": args.epsilon, "pruning.nm": args.nm, "model.device": args.device,
+        "allocation.metric_mix": args.metric_mix, "allocation.epsilon": args.epsilon, "pruning.nm": args.nm,
+        "model.device": args.device,
         "evaluation.limit_windows": args.limit_windows, "calibration.nsamples": args.nsamples,
     }
     overrides = {k: v for k, v in shortcuts.items() if v is not None}

@@ -93,7 +93,7 @@ def check_sweep_names(configs: list[RunConfig], what: str) -> None:
     seen: set[tuple] = set()
     for config in configs:
         key = (config.calibration.dataset, config.evaluation.perplexity, config.evaluation.zeroshot_tasks,
-               config.allocation.metric)
+               config.allocation.metrics)
         if key in seen:
             continue
         seen.add(key)
@@ -107,7 +107,7 @@ def _allocation_label(config: RunConfig) -> str:
     """``uniform``, ``owl M=5 λ=0.08`` or ``linear preset=all metric=alpha_peak eps=0.2`` for one dry-run line."""
     a = config.allocation
     if a.strategy == "linear":
-        return f"linear preset={a.preset or 'custom'}  metric={a.metric}  eps={a.epsilon:g}"
+        return f"linear preset={a.preset or 'custom'}  metric={'+'.join(a.metrics)}  eps={a.epsilon:g}"
     if a.strategy == "owl":
         return f"owl M={a.owl_threshold_m:g} λ={a.owl_lambda:g}"
     return a.strategy

@@ -133,6 +133,13 @@ def preset_of(config: RunConfig) -> str | None:
     return None
 
 
+def metric_label(config: RunConfig) -> str | None:
+    """``runs.metric`` of a run: the metric of a ``linear`` allocation, ``"<metric>+<metric_mix>"``
+    (e.g. ``hessian_alpha+alpha_peak``) when it mixes two, None for the other strategies."""
+    alloc = config.allocation
+    return "+".join(alloc.metrics) if alloc.strategy == "linear" else None
+
+
 def run_row(config: RunConfig, *, status: str, error: str | None, timings: Mapping[str, float] | None,
             env: Mapping[str, Any] | None, created_at: str | None) -> dict[str, Any]:
     """The ``runs`` row of one engine run."""
@@ -140,7 +147,7 @@ def run_row(config: RunConfig, *, status: str, error: str | None, timings: Mappi
     return {
         "bundle": config.run_id, "run_id": config.run_id, "kind": "run", "model": config.model.name,
         "method": prune.method, "strategy": alloc.strategy, "preset": preset_of(config),
-        "preset_raw": alloc.preset, "metric": alloc.metric if alloc.strategy == "linear" else None,
+        "preset_raw": alloc.preset, "metric": metric_label(config),
         "epsilon": alloc.epsilon if alloc.strategy == "linear" else None, "sparsity": prune.sparsity,
         "sparsity_assumed": False, "nm": prune.nm, "status": status, "error": error, "label": config.label,
         "config_tags": list(config.tags), "is_baseline": False, "created_at": created_at,
