@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the SmolLM2 grid sweep (sweeps/grid-smollm2.yaml, or the file in $SWEEP) on a bare GPU machine reached through the
-# `device` tool, in a few calls that each stay under its carry and time limits. Prepare the carry
-# here first with scripts/gpu_carry.sh, then, in the repository root on the GPU machine:
+# `device` tool, in a few calls that each stay under its carry and time limits. Simplest: scripts/gpu_pack.sh here
+# cuts the model, wheels and corpora into chunks sized for the current tree; then one call per chunk (carry
+# .gpu/cII) runs `scripts/gpu_grid.sh unpack`, and the last one sets everything up. The older per-file carry,
+# prepared here with scripts/gpu_carry.sh (its part sizes assume a ~38 MB tree), in the repository root there:
 #   calls 1-3 (carry .gpu/gguf1 .gpu/w1 .gpu/corpora, then .gpu/gguf2, then .gpu/gguf3):
 #                                                   scripts/gpu_grid.sh setup
 #     (idempotent: installs the wheels, copies the corpora and the GGUF parts that this call carried;
@@ -79,6 +81,20 @@ case "${1:-}" in
     python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), '$MODEL'))" \
       && echo "model ready"
     ;;
+  unpack)  # chunks of scripts/gpu_pack.sh, one a call; the last one completes the set-up
+    mkdir -p /tmp/chunks /tmp/site
+    for d in .gpu/c[0-9]*; do [[ -d $d ]] && cp "$d"/part* "$d"/NPARTS /tmp/chunks/; done
+    [[ -f /tmp/chunks/NPARTS ]] || { echo "no chunk carried: carry .gpu/c01 (scripts/gpu_pack.sh makes them)" >&2; exit 1; }
+    read -r need packed < /tmp/chunks/NPARTS
+    [[ $packed == "$MODEL" ]] || { echo "the chunks hold $packed, not MODEL=$MODEL" >&2; exit 1; }
+    have=$(find /tmp/chunks -maxdepth 1 -name 'part*' | wc -l)
+    if (( have < need )); then echo "$MODEL chunks: $have of $need; carry the next one"; exit 0; fi
+    rm -rf /tmp/pack && mkdir -p /tmp/pack && cat /tmp/chunks/part* | tar xf - -C /tmp/pack || exit 1
+    install /tmp/pack/wheels/*.whl || exit 1
+    mkdir -p /tmp/plcache/corpora && cp /tmp/pack/corpora/* /tmp/plcache/corpora/
+    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('/tmp/pack/gguf/$MODEL.gguf'), '$MODEL'))" \
+      && have_run_wheels && echo "model ready, wheels installed"
+    ;;
   run)
     workers=${2:-4}; seconds=${3:-500}
     install_carried && have_run_wheels || exit 1
@@ -109,6 +125,6 @@ case "${1:-}" in
     xargs -r kill < /tmp/worker.pids; collect
     ;;
   *)
-    echo "usage: $0 setup | wheels | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
+    echo "usage: $0 unpack | setup | wheels | run [WORKERS] [SECONDS] | wait [SECONDS] | stop" >&2; exit 2
     ;;
 esac
