@@ -72,6 +72,8 @@ FINAL_EVALUATION = {"perplexity": ["wiki", "lee"], "seqlen": 2048, "limit_window
 ZEROSHOT_TASK = "wiki_cloze"
 DEPTH_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 OURS = "ours"
+#: joins a family and the knobs of its final runs that validation did not choose (summarize)
+UNCHOSEN = "~"
 
 
 @dataclass(frozen=True)
@@ -540,31 +542,67 @@ def family_of(config: RunConfig) -> str | None:
     return None
 
 
-def study_runs(store: str | Path | None = None) -> pd.DataFrame:
+def chosen_final_ids(model: str, choices_dir: Path | None = None) -> set[str] | None:
+    """Run ids of the final sweep that ``model``'s choices file (``docs/study/choices-MODEL.json``)
+    gives, None when there is no such file. A final run outside this set was made with knobs that
+    validation did not choose in the end (e.g. the first version of ours, before its second variant
+    was validated): it is reported on its own rows and never compared."""
+    path = (choices_dir or REPO / "docs" / "study") / f"choices-{model}.json"
+    if not path.is_file():
+        return None
+    spec = final_spec(json.loads(path.read_text()))
+    base = RunConfig.from_dict(spec["base"])
+    return {base.run_id} | {base.with_overrides(o).run_id for o in spec["include"]}
+
+
+def knob_text(config: RunConfig) -> str:
+    """The allocation knobs of a study run in the choices' words, e.g. ``preset=split, epsilon=0.1``."""
+    a = config.allocation
+    if a.strategy == "owl":
+        return f"owl_threshold_m={a.owl_threshold_m:g}, owl_lambda={a.owl_lambda:g}"
+    if a.strategy == "dlp":
+        return f"dlp_alpha={a.dlp_alpha:g}"
+    if a.strategy == "depth":
+        return f"depth_beta={a.depth_beta:g}"
+    if a.strategy == "linear":
+        mix = f", metric_mix={a.metric_mix}" if a.metric_mix else ""
+        return f"preset={a.preset or a.granularity}, metric={a.metric}{mix}, epsilon={a.epsilon:g}"
+    return "—"
+
+
+def study_runs(store: str | Path | None = None, choices_dir: Path | None = None) -> pd.DataFrame:
     """One row per run tagged ``allocation-study``: run_id, status, phase (validation | final |
     domain), model, method, sparsity, family, seed, seconds (the run's ``timings.total``), and for
     final runs wiki, lee (pruned perplexity, whole text, seqlen 2048) and wiki_cloze (acc, 0-shot,
-    every example). The dense run's values are its dense stage."""
+    every example), chosen (False for a final run outside its model's chosen final sweep,
+    :func:`chosen_final_ids`) and knobs (:func:`knob_text`). The dense run's values are its dense stage."""
     from pruning.store.queries import perplexity_cells, run_sql, zeroshot_scores
 
     root = _store_root(store)
     runs = _tagged_runs(root, STUDY_TAG)
     columns = ["run_id", "status", "phase", "model", "method", "sparsity", "family", "seed", "seconds",
-               "wiki", "lee", ZEROSHOT_TASK]
+               "chosen", "knobs", "wiki", "lee", ZEROSHOT_TASK]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     ids = set(runs["run_id"])
     raw = run_sql("SELECT run_id, config_json, timings_json FROM runs WHERE kind = 'run'", root)
     raw = raw[raw["run_id"].isin(ids)].set_index("run_id")
     rows = []
+    chosen_ids: dict[str, set[str] | None] = {}
     for r in runs.itertuples():
         config = RunConfig.from_dict(json.loads(raw.at[r.run_id, "config_json"]))
+        model = config.model.name
+        if model not in chosen_ids:
+            chosen_ids[model] = chosen_final_ids(model, choices_dir)
         timings = json.loads(raw.at[r.run_id, "timings_json"] or "{}")
         tags = set(r.tags)
         phase = "validation" if VALIDATION_TAG in tags else "domain" if DOMAIN_TAG in tags else "final"
-        rows.append({"run_id": r.run_id, "status": r.status, "phase": phase, "model": config.model.name,
+        chosen_here = chosen_ids[model]
+        chosen = phase == "validation" or chosen_here is None or r.run_id in chosen_here
+        rows.append({"run_id": r.run_id, "status": r.status, "phase": phase, "model": model,
                      "method": config.pruning.method, "sparsity": config.pruning.sparsity, "family": family_of(config),
-                     "seed": config.calibration.seed, "seconds": timings.get("total", float("nan"))})
+                     "seed": config.calibration.seed, "seconds": timings.get("total", float("nan")),
+                     "chosen": chosen, "knobs": knob_text(config)})
     df = pd.DataFrame(rows)
     cells = perplexity_cells(stage=None, root=root)
     cells = cells[cells["run_id"].isin(ids) & cells["dataset"].isin(["wiki", "lee"]) & (cells["seqlen"] == 2048)
@@ -598,12 +636,17 @@ def _stats(values: pd.Series) -> tuple[float, float, int]:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (model, method, sparsity, family) of the succeeded final runs: mean, std (ddof 1) and n over
     the calibration seeds of wiki, lee and wiki_cloze, and the wiki perplexity of the lee-calibrated run."""
-    ok = runs[(runs["status"] == "succeeded") & runs["phase"].isin(["final", "domain"]) & runs["family"].notna()]
+    ok = runs[(runs["status"] == "succeeded") & runs["phase"].isin(["final", "domain"]) & runs["family"].notna()].copy()
+    if "chosen" not in ok.columns:
+        ok["chosen"], ok["knobs"] = True, ""
+    # runs of knobs that validation did not choose: rows of their own, "family~knobs" (never compared)
+    ok["family"] = ok["family"].where(ok["chosen"].astype(bool), ok["family"] + UNCHOSEN)
     keys = ["model", "method", "sparsity", "family"]
     rows = []
     for key, grp in ok.groupby(keys, sort=False):
         final, domain = grp[grp["phase"] == "final"], grp[grp["phase"] == "domain"]
         row = dict(zip(keys, key))
+        row["knobs"] = "; ".join(sorted(set(grp["knobs"].dropna()))) if "knobs" in grp.columns else ""
         for col in ("wiki", "lee", ZEROSHOT_TASK):
             row[f"{col}_mean"], row[f"{col}_std"], row[f"{col}_n"] = _stats(final[col])
         row["lee_calibrated_wiki"] = float(domain["wiki"].iloc[0]) if len(domain) else float("nan")
@@ -612,7 +655,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     if out.empty:
         return out
     order = {f.name: i for i, f in enumerate(FAMILIES)} | {"dense": -1}
-    out["_o"] = out["family"].map(order)
+    out["_o"] = out["family"].map(lambda f: order[f.split(UNCHOSEN)[0]] + (len(FAMILIES) if UNCHOSEN in f else 0))
     return out.sort_values(["model", "method", "sparsity", "_o"]).drop(columns="_o").reset_index(drop=True)
 
 
@@ -637,7 +680,7 @@ def verdicts(summary: pd.DataFrame, metric: str = "wiki") -> pd.DataFrame:
     rows = []
     if summary.empty:
         return pd.DataFrame(rows)
-    pruned = summary[summary["family"] != "dense"]
+    pruned = summary[(summary["family"] != "dense") & ~summary["family"].str.contains(UNCHOSEN, regex=False)]
     for (model, method, sparsity), grp in pruned.groupby(["model", "method", "sparsity"], sort=False):
         stats = {f: (r[f"{metric}_mean"], r[f"{metric}_std"], r[f"{metric}_n"]) for f, r in grp.set_index("family").iterrows()}
         row: dict[str, Any] = {"model": model, "method": method, "sparsity": sparsity, "metric": metric}
@@ -680,16 +723,25 @@ def _pm(stats: tuple[float, ...], key: str = "wiki") -> str:
     return text + (f" (n={n})" if n is not None else "")
 
 
+def family_label(family: str) -> str:
+    """Table label of a summary family: the family's label, marked for the runs of knobs that
+    validation did not choose (``family~``)."""
+    name = family.removesuffix(UNCHOSEN)
+    label = FAMILY_BY_NAME[name].label
+    return f"{label} — *not chosen on validation, not compared*" if family.endswith(UNCHOSEN) else label
+
+
 def study_table(summary: pd.DataFrame) -> str:
     """Markdown: one row per (model, method, sparsity, family)."""
-    out = ["| model | method | sparsity | allocation | wiki test ppl | lee ppl | wiki_cloze acc | wiki test ppl, lee-calibrated |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| model | method | sparsity | allocation | knobs (chosen on wiki:validation) | wiki test ppl | lee ppl | "
+           "wiki_cloze acc | wiki test ppl, lee-calibrated |", "|---|---|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
         cells = [_pm((getattr(r, f"{k}_mean"), getattr(r, f"{k}_std"), getattr(r, f"{k}_n")), k)
                  for k in ("wiki", "lee", ZEROSHOT_TASK)]
-        label = "dense" if r.family == "dense" else FAMILY_BY_NAME[r.family].label
+        label = "dense" if r.family == "dense" else family_label(r.family)
         sparsity = "0%" if r.family == "dense" else f"{r.sparsity:.0%}"
-        out.append(f"| {r.model} | {r.method} | {sparsity} | {label} | " + " | ".join(cells)
+        knobs = "" if r.family == "dense" else getattr(r, "knobs", "")
+        out.append(f"| {r.model} | {r.method} | {sparsity} | {label} | {knobs} | " + " | ".join(cells)
                    + f" | {_fmt(r.lee_calibrated_wiki, 'wiki')} |")
     return "\n".join(out)
 
@@ -737,9 +789,10 @@ def timing_tables(runs: pd.DataFrame, per_run: bool = True) -> str:
     return "\n".join(out)
 
 
-def study_report(store: str | Path | None = None, per_run: bool = True) -> str:
-    """The whole study section: table, verdicts (wiki test and lee) and GPU time; "" without study runs."""
-    runs = study_runs(store)
+def study_report(store: str | Path | None = None, per_run: bool = True, choices_dir: Path | None = None) -> str:
+    """The whole study section: table, verdicts (wiki test and lee) and GPU time; "" without study runs.
+    choices_dir: where the choices files are (default docs/study)."""
+    runs = study_runs(store, choices_dir)
     if runs.empty:
         return ""
     summary = summarize(runs)
@@ -774,6 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table", help="print the study table, the verdicts and the GPU time from the store")
     t.add_argument("--store")
     t.add_argument("--no-per-run", action="store_true", help="GPU time summary only")
+    t.add_argument("--choices-dir", type=Path, help="folder of the choices-MODEL.json files (default docs/study)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -793,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
             configs = write_final(args.model, choices, out)
             print(f"wrote {_rel(out)}: {len(configs)} runs")
         else:
-            report = study_report(args.store, per_run=not args.no_per_run)
+            report = study_report(args.store, per_run=not args.no_per_run, choices_dir=args.choices_dir)
             print(report or f"no run tagged {STUDY_TAG!r} in the store")
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

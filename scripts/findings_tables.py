@@ -132,8 +132,9 @@ def what_changed(root: str, df: pd.DataFrame) -> str:
     return f"{n} runs re-run with float64 spectra (attempt before → latest attempt):\n\n" + "\n".join(out) + "\n"
 
 
-def study_section(root: str) -> str:
-    """The allocation study's tables (scripts/allocation_study.py); "" when the store holds none of its runs."""
+def study_section(root: str, choices_dir: Path | None = None) -> str:
+    """The allocation study's tables (scripts/allocation_study.py); "" when the store holds none of its runs.
+    choices_dir: the folder of its choices files (default docs/study)."""
     path = REPO / "scripts" / "allocation_study.py"
     module = sys.modules.get("allocation_study")
     if module is None:
@@ -141,7 +142,7 @@ def study_section(root: str) -> str:
         module = importlib.util.module_from_spec(spec)
         sys.modules["allocation_study"] = module  # dataclasses look their module up while the file runs
         spec.loader.exec_module(module)
-    return module.study_report(root, per_run=False)
+    return module.study_report(root, per_run=False, choices_dir=choices_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

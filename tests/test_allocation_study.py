@@ -316,7 +316,7 @@ def _final_tables(wiki: float, lee: float, acc: float, stage: str = "pruned") ->
 
 
 def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
-    path = tmp_path / "choices.json"
+    path = tmp_path / f"choices-{MODEL}.json"
     path.write_text(json.dumps(_choices(pick=0)))
     configs = study.write_final(MODEL, path, tmp_path / "final.yaml")
     values = {"ours": ([9.0, 10.0, 11.0], 30.0), "owl": ([10.9, 10.9, 10.9], 35.0), "uniform": ([20.0, 21.0, 22.0], 50.0)}
@@ -335,7 +335,7 @@ def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
                             timings={"total": 200.0 + c.calibration.seed})
             n += 1
     assert n == 1 + 3 * 4
-    runs = study.study_runs()
+    runs = study.study_runs(choices_dir=tmp_path)
     assert len(runs) == 13 and runs["seconds"].sum() == pytest.approx(100 + 3 * 50 + 3 * 603)
     summary = study.summarize(runs).set_index("family")
     assert summary.at["ours", "wiki_mean"] == pytest.approx(10.0) and summary.at["ours", "wiki_std"] == pytest.approx(1.0)
@@ -343,8 +343,9 @@ def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
     assert summary.at["ours", "wiki_cloze_mean"] == pytest.approx(0.41)
     assert summary.at["ours", "lee_calibrated_wiki"] == pytest.approx(14.0)  # the lee-calibrated run, not a seed
     assert summary.at["dense", "wiki_mean"] == pytest.approx(19.2)
-    report = study.study_report()
-    assert ("| smollm2-135m | wanda | 70% | ours: Hessian α (split, or mixed with weight α) | 10.00 ± 1.00 (n=3) | "
+    report = study.study_report(choices_dir=tmp_path)
+    assert ("| smollm2-135m | wanda | 70% | ours: Hessian α (split, or mixed with weight α) | "
+            "preset=split, metric=hessian_alpha, epsilon=0.1 | 10.00 ± 1.00 (n=3) | "
             "31.00 ± 1.00 (n=3) | 0.410 ± 0.010 (n=3) | 14.00 |") in report
     assert "| smollm2-135m | wanda | 70% | wiki | 10.00 ± 1.00 (n=3) | OWL | 10.90 ± 0.00 (n=3) | +0.90 | 1.00 | no (2 of 6 rivals) | yes |" in report
     assert "| smollm2-135m | wanda | 70% | lee | 31.00 ± 1.00 (n=3) | OWL | 36.00 ± 1.00 (n=3) | +5.00 | 1.00 | yes (2 of 6 rivals) | yes |" in report
@@ -354,6 +355,36 @@ def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("findings_tables", REPO / "scripts" / "findings_tables.py")
     findings = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(findings)
-    section = findings.study_section(str(data_dir / "store"))
+    section = findings.study_section(str(data_dir / "store"), choices_dir=tmp_path)
     assert section.startswith("## Allocation study") and "OWL | 10.90 ± 0.00 (n=3) | +0.90 | 1.00 | no (2 of 6 rivals)" in section
     assert "| run_id |" not in section and "| run_id |" in report
+
+
+def test_final_runs_of_unchosen_knobs_are_reported_apart_and_never_compared(data_dir: Path, tmp_path: Path) -> None:
+    """A final run whose knobs validation did not choose in the end (the first version of ours, run
+    before its second variant was validated) gets a row of its own and no say in the verdict; without
+    the filter its better numbers would be averaged into ours and turn the verdict."""
+    path = tmp_path / f"choices-{MODEL}.json"
+    path.write_text(json.dumps(_choices(pick=0)))  # ours: the split variant at its first epsilon
+    configs = study.write_final(MODEL, path, tmp_path / "final.yaml")
+    cell = [c for c in configs if c.pruning.method == "wanda" and c.pruning.sparsity == 0.7
+            and c.calibration.dataset != "lee" and study.family_of(c) in ("ours", "owl")]
+    for c in cell:
+        wiki = {"ours": 12.0, "owl": 11.0}[study.family_of(c)] + c.calibration.seed / 10
+        publish_run(c, tables=_final_tables(wiki, 30.0, 0.4), timings={"total": 10.0})
+    ours = next(c for c in cell if study.family_of(c) == "ours" and c.calibration.seed == 0)
+    for seed in (0, 1, 2):  # the same family with other knobs (the mixed variant), better numbers
+        other = ours.with_overrides({**MIXED, "allocation.epsilon": 0.3, "calibration.seed": seed})
+        publish_run(other, tables=_final_tables(5.0 + seed / 10, 30.0, 0.4), timings={"total": 10.0})
+    runs = study.study_runs(choices_dir=tmp_path)
+    assert runs["chosen"].sum() == 6 and (~runs["chosen"]).sum() == 3
+    assert set(runs.loc[~runs["chosen"], "knobs"]) == {"preset=all, metric=hessian_alpha, metric_mix=alpha_peak, epsilon=0.3"}
+    summary = study.summarize(runs).set_index("family")
+    assert summary.at["ours", "wiki_mean"] == pytest.approx(12.1) and summary.at["ours", "wiki_n"] == 3
+    assert summary.at["ours" + study.UNCHOSEN, "wiki_mean"] == pytest.approx(5.1)
+    v = study.verdicts(summary.reset_index(), "wiki").iloc[0]
+    assert v["rival"] == "owl" and v["margin"] == pytest.approx(-1.0) and not v["ahead_on_means"]
+    text = study.study_table(summary.reset_index())
+    assert "not chosen on validation" in text and "metric_mix=alpha_peak, epsilon=0.3" in text
+    # without a choices file every final run counts (the table of a study that never re-chose)
+    assert study.study_runs(choices_dir=tmp_path / "none")["chosen"].all()
