@@ -25,12 +25,14 @@ from pruning.app_support.grid import (
 from pruning.app_support.grid_plots import epsilon_curve, grid_heatmap
 from pruning.app_support.plain import plain
 from pruning.app_support.urlstate import cell_field, flag_field, number_field, text_field
+from pruning.calibration_protocol import by_calibration, calibration_options
 
 # the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cell=Wanda/all&present=1): a
 # copied link opens the same table, cell and mode
 URL_FIELDS = [
     text_field("model", "grid_model"), number_field("sparsity", "grid_sparsity"), text_field("dataset", "grid_dataset"),
-    text_field("source", "grid_source"), text_field("protocol", "grid_protocol"), number_field("eps", "grid_epsilon"),
+    text_field("source", "grid_source"), text_field("calibration", "grid_calibration"),
+    text_field("protocol", "grid_protocol"), number_field("eps", "grid_epsilon"),
     cell_field("cell", "grid_cell"), flag_field("present", "grid_present"), text_field("colour", "grid_colour"),
 ]
 COLOUR_LABELS = {"delta": "Δ % to baseline", "ppl": "perplexity"}
@@ -83,6 +85,20 @@ protocol = st.selectbox(
          "budgeted (smoke) runs have their own protocol",
 ) if len(protocols) > 1 else (protocols[0] if protocols else None)
 
+# one calibration per grid (pruning.calibration_protocol), among this protocol's values: the product's default
+# unless another is chosen; dense runs and the notes' references read none of theirs and stay in every view
+calibrations = calibration_options(filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source,
+                                                protocol=protocol))
+from_url("grid_calibration", calibrations)
+if st.session_state.get("grid_calibration") not in calibrations:
+    st.session_state.pop("grid_calibration", None)
+calibration = st.selectbox(
+    "Calibration", calibrations, key="grid_calibration",
+    help="calibration text × windows × tokens of the pruned runs: allocations calibrated on other data are "
+         "other experiments (the allocation study calibrates on wiki:train) and never share a grid",
+) if len(calibrations) > 1 else (calibrations[0] if calibrations else None)
+cells = by_calibration(cells, calibration)
+
 # several ε in one cell (the notes' GT, an ε sweep): show the best of all, or one ε
 eps_choices = epsilon_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, protocol=protocol)
 from_url("grid_epsilon", [None, *eps_choices])
@@ -107,6 +123,7 @@ if budgeted:
 st.caption(
     f"{plain(dataset or '')} perplexity at {format_sparsity(sparsity)} sparsity"
     + (f" · protocol {protocol_text.get(protocol, protocol)}" if protocol else "")
+    + (f" · calibration {plain(calibration)}" if calibration else "")
     + (" (assumed: the notes do not state it)" if assumed else "")
     + (f" · ε = {epsilon:g}" if epsilon is not None else "")
     + (f" · dense model {format_ppl(dense)}" if dense is not None else "")
@@ -170,7 +187,7 @@ if st.session_state.get("grid_cell") not in options:
     st.session_state.pop("grid_cell", None)
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
 address.write({"grid_model": model, "grid_sparsity": sparsity, "grid_dataset": dataset, "grid_source": source,
-               "grid_protocol": protocol, "grid_epsilon": epsilon, "grid_cell": (row, column),
+               "grid_calibration": calibration, "grid_protocol": protocol, "grid_epsilon": epsilon, "grid_cell": (row, column),
                "grid_present": presentation, "grid_colour": colour_by})
 detail = grid.cell(row, column)
 table(detail, "grid_cell_detail", hide_index=True)

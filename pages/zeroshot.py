@@ -13,10 +13,12 @@ from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
+from pruning.calibration_protocol import by_calibration, calibration_options
+from pruning.protocol import add_zeroshot_protocol
 
 address = PageAddress("zeroshot", [  # ?metric=acc&stage=pruned&protocol=…; the runs: the sidebar's ?runs=
     text_field("metric", "zeroshot_metric"), text_field("stage", "zeroshot_stage"),
-    text_field("protocol", "zeroshot_protocol"),
+    text_field("protocol", "zeroshot_protocol"), text_field("calibration", "zeroshot_calibration"),
 ])
 enter_page()
 st.title("Zero-shot accuracy")
@@ -51,11 +53,25 @@ protocol = st.selectbox(
     "Evaluation protocol", protocols, key="zeroshot_protocol",
     help="few-shot count, example limit and harness version: scores measured differently never share a table",
 ) if len(protocols) > 1 else (protocols[0] if protocols else None)
-address.write({"zeroshot_metric": metric, "zeroshot_stage": stage, "zeroshot_protocol": protocol})
+# one calibration per table (pruning.calibration_protocol), among the runs of this protocol; dense runs and
+# references stay in every one
+of_protocol = add_zeroshot_protocol(scores[scores["metric"] == metric])
+calibrations = calibration_options(of_protocol[of_protocol["protocol_label"] == protocol] if protocol else of_protocol)
+address.restore("zeroshot_calibration", calibrations)
+if st.session_state.get("zeroshot_calibration") not in calibrations:
+    st.session_state.pop("zeroshot_calibration", None)
+calibration = st.selectbox(
+    "Calibration", calibrations, key="zeroshot_calibration",
+    help="calibration text × windows × tokens of the pruned runs: runs calibrated on other data never share a table",
+) if len(calibrations) > 1 else (calibrations[0] if calibrations else None)
+scores = by_calibration(scores, calibration)
+address.write({"zeroshot_metric": metric, "zeroshot_stage": stage, "zeroshot_protocol": protocol,
+               "zeroshot_calibration": calibration})
 by_task, meta = zeroshot_table(scores, metric=metric, stage=stage, protocol=protocol)
 if protocol and "budgeted" in protocol:
     st.warning("Budgeted protocol (an example limit): these accuracies cover part of each task only.")
-st.caption(f"protocol: {plain(protocol)} · value ± stderr per task; MEAN = unweighted mean over tasks "
+st.caption(f"protocol: {plain(protocol)}" + (f" · calibration {plain(calibration)}" if calibration else "")
+           + " · value ± stderr per task; MEAN = unweighted mean over tasks "
            "(the notes' 'MEAN'; lm-eval's own aggregate rows are not counted as tasks)")
 shown = runs()
 shown = shown[shown["run_id"].isin(set(by_task.columns))]  # labels made unique among the runs in this table

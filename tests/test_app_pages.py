@@ -424,6 +424,27 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     assert at.selectbox(key="grid_epsilon").value is None
 
 
+def test_grid_page_keeps_each_calibration_apart(notes_store):
+    """Issue 16: the allocation study calibrates on wiki:train, the notes' grid on the wiki calib
+    split. The grid starts on the product's default calibration; the study's runs are a grid of
+    their own (DLP and ATP columns, seeds counted), and the dense model stays in both."""
+    at = open_page("grid")
+    at.selectbox(key="grid_model").set_value("smollm2-135m").run()
+    at.selectbox(key="grid_sparsity").set_value(0.7).run()
+    at.selectbox(key="grid_dataset").set_value("wiki").run()
+    assert at.selectbox(key="grid_calibration").options == ["wiki · 128 × 2048", "wiki:train · 128 × 2048"]
+    assert at.selectbox(key="grid_calibration").value == "wiki · 128 × 2048"
+    assert "DLP" not in frame(at, "grid_table").columns
+    at.selectbox(key="grid_calibration").set_value("wiki:train · 128 × 2048").run()
+    grid = frame(at, "grid_table")
+    assert list(grid.index) == ["Wanda", "SparseGPT"]
+    assert list(grid.columns)[:5] == ["dense", "uniform", "OWL", "DLP", "ATP"] and "QKVout" not in grid.columns
+    assert grid.loc["Wanda", "ATP"] == "● 310.71 (-64.4%) ×3"  # the best of its 3 seeds (mean 316.24 in the study table)
+    assert grid["dense"].tolist() == ["19.21"] * 2
+    assert any("calibration wiki\\:train · 128 × 2048" in c.value for c in at.caption)  # plain(): no emoji shortcode
+    assert not at.exception
+
+
 WANDA_70_ALL_CURVE = [632.69, 457.73, 423.72, 452.23, 392.88, 405.29, 555.26, 702.91, 2709.98, 2312.89]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pruning.calibration_protocol import DEFAULT_CALIBRATION
 from pruning.store.queries import list_runs, perplexity_cells, run_table, zeroshot_scores
 from pruning.sweep import expand_sweep
 
@@ -46,7 +47,8 @@ def test_every_run_has_the_full_protocol(grid_ids: list[str]) -> None:
 
 def test_shipped_numbers_match_the_findings(grid_ids: list[str]) -> None:
     cells = perplexity_cells(root=STORE, model="smollm2-135m", stage=None)
-    wiki = cells[cells["dataset"] == "wiki"]
+    # the grid's calibration (the allocation study's runs calibrate on wiki:train: another experiment)
+    wiki = cells[(cells["dataset"] == "wiki") & ((cells["calibration"] == DEFAULT_CALIBRATION) | cells["calibration"].isna())]
 
     def ppl(method: str, sparsity: float, strategy: str, preset: str | None = None,
             metric: str | None = None, epsilon: float | None = None) -> float:
@@ -58,7 +60,8 @@ def test_shipped_numbers_match_the_findings(grid_ids: list[str]) -> None:
             sub = sub[sub["metric"] == metric]
         if epsilon is not None:
             sub = sub[(sub["epsilon"] - epsilon).abs() < 1e-9]
-        assert len(sub) == 1, sub
+        # the dense model is evaluated by the grid and again by the allocation study: one number
+        assert len(sub) == 1 or (method == "dense" and sub["ppl"].round(9).nunique() == 1), sub
         return round(float(sub["ppl"].iloc[0]), 2)
 
     assert ppl("dense", 0.0, "uniform") == 19.21

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pruning.calibration_protocol import CALIBRATION_SQL
 from pruning.protocol import add_ppl_protocol
 from pruning.store.errors import StoreError
 from pruning.store.sql import memoized, query_df
@@ -19,6 +20,7 @@ PPL_CELL_COLUMNS = [
     "dataset", "ppl", "is_baseline", "limit_windows", "raw_text", "source_file", "source_line",
     "stage", "strategy", "metric", "label", "note",
     "text_digest", "seqlen", "n_windows", "total_windows", "n_tokens", "protocol", "protocol_label", "budgeted",
+    "calibration",
 ]
 #: the digest of the text a perplexity scored: recorded in the row since 2026-11-30, before that
 #: the run's environment recorded the digests of the offline corpora it read (``wiki.test``, ``lee``)
@@ -42,7 +44,8 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
     """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
     method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
     (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
-    label, note. ``stage=None`` returns dense and pruned rows."""
+    label, note, the evaluation protocol (pruning.protocol) and the calibration protocol
+    (``calibration``, pruning.calibration_protocol). ``stage=None`` returns dense and pruned rows."""
     where, params = ["r.status = 'succeeded'"], []
     _filter_runs(where, params, model, sparsity)
     if stage is not None:
@@ -54,7 +57,8 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
                coalesce(r.is_baseline, false) AS is_baseline, p.limit_windows, p.raw_text,
                coalesce(p.source_file, r.source_file) AS source_file, coalesce(p.source_line, r.source_line) AS source_line,
                p.stage, r.strategy, r.metric, r.label, coalesce(p.note, r.note) AS note,
-               {TEXT_DIGEST_SQL} AS text_digest, p.seqlen, p.n_windows, p.total_windows, p.n_tokens
+               {TEXT_DIGEST_SQL} AS text_digest, p.seqlen, p.n_windows, p.total_windows, p.n_tokens,
+               {CALIBRATION_SQL} AS calibration
         FROM perplexity p JOIN runs r USING (run_id)
         WHERE {' AND '.join(where)}
         ORDER BY r.model, source_line NULLS LAST, r.run_id, p.dataset"""
@@ -109,7 +113,8 @@ def _with_runs(table: str, run_ids: Iterable[str] | None, root: Path | str | Non
         where = "WHERE t.run_id IN (SELECT unnest(?::VARCHAR[]))"
         params = [ids]
     sql = f"""
-        SELECT r.kind, r.model, r.method, r.preset, r.preset_raw, r.sparsity, r.label, t.*
+        SELECT r.kind, r.model, r.method, r.preset, r.preset_raw, r.sparsity, r.label,
+               {CALIBRATION_SQL} AS calibration, t.*
         FROM {table} t JOIN runs r USING (run_id) {where}
         ORDER BY r.kind, r.model, t.run_id"""
     key = None if ids is None else tuple(ids)

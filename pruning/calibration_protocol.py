@@ -1,0 +1,49 @@
+"""The calibration a pruned number was made with, as a protocol of its own.
+
+Two runs that differ only in their calibration text or budget (the notes' grid calibrated on the
+wiki ``calib`` split; the allocation study on ``wiki:train``, and on ``lee`` for its domain direction)
+are different experiments: a grid or a zero-shot table that put them side by side would compare
+allocations under different data. Every result row therefore carries ``calibration`` =
+``"<dataset> · <nsamples> × <seqlen>"`` read from its run's config; the calibration seed is not part
+of it (seeds are replicates of one protocol). Dense runs and imported references read no
+calibration of theirs (``None``) and belong to every calibration's view.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pruning.config_sections import CalibrationConfig
+
+#: SQL (runs alias ``r``) of a result row's calibration protocol; NULL for dense runs and references
+CALIBRATION_SQL = """CASE WHEN r.kind = 'run' AND coalesce(r.method, '') <> 'dense' THEN
+    json_extract_string(r.config_json, '$.calibration.dataset') || ' · '
+    || json_extract_string(r.config_json, '$.calibration.nsamples') || ' × '
+    || json_extract_string(r.config_json, '$.calibration.seqlen') END"""
+
+
+def calibration_label(dataset: str, nsamples: int, seqlen: int) -> str:
+    """``"wiki · 128 × 2048"``: the calibration protocol's text (the same as :data:`CALIBRATION_SQL`)."""
+    return f"{dataset} · {int(nsamples)} × {int(seqlen)}"
+
+
+_default = CalibrationConfig()
+#: the product's default calibration (pruning.config_sections.CalibrationConfig): views start from it
+DEFAULT_CALIBRATION = calibration_label(_default.dataset, _default.nsamples, _default.seqlen)
+
+
+def calibration_options(frame: pd.DataFrame) -> list[str]:
+    """The calibration protocols among ``frame``'s rows (column ``calibration``), the default first
+    where present, then the others by number of rows (most first) and name; [] when no row names one."""
+    if "calibration" not in frame.columns:
+        return []
+    counts = frame["calibration"].dropna().value_counts()
+    return sorted(counts.index, key=lambda c: (c != DEFAULT_CALIBRATION, -int(counts[c]), c))
+
+
+def by_calibration(frame: pd.DataFrame, calibration: str | None) -> pd.DataFrame:
+    """The rows made with ``calibration`` plus those that read none of theirs (dense runs, references);
+    ``None`` keeps every row."""
+    if calibration is None or "calibration" not in frame.columns:
+        return frame
+    return frame[frame["calibration"].isna() | (frame["calibration"] == calibration)]
