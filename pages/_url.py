@@ -54,6 +54,17 @@ class PageAddress:
         except KeyError:
             pass
 
+    def select_one(self, label: str, key: str, options: Sequence[Any], container: Any = st, **kwargs: Any) -> Any:
+        """One value of ``options`` for the widget ``key``: restored from the address, a stale
+        choice dropped (the first option is the default), a selectbox only when there is a choice
+        (one option: that one; none: None). ``kwargs`` go to the selectbox (help, format_func)."""
+        self.restore(key, options)
+        if st.session_state.get(key) not in options:
+            st.session_state.pop(key, None)
+        if len(options) > 1:
+            return container.selectbox(label, options, key=key, **kwargs)
+        return options[0] if options else None
+
     def write(self, values: Mapping[str, Any]) -> None:
         """Put the widgets' values (``{widget key: value}``) into the address when they differ
         from it. A page may call this after each widget (it can stop early): the values of all

@@ -87,16 +87,12 @@ protocol = st.selectbox(
 
 # one calibration per grid (pruning.calibration_protocol), among this protocol's values: the product's default
 # unless another is chosen; dense runs and the notes' references read none of theirs and stay in every view
-calibrations = calibration_options(filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source,
-                                                protocol=protocol))
-from_url("grid_calibration", calibrations)
-if st.session_state.get("grid_calibration") not in calibrations:
-    st.session_state.pop("grid_calibration", None)
-calibration = st.selectbox(
-    "Calibration", calibrations, key="grid_calibration",
+calibration = address.select_one(
+    "Calibration", "grid_calibration",
+    calibration_options(filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source,
+                                     protocol=protocol)),
     help="calibration text × windows × tokens of the pruned runs: allocations calibrated on other data are "
-         "other experiments (the allocation study calibrates on wiki:train) and never share a grid",
-) if len(calibrations) > 1 else (calibrations[0] if calibrations else None)
+         "other experiments (the allocation study calibrates on wiki:train) and never share a grid")
 cells = by_calibration(cells, calibration)
 
 # several ε in one cell (the notes' GT, an ε sweep): show the best of all, or one ε

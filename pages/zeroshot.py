@@ -45,25 +45,16 @@ if st.session_state.get("zeroshot_stage") not in stages and stages:
     st.session_state["zeroshot_stage"] = "pruned" if "pruned" in stages else stages[0]
 stage = c2.selectbox("Stage", stages, key="zeroshot_stage") if len(stages) > 1 else None
 
-protocols = zeroshot_protocol_options(scores[scores["metric"] == metric])
-address.restore("zeroshot_protocol", protocols)
-if st.session_state.get("zeroshot_protocol") not in protocols:
-    st.session_state.pop("zeroshot_protocol", None)
-protocol = st.selectbox(
-    "Evaluation protocol", protocols, key="zeroshot_protocol",
-    help="few-shot count, example limit and harness version: scores measured differently never share a table",
-) if len(protocols) > 1 else (protocols[0] if protocols else None)
+protocol = address.select_one(
+    "Evaluation protocol", "zeroshot_protocol", zeroshot_protocol_options(scores[scores["metric"] == metric]),
+    help="few-shot count, example limit and harness version: scores measured differently never share a table")
 # one calibration per table (pruning.calibration_protocol), among the runs of this protocol; dense runs and
 # references stay in every one
 of_protocol = add_zeroshot_protocol(scores[scores["metric"] == metric])
-calibrations = calibration_options(of_protocol[of_protocol["protocol_label"] == protocol] if protocol else of_protocol)
-address.restore("zeroshot_calibration", calibrations)
-if st.session_state.get("zeroshot_calibration") not in calibrations:
-    st.session_state.pop("zeroshot_calibration", None)
-calibration = st.selectbox(
-    "Calibration", calibrations, key="zeroshot_calibration",
-    help="calibration text × windows × tokens of the pruned runs: runs calibrated on other data never share a table",
-) if len(calibrations) > 1 else (calibrations[0] if calibrations else None)
+calibration = address.select_one(
+    "Calibration", "zeroshot_calibration",
+    calibration_options(of_protocol[of_protocol["protocol_label"] == protocol] if protocol else of_protocol),
+    help="calibration text × windows × tokens of the pruned runs: runs calibrated on other data never share a table")
 scores = by_calibration(scores, calibration)
 address.write({"zeroshot_metric": metric, "zeroshot_stage": stage, "zeroshot_protocol": protocol,
                "zeroshot_calibration": calibration})
