@@ -14,6 +14,7 @@ from test_app_pages import fill_with_notes, publish_synthetic_run
 
 from pruning.app_support.formatting import format_ppl
 from pruning.app_support.grid import build_grid, dense_perplexity
+from pruning.calibration_protocol import DEFAULT_CALIBRATION, by_calibration
 from pruning.errors import PruningLabError
 
 HOSTILE = "<script>alert(1)</script>"
@@ -55,7 +56,9 @@ def test_report_shows_every_grid_number_as_text(report):
     assert len(grids) == 2  # 50 % and 70 %, one protocol
     for model, sparsity, protocol in grids:
         dense = dense_perplexity(queries.perplexity_cells(model=model, stage="dense"), model, "wiki", protocol)
-        grid = build_grid(cells, model=model, sparsity=sparsity, dataset="wiki", protocol=protocol, dense=dense)
+        # the chosen runs' calibration only (the allocation study's wiki:train runs are another grid)
+        grid = build_grid(by_calibration(cells, DEFAULT_CALIBRATION), model=model, sparsity=sparsity, dataset="wiki",
+                          protocol=protocol, dense=dense)
         assert grid.baseline == "uniform" and grid.columns[0] == "dense"  # the page's baseline and dense columns
         filled = [(r, c) for r in grid.rows for c in grid.columns if grid.count.loc[r, c] > 0]
         assert len(filled) > len(RUNS)  # the whole grid, not only the chosen runs' cells
@@ -67,6 +70,26 @@ def test_report_shows_every_grid_number_as_text(report):
     # the chosen runs' cells are outlined and named with their run label
     assert text.count('class="mark"') == 3
     assert "Wanda / QKVout (444.89)" in text
+
+
+def test_report_keeps_each_calibration_in_a_grid_of_its_own(shipped):
+    """A grid run (wiki calib split) and an allocation-study run (wiki:train) at the same sparsity and
+    protocol: two grids, each naming its calibration, and the study's ATP column only in its own."""
+    from pruning.app_support.report import build_report
+    from pruning.store import queries
+
+    cells = queries.perplexity_cells(model="smollm2-135m", sparsity=0.7)
+    study = cells[(cells["strategy"] == "depth") & (cells["method"] == "wanda") & (cells["dataset"] == "wiki")]
+    runs = [RUNS[1], study["run_id"].iloc[0]]
+    text = without_scripts(build_report(runs, ["grid"], eigenvalues=fake_eigenvalues))
+    first = text.index("calibration wiki · 128 × 2048")
+    second = text.index("calibration wiki:train · 128 × 2048")
+    assert first < second
+    assert "ATP" in text[second:] and "ATP" not in text[first:second]
+    assert "QKVout" in text[first:second] and "QKVout" not in text[second:]
+    zeroshot = without_scripts(build_report(runs, ["zeroshot"], eigenvalues=fake_eigenvalues))
+    assert zeroshot.count("zero-shot acc, 0-shot, every example, lm-eval 0.4.13, calibration wiki · 128 × 2048") == 1
+    assert zeroshot.count("zero-shot acc, 0-shot, every example, lm-eval 0.4.13, calibration wiki:train · 128 × 2048") == 1
 
 
 def test_report_states_protocols_run_labels_and_provenance(report):

@@ -35,6 +35,7 @@ from pruning.app_support.report_sections import (
 )
 from pruning.app_support.report_views import DEFAULT_TITLE, VIEW_TITLES, VIEWS
 from pruning.app_support.spectra import fit_warning, run_eigenvalues
+from pruning.calibration_protocol import by_calibration, calibration_options
 from pruning.errors import ConfigError
 from pruning.store import queries
 from pruning.store.catalog import snapshot
@@ -160,14 +161,19 @@ def _grid_view(root, chosen, labels, model, protocol, dataset, figures) -> str:
                                                       key=protocol_options(cells, model_name, sparsity, ds).index)
             for key in keys:
                 dense = dense_perplexity(dense_cells, model_name, ds, key)
-                grid = build_grid(cells, model=model_name, sparsity=sparsity, dataset=ds, protocol=key, dense=dense)
-                if grid.empty:
-                    parts.append(note(f"No perplexities of {model_name} at {format_sparsity(sparsity)} with protocol {key}."))
-                    continue
-                label = grid.detail["protocol_label"].iloc[0] if "protocol_label" in grid.detail else key
-                parts.append(grid_section(grid, model=model_name, sparsity=float(sparsity), dataset=ds,
-                                          protocol_label=str(label), chosen=chosen, labels=labels,
-                                          fig_id=next(figures)))
+                # one grid per calibration of the chosen runs (pruning.calibration_protocol): never mixed
+                for calibration in calibration_options(of_sparsity[of_sparsity["protocol"] == key]) or [None]:
+                    grid = build_grid(by_calibration(cells, calibration), model=model_name, sparsity=sparsity,
+                                      dataset=ds, protocol=key, dense=dense)
+                    if grid.empty:
+                        parts.append(note(f"No perplexities of {model_name} at {format_sparsity(sparsity)} with "
+                                          f"protocol {key}."))
+                        continue
+                    label = grid.detail["protocol_label"].iloc[0] if "protocol_label" in grid.detail else key
+                    label = f"{label} · calibration {calibration}" if calibration else str(label)
+                    parts.append(grid_section(grid, model=model_name, sparsity=float(sparsity), dataset=ds,
+                                              protocol_label=label, chosen=chosen, labels=labels,
+                                              fig_id=next(figures)))
     return "".join(parts) or note("The chosen runs have no pruned perplexity" + (f" for {model}." if model else "."))
 
 

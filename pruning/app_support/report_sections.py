@@ -19,6 +19,8 @@ from pruning.app_support.plots import esd_figure, metric_by_block, sparsity_over
 from pruning.app_support.report_html import escape, figure_html, html_table, note, protocol_line
 from pruning.app_support.spectra import fit_warning
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
+from pruning.calibration_protocol import by_calibration, calibration_options
+from pruning.protocol import add_zeroshot_protocol
 
 
 def _grid_cell(text: Any) -> str:
@@ -128,12 +130,16 @@ def zeroshot_section(scores: pd.DataFrame, labels: Mapping[str, str], metric: st
     stages = set(scores["stage"].dropna()) if "stage" in scores else set()
     stage = "pruned" if "pruned" in stages else (sorted(stages)[0] if stages else None)
     parts = []
-    for protocol in zeroshot_protocol_options(scores[scores["metric"] == metric]):
-        by_task, meta = zeroshot_table(scores, metric=metric, stage=stage, protocol=protocol)
+    labelled = add_zeroshot_protocol(scores[scores["metric"] == metric])
+    for protocol, calibration in [(p, c) for p in zeroshot_protocol_options(scores[scores["metric"] == metric])
+                                  for c in calibration_options(labelled[labelled["protocol_label"] == p]) or [None]]:
+        # one table per protocol and calibration (pruning.calibration_protocol): never mixed
+        by_task, meta = zeroshot_table(by_calibration(scores, calibration), metric=metric, stage=stage, protocol=protocol)
         if by_task.empty or by_task.columns.empty:
             continue
         meta = meta.assign(run=meta["run_id"].map(lambda r: labels.get(r, r))).set_index("run")
-        parts.append(protocol_line(f"zero-shot {metric}, {protocol}" + (f", stage {stage}" if stage else ""))
+        parts.append(protocol_line(f"zero-shot {metric}, {protocol}" + (f", calibration {calibration}" if calibration else "")
+                                   + (f", stage {stage}" if stage else ""))
                      + ('<p class="warning">Budgeted protocol (an example limit): part of each task only.</p>'
                         if "budgeted" in protocol else "")
                      + html_table(by_task[[r for r in labels if r in by_task.columns]].rename(columns=dict(labels)),
