@@ -86,14 +86,15 @@ case "${1:-}" in
     for d in .gpu/c[0-9]*; do [[ -d $d ]] && cp "$d"/part* "$d"/NPARTS /tmp/chunks/; done
     [[ -f /tmp/chunks/NPARTS ]] || { echo "no chunk carried: carry .gpu/c01 (scripts/gpu_pack.sh makes them)" >&2; exit 1; }
     read -r need packed < /tmp/chunks/NPARTS
-    [[ $packed == "$MODEL" ]] || { echo "the chunks hold $packed, not MODEL=$MODEL" >&2; exit 1; }
     have=$(find /tmp/chunks -maxdepth 1 -name 'part*' | wc -l)
-    if (( have < need )); then echo "$MODEL chunks: $have of $need; carry the next one"; exit 0; fi
+    if (( have < need )); then echo "chunks of $packed: $have of $need; carry the next one"; exit 0; fi
     rm -rf /tmp/pack && mkdir -p /tmp/pack && cat /tmp/chunks/part* | tar xf - -C /tmp/pack || exit 1
     install /tmp/pack/wheels/*.whl || exit 1
     mkdir -p /tmp/plcache/corpora && cp /tmp/pack/corpora/* /tmp/plcache/corpora/
-    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('/tmp/pack/gguf/$MODEL.gguf'), '$MODEL'))" \
-      && have_run_wheels && echo "model ready, wheels installed"
+    for gguf in /tmp/pack/gguf/*.gguf; do  # named <alias>.gguf by gpu_pack.sh
+      python3 -c "import sys; from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path(sys.argv[1]), Path(sys.argv[1]).stem))" "$gguf" || exit 1
+    done
+    have_run_wheels && echo "models ready ($packed), wheels installed"
     ;;
   run)
     workers=${2:-4}; seconds=${3:-500}
