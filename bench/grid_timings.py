@@ -43,7 +43,8 @@ def grid_timings(tag: str, root: Path | str | None = None) -> pd.DataFrame:
         timings = json.loads(r.timings_json or "{}")
         env = json.loads(r.env_json or "{}")
         gpus = env.get("device", {}).get("gpus") or ["cpu"]
-        revision = str((env.get("code_revision") or {}).get("commit") or "unrecorded")[:10]
+        code = env.get("code_revision") or {}  # no git checkout: the source digest names the code
+        revision = str(code.get("commit") or (f"src:{code['source_sha256']}" if code.get("source_sha256") else "unrecorded"))[:10]
         rows.append({"run_id": r.run_id, "method": r.method, "revision": revision, "device": ", ".join(gpus),
                      "created_at": r.created_at,
                      **{s: timings.get(s) for s in STAGES}})
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="grid-smollm2")
     p.add_argument("--root", default=str(REPO / "data" / "store"), help="results store (default: the shipped one)")
     p.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    p.add_argument("--section", default="grid_timings", help="section of bench/RESULTS.md to write "
+                   "(e.g. study_timings for --tag allocation-study)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     frame = grid_timings(args.tag, args.root)
@@ -74,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     devices = ", ".join(sorted(set(frame["device"])))
     body = (
         f"Stage timings (seconds) of the {len(frame)} stored runs tagged `{args.tag}`, read from the store; "
-        f"made on: {devices}, up to eight runs sharing one GPU (docs/FINDINGS.md, 'What ran'). "
+        f"made on: {devices}, up to eight runs sharing one GPU (docs/FINDINGS.md says how many per batch). "
         "`spectra` for hessian_alpha runs includes the Hessian eigendecompositions (cached per model after the first).\n\n"
         + table.to_markdown(index=False)
     )
     log.info("%s", body)
     if not args.no_write:
-        write_section("grid_timings", body)
+        write_section(args.section, body)
     return 0
 
 

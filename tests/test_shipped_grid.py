@@ -140,6 +140,9 @@ def test_grid_timings_summarise_the_stored_runs() -> None:
         ("781d41c7f3", "magnitude"): 6, ("781d41c7f3", "wanda"): 5,
         ("3a784b0192", "dense"): 1, ("3a784b0192", "magnitude"): 15, ("3a784b0192", "sparsegpt"): 15,
         ("3a784b0192", "wanda"): 20}
+    # the study's first two-GPU batch ran from a copy without git: its runs are named by their source digest
+    study = grid_timings("allocation-study", STORE)
+    assert len(study) == 173 and (study["revision"] == "src:3a93d8").sum() == 59 and "unrecorded" not in set(study["revision"])
     with pytest.raises(SystemExit, match="no succeeded runs tagged 'nope'"):
         grid_timings("nope", STORE)
     with pytest.raises(SystemExit, match="is invalid"):
