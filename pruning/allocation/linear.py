@@ -27,6 +27,13 @@ alpha (power-law alpha of the layer-wise Hessian X^T X ESD; input statistics) an
 alpha (trained weights; Martin & Mahoney, JMLR 2021) are two noisy estimates of a layer's quality
 (correlation 0.55 of their block means on SmolLM2-135M); averaging their normalised ranks is the
 team's notes' Hessian allocation "combined with the weight spectra".
+
+Position (``metric`` or ``metric_mix`` = ``depth``, :data:`DEPTH_METRIC`): not a spectral column but
+the matrix's block index i, so that depth can be mixed with a spectral metric. Alone, with
+``higher_prunes_more`` and one unit per block, n_i = i / (L - 1) and ``r_i = (1 - eps) + 2 eps i /
+(L - 1)``: for equal blocks ``s_i = S (1 - eps) + 2 S eps i / (L - 1)``, ATP's rising progression
+(Huang et al., ICML 2025; :mod:`pruning.allocation.depth`) with ``beta = 2 S eps / (L - 1)``. Mixed,
+``n_i = (n_i^metric + i / (L - 1)) / 2``: the depth trend, moved up or down per block by the metric.
 """
 
 from __future__ import annotations
@@ -45,10 +52,20 @@ if TYPE_CHECKING:
     from pruning.families import FamilySpec
 
 
+#: the position metric: a matrix's block index (module docstring), accepted wherever a metric is
+DEPTH_METRIC = "depth"
+
+
 def metric_columns(matrices: pd.DataFrame, skip: set[str]) -> list[str]:
     """Numeric columns of a per-matrix table that can serve as ``config.metric`` or
-    ``config.metric_mix`` (``skip``: the base and output columns)."""
-    return [c for c in matrices.columns if c not in skip and pd.api.types.is_numeric_dtype(matrices[c])]
+    ``config.metric_mix`` (``skip``: the base and output columns), and :data:`DEPTH_METRIC`."""
+    columns = [c for c in matrices.columns if c not in skip and pd.api.types.is_numeric_dtype(matrices[c])]
+    return columns if DEPTH_METRIC in columns else [*columns, DEPTH_METRIC]
+
+
+def with_depth(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the :data:`DEPTH_METRIC` column (the block index as a float), unless it has one."""
+    return frame if DEPTH_METRIC in frame.columns else frame.assign(**{DEPTH_METRIC: frame["block"].astype(float)})
 
 
 def _scoring_types(unit_types: set[str], score_groups: set[str], granularity: str) -> set[str]:
@@ -66,6 +83,8 @@ def linear_allocation(
     """(score, ratio) per unit ``(units,)``: with one metric (m_u, r_u); with ``config.metric_mix``
     (n_u, r_u), n_u the mean of the two metrics' normalised scores (module docstring). Units that do
     not vary get score NaN and ratio 1. available: the table's metric columns (for messages)."""
+    if DEPTH_METRIC in config.metrics:
+        frame = with_depth(frame)
     used, groups = _scoring_rows(frame, units, unit_frame, config, family)
     scores = _unit_means(frame, config.metric, "allocation.metric", used, units, unit_frame, available)
     if config.metric_mix is None:

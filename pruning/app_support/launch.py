@@ -46,6 +46,7 @@ METRIC_CHOICES = [
     "log_spectral_norm",
     "hessian_alpha",
     "hessian_alpha_peak",
+    "depth",  # the block index (pruning.allocation.linear.DEPTH_METRIC): ATP's slope, or mixed with a metric
 ]
 # corpora of pruning.data.CORPORA with splits of its CORPUS_SPLITS (not imported: it pulls in torch); plain
 # "wiki" is the use's own split (calib / test); wiki:train calibrates apart from wiki:validation, on which
