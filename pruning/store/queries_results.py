@@ -3,8 +3,12 @@ scores, attention statistics and the models in the store (engine: :mod:`pruning.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -20,8 +24,11 @@ PPL_CELL_COLUMNS = [
     "dataset", "ppl", "is_baseline", "limit_windows", "raw_text", "source_file", "source_line",
     "stage", "strategy", "metric", "label", "note",
     "text_digest", "seqlen", "n_windows", "total_windows", "n_tokens", "protocol", "protocol_label", "budgeted",
-    "calibration",
+    "calibration", "seed", "setting",
 ]
+#: keys of a stored run config left out of its :func:`config_setting`: replicates of one setting differ only here
+SETTING_IGNORED: tuple[str, ...] = ("calibration.seed", "label", "tags")
+SETTING_DIGEST_CHARS = 12
 #: the digest of the text a perplexity scored: recorded in the row since 2026-11-30, before that
 #: the run's environment recorded the digests of the offline corpora it read (``wiki.test``, ``lee``)
 TEXT_DIGEST_SQL = """coalesce(p.text_digest,
@@ -39,13 +46,57 @@ def _filter_runs(where: list[str], params: list, model: str | None, sparsity: fl
         params.append(float(sparsity))
 
 
+def config_setting(config: dict[str, Any]) -> str:
+    """Short hex digest (sha256, :data:`SETTING_DIGEST_CHARS` characters) of a stored run config
+    without the keys of :data:`SETTING_IGNORED` (dotted paths): runs that differ only in their
+    calibration seed, label or tags share it, and so are replicates of one setting; any other
+    difference (method, allocation knob, calibration text, evaluation) gives another digest."""
+    kept = json.loads(json.dumps(config))  # a deep copy that only holds JSON values
+    for dotted in SETTING_IGNORED:
+        *parents, leaf = dotted.split(".")
+        node: Any = kept
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:SETTING_DIGEST_CHARS]
+
+
+def _seed_and_setting(config_json: Any) -> tuple[float, str | None]:
+    """(``calibration.seed`` as a float, NaN when absent; :func:`config_setting`) of a run's stored
+    config text; (NaN, None) where the row has no config (the notes' references)."""
+    if not isinstance(config_json, str) or not config_json:
+        return math.nan, None
+    config = json.loads(config_json)
+    if not isinstance(config, dict):
+        raise StoreError(f"a run's config_json is not a JSON object: {config_json[:80]!r}")
+    calibration = config.get("calibration")
+    seed = calibration.get("seed") if isinstance(calibration, dict) else None
+    return (math.nan if seed is None else float(seed)), config_setting(config)
+
+
+def _with_seed_and_setting(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``seed`` and ``setting`` derived from its ``config_json`` (then dropped)."""
+    parsed = {text: _seed_and_setting(text) for text in frame["config_json"].dropna().unique()}
+    pairs = [parsed.get(text, (math.nan, None)) if isinstance(text, str) else (math.nan, None)
+             for text in frame["config_json"]]
+    out = frame.drop(columns=["config_json"])
+    out["seed"] = pd.Series([seed for seed, _ in pairs], index=frame.index, dtype=float)
+    out["setting"] = pd.Series([setting for _, setting in pairs], index=frame.index, dtype=object)
+    return out
+
+
 def perplexity_cells(model: str | None = None, sparsity: float | None = None, stage: str | None = "pruned",
                      root: Path | str | None = None) -> pd.DataFrame:
     """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
     method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
     (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
-    label, note, the evaluation protocol (pruning.protocol) and the calibration protocol
-    (``calibration``, pruning.calibration_protocol). ``stage=None`` returns dense and pruned rows."""
+    label, note, the evaluation protocol (pruning.protocol), the calibration protocol
+    (``calibration``, pruning.calibration_protocol), the run's calibration ``seed`` (float; NaN for
+    references and configs without one) and its ``setting`` (:func:`config_setting`: values that
+    differ only by the calibration seed share it; None for references). ``stage=None`` returns dense
+    and pruned rows."""
     where, params = ["r.status = 'succeeded'"], []
     _filter_runs(where, params, model, sparsity)
     if stage is not None:
@@ -58,12 +109,12 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
                coalesce(p.source_file, r.source_file) AS source_file, coalesce(p.source_line, r.source_line) AS source_line,
                p.stage, r.strategy, r.metric, r.label, coalesce(p.note, r.note) AS note,
                {TEXT_DIGEST_SQL} AS text_digest, p.seqlen, p.n_windows, p.total_windows, p.n_tokens,
-               {CALIBRATION_SQL} AS calibration
+               {CALIBRATION_SQL} AS calibration, CASE WHEN r.kind = 'run' THEN r.config_json END AS config_json
         FROM perplexity p JOIN runs r USING (run_id)
         WHERE {' AND '.join(where)}
         ORDER BY r.model, source_line NULLS LAST, r.run_id, p.dataset"""
     return memoized("perplexity_cells", (model, sparsity, stage), root,
-                 lambda: add_ppl_protocol(query_df(sql, params, root))[PPL_CELL_COLUMNS])
+                 lambda: _with_seed_and_setting(add_ppl_protocol(query_df(sql, params, root)))[PPL_CELL_COLUMNS])
 
 
 def _grid_label(df: pd.DataFrame) -> pd.Series:
