@@ -13,8 +13,11 @@ from pages._sidebar import selected_model
 from pages._url import PageAddress
 from pruning.app_support.formatting import format_ppl, format_sparsity
 from pruning.app_support.grid import (
+    CELL_STAT_LABELS,
+    CELL_STATS,
     OWN_RUN_MARK,
     build_grid,
+    cell_legend,
     cell_options,
     dense_perplexity,
     epsilon_options,
@@ -27,12 +30,13 @@ from pruning.app_support.plain import plain
 from pruning.app_support.urlstate import cell_field, flag_field, number_field, text_field
 from pruning.calibration_protocol import by_calibration, calibration_options
 
-# the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cell=Wanda/all&present=1): a
-# copied link opens the same table, cell and mode
+# the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cellstat=lowest&cell=Wanda/all&present=1):
+# a copied link opens the same table, cell and mode
 URL_FIELDS = [
     text_field("model", "grid_model"), number_field("sparsity", "grid_sparsity"), text_field("dataset", "grid_dataset"),
     text_field("source", "grid_source"), text_field("calibration", "grid_calibration"),
     text_field("protocol", "grid_protocol"), number_field("eps", "grid_epsilon"),
+    text_field("cellstat", "grid_cellstat"),
     cell_field("cell", "grid_cell"), flag_field("present", "grid_present"), text_field("colour", "grid_colour"),
 ]
 COLOUR_LABELS = {"delta": "Δ % to baseline", "ppl": "perplexity"}
@@ -105,9 +109,18 @@ epsilon = (
                  key="grid_epsilon", help="values without an ε (uniform, OWL) are always shown")
     if len(eps_choices) > 1 else None
 )
+# what a cell shows: the seeds of one setting averaged (as the allocation study reports them), or the best value
+from_url("grid_cellstat", list(CELL_STATS))
+if st.session_state.get("grid_cellstat") not in CELL_STATS:
+    st.session_state["grid_cellstat"] = CELL_STATS[0]
+cell_stat = st.segmented_control(
+    "Cell", list(CELL_STATS), format_func=CELL_STAT_LABELS.get, key="grid_cellstat",
+    help="mean: the values of one setting (runs that differ only by their calibration seed) are averaged, "
+         "± their sample std, and the cell shows the setting of lowest mean; lowest: the best single value "
+         "(the luckiest seed)") or CELL_STATS[0]
 dense = dense_perplexity(load_perplexity_cells(catalog_version(), model, stage="dense"), model, dataset, protocol)
 grid = build_grid(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, epsilon=epsilon,
-                  protocol=protocol, dense=dense)
+                  protocol=protocol, dense=dense, cell=cell_stat)
 if grid.empty:
     stop_with_info(f"No {source} perplexities for {plain(model)} at {format_sparsity(sparsity)}.")
 
@@ -123,8 +136,7 @@ st.caption(
     + (" (assumed: the notes do not state it)" if assumed else "")
     + (f" · ε = {epsilon:g}" if epsilon is not None else "")
     + (f" · dense model {format_ppl(dense)}" if dense is not None else "")
-    + (f" · cell = best value, (Δ % to {plain(grid.baseline)}), ×count" if grid.baseline
-       else " · cell = best value, ×count")
+    + " · " + cell_legend(grid.cell_stat, plain(grid.baseline) if grid.baseline else None)
     + f" · {OWN_RUN_MARK} = the team's own run · dark grey = nan (diverged), light grey = no result"
     + (" · sand = no baseline in its row" if grid.baseline else "")
     + " · click a cell to open it"
@@ -183,10 +195,14 @@ if st.session_state.get("grid_cell") not in options:
     st.session_state.pop("grid_cell", None)
 row, column = st.selectbox("Open cell", options, key="grid_cell", format_func=lambda rc: f"{rc[0]} / {rc[1]}")
 address.write({"grid_model": model, "grid_sparsity": sparsity, "grid_dataset": dataset, "grid_source": source,
-               "grid_calibration": calibration, "grid_protocol": protocol, "grid_epsilon": epsilon, "grid_cell": (row, column),
-               "grid_present": presentation, "grid_colour": colour_by})
+               "grid_calibration": calibration, "grid_protocol": protocol, "grid_epsilon": epsilon,
+               "grid_cellstat": cell_stat, "grid_cell": (row, column), "grid_present": presentation,
+               "grid_colour": colour_by})
 detail = grid.cell(row, column)
-table(detail, "grid_cell_detail", hide_index=True)
+table(detail, "grid_cell_detail", hide_index=True, column_config={
+    "shown": st.column_config.CheckboxColumn("shown", help="the values the cell's number is made of"),
+    "seed": st.column_config.NumberColumn("calibration seed", format="%d"),
+})
 curve = epsilon_curve(detail)
 if curve is not None:  # an ε sweep (or the notes' GT at several ε) in this cell
     st.plotly_chart(curve, key="grid_eps_curve", config={"displayModeBar": False})

@@ -439,9 +439,18 @@ def test_grid_page_keeps_each_calibration_apart(notes_store):
     grid = frame(at, "grid_table")
     assert list(grid.index) == ["Wanda", "SparseGPT"]
     assert list(grid.columns)[:5] == ["dense", "uniform", "OWL", "DLP", "ATP"] and "QKVout" not in grid.columns
-    assert grid.loc["Wanda", "ATP"] == "● 310.71 (-64.4%) ×3"  # the best of its 3 seeds (mean 316.24 in the study table)
+    # the cell shows the mean ± std over its 3 calibration seeds (the study table's 316.24 ± 6.28), its Δ % to
+    # uniform's mean (1024.14); until the "Cell" control existed it showed the best seed, 310.71 (-64.4%)
+    assert at.segmented_control(key="grid_cellstat").value == "mean"
+    assert grid.loc["Wanda", "ATP"] == "● 316.24 ± 6.28 (-69.1%) ×3"
     assert grid["dense"].tolist() == ["19.21"] * 2
     assert any("calibration wiki\\:train · 128 × 2048" in c.value for c in at.caption)  # plain(): no emoji shortcode
+    assert any("cell = mean ± std over the calibration seeds of one setting" in c.value for c in at.caption)
+    assert at.query_params["cellstat"] == "mean"
+    at.segmented_control(key="grid_cellstat").set_value("lowest").run()
+    assert frame(at, "grid_table").loc["Wanda", "ATP"] == "● 310.71 (-64.4%) ×3"  # the best of its 3 seeds
+    assert any("cell = best value, (Δ % to uniform), ×count" in c.value for c in at.caption)
+    assert at.query_params["cellstat"] == "lowest"
     assert not at.exception
 
 
@@ -691,12 +700,12 @@ def test_jobs_page_lists_and_cancels(notes_store):
 
 
 def test_grid_view_lives_in_the_address(notes_store):
-    """Issue 17: a link restores model, sparsity, dataset, ε and the opened cell; changing a widget
+    """Issue 17: a link restores model, sparsity, dataset, ε, the cell statistic and the opened cell; changing a widget
     rewrites the address (the model too: a copied link never names the previous table); a value the
     page does not offer (a stale link) is ignored."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update({"model": "smollm2-135m", "sparsity": "0.6", "dataset": "lee", "eps": "0.3",
-                            "cell": "Wanda/all"})
+                            "cell": "Wanda/all", "cellstat": "lowest"})
     at.run()
     at.switch_page("pages/grid.py").run()
     assert not at.exception
@@ -705,15 +714,18 @@ def test_grid_view_lives_in_the_address(notes_store):
     assert at.selectbox(key="grid_epsilon").value == 0.3 and at.selectbox(key="grid_cell").value == ("Wanda", "all")
     assert frame(at, "grid_table").loc["Wanda", "all"] == "● 181.84 (-17.2%)"  # lee, ε 0.3, 60 %, to uniform
     assert at.query_params["cell"] == "Wanda/all" and at.query_params["eps"] == "0.3"
+    assert at.segmented_control(key="grid_cellstat").value == "lowest" and at.query_params["cellstat"] == "lowest"
     at.selectbox(key="grid_model").set_value("LLaMA-7B").run()
     assert at.query_params["model"] == "LLaMA-7B" and at.query_params["dataset"] == "wikitext2"
     assert at.query_params["sparsity"] == "0.7"
     # a stale link: an unknown model and a sparsity the table lacks fall back to the defaults, no error
     stale = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    stale.query_params.update({"model": "no-such-model", "sparsity": "0.33", "eps": "nan", "cell": "x"})
+    stale.query_params.update({"model": "no-such-model", "sparsity": "0.33", "eps": "nan", "cell": "x",
+                               "cellstat": "median"})
     stale.run()
     stale.switch_page("pages/grid.py").run()
     assert not stale.exception and stale.selectbox(key="grid_model").value in {"smollm2-135m", "LLaMA-7B"}
+    assert stale.segmented_control(key="grid_cellstat").value == "mean"
 
 
 def test_sidebar_selection_lives_in_the_address_and_finds_a_run_by_id(notes_store):

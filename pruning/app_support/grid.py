@@ -4,9 +4,22 @@ the baseline of its row (DESIGN.md "Reading the notes").
 
 Input is the long table of ``pruning.store.queries.perplexity_cells`` (one row per value:
 kind, run_id, model, method, preset, epsilon, sparsity, dataset, ppl, is_baseline, raw_text,
-source_line, ...). A cell can hold several values (several ε, a rerun, reference and own run);
-it shows the best (lowest) perplexity with a count, and :attr:`PerplexityGrid.detail` keeps
-every value for the table below the heatmap.
+source_line, seed, setting, ...). A cell can hold several values (several ε, a rerun, reference
+and own run, the calibration seeds of one setting). What it shows is its *cell statistic*
+(:data:`CELL_STATS`):
+
+- ``"mean"`` (default): the values are grouped by ``setting`` (runs whose configs differ only by
+  the calibration seed; a value without a setting, e.g. a reference, is a group of its own); each
+  group gives the mean of its finite perplexities, their sample std (ddof 1, NaN for one value) and
+  n; the cell shows the group of lowest mean as "mean ± std" (std where n >= 2). This is what the
+  allocation study reports (mean ± std over 3 seeds, scripts/allocation_study.py): the best seed of
+  a setting alone would flatter every allocation that has seeds.
+- ``"lowest"``: the lowest single value (the best seed).
+
+Where every group holds one value the two agree exactly. Every cell shows a count of its values;
+the delta to the row's baseline is taken from the baseline cell's shown value; and
+:attr:`PerplexityGrid.detail` keeps every value (with its seed and setting, and whether it is
+part of the shown value) for the table below the heatmap.
 """
 
 from __future__ import annotations
@@ -26,6 +39,15 @@ from pruning.presets import preset_names
 from pruning.protocol import ppl_protocol_options
 
 SOURCES: tuple[str, ...] = ("all", "reference", "run")
+#: what a cell shows: the lowest mean over the seeds of one setting, or the lowest single value
+CELL_STATS: tuple[str, ...] = ("mean", "lowest")
+#: the cell statistics in the words of the grid page's "Cell" control
+CELL_STAT_LABELS: dict[str, str] = {"mean": "mean ± std over seeds", "lowest": "lowest value"}
+#: what a cell shows, in the words of the grid's caption (page and report)
+CELL_STAT_LEGEND: dict[str, str] = {
+    "mean": "mean ± std over the calibration seeds of one setting (ddof 1), the lowest such mean",
+    "lowest": "best value",
+}
 
 
 @dataclass
@@ -35,18 +57,24 @@ class PerplexityGrid:
     ``baseline`` is the column every delta is taken against: the notes' "GT" where the table has
     one, else "uniform" (the same method at the same mean sparsity without a layer-wise
     allocation), else None (no deltas). ``dense`` is the unpruned model's perplexity, shown as
-    the first column ("dense") of a table without GT."""
+    the first column ("dense") of a table without GT. ``cell_stat`` (one of :data:`CELL_STATS`)
+    says what ``best`` holds."""
 
     rows: list[str]
     columns: list[str]
-    best: pd.DataFrame  # float: lowest perplexity in the cell (NaN if only NaN values / empty)
+    # float: the cell's shown perplexity, the lowest group mean ("mean") or the lowest value ("lowest");
+    # NaN if only NaN values / empty
+    best: pd.DataFrame
     count: pd.DataFrame  # int: how many values the cell holds (the dense column: 1)
     delta: pd.DataFrame  # float: best - best baseline of the same row (NaN if either missing)
-    text: pd.DataFrame  # str: cell text (value, delta in %, count, own-run mark)
-    source: pd.DataFrame  # str: "reference" | "run" | "dense" | "" — where the best value comes from
-    detail: pd.DataFrame  # every contributing value, with row/column labels
+    text: pd.DataFrame  # str: cell text (value [± std], delta in %, count, own-run mark)
+    source: pd.DataFrame  # str: "reference" | "run" | "dense" | "" — where the shown value comes from
+    detail: pd.DataFrame  # every contributing value, with row/column labels, seed, setting, shown
     baseline: str | None = None
     dense: float | None = None
+    spread: pd.DataFrame | None = None  # float: sample std (ddof 1) of the shown values; NaN for fewer than 2
+    seeds: pd.DataFrame | None = None  # int: how many finite values make the shown value (0 where none)
+    cell_stat: str = "mean"
 
     @property
     def delta_pct(self) -> pd.DataFrame:
@@ -68,13 +96,20 @@ class PerplexityGrid:
         return self.detail.empty
 
     def cell(self, row: str, column: str) -> pd.DataFrame:
-        """All values of one cell, best first."""
+        """All values of one cell, the shown ones first, then by perplexity (lowest first)."""
         d = self.detail
-        return d[(d["row"] == row) & (d["column"] == column)].sort_values("ppl", na_position="last")
+        d = d[(d["row"] == row) & (d["column"] == column)]
+        if "shown" in d.columns:
+            return d.sort_values(["shown", "ppl"], ascending=[False, True], na_position="last", kind="stable")
+        return d.sort_values("ppl", na_position="last")
 
     def value(self, row: str, column: str) -> float:
-        """Best perplexity of a cell (NaN when empty)."""
+        """Shown perplexity of a cell (group mean or lowest value, :attr:`cell_stat`; NaN when empty)."""
         return float(self.best.loc[row, column])
+
+    def std(self, row: str, column: str) -> float:
+        """Sample std (ddof 1) of the values behind :meth:`value` (NaN for fewer than two)."""
+        return float(self.spread.loc[row, column]) if self.spread is not None else math.nan
 
 
 def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
@@ -132,29 +167,69 @@ def epsilon_options(cells: pd.DataFrame, model: str | None = None, sparsity: flo
     return sorted({round(float(e), 6) for e in pd.to_numeric(sub["epsilon"], errors="coerce").dropna()})
 
 
+def shown_values(values: pd.DataFrame, cell_stat: str = "mean") -> tuple[list, float, float, int]:
+    """The values one cell shows under ``cell_stat`` (one of :data:`CELL_STATS`).
+
+    ``values``: the cell's rows (``ppl``; ``setting`` where known, rows without one are groups of
+    their own), in the order ties are broken by. Returns (index labels of the shown finite values,
+    their mean, sample std with ddof 1 — NaN for one value —, their count); ([], NaN, NaN, 0) when no
+    value is finite. "lowest": the single lowest value (the first of equal ones). "mean": per setting
+    the mean of its finite values, the group of lowest mean (the first of equal means)."""
+    if cell_stat not in CELL_STATS:
+        raise ValueError(f"cell must be one of {CELL_STATS}, got {cell_stat!r}")
+    ppl = pd.to_numeric(values["ppl"], errors="coerce")
+    finite = ppl.dropna()
+    if finite.empty:
+        return [], math.nan, math.nan, 0
+    if cell_stat == "lowest":
+        winner = finite.idxmin()
+        return [winner], float(finite.loc[winner]), math.nan, 1
+    setting = values["setting"] if "setting" in values.columns else pd.Series(None, index=values.index)
+    groups: dict[object, list] = {}
+    for label, key in zip(values.index, setting):
+        groups.setdefault(("setting", key) if isinstance(key, str) and key else ("value", label), []).append(label)
+    shown: tuple[list, float, float, int] | None = None
+    for labels in groups.values():  # in order of each group's first value
+        group = finite.loc[[label for label in labels if label in finite.index]]
+        if group.empty:
+            continue
+        mean = float(group.iloc[0]) if len(group) == 1 else float(group.mean())
+        std = float(group.std(ddof=1)) if len(group) > 1 else math.nan
+        if shown is None or mean < shown[1]:
+            shown = (list(group.index), mean, std, len(group))
+    assert shown is not None  # some value is finite, so some group has one
+    return shown
+
+
 def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
                dataset: str | None = None, source: str = "all", epsilon: float | None = None,
-               protocol: str | None = None, dense: float | None = None) -> PerplexityGrid:
+               protocol: str | None = None, dense: float | None = None, cell: str = "mean") -> PerplexityGrid:
     """Pivot perplexity values into the method x preset grid.
 
     Rows: magnitude, Wanda, SparseGPT (then other methods, then unlabeled values); columns:
     "GT" first, then the strategies' own columns (uniform, OWL, DLP, ATP), then presets in the notes'
-    order, then unknown presets. Cell = lowest perplexity (NaN values only count when nothing else is
-    there); delta = cell - the row's baseline: the GT column where the table has one, else the
-    uniform column. ``dense``: the unpruned model's perplexity (same protocol), pinned first as a
-    "dense" column when the table has no GT. ``epsilon``: only that ε (and values without one); None: all.
-    ``protocol``: the evaluation protocol whose values are shown (None: :func:`default_protocol`);
-    values of other protocols never enter a cell, its count or its ε curve.
+    order, then unknown presets. ``cell`` (:data:`CELL_STATS`, :func:`shown_values`): "mean" shows the
+    lowest mean over the calibration seeds of one setting, as "mean ± std" (ddof 1) where it averages
+    two or more; "lowest" the lowest single value. NaN values only count when nothing else is
+    there; delta = cell - the row's baseline cell (its shown value: a mean under "mean"): the GT column
+    where the table has one, else the uniform column. ``dense``: the unpruned model's perplexity (same
+    protocol), pinned first as a "dense" column when the table has no GT. ``epsilon``: only that ε
+    (and values without one); None: all. ``protocol``: the evaluation protocol whose values are shown
+    (None: :func:`default_protocol`); values of other protocols never enter a cell, its count or its ε curve.
     """
+    if cell not in CELL_STATS:
+        raise ValueError(f"cell must be one of {CELL_STATS}, got {cell!r}")
     if dense is not None and not (isinstance(dense, (int, float)) and math.isfinite(dense) and dense > 0):
         raise ValueError(f"dense must be a positive finite perplexity or None, got {dense!r}")
     if protocol is None:
         protocol = default_protocol(cells, model, sparsity, dataset, source)
-    sub = filter_cells(cells, model, sparsity, dataset, source, epsilon, protocol).copy()
+    # a fresh index: the shown values are marked by label, and a concatenated input may repeat labels
+    sub = filter_cells(cells, model, sparsity, dataset, source, epsilon, protocol).reset_index(drop=True)
     if sub.empty:
         empty = pd.DataFrame()
         return PerplexityGrid(
-            [], [], empty, empty, empty, empty, empty, pd.DataFrame(columns=["row", "column", "ppl", "kind"])
+            [], [], empty, empty, empty, empty, empty, pd.DataFrame(columns=["row", "column", "ppl", "kind"]),
+            spread=empty, seeds=empty, cell_stat=cell,
         )
     sub["row"] = [method_label(m) for m in sub["method"]]
     base = sub["is_baseline"].fillna(False).astype(bool) if "is_baseline" in sub else pd.Series(False, index=sub.index)
@@ -175,20 +250,24 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
         dense = None
 
     best = pd.DataFrame(np.nan, index=rows, columns=columns)
+    spread = pd.DataFrame(np.nan, index=rows, columns=columns)
     count = pd.DataFrame(0, index=rows, columns=columns)
+    seeds = pd.DataFrame(0, index=rows, columns=columns)
     source_of = pd.DataFrame("", index=rows, columns=columns)
+    sub["shown"] = False
     for (row, col), grp in sub.groupby(["row", "column"], sort=False):
         count.loc[row, col] = len(grp)
-        finite = grp.dropna(subset=["ppl"])
-        if not finite.empty:
-            winner = finite.loc[finite["ppl"].idxmin()]
-            best.loc[row, col] = float(winner["ppl"])
-            source_of.loc[row, col] = str(winner["kind"])
+        labels, mean, std, n = shown_values(grp, cell)
+        if n:
+            best.loc[row, col], spread.loc[row, col], seeds.loc[row, col] = mean, std, n
+            sub.loc[labels, "shown"] = True
+            source_of.loc[row, col] = str(grp.loc[labels[0], "kind"])
         else:
             source_of.loc[row, col] = str(grp["kind"].iloc[0])
     if dense is not None:
         best[DENSE_COLUMN] = float(dense)
         count[DENSE_COLUMN] = 1
+        seeds[DENSE_COLUMN] = 1
         source_of[DENSE_COLUMN] = "dense"
     if baseline is not None:
         delta = best.sub(best[baseline], axis=0)
@@ -202,7 +281,10 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
             if n == 0:
                 continue
             val = best.loc[row, col]
-            parts = [(OWN_RUN_MARK + " " if source_of.loc[row, col] == "run" else "") + format_ppl(val)]
+            shown = format_ppl(val)
+            if int(seeds.loc[row, col]) >= 2:
+                shown += " ± " + format_ppl(spread.loc[row, col])
+            parts = [(OWN_RUN_MARK + " " if source_of.loc[row, col] == "run" else "") + shown]
             if baseline is not None and col not in (baseline, DENSE_COLUMN):
                 d = format_delta_pct(val, best.loc[row, baseline])
                 if d:
@@ -216,9 +298,12 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
             "row",
             "column",
             "ppl",
+            "shown",
+            "seed",
             "epsilon",
             "kind",
             "run_id",
+            "setting",
             "preset_raw",
             "raw_text",
             "source_file",
@@ -239,7 +324,17 @@ def build_grid(cells: pd.DataFrame, model: str | None = None, sparsity: float | 
         (p / best.loc[r, baseline] - 1.0) * 100.0 if baseline is not None and best.loc[r, baseline] > 0 else np.nan
         for r, p in zip(detail["row"], detail["ppl"])
     ]
-    return PerplexityGrid(rows, columns, best, count, delta, text, source_of, detail, baseline, dense)
+    return PerplexityGrid(rows, columns, best, count, delta, text, source_of, detail, baseline, dense,
+                          spread=spread, seeds=seeds, cell_stat=cell)
+
+
+def cell_legend(cell_stat: str, baseline: str | None) -> str:
+    """The caption's words for a cell (page and report say the same): "cell = best value, (Δ % to
+    uniform), ×count", or the mean's wording under "mean". ``baseline``: the grid's baseline column
+    as the caller displays it (escaped for its medium), None when the grid has none."""
+    if cell_stat not in CELL_STATS:
+        raise ValueError(f"cell must be one of {CELL_STATS}, got {cell_stat!r}")
+    return f"cell = {CELL_STAT_LEGEND[cell_stat]}" + (f", (Δ % to {baseline}), ×count" if baseline else ", ×count")
 
 
 def multi_value_cells(grid: PerplexityGrid) -> pd.DataFrame:

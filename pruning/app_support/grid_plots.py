@@ -75,6 +75,19 @@ def _presentation_size(texts: Sequence[str], n_columns: int, plot_width_px: floa
     return int(min(22, max(14, fit)))
 
 
+def _hover_value(grid: PerplexityGrid, row: str, column: str) -> str:
+    """What a cell shows, in words (:attr:`PerplexityGrid.cell_stat`): "mean 316.24 ± 6.28 over 3
+    seeds" (a setting's seeds averaged), "312.00, a single value" (the lowest mean is one value) or
+    "best 310.71" (the lowest value)."""
+    value = format_ppl(grid.best.loc[row, column])
+    if grid.cell_stat != "mean" or column == DENSE_COLUMN or grid.seeds is None:
+        return f"best {value}"
+    n = int(grid.seeds.loc[row, column])
+    if n >= 2:
+        return f"mean {value} ± {format_ppl(grid.spread.loc[row, column])} over {n} seeds"
+    return f"{value}, a single value" if n == 1 else value  # n = 0: only NaN values ("nan")
+
+
 def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl", presentation: bool = False) -> go.Figure:
     """Method x preset heatmap; cell text = value, Δ % to the row's baseline and count.
 
@@ -157,7 +170,9 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
             texts.append(grid.text.loc[r, c])
             custom.append([r, c])
             value = grid.best.loc[r, c]
-            hover = f"{r} / {c}<br>best {format_ppl(value)}" + ("" if c == DENSE_COLUMN else f" of {n} value(s)")
+            hover = f"{r} / {c}<br>{_hover_value(grid, r, c)}"
+            if c != DENSE_COLUMN:
+                hover += f" · {n} value(s) in the cell"
             if grid.baseline is not None and c != grid.baseline and np.isfinite(delta_pct.loc[r, c]):
                 hover += (f"<br>{format_delta(value, grid.best.loc[r, grid.baseline])} "
                           f"({delta_pct.loc[r, c]:+.1f} %) to {grid.baseline}")

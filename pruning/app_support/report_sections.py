@@ -13,7 +13,7 @@ import pandas as pd
 
 from pruning.app_support.colors import recolor
 from pruning.app_support.formatting import format_ppl, format_sparsity, run_label
-from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid
+from pruning.app_support.grid import OWN_RUN_MARK, PerplexityGrid, cell_legend
 from pruning.app_support.grid_plots import grid_heatmap
 from pruning.app_support.plots import esd_figure, metric_by_block, sparsity_overlay
 from pruning.app_support.report_html import escape, figure_html, html_table, note, protocol_line
@@ -46,8 +46,7 @@ def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: 
     caption = (f"{dataset or ''} perplexity at {format_sparsity(sparsity)} sparsity"
                + (" (assumed: the notes do not state it)" if assumed else "")
                + (f" · dense model {format_ppl(grid.dense)}" if grid.dense is not None else "")
-               + (f" · cell = best value, (Δ % to {grid.baseline}), ×count" if grid.baseline
-                  else " · cell = best value, ×count")
+               + " · " + cell_legend(grid.cell_stat, grid.baseline)
                + f" · {OWN_RUN_MARK} = the team's own run · outlined = a chosen run's cell")
     return (f"<h3>{escape(model)} · {escape(format_sparsity(sparsity))} · {escape(dataset or '')}</h3>"
             + protocol_line(f"perplexity, {protocol_label}") + note(caption, "caption")
