@@ -95,7 +95,7 @@ def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Repo
             alloc, outcome.placement["prune"] = stages.prune(loaded, config, alloc, calib_ids, compute, report)
     else:
         alloc = alloc.assign(sparsity_achieved=0.0)
-    outcome.tables["allocation"] = alloc.rename(columns={"sparsity": "sparsity_target"})
+    outcome.tables["allocation"] = stages.allocation_record(alloc)
     report("prune", 1.0, "pruned" if pruning_run else "dense: nothing to prune")
 
     with clock("evaluation"):

@@ -191,6 +191,20 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
     return allocate(matrices, alloc, target, owl, dlp_unimportance=dlp, family=loaded.family)
 
 
+#: the columns of the allocation a run stores: the matrix, its unit, score and ratio, and its sparsities
+ALLOCATION_RECORD: tuple[str, ...] = ("block", "matrix_type", "name", "numel", "unit", "score", "ratio",
+                                      "sparsity_target", "sparsity_achieved")
+
+
+def allocation_record(alloc: pd.DataFrame) -> pd.DataFrame:
+    """The allocation table a run stores ``(matrices, ALLOCATION_RECORD)``: ``sparsity`` renamed
+    ``sparsity_target``, and without the spectral metric columns a ``linear`` allocation read (they
+    are the run's spectra table over again, ~20 KB a run; pruning.store.repack drops them from
+    bundles written before)."""
+    alloc = alloc.rename(columns={"sparsity": "sparsity_target"})
+    return alloc[[c for c in ALLOCATION_RECORD if c in alloc.columns]]
+
+
 def prune(loaded: LoadedModel, config: RunConfig, alloc: pd.DataFrame, calib_ids: torch.Tensor | None,
           compute: Compute, report: Reporter) -> tuple[pd.DataFrame, str]:
     """Prune in place; returns the allocation with ``sparsity_achieved`` and the placement used."""

@@ -1,4 +1,4 @@
-"""Results-store commands: ``runs``, ``attempts``, ``query``, ``export``, ``notes``, ``tag``, ``import``, ``compact``.
+"""Results-store commands: ``runs``, ``attempts``, ``query``, ``export``, ``notes``, ``tag``, ``import``, ``compact``, ``repack``.
 
     python -m pruning runs [--model M] [--method W] [--status S] [--tag T] [--kind K] [--format table|csv|json]
     python -m pruning attempts RUN_ID [--format table|csv|json]
@@ -9,6 +9,7 @@
     python -m pruning import notes FILE
     python -m pruning import lm-eval FILE.json (--run RUN_ID | --model NAME --label L)
     python -m pruning compact [--full]
+    python -m pruning repack [--dry-run] [--drop-old-parts]
 
 (``verify`` and ``verify --repair`` live in :mod:`pruning.cli.verify`.)
 """
@@ -82,6 +83,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compact", help="fold published runs into the compacted catalog (faster queries)")
     p.add_argument("--full", action="store_true", help="rewrite everything into one part per table")
     p.set_defaults(handler=cmd_compact)
+
+    p = sub.add_parser("repack", help="rewrite every published bundle with the store's compact encoding (same "
+                                      "content; old allocation tables lose the spectral columns copied from their "
+                                      "spectra table) and rebuild the catalog")
+    p.add_argument("--dry-run", action="store_true", help="measure and report, write nothing")
+    p.add_argument("--drop-old-parts", action="store_true",
+                   help="delete the old catalog parts at once instead of after the readers' grace period (only "
+                        "while no app or worker reads this store)")
+    p.set_defaults(handler=cmd_repack)
 
 
 def _emit(df: pd.DataFrame, fmt: str) -> None:
@@ -210,4 +220,14 @@ def cmd_compact(args: argparse.Namespace) -> int:
     gone = before - ({p.name for p in parts.glob("*.parquet")} if parts.is_dir() else set())
     print("catalog compacted" if done else "nothing to compact",
           f"(deleted {len(gone)} retired part file(s))" if gone else "")
+    return 0
+
+
+def cmd_repack(args: argparse.Namespace) -> int:
+    from pruning.store.repack import repack_store
+
+    report = repack_store(dry_run=args.dry_run, drop_old_parts=args.drop_old_parts)
+    print(("would be: " if args.dry_run else "") + report.line())
+    for bundle, columns in sorted(report.kept.items())[:5]:
+        print(f"  kept in {bundle}: {', '.join(columns)}")
     return 0

@@ -35,6 +35,7 @@ from pruning.store.catalog import (
     check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, maybe_compact, writable_store, writer_lock,
 )
 from pruning.store.errors import StoreError
+from pruning.store.layout import BUNDLE_PARQUET
 from pruning.store.schema import RUN_COLUMNS, RUN_STATUSES, SCHEMA_VERSION, TABLES, to_arrow
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def publish_bundle(bundle: str, tables: Mapping[str, pd.DataFrame], *, info: Map
     staging.mkdir()
     try:
         for name, table in sorted(arrow.items()):
-            pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
+            pq.write_table(table, staging / f"{name}.parquet", **BUNDLE_PARQUET)
         manifest = {"bundle": bundle, "schema_version": SCHEMA_VERSION, "content_hash": content_hash,
                     "tables": {k: v.num_rows for k, v in sorted(arrow.items())}, "info": dict(info or {})}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
