@@ -22,8 +22,10 @@ linear, preset ``all``, metric ``hessian_alpha``); ``ours``, two variants chosen
 validation like any knob: Hessian alpha per sub-block (linear, preset ``split`` = all seven matrix
 types, attention and MLP sub-blocks allocated separately), and Hessian alpha mixed with the weight
 ``alpha_peak`` per block (linear, preset ``all``, ``metric_mix`` alpha_peak: the unit's normalised
-score is the mean of the two metrics' min-max normalised scores, pruning.allocation.linear), each
-with epsilon 0.1 ... 0.4.
+score is the mean of the two metrics' min-max normalised scores, pruning.allocation.linear), and
+Hessian alpha mixed with depth (``metric_mix`` depth, the block index: ATP's rising slope moved per
+block by the Hessian alpha; added after the SmolLM2 validation runs showed ATP best for Wanda at 70 %
+and Hessian alpha best for SparseGPT at 70 %, docs/allocation.md), each with epsilon 0.1 ... 0.4.
 """
 
 from __future__ import annotations
@@ -107,10 +109,11 @@ FAMILIES: tuple[Family, ...] = (
            {"allocation.strategy": "linear", "allocation.preset": "all", "allocation.metric": "hessian_alpha"},
            {"allocation.epsilon": (0.1, 0.2, 0.3)}),
     # the split variant's keys keep the order of the first validation batch (its sweep lines are unchanged)
-    Family(OURS, "ours: Hessian α (split, or mixed with weight α)", {"allocation.strategy": "linear"},
+    Family(OURS, "ours: Hessian α (split, or mixed with weight α or with depth)", {"allocation.strategy": "linear"},
            {"allocation.epsilon": (0.1, 0.2, 0.3, 0.4)},
            ({"allocation.preset": "split", "allocation.metric": "hessian_alpha"},
-            {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "alpha_peak"})),
+            {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "alpha_peak"},
+            {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "depth"})),
 )
 FAMILY_BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 
@@ -163,7 +166,7 @@ def family_candidates(family: Family, method: str, sparsity: float, layers: int)
 
 def candidates(layers: int) -> list[Candidate]:
     """Every validation candidate, ordered by method, sparsity, family, then variant and knob grid
-    (29 per cell)."""
+    (33 per cell)."""
     return [c for method in METHODS for sparsity in SPARSITIES for family in FAMILIES
             for c in family_candidates(family, method, sparsity, layers)]
 
@@ -261,7 +264,7 @@ def validation_spec(model: str, layers: int) -> tuple[dict[str, Any], list[Candi
 
 
 def write_validation(model: str, out: Path, layers: int | None = None) -> list[RunConfig]:
-    """Write the validation sweep of ``model`` to ``out``; returns its runs (116 for the protocol)."""
+    """Write the validation sweep of ``model`` to ``out``; returns its runs (132 for the protocol: 4 cells x 33)."""
     n_layers = model_layers(model, layers)
     spec, cands = validation_spec(model, n_layers)
     base = RunConfig.from_dict(spec["base"])
@@ -270,9 +273,9 @@ scripts/allocation_study.py validation. Every knob is chosen on the held-out wik
 calibration on wiki:train (the calibration articles minus the validation ones), perplexity on the whole
 wiki:validation split. {len(cands)} runs: {len(METHODS)} methods x {len(SPARSITIES)} sparsities x {len(cands) // 4} candidates
 (uniform; OWL M x lambda; AlphaPruning alpha_peak eps; DLP alpha; ATP beta = f min(2S, 2(1-S))/(L-1),
-f in {', '.join(map(str, DEPTH_FRACTIONS))}; all Hessian alpha eps; ours = Hessian alpha, preset split, eps,
-and Hessian alpha mixed with weight alpha_peak, preset all, eps).
-Then: scripts/allocation_study.py choose --model {model}"""
+f in {', '.join(map(str, DEPTH_FRACTIONS))}; all Hessian alpha eps; ours = Hessian alpha, preset split, eps;
+Hessian alpha mixed with weight alpha_peak, preset all, eps, and Hessian alpha mixed with depth, preset
+all, eps). Then: scripts/allocation_study.py choose --model {model}"""
     return _write_sweep(out, header, spec, [base.with_overrides(c.overrides) for c in cands])
 
 
@@ -537,7 +540,7 @@ def family_of(config: RunConfig) -> str | None:
         if block and metrics in (("alpha_peak",), ("hessian_alpha",)):
             return alloc.metric
         if (alloc.granularity == "split" and metrics == ("hessian_alpha",)) or (
-                block and metrics == ("hessian_alpha", "alpha_peak")):
+                block and metrics in (("hessian_alpha", "alpha_peak"), ("hessian_alpha", "depth"))):
             return OURS
     return None
 

@@ -28,6 +28,7 @@ _spec.loader.exec_module(study)
 MODEL = "smollm2-135m"
 SPLIT = {"allocation.preset": "split", "allocation.metric": "hessian_alpha"}
 MIXED = {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "alpha_peak"}
+DEEP = {"allocation.preset": "all", "allocation.metric": "hessian_alpha", "allocation.metric_mix": "depth"}
 
 
 def _validation_configs(tmp_path: Path) -> list[RunConfig]:
@@ -36,11 +37,11 @@ def _validation_configs(tmp_path: Path) -> list[RunConfig]:
     return expand_sweep(out)
 
 
-def test_validation_sweep_is_the_116_candidates(tmp_path: Path) -> None:
+def test_validation_sweep_is_the_132_candidates(tmp_path: Path) -> None:
     configs = _validation_configs(tmp_path)
-    assert len(configs) == 116 and len({c.run_id for c in configs}) == 116
+    assert len(configs) == 132 and len({c.run_id for c in configs}) == 132
     assert Counter((c.pruning.method, c.pruning.sparsity) for c in configs) == {
-        (m, s): 29 for m in ("wanda", "sparsegpt") for s in (0.6, 0.7)}
+        (m, s): 33 for m in ("wanda", "sparsegpt") for s in (0.6, 0.7)}
     for c in configs:  # the protocol: calibrate on wiki:train, score the whole validation split only
         assert (c.model.name, c.model.device) == (MODEL, "cuda")
         assert (c.calibration.dataset, c.calibration.nsamples, c.calibration.seqlen, c.calibration.seed) == ("wiki:train", 128, 2048, 0)
@@ -50,7 +51,7 @@ def test_validation_sweep_is_the_116_candidates(tmp_path: Path) -> None:
         assert c.tags == ("allocation-study", "study-validation")
     cell = [c for c in configs if (c.pruning.method, c.pruning.sparsity) == ("sparsegpt", 0.7)]
     by_family = Counter(study.family_of(c) for c in cell)
-    assert by_family == {"uniform": 1, "owl": 6, "alpha_peak": 3, "dlp": 4, "depth": 4, "hessian_alpha": 3, "ours": 8}
+    assert by_family == {"uniform": 1, "owl": 6, "alpha_peak": 3, "dlp": 4, "depth": 4, "hessian_alpha": 3, "ours": 12}
     # ATP: beta = f * min(2S, 2(1-S)) / (L-1); at S = 0.7, L = 30 that is f * 0.6 / 29 (not 2S = 1.4)
     betas = sorted(c.allocation.depth_beta for c in cell if c.allocation.strategy == "depth")
     assert betas == [0.005172, 0.010345, 0.015517, 0.02069]
@@ -64,10 +65,13 @@ def test_validation_sweep_is_the_116_candidates(tmp_path: Path) -> None:
     split = [a for a in ours if a.granularity == "split"]
     assert all((a.metric, a.metric_mix, a.score_groups) == ("hessian_alpha", None, MATRIX_TYPES) for a in split)
     assert sorted(a.epsilon for a in split) == [0.1, 0.2, 0.3, 0.4]
-    mixed = [a for a in ours if a.granularity == "block"]  # Hessian alpha mixed with the weight alpha_peak
+    mixed = [a for a in ours if a.metric_mix == "alpha_peak"]  # Hessian alpha mixed with the weight alpha_peak
     assert all((a.preset, a.metrics, a.score_groups) == ("all", ("hessian_alpha", "alpha_peak"), MATRIX_TYPES)
                for a in mixed)
     assert sorted(a.epsilon for a in mixed) == [0.1, 0.2, 0.3, 0.4]
+    deep = [a for a in ours if a.metric_mix == "depth"]  # Hessian alpha mixed with the block index
+    assert all((a.preset, a.metrics, a.granularity) == ("all", ("hessian_alpha", "depth"), "block") for a in deep)
+    assert sorted(a.epsilon for a in deep) == [0.1, 0.2, 0.3, 0.4] and len(ours) == len(split) + len(mixed) + len(deep)
     hess = [c.allocation for c in cell if study.family_of(c) == "hessian_alpha"]
     assert all((a.metric, a.metric_mix, a.granularity, a.score_groups) == ("hessian_alpha", None, "block", MATRIX_TYPES)
                for a in hess)
@@ -89,12 +93,13 @@ def test_the_first_batch_keeps_its_run_ids() -> None:
            base.with_overrides(c.overrides).run_id for c in study.candidates(30)}
     for (method, sparsity, eps), run_id in SPLIT_RUN_IDS.items():
         assert ids[(method, sparsity, "ours", eps, "split")] == run_id
-    assert len({base.with_overrides(c.overrides).run_id for c in study.candidates(30)}) == 116
-    # the candidates of one variant, in the first batch's order, then the mixed ones
+    assert len({base.with_overrides(c.overrides).run_id for c in study.candidates(30)}) == 132
+    # the candidates of one variant, in the first batch's order, then the mixed ones, then depth's
     ours = [c for c in study.candidates(30) if (c.method, c.sparsity, c.family) == ("wanda", 0.6, "ours")]
     assert [(c.variant.get("allocation.metric_mix"), c.knobs["allocation.epsilon"]) for c in ours] == [
         (None, 0.1), (None, 0.2), (None, 0.3), (None, 0.4),
-        ("alpha_peak", 0.1), ("alpha_peak", 0.2), ("alpha_peak", 0.3), ("alpha_peak", 0.4)]
+        ("alpha_peak", 0.1), ("alpha_peak", 0.2), ("alpha_peak", 0.3), ("alpha_peak", 0.4),
+        ("depth", 0.1), ("depth", 0.2), ("depth", 0.3), ("depth", 0.4)]
 
 
 def test_final_sweep_runs_a_chosen_mixed_variant(tmp_path: Path) -> None:
@@ -138,9 +143,11 @@ def _designed_ppl(cand: Any, index: int) -> tuple[float, float]:
     if (cand.method, cand.sparsity, cand.family) == ("wanda", 0.7, "dlp"):
         val = [30.0, 29.0, 29.0, 31.0][index]  # tie: the earlier (alpha 0.1) wins
     if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.6, "ours"):
-        val = [25.0, 24.0, 22.0, 23.0, 26.0, 27.0, 28.0, 29.0][index]  # split, eps 0.3 wins (unless it failed)
+        val = [25.0, 24.0, 22.0, 23.0, 26.0, 27.0, 28.0, 29.0, 30.0, 31.0, 32.0, 33.0][index]  # split, eps 0.3 wins
     if (cand.method, cand.sparsity, cand.family) == ("wanda", 0.6, "ours"):
-        val = [25.0, 24.0, 22.0, 23.0, 26.0, 21.0, 28.0, 29.0][index]  # the mixed variant, eps 0.2 wins
+        val = [25.0, 24.0, 22.0, 23.0, 26.0, 21.0, 28.0, 29.0, 21.5, 30.0, 31.0, 32.0][index]  # mixed, eps 0.2 wins
+    if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.7, "ours"):
+        val = [25.0, 24.0, 22.0, 23.0, 26.0, 27.0, 28.0, 29.0, 30.0, 31.0, 20.0, 32.0][index]  # depth, eps 0.3 wins
     test = 100.0 - index  # on the test split the last knob always looks best
     return val, test
 
@@ -178,7 +185,8 @@ def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path:
     assert _chosen(cells, "wanda", 0.7, "owl") == {"allocation.owl_threshold_m": 7.0, "allocation.owl_lambda": 0.08}
     assert _chosen(cells, "wanda", 0.7, "dlp") == {"allocation.dlp_alpha": 0.1}
     assert _chosen(cells, "sparsegpt", 0.6, "ours") == {**SPLIT, "allocation.epsilon": 0.3}
-    assert _chosen(cells, "wanda", 0.6, "ours") == {**MIXED, "allocation.epsilon": 0.2}  # over both variants
+    assert _chosen(cells, "wanda", 0.6, "ours") == {**MIXED, "allocation.epsilon": 0.2}  # over all three variants
+    assert _chosen(cells, "sparsegpt", 0.7, "ours") == {**DEEP, "allocation.epsilon": 0.3}
     assert _chosen(cells, "wanda", 0.6, "depth") == {"allocation.depth_beta": 0.006897}  # f = 0.25: lowest 40.0
     assert _chosen(cells, "sparsegpt", 0.7, "alpha_peak") == {"allocation.epsilon": 0.1}
     data = json.loads(out.read_text())
@@ -190,8 +198,8 @@ def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path:
     table = study.choices_markdown(cells)
     assert "| wanda | 70% | OWL | owl_threshold_m=7, owl_lambda=0.08 | 28.500 | 5/6 |" in table
     label = study.FAMILY_BY_NAME["ours"].label
-    assert f"| wanda | 60% | {label} | preset=all, metric_mix=alpha_peak, epsilon=0.2 | 21.000 | 8/8 |" in table
-    assert f"| sparsegpt | 60% | {label} | preset=split, epsilon=0.3 | 22.000 | 8/8 |" in table
+    assert f"| wanda | 60% | {label} | preset=all, metric_mix=alpha_peak, epsilon=0.2 | 21.000 | 12/12 |" in table
+    assert f"| sparsegpt | 60% | {label} | preset=split, epsilon=0.3 | 22.000 | 12/12 |" in table
     mixed = next(c for c in data["cells"] if (c["method"], c["sparsity"], c["family"]) == ("wanda", 0.6, "ours"))
     assert mixed["chosen"]["variant"] == MIXED and mixed["chosen"]["overrides"]["allocation.metric_mix"] == "alpha_peak"
 
@@ -199,7 +207,7 @@ def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path:
     ours_cfg = next(cfg for cand, cfg in published if (cand.method, cand.sparsity, cand.family) == ("sparsegpt", 0.6, "ours")
                     and cand.knobs == {"allocation.epsilon": 0.3})
     publish_run(ours_cfg, status="failed", error="CUDA out of memory")
-    with pytest.raises(RuntimeError, match="1 of 116 .*failed"):
+    with pytest.raises(RuntimeError, match="1 of 132 .*failed"):
         study.choose(MODEL, out=out, layers=30)
     cells = study.choose(MODEL, out=out, layers=30, allow_missing=True)
     assert _chosen(cells, "sparsegpt", 0.6, "ours") == {**SPLIT, "allocation.epsilon": 0.4}
@@ -207,7 +215,7 @@ def test_choose_picks_the_lowest_validation_perplexity(data_dir: Path, tmp_path:
 
 def test_choose_refuses_a_missing_candidate(data_dir: Path, tmp_path: Path) -> None:
     _publish_validation(skip={7})
-    with pytest.raises(RuntimeError, match="1 of 116 .*missing"):
+    with pytest.raises(RuntimeError, match="1 of 132 .*missing"):
         study.choose(MODEL, out=tmp_path / "c.json", layers=30)
     assert not (tmp_path / "c.json").exists()
     cells = study.choose(MODEL, out=tmp_path / "c.json", layers=30, allow_missing=True)
@@ -344,7 +352,7 @@ def test_table_from_a_synthetic_store(data_dir: Path, tmp_path: Path) -> None:
     assert summary.at["ours", "lee_calibrated_wiki"] == pytest.approx(14.0)  # the lee-calibrated run, not a seed
     assert summary.at["dense", "wiki_mean"] == pytest.approx(19.2)
     report = study.study_report(choices_dir=tmp_path)
-    assert ("| smollm2-135m | wanda | 70% | ours: Hessian α (split, or mixed with weight α) | "
+    assert ("| smollm2-135m | wanda | 70% | ours: Hessian α (split, or mixed with weight α or with depth) | "
             "preset=split, metric=hessian_alpha, epsilon=0.1 | 10.00 ± 1.00 (n=3) | "
             "31.00 ± 1.00 (n=3) | 0.410 ± 0.010 (n=3) | 14.00 |") in report
     assert "| smollm2-135m | wanda | 70% | wiki | 10.00 ± 1.00 (n=3) | OWL | 10.90 ± 0.00 (n=3) | +0.90 | 1.00 | no (2 of 6 rivals) | yes |" in report
