@@ -608,7 +608,14 @@ def test_run_label_names_sparsity_and_metric_and_labels_are_unique():
     assert run_label(rows[0]) == "[run] m · wanda · QKVout · alpha_peak · 50% · ε 0.2"
     assert run_label(rows[1]) == "[run] m · wanda · QKVout · alpha_peak · 70% · ε 0.2 · ppl 452.23 (budgeted)"
     assert run_label({"kind": "run", "model": "m", "method": "wanda", "strategy": "owl", "sparsity": 0.7,
-                      "metric": "alpha_peak", "epsilon": float("nan")}) == "[run] m · wanda · owl · 70%"
+                      "metric": "alpha_peak", "epsilon": float("nan")}) == "[run] m · wanda · OWL · 70%"
+    # per-block strategies are named as their grid column, not by the preset field ("all" in the store)
+    assert run_label({"kind": "run", "model": "m", "method": "wanda", "strategy": "depth", "preset": "all",
+                      "sparsity": 0.7}) == "[run] m · wanda · ATP · 70%"
+    assert run_label({"kind": "run", "model": "m", "method": "sparsegpt", "strategy": "dlp", "preset": "all",
+                      "sparsity": 0.6}) == "[run] m · sparsegpt · DLP · 60%"
+    assert run_label({**base, "strategy": "uniform", "preset": None, "metric": None, "epsilon": None,
+                      "sparsity": 0.7}) == "[run] m · wanda · uniform · 70%"
     labels = unique_run_labels(rows)
     assert labels["wanda-aaaaaa111111"] == "[run] m · wanda · QKVout · alpha_peak · 50% · ε 0.2"
     assert labels["wanda-bbbbbb222222"].endswith("· bbbbbb") and labels["wanda-cccccc333333"].endswith("· cccccc")

@@ -6,6 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pruning.presets import STRATEGY_COLUMNS
+
+#: strategies whose units are always transformer blocks (pruning.allocation.core.BLOCK_STRATEGIES)
+PER_BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth")
+
 
 def _as_float(value: Any) -> float | None:
     """``value`` as a float, or None when it is missing / not a number."""
@@ -114,7 +119,11 @@ def run_label(row: Any, with_ppl: bool = True) -> str:
     get = row.get
     parts = [str(get("model")) if _present(get("model")) else "?", str(get("method")) if _present(get("method")) else "?"]
     strategy = get("strategy")
-    if _present(get("preset")):
+    if _present(strategy) and str(strategy) in PER_BLOCK_STRATEGIES:
+        # OWL, DLP and ATP allocate per block whatever the preset field says (runs.preset reads "all" for
+        # them): the grid's column name, so a label and its grid column agree
+        parts.append(STRATEGY_COLUMNS[str(strategy)])
+    elif _present(get("preset")):
         parts.append(str(get("preset")))
     elif _present(strategy) and str(strategy) != "linear":
         parts.append(str(strategy))
