@@ -364,3 +364,14 @@ def test_read_only_mount_real(store, tmp_path: Path) -> None:
     assert out[0] == str(len(every) + 1) and out[-2] == str(len(every)) and out[-1] == "rc=2", (res.stdout, res.stderr)
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "read-only" in errors[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_verify_leaves_the_readers_quarantine_warnings_on(store, caplog) -> None:
+    """`verify` quiets the readers' own quarantine warnings while it reports, and only then: run in
+    the same process (the app, the tests), a later reader still warns about a bad file."""
+    import logging
+
+    health = logging.getLogger("pruning.store.health")
+    before = health.level
+    assert cli(["verify"]) == 0
+    assert health.level == before and health.getEffectiveLevel() <= logging.WARNING

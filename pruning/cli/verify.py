@@ -19,10 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    # the report below names every bad file; the readers' own quarantine warnings would repeat it. The
+    # level is restored afterwards: a caller in the same process (the tests, an embedding) keeps its warnings
+    health = logging.getLogger("pruning.store.health")
+    level = health.level
+    health.setLevel(logging.ERROR)
+    try:
+        return _verify(args)
+    finally:
+        health.setLevel(level)
+
+
+def _verify(args: argparse.Namespace) -> int:
     from pruning.store.verify import repair_store, verify_store
 
-    # the report below names every bad file; the readers' own quarantine warnings would repeat it
-    logging.getLogger("pruning.store.health").setLevel(logging.ERROR)
     if args.repair:
         result = repair_store()
         for rel, dest in result.moved:
