@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,10 @@ from pruning.config import RunConfig
 from pruning.presets import MATRIX_TYPES
 from pruning.store import publish_run
 from pruning.sweep import expand_sweep
+from study_script import study_module
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("allocation_study", REPO / "scripts" / "allocation_study.py")
-study = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("allocation_study", study)  # dataclasses look their module up while the file runs
-_spec.loader.exec_module(study)
+study = study_module()
 
 MODEL = "smollm2-135m"
 SPLIT = {"allocation.preset": "split", "allocation.metric": "hessian_alpha"}

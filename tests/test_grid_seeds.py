@@ -4,9 +4,7 @@ over 3 seeds, docs/FINDINGS.md), not the luckiest seed; "lowest" keeps the best 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +13,7 @@ import pytest
 from pruning.app_support.grid import CELL_STATS, build_grid, cell_legend, shown_values
 from pruning.app_support.grid_plots import grid_heatmap
 from pruning.store.queries_results import config_setting
+from study_script import study_module
 
 REPO = Path(__file__).resolve().parents[1]
 STORE = REPO / "data" / "store"
@@ -190,13 +189,7 @@ def test_setting_ignores_only_the_calibration_seed_label_and_tags():
 
 # ---- the shipped store: the grid says what docs/FINDINGS.md says --------------------------------------------
 def _study():
-    module = sys.modules.get("allocation_study")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("allocation_study", REPO / "scripts" / "allocation_study.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["allocation_study"] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return module
+    return study_module()
 
 
 @pytest.mark.shipped

@@ -3,12 +3,11 @@ store gives, and every knob choice in docs/study is re-made from the validation 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from study_script import study_module
 
 pytestmark = pytest.mark.shipped
 
@@ -17,13 +16,7 @@ STORE = REPO / "data" / "store"
 
 
 def _study():
-    module = sys.modules.get("allocation_study")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("allocation_study", REPO / "scripts" / "allocation_study.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["allocation_study"] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return module
+    return study_module()
 
 
 def test_findings_lead_with_the_study_table_of_the_store() -> None:
