@@ -187,6 +187,22 @@ def test_setting_ignores_only_the_calibration_seed_label_and_tags():
         assert config_setting(other) != config_setting(config)
 
 
+def test_a_run_config_is_one_setting_across_code_versions():
+    """A seed stored before a config field existed (the key absent) and one stored after (the key at
+    its default) are one setting, as they are one run id; the field at another value is another."""
+    from pruning.config import RunConfig
+
+    base = RunConfig.from_dict({"pruning": {"method": "wanda", "sparsity": 0.7},
+                                "allocation": {"strategy": "linear", "metric": "hessian_alpha", "epsilon": 0.3}})
+    new = base.with_overrides({"calibration.seed": 1}).to_dict()
+    old = base.with_overrides({"calibration.seed": 2}).to_dict()
+    assert "metric_mix" in old["allocation"] and old["allocation"].pop("metric_mix") is None  # before the field
+    assert config_setting(new) == config_setting(old) == config_setting(base.to_dict())
+    mixed = base.with_overrides({"allocation.metric_mix": "depth"}).to_dict()
+    assert config_setting(mixed) != config_setting(new)
+    assert config_setting({**new, "tags": ["other"], "label": "x"}) == config_setting(new)
+
+
 # ---- the shipped store: the grid says what docs/FINDINGS.md says --------------------------------------------
 def _study():
     return study_module()

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pruning.calibration_protocol import CALIBRATION_SQL
 from pruning.protocol import add_ppl_protocol
+from pruning.errors import PruningLabError
 from pruning.store.errors import StoreError
 from pruning.store.sql import memoized, query_df
 
@@ -50,7 +51,17 @@ def config_setting(config: dict[str, Any]) -> str:
     """Short hex digest (sha256, :data:`SETTING_DIGEST_CHARS` characters) of a stored run config
     without the keys of :data:`SETTING_IGNORED` (dotted paths): runs that differ only in their
     calibration seed, label or tags share it, and so are replicates of one setting; any other
-    difference (method, allocation knob, calibration text, evaluation) gives another digest."""
+    difference (method, allocation knob, calibration text, evaluation) gives another digest.
+
+    A config that :class:`pruning.config.RunConfig` reads is digested in its canonical form (the one
+    its run id hashes), so a seed stored before a field existed and one stored after it, with the
+    field at its default, stay one setting; any other dict is digested as it is."""
+    try:
+        canonical = _canonical_without_seed(config)
+    except (PruningLabError, ValueError, TypeError):
+        canonical = None
+    if canonical is not None:
+        return hashlib.sha256(canonical.encode()).hexdigest()[:SETTING_DIGEST_CHARS]
     kept = json.loads(json.dumps(config))  # a deep copy that only holds JSON values
     for dotted in SETTING_IGNORED:
         *parents, leaf = dotted.split(".")
@@ -61,6 +72,14 @@ def config_setting(config: dict[str, Any]) -> str:
             node.pop(leaf, None)
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:SETTING_DIGEST_CHARS]
+
+
+def _canonical_without_seed(config: dict[str, Any]) -> str:
+    """:meth:`RunConfig.canonical_json` (label and tags excluded) of ``config`` with its calibration
+    seed set to 0; raises when ``config`` is not a run config."""
+    from pruning.config import RunConfig
+
+    return RunConfig.from_dict(config).with_overrides({"calibration.seed": 0}).canonical_json()
 
 
 def _seed_and_setting(config_json: Any) -> tuple[float, str | None]:
