@@ -5,7 +5,7 @@ the tracked tree of the checkout, and what one call to a GPU machine can still c
 
 Why: the tracked tree travels with every call of the device tool, 64 MiB a call in all
 (/work/.library/device/README.md, "Limits"), and scripts/gpu_pack.sh cuts what a bare GPU machine
-needs (the models' GGUFs, wheels, corpora: ~390 MB for SmolLM2 and Gemma3) into chunks of what is
+needs (the models' GGUFs, wheels, corpora: 376 MiB for SmolLM2 and Gemma3) into chunks of what is
 left. Also reports what ``python -m pruning repack`` would still save (a dry run). Results go to
 bench/RESULTS.md, section "store_footprint".
 """
@@ -24,7 +24,7 @@ log = logging.getLogger("bench.store_footprint")
 REPO = Path(__file__).resolve().parents[1]
 CALL_LIMIT = 64 * 1024 * 1024
 MARGIN = 2 * 1024 * 1024  # scripts/gpu_pack.sh keeps this for commits still to come
-PACK_MB = 390.0  # SmolLM2 GGUF 98 MB + Gemma3 GGUF ~250 MB + wheels + corpora (scripts/gpu_pack.sh, both models)
+PACK_MB = 376.2  # scripts/gpu_pack.sh for both models on 2026-12-01: GGUFs, wheels, corpora (394,465,280 bytes)
 MB = 1024 * 1024
 
 

@@ -161,3 +161,17 @@ def test_a_run_stores_its_allocation_without_metric_columns() -> None:
     record = allocation_record(alloc)
     assert list(record.columns) == list(ALLOCATION_RECORD)
     np.testing.assert_array_equal(record["sparsity_target"], [0.63, 0.63, 0.77])
+
+
+def test_rebuild_drops_a_bundle_taken_out_by_hand(data_dir: Path) -> None:
+    import shutil
+
+    same, differ = _old_style_store(data_dir)
+    repack_store(drop_old_parts=True)
+    dirs = {run: d for run, (d, _) in latest_attempts(store_root()).items()}
+    shutil.rmtree(store_root() / "runs" / dirs[differ])
+    assert set(_views()["runs"]["run_id"]) == {same, differ}  # the catalog still serves it
+    assert not repack_store().catalog_rebuilt  # nothing changed, nothing asked
+    report = repack_store(rebuild=True, drop_old_parts=True)
+    assert report.rewritten == 0 and report.catalog_rebuilt
+    assert set(_views()["runs"]["run_id"]) == {same}

@@ -9,7 +9,7 @@
     python -m pruning import notes FILE
     python -m pruning import lm-eval FILE.json (--run RUN_ID | --model NAME --label L)
     python -m pruning compact [--full]
-    python -m pruning repack [--dry-run] [--drop-old-parts]
+    python -m pruning repack [--dry-run] [--drop-old-parts] [--rebuild-catalog]
 
 (``verify`` and ``verify --repair`` live in :mod:`pruning.cli.verify`.)
 """
@@ -91,6 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-old-parts", action="store_true",
                    help="delete the old catalog parts at once instead of after the readers' grace period (only "
                         "while no app or worker reads this store)")
+    p.add_argument("--rebuild-catalog", action="store_true",
+                   help="rebuild the catalog from the bundle directories even if no file changed (after a bundle "
+                        "directory was taken out by hand)")
     p.set_defaults(handler=cmd_repack)
 
 
@@ -226,7 +229,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_repack(args: argparse.Namespace) -> int:
     from pruning.store.repack import repack_store
 
-    report = repack_store(dry_run=args.dry_run, drop_old_parts=args.drop_old_parts)
+    report = repack_store(dry_run=args.dry_run, drop_old_parts=args.drop_old_parts, rebuild=args.rebuild_catalog)
     print(("would be: " if args.dry_run else "") + report.line())
     for bundle, columns in sorted(report.kept.items())[:5]:
         print(f"  kept in {bundle}: {', '.join(columns)}")

@@ -145,11 +145,13 @@ def _rewrite(path: Path, table: pa.Table, drop: list[str]) -> bool:
 
 
 def repack_store(root: Path | str | None = None, *, dry_run: bool = False,
-                 drop_old_parts: bool = False) -> RepackReport:
+                 drop_old_parts: bool = False, rebuild: bool = False) -> RepackReport:
     """Rewrite every bundle file of the store at ``root`` (module docstring) and rebuild its catalog
     when anything changed. ``dry_run``: measure and report, write nothing. ``drop_old_parts``: the
     old catalog parts are deleted by the rebuild's compaction at once, not after the readers' grace
-    period (only while nothing else reads the store). Raises StoreError when the catalog holds
+    period (only while nothing else reads the store). ``rebuild``: rebuild the catalog from the bundle
+    directories even when no file changed (after a bundle directory was taken out by hand, the
+    catalog still serves its rows until then). Raises StoreError when the catalog holds
     bundles without a directory (bulk appends), which a rebuild from bundles would lose."""
     root = writable_store(root, "repack the store")
     report = RepackReport()
@@ -180,7 +182,7 @@ def repack_store(root: Path | str | None = None, *, dry_run: bool = False,
                 if _rewrite(path, table, drop):
                     report.rewritten += 1
                 report.bytes_after += path.stat().st_size
-        if dry_run or not report.rewritten:
+        if dry_run or not (report.rewritten or rebuild):
             return report
         old, _ = read_manifest(root)
         now = time.time() - (RETIRED_GRACE_S + 1.0 if drop_old_parts else 0.0)
