@@ -171,8 +171,13 @@ def test_prune_cli_on_a_tiny_local_model(tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_ordering_sparsegpt_le_wanda_lt_magnitude(offline_model: LoadedModel) -> None:
-    """50% uniform on the real SmolLM2-135M: finite perplexities with SparseGPT <= Wanda < magnitude."""
+def test_smollm2_wanda_and_sparsegpt_far_below_magnitude(offline_model: LoadedModel) -> None:
+    """50% uniform on the real SmolLM2-135M: finite perplexities, Wanda and SparseGPT both below a third
+    of magnitude's and within 15 % of each other. Which of the two is lower is not a property: they
+    are within 1 % at 50 % in the Wanda paper (LLaMA-7B, WikiText-2: SparseGPT 7.22, Wanda 7.26), and
+    on 4 windows of 256 tokens here the order follows the CPU's float kernels (2026-12-01, AMD EPYC:
+    SparseGPT 63.20, Wanda 61.46, magnitude 555.7; the other way round where this test was written).
+    SparseGPT's exactness is tested against the reference code (tests/test_sparsegpt_fast.py)."""
     from pruning.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     ids = calibration_batch(offline_model.tokenizer, "wiki", nsamples=32, seqlen=128, seed=0)
@@ -183,4 +188,5 @@ def test_smollm2_ordering_sparsegpt_le_wanda_lt_magnitude(offline_model: LoadedM
         prune_model(loaded, method, uniform_sparsity(loaded, 0.5), ids)
         ppl[method] = perplexity(loaded.model, test, seqlen=256, limit_windows=4).ppl
     assert all(math.isfinite(v) for v in ppl.values()), ppl
-    assert ppl["sparsegpt"] <= ppl["wanda"] < ppl["magnitude"], ppl
+    assert max(ppl["wanda"], ppl["sparsegpt"]) < ppl["magnitude"] / 3, ppl
+    assert abs(ppl["sparsegpt"] / ppl["wanda"] - 1.0) < 0.15, ppl
