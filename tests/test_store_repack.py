@@ -172,6 +172,10 @@ def test_rebuild_drops_a_bundle_taken_out_by_hand(data_dir: Path) -> None:
     shutil.rmtree(store_root() / "runs" / dirs[differ])
     assert set(_views()["runs"]["run_id"]) == {same, differ}  # the catalog still serves it
     assert not repack_store().catalog_rebuilt  # nothing changed, nothing asked
+    assert repack_store(rebuild=True).catalog_rebuilt  # the old parts retired, kept for the readers' grace
+    assert len(list((store_root() / "catalog" / "parts").iterdir())) > len(read_manifest(store_root())[0].parts)
     report = repack_store(rebuild=True, drop_old_parts=True)
     assert report.rewritten == 0 and report.catalog_rebuilt
     assert set(_views()["runs"]["run_id"]) == {same}
+    live = {n for names in read_manifest(store_root())[0].parts.values() for n in names}
+    assert {p.name for p in (store_root() / "catalog" / "parts").iterdir()} == live  # earlier retired ones too

@@ -186,7 +186,8 @@ def repack_store(root: Path | str | None = None, *, dry_run: bool = False,
             return report
         old, _ = read_manifest(root)
         now = time.time() - (RETIRED_GRACE_S + 1.0 if drop_old_parts else 0.0)
-        retired = dict(old.retired)
+        # with drop_old_parts, parts an earlier compaction retired go now as well
+        retired = {name: now for name in old.retired} if drop_old_parts else dict(old.retired)
         for names in old.parts.values():
             for name in names:
                 retired.setdefault(name, now)
