@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,7 +83,7 @@ class QueueDatabase:
         self.path = Path(path) if path is not None else default_queue_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(con)
             con.executescript(SCHEMA)
 
     @classmethod
@@ -122,6 +123,32 @@ class QueueDatabase:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+
+WAL_WAIT_S = 30.0
+
+
+def _enable_wal(con: sqlite3.Connection, wait_s: float = WAL_WAIT_S) -> None:
+    """Switch the queue file to WAL mode, waiting out other openers.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked" at
+    once, without calling the busy handler, when another connection opens the same new file at
+    that moment (ten threads constructing a queue together did, in CI). The mode is persistent, so
+    a file already in WAL mode is left alone; otherwise the switch is retried with a short backoff
+    for up to ``wait_s`` seconds before the error is raised."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        try:
+            mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
