@@ -4,6 +4,7 @@
     .venv/bin/python scripts/allocation_study.py choose --model smollm2-135m [--store data/store]
     .venv/bin/python scripts/allocation_study.py final --model smollm2-135m
     .venv/bin/python scripts/allocation_study.py table [--store data/store]
+    .venv/bin/python scripts/allocation_study.py proxy [--store data/store]
 
 Protocol. Every knob of every allocation family (OWL's M and lambda, AlphaPruning's and Hessian
 alpha's epsilon, DLP's alpha, ATP's beta, the team's own epsilon) is chosen per (method, sparsity)
@@ -76,6 +77,9 @@ DEPTH_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 OURS = "ours"
 #: joins a family and the knobs of its final runs that validation did not choose (summarize)
 UNCHOSEN = "~"
+#: tags of the CPU runs on wiki:validation with a small budget (16 x 2048 calibration, 24 windows) that
+#: were made to decide what to spend GPU time on; never part of the study's table (:func:`proxy_report`)
+PROXY_TAGS: tuple[str, ...] = ("proxy-depth-mix", "proxy-gemma")
 
 
 @dataclass(frozen=True)
@@ -807,6 +811,78 @@ def study_report(store: str | Path | None = None, per_run: bool = True, choices_
     return "\n".join(parts) + "\n"
 
 
+# ---- proxy runs -----------------------------------------------------------------------------
+
+def proxy_runs(store: str | Path | None = None) -> pd.DataFrame:
+    """The succeeded runs tagged with one of :data:`PROXY_TAGS` and their pruned (dense: dense)
+    ``wiki:validation`` perplexity: run_id, model, method, sparsity, allocation, knobs, ppl, windows
+    ("24/34"), calibration, seconds. One evaluation protocol per model, or RuntimeError."""
+    from pruning.store.queries import perplexity_cells, run_sql
+
+    root = _store_root(store)
+    runs = pd.concat([_tagged_runs(root, tag) for tag in PROXY_TAGS], ignore_index=True).drop_duplicates("run_id")
+    runs = runs[runs["status"] == "succeeded"]
+    columns = ["run_id", "model", "method", "sparsity", "allocation", "knobs", "ppl", "windows", "calibration", "seconds"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    raw = run_sql("SELECT run_id, config_json, timings_json FROM runs WHERE kind = 'run'", root).set_index("run_id")
+    cells = perplexity_cells(stage=None, root=root)
+    cells = cells[cells["run_id"].isin(set(runs["run_id"])) & (cells["dataset"] == VALIDATION_DATASET)]
+    cells = cells[(cells["stage"] == "pruned") | (cells["method"] == "dense")]
+    for model, grp in cells.groupby("model"):
+        protocols = sorted(set(grp["protocol"]))
+        if len(protocols) > 1:
+            raise RuntimeError(f"{model}: the proxy runs hold {len(protocols)} protocols {protocols}; the table would mix them")
+    by_run = cells.set_index("run_id")
+    rows = []
+    for run_id in runs["run_id"]:
+        if run_id not in by_run.index:
+            continue
+        cell = by_run.loc[run_id]
+        config = RunConfig.from_dict(json.loads(raw.at[run_id, "config_json"]))
+        family = family_of(config)
+        if family == "dense":
+            allocation = "dense"
+        elif family == OURS and config.allocation.metric_mix == "depth":
+            allocation = "Hessian α + depth (ours, third variant)"
+        elif family is not None:
+            allocation = FAMILY_BY_NAME[family].label
+        else:
+            allocation = config.allocation.strategy
+        knobs = "" if family == "dense" else knob_text(config)
+        if config.allocation.strategy == "depth":
+            layers = model_layers(config.model.name)
+            fraction = config.allocation.depth_beta * (layers - 1) / min(2 * config.pruning.sparsity,
+                                                                           2 * (1 - config.pruning.sparsity))
+            knobs += f" (f={fraction:.2f})"
+        c = config.calibration
+        rows.append({"run_id": run_id, "model": config.model.name, "method": config.pruning.method,
+                     "sparsity": config.pruning.sparsity, "allocation": allocation, "knobs": knobs,
+                     "ppl": float(cell["ppl"]), "windows": f"{int(cell['n_windows'])}/{int(cell['total_windows'])}",
+                     "calibration": f"{c.dataset} {c.nsamples} × {c.seqlen}, seed {c.seed}",
+                     "seconds": json.loads(raw.at[run_id, "timings_json"] or "{}").get("total", float("nan"))})
+    return pd.DataFrame(rows, columns=columns).sort_values(["model", "method", "sparsity", "ppl"], ignore_index=True)
+
+
+def proxy_report(store: str | Path | None = None) -> str:
+    """Markdown of :func:`proxy_runs`, with each run's change against the uniform run of its (model,
+    method, sparsity) where there is one; "" without proxy runs."""
+    runs = proxy_runs(store)
+    if runs.empty:
+        return ""
+    uniform = runs[runs["allocation"] == FAMILY_BY_NAME["uniform"].label].set_index(["model", "method", "sparsity"])["ppl"]
+    out = ["| model | method | sparsity | allocation | knobs | wiki:validation ppl | vs uniform | windows | calibration | CPU min |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs.itertuples():
+        base = uniform.get((r.model, r.method, r.sparsity))
+        plain = base is None or r.method == "dense" or r.allocation == FAMILY_BY_NAME["uniform"].label
+        change = "" if plain else f"{(r.ppl - base) / base:+.1%}"
+        sparsity = "0%" if r.method == "dense" else f"{r.sparsity:.0%}"
+        out.append(f"| {r.model} | {r.method} | {sparsity} | {r.allocation} | {r.knobs} | {r.ppl:.2f} | {change} | "
+                   f"{r.windows} | {r.calibration} | {r.seconds / 60:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 # ---- CLI ------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -831,6 +907,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--store")
     t.add_argument("--no-per-run", action="store_true", help="GPU time summary only")
     t.add_argument("--choices-dir", type=Path, help="folder of the choices-MODEL.json files (default docs/study)")
+    x = sub.add_parser("proxy", help="print the CPU proxy runs (small budget, wiki:validation) from the store")
+    x.add_argument("--store")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -849,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or REPO / "sweeps" / f"study-final-{args.model}.yaml"
             configs = write_final(args.model, choices, out)
             print(f"wrote {_rel(out)}: {len(configs)} runs")
+        elif args.command == "proxy":
+            print(proxy_report(args.store) or f"no run tagged {' or '.join(PROXY_TAGS)} in the store")
         else:
             report = study_report(args.store, per_run=not args.no_per_run, choices_dir=args.choices_dir)
             print(report or f"no run tagged {STUDY_TAG!r} in the store")

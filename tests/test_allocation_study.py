@@ -393,3 +393,45 @@ def test_final_runs_of_unchosen_knobs_are_reported_apart_and_never_compared(data
     assert "not chosen on validation" in text and "metric_mix=alpha_peak, epsilon=0.3" in text
     # without a choices file every final run counts (the table of a study that never re-chose)
     assert study.study_runs(choices_dir=tmp_path / "none")["chosen"].all()
+
+
+# ---- proxy runs (CPU, small budget, wiki:validation) ------------------------------------------
+
+def _proxy_ppl(ppl: float, windows: int = 24, stage: str = "pruned") -> dict[str, pd.DataFrame]:
+    rows = _ppl_rows({"wiki:validation": ppl}).assign(stage=stage, limit_windows=24, n_windows=windows,
+                                                      n_tokens=windows * 2047)
+    return {"perplexity": rows}
+
+
+def test_proxy_report_lists_the_tagged_runs_against_their_uniform(data_dir: Path) -> None:
+    base = RunConfig.from_dict({"model": {"name": MODEL, "device": "cpu"},
+                                "calibration": {"dataset": "wiki:train", "nsamples": 16, "seqlen": 2048, "seed": 0},
+                                "evaluation": {"perplexity": ["wiki:validation"], "seqlen": 2048, "limit_windows": 24},
+                                "tags": ["proxy-gemma"]})
+    dense = base.with_overrides({"pruning.method": "dense", "pruning.sparsity": 0.0})
+    uniform = base.with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.7})
+    beta = study.depth_beta(0.5, 0.7, 30)
+    depth = uniform.with_overrides({"allocation.strategy": "depth", "allocation.depth_beta": beta})
+    mix = uniform.with_overrides({"allocation.strategy": "linear", **DEEP, "allocation.epsilon": 0.4})
+    untagged = uniform.with_overrides({"pruning.sparsity": 0.6, "tags": []})
+    publish_run(dense, tables=_proxy_ppl(20.0, stage="dense"), timings={"total": 120.0})
+    publish_run(uniform, tables=_proxy_ppl(200.0), timings={"total": 480.0})
+    publish_run(depth, tables=_proxy_ppl(150.0), timings={"total": 510.0})
+    publish_run(mix, tables=_proxy_ppl(250.0), timings={"total": 600.0})
+    publish_run(untagged, tables=_proxy_ppl(90.0), timings={"total": 60.0})
+
+    runs = study.proxy_runs()
+    assert runs["run_id"].tolist() == [dense.run_id, depth.run_id, uniform.run_id, mix.run_id]  # by ppl per cell
+    report = study.proxy_report()
+    lines = report.splitlines()
+    assert lines[2] == f"| {MODEL} | dense | 0% | dense |  | 20.00 |  | 24/35 | wiki:train 16 × 2048, seed 0 | 2.0 |"
+    assert lines[3] == (f"| {MODEL} | wanda | 70% | ATP depth | depth_beta={beta:g} (f=0.50) | 150.00 | -25.0% | 24/35 | "
+                        "wiki:train 16 × 2048, seed 0 | 8.5 |")
+    assert lines[4].startswith(f"| {MODEL} | wanda | 70% | uniform | — | 200.00 |  | 24/35 |")
+    assert lines[5].startswith(f"| {MODEL} | wanda | 70% | Hessian α + depth (ours, third variant) | preset=all, "
+                               "metric=hessian_alpha, metric_mix=depth, epsilon=0.4 | 250.00 | +25.0% |")
+    assert "90.00" not in report and len(lines) == 6
+
+    publish_run(uniform.with_overrides({"pruning.sparsity": 0.5}), tables=_proxy_ppl(80.0, windows=20), timings={"total": 1.0})
+    with pytest.raises(RuntimeError, match="protocols"):
+        study.proxy_runs()
