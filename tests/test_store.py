@@ -269,9 +269,11 @@ def test_shipped_data_holds_the_notes() -> None:
     root = Path(__file__).resolve().parents[1] / "data" / "store"
     cells = perplexity_cells(root=root)
     assert (cells["kind"] == "reference").sum() == 57  # every perplexity of the notes
-    # the shipped grid runs on SmolLM2-135M sit beside them, each with its window budget recorded
+    # the shipped grid runs on SmolLM2-135M sit beside them, each with its window budget recorded, and
+    # issue 16's second model, Gemma3-270m (so far its CPU proxy runs on wiki:validation only)
     own = cells[cells["kind"] == "run"]
-    assert len(own) > 0 and set(own["model"]) == {"smollm2-135m"}
+    assert len(own) > 0 and set(own["model"]) == {"smollm2-135m", "gemma3-270m"}
+    assert set(own.loc[own["model"] == "gemma3-270m", "dataset"]) == {"wiki:validation"}
     cells = cells[cells["kind"] == "reference"]
     assert cells.loc[(cells["model"] == "LLaMA-7B") & (cells["method"] == "wanda") & (cells["preset_raw"] == "QKV output"), "ppl"].tolist() == [22.01]
 
