@@ -51,3 +51,16 @@ def test_every_choice_is_re_made_from_the_validation_runs_in_the_store(tmp_path:
         configs = study.write_final(model, path, tmp_path / final.name)
         assert (tmp_path / final.name).read_text().split("name:", 1)[1] == final.read_text().split("name:", 1)[1]
         assert len(configs) == 71
+
+
+def test_findings_show_the_proxy_runs_of_the_store() -> None:
+    """The CPU runs on wiki:validation with a small budget (SmolLM2's that motivated ours' third
+    variant, Gemma3-270m's first look) are printed in FINDINGS from the store, and the Gemma numbers
+    the prose quotes are the stored ones."""
+    report = _study().proxy_report(str(STORE))
+    findings = (REPO / "docs" / "FINDINGS.md").read_text()
+    assert report.strip() in findings
+    assert ("| gemma3-270m | wanda | 70% | all · Hessian α | preset=all, metric=hessian_alpha, epsilon=0.3 | 855.08 | "
+            "+244.0% | 24/34 |") in report
+    assert "| gemma3-270m | wanda | 70% | uniform | — | 248.54 |  | 24/34 |" in report
+    assert "| smollm2-135m | wanda | 70% | uniform | — | 1259.01 |  | 24/35 |" in report
