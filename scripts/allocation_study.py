@@ -826,6 +826,9 @@ def proxy_runs(store: str | Path | None = None) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=columns)
     raw = run_sql("SELECT run_id, config_json, timings_json FROM runs WHERE kind = 'run'", root).set_index("run_id")
+    # the model's depth as the run pruned it (its allocation's blocks), so no model need be prepared here
+    blocks = run_sql("SELECT run_id, max(block) + 1 AS layers FROM allocation GROUP BY run_id", root)
+    layers_of = dict(zip(blocks["run_id"], blocks["layers"]))
     cells = perplexity_cells(stage=None, root=root)
     cells = cells[cells["run_id"].isin(set(runs["run_id"])) & (cells["dataset"] == VALIDATION_DATASET)]
     cells = cells[(cells["stage"] == "pruned") | (cells["method"] == "dense")]
@@ -851,7 +854,7 @@ def proxy_runs(store: str | Path | None = None) -> pd.DataFrame:
             allocation = config.allocation.strategy
         knobs = "" if family == "dense" else knob_text(config)
         if config.allocation.strategy == "depth":
-            layers = model_layers(config.model.name)
+            layers = int(layers_of[run_id])
             fraction = config.allocation.depth_beta * (layers - 1) / min(2 * config.pruning.sparsity,
                                                                            2 * (1 - config.pruning.sparsity))
             knobs += f" (f={fraction:.2f})"

@@ -416,7 +416,12 @@ def test_proxy_report_lists_the_tagged_runs_against_their_uniform(data_dir: Path
     untagged = uniform.with_overrides({"pruning.sparsity": 0.6, "tags": []})
     publish_run(dense, tables=_proxy_ppl(20.0, stage="dense"), timings={"total": 120.0})
     publish_run(uniform, tables=_proxy_ppl(200.0), timings={"total": 480.0})
-    publish_run(depth, tables=_proxy_ppl(150.0), timings={"total": 510.0})
+    # the depth (30 blocks, for f) is read from the run's allocation, not from a model prepared here
+    ramp = [0.7 + beta * (i - 14.5) for i in range(30)]
+    allocation = pd.DataFrame({"block": range(30), "matrix_type": ["q"] * 30, "name": [f"l{i}.q" for i in range(30)],
+                               "numel": [100] * 30, "score": [float(i) for i in range(30)],
+                               "sparsity_target": ramp, "sparsity_achieved": ramp})
+    publish_run(depth, tables={**_proxy_ppl(150.0), "allocation": allocation}, timings={"total": 510.0})
     publish_run(mix, tables=_proxy_ppl(250.0), timings={"total": 600.0})
     publish_run(untagged, tables=_proxy_ppl(90.0), timings={"total": 60.0})
 
