@@ -154,7 +154,16 @@ def depth_beta(fraction: float, sparsity: float, layers: int) -> float:
         raise ValueError(f"layers: {layers} is invalid; ATP's slope needs at least 2 blocks")
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"sparsity: {sparsity} is invalid; accepted: (0, 1)")
-    return round(fraction * min(2 * sparsity, 2 * (1 - sparsity)) / (layers - 1), 6)
+    return round(fraction * _largest_depth_beta(sparsity, layers), 6)
+
+
+def _largest_depth_beta(sparsity: float, layers: int) -> float:
+    return min(2 * sparsity, 2 * (1 - sparsity)) / (layers - 1)
+
+
+def depth_fraction(beta: float, sparsity: float, layers: int) -> float:
+    """The inverse of :func:`depth_beta` (before its rounding): ``beta`` as a fraction of the largest legal one."""
+    return beta / _largest_depth_beta(sparsity, layers)
 
 
 def family_candidates(family: Family, method: str, sparsity: float, layers: int) -> list[Candidate]:
@@ -615,11 +624,7 @@ def study_runs(store: str | Path | None = None, choices_dir: Path | None = None)
     cells = cells[cells["run_id"].isin(ids) & cells["dataset"].isin(["wiki", "lee"]) & (cells["seqlen"] == 2048)
                   & ~cells["budgeted"].astype(bool)]
     cells = cells[(cells["stage"] == "pruned") | (cells["method"] == "dense")]
-    for (model, dataset), grp in cells.groupby(["model", "dataset"]):  # token counts differ per tokenizer
-        protocols = sorted(set(grp["protocol"]))
-        if len(protocols) > 1:
-            raise RuntimeError(f"{model} {dataset}: the study runs hold {len(protocols)} protocols {protocols}; "
-                               "the table would mix them")
+    _refuse_mixed_protocols(cells, ["model", "dataset"], "the study runs")  # token counts differ per tokenizer
     ppl = cells.pivot_table(index="run_id", columns="dataset", values="ppl", aggfunc="first")
     zs = zeroshot_scores(sorted(ids), root)
     if not zs.empty:  # columns that are null in every row are left out of the query's frame
@@ -632,6 +637,16 @@ def study_runs(store: str | Path | None = None, choices_dir: Path | None = None)
         df[col] = df["run_id"].map(ppl[col]) if col in ppl.columns else float("nan")
     df[ZEROSHOT_TASK] = df["run_id"].map(acc)
     return df[columns]
+
+
+def _refuse_mixed_protocols(cells: pd.DataFrame, by: list[str], what: str) -> None:
+    """RuntimeError naming the group when one group of ``cells`` (perplexity_cells rows) holds more
+    than one evaluation protocol: a table of it would mix them."""
+    for key, grp in cells.groupby(by):
+        protocols = sorted(set(grp["protocol"]))
+        if len(protocols) > 1:
+            name = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            raise RuntimeError(f"{name}: {what} hold {len(protocols)} protocols {protocols}; the table would mix them")
 
 
 def _stats(values: pd.Series) -> tuple[float, float, int]:
@@ -832,10 +847,7 @@ def proxy_runs(store: str | Path | None = None) -> pd.DataFrame:
     cells = perplexity_cells(stage=None, root=root)
     cells = cells[cells["run_id"].isin(set(runs["run_id"])) & (cells["dataset"] == VALIDATION_DATASET)]
     cells = cells[(cells["stage"] == "pruned") | (cells["method"] == "dense")]
-    for model, grp in cells.groupby("model"):
-        protocols = sorted(set(grp["protocol"]))
-        if len(protocols) > 1:
-            raise RuntimeError(f"{model}: the proxy runs hold {len(protocols)} protocols {protocols}; the table would mix them")
+    _refuse_mixed_protocols(cells, ["model"], "the proxy runs")
     by_run = cells.set_index("run_id")
     rows = []
     for run_id in runs["run_id"]:
@@ -854,9 +866,7 @@ def proxy_runs(store: str | Path | None = None) -> pd.DataFrame:
             allocation = config.allocation.strategy
         knobs = "" if family == "dense" else knob_text(config)
         if config.allocation.strategy == "depth":
-            layers = int(layers_of[run_id])
-            fraction = config.allocation.depth_beta * (layers - 1) / min(2 * config.pruning.sparsity,
-                                                                           2 * (1 - config.pruning.sparsity))
+            fraction = depth_fraction(config.allocation.depth_beta, config.pruning.sparsity, int(layers_of[run_id]))
             knobs += f" (f={fraction:.2f})"
         c = config.calibration
         rows.append({"run_id": run_id, "model": config.model.name, "method": config.pruning.method,
