@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.dense_stats import DenseNorms, dense_norms
 from pruning.errors import ConfigError
+from pruning.families import block_matrices, decoder_layers
 from pruning.methods.wanda import wanda_scores
 from pruning.models import LoadedModel
 
@@ -57,21 +58,27 @@ def dense_block_statistic(
     offload: bool | None = False,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    norms: DenseNorms | None = None,
 ) -> dict[int, float]:
-    """``{block: reduce(weights, act_norms)}`` over the dense model, block-sequentially (the blocks
-    are not modified, so each sees the dense outputs of the one before). reduce gets the block's
+    """``{block: reduce(weights, act_norms)}`` over the dense model. reduce gets the block's
     prunable weights ``(out, in)`` and their input norms ``||X_j||_2`` ``(in,)``, in MATRIX_TYPES
-    order. calib_ids: ``(nsamples, seqlen)`` LongTensor; device / offload / batch_size / progress:
-    as :func:`pruning.calibration.calibrate_blocks`. OWL's outlier ratios are the same pass with
-    another ``reduce`` (:func:`pruning.methods.owl.block_outlier_ratio`)."""
+    order, on ``device``. The norms come from one block-sequential pass of the dense model
+    (:func:`pruning.dense_stats.dense_norms`: each block sees the dense outputs of the one before),
+    measured once per (model, calibration ids, device type, batch size) and reused after; pass
+    ``norms`` when the caller already holds them. calib_ids: ``(nsamples, seqlen)`` LongTensor;
+    device / offload / batch_size / progress: as :func:`pruning.calibration.calibrate_blocks`. OWL's
+    outlier ratios are the same statistic with another ``reduce``
+    (:func:`pruning.methods.owl.block_outlier_ratio`). The model is not modified."""
+    if norms is None:
+        norms = dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
+                            progress=progress)
+    dev = torch.device(device)
     values: dict[int, float] = {}
-
-    def on_block(ctx: BlockContext) -> None:
-        weights = [ref.module.weight.data for ref in ctx.matrices]
-        values[ctx.index] = reduce(weights, [ctx.stats[ref.name].act_norm for ref in ctx.matrices])
-
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
-                     modifies_blocks=False, batch_size=batch_size, progress=progress)
+    with torch.no_grad():
+        for index, block in enumerate(decoder_layers(loaded.model, loaded.family)):
+            refs = block_matrices(block, index, loaded.family)
+            weights = [ref.module.weight.data.to(dev) for ref in refs]
+            values[index] = reduce(weights, [norms.norms[ref.name].to(dev) for ref in refs])
     return values
 
 
@@ -84,6 +91,7 @@ def dlp_unimportance(
     offload: bool | None = False,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    norms: DenseNorms | None = None,
 ) -> dict[int, float]:
     """DLP's unimportance U_l per block (``{block: U_l}``, :func:`wanda_score_statistic` over the
     block's prunable matrices) of the dense model; the model is not modified.
@@ -96,7 +104,7 @@ def dlp_unimportance(
         raise ConfigError(f"allocation.dlp_statistic: {statistic!r} is invalid; accepted: {', '.join(DLP_STATISTICS)}")
     values = dense_block_statistic(
         loaded, calib_ids, lambda weights, norms: wanda_score_statistic(weights, norms, statistic),
-        device=device, offload=offload, batch_size=batch_size, progress=progress,
+        device=device, offload=offload, batch_size=batch_size, progress=progress, norms=norms,
     )
     log.info("DLP unimportance (%s Wanda score) per block: %s", statistic, {k: f"{v:.6g}" for k, v in values.items()})
     return values

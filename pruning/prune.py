@@ -22,6 +22,7 @@ import torch
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
 from pruning.families import MatrixRef, prunable_matrices
+from pruning.dense_stats import DenseNorms
 from pruning.layer_stats import dense_block_statistic
 from pruning.methods.apply import prune_linear, prune_linear_group
 from pruning.methods.nm_pattern import parse_nm
@@ -234,6 +235,7 @@ def owl_outlier_ratios(
     offload: bool = False,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    norms: DenseNorms | None = None,
 ) -> dict[int, float]:
     """OWL outlier ratio D_l per block of the dense model (Yin et al. 2023, arXiv:2310.05175):
     the share (fraction, not percent) of the Wanda scores |W_ij| * ||X_j||_2 of all matrices of
@@ -243,7 +245,7 @@ def owl_outlier_ratios(
         raise ConfigError(f"allocation.owl_m: {M!r} is invalid; accepted: a positive number (5 in the OWL paper)")
     ratios = dense_block_statistic(
         loaded, calib_ids, lambda weights, norms: block_outlier_ratio(weights, norms, M),
-        device=device, offload=offload, batch_size=batch_size, progress=progress,
+        device=device, offload=offload, batch_size=batch_size, progress=progress, norms=norms,
     )
     log.info("OWL outlier ratios (M=%g): %s", M, {k: round(v, 5) for k, v in ratios.items()})
     return ratios

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from pruning import spectral
+from pruning import spectral, warm
 from pruning.allocation import allocate
 from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
 from pruning.config import RunConfig
 from pruning.data import calibration_batch, load_text, tokenize_text
+from pruning.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
 from pruning.evaluation.zeroshot import zeroshot_evaluate
 from pruning.families import prunable_matrices
@@ -93,6 +94,9 @@ def target_sparsity(config: RunConfig) -> float:
 
 def load(config: RunConfig, compute: Compute) -> LoadedModel:
     """The model, on the CPU when blocks may be offloaded (decided later), else on the device."""
+    state = warm.current()
+    if state is not None:  # a warm runner: the held model with its dense weights restored
+        return state.load(config.model.name, config.model.dtype, compute.load_device, config.model.revision)
     return load_model(config.model.name, config.model.dtype, compute.load_device, config.model.revision)
 
 
@@ -108,7 +112,12 @@ def calibration_sample(loaded: LoadedModel, config: RunConfig) -> torch.Tensor:
     """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.data)."""
     cal = config.calibration
     bos = loaded.window_bos
-    return calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
+
+    def make() -> torch.Tensor:
+        return calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
+
+    state = warm.current()
+    return make() if state is None else state.calibration_ids((cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos), make)
 
 
 def wants_spectra(config: RunConfig) -> bool:
@@ -178,17 +187,31 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
         pivot = spectral.pivot_for_allocation(spectra_table)
         metric_cols = [c for c in pivot.columns if c not in ("block", "matrix_type", "numel", "model", "source")]
         matrices = matrices.merge(pivot[metric_cols], on="name", how="left")
-    elif alloc.strategy == "owl" and target > 0:
-        report("calibration", 0.0, "OWL outlier statistics")
-        with clock("owl"):
-            owl = owl_outlier_ratios(loaded, calib_ids, alloc.owl_threshold_m, **compute.calibration_kwargs(),
-                                     progress=report.steps("calibration", 0.0, 1.0, "OWL block"))
-    elif alloc.strategy == "dlp" and target > 0:
-        report("calibration", 0.0, "DLP block statistics")
-        with clock("dlp"):
-            dlp = dlp_unimportance(loaded, calib_ids, alloc.dlp_statistic, **compute.calibration_kwargs(),
-                                   progress=report.steps("calibration", 0.0, 1.0, "DLP block"))
+    elif alloc.strategy in ("owl", "dlp") and target > 0:
+        norms = dense_statistics(loaded, calib_ids, compute, report, clock)
+        if alloc.strategy == "owl":
+            with clock("owl"):
+                owl = owl_outlier_ratios(loaded, calib_ids, alloc.owl_threshold_m, **compute.calibration_kwargs(),
+                                         norms=norms)
+        else:
+            with clock("dlp"):
+                dlp = dlp_unimportance(loaded, calib_ids, alloc.dlp_statistic, **compute.calibration_kwargs(),
+                                       norms=norms)
     return allocate(matrices, alloc, target, owl, dlp_unimportance=dlp, family=loaded.family)
+
+
+def dense_statistics(loaded: LoadedModel, calib_ids: torch.Tensor, compute: Compute, report: Reporter,
+                     clock: Stopwatch) -> DenseNorms:
+    """The dense model's activation norms on this calibration (OWL and DLP read them), measured once
+    per (model, calibration ids, device type, batch size) and reused after (pruning.dense_stats). The
+    timings say which: ``dense_stats`` when measured, ``dense_stats_reused`` when looked up."""
+    report("calibration", 0.0, "dense block statistics")
+    with clock("dense_stats"):
+        norms = dense_norms(loaded, calib_ids, **compute.calibration_kwargs(),
+                            progress=report.steps("calibration", 0.0, 1.0, "dense statistics: block"))
+    if norms.reused:
+        clock.seconds["dense_stats_reused"] = clock.seconds.pop("dense_stats")
+    return norms
 
 
 #: the columns of the allocation a run stores: the matrix, its unit, score and ratio, and its sparsities
@@ -248,6 +271,18 @@ def evaluation_placement(loaded: LoadedModel, config: RunConfig, compute: Comput
     return place_for_inference(loaded.model, compute, config.evaluation.batch_size, config.evaluation.seqlen)
 
 
+def evaluation_tokens(loaded: LoadedModel, dataset: str) -> tuple[torch.Tensor, str]:
+    """The ``test`` text of ``dataset`` tokenized ``(n,)``, and the SHA-256 (16 hex) of the text, which is
+    part of the protocol (``pruning.protocol``); a warm runner tokenizes each text once."""
+
+    def make() -> tuple[torch.Tensor, str]:
+        text = load_text(dataset, "test")
+        return tokenize_text(loaded.tokenizer, text), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    state = warm.current()
+    return make() if state is None else state.tokenized(dataset, make)
+
+
 def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, report: Reporter) -> pd.DataFrame:
     """Perplexity on every configured dataset; each row records its protocol: the window budget,
     windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.protocol``)."""
@@ -256,9 +291,7 @@ def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, repo
     bos = loaded.window_bos
     share = 0.6 / max(len(ev.perplexity), 1)
     for i, dataset in enumerate(ev.perplexity):
-        text = load_text(dataset, "test")
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]  # part of the protocol (pruning.protocol)
-        ids = tokenize_text(loaded.tokenizer, text)
+        ids, digest = evaluation_tokens(loaded, dataset)
         res = perplexity(loaded.model, ids, ev.seqlen, ev.limit_windows, ev.batch_size, bos, dataset,
                          progress=report.steps("evaluation", i * share, (i + 1) * share, f"perplexity {dataset}: window"))
         rows.append({"stage": stage, **res.to_dict(), "text_digest": digest})

@@ -5,7 +5,7 @@
     python -m pruning job JOB_ID [--log] [--json]
     python -m pruning cancel JOB_ID
     python -m pruning retry JOB_ID
-    python -m pruning worker [--gpus 0,1] [--once] [--poll S] [--heartbeat-timeout S]
+    python -m pruning worker [--gpus 0,1] [--once] [--poll S] [--heartbeat-timeout S] [--cold]
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll", type=SECONDS, default=1.0, help="seconds between queue polls / heartbeats (> 0)")
     p.add_argument("--heartbeat-timeout", type=SECONDS, default=60.0,
                    help="a running job without heartbeat for this long is failed as 'worker lost'")
+    p.add_argument("--cold", action="store_true",
+                   help="run every job in a fresh process instead of the slot's warm runner (also: PRUNING_LAB_RUNNER=cold)")
     p.set_defaults(handler=cmd_worker)
 
 
@@ -200,6 +202,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pruning.jobs.worker import Worker
 
     gpus = [g for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
-    worker = Worker(gpus=gpus, poll_s=args.poll, heartbeat_timeout_s=args.heartbeat_timeout)
+    worker = Worker(gpus=gpus, poll_s=args.poll, heartbeat_timeout_s=args.heartbeat_timeout,
+                    warm=False if args.cold else None)
     worker.run(once=args.once)
     return 0

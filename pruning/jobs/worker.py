@@ -16,6 +16,7 @@ import ctypes
 import logging
 import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -27,8 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from pruning.jobs.base import BackendUnavailableError, JobError, JobInfo, failure_reason, fill_entrypoint, read_progress
+from pruning.jobs.base import (
+    DEFAULT_ENTRYPOINT,
+    BackendUnavailableError,
+    JobError,
+    JobInfo,
+    failure_reason,
+    fill_entrypoint,
+    read_progress,
+)
 from pruning.jobs.queue import JobQueue
+from pruning.jobs.runner_proc import RunnerProcess, killed_reason
 from pruning.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -100,6 +110,18 @@ def kill_process_group(pid: int, sig: int = signal.SIGTERM) -> bool:
         return False
 
 
+#: ``PRUNING_LAB_RUNNER=cold`` (or ``worker --cold``) runs every job in a fresh process
+RUNNER_ENV = "PRUNING_LAB_RUNNER"
+
+
+def warm_by_default() -> bool:
+    """Warm runners unless ``PRUNING_LAB_RUNNER`` says ``cold``."""
+    value = os.environ.get(RUNNER_ENV, "warm").strip().lower()
+    if value not in ("warm", "cold"):
+        raise JobError(f"{RUNNER_ENV}={value!r} is invalid; accepted: warm, cold")
+    return value == "warm"
+
+
 @dataclass
 class _Running:
     job: JobInfo
@@ -108,6 +130,7 @@ class _Running:
     log_path: Path
     events_path: Path
     terminate_at: float | None = None
+    runner: RunnerProcess | None = None  # set when a warm runner runs the job
 
 
 class Worker:
@@ -115,7 +138,7 @@ class Worker:
 
     def __init__(self, queue: JobQueue | None = None, gpus: list[str] | None = None, *,
                  poll_s: float = DEFAULT_POLL_S, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, warm: bool | None = None) -> None:
         if not (math.isfinite(poll_s) and poll_s > 0):
             raise JobError(f"--poll: {poll_s} is invalid; accepted: a finite number of seconds > 0")
         if not math.isfinite(heartbeat_timeout_s) or heartbeat_timeout_s < 2 * poll_s:
@@ -128,6 +151,8 @@ class Worker:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[str | None, _Running] = {}
+        self.warm = warm_by_default() if warm is None else warm
+        self.runners: dict[str | None, RunnerProcess] = {}  # one warm runner per slot, started on demand
         self._stop_signal: int | None = None
 
     # ---- main loop --------------------------------------------------------------------------
@@ -136,8 +161,9 @@ class Worker:
         for this worker. Returns the number of jobs this worker finished."""
         self.queue.register_worker(self.worker_id, os.getpid(), self.gpus, self.heartbeat_timeout_s)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        log.info("worker %s started: slots %s, poll %.2f s, heartbeat timeout %.1f s", self.worker_id,
-                 [s if s is not None else "cpu" for s in self.slots], self.poll_s, self.heartbeat_timeout_s)
+        log.info("worker %s started: slots %s, poll %.2f s, heartbeat timeout %.1f s, %s runners", self.worker_id,
+                 [s if s is not None else "cpu" for s in self.slots], self.poll_s, self.heartbeat_timeout_s,
+                 "warm" if self.warm else "cold")
         finished = 0
         started = time.time()
         try:
@@ -150,7 +176,7 @@ class Worker:
                     break
                 if max_seconds is not None and time.time() - started > max_seconds:
                     break
-                time.sleep(self.poll_s)
+                self._wait(self.poll_s)
         finally:
             self._shutdown()
             for s, handler in previous.items():
@@ -173,24 +199,40 @@ class Worker:
             self._start(job, slot)
         return claimed
 
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking as soon as a warm runner replies (its job finished), so
+        the next job starts without waiting for the poll."""
+        fds = [item.runner.fileno() for item in self.running.values() if item.runner is not None]
+        if not fds:
+            time.sleep(seconds)
+            return
+        select.select(fds, [], [], seconds)
+
+    def _env(self, slot: str | None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = slot if slot is not None else ""
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
     def _start(self, job: JobInfo, slot: str | None) -> None:
         job_dir = Path(job.job_dir) if job.job_dir else self.queue.path.parent / job.job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         config_path, events_path, log_path = job_dir / "config.yaml", job_dir / "events.jsonl", job_dir / "log.txt"
         if not config_path.is_file():
             config_path.write_text(job.run_config.to_yaml())
-        argv = fill_entrypoint(job.entrypoint, config=str(config_path), events=str(events_path), job_dir=str(job_dir))
-        env = dict(os.environ)
-        env["CUDA_VISIBLE_DEVICES"] = slot if slot is not None else ""
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PRUNING_LAB_JOB_ID"] = job.job_id
-        env["PYTHONUNBUFFERED"] = "1"
-        log.info("job %s (%s) starting on %s: %s", job.job_id, job.run_id, f"GPU {slot}" if slot else "CPU",
-                 " ".join(argv))
+        where = f"GPU {slot}" if slot else "CPU"
+        warm = self.warm and tuple(job.entrypoint) == DEFAULT_ENTRYPOINT
         with log_path.open("ab") as log_file:
             log_file.write(f"# job {job.job_id} attempt {job.attempt} on {self.worker_id} "
-                           f"({'GPU ' + slot if slot else 'CPU'}) at {time.ctime()}\n".encode())
-            log_file.flush()
+                           f"({where}, {'warm runner' if warm else 'own process'}) at {time.ctime()}\n".encode())
+        if warm and self._start_warm(job, slot, config_path, events_path, log_path):
+            return
+        argv = fill_entrypoint(job.entrypoint, config=str(config_path), events=str(events_path), job_dir=str(job_dir))
+        env = self._env(slot)
+        env["PRUNING_LAB_JOB_ID"] = job.job_id
+        log.info("job %s (%s) starting on %s: %s", job.job_id, job.run_id, where, " ".join(argv))
+        with log_path.open("ab") as log_file:
             try:
                 proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=str(REPO_ROOT), env=env, start_new_session=True,
@@ -202,10 +244,52 @@ class Worker:
         self.queue.set_pid(job.job_id, proc.pid)
         self.running[slot] = _Running(job, proc, slot, log_path, events_path)
 
+    def _runner(self, slot: str | None) -> RunnerProcess:
+        """The slot's warm runner, started when it has none or the last one exited."""
+        runner = self.runners.get(slot)
+        if runner is None or not runner.alive():
+            name = f"{self.worker_id}-{slot if slot is not None else 'cpu'}.log"
+            runner = RunnerProcess(slot, self.queue.path.parent / "runners" / name, self._env(slot),
+                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            self.runners[slot] = runner
+        return runner
+
+    def _start_warm(self, job: JobInfo, slot: str | None, config: Path, events: Path, log_path: Path) -> bool:
+        """Hand ``job`` to the slot's warm runner; False when no runner could take it (then it runs cold)."""
+        try:
+            runner = self._runner(slot)
+            runner.submit(job.job_id, config, events, log_path)
+        except (OSError, RuntimeError) as exc:
+            log.warning("job %s: the warm runner could not take it (%s); running it in its own process", job.job_id, exc)
+            self.runners.pop(slot, None)
+            return False
+        log.info("job %s (%s) handed to warm runner pid %d on %s", job.job_id, job.run_id, runner.pid,
+                 f"GPU {slot}" if slot else "CPU")
+        self.queue.set_pid(job.job_id, runner.pid)
+        self.running[slot] = _Running(job, runner.proc, slot, log_path, events_path=events, runner=runner)
+        return True
+
+    def _exit_of(self, item: _Running) -> tuple[int | None, str | None]:
+        """``(exit status, reason if it died)`` of a finished job, or ``(None, None)`` while it runs."""
+        if item.runner is None:
+            return item.proc.poll(), None
+        answer = item.runner.reply()
+        if answer is not None and answer.get("job_id") == item.job.job_id:
+            rc = int(answer["rc"])
+            if rc != 0:  # the runner exits after a job that did not succeed; the next job gets a new one
+                item.runner.stop()
+                self.runners.pop(item.gpu, None)
+            return rc, None
+        rc = item.runner.proc.poll()
+        if rc is None:
+            return None, None
+        self.runners.pop(item.gpu, None)  # it died under the job: the next job starts a fresh runner
+        return rc, killed_reason(rc, item.runner.pid, _tail(item.log_path))
+
     def _check_running(self) -> int:
         finished = 0
         for slot, item in list(self.running.items()):
-            rc = item.proc.poll()
+            rc, died = self._exit_of(item)
             if rc is None:
                 self._watch(item)
                 continue
@@ -217,7 +301,7 @@ class Worker:
             elif rc == 0:
                 state, reason = "succeeded", None
             else:
-                state, reason = "failed", failure_reason(_tail(item.log_path), rc)
+                state, reason = "failed", died or failure_reason(_tail(item.log_path), rc)
             if self.queue.finish(item.job.job_id, self.worker_id, state, exit_code=rc, reason=reason,
                                  progress=progress):
                 log.info("job %s %s (exit code %s)%s", item.job.job_id, state, rc, f": {reason}" if reason else "")
@@ -252,6 +336,9 @@ class Worker:
             self.queue.finish(item.job.job_id, self.worker_id, "failed", exit_code=item.proc.returncode,
                               reason=f"worker stopped ({why}) while the job was running")
             del self.running[slot]
+        for runner in self.runners.values():
+            runner.stop()
+        self.runners.clear()
         self.queue.stop_worker(self.worker_id)
 
 

@@ -1,0 +1,112 @@
+"""A warm runner: one long-lived process per worker slot (a GPU, or the CPU) that runs the slot's
+jobs one after another in the same process, keeping what they share (:mod:`pruning.warm`: the
+loaded model and its dense weights, calibration batches, tokenized texts; the dense statistics of
+:mod:`pruning.dense_stats`).
+
+``python -m pruning.jobs.runner`` reads one request per line on stdin, a JSON object
+``{"job_id", "config", "events", "log"}``, and runs it exactly as ``python -m pruning run --config
+CONFIG --events EVENTS`` would (the same CLI code, in process), with stdout and stderr sent to the
+job's log for the job's duration. When the job ends it writes one line on its reply channel (its
+stdout at start), ``{"job_id", "rc"}``, with the exit status the cold command would have had.
+
+Isolation: after a job that did not succeed the runner exits (status 0), so nothing a failed job
+left behind reaches the next one; the worker starts a fresh runner for the next job. A runner that
+dies (killed, out of memory) fails only the job it was running. EOF on stdin ends the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+#: the environment variable that names the job a runner is running (also set by the cold path)
+JOB_ENV = "PRUNING_LAB_JOB_ID"
+
+
+def _redirect(fd_target: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd_target, 1)
+    os.dup2(fd_target, 2)
+
+
+def run_request(request: dict[str, str]) -> int:
+    """Run one job request in this process, its output appended to the job's log; returns the exit
+    status ``python -m pruning run`` would have returned (2 for an input error, 1 for a crash)."""
+    from pruning.cli import main
+
+    os.environ[JOB_ENV] = request["job_id"]
+    argv = ["run", "--config", request["config"], "--events", request["events"]]
+    try:
+        return int(main(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the cold process would print the traceback and exit 1
+        traceback.print_exc()
+        return 1
+    finally:
+        os.environ.pop(JOB_ENV, None)
+
+
+def _restore(state) -> None:
+    """Restore the held model after a job; a failure to do so drops it (the next job loads afresh)."""
+    try:
+        state.restore()
+    except Exception:  # noqa: BLE001 - the job itself succeeded; only the reuse is lost
+        log.exception("warm runner: restoring the dense weights failed; the model is dropped")
+        state.release()
+
+
+def serve(requests: IO[str], reply: IO[str]) -> int:
+    """Serve requests until EOF or a job that did not succeed; returns the number of jobs served."""
+    from pruning import warm
+
+    state = warm.enable()
+    rest = os.dup(2)  # the runner's own log, between jobs
+    served = 0
+    for line in requests:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        with open(request["log"], "ab", buffering=0) as job_log:
+            _redirect(job_log.fileno())
+            started, rc = time.time(), 1
+            try:
+                rc = run_request(request)
+                if rc == 0:
+                    _restore(state)  # the next job starts from the exact dense weights
+            finally:
+                print(f"# warm runner pid {os.getpid()}: job {request['job_id']} exit {rc} in "
+                      f"{time.time() - started:.2f} s (runner so far: {state.counters.loads} load(s), "
+                      f"{state.counters.reuses} reuse(s))", file=sys.stderr)
+                _redirect(rest)
+        served += 1
+        reply.write(json.dumps({"job_id": request["job_id"], "rc": rc}) + "\n")
+        reply.flush()
+        if rc != 0:
+            log.info("runner %d: job %s ended with status %d; exiting so the next job gets a fresh runner",
+                     os.getpid(), request["job_id"], rc)
+            break
+    return served
+
+
+def main() -> int:
+    """Entry point: requests on stdin, replies on the stdout the process started with."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints between jobs go to the runner's log, never into the reply channel
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    served = serve(sys.stdin, reply)
+    log.info("runner %d stops after %d job(s)", os.getpid(), served)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
