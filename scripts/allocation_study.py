@@ -68,6 +68,10 @@ FINAL_SEEDS: dict[float, tuple[int, ...]] = {0.6: (0,), 0.7: (0, 1, 2)}
 DOMAIN_SPARSITY, DOMAIN_SEED, DOMAIN_DATASET = 0.7, 0, "lee"
 VALIDATION_DATASET = "wiki:validation"
 CALIBRATION = {"dataset": "wiki:train", "nsamples": 128, "seqlen": 2048, "seed": 0}
+#: samples per block call of the calibration passes, per model (default 1, as the reference code and every
+#: SmolLM2 study run). Gemma3-270m's runs are all made by warm runners (issue 26) in batches of 8: the same
+#: block-sequential statistics up to float rounding, 8x fewer kernel launches (docs/jobs.md)
+CALIBRATION_BATCH: dict[str, int] = {"gemma3-270m": 8}
 VALIDATION_EVALUATION = {"perplexity": [VALIDATION_DATASET], "seqlen": 2048, "limit_windows": None, "batch_size": 8,
                          "zeroshot_tasks": [], "attention": False}
 FINAL_EVALUATION = {"perplexity": ["wiki", "lee"], "seqlen": 2048, "limit_windows": None, "batch_size": 8,
@@ -184,15 +188,21 @@ def candidates(layers: int) -> list[Candidate]:
             for c in family_candidates(family, method, sparsity, layers)]
 
 
+def calibration_for(model: str) -> dict[str, Any]:
+    """The calibration section of ``model``'s study runs (:data:`CALIBRATION`, with its batch size)."""
+    batch = CALIBRATION_BATCH.get(model, 1)
+    return {**CALIBRATION, **({"batch_size": batch} if batch != 1 else {})}
+
+
 def validation_base(model: str) -> dict[str, Any]:
     """The RunConfig mapping every validation run starts from."""
-    return {"model": {"name": model, "device": "cuda"}, "calibration": dict(CALIBRATION),
+    return {"model": {"name": model, "device": "cuda"}, "calibration": calibration_for(model),
             "evaluation": dict(VALIDATION_EVALUATION), "tags": [STUDY_TAG, VALIDATION_TAG]}
 
 
 def final_base(model: str) -> dict[str, Any]:
     """The RunConfig mapping every final run starts from (wiki test, lee, wiki_cloze)."""
-    return {"model": {"name": model, "device": "cuda"}, "calibration": dict(CALIBRATION),
+    return {"model": {"name": model, "device": "cuda"}, "calibration": calibration_for(model),
             "evaluation": dict(FINAL_EVALUATION), "tags": [STUDY_TAG, FINAL_TAG]}
 
 
@@ -396,7 +406,7 @@ def choices_json(model: str, layers: int, cells: list[CellChoice]) -> dict[str, 
 
     return {
         "model": model, "layers": layers, "validation_dataset": VALIDATION_DATASET,
-        "calibration": CALIBRATION, "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "calibration": calibration_for(model), "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cells": [{"method": c.method, "sparsity": c.sparsity, "family": c.family,
                    "chosen": None if c.chosen is None else cand(c.results[c.chosen]),
                    "candidates": [cand(r) for r in c.results]} for c in cells],

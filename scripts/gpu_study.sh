@@ -14,7 +14,7 @@
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache PRUNING_LAB_DATA=/tmp/pld \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-S=/tmp/study
+S=${S:-/tmp/study}  # STUDY_DIR of one driver (scripts/gpu_warm.sh runs one per model)
 
 pending() {  # queued + running jobs
   python3 -m pruning jobs --status queued,running --limit 5000 --json 2>/dev/null \

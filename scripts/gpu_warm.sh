@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Issue 26/28 GPU batch on one H200 reached through the `device` tool: the warm-runner benchmark (bench/warm_sweep.py:
+# the same 24-run sweep with warm runners and with `worker --cold`, each on a fresh store and cache) for SmolLM2-135M
+# and Gemma3-270m, then the allocation study of Gemma3-270m (validation -> choose -> final, scripts/gpu_study.sh
+# driver) and the rest of SmolLM2's, all through warm runners. Set-up first, here:
+#   scripts/gpu_carry.sh; MODELS="smollm2-135m gemma3-270m" scripts/gpu_pack.sh       (.gpu/c01..cNN)
+# there, one call per chunk, back to back in one message (a machine idle for 30 s is given back), carrying .gpu/cII:
+#   scripts/gpu_grid.sh unpack            (the last one joins, installs the wheels, converts both GGUFs)
+# then:
+#   scripts/gpu_warm.sh start [WORKERS]   the driver, detached (setsid); returns at once
+#   scripts/gpu_warm.sh collect           $OUT/warm.tgz: bench JSON + RESULTS sections, the study's new run bundles,
+#                                         job logs, choices, table; prints the driver's phase
+# Here, afterwards: scripts/gpu_merge.sh PATH/warm.tgz for the study's runs; bench/merge_results.py for the sections.
+# PHASES (default "smol-bench gemma-bench gemma-study smol-study") picks and orders the phases.
+set -uo pipefail
+export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+  TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+W=/tmp/warm
+export BENCH_RESULTS_PATH=$W/RESULTS.md  # the tree is replaced at every call; results live outside it
+
+bench() {  # $1 model
+  echo "bench-$1" > $W/PHASE
+  echo "=== $(date +%T) bench $1 ($WORKERS workers)"
+  python3 -m bench.warm_sweep --model "$1" --device cuda --workers "$WORKERS" --runs 24 --cal-batch 8 \
+    --root "/tmp/ws-$1" --json "$W/warm_sweep-$1.json" > "$W/bench-$1.log" 2>&1
+  echo "=== $(date +%T) bench $1 done (exit $?)"; tail -n 30 "$W/bench-$1.log"
+}
+
+study() {  # $1 model
+  echo "study-$1" > $W/PHASE
+  echo "=== $(date +%T) study $1"
+  mkdir -p "$W/study-$1"
+  if [[ ! -d /tmp/pld ]]; then  # the chunk calls carry a tree without data/; a later call brings it
+    for _ in $(seq 60); do [[ -d data/store/runs ]] && break; sleep 5; done
+    cp -r data /tmp/pld && touch /tmp/pld/.marker || { echo "no data/ in the tree: study skipped"; return 1; }
+  fi
+  S="$W/study-$1" WORKERS=$WORKERS PRUNING_LAB_DATA=/tmp/pld bash $W/bin/gpu_study.sh driver "$1" > "$W/study-$1.log" 2>&1
+  echo "=== $(date +%T) study $1 done (exit $?)"; tail -n 5 "$W/study-$1.log"
+}
+
+driver() {
+  pgrep -x nvidia-cuda-mps-control > /dev/null || nvidia-cuda-mps-control -d || echo "MPS did not start"
+  for phase in ${PHASES:-smol-bench gemma-bench gemma-study smol-study}; do
+    case $phase in
+      smol-bench) bench smollm2-135m ;;
+      gemma-bench) bench gemma3-270m ;;
+      gemma-study) study gemma3-270m ;;
+      smol-study) study smollm2-135m ;;
+      *) echo "unknown phase $phase" ;;
+    esac
+  done
+  echo done > $W/PHASE
+  date -u +%FT%TZ > $W/DONE
+}
+
+collect() {
+  : "${OUT:?OUT must be set (the output folder of the device tool)}"
+  rm -rf /tmp/collect && mkdir -p /tmp/collect/runs
+  [[ -f /tmp/pld/.marker ]] && find /tmp/pld/store/runs -mindepth 1 -maxdepth 1 -newer /tmp/pld/.marker -type d \
+    -exec cp -r {} /tmp/collect/runs/ \;
+  cp -r /tmp/pld/jobs /tmp/collect/ 2>/dev/null
+  rsync -a --exclude '*.pt' $W/ /tmp/collect/warm/ 2>/dev/null || cp -r $W /tmp/collect/warm
+  for m in smollm2-135m gemma3-270m; do  # the bench's worker and job logs (not its run bundles)
+    [[ -d /tmp/ws-$m ]] && (cd /tmp/ws-$m && find . -name '*.log' -o -name 'log.txt' | tar cf - -T - 2>/dev/null) \
+      | (mkdir -p /tmp/collect/ws-$m && tar xf - -C /tmp/collect/ws-$m)
+  done
+  tar czf "$OUT/warm.tgz" -C /tmp/collect .
+  echo "new study runs: $(ls /tmp/collect/runs | wc -l); phase: $(cat $W/PHASE 2>/dev/null); $(du -h $OUT/warm.tgz | cut -f1)"
+  [[ -f $W/DONE ]] && echo "done at $(cat $W/DONE)" || echo "still running"
+  tail -n 25 $W/driver.log
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+}
+
+case "${1:-}" in
+  start)
+    export WORKERS=${2:-8}
+    mkdir -p $W/bin
+    if [[ -f $W/pid ]] && kill -0 "$(cat $W/pid)" 2>/dev/null; then echo "already running"; exit 0; fi
+    cp scripts/gpu_warm.sh scripts/gpu_study.sh $W/bin/  # later calls replace the tree under a running script
+    setsid nohup bash $W/bin/gpu_warm.sh driver > $W/driver.log 2>&1 < /dev/null &
+    echo $! > $W/pid
+    echo "started driver pid $! with $WORKERS workers; phases ${PHASES:-smol-bench gemma-bench gemma-study smol-study}"
+    ;;
+  driver) driver ;;
+  collect) collect ;;
+  *) echo "usage: $0 start [WORKERS] | collect" >&2; exit 2 ;;
+esac
