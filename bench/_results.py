@@ -34,13 +34,15 @@ def machine_description() -> str:
     return ", ".join(parts)
 
 
-def write_section(name: str, body_markdown: str, command: str | None = None, path: Path = RESULTS) -> None:
-    """Replace (or append) section ``name`` of RESULTS.md with the body, command, machine and date."""
+def write_section(name: str, body_markdown: str, command: str | None = None, path: Path = RESULTS,
+                  machine: str | None = None) -> None:
+    """Replace (or append) section ``name`` of RESULTS.md with the body, command, machine and date
+    (``machine``: where figures measured elsewhere were made, e.g. a GPU machine's files read here)."""
     command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- section:{name} -->\n## {name}\n\n"
-        f"- command: `{command}`\n- machine: {machine_description()}\n- date: {stamp}\n\n"
+        f"- command: `{command}`\n- machine: {machine or machine_description()}\n- date: {stamp}\n\n"
         f"{body_markdown.strip()}\n<!-- /section:{name} -->\n"
     )
     _replace_raw(name, section, path)

@@ -44,7 +44,8 @@ ALLOCATIONS: list[dict[str, object]] = [
 ]
 
 
-def sweep_configs(model: str, device: str, runs: int, tiny: bool, cal_batch: int, eval_batch: int):
+def sweep_configs(model: str, device: str, runs: int, tiny: bool, cal_batch: int, eval_batch: int,
+                  dtype: str = "float32"):
     """``runs`` configs: methods x sparsities x the first allocations (full protocol, or a small one for --tiny)."""
     from pruning.config import RunConfig
 
@@ -56,7 +57,8 @@ def sweep_configs(model: str, device: str, runs: int, tiny: bool, cal_batch: int
         cal = {"dataset": "wiki:train", "nsamples": 128, "seqlen": 2048, "seed": 0, "batch_size": cal_batch}
         ev = {"perplexity": ["wiki", "lee"], "seqlen": 2048, "limit_windows": None, "batch_size": eval_batch,
               "zeroshot_tasks": ["wiki_cloze"], "attention": False}
-    base = RunConfig.from_dict({"model": {"name": model, "device": device}, "calibration": cal, "evaluation": ev,
+    base = RunConfig.from_dict({"model": {"name": model, "device": device, "dtype": dtype}, "calibration": cal,
+                                "evaluation": ev,
                                 "tags": ["bench-warm-sweep"]})
     cells = [(m, s) for m in ("wanda", "sparsegpt") for s in (0.6, 0.7)]
     per_cell = -(-runs // len(cells))
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="warm,cold")
     p.add_argument("--cal-batch", type=int, default=1, help="calibration.batch_size of every run")
     p.add_argument("--eval-batch", type=int, default=8, help="evaluation.batch_size of every run")
+    p.add_argument("--dtype", default="float32", help="model.dtype of every run")
     p.add_argument("--root", default=None, help="working directory (default: a new temporary one)")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--no-write", action="store_true")
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = str(save_tiny_model_dir(root / "tiny-model", layers=4))
     gpu = args.gpu if args.gpu is not None else ("0" if args.device.startswith("cuda") else None)
-    configs = sweep_configs(model, args.device, args.runs, args.tiny, args.cal_batch, args.eval_batch)
+    configs = sweep_configs(model, args.device, args.runs, args.tiny, args.cal_batch, args.eval_batch, args.dtype)
     results = []
     for mode in args.modes.split(","):
         result = run_mode(mode, configs, root, args.workers, gpu)
@@ -180,13 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     name = "tiny" if args.tiny else args.model
     body = report(results, name)
-    body = (f"{len(configs)} runs ({name}, {args.device}, calibration batch {args.cal_batch}, evaluation batch "
+    body = (f"{len(configs)} runs ({name}, {args.dtype}, {args.device}, calibration batch {args.cal_batch}, evaluation batch "
             f"{args.eval_batch}), each mode on a fresh store and cache.\n\n" + body)
     print(body)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": name, "device": args.device, "results": results}, indent=1))
     if not args.no_write:
-        write_section(f"warm_sweep_{name}_{args.device.split(':')[0]}", body)
+        write_section(f"warm_sweep_{name}_{args.dtype}_{args.device.split(':')[0]}_w{args.workers}", body)
     return 0
 
 

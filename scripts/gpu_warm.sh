@@ -38,6 +38,27 @@ study() {  # $1 model
   echo "=== $(date +%T) study $1 done (exit $?)"; tail -n 5 "$W/study-$1.log"
 }
 
+precision() {  # sweeps/precision-smollm2-135m.yaml (bf16 copies of six final cells + dense) on a store of its own
+  echo "precision" > $W/PHASE
+  echo "=== $(date +%T) precision"
+  mkdir -p /tmp/pld-prec && touch /tmp/pld-prec/.marker
+  export PRUNING_LAB_DATA=/tmp/pld-prec
+  python3 -m pruning sweep --config sweeps/precision-smollm2-135m.yaml --yes > $W/precision.log 2>&1
+  local pids=()
+  for i in $(seq 7); do python3 -m pruning worker --gpus 0 --once --poll 0.5 >> $W/precision.log 2>&1 < /dev/null & pids+=($!); done
+  wait "${pids[@]}"
+  unset PRUNING_LAB_DATA
+  echo "=== $(date +%T) precision done"
+}
+
+bench_bf16() {
+  echo "bench-bf16" > $W/PHASE
+  echo "=== $(date +%T) bench bf16 ($WORKERS workers)"
+  python3 -m bench.warm_sweep --model smollm2-135m --device cuda --dtype bfloat16 --workers "$WORKERS" --runs 24 \
+    --cal-batch 8 --modes warm --root /tmp/ws-bf16 --json "$W/warm_sweep-bf16.json" > "$W/bench-bf16.log" 2>&1
+  echo "=== $(date +%T) bench bf16 done (exit $?)"; tail -n 30 "$W/bench-bf16.log"
+}
+
 driver() {
   pgrep -x nvidia-cuda-mps-control > /dev/null || nvidia-cuda-mps-control -d || echo "MPS did not start"
   for phase in ${PHASES:-smol-bench gemma-bench gemma-study smol-study}; do
@@ -46,6 +67,8 @@ driver() {
       gemma-bench) bench gemma3-270m ;;
       gemma-study) study gemma3-270m ;;
       smol-study) study smollm2-135m ;;
+      precision) precision ;;
+      bf16-bench) bench_bf16 ;;
       *) echo "unknown phase $phase" ;;
     esac
   done
@@ -56,8 +79,11 @@ driver() {
 collect() {
   : "${OUT:?OUT must be set (the output folder of the device tool)}"
   rm -rf /tmp/collect && mkdir -p /tmp/collect/runs
-  [[ -f /tmp/pld/.marker ]] && find /tmp/pld/store/runs -mindepth 1 -maxdepth 1 -newer /tmp/pld/.marker -type d \
-    -exec cp -r {} /tmp/collect/runs/ \;
+  for d in /tmp/pld /tmp/pld-prec; do
+    [[ -f $d/.marker ]] && find $d/store/runs -mindepth 1 -maxdepth 1 -newer $d/.marker -type d -exec cp -r {} /tmp/collect/runs/ \;
+  done
+  cp -r /tmp/pld-prec/jobs /tmp/collect/jobs-precision 2>/dev/null
+  [[ -d /tmp/ws-bf16/warm/data ]] && cp -r /tmp/ws-bf16/warm/data /tmp/collect/ws-bf16-data
   cp -r /tmp/pld/jobs /tmp/collect/ 2>/dev/null
   rsync -a --exclude '*.pt' $W/ /tmp/collect/warm/ 2>/dev/null || cp -r $W /tmp/collect/warm
   for m in smollm2-135m gemma3-270m; do  # the bench's worker and job logs (not its run bundles)
@@ -81,6 +107,13 @@ case "${1:-}" in
     echo $! > $W/pid
     echo "started driver pid $! with $WORKERS workers; phases ${PHASES:-smol-bench gemma-bench gemma-study smol-study}"
     ;;
+  stop)  # the driver, benchmarks, workers and runners (patterns live here, not on a command line they would match)
+    pkill -f "gpu_warm.sh driver"; pkill -f "bench.warm_sweep"; pkill -f "pruning worker"; pkill -f "pruning.jobs.runner"
+    sleep 3; echo "stopped" ;;
+  one)  # one worker, warm then cold, 8 runs: the per-run cost without 8 processes sharing the GPU
+    python3 -m bench.warm_sweep --model "${2:-smollm2-135m}" --device cuda --workers 1 --runs 8 --cal-batch 8 \
+      --root "/tmp/ws-one-${2:-smollm2-135m}" --json "$W/one-${2:-smollm2-135m}.json" > "$W/one-${2:-smollm2-135m}.log" 2>&1
+    tail -n 25 "$W/one-${2:-smollm2-135m}.log" ;;
   driver) driver ;;
   collect) collect ;;
   *) echo "usage: $0 start [WORKERS] | collect" >&2; exit 2 ;;
