@@ -132,6 +132,21 @@ def _from_store(data: Path) -> dict:
             "stage_runs": {k: len(v) for k, v in sorted(stages.items())}}
 
 
+def from_collected(mode: str, data: Path, workers: int) -> dict:
+    """The figures of a sweep run elsewhere (a GPU machine) from its collected ``data`` directory: the
+    wall time is the queue's span, from the first job's start to the last job's end."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{data / 'jobs' / 'queue.sqlite'}?mode=ro", uri=True) as db:
+        rows = db.execute("select state, started_at, finished_at from jobs").fetchall()
+    done = [r for r in rows if r[0] == "succeeded"]
+    span = max(r[2] for r in done) - min(r[1] for r in rows if r[1] is not None)
+    result = {"mode": mode, "workers": workers, "wall_s": span, **_from_store(data)}
+    result["runs"] = len(rows)
+    result["succeeded"] = len(done)  # jobs the queue saw finish inside the span (a run can publish as its job is killed)
+    return result
+
+
 def report(results: list[dict], model: str) -> str:
     rows = [{"runner": r["mode"], "workers": r["workers"], "runs ok": f"{r['succeeded']}/{r['runs']}",
              "sweep wall s": f"{r['wall_s']:.1f}", "s per run (wall / runs)": f"{r['wall_s'] / max(r['succeeded'], 1):.2f}"}
@@ -164,7 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="working directory (default: a new temporary one)")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--collected", nargs="+", metavar="MODE:WORKERS:DATA_DIR",
+                   help="report sweeps run elsewhere from their collected data directories instead of running one")
+    p.add_argument("--machine", help="with --collected: the machine the sweeps ran on")
+    p.add_argument("--section", help="with --collected: the RESULTS.md section name")
+    p.add_argument("--note", default="", help="with --collected: a sentence placed above the figures")
     args = p.parse_args(argv)
+    if args.collected:
+        results = []
+        for item in args.collected:
+            mode, workers, data = item.split(":", 2)
+            results.append(from_collected(mode, Path(data), int(workers)))
+        body = (args.note + "\n\n" if args.note else "") + report(results, args.model)
+        print(body)
+        if not args.no_write:
+            write_section(args.section or f"warm_sweep_{args.model}_collected", body, machine=args.machine)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import tempfile
 
