@@ -19,12 +19,15 @@ without being listed), the device type and the batch size. Each lookup says whet
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -73,7 +76,7 @@ def norms_key(fingerprint: str, calib_ids: Tensor, device: str | torch.device, b
     return f"{fingerprint}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def _path(key: str):
+def _path(key: str) -> Path:
     return cache_dir() / "dense_stats" / f"{key}.pt"
 
 
@@ -104,19 +107,35 @@ def dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, device: str | torch.d
     if key in _memory:
         return DenseNorms(_memory[key], key, "memory")
     path = _path(key)
-    if path.is_file():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one process measures a key at a time: runners started together (several workers on one GPU) wait for the
+    # first instead of repeating its pass (8 workers measured the same norms 3 times before this lock)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            norms = torch.load(path, map_location="cpu", weights_only=True)
-            _remember(key, norms)
-            log.info("dense activation norms %s reused from %s", key, path)
-            return DenseNorms(norms, key, "disk")
-        except (OSError, RuntimeError, EOFError, ValueError) as exc:  # a damaged file: measure again
-            log.warning("dense activation norms %s unreadable (%s); measuring again", path, exc)
-    norms = measure_dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
-                                progress=progress)
-    _write(path, norms)
+            stored = _read(path)
+            if stored is not None:
+                _remember(key, stored)
+                log.info("dense activation norms %s reused from %s", key, path)
+                return DenseNorms(stored, key, "disk")
+            norms = measure_dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
+                                        progress=progress)
+            _write(path, norms)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     _remember(key, norms)
     return DenseNorms(norms, key, "computed")
+
+
+def _read(path: Path) -> dict[str, Tensor] | None:
+    """The stored norms, or None when there are none (a damaged file is logged and measured again)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        log.warning("dense activation norms %s unreadable (%s); measuring again", path, exc)
+        return None
 
 
 def _remember(key: str, norms: dict[str, Tensor]) -> None:
@@ -125,7 +144,7 @@ def _remember(key: str, norms: dict[str, Tensor]) -> None:
         _memory.pop(next(iter(_memory)))
 
 
-def _write(path, norms: dict[str, Tensor]) -> None:
+def _write(path: Path, norms: dict[str, Tensor]) -> None:
     """Write atomically (temporary file + rename), so a concurrent reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -211,3 +211,52 @@ def test_a_failing_job_and_a_killed_runner_fail_alone(tiny_dir, data_dir, tmp_pa
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+def test_runners_started_together_measure_a_calibration_once(tiny_dir, fresh_dense_stats, monkeypatch):
+    """Several workers on one GPU asked for the same dense statistics at once: one measures, the rest
+    wait and read its file (on the H200, 8 workers measured the same norms 3 times before the lock)."""
+    import threading
+
+    loaded = load_model(str(tiny_dir))
+    ids = calibration_batch(loaded.tokenizer, "wiki", 4, 64, 0)
+    measured = []
+    real = dense_stats.measure_dense_norms
+
+    def slow_measure(*args, **kwargs):
+        measured.append(threading.get_ident())
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dense_stats, "measure_dense_norms", slow_measure)
+    monkeypatch.setattr(dense_stats, "_remember", lambda key, norms: None)  # as if each thread were its own process
+    origins = []
+    threads = [threading.Thread(target=lambda: origins.append(dense_stats.dense_norms(loaded, ids).origin))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(measured) == 1 and sorted(origins) == ["computed", "disk", "disk", "disk"]
+
+
+def test_a_damaged_statistics_file_is_measured_again(tiny_dir, fresh_dense_stats):
+    loaded = load_model(str(tiny_dir))
+    ids = calibration_batch(loaded.tokenizer, "wiki", 4, 64, 0)
+    first = dense_stats.dense_norms(loaded, ids)
+    dense_stats.forget_memory()
+    dense_stats._path(first.key).write_bytes(b"not a torch file")
+    again = dense_stats.dense_norms(loaded, ids)
+    assert again.origin == "computed" and all(torch.equal(again.norms[k], first.norms[k]) for k in first.norms)
+
+
+def test_attempts_say_which_cached_statistics_a_run_reused(tiny_dir, data_dir, fresh_dense_stats):
+    from pruning.store import run_attempts
+
+    owl = _config(tiny_dir, **{"allocation.strategy": "owl", "allocation.owl_lambda": 0.08})
+    dlp = _config(tiny_dir, **{"allocation.strategy": "dlp", "allocation.dlp_alpha": 0.15})
+    execute_run(owl)
+    execute_run(dlp)  # the same calibration: OWL's dense pass serves DLP
+    first, second = run_attempts(owl.run_id).iloc[-1], run_attempts(dlp.run_id).iloc[-1]
+    assert first["computed"] == "dense_stats" and first["reused"] is None
+    assert second["reused"] == "dense_stats" and second["computed"] is None

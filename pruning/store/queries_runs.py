@@ -137,7 +137,8 @@ def run_attempts(run_id: str, root: Path | str | None = None) -> pd.DataFrame:
     Queries read only the latest attempt; the earlier ones stay on disk as history (e.g. a run re-run
     after its input text changed). Columns: attempt, latest (bool), status, created_at, commit
     (git commit, first 10 characters, or None), source_sha256, eig_dtype (precision of its stored
-    spectra, None without spectra), and ``ppl_<dataset>`` for each
+    spectra, None without spectra), reused / computed (the cached stages it looked up or measured:
+    ``spectra``, ``dense_stats``), and ``ppl_<dataset>`` for each
     dataset of its pruned-stage perplexity (the dense stage for a dense run). Read from the attempt
     directories themselves, so it also sees attempts that compaction dropped from the catalog.
     Raises RunNotFoundError when no attempt is published.
@@ -178,6 +179,7 @@ def _attempt_row(attempt: int, path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"attempt": attempt, "status": head.get("status"), "created_at": head.get("created_at"),
                            "commit": str(commit)[:10] if commit else None,
                            "source_sha256": revision.get("source_sha256"), "eig_dtype": None}
+    row.update(_reuse(head.get("timings_json")))
     if (path / "spectra.parquet").exists():  # the precision its spectra (and so its allocation) were computed in
         spectra = pd.read_parquet(path / "spectra.parquet")
         if "eig_dtype" in spectra.columns:
@@ -188,6 +190,22 @@ def _attempt_row(attempt: int, path: Path) -> dict[str, Any]:
         for dataset, value in ppl[ppl["stage"] == stage].groupby("dataset")["ppl"].min().items():
             row[f"ppl_{dataset}"] = float(value)
     return row
+
+
+#: stages whose results are cached per (model, calibration): a run's timings name them, or ``<stage>_reused``
+CACHED_STAGES: tuple[str, ...] = ("spectra", "dense_stats")
+
+
+def _reuse(timings_json: Any) -> dict[str, str | None]:
+    """``reused`` and ``computed``: the cached stages (:data:`CACHED_STAGES`) this attempt looked up and
+    the ones it measured, comma-separated (None when none), from its timings."""
+    try:
+        timings = json.loads(timings_json) if isinstance(timings_json, str) and timings_json else {}
+    except ValueError:
+        timings = {}
+    reused = sorted(k.removesuffix("_reused") for k in timings if k.endswith("_reused"))
+    computed = sorted(k for k in timings if k in CACHED_STAGES)
+    return {"reused": ",".join(reused) or None, "computed": ",".join(computed) or None}
 
 
 def _plain(value: Any) -> Any:
