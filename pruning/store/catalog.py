@@ -11,6 +11,7 @@ the writer lock in :mod:`pruning.store.lock`, compaction in :mod:`pruning.store.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,13 @@ def catalog_state(root: Path, *, deep: bool = False) -> tuple[CatalogManifest, t
         reason = str(exc).replace(f"catalog manifest {path} is unreadable: ", "")
         return CatalogManifest(), ("unreadable", stat_key(path)), [
             Problem(path=path, kind="manifest", reason=f"catalog manifest is unreadable: {reason}")]
+    if mkey == ("none",):
+        found = _part_count(root)
+        if found:  # the manifest is the only record of which parts are live: never treat them as orphans
+            return manifest, ("missing", found), [Problem(
+                path=path, kind="manifest",
+                reason=f"catalog manifest is missing but {found} part file(s) exist in catalog/parts; "
+                       "`python -m pruning verify --repair` rebuilds it from them")]
     problems: list[Problem] = []
     good: dict[str, list[str]] = {}
     for table, names in manifest.parts.items():
@@ -179,6 +187,15 @@ def catalog_state(root: Path, *, deep: bool = False) -> tuple[CatalogManifest, t
     if problems:
         manifest = CatalogManifest(manifest.generation, manifest.schema_version, good, manifest.bundles, manifest.retired)
     return manifest, mkey, problems
+
+
+def _part_count(root: Path) -> int:
+    """Regular Parquet files in ``catalog/parts``."""
+    try:
+        with os.scandir(root / "catalog" / "parts") as it:
+            return sum(1 for e in it if e.name.endswith(".parquet") and e.is_file(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
 
 
 def snapshot(root: Path | str | None = None) -> Snapshot:

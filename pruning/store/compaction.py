@@ -113,20 +113,22 @@ def _highest_part_generation(root: Path) -> int:
 
 
 def _collect_garbage(root: Path, manifest: CatalogManifest) -> None:
-    """Delete part files retired long enough ago and orphans of crashed compactions."""
+    """Delete the part files this manifest marked retired, once :data:`RETIRED_GRACE_S` has passed.
+
+    Nothing else is ever deleted (docs/store.md, "Nothing lost"): a part file neither live nor retired
+    — an orphan of a compaction killed before it wrote its manifest, or a part of a catalog whose
+    manifest was lost — stays on disk, where ``verify --repair`` can recover it."""
     live = {n for names in manifest.parts.values() for n in names}
     now = time.time()
     changed = False
-    for path in (root / "catalog" / "parts").iterdir():
-        name = path.name
-        if name in live:
+    for name, retired_at in manifest.retired.items():
+        path = root / "catalog" / "parts" / name
+        if name in live or now - retired_at <= RETIRED_GRACE_S:
             continue
-        retired_at = manifest.retired.get(name)
-        age = now - (retired_at if retired_at is not None else path.stat().st_mtime)
-        if age > RETIRED_GRACE_S:
+        if path.is_file():
             path.unlink(missing_ok=True)
-            changed = changed or retired_at is not None
             log.debug("deleted retired catalog part %s", name)
+        changed = True
     if changed:
         kept = {k: v for k, v in manifest.retired.items() if (root / "catalog" / "parts" / k).exists()}
         write_manifest(root, CatalogManifest(manifest.generation, manifest.schema_version, manifest.parts,
@@ -153,7 +155,10 @@ def bulk_append(tables: dict[str, pa.Table], root: Path | str | None = None) -> 
         raise StoreError("bulk_append needs a 'runs' table")
     with writer_lock(root):
         old, _ = read_manifest(root)
-        gen = old.generation + 1
+        if not (root / "catalog" / "manifest.json").exists() and any((root / "catalog" / "parts").glob("*.parquet")):
+            raise StoreError("cannot append to the catalog: its manifest is missing but part files exist; "
+                             "run `python -m pruning verify --repair` first")
+        gen = max(old.generation, _highest_part_generation(root)) + 1  # never overwrite a part file
         parts = {k: list(v) for k, v in old.parts.items()}
         for table, data in tables.items():
             if table not in ALL_TABLES:

@@ -7,8 +7,9 @@ decoding every Parquet page (deep), and counts the runs the views still show.
 :func:`repair_store` moves each bad file (a bad bundle file: its whole attempt directory, so no run
 is left half-present) to ``quarantine/<UTC timestamp>/<its path relative to the store>``, never
 deleting anything, then rebuilds the catalog from the readable parts and bundle directories. A
-corrupt catalog manifest takes every part file with it into quarantine (no manifest says which
-were live); the rebuilt catalog reads all runs from their directories.
+missing or corrupt catalog manifest is rebuilt from the part files themselves
+(:mod:`pruning.store.recover`): no part is set aside with it, so runs that only the catalog holds
+(bulk loads) stay readable.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pruning.store.catalog import bundle_problems, catalog_state, read_manifest
 from pruning.store.compaction import compact
 from pruning.store.layout import published_attempts, store_root, writable_store
 from pruning.store.lock import writer_lock
-from pruning.store.health import Problem
+from pruning.store.health import Problem, check_parquet
+from pruning.store.recover import part_files, recover_manifest
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +104,7 @@ def _targets(root: Path, problems: tuple[Problem, ...]) -> list[Path]:
     for problem in problems:
         if problem.kind == "bundle" and problem.bundle:
             path = root / "runs" / problem.bundle
-        elif problem.kind == "manifest":
-            parts = root / "catalog" / "parts"
-            out += sorted(parts.iterdir()) if parts.is_dir() else []
+        elif problem.kind == "manifest":  # the manifest alone: its parts are recovered, never set aside with it
             path = problem.path
         else:
             path = problem.path
@@ -131,6 +131,14 @@ def repair_store(root: Path | str | None = None) -> RepairReport:
             os.rename(path, dest)
             moved.append((rel.as_posix(), dest))
             log.info("moved %s to %s", rel.as_posix(), dest)
+        if any(p.kind == "manifest" for p in report.problems):
+            for table, _gen, part in part_files(root):  # unreadable parts aside, the readable ones recovered
+                if check_parquet(part, table, deep=True) is not None:
+                    rel = part.relative_to(root)
+                    (qdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(part, qdir / rel)
+                    moved.append((rel.as_posix(), qdir / rel))
+            recover_manifest(root)
     compact(root, rebuild=True)
     generation = read_manifest(root)[0].generation
     after = verify_store(root)

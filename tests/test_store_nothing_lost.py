@@ -1,0 +1,102 @@
+"""Issue 27, item 1: a lost or unreadable catalog manifest never leads to deletion. On a bulk-loaded
+store (runs that only the catalog's part files hold) with published bundles beside them, deleting or
+corrupting ``catalog/manifest.json`` used to make ``verify`` print "0 runs readable, no problems" and
+the next ``compact`` delete every part file. Now verify reports it, compaction and bulk appends refuse,
+nothing is deleted, and ``verify --repair`` gives back every run with the same numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pruning.config import RunConfig
+from pruning.store import compact, list_runs, publish_run
+from pruning.store.compaction import bulk_append
+from pruning.store.errors import StoreError
+from pruning.store.layout import store_root
+from pruning.store.verify import repair_store, verify_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.store import generate  # noqa: E402
+
+
+def _inventory(root: Path) -> dict[str, str]:
+    """SHA-256 of every regular file under the store, by relative path."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".lock" not in p.name}
+
+
+def _results(root: Path) -> pd.DataFrame:
+    runs = list_runs(root=root)
+    return runs[["run_id", "status", "ppl"]].sort_values("run_id").reset_index(drop=True)
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """200 bulk-loaded runs, then two published runs compacted (full: the bulk parts are retired and
+    rewritten), then a third published run left loose; every part older than the grace period."""
+    from pruning.store import compaction
+
+    root = tmp_path / "data" / "store"
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(root.parent))
+    store_root()
+    generate(root, n_runs=200, per_run=7)
+    for sparsity, ppl in ((0.5, 30.0), (0.6, 41.0)):
+        cfg = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": sparsity})
+        publish_run(cfg, tables={"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "seqlen": 128,
+                                                              "n_windows": 4, "total_windows": 4, "ppl": ppl}])})
+    assert compact(full=True)
+    cfg = RunConfig().with_overrides({"pruning.method": "magnitude", "pruning.sparsity": 0.7})
+    publish_run(cfg, tables={"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "seqlen": 128,
+                                                          "n_windows": 4, "total_windows": 4, "ppl": 99.0}])})
+    monkeypatch.setattr(compaction, "RETIRED_GRACE_S", 0.0)  # every part is past its grace
+    return root
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_a_lost_manifest_is_reported_never_deleted_and_repaired(store: Path, damage: str) -> None:
+    before = _results(store)
+    assert len(before) == 203 and before["ppl"].notna().sum() >= 200
+    manifest = store / "catalog" / "manifest.json"
+    if damage == "delete":
+        manifest.unlink()
+    else:
+        manifest.write_text('{"generation": 3, "parts": ')
+    files = _inventory(store)
+
+    report = verify_store(store)
+    assert not report.ok and report.problems[0].kind == "manifest"
+    assert ("missing" if damage == "delete" else "unreadable") in report.problems[0].reason
+    with pytest.raises(StoreError, match="quarantined"):
+        compact(store)  # refuses: no clean-up can run without the manifest
+    with pytest.raises(StoreError):
+        bulk_append({"runs": pd.DataFrame()}, root=store)
+    assert _inventory(store) == files  # nothing written, nothing deleted
+
+    repaired = repair_store(store)
+    assert repaired.after.ok, repaired.after.problems
+    moved = {rel for rel, _ in repaired.moved}
+    assert moved == (set() if damage == "delete" else {"catalog/manifest.json"})  # no part set aside
+    pd.testing.assert_frame_equal(_results(store), before)
+
+    # clean-up afterwards deletes only parts the rebuilt manifests retired; every run stays
+    compact(store)
+    compact(store, full=True)
+    compact(store)
+    pd.testing.assert_frame_equal(_results(store), before)
+    assert verify_store(store).ok
+
+
+def test_an_orphan_part_is_never_deleted_by_clean_up(store: Path) -> None:
+    """A part file the manifest does not know (a compaction killed before its manifest) is not garbage."""
+    parts = store / "catalog" / "parts"
+    orphan = parts / "runs-000099.parquet"
+    orphan.write_bytes((parts / sorted(p.name for p in parts.glob("runs-*.parquet"))[0]).read_bytes())
+    compact(store)
+    compact(store, full=True)
+    compact(store)
+    assert orphan.exists()
