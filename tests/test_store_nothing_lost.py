@@ -100,3 +100,56 @@ def test_an_orphan_part_is_never_deleted_by_clean_up(store: Path) -> None:
     compact(store, full=True)
     compact(store)
     assert orphan.exists()
+
+
+def test_a_fifo_in_the_store_is_reported_not_waited_on(store: Path) -> None:
+    """Issue 27, item 6: a FIFO at annotations/<run>.json hung `runs` and `verify` (killed at 60 s)."""
+    import os
+    import threading
+
+    run_id = _results(store)["run_id"].iloc[0]
+    fifo = store / "annotations" / f"{run_id}.json"
+    fifo.parent.mkdir(exist_ok=True)
+    os.mkfifo(fifo)
+    out: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: out.update(runs=len(list_runs(root=store)), report=verify_store(store)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "a reader blocked on the FIFO"
+    assert out["runs"] == 203
+    problem = out["report"].problems[0]
+    assert problem.path == fifo and "FIFO" in problem.reason
+    assert repair_store(store).after.ok and not os.path.lexists(fifo)  # moved aside, not deleted
+
+
+def test_repair_keeps_the_catalogs_intact_rows_over_an_older_attempt(tmp_path: Path, monkeypatch) -> None:
+    """Issue 27, items 2 and 3: a damaged data page in the attempt the catalog serves used to make
+    repair fall back to the older attempt (wiki 829.47 became 951.18) and `verify` call it clean; a
+    `repack --rebuild-catalog` afterwards dropped the run. The catalog's readable rows win now, and
+    repack refuses."""
+    from pruning.store.repack import repack_store
+
+    root = tmp_path / "data" / "store"
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(root.parent))
+    cfg = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.6})
+
+    def ppl(value: float) -> dict[str, pd.DataFrame]:
+        return {"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "seqlen": 128, "n_windows": 4,
+                                             "total_windows": 4, "ppl": value}])}
+
+    publish_run(cfg, tables=ppl(951.18))
+    publish_run(cfg, tables=ppl(829.47))
+    assert compact(full=True)
+    assert list_runs(root=root)["ppl"].tolist() == [829.47]
+    page = root / "runs" / f"{cfg.run_id}~2" / "perplexity.parquet"
+    data = bytearray(page.read_bytes())
+    data[4:40] = b"\xff" * 36  # the first data page, the footer intact
+    page.write_bytes(bytes(data))
+    assert not verify_store(root).ok
+    repaired = repair_store(root)
+    assert repaired.after.ok
+    assert list_runs(root=root)["ppl"].tolist() == [829.47]  # not the older attempt's 951.18
+    with pytest.raises(StoreError, match="set aside"):
+        repack_store(root, rebuild=True)
+    assert list_runs(root=root)["ppl"].tolist() == [829.47]

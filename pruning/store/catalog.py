@@ -216,9 +216,10 @@ def snapshot(root: Path | str | None = None) -> Snapshot:
     loose: dict[str, str] = {}
     for bundle, found in attempts.items():
         in_catalog = manifest.bundles.get(bundle) if trusted else None
-        for _, dirname in sorted(found, reverse=True):  # newest first
-            if dirname == in_catalog:
-                break  # the catalog serves it
+        held = parse_dirname(in_catalog) if in_catalog else None  # the attempt the catalog holds ("": bulk rows)
+        for attempt, dirname in sorted(found, reverse=True):  # newest first
+            if dirname == in_catalog or (held is not None and attempt <= held[1]):
+                break  # the catalog serves it: an older attempt never supersedes it (e.g. after repair set the held one aside)
             bad = bundle_problems(root, dirname)
             if not bad:
                 loose[bundle] = dirname

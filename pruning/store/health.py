@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,21 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file (a FIFO would block a reader forever, a device or socket is no
+    store file), or None; a missing file is None here (callers report it in their own words)."""
+    try:
+        mode = os.stat(path).st_mode  # a link to a regular file is fine
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be inspected: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file")
+    return f"is {kind}, not a regular file"
+
+
 def check_parquet(path: Path, table: str, bundle: str | None = None, *, deep: bool = False) -> str | None:
     """Why ``path`` cannot serve as store table ``table`` (None when it can).
 
@@ -165,6 +181,9 @@ def check_parquet(path: Path, table: str, bundle: str | None = None, *, deep: bo
     key = stat_key(path)
     if key is None:
         return "file is missing"
+    irregular = not_regular(path)
+    if irregular:
+        return irregular
     name = str(path)
     with _lock:
         cached = _verdicts.get(name)
@@ -185,6 +204,9 @@ def read_annotation_file(path: Path) -> tuple[dict[str, Any] | None, str | None]
 
     Well-formed: a JSON object with a string ``run_id``, a list of string ``tags`` and a list of
     ``notes`` objects each with a ``text`` (tags and notes may be absent)."""
+    irregular = not_regular(path)
+    if irregular:
+        return None, irregular
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -160,6 +160,12 @@ def repack_store(root: Path | str | None = None, *, dry_run: bool = False,
     if bulk:
         raise StoreError(f"the catalog holds {len(bulk)} bundle(s) without a directory ({', '.join(bulk[:3])}"
                          f"{', ...' if len(bulk) > 3 else ''}); repack rebuilds the catalog from bundle directories only")
+    quarantined = sorted(b for b, d in manifest.bundles.items()
+                         if d and not (root / "runs" / d).is_dir() and any((root / "quarantine").glob(f"*/runs/{d}")))
+    if quarantined:
+        raise StoreError(f"the catalog holds {len(quarantined)} run(s) whose attempt directory `verify --repair` set aside "
+                         f"({', '.join(quarantined[:3])}{', ...' if len(quarantined) > 3 else ''}); only the catalog "
+                         "still reads them, and a rebuild from bundle directories would drop or replace them")
     with writer_lock(root):
         for bundle_dir in sorted(p for p in (root / "runs").iterdir() if p.is_dir() and parse_dirname(p.name)):
             spectra_file = bundle_dir / "spectra.parquet"
