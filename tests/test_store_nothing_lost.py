@@ -153,3 +153,38 @@ def test_repair_keeps_the_catalogs_intact_rows_over_an_older_attempt(tmp_path: P
     with pytest.raises(StoreError, match="set aside"):
         repack_store(root, rebuild=True)
     assert list_runs(root=root)["ppl"].tolist() == [829.47]
+
+
+def test_a_bundle_claiming_another_runs_id_is_reported_and_left_out(tmp_path: Path, monkeypatch) -> None:
+    """Issue 27, item 4: a second bundle claiming an existing run id listed the run twice and gave fake
+    perplexity rows beside the real ones; `verify` exited 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pruning.store import run_table
+
+    root = tmp_path / "data" / "store"
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(root.parent))
+    cfg = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.6})
+    publish_run(cfg, tables={"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "seqlen": 128,
+                                                          "n_windows": 4, "total_windows": 4, "ppl": 42.0}])})
+    real = root / "runs" / cfg.run_id
+    fake = root / "runs" / "impostor-1"
+    fake.mkdir()
+    for path in real.glob("*.parquet"):  # the same rows, its own bundle name, the real run's id
+        table = pq.read_table(path)
+        table = table.set_column(table.schema.get_field_index("bundle"), "bundle", pa.array(["impostor-1"] * len(table)))
+        if path.stem == "perplexity":
+            table = table.set_column(table.schema.get_field_index("ppl"), "ppl", pa.array([1.5] * len(table)))
+        pq.write_table(table, fake / path.name)
+    for name in real.iterdir():
+        if not name.name.endswith(".parquet"):
+            (fake / name.name).write_bytes(name.read_bytes())
+    assert list_runs(root=root)["run_id"].tolist() == [cfg.run_id]  # listed once
+    assert run_table(cfg.run_id, "perplexity", root=root)["ppl"].tolist() == [42.0]  # no fake row beside it
+    report = verify_store(root)
+    assert not report.ok and report.problems[0].bundle == "impostor-1" and cfg.run_id in report.problems[0].reason
+    compact(root)  # the impostor is not folded in
+    assert run_table(cfg.run_id, "perplexity", root=root)["ppl"].tolist() == [42.0]
+    assert repair_store(root).after.ok and not fake.exists()
+    assert list_runs(root=root)["run_id"].tolist() == [cfg.run_id]

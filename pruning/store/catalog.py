@@ -15,6 +15,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pruning.atomic import write_json_atomic
 from pruning.store.errors import StoreError
 from pruning.store.health import Problem, check_parquet, stat_key, warn_once
@@ -189,6 +192,37 @@ def catalog_state(root: Path, *, deep: bool = False) -> tuple[CatalogManifest, t
     return manifest, mkey, problems
 
 
+_run_ids_cache: dict[Path, tuple[tuple | None, tuple[str, ...]]] = {}
+
+
+def bundle_run_ids(bundle_dir: Path) -> tuple[str, ...]:
+    """The run ids a bundle directory's ``runs.parquet`` claims (cached while the file is unchanged)."""
+    path = bundle_dir / "runs.parquet"
+    key = stat_key(path)
+    cached = _run_ids_cache.get(path)
+    if cached is None or cached[0] != key:
+        try:
+            ids = tuple(str(v) for v in pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            ids = ()  # an unreadable file is check_parquet's to report
+        cached = (key, ids)
+        _run_ids_cache[path] = cached
+    return cached[1]
+
+
+def impostor_problem(root: Path, dirname: str, known: set[str]) -> Problem | None:
+    """A bundle that claims another bundle's run id (a run id belongs to one bundle: the one named after
+    it). ``known``: every bundle name of the store (directories and catalog)."""
+    parsed = parse_dirname(dirname)
+    bundle = parsed[0] if parsed else dirname
+    for run_id in bundle_run_ids(root / "runs" / dirname):
+        if run_id != bundle and run_id in known:
+            return Problem(path=root / "runs" / dirname / "runs.parquet", kind="bundle", bundle=dirname,
+                           reason=f"claims run id {run_id!r}, which bundle {run_id!r} holds (a run id belongs to one "
+                                  "bundle; this one is left out, not merged)")
+    return None
+
+
 def _part_count(root: Path) -> int:
     """Regular Parquet files in ``catalog/parts``."""
     try:
@@ -214,6 +248,7 @@ def snapshot(root: Path | str | None = None) -> Snapshot:
     for bundle, attempt, dirname in published_attempts(root):
         attempts.setdefault(bundle, []).append((attempt, dirname))
     loose: dict[str, str] = {}
+    known = set(attempts) | set(manifest.bundles)
     for bundle, found in attempts.items():
         in_catalog = manifest.bundles.get(bundle) if trusted else None
         held = parse_dirname(in_catalog) if in_catalog else None  # the attempt the catalog holds ("": bulk rows)
@@ -221,6 +256,9 @@ def snapshot(root: Path | str | None = None) -> Snapshot:
             if dirname == in_catalog or (held is not None and attempt <= held[1]):
                 break  # the catalog serves it: an older attempt never supersedes it (e.g. after repair set the held one aside)
             bad = bundle_problems(root, dirname)
+            if not bad:
+                impostor = impostor_problem(root, dirname, known)
+                bad = [impostor] if impostor is not None else []
             if not bad:
                 loose[bundle] = dirname
                 break

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pruning.store.annotations import annotation_problems
-from pruning.store.catalog import bundle_problems, catalog_state, read_manifest
+from pruning.store.catalog import bundle_problems, catalog_state, impostor_problem, read_manifest
 from pruning.store.compaction import compact
 from pruning.store.layout import published_attempts, store_root, writable_store
 from pruning.store.lock import writer_lock
@@ -79,9 +79,13 @@ def verify_store(root: Path | str | None = None, *, deep: bool = True) -> Verify
     from pruning.store.queries import list_runs
 
     root = store_root(root)
-    _, _, problems = catalog_state(root, deep=deep)
-    for _, _, dirname in sorted(published_attempts(root)):
-        problems += bundle_problems(root, dirname, deep=deep)
+    manifest, _, problems = catalog_state(root, deep=deep)
+    attempts = sorted(published_attempts(root))
+    known = {bundle for bundle, _, _ in attempts} | set(manifest.bundles)
+    for _, _, dirname in attempts:
+        bad = bundle_problems(root, dirname, deep=deep)
+        impostor = None if bad else impostor_problem(root, dirname, known)
+        problems += bad + ([impostor] if impostor is not None else [])
     problems += annotation_problems(root)
     seen: dict[str, Problem] = {}
     for problem in problems:
