@@ -177,9 +177,11 @@ def test_a_bundle_claiming_another_runs_id_is_reported_and_left_out(tmp_path: Pa
         if path.stem == "perplexity":
             table = table.set_column(table.schema.get_field_index("ppl"), "ppl", pa.array([1.5] * len(table)))
         pq.write_table(table, fake / path.name)
-    for name in real.iterdir():
-        if not name.name.endswith(".parquet"):
-            (fake / name.name).write_bytes(name.read_bytes())
+    import json
+
+    manifest = json.loads((real / "manifest.json").read_text())
+    manifest.update(bundle="impostor-1", files={})  # a writer that records no checksums, as an old store's bundles
+    (fake / "manifest.json").write_text(json.dumps(manifest))
     assert list_runs(root=root)["run_id"].tolist() == [cfg.run_id]  # listed once
     assert run_table(cfg.run_id, "perplexity", root=root)["ppl"].tolist() == [42.0]  # no fake row beside it
     report = verify_store(root)
@@ -188,3 +190,43 @@ def test_a_bundle_claiming_another_runs_id_is_reported_and_left_out(tmp_path: Pa
     assert run_table(cfg.run_id, "perplexity", root=root)["ppl"].tolist() == [42.0]
     assert repair_store(root).after.ok and not fake.exists()
     assert list_runs(root=root)["run_id"].tolist() == [cfg.run_id]
+
+
+def _flip_value(path: Path, old: float, new: float) -> None:
+    """Overwrite the stored double ``old`` with ``new`` in place: the file keeps its size and still decodes."""
+    import struct
+
+    data = path.read_bytes()
+    at = data.find(struct.pack("<d", old))
+    assert at > 0, "the value is not stored plainly"
+    path.write_bytes(data[:at] + struct.pack("<d", new) + data[at + 8:])
+
+
+def test_corruption_that_still_decodes_is_found_by_its_checksum(tmp_path: Path, monkeypatch) -> None:
+    """Issue 27, item 5: flipped bytes in a catalog part kept it decodable and `max(value)` became 5.8e299;
+    nothing recorded a checksum. Every part and bundle file records one now, and `verify` checks it."""
+    root = tmp_path / "data" / "store"
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(root.parent))
+
+    def ppl(value: float) -> dict[str, pd.DataFrame]:
+        return {"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "seqlen": 128, "n_windows": 4,
+                                             "total_windows": 4, "ppl": value}])}
+
+    compacted = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.6})
+    loose = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.7})
+    publish_run(compacted, tables=ppl(192.0625))
+    assert compact(full=True)
+    publish_run(loose, tables=ppl(311.5))
+    part = next((root / "catalog" / "parts").glob("perplexity-*.parquet"))
+    _flip_value(part, 192.0625, 5.8e299)
+    _flip_value(root / "runs" / loose.run_id / "perplexity.parquet", 311.5, 7.7e299)
+    assert sorted(list_runs(root=root)["ppl"]) == [5.8e299, 7.7e299]  # both decode: the readers cannot tell
+
+    report = verify_store(root)
+    bad = {p.path: p.reason for p in report.problems}
+    assert set(bad) == {part, root / "runs" / loose.run_id / "perplexity.parquet"}
+    assert all("checksum" in reason for reason in bad.values())
+    assert verify_store(root, deep=False).ok  # --quick compares sizes only: same size, not found
+    repaired = repair_store(root)
+    assert repaired.after.ok
+    assert list_runs(root=root).set_index("run_id")["ppl"].to_dict() == {compacted.run_id: 192.0625}

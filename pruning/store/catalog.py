@@ -50,10 +50,11 @@ class CatalogManifest:
     parts: dict[str, list[str]] = field(default_factory=dict)       # table -> part file names
     bundles: dict[str, str] = field(default_factory=dict)           # bundle -> dirname ("" = bulk)
     retired: dict[str, float] = field(default_factory=dict)         # part name -> time it was retired
+    checksums: dict[str, dict] = field(default_factory=dict)        # part name -> {"sha256", "size"} (checksums.py)
 
     def to_json(self) -> dict:
         return {"generation": self.generation, "schema_version": self.schema_version, "parts": self.parts,
-                "bundles": self.bundles, "retired": self.retired}
+                "bundles": self.bundles, "retired": self.retired, "checksums": self.checksums}
 
 
 _manifest_cache: dict[Path, tuple[tuple, CatalogManifest]] = {}
@@ -77,6 +78,7 @@ def read_manifest(root: Path) -> tuple[CatalogManifest, tuple]:
             generation=int(data["generation"]), schema_version=int(data["schema_version"]),
             parts={k: list(v) for k, v in data["parts"].items()}, bundles=dict(data["bundles"]),
             retired={k: float(v) for k, v in data.get("retired", {}).items()},
+            checksums={k: dict(v) for k, v in data.get("checksums", {}).items()},
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"catalog manifest {path} is unreadable: {exc}") from exc
@@ -188,7 +190,8 @@ def catalog_state(root: Path, *, deep: bool = False) -> tuple[CatalogManifest, t
             else:
                 problems.append(Problem(path=part, kind="part", reason=reason))
     if problems:
-        manifest = CatalogManifest(manifest.generation, manifest.schema_version, good, manifest.bundles, manifest.retired)
+        manifest = CatalogManifest(manifest.generation, manifest.schema_version, good, manifest.bundles, manifest.retired,
+                                   manifest.checksums)
     return manifest, mkey, problems
 
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pruning.store.catalog import CatalogManifest, deep_check, read_manifest, snapshot, write_manifest
+from pruning.store.checksums import file_digest
 from pruning.store.errors import StoreError
 from pruning.store.layout import ALL_TABLES, writable_store
 from pruning.store.lock import writer_lock
@@ -60,6 +61,8 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
         full = full or bool(snap.superseded) or any(len(v) >= MAX_PARTS for v in old.parts.values())
         gen = max(old.generation, _highest_part_generation(root)) + 1
         new_parts: dict[str, list[str]] = {} if full else {k: list(v) for k, v in old.parts.items()}
+        checksums = {} if full else {n: old.checksums[n] for names in old.parts.values() for n in names
+                                     if n in old.checksums}
         con = duckdb.connect(":memory:")
         try:
             for table in ALL_TABLES:
@@ -81,6 +84,7 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
                                      f"{'; '.join(bad) or ' '.join(str(exc).split())[:300]}"
                                      + ("; run `python -m pruning verify --repair`" if bad else "")) from None
                 new_parts.setdefault(table, []).append(name)
+                checksums[name] = file_digest(target)
         finally:
             con.close()
         bundles = dict(old.bundles)
@@ -91,7 +95,7 @@ def compact(root: Path | str | None = None, *, full: bool = False, blocking: boo
             for names in old.parts.values():
                 for n in names:
                     retired.setdefault(n, now)
-        manifest = CatalogManifest(generation=gen, parts=new_parts, bundles=bundles, retired=retired)
+        manifest = CatalogManifest(generation=gen, parts=new_parts, bundles=bundles, retired=retired, checksums=checksums)
         write_manifest(root, manifest)
         _collect_garbage(root, manifest)
         log.info("compacted %d bundle(s) into catalog generation %d (%s)", len(snap.loose), gen,
@@ -132,7 +136,7 @@ def _collect_garbage(root: Path, manifest: CatalogManifest) -> None:
     if changed:
         kept = {k: v for k, v in manifest.retired.items() if (root / "catalog" / "parts" / k).exists()}
         write_manifest(root, CatalogManifest(manifest.generation, manifest.schema_version, manifest.parts,
-                                              manifest.bundles, kept))
+                                              manifest.bundles, kept, manifest.checksums))
 
 
 def maybe_compact(root: Path) -> None:
@@ -160,13 +164,16 @@ def bulk_append(tables: dict[str, pa.Table], root: Path | str | None = None) -> 
                              "run `python -m pruning verify --repair` first")
         gen = max(old.generation, _highest_part_generation(root)) + 1  # never overwrite a part file
         parts = {k: list(v) for k, v in old.parts.items()}
+        checksums = dict(old.checksums)
         for table, data in tables.items():
             if table not in ALL_TABLES:
                 raise StoreError(f"unknown table {table!r}; accepted: {', '.join(ALL_TABLES)}")
             name = f"{table}-{gen:06d}.parquet"
             pq.write_table(data, root / "catalog" / "parts" / name, row_group_size=100_000, compression="zstd")
             parts.setdefault(table, []).append(name)
+            checksums[name] = file_digest(root / "catalog" / "parts" / name)
         bundles = dict(old.bundles)
         bundles.update({b: "" for b in tables["runs"].column("bundle").to_pylist()})
-        write_manifest(root, CatalogManifest(generation=gen, parts=parts, bundles=bundles, retired=dict(old.retired)))
+        write_manifest(root, CatalogManifest(generation=gen, parts=parts, bundles=bundles, retired=dict(old.retired),
+                                             checksums=checksums))
         return gen

@@ -34,6 +34,7 @@ from pruning.presets import get_preset, PRESETS
 from pruning.store.catalog import (
     check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, maybe_compact, writable_store, writer_lock,
 )
+from pruning.store.checksums import file_digest
 from pruning.store.errors import StoreError
 from pruning.store.layout import BUNDLE_PARQUET
 from pruning.store.schema import RUN_COLUMNS, RUN_STATUSES, SCHEMA_VERSION, TABLES, to_arrow
@@ -241,7 +242,8 @@ def publish_bundle(bundle: str, tables: Mapping[str, pd.DataFrame], *, info: Map
         for name, table in sorted(arrow.items()):
             pq.write_table(table, staging / f"{name}.parquet", **BUNDLE_PARQUET)
         manifest = {"bundle": bundle, "schema_version": SCHEMA_VERSION, "content_hash": content_hash,
-                    "tables": {k: v.num_rows for k, v in sorted(arrow.items())}, "info": dict(info or {})}
+                    "tables": {k: v.num_rows for k, v in sorted(arrow.items())}, "info": dict(info or {}),
+                    "files": {f"{k}.parquet": file_digest(staging / f"{k}.parquet") for k in sorted(arrow)}}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
         with writer_lock(root):
             existing = latest_attempts(root).get(bundle)

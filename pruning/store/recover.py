@@ -29,6 +29,7 @@ import duckdb
 import pandas as pd
 
 from pruning.store.catalog import CatalogManifest, write_manifest
+from pruning.store.checksums import file_digest
 from pruning.store.health import check_parquet
 from pruning.store.layout import ALL_TABLES, published_attempts
 from pruning.store.views import sql_list
@@ -83,6 +84,7 @@ def recover_manifest(root: Path) -> CatalogManifest | None:
             for _, g, p in files)
         con.execute(f"CREATE TABLE latest AS SELECT bundle, max(gen) AS gen FROM ({latest}) GROUP BY bundle")
         parts: dict[str, list[str]] = {}
+        checksums: dict[str, dict] = {}
         for table in ALL_TABLES:
             mine = [(g, p) for t, g, p in files if t == table]
             if not mine:
@@ -95,6 +97,7 @@ def recover_manifest(root: Path) -> CatalogManifest | None:
                     f"AND t.__gen = l.gen ORDER BY t.run_id, t.bundle").write_parquet(
                 str(target), compression="zstd", row_group_size=100_000)
             parts[table] = [name]
+            checksums[name] = file_digest(target)
         bundles = [r[0] for r in con.execute("SELECT bundle FROM latest ORDER BY bundle").fetchall()]
         created: dict[str, str] = {}
         if "runs" in parts:
@@ -106,7 +109,7 @@ def recover_manifest(root: Path) -> CatalogManifest | None:
     held = _catalog_attempts(root, created)
     now = time.time()
     manifest = CatalogManifest(generation=gen, parts=parts, bundles={b: held.get(b, "") for b in bundles},
-                               retired={p.name: now for _, _, p in files})
+                               retired={p.name: now for _, _, p in files}, checksums=checksums)
     write_manifest(root, manifest)
     log.info("recovered the catalog manifest from %d part file(s): generation %d, %d bundle(s) (%d with their "
              "attempt directory)", len(files), gen, len(bundles), len(held))

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pruning.store.catalog import CatalogManifest, read_manifest, write_manifest
+from pruning.store.checksums import record_bundle_file
 from pruning.store.compaction import RETIRED_GRACE_S, compact
 from pruning.store.errors import StoreError
 from pruning.store.layout import BUNDLE_PARQUET, parse_dirname, writable_store
@@ -138,6 +139,7 @@ def _rewrite(path: Path, table: pa.Table, drop: list[str]) -> bool:
             raise StoreError(f"{path}: the rewritten file does not read back equal; left as it was")
         if drop or not encoded_as_store(path) or tmp.stat().st_size < path.stat().st_size:
             os.replace(tmp, path)
+            record_bundle_file(path.parent, path.name)  # the bundle manifest's checksum follows the rewrite
             return True
         return False
     finally:

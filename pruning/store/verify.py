@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pruning.store.annotations import annotation_problems
 from pruning.store.catalog import bundle_problems, catalog_state, impostor_problem, read_manifest
+from pruning.store.checksums import bundle_checksum_problems, mismatch
 from pruning.store.compaction import compact
 from pruning.store.layout import published_attempts, store_root, writable_store
 from pruning.store.lock import writer_lock
@@ -82,8 +83,13 @@ def verify_store(root: Path | str | None = None, *, deep: bool = True) -> Verify
     manifest, _, problems = catalog_state(root, deep=deep)
     attempts = sorted(published_attempts(root))
     known = {bundle for bundle, _, _ in attempts} | set(manifest.bundles)
+    for name, recorded in manifest.checksums.items():
+        live = any(name in names for names in manifest.parts.values())
+        reason = mismatch(root / "catalog" / "parts" / name, recorded, quick=not deep) if live else None
+        if reason is not None:
+            problems.append(Problem(path=root / "catalog" / "parts" / name, kind="part", reason=reason))
     for _, _, dirname in attempts:
-        bad = bundle_problems(root, dirname, deep=deep)
+        bad = bundle_problems(root, dirname, deep=deep) or bundle_checksum_problems(root, dirname, quick=not deep)
         impostor = None if bad else impostor_problem(root, dirname, known)
         problems += bad + ([impostor] if impostor is not None else [])
     problems += annotation_problems(root)
