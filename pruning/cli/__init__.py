@@ -8,10 +8,12 @@ module is imported lazily only for the parser, and each command's handler receiv
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import pkgutil
+import sqlite3
 import sys
 from typing import NoReturn
 
@@ -71,11 +73,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # the reader went away (`| head`): stop quietly, as the Python docs recommend for SIGPIPE
-        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe); point stdout at devnull
-        # so the interpreter's final flush does not raise again
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            log.debug("stdout has no file descriptor to redirect")
-        return 0
+        return _quiet_broken_pipe()
+    except OSError as exc:  # the machine refused (disk full, read-only, no such directory): one line, status 1
+        log.debug("command failed", exc_info=True)
+        print(f"error: {one_line(os_error_line(exc))}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # the job queue's database (read-only data directory, locked, damaged)
+        log.debug("command failed", exc_info=True)
+        print(f"error: {one_line(sqlite_error_line(exc))}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """``exc`` in one sentence: what failed on which path, and what usually causes it."""
+    where = f" {exc.filename!r}" if exc.filename is not None else ""
+    also = f" -> {exc.filename2!r}" if getattr(exc, "filename2", None) is not None else ""
+    hints = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+             errno.EACCES: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a directory",
+             errno.EISDIR: "it is a directory, not a file", errno.EDQUOT: "the disk quota is exhausted"}
+    hint = hints.get(exc.errno or -1)
+    what = exc.strerror or exc.__class__.__name__
+    return f"{what}:{where}{also}" + (f" ({hint})" if hint and hint.lower() != what.lower() else "")
+
+
+def sqlite_error_line(exc: sqlite3.Error) -> str:
+    from pruning.paths import data_dir
+
+    queue = os.path.join(os.environ.get("PRUNING_LAB_DATA") or str(data_dir()), "jobs", "queue.sqlite")
+    text = str(exc)
+    hint = ("; is the data directory read-only? set PRUNING_LAB_DATA to a writable one"
+            if "readonly" in text.replace(" ", "") or "unable to open" in text else "")
+    return f"the job queue {queue!r} cannot be used: {text}{hint}"
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``| head``): stop quietly, as the Python docs recommend for SIGPIPE
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe); stdout points at devnull so the
+    interpreter's final flush does not raise again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        log.debug("stdout has no file descriptor to redirect")
+    return 0

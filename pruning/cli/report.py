@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"--out: {args.out!r} is not an .html file; accepted: FILE.html")
+    if out.is_dir():
+        raise ConfigError(f"--out: {args.out!r} is a directory; accepted: a FILE.html path (a file inside it)")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out: {args.out!r} cannot be written: {str(blocking)!r} is a file, not a directory")
     run_ids = [r.strip() for arg in args.runs for r in arg.split(",") if r.strip()]
     views = [v for v in args.views.split(",") if v.strip()]
     document = build_report(run_ids, views, title=args.title, model=args.model, protocol=args.protocol,
