@@ -21,6 +21,13 @@ _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # as entities: no "<img" s
 _LINE_BREAK = re.compile(r"\s*[\r\n]+\s*")
 _LIST_START = re.compile(r"^(\s*)(\d{1,9})([.)])(?=\s|$)|^(\s*)([-+])(?=\s|$)")  # "1. x", "- x"
 _WWW = re.compile(r"(www)\.", re.IGNORECASE)
+#: Streamlit's renderer (react-markdown + remark-gfm) finds GFM autolink literals in the *text* after the
+#: escapes are resolved (mdast-util-gfm-autolink-literal), so a backslash cannot stop ``http://``, ``www.``
+#: or ``user@host`` from becoming a link there: a zero-width space inside each breaks the pattern and
+#: shows nothing (issue 27: an escaped image's URL was still a clickable link)
+ZWSP = "\u200b"
+_SCHEME = re.compile(r"\\:(?=//)")
+_AT = re.compile(r"\\@")
 
 
 def plain(text: Any) -> str:
@@ -35,5 +42,7 @@ def plain(text: Any) -> str:
     one_line = _LINE_BREAK.sub(" ", str(text)).strip()  # leading spaces could start a code block
     escaped = _MARKERS.sub(r"\\\1", one_line)
     escaped = _LIST_START.sub(lambda m: f"{m[1]}{m[2]}\\{m[3]}" if m[2] else f"{m[4]}\\{m[5]}", escaped)
-    escaped = _WWW.sub(r"\1\\.", escaped)
+    escaped = _WWW.sub(r"\1" + ZWSP + r"\\.", escaped)
+    escaped = _SCHEME.sub(lambda m: "\\:" + ZWSP, escaped)
+    escaped = _AT.sub(lambda m: "\\@" + ZWSP, escaped)
     return "".join(_ENTITIES.get(ch, ch) for ch in escaped)
