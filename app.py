@@ -1,7 +1,7 @@
 """Pruning Lab dashboard: `streamlit run app.py`.
 
 The frame only: one ``st.Page`` per task under ``pages/``, and the shared sidebar (model and run
-pickers) whose choices every page reads through ``pages._common``. Data come from the results
+pickers) whose choices every page reads through ``pages_support.common``. Data come from the results
 store (``pruning.store``) via cached loaders keyed on the store's catalog version.
 """
 
@@ -11,8 +11,8 @@ import logging
 
 import streamlit as st
 
-from pages._frame import app_frame, app_password, log_out, logged_in, login_form, quarantine_banner
-from pages._sidebar import render_sidebar
+from pages_support.frame import app_frame, app_password, log_out, logged_in, login_form, quarantine_banner
+from pages_support.sidebar import render_sidebar
 from pruning.app_support.access import open_server_warning
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

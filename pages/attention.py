@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import pick_runs_here, stop_with_info, table
-from pages._frame import enter_page
-from pages._loaders import catalog_version, load_attention, runs as all_runs
-from pages._sidebar import selected_model, selected_runs
-from pages._url import PageAddress
+from pages_support.common import pick_runs_here, stop_with_info, table
+from pages_support.frame import enter_page
+from pages_support.loaders import catalog_version, load_attention, runs as all_runs
+from pages_support.sidebar import selected_model, selected_runs
+from pages_support.url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.urlstate import list_field, text_field
 from pruning.app_support.plots import attention_by_layer, attention_heads

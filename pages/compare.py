@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import stop_with_info, table
-from pages._frame import enter_page
-from pages._loaders import catalog_version, load_run_detail, load_run_table, runs
-from pages._sidebar import selected_runs
-from pages._url import PageAddress
+from pages_support.common import stop_with_info, table
+from pages_support.frame import enter_page
+from pages_support.loaders import catalog_version, load_run_detail, load_run_table, runs
+from pages_support.sidebar import selected_runs
+from pages_support.url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import unique_run_labels

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import show_run, stop_with_info, table
-from pages._frame import enter_page
-from pages._loaders import catalog_version, load_perplexity_cells
-from pages._sidebar import selected_model
-from pages._url import PageAddress
+from pages_support.common import show_run, stop_with_info, table
+from pages_support.frame import enter_page
+from pages_support.loaders import catalog_version, load_perplexity_cells
+from pages_support.sidebar import selected_model
+from pages_support.url import PageAddress
 from pruning.app_support.formatting import format_ppl, format_sparsity
 from pruning.app_support.grid import (
     CELL_STAT_LABELS,

@@ -9,8 +9,8 @@ import sqlite3
 
 import streamlit as st
 
-from pages._frame import enter_page
-from pages._loaders import clear_caches, runs
+from pages_support.frame import enter_page
+from pages_support.loaders import clear_caches, runs
 from pruning.app_support.eta import eta_seconds, format_duration, history_totals
 from pruning.app_support.formatting import format_ppl
 from pruning.app_support.plain import plain

@@ -8,8 +8,8 @@ import logging
 
 import streamlit as st
 
-from pages._common import stop_with_info
-from pages._frame import enter_page
+from pages_support.common import stop_with_info
+from pages_support.frame import enter_page
 from pruning.app_support.launch import (
     FORM_FIELDS,
     FORM_SECTIONS,

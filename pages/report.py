@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import run_label, stop_with_info, table
-from pages._frame import enter_page
-from pages._loaders import catalog_version, load_eigenvalues, runs
-from pages._sidebar import selected_model, selected_runs
+from pages_support.common import run_label, stop_with_info, table
+from pages_support.frame import enter_page
+from pages_support.loaders import catalog_version, load_eigenvalues, runs
+from pages_support.sidebar import selected_model, selected_runs
 from pruning.app_support.formatting import format_ppl
 from pruning.app_support.plain import plain
 from pruning.app_support.report import DEFAULT_TITLE, VIEW_TITLES, VIEWS, build_report, report_filename

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import show_run, stop_with_info, table as table_widget
-from pages._frame import enter_page
-from pages._loaders import clear_caches, runs_with_knobs
-from pages._sidebar import select_runs, selected_model
-from pages._url import PageAddress
+from pages_support.common import show_run, stop_with_info, table as table_widget
+from pages_support.frame import enter_page
+from pages_support.loaders import clear_caches, runs_with_knobs
+from pages_support.sidebar import select_runs, selected_model
+from pages_support.url import PageAddress
 from pruning.app_support.formatting import format_sparsity
 from pruning.app_support.plain import plain
 from pruning.app_support.runs_view import GROUP_BY, RunFilters, filter_runs, group_runs, knobs_figure, preset_text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import (
+from pages_support.common import (
     catalog_version,
     enter_page,
     load_eigenvalues,
@@ -17,7 +17,7 @@ from pages._common import (
     stop_with_info,
     table,
 )
-from pages._url import PageAddress
+from pages_support.url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.plain import plain

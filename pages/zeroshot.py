@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import stop_with_info, table
-from pages._frame import enter_page
-from pages._loaders import catalog_version, load_zeroshot, runs
-from pages._sidebar import selected_model, selected_runs
-from pages._url import PageAddress
+from pages_support.common import stop_with_info, table
+from pages_support.frame import enter_page
+from pages_support.loaders import catalog_version, load_zeroshot, runs
+from pages_support.sidebar import selected_model, selected_runs
+from pages_support.url import PageAddress
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain

@@ -149,7 +149,7 @@ def plotly_specs(at: Any) -> list[dict]:
 
 
 def frame(at: Any, key: str) -> pd.DataFrame:
-    """The dataframe shown inside the keyed container ``key`` (see pages._common.table), or the
+    """The dataframe shown inside the keyed container ``key`` (see pages_support.common.table), or the
     selectable dataframe with that key."""
     for df in at.dataframe:
         if getattr(df, "key", None) == key:

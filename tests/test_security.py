@@ -384,3 +384,31 @@ def test_launch_form_shows_the_count_and_refuses_over_the_cap(notes_store, monke
     assert not [b for b in at.button if b.key == "sweep.submit"]  # nothing to submit
     at.text_input(key="sweep.eps").set_value("0.1, 0.2").run()  # 3 x 2 x 2 = 12: counted, then planned
     assert any("12 combination(s)" in c.value for c in at.caption) and called
+
+
+def test_pages_dir_holds_only_pages_that_enter_the_gate_first():
+    """Streamlit serves every file of pages/ by its URL path before app.py's st.navigation takes over
+    (a fresh server's first request): a helper module there ran before login (issue 27, item 7:
+    /loaders, /frame, /sidebar). Only pages live there, and each one's first statement after its
+    imports is enter_page(), which reruns into app.py and its password gate."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "pages"
+    files = sorted(root.glob("*.py"))
+    assert len(files) >= 9 and not [p.name for p in files if p.name.startswith("_")]
+    for path in files:
+        source = path.read_text()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                    getattr(node.value.func, "id", None) == "enter_page":
+                break
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+                continue  # a definition runs nothing
+            # before the gate: nothing that draws (a call of st.*) or reads the store (a loader)
+            for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+                func = call.func
+                draws = isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "st"
+                reads = isinstance(func, ast.Name) and func.id.startswith(("load", "runs", "all_runs", "show", "render"))
+                assert not (draws or reads), f"{path.name}: {ast.get_source_segment(source, call)[:80]}"
+        else:
+            raise AssertionError(f"{path.name} never calls enter_page() at module level")

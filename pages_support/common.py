@@ -1,6 +1,6 @@
 """Small widgets the pages share: a run's detail, a keyed table, the info box that ends a page.
-The pages' other shared parts: cached store reads in :mod:`pages._loaders`, the sidebar in
-:mod:`pages._sidebar`, the password gate and the frame in :mod:`pages._frame`. Pure logic lives in
+The pages' other shared parts: cached store reads in :mod:`pages_support.loaders`, the sidebar in
+:mod:`pages_support.sidebar`, the password gate and the frame in :mod:`pages_support.frame`. Pure logic lives in
 ``pruning.app_support``."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._loaders import catalog_version, load_run_attempts, load_run_detail, load_run_table
-from pages._url import PageAddress
+from pages_support.loaders import catalog_version, load_run_attempts, load_run_detail, load_run_table
+from pages_support.url import PageAddress
 from pruning.app_support.formatting import run_label as format_run_label
 from pruning.app_support.plain import plain
 
 # Re-exported for pages/spectra.py, which imports them from here.
-from pages._frame import enter_page
-from pages._loaders import load_eigenvalues, runs
-from pages._sidebar import selected_model, selected_runs
+from pages_support.frame import enter_page
+from pages_support.loaders import load_eigenvalues, runs
+from pages_support.sidebar import selected_model, selected_runs
 
 __all__ = ["catalog_version", "enter_page", "load_eigenvalues", "load_run_table", "parse_json", "pick_runs_here",
            "run_label", "runs", "selected_model", "selected_runs", "show_run", "stop_with_info", "table"]

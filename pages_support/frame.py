@@ -14,8 +14,8 @@ import streamlit as st
 from streamlit import config
 from streamlit.runtime.pages_manager import PagesManager
 
-from pages._loaders import catalog_version, load_quarantined
-from pages._sidebar import render_sidebar
+from pages_support.loaders import catalog_version, load_quarantined
+from pages_support.sidebar import render_sidebar
 from pruning.app_support.access import configured_password, password_matches, session_is_open, session_token
 from pruning.app_support.plain import plain
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from pages._loaders import runs
-from pages._url import PageAddress
+from pages_support.loaders import runs
+from pages_support.url import PageAddress
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.plain import plain
 from pruning.app_support.urlstate import list_field, text_field
