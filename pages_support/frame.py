@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -16,14 +15,13 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from pages_support.loaders import catalog_version, load_quarantined
 from pages_support.sidebar import render_sidebar
-from pruning.app_support.access import configured_password, password_matches, session_is_open, session_token
+from pruning.app_support.access import LOGIN_LIMITER, configured_password, session_is_open, session_token
 from pruning.app_support.plain import plain
 
 log = logging.getLogger(__name__)
 
 _IN_FRAME: ContextVar[bool] = ContextVar("pruning_lab_in_frame", default=False)  # True while app.py runs a page
 AUTH_KEY = "_auth_token"  # session_state: pruning.app_support.access.session_token of the app's password
-WRONG_PASSWORD_DELAY_S = 1.0
 
 
 def quarantine_banner(max_listed: int = 8) -> None:
@@ -70,13 +68,19 @@ def login_form() -> None:
         typed = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary", key="login_submit")
     if submitted and password is not None:
-        if password_matches(typed, password):
+        accepted, message = LOGIN_LIMITER.attempt(typed, password, source=_client())
+        if accepted:
             st.session_state[AUTH_KEY] = session_token(password)
             del st.session_state["login_password"]  # the typed password does not stay in the session
             st.rerun()
-        time.sleep(WRONG_PASSWORD_DELAY_S)  # slows guessing down
-        st.error("Wrong password.")
+        st.error(message)
     st.stop()
+
+
+def _client() -> str:
+    """Where a login came from, for the log: the client's address when Streamlit knows it."""
+    context = getattr(st, "context", None)
+    return str(getattr(context, "ip_address", None) or "unknown address")
 
 
 def log_out() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import tomllib
 from pathlib import Path
 
@@ -412,3 +413,42 @@ def test_pages_dir_holds_only_pages_that_enter_the_gate_first():
                 assert not (draws or reads), f"{path.name}: {ast.get_source_segment(source, call)[:80]}"
         else:
             raise AssertionError(f"{path.name} never calls enter_page() at module level")
+
+
+def test_login_limiter_is_global_locks_out_and_logs_without_the_password(caplog):
+    """Issue 27, item 7: the 1 s delay was per session (5 parallel sessions each answered in ~1.1 s),
+    with no lockout and no log. Now wrong passwords queue behind one process-wide lock, a burst of
+    failures locks every login out for a while (the right password too), and each failure is logged."""
+    import logging
+    import threading
+
+    from pruning.app_support.access import LoginLimiter
+
+    now = [0.0]
+    slept = []
+    limiter = LoginLimiter(delay_s=1.0, max_failures=3, window_s=60.0, lockout_s=300.0, clock=lambda: now[0],
+                           sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
+    with caplog.at_level(logging.WARNING, logger="pruning.app_support.access"):
+        assert limiter.attempt("guess-1", "s3cret", source="10.0.0.9") == (False, "Wrong password.")
+        assert limiter.attempt("s3cret", "s3cret") == (True, None)
+        assert limiter.attempt("guess-2", "s3cret")[0] is False
+        ok, message = limiter.attempt("guess-3", "s3cret")          # the third failure in the window
+        assert not ok and 298.0 <= limiter.locked_for() <= 300.0
+        ok, message = limiter.attempt("s3cret", "s3cret")           # locked: even the right password
+        assert not ok and re.search(r"Too many failed logins: try again in 29\d s", message), message
+        now[0] += 301.0
+        assert limiter.attempt("s3cret", "s3cret") == (True, None)  # the lockout is over
+    assert slept == [1.0, 1.0, 1.0]
+    logged = caplog.text
+    assert "failed login (source 10.0.0.9" in logged and "logins locked" in logged
+    assert "guess" not in logged and "s3cret" not in logged
+
+    # parallel sessions: real clock, 5 wrong passwords at once take ~5 delays in all, not ~1
+    real = LoginLimiter(delay_s=0.2, max_failures=100)
+    threads = [threading.Thread(target=real.attempt, args=("nope", "s3cret")) for _ in range(5)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.perf_counter() - start >= 5 * 0.2 * 0.95

@@ -12,8 +12,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Mapping
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "PRUNING_LAB_PASSWORD"
 SECRETS_KEY = "password"
@@ -73,3 +80,55 @@ def open_server_warning(address: str | None, password: str | None) -> str | None
         f"and retry jobs and annotate runs. Set `{PASSWORD_ENV}` (or `password` in Streamlit secrets), bind "
         "to 127.0.0.1, or put an authenticating proxy in front (docs/security.md)."
     )
+
+
+@dataclass
+class LoginLimiter:
+    """Failed logins, counted for the whole server process (every session together), not per session.
+
+    Each check of a typed password holds one process-wide lock, and a wrong one keeps it for
+    ``delay_s`` before answering: parallel sessions queue behind each other, so guessing is one try per
+    ``delay_s`` for the server, not per browser tab (5 parallel sessions used to be answered in ~1.1 s
+    each). After ``max_failures`` wrong passwords within ``window_s``, every login is refused for
+    ``lockout_s`` (the right password too, so a guesser learns nothing during the lockout). Every
+    failure is logged with its source (never the typed text)."""
+
+    delay_s: float = 1.0
+    max_failures: int = 10
+    window_s: float = 600.0
+    lockout_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _failures: deque = field(default_factory=deque)
+    _locked_until: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def locked_for(self) -> float:
+        """Seconds left of a lockout (0 when logins are accepted)."""
+        return max(0.0, self._locked_until - self.clock())
+
+    def attempt(self, typed: str | None, password: str, source: str = "unknown") -> tuple[bool, str | None]:
+        """``(accepted, message)``: checks ``typed`` against ``password`` under the process-wide lock;
+        the message says why a login was refused."""
+        with self._lock:
+            now = self.clock()
+            if now < self._locked_until:
+                log.warning("login refused during the lockout (source %s, %.0f s left)", source, self._locked_until - now)
+                return False, f"Too many failed logins: try again in {self._locked_until - now:.0f} s."
+            if password_matches(typed, password):
+                return True, None
+            self._failures.append(now)
+            while self._failures and now - self._failures[0] > self.window_s:
+                self._failures.popleft()
+            log.warning("failed login (source %s; %d failure(s) in the last %.0f s)", source, len(self._failures),
+                        self.window_s)
+            if len(self._failures) >= self.max_failures:
+                self._locked_until = now + self.lockout_s
+                self._failures.clear()
+                log.warning("logins locked for %.0f s after %d failures", self.lockout_s, self.max_failures)
+            self.sleep(self.delay_s)  # inside the lock: the next check waits for this one
+            return False, "Wrong password."
+
+
+#: the server's one limiter (Streamlit runs every session in one process)
+LOGIN_LIMITER = LoginLimiter()
