@@ -230,3 +230,31 @@ def test_corruption_that_still_decodes_is_found_by_its_checksum(tmp_path: Path, 
     repaired = repair_store(root)
     assert repaired.after.ok
     assert list_runs(root=root).set_index("run_id")["ppl"].to_dict() == {compacted.run_id: 192.0625}
+
+
+@pytest.mark.slow
+def test_the_shipped_store_survives_a_lost_manifest(tmp_path: Path, monkeypatch) -> None:
+    """Item 1 on a copy of the shipped store: the same runs and numbers after repair, and no file
+    deleted before it."""
+    import shutil
+
+    from pruning.paths import REPO_ROOT
+    from pruning.store import compaction
+
+    root = tmp_path / "data" / "store"
+    shutil.copytree(REPO_ROOT / "data" / "store", root, ignore=shutil.ignore_patterns("tmp", ".lock", "quarantine"))
+    monkeypatch.setenv("PRUNING_LAB_DATA", str(root.parent))
+    monkeypatch.setattr(compaction, "RETIRED_GRACE_S", 0.0)
+    before = _results(root)
+    assert len(before) > 300
+    (root / "catalog" / "manifest.json").unlink()
+    files = _inventory(root)
+    assert not verify_store(root, deep=False).ok
+    with pytest.raises(StoreError):
+        compact(root)
+    assert _inventory(root) == files
+    assert repair_store(root).after.ok
+    pd.testing.assert_frame_equal(_results(root), before)
+    compact(root, full=True)
+    compact(root)
+    pd.testing.assert_frame_equal(_results(root), before)
