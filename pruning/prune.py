@@ -242,7 +242,7 @@ def owl_outlier_ratios(
     block l that exceed ``M`` times their mean. The model is not modified. calib_ids:
     ``(nsamples, seqlen)``."""
     if not M > 0:
-        raise ConfigError(f"allocation.owl_m: {M!r} is invalid; accepted: a positive number (5 in the OWL paper)")
+        raise ConfigError(f"allocation.owl_threshold_m: {M!r} is invalid; accepted: a positive number (5 in the OWL paper)")
     ratios = dense_block_statistic(
         loaded, calib_ids, lambda weights, norms: block_outlier_ratio(weights, norms, M),
         device=device, offload=offload, batch_size=batch_size, progress=progress, norms=norms,

@@ -7,19 +7,43 @@ Lu et al. 2024 (AlphaPruning): layer-wise sparsity from alpha. See docs/spectra.
 Public API: :func:`weight_spectra` / :func:`compute_weight_spectra`,
 :func:`hessian_spectra_from_matrices` / :func:`compute_hessian_spectra`, :func:`hessian_spectra`
 (calibration), :func:`cached_weight_spectra`, :func:`pivot_for_allocation`, :func:`esd_plot`.
+
+The names load lazily (PEP 562): ``import pruning.spectral.powerlaw`` loads the kernel and nothing of
+the results store, duckdb or pyarrow (``cache`` is the one module that publishes to the store; before,
+this package imported it at once and a power-law fit pulled in 42 internal modules).
 """
 
-from pruning.spectral.cache import SPECTRA_VERSION, cached_hessian_spectra, cached_weight_spectra
-from pruning.spectral.esd import hessian_eigenvalues, weight_eigenvalues
-from pruning.spectral.hessian import compute_hessian_spectra, hessian_spectra, hessian_spectra_from_matrices
-from pruning.spectral.plot import EsdPlot, esd_plot, esd_plot_for
-from pruning.spectral.powerlaw import PowerLawFits, TailFit, fit_at_xmin, fit_power_laws
-from pruning.spectral.summary import COLUMNS, METRIC_COLUMNS, SpectraResult, pivot_for_allocation
-from pruning.spectral.weights import compute_weight_spectra, weight_spectra
+from __future__ import annotations
 
-__all__ = [
-    "COLUMNS", "METRIC_COLUMNS", "SPECTRA_VERSION", "EsdPlot", "PowerLawFits", "SpectraResult", "TailFit",
-    "cached_hessian_spectra", "cached_weight_spectra", "compute_hessian_spectra", "compute_weight_spectra",
-    "esd_plot", "esd_plot_for", "fit_at_xmin", "fit_power_laws", "hessian_eigenvalues", "hessian_spectra",
-    "hessian_spectra_from_matrices", "pivot_for_allocation", "weight_eigenvalues", "weight_spectra",
-]
+import importlib
+from typing import Any
+
+#: public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "SPECTRA_VERSION": "cache", "cached_hessian_spectra": "cache", "cached_weight_spectra": "cache",
+    "hessian_eigenvalues": "esd", "weight_eigenvalues": "esd",
+    "compute_hessian_spectra": "hessian", "hessian_spectra": "hessian", "hessian_spectra_from_matrices": "hessian",
+    "EsdPlot": "plot", "esd_plot": "plot", "esd_plot_for": "plot",
+    "PowerLawFits": "powerlaw", "TailFit": "powerlaw", "fit_at_xmin": "powerlaw", "fit_power_laws": "powerlaw",
+    "COLUMNS": "summary", "METRIC_COLUMNS": "summary", "SpectraResult": "summary", "pivot_for_allocation": "summary",
+    "compute_weight_spectra": "weights", "weight_spectra": "weights",
+}
+_SUBMODULES = ("backfill", "cache", "esd", "hessian", "metrics", "plot", "powerlaw", "summary", "weights", "ww_engine")
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(_SUBMODULES))
+
+
