@@ -241,3 +241,30 @@ def test_shipped_runs_show_their_weight_and_hessian_esd_from_the_store(tmp_path,
     assert not at.exception, [e.value for e in at.exception]
     esd = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
     assert {"weight ESD", "hessian ESD"} <= {t.get("name") for t in esd["data"]}
+
+
+def test_workers_starting_together_compute_a_spectra_set_once(tiny_llama, tmp_path, monkeypatch) -> None:
+    """Issue 26: 8 workers on one H200 computed the same weight spectra twice (47 s each); the cache's
+    per-set lock makes the others wait and read the first one's result."""
+    import threading
+    import time
+
+    monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "cache"))
+    computed = []
+    real = cache.compute_weight_spectra
+
+    def slow(*args, **kwargs):
+        computed.append(1)
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "compute_weight_spectra", slow)
+    loaded = _loaded(tiny_llama)
+    origins = []
+    threads = [threading.Thread(target=lambda: origins.append(
+        cached_weight_spectra(loaded, store=tmp_path / "store").origin)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(computed) == 1 and sorted(origins) == ["cache", "cache", "cache", "computed"]

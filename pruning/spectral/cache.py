@@ -13,9 +13,11 @@ Bump :data:`SPECTRA_VERSION` whenever a metric's definition or computation chang
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +57,19 @@ def spectra_key(fingerprint: str, source: str, dtype: torch.dtype, extra: str = 
 def cache_key(fingerprint: str, source: str, dtype: torch.dtype, extra: str = "") -> str:
     """File stem naming one cached result (:attr:`SpectraSetKey.name`)."""
     return spectra_key(fingerprint, source, dtype, extra).name
+
+
+@contextmanager
+def computing(key: str) -> Iterator[None]:
+    """Hold the cache's lock of ``key`` while one process computes it: workers that start a sweep together
+    wait for the first and read its result (8 workers on one H200 computed the same weight spectra twice,
+    47 s each, before this lock)."""
+    with open(spectra_cache_dir() / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_cached(key: str) -> SpectraResult | None:
@@ -134,8 +149,11 @@ def cached_weight_spectra(
     key = spectra_key(_fingerprint(model_or_loaded), "weight", dtype)
     result = _reuse(key, refresh, store)
     if result is None:
-        result = compute_weight_spectra(model_or_loaded, device=device, dtype=dtype, progress=progress)
-        save_cached(key.name, result)
+        with computing(key.name):
+            result = None if refresh else load_cached(key.name)  # another process may have made it meanwhile
+            if result is None:
+                result = compute_weight_spectra(model_or_loaded, device=device, dtype=dtype, progress=progress)
+                save_cached(key.name, result)
     return _keyed(result, key)
 
 
@@ -165,9 +183,12 @@ def cached_hessian_spectra(
     key = spectra_key(_fingerprint(loaded), "hessian", dtype, calibration_digest_input(calib_ids, batch_size))
     result = _reuse(key, refresh, store)
     if result is None:
-        result = hessian_spectra(loaded, calib_ids, device, progress, dtype=dtype, offload=offload,  # type: ignore[arg-type]
-                                 batch_size=batch_size)
-        save_cached(key.name, result)
+        with computing(key.name):
+            result = None if refresh else load_cached(key.name)
+            if result is None:
+                result = hessian_spectra(loaded, calib_ids, device, progress, dtype=dtype, offload=offload,  # type: ignore[arg-type]
+                                         batch_size=batch_size)
+                save_cached(key.name, result)
     return _keyed(result, key)
 
 
