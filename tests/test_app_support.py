@@ -639,3 +639,35 @@ def test_eta_from_earlier_runs_else_from_progress():
     assert eta_seconds(60.0, 0.25, []) == (180.0, "from progress so far")
     assert eta_seconds(5.0, 0.0, []) == (None, "no estimate yet")
     assert [format_duration(x) for x in (42, 185, 3720, None, -1)] == ["42 s", "3 min 05 s", "1 h 02 min", "—", "—"]
+
+
+def test_esd_bins_hold_every_eigenvalue_the_largest_included():
+    """Issue 29: in 243 of 420 panels of a shipped run the largest (sometimes the smallest) eigenvalue
+    was not binned, so it was not drawn; np.logspace rounded the end edges past the data. Random
+    heavy-tailed spectra of SmolLM2's sizes: every eigenvalue counted, λmax in the last bin."""
+    import numpy as np
+
+    from pruning.app_support.plots import esd_bins
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lam = (rng.pareto(2.0, 576) + 1e-3) * rng.uniform(1, 600)
+        edges, counts = esd_bins(lam, 60)
+        assert counts.sum() == lam.size and counts[-1] >= 1 and counts[0] >= 1
+        assert edges[0] == lam.min() and edges[-1] == lam.max()
+
+
+def test_esd_of_a_shipped_panel_draws_its_largest_eigenvalue():
+    """The panel the issue names: wanda-6473769a5d74, layers.20.down_proj (λmax 505.9)."""
+    import numpy as np
+
+    from pruning.app_support.plots import esd_figure
+    from pruning.store.queries_spectra import stored_eigenvalues
+
+    lam = stored_eigenvalues("wanda-6473769a5d74", "model.layers.20.mlp.down_proj", "weight")
+    assert lam.size > 100 and 505 < lam.max() < 507
+    fig = esd_figure([("weight", lam, None, None)])
+    markers = next(t for t in fig.data if t.mode == "markers")
+    edges = np.logspace(np.log10(lam.min()), np.log10(lam.max()), 61)
+    last_bin_center = np.sqrt(edges[-2] * edges[-1])
+    assert max(markers.x) == pytest.approx(last_bin_center, rel=1e-9)  # the bin of λmax is drawn

@@ -126,6 +126,24 @@ def sparsity_overlay(allocations: dict[str, pd.DataFrame]) -> go.Figure:
     return fig
 
 
+def esd_bins(eigenvalues: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Log-spaced bin edges ``(bins+1,)`` from the smallest to the largest positive eigenvalue and the
+    count in each bin ``(bins,)``; every eigenvalue lands in a bin (the counts sum to n).
+
+    The end edges are the extreme eigenvalues themselves: ``np.logspace(log10(lo), log10(hi))`` rounds
+    them, and in about half of the panels the last edge fell just below λmax, which ``np.histogram`` then
+    dropped (issue 29: layers.20.down_proj's λmax 505.9 was not drawn, the fit ran on over empty space)."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    lam = lam[np.isfinite(lam) & (lam > 0)]
+    lo, hi = float(lam.min()), float(lam.max())
+    if hi <= lo:
+        hi = lo * 10.0
+    edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    edges[0], edges[-1] = lo, hi
+    counts, _ = np.histogram(lam, bins=edges)
+    return edges, counts
+
+
 def esd_panel(
     fig: go.Figure,
     eigenvalues: np.ndarray,
@@ -149,8 +167,7 @@ def esd_panel(
     lo, hi = float(lam.min()), float(lam.max())
     if hi <= lo:
         hi = lo * 10.0
-    edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
-    counts, edges = np.histogram(lam, bins=edges)
+    edges, counts = esd_bins(lam, bins)
     density = counts / (lam.size * np.diff(edges))
     centers = np.sqrt(edges[:-1] * edges[1:])
     keep = density > 0
