@@ -41,7 +41,10 @@ if selected_model():
     candidates = candidates[candidates["model"] == selected_model()]
 chosen = [r for r in selected_runs() if r in set(candidates["run_id"])]
 if not chosen:
-    pool = candidates["run_id"].head(200).tolist()
+    # runs that computed spectra first (spectral allocations and dense runs), newest first: the page
+    # opens on a chart, not on the newest run whatever it is (a uniform run has no spectra to draw)
+    with_spectra = (candidates["strategy"] == "linear") | (candidates["method"] == "dense")
+    pool = pd.concat([candidates[with_spectra], candidates[~with_spectra]])["run_id"].head(200).tolist()
     if not pool:
         stop_with_info("No succeeded runs to show. Launch one, or pick another model in the sidebar.")
     address.restore("spectra_runs", pool)

@@ -793,3 +793,24 @@ def test_every_page_writes_its_view_into_the_address_and_a_link_restores_it(full
     # a hand-edited link with values the page does not offer is ignored, never an error
     again = _from_link({"metric": "no-such-metric", "source": "nowhere", "runs": six}, "spectra")
     assert again.selectbox(key="spectra_metric").value == "alpha_peak"
+
+
+def test_spectra_page_opens_on_a_run_with_spectra(full_store):
+    """Issue 29: Spectra opened on the newest run whatever it was; a uniform run (no spectra) gave no chart."""
+    import pandas as pd
+
+    from pruning.config import RunConfig
+    from pruning.store.publish import publish_run
+
+    uniform = RunConfig.from_dict({"model": {"name": "synthetic-6-blocks"}, "label": "uniform, newest",
+                                   "pruning": {"method": "wanda", "sparsity": 0.6}, "allocation": {"strategy": "uniform"}})
+    publish_run(uniform, tables={"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "seqlen": 128,
+                                                              "n_windows": 4, "total_windows": 4, "ppl": 50.0}])},
+                created_at="2099-01-01T00:00:00+00:00")  # the newest run, whatever the clock
+    from pruning.store import list_runs
+
+    assert list_runs()["run_id"].iloc[0] == uniform.run_id
+    at = open_page("spectra")
+    assert at.session_state["spectra_runs"] in ([full_store["four"]], [full_store["six"]])
+    assert plotly_specs(at), "no chart drawn"
+    assert not [i.value for i in at.info if "have no spectra" in i.value]
