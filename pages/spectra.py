@@ -33,6 +33,9 @@ address = PageAddress("spectra", [
     text_field("run", "spectra_focus"), text_field("matrix", "spectra_matrix"),
 ])
 enter_page()
+#: matrix types that read one input, so share one layer-wise Hessian (SparseGPT's H = 2XᵀX/N)
+SHARED_INPUT = {t: "q, k and v" for t in ("q", "k", "v")} | {t: "gate and up" for t in ("gate", "up")}
+
 st.title("Spectra")
 version = catalog_version()
 all_runs = runs()
@@ -120,6 +123,10 @@ for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight 
     panels.append((f"{source} · {name}" + (f" · ⚠ {warning}" if warning else ""), eig, row.get("alpha"), row.get("xmin")))
 if panels:
     st.plotly_chart(esd_figure(panels), key="spectra_esd")
+    mtype = str(rows["matrix_type"].iloc[0]) if "matrix_type" in rows and len(rows) else ""
+    if any(p[0].startswith("hessian") for p in panels) and mtype in SHARED_INPUT:
+        st.caption(f"{SHARED_INPUT[mtype]} read the same input X, so their Hessians H = 2XᵀX/N are one matrix: "
+                   "their Hessian panels and metrics coincide.")
 if missing:
     st.info(f"No stored eigenvalues of the {' and '.join(missing)} spectrum of this matrix: the run published "
             "no spectra set for it (`python -m pruning spectra-backfill` stores them for runs made before sets existed).")

@@ -671,3 +671,19 @@ def test_esd_of_a_shipped_panel_draws_its_largest_eigenvalue():
     edges = np.logspace(np.log10(lam.min()), np.log10(lam.max()), 61)
     last_bin_center = np.sqrt(edges[-2] * edges[-1])
     assert max(markers.x) == pytest.approx(last_bin_center, rel=1e-9)  # the bin of λmax is drawn
+
+
+def test_overlaid_runs_differ_in_dash_and_marker_and_sparsity_ticks_are_tenths():
+    """Issue 29, item 5: three identical runs showed one colour; the sparsity axis ticked 22/44/67/90 %."""
+    import pandas as pd
+
+    from pruning.app_support.plots import metric_by_block, metric_with_allocation
+
+    rows = [{"series": f"run {r}", "block": b, "matrix_type": "q", "alpha": 3.0 + b} for r in range(3) for b in range(4)]
+    fig = metric_by_block(pd.DataFrame(rows), "alpha")
+    styles = {(t.line.dash, t.marker.symbol) for t in fig.data}
+    assert len(styles) == 3
+    alloc = pd.DataFrame({"block": [0, 1, 2, 3], "numel": [10] * 4, "sparsity_achieved": [0.6, 0.7, 0.8, 0.83]})
+    fig = metric_with_allocation(pd.DataFrame(rows[:4]), alloc, "alpha")
+    axis = fig.layout.yaxis2
+    assert axis.dtick == 0.1 and tuple(axis.range) == (0.0, 0.9) and axis.tickformat == ".0%"

@@ -16,6 +16,11 @@ from plotly.subplots import make_subplots
 from pruning.presets import MATRIX_TYPES
 
 
+#: line dashes and marker shapes that tell overlaid series apart beyond their colour
+OVERLAY_DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+OVERLAY_SYMBOLS: tuple[str, ...] = ("circle", "square", "diamond", "triangle-up", "x", "star")
+
+
 def _block_axis(fig: go.Figure, n_blocks: int) -> None:
     """Integer block ticks (at most ~8 labels) on every x axis."""
     fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(n_blocks / 8)))
@@ -37,6 +42,9 @@ def metric_by_block(
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     for k, (name, grp) in enumerate(spectra.groupby(series, sort=False)):
         color = palette[k % len(palette)]
+        # a dash pattern and a marker shape of its own: runs with identical values stay visible on top of
+        # each other (issue 29: three overlaid runs showed one colour)
+        dash, symbol = OVERLAY_DASHES[k % len(OVERLAY_DASHES)], OVERLAY_SYMBOLS[k % len(OVERLAY_SYMBOLS)]
         for i, mtype in enumerate(types):
             sub = grp[grp["matrix_type"] == mtype].groupby("block", as_index=False)[metric].mean().sort_values("block")
             fig.add_trace(
@@ -47,8 +55,8 @@ def metric_by_block(
                     name=str(name),
                     legendgroup=str(name),
                     showlegend=i == 0,
-                    line=dict(color=color),
-                    marker=dict(size=4),
+                    line=dict(color=color, dash=dash),
+                    marker=dict(size=5, symbol=symbol),
                 ),
                 row=i // ncols + 1,
                 col=i % ncols + 1,
@@ -81,7 +89,9 @@ def metric_with_allocation(
             go.Bar(x=per_block["block"], y=per_block["sparsity"], name="sparsity", opacity=0.3, marker_color="#555"),
             secondary_y=True,
         )
-        fig.update_yaxes(title_text="sparsity", secondary_y=True, rangemode="tozero", tickformat=".0%")
+        top = min(1.0, math.ceil(float(per_block["sparsity"].max()) * 10 + 1e-9) / 10) if len(per_block) else 1.0
+        fig.update_yaxes(title_text="sparsity", secondary_y=True, range=[0.0, max(top, 0.1)], dtick=0.1,
+                         tickformat=".0%")  # 0 %, 10 %, ... up to the next tenth above the largest bar
     fig.update_yaxes(title_text=metric, secondary_y=False)
     fig.update_xaxes(title_text="block")
     _block_axis(fig, spectra["block"].nunique())
