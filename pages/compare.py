@@ -12,7 +12,7 @@ from pages_support.loaders import catalog_version, load_run_detail, load_run_tab
 from pages_support.sidebar import selected_runs
 from pages_support.url import PageAddress
 from pruning.app_support.colors import recolor, run_colors
-from pruning.app_support.compare import config_diff
+from pruning.app_support.compare import blank_unused_columns, config_diff
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain
@@ -36,11 +36,12 @@ results = all_runs.loc[
     chosen,
     [
         c
-        for c in ("model", "method", "preset", "epsilon", "sparsity", "ppl", "ppl_protocol", "zeroshot_mean",
-                  "status", "tags")
+        for c in ("model", "method", "strategy", "preset", "epsilon", "sparsity", "ppl", "ppl_protocol",
+                  "zeroshot_mean", "status", "tags")
         if c in all_runs.columns
     ],
 ]
+results = blank_unused_columns(results)  # no preset 'all' beside an OWL, DLP or ATP run
 if "ppl_protocol" in results and results["ppl_protocol"].dropna().nunique() > 1:
     st.warning("These runs' perplexities were measured with different protocols ("
                + plain("; ".join(sorted(results["ppl_protocol"].dropna().unique())))

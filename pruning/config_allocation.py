@@ -18,6 +18,18 @@ MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a s
                                       "'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")]
 
 
+#: the allocation fields each strategy reads; the others keep defaults it never used (the Compare page
+#: leaves them out of a run's config differences: a uniform run has no metric, an OWL run no preset)
+STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
+    "uniform": ("min_sparsity", "max_sparsity"),  # the target must lie within them
+    "linear": ("metric", "metric_mix", "higher_prunes_more", "epsilon", "preset", "score_groups", "granularity",
+               "min_sparsity", "max_sparsity", "eig_dtype"),
+    "owl": ("owl_threshold_m", "owl_lambda", "min_sparsity", "max_sparsity"),
+    "dlp": ("dlp_alpha", "dlp_statistic", "min_sparsity", "max_sparsity"),
+    "depth": ("depth_beta", "min_sparsity", "max_sparsity"),
+}
+
+
 class AllocationConfig(ConfigSection):
     """Layer-wise sparsity allocation (see pruning.allocation and DESIGN.md 'Allocation').
 

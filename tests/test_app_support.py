@@ -687,3 +687,36 @@ def test_overlaid_runs_differ_in_dash_and_marker_and_sparsity_ticks_are_tenths()
     fig = metric_with_allocation(pd.DataFrame(rows[:4]), alloc, "alpha")
     axis = fig.layout.yaxis2
     assert axis.dtick == 0.1 and tuple(axis.range) == (0.0, 0.9) and axis.tickformat == ".0%"
+
+
+def test_config_diff_leaves_out_settings_a_run_never_read():
+    """Issue 29, item 3: the Compare diff listed a uniform run's metric alpha_peak and owl_lambda."""
+    from pruning.app_support.compare import NOT_USED, config_diff
+    from pruning.config import RunConfig
+
+    base = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.7})
+    uniform = base.to_dict()
+    owl = base.with_overrides({"allocation.strategy": "owl", "allocation.owl_lambda": 0.12}).to_dict()
+    linear = base.with_overrides({"allocation.strategy": "linear", "allocation.preset": "all",
+                                  "allocation.metric": "hessian_alpha"}).to_dict()
+    diff = config_diff({"uniform": uniform, "owl": owl})
+    assert set(diff.index) == {"allocation.strategy", "allocation.owl_lambda", "allocation.owl_threshold_m"}
+    assert diff.loc["allocation.owl_lambda"].tolist() == [NOT_USED, "0.12"]
+    diff = config_diff({"owl": owl, "linear": linear})
+    assert diff.loc["allocation.metric"].tolist() == [NOT_USED, "hessian_alpha"]
+    assert "allocation.preset" in diff.index and "allocation.owl_lambda" in diff.index
+    magnitude = RunConfig().with_overrides({"pruning.method": "magnitude", "pruning.sparsity": 0.7}).to_dict()
+    diff = config_diff({"magnitude": magnitude, "wanda": uniform})  # magnitude reads no calibration
+    assert diff.loc["calibration.seed"].tolist() == [NOT_USED, "0"] and "allocation.metric" not in diff.index
+
+
+def test_compare_results_show_no_preset_for_runs_that_read_none():
+    import pandas as pd
+
+    from pruning.app_support.compare import blank_unused_columns
+
+    runs = pd.DataFrame({"strategy": ["owl", "linear", "dlp", None], "preset": ["all", "all", "all", None],
+                         "epsilon": [0.2, 0.3, 0.2, None]})
+    out = blank_unused_columns(runs)
+    assert out["preset"].tolist()[:3] == [None, "all", None] and out["epsilon"].tolist()[:3] == [None, 0.3, None]
+    assert runs["preset"].tolist()[0] == "all"  # the input is untouched
