@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from pages_support.common import stop_with_info, table
@@ -12,7 +13,8 @@ from pages_support.url import PageAddress
 from pruning.app_support.formatting import unique_run_labels
 from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain
-from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
+from pruning.app_support.plots import zeroshot_means_chart
+from pruning.app_support.tables import MEAN_ROW, zeroshot_protocol_options, zeroshot_table
 from pruning.calibration_protocol import by_calibration, calibration_options
 from pruning.protocol import add_zeroshot_protocol
 
@@ -67,7 +69,15 @@ st.caption(f"protocol: {plain(protocol)}" + (f" · calibration {plain(calibratio
 shown = runs()
 shown = shown[shown["run_id"].isin(set(by_task.columns))]  # labels made unique among the runs in this table
 labels = unique_run_labels(shown.to_dict("records"))  # one readable label per run (columns were bare ids)
-table(by_task.rename(columns=labels), "zeroshot_table")
+wide = by_task.rename(columns=labels)
+if wide.shape[1] > wide.shape[0]:  # more runs than rows: one row per run reads better (86 runs made 86 columns)
+    wide = wide.T
+    wide.index.name = "run"
+table(wide, "zeroshot_table")
+if len(labels) > 1 and MEAN_ROW in by_task.index:
+    means = by_task.loc[MEAN_ROW].rename(index=labels)
+    means = pd.to_numeric(means.str.split(" ").str[0], errors="coerce")
+    st.plotly_chart(zeroshot_means_chart(means, metric), key="zeroshot_means")
 meta.insert(0, "run", meta["run_id"].map(labels))
 st.subheader("Provenance")
 table(meta, "zeroshot_meta", hide_index=True)

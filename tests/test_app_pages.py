@@ -559,10 +559,14 @@ def test_zeroshot_page_table(full_store):
         "0-shot, every example, lm-eval 0.4.13", "0-shot, every example, lm-eval 0.3",
         "0-shot, limit 20 (budgeted), lm-eval 0.4.13"]
     table = frame(at, "zeroshot_table")
-    assert list(table.index) == ["wiki_cloze", "MEAN"] and len(table.columns) == 86  # the pruned stage: all but dense
+    # 86 runs (the pruned stage: all but dense) of one task: one row per run, not 86 columns (issue 29)
+    assert list(table.columns) == ["wiki_cloze", "MEAN"] and len(table.index) == 86
     assert not at.warning
-    assert all(c.startswith("[run] smollm2-135m · ") for c in table.columns)  # run labels, not bare ids
-    assert "[run] smollm2-135m · wanda · all · hessian_alpha · 70% · ε 0.2" in table.columns
+    assert all(r.startswith("[run] smollm2-135m · ") for r in table.index)  # run labels, not bare ids
+    assert "[run] smollm2-135m · wanda · all · hessian_alpha · 70% · ε 0.2" in table.index
+    bars = next(s for s in plotly_specs(at) if s["data"][0]["type"] == "bar")["data"][0]
+    values = decode(bars["x"])
+    assert len(values) == 86 and values == sorted(values) and bars["orientation"] == "h"  # best on top
     at.selectbox(key="zeroshot_protocol").set_value("0-shot, every example, lm-eval 0.3").run()
     table = frame(at, "zeroshot_table")
     ref = table.columns[0]

@@ -267,3 +267,16 @@ def attention_heads(attention: pd.DataFrame, statistic: str, title: str = "") ->
         yaxis_title="block",
     )
     return fig
+
+
+def zeroshot_means_chart(means: pd.Series, metric: str) -> go.Figure:
+    """One horizontal bar per run (``means``: run label -> mean ``metric`` over its tasks), best on top,
+    the axis from 0 to the largest mean (a table of 86 runs as columns could not be read)."""
+    ordered = means.dropna().sort_values()
+    fig = go.Figure(go.Bar(x=ordered.to_numpy(), y=[str(i) for i in ordered.index], orientation="h",
+                           marker_color="#4c78a8", hovertemplate="%{y}<br>%{x:.4f}<extra></extra>"))
+    top = float(ordered.max()) if len(ordered) else 1.0
+    fig.update_xaxes(title_text=f"mean {metric} over tasks", range=[0.0, top * 1.05], tickformat=".2f")
+    fig.update_yaxes(automargin=True, tickfont=dict(size=11))
+    fig.update_layout(height=max(220, 22 * len(ordered) + 80), margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    return fig
