@@ -15,6 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from pruning.atomic import write_json_atomic
 from pruning.store.health import Problem
 
 CHUNK = 1 << 20
@@ -76,6 +77,4 @@ def record_bundle_file(bundle_dir: Path, name: str) -> None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         return
     manifest["files"][name] = file_digest(bundle_dir / name)
-    from pruning.atomic import write_json_atomic
-
     write_json_atomic(path, manifest)
