@@ -24,6 +24,7 @@ from pruning.app_support.plain import plain
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 from pruning.app_support.spectra import fit_warning
 from pruning.app_support.urlstate import list_field, text_field
+from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
 
 NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
 
@@ -115,7 +116,7 @@ panels, missing = [], []
 for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian
     source = str(row.get("source", "weight"))
     precision = row.get("eig_dtype")
-    eig = load_eigenvalues(focus, name, source, precision if precision in ("float64", "float32") else "float64")
+    eig = load_eigenvalues(focus, name, source, precision if precision in EIG_DTYPE_NAMES else DEFAULT_EIG_DTYPE)
     if eig is None:
         missing.append(source)
         continue

@@ -13,6 +13,7 @@ import streamlit as st
 
 from pruning.app_support.runs_view import ALLOCATION_KNOBS_SQL, with_allocation_knobs
 from pruning.app_support.spectra import run_eigenvalues
+from pruning.precision import DEFAULT_EIG_DTYPE
 from pruning.store import queries
 from pruning.store.annotations import annotation_problems
 from pruning.store.catalog import snapshot
@@ -117,11 +118,11 @@ def load_quarantined(version: str) -> list[tuple[str, str]]:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
-def _eigenvalues(version: str, run_id: str, name: str, source: str, eig_dtype: str = "float64") -> np.ndarray | None:
+def _eigenvalues(version: str, run_id: str, name: str, source: str, eig_dtype: str = DEFAULT_EIG_DTYPE) -> np.ndarray | None:
     return run_eigenvalues(run_id, name, source, eig_dtype)
 
 
-def load_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str = "float64") -> np.ndarray | None:
+def load_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str = DEFAULT_EIG_DTYPE) -> np.ndarray | None:
     """Ascending eigenvalues (numpy) of one matrix of a run's model for the ESD plot, in the
     precision its stored row was computed in, from the store's spectra sets; None when the store
     holds none (the run published no spectra set)."""

@@ -35,6 +35,7 @@ from pruning.config_sections import (
     PruningConfig,
 )
 from pruning.errors import ConfigError
+from pruning.precision import DEFAULT_EIG_DTYPE
 from pruning.presets import GRANULARITIES
 
 CONFIG_VERSION = 1
@@ -46,7 +47,7 @@ CONFIG_VERSION = 1
 # new attempt of the same run id (the old one stays as history, its rows say eig_dtype=float32).
 HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
     ("calibration", "batch_size"): 1,
-    ("allocation", "eig_dtype"): "float64",
+    ("allocation", "eig_dtype"): DEFAULT_EIG_DTYPE,
     ("allocation", "dlp_alpha"): 0.15,
     ("allocation", "dlp_statistic"): "median",
     ("allocation", "depth_beta"): None,

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pruning.config_sections import ConfigSection, matching
 from pruning.errors import ConfigError
+from pruning.precision import DEFAULT_EIG_DTYPE, EigDtypeName
 from pruning.presets import MATRIX_TYPES, get_preset, parse_score_groups
 
 Strategy = Literal["uniform", "linear", "owl", "dlp", "depth"]
@@ -62,7 +63,7 @@ class AllocationConfig(ConfigSection):
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
-    eig_dtype: Literal["float64", "float32"] = "float64"
+    eig_dtype: EigDtypeName = DEFAULT_EIG_DTYPE
 
     @property
     def metrics(self) -> tuple[str, ...]:

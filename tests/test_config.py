@@ -95,3 +95,22 @@ def test_overrides_revalidate_and_preset_override_replaces_groups():
 def test_notes_headers_map_to_presets(header, groups, granularity):
     preset = get_preset(header)
     assert preset.score_groups == groups and preset.granularity == granularity
+
+
+def test_eig_dtype_names_have_one_source():
+    """Issue 30: the accepted eigen-solver precisions were written four times; the config's type, the
+    store's sets, the pages and the solver now read pruning.precision (torch-free)."""
+    import subprocess
+    import sys
+    from typing import get_args
+
+    from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, EigDtypeName, check_eig_dtype
+    from pruning.spectral.esd import EIG_DTYPES
+    from pruning.store.spectra_sets import EIG_DTYPES as STORE_EIG_DTYPES
+
+    assert get_args(EigDtypeName) == EIG_DTYPE_NAMES == tuple(EIG_DTYPES) == STORE_EIG_DTYPES
+    assert DEFAULT_EIG_DTYPE == EIG_DTYPE_NAMES[0] == RunConfig().allocation.eig_dtype
+    with pytest.raises(ValueError, match="'float16' is invalid; accepted: float64, float32"):
+        check_eig_dtype("float16")
+    probe = "import sys, pruning.precision, pruning.config; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from pruning.precision import EIG_DTYPE_NAMES
 from pruning.store import queries
 
 
-EIG_DTYPES: tuple[str, ...] = ("float64", "float32")
+EIG_DTYPES: tuple[str, ...] = EIG_DTYPE_NAMES
 
 
 def run_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 from pruning.cli._args import DTYPE_CHOICES, SEED, dataset_name, device_name, int_in
 from pruning.config import MAX_SEQLEN
 from pruning.errors import ConfigError
+from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
 
 ENGINES = ("pruning-lab", "weightwatcher")
 OUT_SUFFIXES = (".parquet", ".csv")
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=device_name, default="cpu",
                    help="where eigenvalues (and calibration) are computed: cpu | cuda[:i]")
     p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="dtype the model is loaded in")
-    p.add_argument("--eig-dtype", default="float64", choices=("auto", "float32", "float64"),
+    p.add_argument("--eig-dtype", default=DEFAULT_EIG_DTYPE, choices=("auto", *EIG_DTYPE_NAMES),
                    help="eigen-solver dtype (default float64 on every device; float32 loses the small "
                         "eigenvalues that decide alpha_peak and is recorded in every row; auto = float64)")
     p.add_argument("--engine", default="pruning-lab", choices=ENGINES)

@@ -25,6 +25,7 @@ import pandas as pd
 from pruning.config import RunConfig
 from pruning.data import calibration_batch
 from pruning.models import LoadedModel, load_model
+from pruning.precision import DEFAULT_EIG_DTYPE
 from pruning.spectral.cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult
@@ -69,7 +70,7 @@ def missing_spectra(root: Path | str | None = None) -> list[BackfillGroup]:
             continue
         config = json.loads(row.config_json)
         calibration = json.dumps(config.get("calibration", {}), sort_keys=True) if row.source == "hessian" else ""
-        groups.setdefault((config["model"]["name"], row.source, row.eig_dtype or "float64", calibration), []).append(row.run_id)
+        groups.setdefault((config["model"]["name"], row.source, row.eig_dtype or DEFAULT_EIG_DTYPE, calibration), []).append(row.run_id)
     return [BackfillGroup(*key, tuple(run_ids)) for key, run_ids in groups.items()]
 
 

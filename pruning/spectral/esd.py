@@ -23,15 +23,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, check_eig_dtype
 
-EIG_DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
-DEFAULT_EIG_DTYPE = "float64"
+
+EIG_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in EIG_DTYPE_NAMES}
 
 
 def default_eig_dtype(device: torch.device | str | None = None) -> torch.dtype:
-    """The eigen-solver dtype used when none is given: float64 on every device, so that a
-    spectrum (and every metric and allocation read from it) does not depend on where it was
-    computed. ``device`` is accepted for callers that pass it and ignored."""
+    """The eigen-solver dtype used when none is given (:data:`pruning.precision.DEFAULT_EIG_DTYPE`,
+    float64) — the same on every device by design, so ``device`` does not change it: a spectrum, and
+    every metric and allocation read from it, does not depend on where it was computed."""
     del device
     return EIG_DTYPES[DEFAULT_EIG_DTYPE]
 
@@ -40,9 +41,7 @@ def eig_dtype_from_name(name: str | None) -> torch.dtype:
     """``"float64"`` / ``"float32"`` (or None / ``"auto"`` for the default) -> torch dtype."""
     if name is None or name == "auto":
         return default_eig_dtype()
-    if name not in EIG_DTYPES:
-        raise ValueError(f"eig_dtype: {name!r} is invalid; accepted: {', '.join(EIG_DTYPES)}")
-    return EIG_DTYPES[name]
+    return EIG_DTYPES[check_eig_dtype(name)]
 
 
 def nonfinite_message(t: Tensor, what: str) -> str | None:

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from pruning.precision import EIG_DTYPE_NAMES
 from pruning.store.errors import StoreError
 from pruning.store.publish import PublishResult, publish_bundle
 
 log = logging.getLogger(__name__)
 
 SPECTRA_SOURCES: tuple[str, ...] = ("weight", "hessian")
-EIG_DTYPES: tuple[str, ...] = ("float64", "float32")
+EIG_DTYPES: tuple[str, ...] = EIG_DTYPE_NAMES
 BUNDLE_PREFIX = "spectra-"
 
 
