@@ -7,12 +7,14 @@ untouched and removes the temporary file.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,3 +78,16 @@ def write_json_atomic(path: Path, data: object, fsync: bool = True) -> Path:
 def write_parquet_atomic(frame: pd.DataFrame, path: Path, fsync: bool = False) -> Path:
     """Write ``frame`` (without its index) as Parquet to ``path`` atomically. Returns ``path``."""
     return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False), fsync=fsync)
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) for the block: one holder at a
+    time across processes and threads (each call opens its own descriptor). Used where several workers
+    would otherwise compute the same cached result together (dense statistics, spectra sets)."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

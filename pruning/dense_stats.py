@@ -19,12 +19,9 @@ without being listed), the device type and the batch size. Each lookup says whet
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from pruning.atomic import exclusive_lock, write_atomic
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.models import LoadedModel
 from pruning.paths import cache_dir
@@ -110,19 +108,15 @@ def dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, device: str | torch.d
     path.parent.mkdir(parents=True, exist_ok=True)
     # one process measures a key at a time: runners started together (several workers on one GPU) wait for the
     # first instead of repeating its pass (8 workers measured the same norms 3 times before this lock)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            stored = _read(path)
-            if stored is not None:
-                _remember(key, stored)
-                log.info("dense activation norms %s reused from %s", key, path)
-                return DenseNorms(stored, key, "disk")
-            norms = measure_dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
-                                        progress=progress)
-            _write(path, norms)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(path.with_suffix(".lock")):
+        stored = _read(path)
+        if stored is not None:
+            _remember(key, stored)
+            log.info("dense activation norms %s reused from %s", key, path)
+            return DenseNorms(stored, key, "disk")
+        norms = measure_dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
+                                    progress=progress)
+        _write(path, norms)
     _remember(key, norms)
     return DenseNorms(norms, key, "computed")
 
@@ -145,17 +139,9 @@ def _remember(key: str, norms: dict[str, Tensor]) -> None:
 
 
 def _write(path: Path, norms: dict[str, Tensor]) -> None:
-    """Write atomically (temporary file + rename), so a concurrent reader never sees half a file."""
+    """Write atomically (``pruning.atomic.write_atomic``), so a concurrent reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(norms, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: torch.save(norms, tmp))
 
 
 def forget_memory() -> None:

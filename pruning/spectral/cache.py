@@ -13,7 +13,6 @@ Bump :data:`SPECTRA_VERSION` whenever a metric's definition or computation chang
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pruning.atomic import write_parquet_atomic
+from pruning.atomic import exclusive_lock, write_parquet_atomic
 from pruning.paths import cache_dir
 from pruning.spectral.esd import default_eig_dtype
 from pruning.spectral.hessian import hessian_spectra
@@ -64,12 +63,8 @@ def computing(key: str) -> Iterator[None]:
     """Hold the cache's lock of ``key`` while one process computes it: workers that start a sweep together
     wait for the first and read its result (8 workers on one H200 computed the same weight spectra twice,
     47 s each, before this lock)."""
-    with open(spectra_cache_dir() / f"{key}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(spectra_cache_dir() / f"{key}.lock"):
+        yield
 
 
 def load_cached(key: str) -> SpectraResult | None:
