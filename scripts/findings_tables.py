@@ -15,7 +15,6 @@ When the store holds runs of the allocation study (tag ``allocation-study``, iss
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -133,16 +132,11 @@ def what_changed(root: str, df: pd.DataFrame) -> str:
 
 
 def study_section(root: str, choices_dir: Path | None = None) -> str:
-    """The allocation study's tables (scripts/allocation_study.py); "" when the store holds none of its runs.
+    """The allocation study's tables (pruning.study, as scripts/allocation_study.py table); "" when the store holds none of its runs.
     choices_dir: the folder of its choices files (default docs/study)."""
-    path = REPO / "scripts" / "allocation_study.py"
-    module = sys.modules.get("allocation_study")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("allocation_study", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["allocation_study"] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return module.study_report(root, per_run=False, choices_dir=choices_dir)
+    from pruning.study import study_report
+
+    return study_report(root, per_run=False, choices_dir=choices_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,9 @@ from pruning.config import RunConfig
 from pruning.presets import MATRIX_TYPES
 from pruning.store import publish_run
 from pruning.sweep import expand_sweep
-from study_script import study_module
+import pruning.study as study
 
 REPO = Path(__file__).resolve().parents[1]
-study = study_module()
 
 MODEL = "smollm2-135m"
 SPLIT = {"allocation.preset": "split", "allocation.metric": "hessian_alpha"}

@@ -13,7 +13,7 @@ import pytest
 from pruning.app_support.grid import CELL_STATS, build_grid, cell_legend, shown_values
 from pruning.app_support.grid_plots import grid_heatmap
 from pruning.store.queries_results import config_setting
-from study_script import study_module
+import pruning.study
 
 REPO = Path(__file__).resolve().parents[1]
 STORE = REPO / "data" / "store"
@@ -205,7 +205,7 @@ def test_a_run_config_is_one_setting_across_code_versions():
 
 # ---- the shipped store: the grid says what docs/FINDINGS.md says --------------------------------------------
 def _study():
-    return study_module()
+    return pruning.study
 
 
 @pytest.mark.shipped

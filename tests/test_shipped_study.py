@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from study_script import study_module
+import pruning.study
 
 pytestmark = pytest.mark.shipped
 
@@ -16,7 +16,7 @@ STORE = REPO / "data" / "store"
 
 
 def _study():
-    return study_module()
+    return pruning.study
 
 
 def test_findings_lead_with_the_study_table_of_the_store() -> None:
