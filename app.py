@@ -21,6 +21,7 @@ st.set_page_config(page_title="Pruning Lab", page_icon=":material/content_cut:",
 
 pages = {
     "Results": [
+        st.Page("pages/study.py", title="Allocation study", icon=":material/science:", url_path="study"),
         st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
         st.Page("pages/grid.py", title="Perplexity grid", icon=":material/grid_on:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),

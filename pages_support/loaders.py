@@ -131,3 +131,40 @@ def load_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str = DEFAU
     except Exception as exc:  # the page shows an info box instead of failing
         log.info("no eigenvalues for %s %s (%s): %s", run_id, name, source, exc)
         return None
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=4, show_spinner=False)
+def load_study(version: str, choices_stamp: str = "") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The allocation study from the store (``pruning.study``): its runs, the summary (mean ± std per
+    family) and the verdicts on wiki test and lee. ``choices_stamp`` (the choices files' names and
+    modification times) re-reads them when a choice changes; empty frames without study runs."""
+    from pruning.study import study_runs, summarize, verdicts
+
+    study = study_runs()
+    summary = summarize(study) if not study.empty else pd.DataFrame()
+    verdict = (pd.concat([verdicts(summary, "wiki"), verdicts(summary, "lee")], ignore_index=True)
+               if not summary.empty else pd.DataFrame())
+    return study, summary, verdict
+
+
+def choices_stamp() -> str:
+    """Names and modification times of the study's choices files (the cache key of :func:`load_study`)."""
+    from pruning.study import CHOICES_DIR
+
+    files = sorted(CHOICES_DIR.glob("choices-*.json")) if CHOICES_DIR.is_dir() else []
+    return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in files)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def load_choices(model: str, stamp: str = "") -> dict[str, Any] | None:
+    """``docs/study/choices-MODEL.json`` (the knobs chosen on wiki:validation); None when absent or unreadable."""
+    import json
+
+    from pruning.study import CHOICES_DIR
+
+    path = CHOICES_DIR / f"choices-{model}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.info("no choices for %s: %s", model, exc)
+        return None
