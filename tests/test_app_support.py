@@ -720,3 +720,19 @@ def test_compare_results_show_no_preset_for_runs_that_read_none():
     out = blank_unused_columns(runs)
     assert out["preset"].tolist()[:3] == [None, "all", None] and out["epsilon"].tolist()[:3] == [None, 0.3, None]
     assert runs["preset"].tolist()[0] == "all"  # the input is untouched
+
+
+def test_presentation_cells_and_headers_are_short_lines():
+    """Issue 29: on a projector the grid's mean ± std ran into the next cell and three long headers
+    printed over each other. Presentation text: the spread on its own line, three significant digits,
+    Δ % whole; headers split at " · " and "+" with the long metric names abbreviated, and a legend."""
+    from pruning.app_support.grid_plots import presentation_header, presentation_legend, presentation_text
+
+    assert presentation_text("• 698.80 ± 76.15<br>(-31.7%)<br>×3") == "• 699<br>± 76.2<br>-32%<br>×3"
+    assert presentation_text("19.21") == "19.2" and presentation_text("5.123<br>(+0.5%)") == "5.12<br>+1%"
+    assert presentation_text("• 1024 ± 135.99") == "• 1024<br>± 136"
+    assert presentation_header("all · hessian_alpha+alpha_peak") == "all<br>Hα<br>+α-pk"
+    assert presentation_header("QKVout + split") == "QKVout<br>+split"
+    assert presentation_header("uniform") == "uniform"
+    assert presentation_legend(["all", "all · hessian_alpha"]) == "Hα = hessian_alpha"
+    assert presentation_legend(["uniform", "OWL"]) == ""

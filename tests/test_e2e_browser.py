@@ -345,3 +345,93 @@ def test_browser_pasted_link_restores_the_grid_view(app_url):
                 shutil.copy(ARTIFACTS / "e2e-grid-presentation.png", REPO / "docs" / "screenshot-grid-presentation.png")
         finally:
             browser.close()
+
+
+STUDY_CALIBRATION = "wiki:train · 128 × 2048"
+
+
+def test_browser_presentation_grid_fits_a_1280x720_projector(app_url):
+    """Issue 29: in presentation mode at 1280 x 720 the study's grid starts above the fold, no cell's text
+    is wider than its cell (the mean ± std was one line that ran into the next cell) and no column header
+    overlaps another (three long headers printed over each other). Measured on the chart's SVG boxes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _, _ = app_url
+    link = (f"{url}/grid?model=smollm2-135m&sparsity=0.7&dataset=wiki&present=1&calibration="
+            + urllib.parse.quote(STUDY_CALIBRATION))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            page.goto(link)
+            chart = page.locator('[data-testid="stPlotlyChart"]').first
+            expect(chart.locator("text", has_text="± 76.2").first).to_be_visible(timeout=60_000)  # OWL 698.80 ± 76.15
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(ARTIFACTS / "e2e-grid-presentation-1280.png"))
+            boxes = chart.evaluate("""c => {
+                const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+                return {
+                  ticks: [...c.querySelectorAll('g.xtick')].map(g => ({x: g.getBoundingClientRect().left
+                           + g.getBoundingClientRect().width / 2, box: r(g), text: g.textContent})),
+                  cells: [...c.querySelectorAll('g.textpoint')].map(g => ({box: r(g), text: g.textContent})),
+                  heat: r(c.querySelector('g.heatmaplayer') || c),
+                };
+            }""")
+            ticks = sorted(boxes["ticks"], key=lambda t: t["x"])
+            assert len(ticks) == 9, [t["text"] for t in ticks]  # dense, uniform, OWL, DLP, ATP, 4 linear columns
+            pitch = min(b["x"] - a["x"] for a, b in zip(ticks, ticks[1:]))
+            for a, b in zip(ticks, ticks[1:]):  # headers side by side, never over each other
+                assert a["box"][2] <= b["box"][0] + 0.5, (a["text"], b["text"], a["box"], b["box"])
+            assert boxes["cells"], "no cell text found"
+            for cell in boxes["cells"]:
+                width = cell["box"][2] - cell["box"][0]
+                assert width <= pitch - 2, (cell["text"], width, pitch)  # inside its column (2 px gap)
+            assert boxes["heat"][1] < 720, boxes["heat"]  # the grid starts above the fold
+            assert "H" + "α" in " ".join(t["text"] for t in ticks)  # abbreviated, with the legend in the caption
+            expect(page.get_by_text("Hα = hessian_alpha")).to_be_visible()
+        finally:
+            browser.close()
+
+
+def test_browser_study_page_link_restores_the_cell(app_url):
+    """Issue 29: the Study page shows the study table's numbers, the verdict and every family's sparsity
+    per block; its link opens the same cell in a fresh browser."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from pruning.study import study_runs, summarize, verdicts
+
+    url, data, _ = app_url
+    summary = summarize(study_runs(data / "store"))
+    row = summary[(summary["method"] == "sparsegpt") & (summary["sparsity"] == 0.7) & (summary["family"] == "depth")]
+    atp = f"{row.iloc[0]['wiki_mean']:.2f} ± {row.iloc[0]['wiki_std']:.2f}"  # 194.06 ± 1.30
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            page.goto(f"{url}/study")
+            expect(page.get_by_role("heading", name="Allocation study")).to_be_visible(timeout=60_000)
+            expect(page).to_have_url(re.compile(r"method=wanda&sparsity=0.7"), timeout=30_000)  # opens on ours' cell
+            expect(page.get_by_text("ours does not beat every rival").first).to_be_visible(timeout=30_000)
+            _select(page, "study_method", "sparsegpt")
+            expect(page).to_have_url(re.compile(r"[?&]method=sparsegpt(&|$)"), timeout=30_000)
+            shared = page.url
+            again = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()  # a fresh browser
+            again.goto(shared)
+            expect(_widget(again, "study_method").locator("input")).to_have_value("sparsegpt", timeout=60_000)
+            expect(_widget(again, "study_sparsity").locator("input")).to_have_value("70%")
+            table = _widget(again, "study_table")
+            expect(table).to_be_visible(timeout=30_000)
+            # the dataframe is drawn on a canvas; its cells are also in an offscreen table for assistive tech
+            expect(table.locator("td", has_text=atp).first).to_be_attached(timeout=30_000)
+            verdict = verdicts(summary, "wiki")
+            expect(again.get_by_text("wiki test: no verdict").first if verdict[
+                (verdict["method"] == "sparsegpt") & (verdict["sparsity"] == 0.7)].iloc[0]["verdict"] == "no data"
+                else again.get_by_text("wiki test:").first).to_be_visible()
+            chart = again.locator('[data-testid="stPlotlyChart"]').first
+            expect(chart.locator("text", has_text="sparsity per block, every family")).to_be_visible(timeout=30_000)
+            legend = chart.locator("g.legend text.legendtext").all_text_contents()
+            assert {"uniform", "OWL (outlier ratio)", "ATP (rising with depth)", "the notes' Hessian α"} <= set(legend), legend
+            again.wait_for_timeout(500)
+            again.screenshot(path=str(ARTIFACTS / "e2e-study-from-link.png"), full_page=True)
+        finally:
+            browser.close()

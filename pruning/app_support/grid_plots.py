@@ -5,6 +5,7 @@ in, a ``plotly.graph_objects.Figure`` out; nothing touches Streamlit or the stor
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,13 +49,51 @@ def _text_color(colorscale: str, position: float) -> str:
     return "black" if luminance > 0.25 else "white"
 
 
-def _wrap_label(label: str) -> str:
-    """A column header on two lines where it has a natural break ("QKVout<br>+ split")."""
-    for sep in (" · ", " + "):
-        if sep in label:
-            head, tail = label.split(sep, 1)
-            return f"{head}<br>{sep.strip()} {tail}" if sep == " + " else f"{head}<br>{tail}"
-    return label
+#: long words of the grid's column headers and their presentation-mode abbreviations (legend:
+#: :func:`presentation_legend`); a projected header must fit its column
+HEADER_ABBREVIATIONS: dict[str, str] = {
+    "hessian_alpha": "Hα", "alpha_peak": "α-pk", "alpha_hat": "α-hat", "stable_rank": "s-rank",
+    "entropy_norm": "entropy", "log_spectral_norm": "log-norm", "spectral_norm": "norm",
+}
+
+
+def presentation_header(label: str) -> str:
+    """A column header for the projector: one line per part (split at " · ", " + " and "+") with
+    the long metric names abbreviated (:data:`HEADER_ABBREVIATIONS`): "all · hessian_alpha+alpha_peak"
+    → "all<br>Hα<br>+α-pk"."""
+    lines = []
+    for part in label.replace(" + ", "+").split(" · "):
+        for i, piece in enumerate(part.split("+")):
+            short = HEADER_ABBREVIATIONS.get(piece.strip(), piece.strip())
+            lines.append(("+" if i else "") + short)
+    return "<br>".join(lines)
+
+
+def presentation_legend(columns: Sequence[str]) -> str:
+    """The abbreviations :func:`presentation_header` used in ``columns`` ("Hα = hessian_alpha, α-pk =
+    alpha_peak"); "" when none."""
+    used = [(short, word) for word, short in HEADER_ABBREVIATIONS.items() if any(word in str(c) for c in columns)]
+    return ", ".join(f"{short} = {word}" for short, word in used)
+
+
+def _short_number(match: re.Match) -> str:
+    value = float(match.group(0).replace(",", ""))
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _short_delta(match: re.Match) -> str:
+    raw = float(match.group(1))
+    value = int(math.copysign(math.floor(abs(raw) + 0.5), raw))  # half away from zero
+    return f"{value:+d}%" if value else "0%"
+
+
+def presentation_text(text: str) -> str:
+    """A cell's text for the projector, each line one short item: three significant digits at
+    most (the hover keeps every digit), the ± spread on a line of its own and the Δ % whole:
+    "• 698.80 ± 76.15<br>(-31.7%)<br>×3" → "• 699<br>± 76.2<br>-32%<br>×3"."""
+    text = re.sub(r"\(([+-]?\d+(?:\.\d+)?)%\)", _short_delta, text)
+    text = re.sub(r"\d[\d,]*\.\d+", _short_number, text)
+    return text.replace(" ± ", "<br>± ")
 
 
 def _spaced(candidates: Sequence[float], position, gap: float) -> list[float]:
@@ -67,12 +106,20 @@ def _spaced(candidates: Sequence[float], position, gap: float) -> list[float]:
     return sorted(taken, key=position)
 
 
-def _presentation_size(texts: Sequence[str], n_columns: int, plot_width_px: float = 800.0) -> int:
-    """Largest cell font (14..22 px) at which the longest text line fits a column of a
-    ``plot_width_px`` wide chart (a character is about 0.6 em)."""
+#: width of the heatmap's plot area in presentation mode at the narrowest screen it is made for (1280 px
+#: wide with the sidebar open: ~820 px of chart less the row labels and the colour bar)
+PRESENTATION_PLOT_WIDTH_PX = 600.0
+#: the widest character of the presentation font (bold Arial digits and "±" are 0.556 em; "%" 0.89 em)
+CHAR_EM = 0.65
+
+
+def _presentation_size(texts: Sequence[str], n_columns: int, plot_width_px: float = PRESENTATION_PLOT_WIDTH_PX,
+                       largest: int = 22, smallest: int = 12) -> int:
+    """Largest font (``smallest``..``largest`` px) at which the longest text line fits a column of a
+    ``plot_width_px`` wide chart, with a 10 % margin (a character is at most :data:`CHAR_EM` em)."""
     longest = max((len(line) for t in texts for line in str(t).split("<br>")), default=1)
-    fit = plot_width_px / max(n_columns, 1) / (0.6 * max(longest, 1))
-    return int(min(22, max(14, fit)))
+    fit = 0.9 * plot_width_px / max(n_columns, 1) / (CHAR_EM * max(longest, 1))
+    return int(min(largest, max(smallest, fit)))
 
 
 def _hover_value(grid: PerplexityGrid, row: str, column: str) -> str:
@@ -167,7 +214,7 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
                 continue
             xs.append(r if turned else c)
             ys.append(c if turned else r)
-            texts.append(grid.text.loc[r, c])
+            texts.append(presentation_text(grid.text.loc[r, c]) if presentation else grid.text.loc[r, c])
             custom.append([r, c])
             value = grid.best.loc[r, c]
             hover = f"{r} / {c}<br>{_hover_value(grid, r, c)}"
@@ -186,23 +233,28 @@ def grid_heatmap(grid: PerplexityGrid, title: str = "", *, color_by: str = "ppl"
     size = _presentation_size(texts, len(across)) if presentation else 12
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers+text", text=texts, customdata=custom, hovertext=hovers, hoverinfo="text",
-        textfont=dict(size=size, color=colours, family="Arial Black, Arial, sans-serif" if presentation else None),
+        textfont=dict(size=size, color=colours, family="Arial, sans-serif" if presentation else None,
+                      weight="bold" if presentation else None),
         marker=dict(symbol="square", size=40, opacity=0.0),
         selected=dict(marker=dict(opacity=0.0)), unselected=dict(marker=dict(opacity=0.0)),
         showlegend=False, name="cells"))
-    header = 18 if presentation else 12
+    headers = [presentation_header(c) for c in across] if presentation else list(across)
+    header = _presentation_size(headers, len(across), largest=18) if presentation else 12
     fig.update_yaxes(autorange="reversed", type="category", categoryorder="array", categoryarray=down,
-                     tickfont=dict(size=header, color="black"))
+                     tickfont=dict(size=18 if presentation else 12, color="black"))  # the side has room
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=across, side="top",
                      tickangle=0 if presentation else -30, tickfont=dict(size=header, color="black"),
-                     tickvals=across, ticktext=[_wrap_label(c) for c in across] if presentation else across)
-    row_height = 95 if presentation else 70
+                     tickvals=across, ticktext=headers)
+    lines = max((str(t).count("<br>") + 1 for t in texts), default=1)
+    row_height = max(95, 22 + lines * (size + 6)) if presentation else 70
+    header_lines = max((h.count("<br>") + 1 for h in headers), default=1)
     fig.update_layout(
         title=title or None,
         plot_bgcolor="white",
         font=dict(size=header),
-        height=(200 if presentation else 170) + row_height * len(down),
-        margin=dict(l=10, r=10, t=(110 if presentation else 90) + (30 if title else 0), b=10),
+        height=((60 + header_lines * (header + 6)) if presentation else 170) + row_height * len(down),
+        margin=dict(l=10, r=10, t=(30 + header_lines * (header + 6) if presentation else 90) + (30 if title else 0),
+                    b=10),
     )
     # no clickmode/dragmode here: Streamlit sets them for on_select (overriding them breaks clicks)
     return fig
