@@ -4,6 +4,7 @@ rows into Compare, annotate."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from pages_support.common import show_run, stop_with_info, table as table_widget
@@ -11,35 +12,16 @@ from pages_support.frame import enter_page
 from pages_support.loaders import clear_caches, runs_with_knobs
 from pages_support.sidebar import select_runs, selected_model
 from pages_support.url import PageAddress
-from pruning.app_support.formatting import format_sparsity
+from pruning.app_support.formatting import format_sparsity, unique_run_labels
 from pruning.app_support.plain import plain
 from pruning.app_support.runs_view import GROUP_BY, RunFilters, filter_runs, group_runs, knobs_figure, preset_text
 from pruning.app_support.urlstate import list_field, text_field
 
+# what identifies a run and its result first (perplexity within 1600 px), the knobs of each strategy after
 COLUMNS = [
-    "run_id",
-    "label",
-    "kind",
-    "model",
-    "method",
-    "strategy",
-    "preset",
-    "metric",
-    "epsilon",
-    "owl_lambda",
-    "dlp_alpha",
-    "dlp_statistic",
-    "depth_beta",
-    "sparsity",
-    "nm",
-    "ppl",
-    "ppl_protocol",
-    "zeroshot_mean",
-    "status",
-    "tags",
-    "notes",
-    "created_at",
-    "source",
+    "run_id", "label", "model", "method", "strategy", "sparsity", "ppl", "seed", "calibration", "zeroshot_mean",
+    "preset", "metric", "epsilon", "owl_lambda", "dlp_alpha", "dlp_statistic", "depth_beta", "nm", "ppl_protocol",
+    "kind", "status", "tags", "notes", "created_at", "source",
 ]
 # every filter, the grouping and the search live in the address: a copied link opens the same list
 URL_FIELDS = [
@@ -115,7 +97,11 @@ filters = RunFilters(kinds=tuple(kinds), methods=tuple(methods), statuses=tuple(
                      dlp_alphas=tuple(dlp_alphas), depth_betas=tuple(depth_betas), text=text or "")
 filtered = filter_runs(scope, filters)
 n_budgeted = int(filtered["ppl_budgeted"].fillna(False).astype(bool).sum()) if "ppl_budgeted" in filtered else 0
-view = filtered.assign(preset=preset_text(filtered))
+# a run without a label of its own reads as its config ("wanda · ATP · 70% · smollm2-135m"), not "None"
+generated = pd.Series(unique_run_labels(filtered.to_dict("records"), short=True))
+own = filtered["label"] if "label" in filtered else pd.Series(None, index=filtered.index, dtype=object)
+view = filtered.assign(preset=preset_text(filtered),
+                       label=own.where(own.notna() & (own.astype(str) != ""), filtered["run_id"].map(generated)))
 view = view[[c for c in COLUMNS if c in view.columns]].reset_index(drop=True)
 
 st.caption(
@@ -144,7 +130,11 @@ event = st.dataframe(
     height=420,
     column_config={
         "run_id": st.column_config.TextColumn("run id", width="medium", pinned=True),
-        "label": st.column_config.TextColumn("label", width="medium"),
+        "label": st.column_config.TextColumn("label", width="medium",
+                                             help="the run's own label, else its config in words"),
+        "seed": st.column_config.NumberColumn("seed", format="%d", width="small", help="calibration seed"),
+        "calibration": st.column_config.TextColumn("calibration", width="medium",
+                                                   help="calibration text · windows × tokens"),
         "kind": st.column_config.TextColumn("kind", width="small"),
         "method": st.column_config.TextColumn("method", width="small"),
         "preset": st.column_config.TextColumn("preset", width="medium",

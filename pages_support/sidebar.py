@@ -62,7 +62,8 @@ def render_sidebar() -> None:
         chosen = [r for r in st.session_state.get(RUNS_KEY, []) if r in all_ids]
         options += [r for r in chosen if r not in options]
         st.session_state[RUNS_KEY] = chosen
-        labels = unique_run_labels(table[table["run_id"].isin(options)].to_dict("records"))
+        # short labels, what tells runs apart first: a chip is cut after ~20 characters
+        labels = unique_run_labels(table[table["run_id"].isin(options)].to_dict("records"), short=True)
         picked = st.multiselect(
             "Runs",
             options,

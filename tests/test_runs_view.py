@@ -132,3 +132,43 @@ def test_run_colors_are_distinct_stable_and_follow_a_run_into_its_stage_series()
     recolor(fig, colors)
     assert fig.data[0].line.color == colors["run 3"] and fig.data[1].line.color == SHARED_COLOR
     assert fig.data[1].line.dash == "dash" and fig.data[2].line.color is None
+
+
+def test_calibration_and_seed_come_from_the_sql_on_the_real_store_shape(data_dir):
+    """Issue 29: the runs table had no seed or calibration column. ALLOCATION_KNOBS_SQL reads both from
+    each stored config (a dense run and a reference read none), and with_allocation_knobs joins them."""
+    from pruning.app_support.runs_view import ALLOCATION_KNOBS_SQL
+    from pruning.config import RunConfig
+    from pruning.store.publish import publish_run
+    from pruning.store.queries import list_runs, run_sql
+
+    ids = {}
+    for name, overrides in {"s2": {"calibration.seed": 2, "calibration.dataset": "wiki:train"},
+                            "s0": {"calibration.nsamples": 16}, "dense": {"pruning.method": "dense",
+                                                                         "pruning.sparsity": 0.0}}.items():
+        config = RunConfig.from_dict({"model": {"name": "tiny"}, "pruning": {"method": "wanda", "sparsity": 0.5}}
+                                     ).with_overrides(overrides)
+        publish_run(config, tables={"perplexity": pd.DataFrame({"stage": ["pruned"], "dataset": ["wiki"],
+                                                                 "ppl": [9.0]})})
+        ids[name] = config.run_id
+    table = with_allocation_knobs(list_runs(), run_sql(ALLOCATION_KNOBS_SQL)).set_index("run_id")
+    assert table.loc[ids["s2"], "calibration"] == "wiki:train · 128 × 2048" and table.loc[ids["s2"], "seed"] == 2
+    assert table.loc[ids["s0"], "calibration"] == "wiki · 16 × 2048" and table.loc[ids["s0"], "seed"] == 0
+    assert table.loc[ids["dense"], "calibration"] is None or pd.isna(table.loc[ids["dense"], "calibration"])
+    assert pd.isna(table.loc[ids["dense"], "seed"])
+
+
+def test_short_run_labels_put_what_tells_runs_apart_first():
+    """Issue 29: every sidebar chip read "[run] smollm2-135…"."""
+    from pruning.app_support.formatting import short_run_label, unique_run_labels
+
+    atp = {"run_id": "wanda-6bc128f1d109", "model": "smollm2-135m", "method": "wanda", "strategy": "depth",
+           "sparsity": 0.7, "kind": "run"}
+    assert short_run_label(atp) == "wanda · ATP · 70% · smollm2-135m"
+    ref = {"run_id": "r", "model": "LLaMA-7B", "method": "wanda", "preset": "all", "metric": "alpha_peak",
+           "sparsity": 0.7, "epsilon": 0.2, "kind": "reference", "ppl": 22.0}
+    assert short_run_label(ref) == "ref · wanda · all · alpha_peak · 70% · ε 0.2 · LLaMA-7B"
+    twin = {**atp, "run_id": "wanda-0123456789ab"}
+    labels = unique_run_labels([atp, twin], short=True)
+    assert labels == {"wanda-6bc128f1d109": "wanda · ATP · 70% · smollm2-135m · 6bc128",
+                      "wanda-0123456789ab": "wanda · ATP · 70% · smollm2-135m · 012345"}

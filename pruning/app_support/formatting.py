@@ -139,10 +139,22 @@ def run_label(row: Any, with_ppl: bool = True) -> str:
     return f"[{prefix}] " + " · ".join(parts)
 
 
-def unique_run_labels(rows: list[dict], with_ppl: bool = False) -> dict[str, str]:
+def short_run_label(row: Any) -> str:
+    """:func:`run_label` with what tells runs apart first, for places that cut text (the sidebar's
+    chips read "[run] smollm2-135…" for every run): no ``[run]`` prefix, the model last, no
+    perplexity: ``wanda · all · alpha_peak · 70% · ε 0.2 · smollm2-135m``; references start ``ref ·``."""
+    label = run_label(row, with_ppl=False)
+    prefix, _, rest = label.partition("] ")
+    parts = rest.split(" · ")
+    short = " · ".join(parts[1:] + parts[:1])
+    return f"ref · {short}" if prefix == "[ref" else short
+
+
+def unique_run_labels(rows: list[dict], with_ppl: bool = False, short: bool = False) -> dict[str, str]:
     """{run_id: label} where labels that would repeat (same config, other seed or calibration)
-    get the run id's hash appended, so no two columns or legend entries read the same."""
-    labels = {r["run_id"]: run_label(r, with_ppl=with_ppl) for r in rows}
+    get the run id's hash appended, so no two columns or legend entries read the same.
+    ``short``: :func:`short_run_label` (``with_ppl`` ignored)."""
+    labels = {r["run_id"]: short_run_label(r) if short else run_label(r, with_ppl=with_ppl) for r in rows}
     counts: dict[str, int] = {}
     for label in labels.values():
         counts[label] = counts.get(label, 0) + 1

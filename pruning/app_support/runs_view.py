@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from pruning.calibration_protocol import CALIBRATION_SQL
 from pruning.config import AllocationConfig
 
 #: the columns a run can be grouped by, with their labels
@@ -34,10 +35,11 @@ STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
 }
 #: read-only SQL over the store's ``runs`` view (``pruning.store.queries.run_sql``): each run's
 #: strategy knobs from its stored config
-ALLOCATION_KNOBS_SQL = "SELECT DISTINCT run_id, strategy, " + ", ".join(
-    f"json_extract_string(config_json, '$.allocation.{knob}') AS {knob}"
+ALLOCATION_KNOBS_SQL = "SELECT DISTINCT r.run_id, r.strategy, " + ", ".join(
+    f"json_extract_string(r.config_json, '$.allocation.{knob}') AS {knob}"
     for knobs in STRATEGY_KNOBS.values() for knob in knobs
-) + " FROM runs WHERE kind = 'run'"
+) + f", {CALIBRATION_SQL} AS calibration, CASE WHEN coalesce(r.method, '') <> 'dense' THEN " \
+    "json_extract_string(r.config_json, '$.calibration.seed') END AS seed FROM runs r WHERE r.kind = 'run'"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def with_allocation_knobs(table: pd.DataFrame, knobs: pd.DataFrame) -> pd.DataFr
     """``table`` (``list_runs``) with one column per strategy knob (:data:`STRATEGY_KNOBS`: owl_lambda,
     dlp_alpha, dlp_statistic, depth_beta) from ``knobs`` (the rows of :data:`ALLOCATION_KNOBS_SQL`):
     set on the runs of that strategy only (a config that does not write a knob gets its default), NaN
-    / None elsewhere (references, other strategies)."""
+    / None elsewhere (references, other strategies); and every pruned run's ``calibration``
+    ("wiki:train · 128 × 2048", :mod:`pruning.calibration_protocol`) and calibration ``seed``."""
     out = table.copy()
     rows = knobs.drop_duplicates("run_id").set_index("run_id") if "run_id" in knobs else pd.DataFrame()
     strategy = out["strategy"] if "strategy" in out else pd.Series(None, index=out.index, dtype=object)
@@ -77,6 +80,10 @@ def with_allocation_knobs(table: pd.DataFrame, knobs: pd.DataFrame) -> pd.DataFr
                 out[knob] = np.where(mine, pd.to_numeric(value, errors="coerce"), np.nan)
             else:
                 out[knob] = pd.Series(np.where(mine, value.astype(object), None), index=out.index, dtype=object)
+    # the calibration a pruned run read and its seed (None for dense runs and references, which read none)
+    for column in ("calibration", "seed"):
+        stored = out["run_id"].map(rows[column]) if column in rows else pd.Series(None, index=out.index)
+        out[column] = pd.to_numeric(stored, errors="coerce").astype("Int64") if column == "seed" else stored
     return out
 
 
