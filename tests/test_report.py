@@ -64,12 +64,15 @@ def test_report_shows_every_grid_number_as_text(report):
         assert len(filled) > len(RUNS)  # the whole grid, not only the chosen runs' cells
         for r, c in filled:
             assert html.escape(format_ppl(grid.best.loc[r, c])) in text, (r, c)
-            for part in grid.text.loc[r, c].split("<br>"):  # value, Δ % to the baseline, count
+            # value, ± spread, Δ % to the baseline, count: each a part that keeps to one line
+            for part in grid.text.loc[r, c].replace(" ± ", "<br>± ").split("<br>"):
                 assert f'<span class="nw">{html.escape(part)}</span>' in text, (r, c, part)
         assert html.escape(grid.detail["protocol_label"].iloc[0]) in text
-    # the chosen runs' cells are outlined and named with their run label
-    assert text.count('class="mark"') == 3
+    # the chosen runs' cells are outlined and named with their run label, in the wiki grids and in lee's:
+    # every text the runs were read on has its grid (issue 29: lee was missing)
+    assert text.count('class="mark"') == 6
     assert "Wanda / QKVout (444.89)" in text
+    assert text.index("smollm2-135m · 70% · wiki</h3>") < text.index("smollm2-135m · 70% · lee</h3>")
 
 
 def test_report_keeps_each_calibration_in_a_grid_of_its_own(shipped):
@@ -84,9 +87,10 @@ def test_report_keeps_each_calibration_in_a_grid_of_its_own(shipped):
     text = without_scripts(build_report(runs, ["grid"], eigenvalues=fake_eigenvalues))
     first = text.index("calibration wiki · 128 × 2048")
     second = text.index("calibration wiki:train · 128 × 2048")
-    assert first < second
-    assert "ATP" in text[second:] and "ATP" not in text[first:second]
-    assert "QKVout" in text[first:second] and "QKVout" not in text[second:]
+    lee = text.index("· lee</h3>")  # then the same two grids on lee
+    assert first < second < lee
+    assert "ATP" in text[second:lee] and "ATP" not in text[first:second]
+    assert "QKVout" in text[first:second] and "QKVout" not in text[second:lee]
     zeroshot = without_scripts(build_report(runs, ["zeroshot"], eigenvalues=fake_eigenvalues))
     assert zeroshot.count("zero-shot acc, 0-shot, every example, lm-eval 0.4.13, calibration wiki · 128 × 2048") == 1
     assert zeroshot.count("zero-shot acc, 0-shot, every example, lm-eval 0.4.13, calibration wiki:train · 128 × 2048") == 1
@@ -108,7 +112,8 @@ def test_report_states_protocols_run_labels_and_provenance(report):
         assert f"config of <code>{run_id}</code>" in text
     assert re.search(r"catalog generation \d+ · \d+ bundles · version [0-9a-f]{10}", text)
     assert re.search(r"commit [0-9a-f]{10}|no git commit", text)
-    assert report.count("Plotly.newPlot") == report.count('class="plotly-graph-div"') == 5  # 2 grids, metric, ESD, sparsity
+    # 2 grids on wiki and the same 2 on lee, metric, ESD, sparsity; no study chart (no study run chosen)
+    assert report.count("Plotly.newPlot") == report.count('class="plotly-graph-div"') == 7
 
 
 def test_report_says_the_store_holds_no_eigenvalues_when_it_has_none(shipped):
@@ -235,3 +240,42 @@ def test_cli_builds_without_the_app_libraries():
     from pruning.cli import report as cli_report
 
     assert cli_report.VIEWS == VIEWS and cli_report.DEFAULT_TITLE == DEFAULT_TITLE
+
+
+def test_report_study_view_is_the_study_page_of_the_chosen_runs_cells(shipped):
+    """Issue 29: the report can include the Study page: for a chosen study run, its cell's families with
+    the numbers of `scripts/allocation_study.py table`, the verdict and the sparsity per block."""
+    from pruning.app_support.report import build_report
+    from pruning.study import study_runs, summarize
+
+    runs = study_runs()
+    atp = runs[(runs["family"] == "depth") & (runs["phase"] == "final") & (runs["method"] == "wanda")
+               & (runs["sparsity"] == 0.7)].sort_values("seed")["run_id"].iloc[0]
+    document = build_report([atp], ["study"], eigenvalues=fake_eigenvalues)
+    text = without_scripts(document)
+    assert "<h2>Allocation study</h2>" in text and "smollm2-135m · wanda · 70%</h3>" in text
+    summary = summarize(runs).set_index(["method", "sparsity", "family"])
+    for family in ("uniform", "owl", "alpha_peak", "dlp", "depth", "hessian_alpha", "ours"):
+        row = summary.loc[("wanda", 0.7, family)]
+        assert f"{row['wiki_mean']:.2f} ± {row['wiki_std']:.2f}" in text or f"{row['wiki_mean']:,.0f} ± " in text, family
+    assert "ours does not beat every rival" in text and "ATP (rising with depth)" in text
+    assert '<td class="mark">316.24 ± 6.28</td>' in text  # the best wiki test mean, outlined
+    assert document.count("Plotly.newPlot") == 1 and "sparsity per block, every family" in document
+    none = without_scripts(build_report([RUNS[0]], ["study"], eigenvalues=fake_eigenvalues))
+    assert "None of the chosen runs is a final run of the allocation study" in none
+
+
+def test_report_esd_opens_on_a_matrix_whose_fits_are_all_sound(shipped):
+    """Issue 29: the report's ESD opened on layers.0.mlp.up_proj, whose weight fit weightwatcher flags
+    (α 22.05 on 9 tail eigenvalues) while its Hessian fit is sound; panel titles are short."""
+    from pruning.app_support.report import build_report
+    from pruning.app_support.spectra import fit_warning
+    from pruning.store import queries
+
+    run = "wanda-6473769a5d74"  # ours, with weight and Hessian spectra
+    spectra = queries.run_table(run, "spectra")
+    flagged = {n for n, a, t in zip(spectra["name"], spectra["alpha"], spectra["n_tail"]) if fit_warning(a, t)}
+    assert "model.layers.0.mlp.up_proj" in flagged
+    text = without_scripts(build_report([run], ["spectra"], eigenvalues=fake_eigenvalues))
+    shown = re.search(r"<h3>ESD of ([^ <]+) ·", text).group(1)
+    assert shown not in flagged and shown == "model.layers.1.mlp.up_proj"

@@ -79,10 +79,9 @@ def _code_text(revision: Mapping[str, Any]) -> str:
     return text + f" · source sha256 {revision.get('source_sha256') or '?'}"
 
 
-def _main_dataset(datasets: Sequence[str]) -> str | None:
-    """The grid page's first dataset: the notes' WikiText-2 or its offline stand-in, then the others."""
-    ordered = sorted(datasets, key=lambda d: (d not in ("wikitext2", "wiki"), d))
-    return ordered[0] if ordered else None
+def _datasets(datasets: Sequence[str]) -> list[str]:
+    """Datasets in the grid page's order: the notes' WikiText-2 or its offline stand-in first, then the others."""
+    return sorted(datasets, key=lambda d: (d not in ("wikitext2", "wiki"), d))
 
 
 def stored_eigenvalues(root: Path | str | None = None) -> EigenvalueLoader:
@@ -103,9 +102,10 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
     """The meeting report of ``run_ids`` (runs or reference sets) with ``views`` (of :data:`VIEWS`) as
     one self-contained HTML document.
 
-    grid: one perplexity grid per (model, sparsity, protocol) holding a chosen run's value on
-    ``dataset`` (default: WikiText-2 / wiki first, as the grid page), all values of that grid shown, the
-    chosen runs' cells outlined; ``model`` / ``protocol`` (a ``pruning.protocol`` key) restrict it.
+    grid: one perplexity grid per (model, dataset, sparsity, protocol, calibration) holding a chosen run's
+    value, for ``dataset`` or (default) every text the chosen runs were read on (WikiText-2 / wiki first, as
+    the grid page, then e.g. lee), all values of that grid shown, the chosen runs' cells outlined;
+    ``model`` / ``protocol`` (a ``pruning.protocol`` key) restrict it.
     spectra: ``metric`` per block and the ESD of ``esd_matrix`` (default: the spectra page's first matrix
     whose fit weightwatcher would not flag) of the first run with spectra, eigenvalues from
     ``eigenvalues`` (default: :func:`stored_eigenvalues`).
@@ -128,7 +128,9 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
 
     sections = []
     for view in chosen_views:
-        if view == "grid":
+        if view == "study":
+            body = _study_view(root, chosen, figures)
+        elif view == "grid":
             body = _grid_view(root, chosen, labels, model, protocol, dataset, figures)
         elif view == "spectra":
             loader = eigenvalues or stored_eigenvalues(root)
@@ -146,17 +148,39 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
     return document
 
 
+def _study_view(root, chosen, figures) -> str:
+    """The Study page's view of every study cell (model, method, sparsity) a chosen run belongs to."""
+    from pruning.app_support.report_study import study_section
+    from pruning.app_support.study_view import Cell, final_run_ids, per_block
+    from pruning.study import study_runs, summarize, verdicts
+
+    runs = study_runs(root)
+    mine = runs[runs["run_id"].isin(chosen) & (runs["phase"] == "final") & (runs["method"] != "dense")]
+    if mine.empty:
+        return note("None of the chosen runs is a final run of the allocation study (tag study-final).")
+    summary = summarize(runs)
+    verdict = pd.concat([verdicts(summary, "wiki"), verdicts(summary, "lee")], ignore_index=True)
+    parts = []
+    for (model, method, sparsity), _ in mine.groupby(["model", "method", "sparsity"], sort=True):
+        cell = Cell(str(model), str(method), float(sparsity))
+        first = {f: ids[0] for f, ids in final_run_ids(runs, cell).items() if f != "dense" and ids}
+        blocks = per_block({f: queries.run_table(r, "allocation", root) for f, r in first.items()})
+        parts.append(study_section(summary, verdict, cell, blocks, next(figures)))
+    return "".join(parts)
+
+
 def _grid_view(root, chosen, labels, model, protocol, dataset, figures) -> str:
     cells = queries.perplexity_cells(root=root)
     mine = cells[cells["run_id"].isin(chosen)]
     if model is not None:
         mine = mine[mine["model"] == model]
     parts = []
-    for model_name, of_model in mine.groupby("model", sort=True):
-        ds = dataset or _main_dataset(list(cells.loc[cells["model"] == model_name, "dataset"].dropna().unique()))
-        of_model = of_model[of_model["dataset"] == ds]
+    for model_name, of_all in mine.groupby("model", sort=True):
+        # every text the chosen runs were read on (the study's lee beside wiki), the grid page's first first
+        datasets = [dataset] if dataset else _datasets(list(of_all["dataset"].dropna().unique()))
         dense_cells = queries.perplexity_cells(model=model_name, stage="dense", root=root)
-        for sparsity, of_sparsity in of_model.groupby("sparsity", sort=True):
+        for ds, sparsity, of_sparsity in ((d, sp, grp) for d in datasets
+                                          for sp, grp in of_all[of_all["dataset"] == d].groupby("sparsity", sort=True)):
             keys = [protocol] if protocol else sorted(of_sparsity["protocol"].dropna().unique(),
                                                       key=protocol_options(cells, model_name, sparsity, ds).index)
             for key in keys:
@@ -209,14 +233,14 @@ def _spectra_view(root, chosen, labels, colors, metric, esd_matrix, loader, fig_
     first = spectra[spectra["run_id"] == run_id]
     names = sorted(first["name"].dropna().unique(), key=lambda n: (len(n), n))
     esd = None
-    if esd_matrix is None and names:  # the spectra page's order, skipping fits weightwatcher would flag
-        sound = first[[not fit_warning(a, n) for a, n in zip(first.get("alpha", []), first.get("n_tail", []))]]
-        esd_matrix = next((n for n in names if n in set(sound["name"])), names[0])
+    if esd_matrix is None and names:  # the spectra page's order, skipping matrices with a fit weightwatcher flags
+        flagged = first[[bool(fit_warning(a, n)) for a, n in zip(first.get("alpha", []), first.get("n_tail", []))]]
+        esd_matrix = next((n for n in names if n not in set(flagged["name"])), names[0])
     if esd_matrix is not None:
         rows = first[first["name"] == esd_matrix]
         if rows.empty:
             raise ConfigError(f"esd_matrix: {esd_matrix!r} is not a matrix of run {run_id}; e.g. {names[0]!r}")
-        panels, missing = [], []
+        panels, missing, warnings = [], [], []
         for _, row in rows.sort_values("source", ascending=False).iterrows():  # weight first, then hessian
             source = str(row.get("source", "weight"))
             eig = loader(run_id, esd_matrix, source)
@@ -224,9 +248,11 @@ def _spectra_view(root, chosen, labels, colors, metric, esd_matrix, loader, fig_
                 missing.append(source)
                 continue
             warning = fit_warning(row.get("alpha"), row.get("n_tail"))
-            panels.append((f"{source} · {esd_matrix}" + (f" · ⚠ {warning}" if warning else ""), eig,
-                           row.get("alpha"), row.get("xmin")))
-        esd = (labels[run_id], esd_matrix, panels, missing)
+            # a short panel title (two long ones printed over each other); the warning goes in a note
+            panels.append((f"{source}" + (" · ⚠ fit flagged" if warning else ""), eig, row.get("alpha"), row.get("xmin")))
+            if warning:
+                warnings.append(f"{source} fit: {warning}")
+        esd = (labels[run_id], esd_matrix, panels, missing, warnings)
     return spectra_section(weight, metric, sharing, colors, esd, fig_ids)
 
 

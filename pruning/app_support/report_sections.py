@@ -24,9 +24,10 @@ from pruning.protocol import add_zeroshot_protocol
 
 
 def _grid_cell(text: Any) -> str:
-    """A grid cell's text (value, Δ %, count: ``grid.text``, parts split by ``<br>``) as escaped parts
-    that each stay on one line, so a wide grid wraps between them instead of overflowing the page."""
-    parts = [p for p in str(text or "").split("<br>") if p]
+    """A grid cell's text (value ± spread, Δ %, count: ``grid.text``, parts split by ``<br>``) as escaped
+    parts that each stay on one line (the spread a part of its own), so a wide grid wraps between them
+    instead of running off the page (at 1400 px the study's nine columns were cut on the right)."""
+    parts = [p for p in str(text or "").replace(" ± ", "<br>± ").split("<br>") if p]
     return " ".join(f'<span class="nw">{escape(p)}</span>' for p in parts)
 
 
@@ -37,9 +38,12 @@ def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: 
     chosen runs' cells outlined and listed with their run labels."""
     detail = grid.detail
     mine = detail[detail["run_id"].isin(list(chosen))] if "run_id" in detail else detail.iloc[0:0]
-    marked = {(str(r), str(c)) for r, c in zip(mine["row"], mine["column"])}
     text = grid.text.copy()
     text.index.name = "method"
+    # headers may break after "+" and "_" ("all · hessian_alpha+alpha_peak" has no space to wrap at)
+    breakable = {c: str(c).replace("+", "+\u200b").replace("_", "_\u200b") for c in text.columns}
+    text.columns = [breakable[c] for c in text.columns]
+    marked = {(str(r), breakable.get(c, str(c))) for r, c in zip(mine["row"], mine["column"])}
     where = [f"{escape(labels.get(r, r))} → {escape(row)} / {escape(col)} ({escape(format_ppl(p))})"
              for r, row, col, p in zip(mine["run_id"], mine["row"], mine["column"], mine["ppl"])]
     assumed = "sparsity_assumed" in detail and bool(detail["sparsity_assumed"].fillna(False).astype(bool).any())
@@ -58,7 +62,8 @@ def grid_section(grid: PerplexityGrid, *, model: str, sparsity: float, dataset: 
 
 def spectra_section(spectra: pd.DataFrame, metric: str, sharing: Mapping[str, Sequence[str]],
                     colors: Mapping[str, str],
-                    esd: tuple[str, str, list[tuple[str, np.ndarray, float | None, float | None]], list[str]] | None,
+                    esd: tuple[str, str, list[tuple[str, np.ndarray, float | None, float | None]], list[str],
+                               list[str]] | None,
                     fig_ids: tuple[str, str]) -> str:
     """``metric`` per block and matrix type (``plots.metric_by_block`` on the weight spectra), a table of
     fits flagged as weightwatcher does (``spectra.fit_warning``), and the ESD of one matrix
@@ -66,7 +71,8 @@ def spectra_section(spectra: pd.DataFrame, metric: str, sharing: Mapping[str, Se
 
     ``spectra``: weight-spectra rows with a ``series`` column; ``sharing``: series -> labels of the runs
     it stands for (runs of one dense model share its weight spectra: one line, not one per run);
-    ``colors``: series -> colour; ``esd``: (run label, matrix name, panels, sources without eigenvalues)."""
+    ``colors``: series -> colour; ``esd``: (run label, matrix name, panels, sources without eigenvalues,
+    warnings of flagged fits)."""
     if spectra.empty:
         return note("The chosen runs have no spectra (uniform or OWL allocation does not compute them).")
     dtypes = ", ".join(sorted(spectra["eig_dtype"].dropna().astype(str).unique())) if "eig_dtype" in spectra else ""
@@ -88,10 +94,12 @@ def spectra_section(spectra: pd.DataFrame, metric: str, sharing: Mapping[str, Se
                  + note("flagged: α < 2 (over-trained) or α > 6 (under-trained, fit unreliable), or fewer than "
                          "20 tail eigenvalues · runs of one model share its weight spectra", "caption"))
     if esd is not None:
-        label, name, panels, missing = esd
+        label, name, panels, missing, warnings = esd
         parts.append(f"<h3>ESD of {escape(name)} · {escape(label)}</h3>")
         if panels:
             parts.append(figure_html(esd_figure(panels), fig_ids[1]))
+        if warnings:
+            parts.append(note("⚠ " + "; ".join(warnings), "warning"))
         if missing:
             parts.append(note(f"No eigenvalues of the {' and '.join(missing)} spectrum in the results store: "
                                "the run published no spectra set of that source (Hessian spectra exist only "

@@ -3,7 +3,7 @@ machines without the app's libraries; :mod:`.report` builds it)."""
 
 from __future__ import annotations
 
-VIEWS: tuple[str, ...] = ("grid", "spectra", "compare", "zeroshot")
-VIEW_TITLES: dict[str, str] = {"grid": "Perplexity grid", "spectra": "Spectra", "compare": "Compare",
-                               "zeroshot": "Zero-shot accuracy"}
+VIEWS: tuple[str, ...] = ("study", "grid", "spectra", "compare", "zeroshot")
+VIEW_TITLES: dict[str, str] = {"study": "Allocation study", "grid": "Perplexity grid", "spectra": "Spectra",
+                               "compare": "Compare", "zeroshot": "Zero-shot accuracy"}
 DEFAULT_TITLE = "Pruning Lab — meeting report"
