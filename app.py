@@ -11,7 +11,9 @@ import logging
 
 import streamlit as st
 
-from pages_support.frame import app_frame, app_password, log_out, logged_in, login_form, quarantine_banner
+from pages_support.frame import (
+    app_frame, app_password, log_out, logged_in, login_form, quarantine_banner, send_cookie_script,
+)
 from pages_support.sidebar import render_sidebar
 from pruning.app_support.access import open_server_warning
 
@@ -48,6 +50,7 @@ with app_frame():
     if banner := open_server_warning(st.get_option("server.address"), password):
         st.warning(banner, icon=":material/lock_open:")
     if password is not None:
+        send_cookie_script()  # after a login: this browser keeps it across reloads (docs/security.md)
         st.sidebar.button("Log out", key="logout", on_click=log_out)
     quarantine_banner()
     render_sidebar()

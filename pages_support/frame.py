@@ -16,12 +16,19 @@ from streamlit.runtime.pages_manager import PagesManager
 from pages_support.loaders import catalog_version, load_quarantined
 from pages_support.sidebar import render_sidebar
 from pruning.app_support.access import LOGIN_LIMITER, configured_password, session_is_open, session_token
+from pruning.app_support.login_cookie import (
+    COOKIE_NAME, clear_cookie_script, cookie_is_valid, login_hours, make_cookie, server_secret, set_cookie_script,
+)
 from pruning.app_support.plain import plain
+from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 _IN_FRAME: ContextVar[bool] = ContextVar("pruning_lab_in_frame", default=False)  # True while app.py runs a page
 AUTH_KEY = "_auth_token"  # session_state: pruning.app_support.access.session_token of the app's password
+COOKIE_SCRIPT_KEY = "_login_cookie_script"  # session_state: a cookie script for the browser, sent on the next run
+LOGGED_OUT_KEY = "_logged_out"  # session_state: this session pressed Log out (its login cookie no longer counts)
+SECRET_FILE = "login-secret"  # in the cache directory: the server secret of the login cookies
 
 
 def quarantine_banner(max_listed: int = 8) -> None:
@@ -54,9 +61,48 @@ def app_password() -> str | None:
     return configured_password(os.environ, secrets)
 
 
+def _login_hours() -> float:
+    """The login cookie's lifetime (``PRUNING_LAB_LOGIN_HOURS``); a bad value turns the cookie off and says why."""
+    try:
+        return login_hours(os.environ)
+    except ValueError as exc:
+        log.warning("%s; the login cookie is off", exc)
+        return 0.0
+
+
+def _cookie_login(password: str) -> bool:
+    """A new session (a reload) of a browser that logged in within the login's lifetime: its signed
+    cookie (``pruning.app_support.login_cookie``) opens it without the form."""
+    hours = _login_hours()
+    if hours <= 0 or st.session_state.get(LOGGED_OUT_KEY):
+        return False
+    try:
+        value = st.context.cookies.get(COOKIE_NAME)
+    except Exception:  # no request context (e.g. a bare script run)
+        return False
+    if not value:
+        return False
+    if cookie_is_valid(value, password, server_secret(cache_dir() / SECRET_FILE), hours):
+        st.session_state[AUTH_KEY] = session_token(password)
+        return True
+    log.info("login cookie refused (expired, forged, or made with another password or secret)")
+    return False
+
+
 def logged_in() -> bool:
-    """True when the app has no password or this session gave the current one."""
-    return session_is_open(st.session_state.get(AUTH_KEY), app_password())
+    """True when the app has no password, this session gave the current one, or this browser holds a
+    valid login cookie (a reload within the login's lifetime)."""
+    password = app_password()
+    if session_is_open(st.session_state.get(AUTH_KEY), password):
+        return True
+    return password is not None and _cookie_login(password)
+
+
+def send_cookie_script() -> None:
+    """Send the pending cookie script (set after a login, cleared after Log out) to the browser, once."""
+    script = st.session_state.pop(COOKIE_SCRIPT_KEY, None)
+    if script:
+        st.html(script, unsafe_allow_javascript=True)
 
 
 def login_form() -> None:
@@ -72,8 +118,14 @@ def login_form() -> None:
         if accepted:
             st.session_state[AUTH_KEY] = session_token(password)
             del st.session_state["login_password"]  # the typed password does not stay in the session
+            st.session_state.pop(LOGGED_OUT_KEY, None)
+            hours = _login_hours()
+            if hours > 0:  # sent on the next run, inside the app (a rerun drops what this run drew)
+                st.session_state[COOKIE_SCRIPT_KEY] = set_cookie_script(
+                    make_cookie(password, server_secret(cache_dir() / SECRET_FILE), hours), hours)
             st.rerun()
         st.error(message)
+    send_cookie_script()  # after Log out: the browser forgets its login cookie
     st.stop()
 
 
@@ -84,8 +136,10 @@ def _client() -> str:
 
 
 def log_out() -> None:
-    """Forget this session's login (the sidebar's Log out button)."""
+    """Forget this session's login and this browser's login cookie (the sidebar's Log out button)."""
     st.session_state.pop(AUTH_KEY, None)
+    st.session_state[LOGGED_OUT_KEY] = True
+    st.session_state[COOKIE_SCRIPT_KEY] = clear_cookie_script()
 
 
 # ---- the frame -----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The password gate in Debian's headless Chromium (issue 19): `streamlit run app.py` with
 PRUNING_LAB_PASSWORD set shows only the password form — also when the very first request of the
 fresh server is a page's URL (Streamlit's legacy pages/ mode) — refuses a wrong password, and after
-the right one shows the page that was asked for; a new session (reload) is locked again.
+the right one shows the page that was asked for; a reload stays logged in (a signed, expiring cookie,
+issue 29) until Log out, while a fresh browser and a forged cookie meet the form.
 
 Screenshots go to test-artifacts/e2e-security-*.png.
 """
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,14 +94,34 @@ def test_browser_password_gate(locked_app):
             expect(page.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
             expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=30_000)
 
-            # a new session (reload of the runs page) is locked again; the password opens it
+            # a reload is a new Streamlit session: the signed login cookie opens it without the form
+            page.goto(f"{url}/")
+            expect(page.get_by_role("heading", name="Runs and reference results")).to_be_visible(timeout=60_000)
+            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
+            cookie = next(c for c in page.context.cookies() if c["name"] == "pruning_lab_login")
+            assert cookie["sameSite"] == "Strict" and cookie["expires"] > time.time() + 11 * 3600
+            expect(page.get_by_role("button", name="Log out")).to_be_visible()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(ARTIFACTS / "e2e-security-runs.png"), full_page=True)
+
+            # a fresh browser has no cookie; one with a forged signature is refused
+            fresh = browser.new_context(viewport={"width": 1300, "height": 800})
+            other = fresh.new_page()
+            other.goto(f"{url}/")
+            _expect_locked(other, expect)
+            forged = cookie["value"][:-4] + ("0000" if not cookie["value"].endswith("0000") else "1111")
+            fresh.add_cookies([{**cookie, "value": forged}])
+            other.goto(f"{url}/")
+            _expect_locked(other, expect)
+
+            # Log out forgets the cookie: the next reload meets the form again
+            page.get_by_role("button", name="Log out").click()
+            _expect_locked(page, expect)
+            page.wait_for_timeout(500)
+            assert not [c for c in page.context.cookies() if c["name"] == "pruning_lab_login"]
             page.goto(f"{url}/")
             _expect_locked(page, expect)
             _log_in(page, PASSWORD)
             expect(page.get_by_role("heading", name="Runs and reference results")).to_be_visible(timeout=60_000)
-            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
-            expect(page.get_by_role("button", name="Log out")).to_be_visible()
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(ARTIFACTS / "e2e-security-runs.png"), full_page=True)
         finally:
             browser.close()
