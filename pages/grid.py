@@ -39,6 +39,7 @@ URL_FIELDS = [
     text_field("cellstat", "grid_cellstat"),
     cell_field("cell", "grid_cell"), flag_field("present", "grid_present"), text_field("colour", "grid_colour"),
 ]
+ALL_EPSILON = "all"  # the ε box's "best of all"
 COLOUR_LABELS = {"delta": "Δ % to baseline", "ppl": "perplexity"}
 IMAGE_FORMATS = ("png", "svg")
 
@@ -109,14 +110,19 @@ with settings:
 
     # several ε in one cell (the notes' GT, an ε sweep): show the best of all, or one ε
     eps_choices = epsilon_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source, protocol=protocol)
+    # "best of all" is the option ALL_EPSILON, never None: a selectbox whose value is None shows "Choose an
+    # option" (a reopened link with eps=all did); the address writes it as "all" (epsilon None)
     from_url("grid_epsilon", [None, *eps_choices])
-    if st.session_state.get("grid_epsilon") not in (None, *eps_choices):  # another model/sparsity: start from "all"
-        st.session_state.pop("grid_epsilon", None)
-    epsilon = (
-        c5.selectbox("ε", [None, *eps_choices], format_func=lambda e: "best of all" if e is None else f"{e:g}",
-                     key="grid_epsilon", help="values without an ε (uniform, OWL) are always shown")
-        if len(eps_choices) > 1 else None
+    if st.session_state.get("grid_epsilon", ALL_EPSILON) is None:
+        st.session_state["grid_epsilon"] = ALL_EPSILON
+    if st.session_state.get("grid_epsilon") not in (ALL_EPSILON, *eps_choices):  # another model/sparsity: "all"
+        st.session_state["grid_epsilon"] = ALL_EPSILON
+    picked_eps = (
+        c5.selectbox("ε", [ALL_EPSILON, *eps_choices], format_func=lambda e: "best of all" if e == ALL_EPSILON
+                     else f"{e:g}", key="grid_epsilon", help="values without an ε (uniform, OWL) are always shown")
+        if len(eps_choices) > 1 else ALL_EPSILON
     )
+    epsilon = None if picked_eps == ALL_EPSILON else picked_eps
     # what a cell shows: the seeds of one setting averaged (as the allocation study reports them), or the best value
     from_url("grid_cellstat", list(CELL_STATS))
     if st.session_state.get("grid_cellstat") not in CELL_STATS:

@@ -421,7 +421,7 @@ def test_grid_page_shows_the_shipped_smollm2_grid(notes_store):
     at.selectbox(key="grid_sparsity").set_value(0.5).run()
     assert not at.exception
     assert at.selectbox(key="grid_epsilon").options == ["best of all", "0.2", "0.3"]
-    assert at.selectbox(key="grid_epsilon").value is None
+    assert at.selectbox(key="grid_epsilon").value == "all"  # "best of all" (never None: it showed "Choose an option")
 
 
 def test_grid_page_keeps_each_calibration_apart(notes_store):

@@ -333,16 +333,24 @@ def test_browser_pasted_link_restores_the_grid_view(app_url):
             shared = page.url
             again = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
             again.goto(shared)
-            expect(again.get_by_role("heading", name="Perplexity grid")).to_be_visible(timeout=60_000)
+            # presentation mode: no page title, the grid first and the view's settings folded below it
+            expect(again.get_by_text("View settings: model, sparsity")).to_be_visible(timeout=60_000)
+            assert again.get_by_role("heading", name="Perplexity grid").count() == 0
             expect(_widget(again, "grid_present").locator("input")).to_be_checked(timeout=30_000)
             chart = again.locator('[data-testid="stPlotlyChart"]').first
-            expect(chart.locator("text", has_text="22.01").first).to_be_visible(timeout=30_000)
-            size = chart.locator("text", has_text="22.01").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+            # three significant digits on the projector (22.01 → 22.0); every digit stays in the hover
+            expect(chart.locator("text", has_text="22.0").first).to_be_visible(timeout=30_000)
+            size = chart.locator("text", has_text="22.0").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
             assert size >= 14, size  # projector-sized cell text
             again.wait_for_timeout(800)
             again.screenshot(path=str(ARTIFACTS / "e2e-grid-presentation.png"))
             if os.environ.get("PRUNING_LAB_UPDATE_SCREENSHOT") == "1":
                 shutil.copy(ARTIFACTS / "e2e-grid-presentation.png", REPO / "docs" / "screenshot-grid-presentation.png")
+            # a reopened link with eps=all shows "best of all" (it showed "Choose an option"), eps=0.2 shows 0.2
+            for eps, shown in (("all", "best of all"), ("0.2", "0.2")):
+                third = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+                third.goto(f"{url}/grid?model=LLaMA-7B&sparsity=0.7&eps={eps}")
+                expect(_widget(third, "grid_epsilon").locator("input")).to_have_value(shown, timeout=60_000)
         finally:
             browser.close()
 
