@@ -52,6 +52,7 @@ HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
     ("allocation", "dlp_statistic"): "median",
     ("allocation", "depth_beta"): None,
     ("allocation", "metric_mix"): None,
+    ("allocation", "probe_block"): None,
 }
 
 

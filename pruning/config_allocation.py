@@ -13,7 +13,7 @@ from pruning.errors import ConfigError
 from pruning.precision import DEFAULT_EIG_DTYPE, EigDtypeName
 from pruning.presets import MATRIX_TYPES, get_preset, parse_score_groups
 
-Strategy = Literal["uniform", "linear", "owl", "dlp", "depth"]
+Strategy = Literal["uniform", "linear", "owl", "dlp", "depth", "probe"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a spectral-table column such as "
                                       "'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")]
@@ -28,6 +28,7 @@ STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
     "owl": ("owl_threshold_m", "owl_lambda", "min_sparsity", "max_sparsity"),
     "dlp": ("dlp_alpha", "dlp_statistic", "min_sparsity", "max_sparsity"),
     "depth": ("depth_beta", "min_sparsity", "max_sparsity"),
+    "probe": ("probe_block",),
 }
 
 
@@ -60,6 +61,9 @@ class AllocationConfig(ConfigSection):
     # ATP (Huang et al., ICML 2025): common difference per block of the sparsity progression; no
     # default in the paper (searched from 0.002 in steps of 0.002), so strategy 'depth' needs it.
     depth_beta: float | None = None
+    # the block a 'probe' run prunes (at pruning.sparsity; every other block stays dense): one point of a
+    # per-block sensitivity profile (pruning.allocation.probe)
+    probe_block: int | None = Field(None, ge=0, le=100_000)
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
@@ -108,6 +112,11 @@ class AllocationConfig(ConfigSection):
         if self.strategy == "depth" and self.depth_beta is None:
             raise ValueError("strategy 'depth' needs depth_beta (ATP's common difference per block, "
                              "accepted range [0, 1); the paper searches 0.002, 0.004, ...)")
+        if self.strategy == "probe" and self.probe_block is None:
+            raise ValueError("strategy 'probe' needs probe_block (the one block it prunes, 0 = the first)")
+        if self.probe_block is not None and self.strategy != "probe":
+            raise ValueError(f"probe_block: {self.probe_block} is read only by strategy 'probe' (strategy is "
+                             f"{self.strategy!r}); accepted with {self.strategy!r}: None")
         if self.metric_mix is not None:
             if self.strategy != "linear":
                 raise ValueError(f"metric_mix: {self.metric_mix!r} is read only by strategy 'linear' (strategy is "

@@ -21,7 +21,8 @@ GRANULARITIES: tuple[str, ...] = ("block", "split", "matrix")
 #: strategy's own column whatever their preset; ``linear`` (AlphaPruning) runs are labelled by their
 #: preset (and metric). OWL: Yin et al. 2023; DLP: Chen et al., ICML 2025; ATP (``depth``): Huang et
 #: al., ICML 2025.
-STRATEGY_COLUMNS: dict[str, str] = {"uniform": "uniform", "owl": "OWL", "dlp": "DLP", "depth": "ATP"}
+STRATEGY_COLUMNS: dict[str, str] = {"uniform": "uniform", "owl": "OWL", "dlp": "DLP", "depth": "ATP",
+                                     "probe": "block probe"}
 
 
 def strategy_column(strategy: object) -> str | None:

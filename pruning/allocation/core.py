@@ -41,6 +41,7 @@ from pruning.allocation import linear
 from pruning.allocation.depth import depth_deviations
 from pruning.allocation.dlp import dlp_deviations
 from pruning.allocation.owl import owl_deviations
+from pruning.allocation.probe import probe_sparsities
 from pruning.allocation.solve import solve_bounded
 from pruning.allocation.units import names_text, unit_ids, unit_table
 from pruning.config import STRATEGIES, AllocationConfig, config_error_from
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 BASE_COLUMNS: tuple[str, ...] = ("block", "matrix_type", "name", "numel")
 OUTPUT_COLUMNS: tuple[str, ...] = ("unit", "score", "ratio", "sparsity")
 #: strategies that always allocate per transformer block (their statistics are per block)
-BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth")
+BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth", "probe")
 
 
 def allocation_config(**fields: Any) -> AllocationConfig:
@@ -81,7 +82,8 @@ def allocate(
     dlp_unimportance: Mapping[int, float] | None = None,
     family: "FamilySpec | None" = None,
 ) -> pd.DataFrame:
-    """Sparsity for every prunable matrix; parameter-weighted mean == ``target`` (within 1e-9).
+    """Sparsity for every prunable matrix; parameter-weighted mean == ``target`` (within 1e-9), except for
+    ``strategy="probe"``, which prunes one block at ``target`` and leaves the others dense.
 
     matrices: one row per matrix, columns ``block, matrix_type, name, numel`` + metric columns.
     config: strategy and its hyper-parameters, score_groups, granularity, bounds.
@@ -114,6 +116,11 @@ def allocate(
         unit_frame["score"] = scores
         unit_frame["ratio"] = ratios
         unit_frame["sparsity"] = solve_bounded(np.zeros_like(ratios), ratios, numel, target, lo, hi)
+    elif config.strategy == "probe":  # one block at the target, the rest dense: the mean is not the target
+        scores, sparsity = probe_sparsities(unit_frame, config.probe_block, target)
+        unit_frame["score"] = scores
+        unit_frame["ratio"] = sparsity / target
+        unit_frame["sparsity"] = sparsity
     elif config.strategy in BLOCK_STRATEGIES:
         if config.strategy == "owl":
             scores, deviation = owl_deviations(unit_frame, numel, config, owl_outlier_ratio)

@@ -9,7 +9,7 @@ from typing import Any
 from pruning.presets import STRATEGY_COLUMNS
 
 #: strategies whose units are always transformer blocks (pruning.allocation.core.BLOCK_STRATEGIES)
-PER_BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth")
+PER_BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth", "probe")
 
 
 def _as_float(value: Any) -> float | None:

@@ -125,6 +125,8 @@ def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float 
     if epsilon is not None and not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite number >= 0 or None (every ε), got {epsilon!r}")
     out = cells
+    if "strategy" in out.columns:  # a block probe's sparsity is one block's, not the model's: never in a grid
+        out = out[out["strategy"].astype(object) != "probe"]
     if model is not None:
         out = out[out["model"] == model]
     if sparsity is not None:

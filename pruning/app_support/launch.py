@@ -58,6 +58,7 @@ STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
     "linear": ("allocation.metric_mix",),
     "dlp": ("allocation.dlp_alpha", "allocation.dlp_statistic"),
     "depth": ("allocation.depth_beta",),
+    "probe": ("allocation.probe_block",),
 }
 FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
     "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
@@ -87,6 +88,10 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
         "value": None, "step": 0.002, "format": "%.4f", "placeholder": "required, e.g. 0.004",
         "help": "ATP (Huang et al., ICML 2025): block i gets S + β (i - mean i); no default, choose it "
         "on wiki:validation (the paper searches 0.002, 0.004, ...)"}),
+    "allocation.probe_block": ("int", "Probed block (0 = the first)", {
+        "value": None, "placeholder": "required, e.g. 0",
+        "help": "strategy probe: only this block is pruned, at the sparsity above; the others stay dense "
+        "(one point of a per-block sensitivity profile)"}),
     "calibration.dataset": ("select", "Calibration text", {
         "options": CALIBRATION_CORPORA, "accept_new_options": True,
         "help": "wiki = its calib split; wiki:train = calib without the validation text; or text:PATH"}),
@@ -302,7 +307,7 @@ def submission_token(configs: Iterable[RunConfig], backend: str) -> str:
 
 #: a strategy's knob without a default: the config rejects the strategy without it (a whole-section
 #: error), which the form shows under the knob's field
-REQUIRED_KNOBS: dict[str, str] = {"depth": "allocation.depth_beta"}
+REQUIRED_KNOBS: dict[str, str] = {"depth": "allocation.depth_beta", "probe": "allocation.probe_block"}
 _FIELD_SPLIT = re.compile(r";\s+(?=[A-Za-z_][\w.]*:\s)")
 _NESTED = re.compile(r"^([A-Za-z_]\w*): \{\.\.\.\} is invalid: (.*)$", re.S)
 _SECTIONS = ("model", "calibration", "allocation", "pruning", "evaluation")
