@@ -10,7 +10,9 @@ import streamlit as st
 
 from pages_support.common import stop_with_info, table
 from pages_support.frame import enter_page
-from pages_support.loaders import catalog_version, choices_stamp, load_choices, load_run_table, load_study
+from pages_support.loaders import (
+    catalog_version, choices_stamp, load_choices, load_run_table, load_sensitivity, load_study,
+)
 from pages_support.sidebar import select_runs, selected_model
 from pages_support.url import PageAddress
 from pruning.app_support.plain import plain
@@ -116,12 +118,25 @@ else:
     st.caption("Each family's final run of the lowest calibration seed (OWL's and DLP's allocations move a little "
                "with the seed; the others do not). Parameter-weighted sparsity of each block's seven matrices.")
     st.plotly_chart(family_sparsity_chart(blocks, cell.sparsity, names), key="study_sparsity_chart")
-    scores = family_score_chart(blocks, names)
+    profiles, rhos = load_sensitivity(catalog_version(), stamp)
+    mine = profiles[(profiles["model"] == model) & (profiles["method"] == method)] if not profiles.empty else profiles
+    measured = mine.set_index("block")["sensitivity"] if not mine.empty else None
+    scores = family_score_chart(blocks, names, measured, float(mine["sparsity"].iloc[0]) if not mine.empty else None)
     if scores is not None:
-        st.caption("The score each family allocated from, per block, each on its own scale (uniform has none).")
+        st.caption("The score each family allocated from, per block, each on its own scale (uniform has none)"
+                   + ("; first, the measured sensitivity: each block pruned alone, log(ppl / dense) on "
+                      "wiki:validation." if measured is not None else "."))
         st.plotly_chart(scores, key="study_score_chart")
-st.caption("Measured per-block sensitivity (one block pruned at a time) is not in the store yet: issue 28 adds it "
-           "beside these scores.")
+    if measured is None:
+        st.caption("No measured per-block sensitivity for this model and method in the store yet "
+                   "(scripts/allocation_study.py sensitivity writes its sweep).")
+    else:
+        of_cell = rhos[(rhos["model"] == model) & (rhos["method"] == method)] if not rhos.empty else rhos
+        if not of_cell.empty:
+            st.caption("Spearman ρ of each metric per block with the measured sensitivity; agrees = the sign of a "
+                       "metric that ranks blocks as their sensitivity does (pruning.study.sensitivity.METRICS).")
+            table(of_cell.drop(columns=["model", "method"]), "study_rho", hide_index=True,
+                  column_config={"rho": st.column_config.NumberColumn("ρ", format="%+.2f")})
 
 st.subheader("The validation runs behind each family's knobs")
 cands = validation_candidates(load_choices(model, stamp), cell)

@@ -147,6 +147,18 @@ def load_study(version: str, choices_stamp: str = "") -> tuple[pd.DataFrame, pd.
     return study, summary, verdict
 
 
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=4, show_spinner=False)
+def load_sensitivity(version: str, choices_stamp: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The allocation study's per-block sensitivity profiles and the Spearman correlation of each metric
+    with them (``pruning.study.sensitivity``); empty frames when the store holds no probe runs."""
+    from pruning.study.sensitivity import block_metrics, correlations, sensitivity_profiles
+
+    profiles = sensitivity_profiles()
+    if profiles.empty:
+        return profiles, pd.DataFrame()
+    return profiles, correlations(profiles, {m: block_metrics(m) for m in sorted(set(profiles["model"]))})
+
+
 def choices_stamp() -> str:
     """Names and modification times of the study's choices files (the cache key of :func:`load_study`)."""
     from pruning.study import CHOICES_DIR

@@ -5,6 +5,7 @@
     .venv/bin/python scripts/allocation_study.py final --model smollm2-135m
     .venv/bin/python scripts/allocation_study.py table [--store data/store]
     .venv/bin/python scripts/allocation_study.py proxy [--store data/store]
+    .venv/bin/python scripts/allocation_study.py sensitivity --model smollm2-135m [--sparsity 0.8]
 
 The command line of :mod:`pruning.study`, which holds the protocol (families, knob grids, the
 validation split, the final seeds), the choice on validation, the verdict rule (a win of "ours" only
@@ -26,6 +27,7 @@ from pruning.study import (  # noqa: E402
     CHOICES_DIR, PROXY_TAGS, STUDY_TAG, choices_markdown, choose, proxy_report, study_report, write_final,
     write_validation,
 )
+from pruning.study.sensitivity import PROBE_SPARSITY, write_sensitivity  # noqa: E402
 from pruning.study.sweeps import _rel  # noqa: E402
 
 
@@ -51,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--store")
     t.add_argument("--no-per-run", action="store_true", help="GPU time summary only")
     t.add_argument("--choices-dir", type=Path, help="folder of the choices-MODEL.json files (default docs/study)")
+    s = sub.add_parser("sensitivity", help="write the per-block sensitivity sweep (one block pruned at a time)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--layers", type=int, help="number of blocks, when the model's config.json is not here")
+    s.add_argument("--sparsity", type=float, default=PROBE_SPARSITY, help="the probed block's sparsity")
+    s.add_argument("--out", type=Path)
     x = sub.add_parser("proxy", help="print the CPU proxy runs (small budget, wiki:validation) from the store")
     x.add_argument("--store")
     args = p.parse_args(argv)
@@ -70,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             choices = args.choices or CHOICES_DIR / f"choices-{args.model}.json"
             out = args.out or REPO / "sweeps" / f"study-final-{args.model}.yaml"
             configs = write_final(args.model, choices, out)
+            print(f"wrote {_rel(out)}: {len(configs)} runs")
+        elif args.command == "sensitivity":
+            out = args.out or REPO / "sweeps" / f"study-sensitivity-{args.model}.yaml"
+            configs = write_sensitivity(args.model, out, args.layers, args.sparsity)
             print(f"wrote {_rel(out)}: {len(configs)} runs")
         elif args.command == "proxy":
             print(proxy_report(args.store) or f"no run tagged {' or '.join(PROXY_TAGS)} in the store")

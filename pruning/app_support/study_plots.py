@@ -45,24 +45,36 @@ def family_sparsity_chart(blocks: pd.DataFrame, sparsity: float, names: dict[str
     return fig
 
 
-def family_score_chart(blocks: pd.DataFrame, names: dict[str, str] | None = None) -> go.Figure | None:
+SENSITIVITY_PANEL = "measured"
+
+
+def family_score_chart(blocks: pd.DataFrame, names: dict[str, str] | None = None,
+                       sensitivity: pd.Series | None = None, probe_sparsity: float | None = None) -> go.Figure | None:
     """The score each family allocated from, per block: one panel per family with a score, each on
-    its own y scale (outlier ratios, α, unimportance and block indices share no unit). None when no
-    family has a score (uniform only)."""
-    names = names or {}
+    its own y scale (outlier ratios, α, unimportance and block indices share no unit); first, when
+    given, the measured sensitivity (``sensitivity``: log(ppl / dense) per block, index block, of one
+    block pruned alone to ``probe_sparsity``). None when there is nothing to draw."""
+    names = dict(names or {})
     scored = blocks.dropna(subset=["score"])
+    if sensitivity is not None and not sensitivity.empty:
+        measured = pd.DataFrame({"family": SENSITIVITY_PANEL, "block": sensitivity.index, "score": sensitivity.values})
+        scored = pd.concat([measured, scored], ignore_index=True)
+        names[SENSITIVITY_PANEL] = (f"measured sensitivity, one block at {probe_sparsity:.0%}" if probe_sparsity
+                                    else "measured sensitivity")
     families = list(dict.fromkeys(scored["family"]))
     if not families:
         return None
     cols = 2 if len(families) > 1 else 1
     rows = math.ceil(len(families) / cols)
-    titles = [f"{names.get(f, family_name(f))}: {SCORE_NAMES.get(f, 'score')}" for f in families]
+    titles = [f"{names.get(f, family_name(f))}: {SCORE_NAMES.get(f, 'score')}" if f != SENSITIVITY_PANEL
+              else f"{names[f]}: log(ppl / dense)" for f in families]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True,
                         vertical_spacing=min(0.12, 0.5 / max(rows, 1)), horizontal_spacing=0.08)
     for i, family in enumerate(families):
         grp = scored[scored["family"] == family].sort_values("block")
+        line = _line(family) if family != SENSITIVITY_PANEL else {"color": "black", "width": 3}
         fig.add_trace(go.Scatter(x=grp["block"], y=grp["score"], mode="lines+markers", name=names.get(family, family),
-                                 line=_line(family), marker={"size": 4, "color": FAMILY_COLORS.get(family)},
+                                 line=line, marker={"size": 4, "color": line["color"]},
                                  showlegend=False, hovertemplate="block %{x}: %{y:.4g}<extra></extra>"),
                       row=i // cols + 1, col=i % cols + 1)
     fig.update_annotations(font_size=12)

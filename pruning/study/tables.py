@@ -89,6 +89,11 @@ def study_report(store: str | Path | None = None, per_run: bool = True, choices_
         verdict = pd.concat([verdicts(summary, "wiki"), verdicts(summary, "lee")], ignore_index=True)
         parts += [study_table(summary), "", verdict_table(verdict), ""]
     parts.append(timing_tables(runs, per_run))
+    from pruning.study.sensitivity import sensitivity_report  # the probes, when the store holds them
+
+    sensitivity = sensitivity_report(store)
+    if sensitivity:
+        parts += ["", sensitivity.rstrip("\n")]
     return "\n".join(parts) + "\n"
 
 
