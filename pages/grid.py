@@ -9,7 +9,7 @@ import streamlit as st
 from pages_support.common import show_run, stop_with_info, table
 from pages_support.frame import enter_page
 from pages_support.loaders import catalog_version, load_perplexity_cells
-from pages_support.sidebar import selected_model
+from pages_support.sidebar import select_runs, selected_model
 from pages_support.url import PageAddress
 from pruning.app_support.formatting import format_ppl, format_sparsity
 from pruning.app_support.grid import (
@@ -222,6 +222,21 @@ table(detail, "grid_cell_detail", hide_index=True, column_config={
     "shown": st.column_config.CheckboxColumn("shown", help="the values the cell's number is made of"),
     "seed": st.column_config.NumberColumn("calibration seed", format="%d"),
 })
+# send the cell's runs, or its row's shown values, to Compare (the team's runs and the notes' reference sets)
+cell_ids = list(dict.fromkeys(detail["run_id"].dropna()))
+row_detail = grid.detail[grid.detail["row"] == row]
+row_ids = list(dict.fromkeys(row_detail.loc[row_detail["shown"].astype(bool), "run_id"].dropna())) \
+    if "shown" in row_detail.columns else list(dict.fromkeys(row_detail["run_id"].dropna()))
+k1, k2 = st.columns(2)
+to_compare = None
+if k1.button(f"Compare this cell's {len(cell_ids)} run(s)", key="grid_compare_cell", disabled=not cell_ids):
+    to_compare = cell_ids
+if k2.button(f"Compare row {row}: {len(row_ids)} run(s) behind its shown values", key="grid_compare_row",
+             disabled=len(row_ids) < 2):
+    to_compare = row_ids
+if to_compare:
+    select_runs(to_compare)
+    st.switch_page("pages/compare.py")
 curve = epsilon_curve(detail)
 if curve is not None:  # an ε sweep (or the notes' GT at several ε) in this cell
     st.plotly_chart(curve, key="grid_eps_curve", config={"displayModeBar": False})

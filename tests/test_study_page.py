@@ -225,3 +225,35 @@ def test_study_link_restores_the_cell(shipped_copy) -> None:
     shown = _study_frame(at)
     assert "71.66" in set(shown["wiki test ppl"])  # ours at SparseGPT 60 %, one seed
     assert any("undecided" in w.value for w in at.warning)
+
+
+@pytest.mark.shipped
+def test_a_grid_row_and_cell_send_their_runs_to_compare(shipped_copy) -> None:
+    """Issue 29: a grid row or cell sends its runs to Compare (it took ~13 clicks to see why ATP wins)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params.update({"model": "smollm2-135m", "sparsity": "0.7", "dataset": "wiki",
+                            "calibration": "wiki:train · 128 × 2048", "cell": "Wanda/ATP"})
+    at.run()
+    at.switch_page("pages/grid.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="grid_cell").value == ("Wanda", "ATP")
+    assert at.button(key="grid_compare_cell").label == "Compare this cell's 3 run(s)"
+    at.button(key="grid_compare_cell").click().run()
+    assert not at.exception and any(t.value == "Compare runs" for t in at.title)
+    atp = set(at.session_state["sb_runs"])
+    assert len(atp) == 3 and all(r.startswith("wanda-") for r in atp)
+
+    again = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    again.query_params.update({"model": "smollm2-135m", "sparsity": "0.7", "dataset": "wiki",
+                               "calibration": "wiki:train · 128 × 2048", "cell": "Wanda/ATP"})
+    again.run()
+    again.switch_page("pages/grid.py").run()
+    label = again.button(key="grid_compare_row").label
+    again.button(key="grid_compare_row").click().run()
+    row = set(again.session_state["sb_runs"])
+    # the shown values of the Wanda row: 3 seeds of each of the 8 study columns (the dense column is the
+    # dense model's number, not a value of the row)
+    assert atp < row and len(row) == 3 * 8, (label, len(row))
+    assert label == f"Compare row Wanda: {len(row)} run(s) behind its shown values"
