@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from pruning.config_allocation import STRATEGIES, AllocationConfig
+from pruning.config_allocation import EVOPRESS_DEFAULTS, STRATEGIES, AllocationConfig
 from pruning.config_sections import (
     DTYPES,
     MAX_BATCH,
@@ -53,6 +53,7 @@ HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
     ("allocation", "depth_beta"): None,
     ("allocation", "metric_mix"): None,
     ("allocation", "probe_block"): None,
+    **{("allocation", name): default for name, default in EVOPRESS_DEFAULTS.items()},
 }
 
 

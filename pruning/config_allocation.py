@@ -13,7 +13,7 @@ from pruning.errors import ConfigError
 from pruning.precision import DEFAULT_EIG_DTYPE, EigDtypeName
 from pruning.presets import MATRIX_TYPES, get_preset, parse_score_groups
 
-Strategy = Literal["uniform", "linear", "owl", "dlp", "depth", "probe"]
+Strategy = Literal["uniform", "linear", "owl", "dlp", "depth", "probe", "evopress"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a spectral-table column such as "
                                       "'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")]
@@ -29,7 +29,13 @@ STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
     "dlp": ("dlp_alpha", "dlp_statistic", "min_sparsity", "max_sparsity"),
     "depth": ("depth_beta", "min_sparsity", "max_sparsity"),
     "probe": ("probe_block",),
+    "evopress": ("evopress_levels", "evopress_generations", "evopress_offspring", "evopress_survivors",
+                 "evopress_windows", "evopress_first_windows", "min_sparsity", "max_sparsity"),
 }
+#: EvoPress's knobs and their defaults (pruning.allocation.evopress; the run ids of configs that leave
+#: them at these values do not change)
+EVOPRESS_DEFAULTS: dict[str, int] = {"evopress_levels": 8, "evopress_generations": 50, "evopress_offspring": 16,
+                                     "evopress_survivors": 4, "evopress_windows": 8, "evopress_first_windows": 2}
 
 
 class AllocationConfig(ConfigSection):
@@ -64,6 +70,14 @@ class AllocationConfig(ConfigSection):
     # the block a 'probe' run prunes (at pruning.sparsity; every other block stays dense): one point of a
     # per-block sensitivity profile (pruning.allocation.probe)
     probe_block: int | None = Field(None, ge=0, le=100_000)
+    # EvoPress (Sieberling et al., ICML 2025): per-matrix sparsity levels searched by evolution on the KL
+    # divergence from the dense model on calibration windows (pruning.allocation.evopress, pruning.evopress_run)
+    evopress_levels: int = Field(8, ge=1, le=64)
+    evopress_generations: int = Field(50, ge=0, le=100_000)
+    evopress_offspring: int = Field(16, ge=1, le=4096)
+    evopress_survivors: int = Field(4, ge=1, le=4096)
+    evopress_windows: int = Field(8, ge=1, le=100_000)
+    evopress_first_windows: int = Field(2, ge=1, le=100_000)
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.
@@ -112,6 +126,9 @@ class AllocationConfig(ConfigSection):
         if self.strategy == "depth" and self.depth_beta is None:
             raise ValueError("strategy 'depth' needs depth_beta (ATP's common difference per block, "
                              "accepted range [0, 1); the paper searches 0.002, 0.004, ...)")
+        if self.evopress_first_windows > self.evopress_windows:
+            raise ValueError(f"evopress_first_windows {self.evopress_first_windows} exceeds evopress_windows "
+                             f"{self.evopress_windows}; accepted: at most evopress_windows")
         if self.strategy == "probe" and self.probe_block is None:
             raise ValueError("strategy 'probe' needs probe_block (the one block it prunes, 0 = the first)")
         if self.probe_block is not None and self.strategy != "probe":

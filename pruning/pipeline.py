@@ -90,6 +90,10 @@ def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Repo
             clock.seconds["spectra_reused"] = clock.seconds.pop("spectra")
 
     alloc = stages.allocation(loaded, config, calib_ids, spectra_table, compute, report, clock)
+    if "search_trace" in alloc.attrs:  # EvoPress: fitness per generation (pruning.evopress_run)
+        from pruning.evopress_run import trace_table
+
+        outcome.tables["metrics"] = trace_table(alloc.attrs["search_trace"])
     if pruning_run:
         with clock("prune"):
             alloc, outcome.placement["prune"] = stages.prune(loaded, config, alloc, calib_ids, compute, report)

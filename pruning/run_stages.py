@@ -24,6 +24,7 @@ from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
 from pruning.config import RunConfig
 from pruning.data import calibration_batch, load_text, tokenize_text
+from pruning.errors import ConfigError
 from pruning.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
 from pruning.evaluation.zeroshot import zeroshot_evaluate
@@ -40,8 +41,8 @@ from pruning.spectral.summary import SpectraResult
 log = logging.getLogger(__name__)
 
 # overall progress bands per stage: (start, end)
-BANDS = {"load": (0.0, 0.05), "spectra": (0.05, 0.15), "calibration": (0.15, 0.2), "prune": (0.2, 0.8),
-         "evaluation": (0.8, 1.0)}
+BANDS = {"load": (0.0, 0.05), "spectra": (0.05, 0.15), "calibration": (0.15, 0.2), "allocation": (0.2, 0.3),
+         "prune": (0.3, 0.8), "evaluation": (0.8, 1.0)}  # allocation: a search's (EvoPress) generations
 ProgressFn = Callable[[str, float, str], None]
 
 
@@ -104,7 +105,7 @@ def wants_calibration(config: RunConfig) -> bool:
     """Calibration tokens are needed by the method (Wanda, SparseGPT) or by the allocation's
     statistics (OWL, DLP, Hessian spectra: a ``hessian_*`` metric or metric_mix) of a run that prunes."""
     alloc = config.allocation
-    by_allocation = alloc.strategy in ("owl", "dlp") or alloc.wants_hessian
+    by_allocation = alloc.strategy in ("owl", "dlp", "evopress") or alloc.wants_hessian
     return is_pruning(config) and (needs_calibration(config.pruning.method) or by_allocation)
 
 
@@ -197,7 +198,20 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
             with clock("dlp"):
                 dlp = dlp_unimportance(loaded, calib_ids, alloc.dlp_statistic, **compute.calibration_kwargs(),
                                        norms=norms)
-    return allocate(matrices, alloc, target, owl, dlp_unimportance=dlp, family=loaded.family)
+    searched = trace = None
+    if alloc.strategy == "evopress" and target > 0:
+        from pruning.evopress_run import evopress_allocation  # torch-heavy; only EvoPress runs need it
+
+        if compute.offload:
+            raise ConfigError("allocation.strategy 'evopress' searches with the whole model on the device; "
+                              "model.offload true is not accepted with it (use a device that holds the model)")
+        with clock("evopress"):
+            searched, trace = evopress_allocation(loaded, config, calib_ids, matrices, device=torch.device(compute.device),
+                                                  batch_size=compute.batch_size, progress=report)
+    out = allocate(matrices, alloc, target, owl, dlp_unimportance=dlp, family=loaded.family, searched=searched)
+    if trace is not None:
+        out.attrs["search_trace"] = trace  # the pipeline stores it in the run's metrics table
+    return out
 
 
 def dense_statistics(loaded: LoadedModel, calib_ids: torch.Tensor, compute: Compute, report: Reporter,

@@ -81,6 +81,7 @@ def allocate(
     *,
     dlp_unimportance: Mapping[int, float] | None = None,
     family: "FamilySpec | None" = None,
+    searched: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Sparsity for every prunable matrix; parameter-weighted mean == ``target`` (within 1e-9), except for
     ``strategy="probe"``, which prunes one block at ``target`` and leaves the others dense.
@@ -90,14 +91,16 @@ def allocate(
     target: S in [0, 1). owl_outlier_ratio: block -> D_l (``strategy="owl"``, from
     ``pruning.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
     :func:`pruning.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
-    which matrix type, for ``granularity="split"``; default LLaMA's).
+    which matrix type, for ``granularity="split"``; default LLaMA's). searched: ``strategy="evopress"``'s
+    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.evopress_run`).
     Returns a copy of ``matrices`` (same order and index) with ``unit, score, ratio, sparsity``.
     Formulas: the strategy modules (AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023; DLP, Chen et
     al. ICML 2025; ATP, Huang et al. ICML 2025).
     """
     frame = _validated_matrices(matrices)
     lo, hi = _validated_config(config)
-    granularity = "block" if config.strategy in BLOCK_STRATEGIES else config.granularity
+    granularity = ("block" if config.strategy in BLOCK_STRATEGIES
+                   else "matrix" if config.strategy == "evopress" else config.granularity)
     if float(target) == 0.0:
         return _dense(matrices, frame, granularity, family, lo)
     target = _validated_target(target, lo, hi)
@@ -116,6 +119,20 @@ def allocate(
         unit_frame["score"] = scores
         unit_frame["ratio"] = ratios
         unit_frame["sparsity"] = solve_bounded(np.zeros_like(ratios), ratios, numel, target, lo, hi)
+    elif config.strategy == "evopress":  # searched levels (pruning.evopress_run): one unit per matrix
+        if searched is None:
+            raise ConfigError("allocation.strategy 'evopress' needs the searched levels (pruning.evopress_run)")
+        by_name = searched.set_index("name")
+        missing = sorted(set(frame["name"]) - set(by_name.index))
+        if missing:
+            raise ConfigError(f"evopress: no searched level for {len(missing)} matrices, e.g. {missing[0]!r}")
+        names = unit_frame.index.to_series()  # matrix granularity: the unit id is the matrix name
+        unit_frame["score"] = names.map(by_name["level"]).to_numpy(dtype=float)
+        unit_frame["sparsity"] = names.map(by_name["sparsity"]).to_numpy(dtype=float)
+        unit_frame["ratio"] = unit_frame["sparsity"] / target
+        mean = float(np.dot(unit_frame["sparsity"], numel) / numel.sum())
+        if abs(mean - target) > 1e-9:
+            raise ConfigError(f"evopress: the searched levels give mean sparsity {mean:.12f}, not the target {target}")
     elif config.strategy == "probe":  # one block at the target, the rest dense: the mean is not the target
         scores, sparsity = probe_sparsities(unit_frame, config.probe_block, target)
         unit_frame["score"] = scores

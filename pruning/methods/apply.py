@@ -89,3 +89,30 @@ def prune_linear_group(
         module.weight.data.copy_(_new_weight(spec, module.weight.data, W_new).to(module.weight.dtype))
         zeros.append(int((module.weight.data == 0).sum()))
     return zeros
+
+
+@torch.no_grad()
+def pruned_weight(
+    weight: Tensor,
+    method: str,
+    sparsity: float,
+    *,
+    act_sq_sum: Tensor | None = None,
+    hessian: Tensor | None = None,
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> Tensor:
+    """``weight`` ``(out, in)`` pruned with ``method`` at ``sparsity``, as a new tensor (``weight`` and the
+    statistics are left as they are: a level database prunes one matrix at many sparsities,
+    :mod:`pruning.evopress_run`). The kernel runs in float32 on the weight's device; the result has the
+    weight's dtype."""
+    spec = get_method(method)
+    kernel = spec.resolved_kernel()
+    _require_statistics(spec, act_sq_sum, hessian)
+    W = weight.detach().to(torch.float32).clone()
+    stats = LayerStatistics(
+        act_sq_sum=act_sq_sum.to(W.device, torch.float32).clone() if spec.statistics != "none" else None,
+        hessian=hessian.to(W.device, torch.float32).clone() if spec.statistics == "hessian" else None,
+    )
+    return _new_weight(spec, W, kernel(W, stats, sparsity, nm, KernelOptions(blocksize, percdamp))).to(weight.dtype)

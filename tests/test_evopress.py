@@ -1,0 +1,181 @@
+"""EvoPress (issue 31): the level ladder and the level-switch mutation keep the parameter-weighted mean
+sparsity exact and every unit within its bounds; on a designed fitness with one fragile unit the search
+moves sparsity away from it; the same seed gives the same levels, and a search stopped and resumed from
+its saved state ends where an uninterrupted one does; end to end on a tiny model the strategy runs as a
+stage of a run, stores its trace, keeps the mean exact and prunes at the searched levels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pruning.allocation.evopress import SearchState, make_ladder, mutate, search
+from pruning.errors import ConfigError
+
+NUMEL = [100, 25, 25, 100, 300, 300, 300] * 3  # q k v o gate up down, three blocks
+NAMES = [f"m{i}" for i in range(len(NUMEL))]
+
+
+def test_ladder_levels_are_equal_weight_counts_within_the_bounds() -> None:
+    ladder = make_ladder(NAMES, NUMEL, 0.7, levels=8, min_sparsity=0.0, max_sparsity=0.99)
+    assert ladder.delta == int(0.5 * 0.3 / 8 * np.mean(NUMEL))  # 3 weights per level
+    for level in (ladder.lo, ladder.hi):
+        s = ladder.sparsity(level)
+        assert (s >= -1e-12).all() and (s <= 0.99 + 1e-12).all()
+    # a small matrix moves more per level and so has fewer levels; a big one keeps all eight
+    assert ladder.hi[1] < ladder.hi[4] == 8 and ladder.lo[4] == -8
+    with pytest.raises(ConfigError, match="target sparsity 1.0 is invalid"):
+        make_ladder(NAMES, NUMEL, 1.0)
+    with pytest.raises(ConfigError, match="evopress_levels: 0 is invalid"):
+        make_ladder(NAMES, NUMEL, 0.7, levels=0)
+    with pytest.raises(ConfigError, match="two or more units"):
+        make_ladder(NAMES[:1], NUMEL[:1], 0.7)
+
+
+def test_mutations_keep_the_mean_exact_and_the_bounds() -> None:
+    ladder = make_ladder(NAMES, NUMEL, 0.7, levels=4)
+    rng = np.random.default_rng(0)
+    levels = np.zeros(len(NAMES), dtype=np.int64)
+    moved = 0
+    for _ in range(2000):
+        child = mutate(levels, ladder, rng)
+        assert child.sum() == 0  # one level down for every level up: the same number of pruned weights
+        assert (child >= ladder.lo).all() and (child <= ladder.hi).all()
+        assert ladder.mean_sparsity(child) == pytest.approx(0.7, abs=1e-12)
+        moved = max(moved, int(np.abs(child - levels).sum()))
+        levels = child
+    assert 2 <= moved <= 6  # 1-3 switches of two units each
+    assert np.abs(levels).max() > 0
+
+
+def _fitness_with_a_fragile_unit(ladder, fragile: int):
+    """Cost of a candidate: every unit's sparsity squared, the fragile unit's 50 times over."""
+    weight = np.ones(len(ladder.names))
+    weight[fragile] = 50.0
+
+    def fitness(levels: np.ndarray, windows: np.ndarray) -> float:
+        return float(np.sum(weight * ladder.sparsity(levels) ** 2)) + 1e-3 * len(windows)
+
+    return fitness
+
+
+def test_search_moves_sparsity_away_from_a_fragile_unit_and_is_reproducible() -> None:
+    ladder = make_ladder(NAMES, NUMEL, 0.7, levels=6)
+    fragile = 4  # a gate matrix
+    fit = _fitness_with_a_fragile_unit(ladder, fragile)
+    result = search(ladder, fit, windows=4, generations=60, offspring=8, survivors=2, first_windows=2, seed=3)
+    assert result.parent[fragile] == ladder.lo[fragile]  # as dense as its ladder allows
+    assert result.parent.sum() == 0 and ladder.mean_sparsity(result.parent) == pytest.approx(0.7, abs=1e-12)
+    fitnesses = [row["fitness"] for row in result.trace]
+    assert len(fitnesses) == 60 and fitnesses[-1] < fit(np.zeros(len(NAMES), dtype=np.int64), np.arange(4))
+    assert all(b <= a for a, b in zip(fitnesses, fitnesses[1:]))  # elitist: never worse
+    again = search(ladder, fit, windows=4, generations=60, offspring=8, survivors=2, first_windows=2, seed=3)
+    assert np.array_equal(again.parent, result.parent) and again.trace == result.trace
+
+
+def test_a_resumed_search_ends_where_an_uninterrupted_one_does() -> None:
+    ladder = make_ladder(NAMES, NUMEL, 0.6, levels=4)
+    fit = _fitness_with_a_fragile_unit(ladder, 0)
+    whole = search(ladder, fit, windows=4, generations=12, offspring=6, survivors=2, seed=1)
+    saved: list[str] = []
+    search(ladder, fit, windows=4, generations=5, offspring=6, survivors=2, seed=1,
+           on_generation=lambda s: saved.append(json.dumps(s.to_dict())))
+    state = SearchState.from_dict(json.loads(saved[-1]))
+    assert state.generation == 5
+    resumed = search(ladder, fit, windows=4, generations=12, offspring=6, survivors=2, seed=1, state=state)
+    assert np.array_equal(resumed.parent, whole.parent) and resumed.trace == whole.trace
+
+
+def test_bad_search_knobs_are_named() -> None:
+    ladder = make_ladder(NAMES, NUMEL, 0.7)
+    fit = _fitness_with_a_fragile_unit(ladder, 0)
+    with pytest.raises(ConfigError, match="evopress_first_windows: 5 exceeds evopress_windows 4"):
+        search(ladder, fit, windows=4, generations=1, first_windows=5)
+    with pytest.raises(ConfigError, match="evopress_offspring: 0 is invalid"):
+        search(ladder, fit, windows=4, generations=1, offspring=0)
+
+
+# ---- end to end on a tiny model ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from pruning.synthetic import save_tiny_model_dir
+
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def _config(model_dir, **overrides):
+    from pruning.config import RunConfig
+
+    base = RunConfig.from_dict({
+        "model": {"name": str(model_dir)},
+        "calibration": {"dataset": "wiki", "nsamples": 4, "seqlen": 32, "seed": 0},
+        "pruning": {"method": "wanda", "sparsity": 0.6},
+        "allocation": {"strategy": "evopress", "evopress_levels": 3, "evopress_generations": 4,
+                       "evopress_offspring": 4, "evopress_survivors": 2, "evopress_windows": 4,
+                       "evopress_first_windows": 2},
+        "evaluation": {"perplexity": ["wiki"], "seqlen": 32, "limit_windows": 2},
+    })
+    return base.with_overrides(overrides) if overrides else base
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_evopress_runs_as_a_stage_with_an_exact_mean_and_its_trace(tiny_dir, data_dir, method) -> None:
+    from pruning.evopress_run import checkpoint_path, trace_from_metrics
+    from pruning.pipeline import execute_run
+
+    config = _config(tiny_dir, **{"pruning.method": method})
+    out = execute_run(config, publish=False)
+    assert out.status == "succeeded" and "evopress" in out.timings
+    alloc = out.tables["allocation"]
+    mean = float((alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum())
+    assert mean == pytest.approx(0.6, abs=1e-9)
+    assert alloc["unit"].tolist() == alloc["name"].tolist()  # one unit per matrix
+    assert alloc["score"].sum() == 0 and set(alloc["score"]) <= set(range(-3, 4))  # the levels
+    assert (alloc["sparsity_achieved"] - alloc["sparsity_target"]).abs().max() < 0.05
+    trace = trace_from_metrics(out.tables["metrics"])
+    assert trace["generation"].tolist() == [1, 2, 3, 4] and trace["fitness"].is_monotonic_decreasing
+    assert (trace["fitness"] > 0).all()
+    assert not checkpoint_path(config.run_id).exists()  # removed once the levels are chosen
+    again = execute_run(config, publish=False)  # same config, same levels and perplexity
+    assert again.tables["allocation"]["score"].tolist() == alloc["score"].tolist()
+    assert again.tables["perplexity"]["ppl"].tolist() == out.tables["perplexity"]["ppl"].tolist()
+
+
+def test_evopress_refuses_fewer_calibration_samples_than_fitness_windows(tiny_dir, data_dir) -> None:
+    from pruning.pipeline import execute_run
+
+    with pytest.raises(ConfigError, match="evopress_windows: 4 fitness windows need as many calibration samples; "
+                                          "calibration.nsamples is 2"):
+        execute_run(_config(tiny_dir, **{"calibration.nsamples": 2}), publish=False)
+
+
+def test_on_a_tiny_model_the_search_spares_a_fragile_block(tmp_path, data_dir) -> None:
+    """Block 1 of a 3-block model made fragile (its MLP output scaled 30x, so pruning it moves the
+    residual stream far): the searched levels leave that block the densest of the three, its scaled matrix
+    below the target, with the mean still exact (no search would leave every block at the target)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from pruning.models import resolve_model, save_model
+    from pruning.pipeline import execute_run
+    from pruning.synthetic import random_llama
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
+    model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(30.0)
+    path = save_model(model, tokenizer, tmp_path / "fragile")
+    config = _config(path, **{"allocation.evopress_generations": 25, "allocation.evopress_offspring": 8,
+                              "allocation.evopress_levels": 4, "calibration.nsamples": 6,
+                              "allocation.evopress_windows": 6})
+    out = execute_run(config, publish=False)
+    alloc = out.tables["allocation"]
+    per_block = alloc.assign(w=alloc["sparsity_target"] * alloc["numel"]).groupby("block")[["w", "numel"]].sum()
+    per_block = per_block["w"] / per_block["numel"]
+    assert per_block.idxmin() == 1 and per_block[1] < 0.6 - 0.02, per_block.to_dict()  # the densest block
+    down = alloc.set_index("name").at["model.layers.1.mlp.down_proj", "score"]
+    assert down < 0  # the scaled matrix itself went below the target
+    mean = float((alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum())
+    assert mean == pytest.approx(0.6, abs=1e-9)
