@@ -101,6 +101,13 @@ def show_run(run_id: str) -> None:
     if tables.get("perplexity"):
         ppl = load_run_table(catalog_version(), run_id, "perplexity")
         st.dataframe(ppl.drop(columns=[c for c in ("bundle", "run_id") if c in ppl]), hide_index=True)
+    if tables.get("metrics"):  # a search's trace (EvoPress: KL to the dense model per generation)
+        from pruning.app_support.plots import search_trace_chart
+        from pruning.evopress_trace import trace_from_metrics
+
+        trace = trace_from_metrics(load_run_table(catalog_version(), run_id, "metrics"))
+        if not trace.empty:
+            st.plotly_chart(search_trace_chart(trace), key=f"search_trace_{run_id}")
 
 
 def table(data: pd.DataFrame, key: str, **kwargs: Any) -> None:

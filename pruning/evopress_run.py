@@ -20,7 +20,7 @@ per-matrix sparsities a run then prunes with.
 4. The model gets its dense weights back; the run then prunes block-sequentially at the searched
    per-matrix sparsities like every other allocation, so families differ by their allocation only.
 
-The trace (parent fitness per generation) is stored in the run's ``metrics`` table (stage ``search``,
+The trace (parent fitness per generation) is stored in the run's ``metrics`` table (:mod:`pruning.evopress_trace`: stage ``search``,
 names ``evopress_fitness/gen0001`` ...), the chosen level of each matrix in its allocation table's
 ``score`` column.
 """
@@ -50,9 +50,6 @@ from pruning.models import LoadedModel
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)
-
-TRACE_STAGE = "search"
-TRACE_PREFIX = "evopress_fitness/gen"
 
 Database = dict[str, dict[int, Tensor]]
 
@@ -210,18 +207,3 @@ def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tenso
                            "sparsity": ladder.sparsity(final.parent)})
     trace = pd.DataFrame(final.trace, columns=["generation", "fitness", "candidates", "first_best"])
     return levels, trace
-
-
-def trace_table(trace: pd.DataFrame) -> pd.DataFrame:
-    """The trace as rows of a run's ``metrics`` table (stage ``search``, ``evopress_fitness/gen0001`` ...)."""
-    return pd.DataFrame({"stage": TRACE_STAGE, "name": [f"{TRACE_PREFIX}{int(g):04d}" for g in trace["generation"]],
-                         "value": trace["fitness"].astype(float)})
-
-
-def trace_from_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
-    """generation, fitness from a run's ``metrics`` table (empty when it holds no EvoPress trace)."""
-    if metrics.empty or "name" not in metrics:
-        return pd.DataFrame(columns=["generation", "fitness"])
-    rows = metrics[metrics["name"].astype(str).str.startswith(TRACE_PREFIX)]
-    return pd.DataFrame({"generation": rows["name"].str[len(TRACE_PREFIX):].astype(int),
-                         "fitness": rows["value"].astype(float)}).sort_values("generation", ignore_index=True)

@@ -91,7 +91,7 @@ def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Repo
 
     alloc = stages.allocation(loaded, config, calib_ids, spectra_table, compute, report, clock)
     if "search_trace" in alloc.attrs:  # EvoPress: fitness per generation (pruning.evopress_run)
-        from pruning.evopress_run import trace_table
+        from pruning.evopress_trace import trace_table
 
         outcome.tables["metrics"] = trace_table(alloc.attrs["search_trace"])
     if pruning_run:

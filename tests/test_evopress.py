@@ -122,7 +122,8 @@ def _config(model_dir, **overrides):
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_evopress_runs_as_a_stage_with_an_exact_mean_and_its_trace(tiny_dir, data_dir, method) -> None:
-    from pruning.evopress_run import checkpoint_path, trace_from_metrics
+    from pruning.evopress_run import checkpoint_path
+    from pruning.evopress_trace import trace_from_metrics
     from pruning.pipeline import execute_run
 
     config = _config(tiny_dir, **{"pruning.method": method})
@@ -179,3 +180,25 @@ def test_on_a_tiny_model_the_search_spares_a_fragile_block(tmp_path, data_dir) -
     assert down < 0  # the scaled matrix itself went below the target
     mean = float((alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum())
     assert mean == pytest.approx(0.6, abs=1e-9)
+
+
+def test_a_runs_trace_is_drawn_in_its_detail(tiny_dir, data_dir) -> None:
+    """The app plots fitness against generation for a run that searched (the Runs page's run detail)."""
+    import json as _json
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from pruning.pipeline import execute_run
+
+    config = _config(tiny_dir)
+    execute_run(config)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    charts = [_json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    trace = next(c for c in charts if "EvoPress" in str(c["layout"].get("title", "")))
+    from test_app_pages import decode
+
+    assert trace["layout"]["xaxis"]["title"]["text"] == "generation" and decode(trace["data"][0]["x"]) == [1, 2, 3, 4]

@@ -59,6 +59,8 @@ STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
     "dlp": ("allocation.dlp_alpha", "allocation.dlp_statistic"),
     "depth": ("allocation.depth_beta",),
     "probe": ("allocation.probe_block",),
+    "evopress": ("allocation.evopress_generations", "allocation.evopress_offspring", "allocation.evopress_levels",
+                 "allocation.evopress_windows"),
 }
 FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
     "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
@@ -92,6 +94,15 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
         "value": None, "placeholder": "required, e.g. 0",
         "help": "strategy probe: only this block is pruned, at the sparsity above; the others stay dense "
         "(one point of a per-block sensitivity profile)"}),
+    "allocation.evopress_generations": ("int", "EvoPress generations", {
+        "value": 50, "help": "generations of the (1 + λ) evolution (Sieberling et al., ICML 2025)"}),
+    "allocation.evopress_offspring": ("int", "EvoPress offspring per generation", {"value": 16}),
+    "allocation.evopress_levels": ("int", "EvoPress levels each way", {
+        "value": 8, "help": "sparsity levels above and below the target per matrix; every level is the same "
+        "number of weights, so switching levels keeps the mean exact"}),
+    "allocation.evopress_windows": ("int", "EvoPress fitness windows", {
+        "value": 8, "help": "calibration windows the KL fitness reads (at most calibration samples; never test "
+        "or validation text)"}),
     "calibration.dataset": ("select", "Calibration text", {
         "options": CALIBRATION_CORPORA, "accept_new_options": True,
         "help": "wiki = its calib split; wiki:train = calib without the validation text; or text:PATH"}),

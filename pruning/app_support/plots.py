@@ -136,6 +136,16 @@ def sparsity_overlay(allocations: dict[str, pd.DataFrame]) -> go.Figure:
     return fig
 
 
+def search_trace_chart(trace: pd.DataFrame) -> go.Figure:
+    """A search's fitness against generation (``trace``: generation, fitness; EvoPress's KL divergence
+    from the dense model on calibration windows, lower is better; log y)."""
+    fig = go.Figure(go.Scatter(x=trace["generation"], y=trace["fitness"], mode="lines+markers",
+                               name="parent fitness", hovertemplate="generation %{x}: KL %{y:.5f}<extra></extra>"))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), title="EvoPress search: fitness per generation",
+                      xaxis_title="generation", yaxis_title="KL to the dense model (calibration)", yaxis_type="log")
+    return fig
+
+
 def esd_bins(eigenvalues: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Log-spaced bin edges ``(bins+1,)`` from the smallest to the largest positive eigenvalue and the
     count in each bin ``(bins,)``; every eigenvalue lands in a bin (the counts sum to n).
