@@ -210,3 +210,13 @@ def test_whole_process_run_input_error_is_one_line_and_publishes_nothing(data_di
     assert proc.returncode == 2
     assert len(lines) == 1 and lines[0].startswith("error: ") and "'../../etc'" in lines[0]
     assert tree_digest(data_dir) == before
+
+
+@pytest.mark.parametrize("strategy, hint", [("evopress", "searches levels on the model"),
+                                            ("probe", "prunes one block of a run")])
+def test_allocate_refuses_the_strategies_that_need_a_run(strategy, hint, capsys) -> None:
+    from pruning.cli import main
+
+    assert main(["allocate", "--spectra", "x.csv", "--sparsity", "0.7", "--strategy", strategy]) == 2
+    err = capsys.readouterr().err
+    assert f"--strategy {strategy}: {hint}" in err and "accepted here: uniform, linear, owl, dlp, depth" in err

@@ -133,11 +133,22 @@ def _block_values(path: Path | None, flag: str, column: str) -> dict[int, float]
     return {int(b): float(d) for b, d in zip(table["block"], table[column])}
 
 
+#: strategies that need the model during a run (the allocate command reads a table): why, and what to use
+RUN_STRATEGIES: dict[str, str] = {
+    "evopress": "searches levels on the model (use `python -m pruning run --set allocation.strategy=evopress`)",
+    "probe": "prunes one block of a run (use `python -m pruning run --set allocation.strategy=probe "
+             "--set allocation.probe_block=N`)",
+}
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from pruning.allocation import BLOCK_STRATEGIES, allocate, allocation_config, summarize
 
+    if args.strategy in RUN_STRATEGIES:  # they prune or search with the model: a run, not a table
+        raise ConfigError(f"--strategy {args.strategy}: {RUN_STRATEGIES[args.strategy]}; accepted here: "
+                          + ", ".join(s for s in STRATEGIES if s not in RUN_STRATEGIES))
     fields: dict[str, Any] = {
         "strategy": args.strategy,
         "metric": args.metric,
