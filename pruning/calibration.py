@@ -37,7 +37,7 @@ this module runs the protocol.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,8 @@ def calibrate_blocks(
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
     free_memory: FreeMemoryFn | None = None,
+    statistics_for: Collection[int] | None = None,
+    stop_after: int | None = None,
 ) -> Placement:
     """Run the block-sequential calibration protocol (module docstring) and call ``on_block`` once
     per block, in order, with the block's statistics; ``on_block`` may prune the block in place.
@@ -106,7 +108,11 @@ def calibrate_blocks(
     blocks unchanged (measurements of the dense model): the outputs of the statistics pass are then
     fed forward instead of being recomputed, halving the work. ``batch_size``: samples per block
     call (1, as in the SparseGPT and Wanda reference code; more samples per call mean fewer,
-    larger GEMMs, the same statistics up to rounding). Returns the placement used.
+    larger GEMMs, the same statistics up to rounding). ``statistics_for``: the blocks ``on_block`` needs
+    (None: every block); any other block is only run forward, once, without hooks (its outputs are
+    what the statistics pass would have written: nothing changes it). ``stop_after``: the last block
+    to run (None: the last of the model); nothing after it can change the blocks up to it. A run that
+    prunes one block (a probe) runs blocks 0..b, with statistics of b only. Returns the placement used.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -130,8 +136,9 @@ def calibrate_blocks(
         ", prefetch" if placement.prefetch else "", inps.dtype,
     )
     mover = BlockMover(layers, make_copier(dev)) if placement.offload and placement.prefetch else None
+    last = n_blocks - 1 if stop_after is None else max(0, min(int(stop_after), n_blocks - 1))
     try:
-        for i in range(n_blocks):
+        for i in range(last + 1):
             if mover is not None:
                 block = mover.acquire(i)  # also starts copying block i+1
             else:
@@ -139,8 +146,11 @@ def calibrate_blocks(
                 home = next(block.parameters()).device
                 if placement.offload:
                     block.to(dev)
-            run_block(i, n_blocks, block, family, inps, outs, block_kwargs[i], on_block, dev,
-                      collect_hessian, modifies_blocks, batch_size)
+            if statistics_for is None or i in statistics_for:
+                run_block(i, n_blocks, block, family, inps, outs, block_kwargs[i], on_block, dev,
+                          collect_hessian, modifies_blocks, batch_size)
+            else:  # a block left as it is: its outputs only
+                _forward_all(block, inps, outs, block_kwargs[i], batch_size)
             if mover is not None:
                 mover.release(i)
             elif placement.offload:
@@ -149,7 +159,7 @@ def calibrate_blocks(
                     torch.cuda.empty_cache()
             inps, outs = outs, inps
             if progress is not None:
-                progress(i + 1, n_blocks)
+                progress(i + 1, last + 1)
     finally:
         if mover is not None:
             mover.close()

@@ -160,10 +160,16 @@ def prune_model(
     else:
 
         on_block = block_pruner(method, targets, nm_pair, blocksize, percdamp, rows)
+        # only the blocks with something to prune need statistics, and nothing after the last of them runs
+        # (a probe of block b runs blocks 0..b); a block left out keeps its weights and gets its table row here
+        active = sorted({ref.block for ref in refs if targets[ref.name] > 0})
         placement = calibrate_blocks(
             loaded, calib_ids, on_block, device=dev, offload=offload, prefetch=prefetch,
             collect_hessian=statistics == "hessian", batch_size=batch_size, progress=progress,
+            statistics_for=set(active), stop_after=active[-1] if active else -1,
         )
+        done = {row["name"]: row for row in rows}
+        rows = [done.get(ref.name) or _row(ref, targets[ref.name]) for ref in refs]
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     if statistics != "none":
         table.attrs["placement"] = placement.kind

@@ -190,3 +190,31 @@ def test_smollm2_wanda_and_sparsegpt_far_below_magnitude(offline_model: LoadedMo
     assert all(math.isfinite(v) for v in ppl.values()), ppl
     assert max(ppl["wanda"], ppl["sparsegpt"]) < ppl["magnitude"] / 3, ppl
     assert abs(ppl["sparsegpt"] / ppl["wanda"] - 1.0) < 0.15, ppl
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_blocks_without_targets_are_skipped_exactly(method: str) -> None:
+    """Only blocks with something to prune get statistics and nothing after the last of them runs
+    (a probe of block b runs blocks 0..b): the weights and the table equal the full protocol's, which
+    runs every block with hooks (calibrate_blocks with statistics_for=None, stop_after=None)."""
+    from pruning.calibration import calibrate_blocks
+    from pruning.synthetic import random_llama
+
+    model = random_llama(hidden=32, layers=4, intermediate=64, heads=4, kv_heads=2, vocab=256, seed=1)
+    reference = copy.deepcopy(model)
+    targets = {ref.name: 0.5 for ref in prunable_matrices(model) if ref.block == 1}
+    targets["model.layers.2.mlp.down_proj"] = 0.3
+    ids = calib(nsamples=3, seqlen=16)
+    seen: list[tuple[int, int]] = []
+    table = prune_model(as_loaded(model), method, targets, ids, progress=lambda d, n: seen.append((d, n)))
+    assert seen[-1] == (3, 3)  # blocks 0, 1, 2 ran; block 3 did not
+
+    rows: list[dict] = []
+    full = {ref.name: targets.get(ref.name, 0.0) for ref in prunable_matrices(reference)}
+    calibrate_blocks(as_loaded(reference), ids, prune_mod.block_pruner(method, full, None, 128, 0.01, rows),
+                     collect_hessian=method == "sparsegpt")
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    expected = [r["sparsity_achieved"] for r in rows]
+    assert table["sparsity_achieved"].tolist() == expected
+    assert table.loc[table["name"].str.contains("layers.3."), "sparsity_achieved"].eq(0.0).all()
