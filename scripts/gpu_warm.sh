@@ -11,7 +11,8 @@
 #   scripts/gpu_warm.sh collect           $OUT/warm.tgz: bench JSON + RESULTS sections, the study's new run bundles,
 #                                         job logs, choices, table; prints the driver's phase
 # Here, afterwards: scripts/gpu_merge.sh PATH/warm.tgz for the study's runs; bench/merge_results.py for the sections.
-# PHASES (default "smol-bench gemma-bench gemma-study smol-study") picks and orders the phases.
+# PHASES (default "smol-bench gemma-bench gemma-study smol-study") picks and orders the phases; also precision,
+# bf16-bench, smol-sensitivity and gemma-sensitivity (issue 28: sweeps/study-sensitivity-MODEL.yaml).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
   TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -51,6 +52,23 @@ precision() {  # sweeps/precision-smollm2-135m.yaml (bf16 copies of six final ce
   echo "=== $(date +%T) precision done"
 }
 
+sensitivity() {  # $1 model: sweeps/study-sensitivity-MODEL.yaml (issue 28: every block probed alone) into the study's store
+  echo "sensitivity-$1" > $W/PHASE
+  echo "=== $(date +%T) sensitivity $1"
+  if [[ ! -d /tmp/pld ]]; then
+    for _ in $(seq 60); do [[ -d data/store/runs ]] && break; sleep 5; done
+    cp -r data /tmp/pld && touch /tmp/pld/.marker || { echo "no data/ in the tree: sensitivity skipped"; return 1; }
+  fi
+  PRUNING_LAB_DATA=/tmp/pld python3 -m pruning sweep --config "sweeps/study-sensitivity-$1.yaml" --yes > "$W/sensitivity-$1.log" 2>&1
+  local pids=()
+  for i in $(seq "$WORKERS"); do
+    PRUNING_LAB_DATA=/tmp/pld python3 -m pruning worker --gpus 0 --once --poll 0.5 >> "$W/sensitivity-$1.log" 2>&1 < /dev/null &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  echo "=== $(date +%T) sensitivity $1 done"
+}
+
 bench_bf16() {
   echo "bench-bf16" > $W/PHASE
   echo "=== $(date +%T) bench bf16 ($WORKERS workers)"
@@ -68,6 +86,8 @@ driver() {
       gemma-study) study gemma3-270m ;;
       smol-study) study smollm2-135m ;;
       precision) precision ;;
+      smol-sensitivity) sensitivity smollm2-135m ;;
+      gemma-sensitivity) sensitivity gemma3-270m ;;
       bf16-bench) bench_bf16 ;;
       *) echo "unknown phase $phase" ;;
     esac

@@ -27,6 +27,9 @@ from pruning.study.protocol import METHODS, VALIDATION_DATASET, model_layers, va
 from pruning.study.results import _store_root, _tagged_runs
 
 SENSITIVITY_TAG = "block-sensitivity"
+#: CPU proxies of the profiles (a small budget: few calibration samples, a window budget on wiki:validation),
+#: made to look before GPU time is spent; never mixed with the full protocol's profiles
+PROXY_SENSITIVITY_TAG = "proxy-sensitivity"
 #: the sparsity a probed block is pruned to: high enough that every block's cost shows above the noise of
 #: one evaluation (the study's mean sparsities are 60 and 70 %, some allocations put blocks at 80-90 %)
 PROBE_SPARSITY = 0.8
@@ -69,15 +72,15 @@ the dense run of the same protocol. {1 + len(spec['include'])} runs: the dense o
     return _write_sweep(out, header, spec, [base] + [base.with_overrides(o) for o in spec["include"]])
 
 
-def sensitivity_profiles(store: str | Path | None = None) -> pd.DataFrame:
-    """One row per succeeded probe run tagged :data:`SENSITIVITY_TAG`: model, method, sparsity, block,
+def sensitivity_profiles(store: str | Path | None = None, tag: str = SENSITIVITY_TAG) -> pd.DataFrame:
+    """One row per succeeded probe run tagged ``tag`` (:data:`SENSITIVITY_TAG`): model, method, sparsity, block,
     run_id, ppl, dense_ppl (the dense run of the same model and protocol), sensitivity (log ppl ratio),
     protocol. Empty without probes; RuntimeError when a model's probes mix evaluation protocols."""
     from pruning.store.queries import perplexity_cells, run_sql
 
     columns = ["model", "method", "sparsity", "block", "run_id", "ppl", "dense_ppl", "sensitivity", "protocol"]
     root = _store_root(store)
-    runs = _tagged_runs(root, SENSITIVITY_TAG)
+    runs = _tagged_runs(root, tag)
     runs = runs[runs["status"] == "succeeded"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
@@ -175,14 +178,17 @@ def correlations(profiles: pd.DataFrame, metrics_of: dict[str, pd.DataFrame]) ->
     return pd.DataFrame(rows, columns=["model", "method", "metric", "rho", "n", "agrees"])
 
 
-def sensitivity_report(store: str | Path | None = None) -> str:
-    """Markdown: the Spearman table and each profile's most and least sensitive blocks; "" without probes."""
-    profiles = sensitivity_profiles(store)
+def sensitivity_report(store: str | Path | None = None, tag: str = SENSITIVITY_TAG) -> str:
+    """Markdown: the Spearman table and each profile's most and least sensitive blocks; "" without probes
+    tagged ``tag`` (:data:`PROXY_SENSITIVITY_TAG`: the CPU proxies, their protocol said in the heading)."""
+    profiles = sensitivity_profiles(store, tag)
     if profiles.empty:
         return ""
     metrics_of = {m: block_metrics(m, store) for m in sorted(set(profiles["model"]))}
     table = correlations(profiles, metrics_of)
-    out = ["## Per-block sensitivity (issue 28)", "",
+    proxy = tag == PROXY_SENSITIVITY_TAG
+    out = ["## Per-block sensitivity (issue 28)" + (": CPU proxy, protocol " + profiles["protocol"].iloc[0]
+                                                    if proxy else ""), "",
            f"One block pruned alone to {profiles['sparsity'].iloc[0]:.0%} (strategy probe), whole {VALIDATION_DATASET}; "
            "sensitivity = log(ppl / dense ppl). Spearman ρ of each metric per block with it; a metric that ranks blocks "
            "as their sensitivity does has the sign in the last column (+: higher metric = more sensitive).", ""]
@@ -206,5 +212,5 @@ def sensitivity_report(store: str | Path | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["METRICS", "PROBE_SPARSITY", "SENSITIVITY_TAG", "block_metrics", "correlations", "sensitivity_profiles",
+__all__ = ["METRICS", "PROBE_SPARSITY", "PROXY_SENSITIVITY_TAG", "SENSITIVITY_TAG", "block_metrics", "correlations", "sensitivity_profiles",
            "sensitivity_report", "sensitivity_spec", "write_sensitivity"]
