@@ -27,6 +27,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaMA (2 blocks, hidden 64) with the offline tokenizer as a local model directory
+    (``pruning.synthetic.save_tiny_model_dir``): what end-to-end runs of a test load."""
+    from pruning.synthetic import save_tiny_model_dir
+
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
 def offline_model():
     """The real offline SmolLM2-135M (prepared by `python -m pruning fetch`)."""
     from pruning.models import load_model

@@ -48,11 +48,9 @@ def test_probe_config_needs_its_block_and_keeps_other_run_ids() -> None:
     assert len({base.run_id, a.run_id, b.run_id}) == 3
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from pruning.synthetic import save_tiny_model_dir
-
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+@pytest.fixture()
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 def _config(model_dir, **overrides) -> RunConfig:

@@ -98,11 +98,9 @@ def test_bad_search_knobs_are_named() -> None:
 
 
 # ---- end to end on a tiny model ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from pruning.synthetic import save_tiny_model_dir
-
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+@pytest.fixture()
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 def _config(model_dir, **overrides):

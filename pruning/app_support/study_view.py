@@ -16,6 +16,7 @@ import pandas as pd
 
 from pruning.app_support.plots import sparsity_per_block
 from pruning.study.protocol import FAMILIES, FAMILY_BY_NAME, OURS, UNCHOSEN, ZEROSHOT_TASK
+from pruning.study.results import format_mean_std, format_value
 
 #: the families in the words of a review meeting (the paper or source each one comes from)
 FAMILY_NAMES: dict[str, str] = {
@@ -112,20 +113,9 @@ def default_cell(cells: list[Cell], runs: pd.DataFrame, model: str | None = None
     return max(pool, key=weight)
 
 
-def _fmt(value: float, key: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if key == ZEROSHOT_TASK:
-        return f"{value:.3f}"
-    return f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
-
-
 def mean_pm(mean: float, std: float, key: str = "wiki") -> str:
-    """"316.24 ± 6.28" (± left out for one seed); "" without a mean."""
-    text = _fmt(mean, key)
-    if text and not (std is None or math.isnan(std)):
-        text += f" ± {_fmt(std, key) if key == ZEROSHOT_TASK else f'{std:.2f}'}"
-    return text
+    """"316.24 ± 6.28" (± left out for one seed); "" without a mean (:func:`pruning.study.results.format_mean_std`)."""
+    return format_mean_std((mean, std), key) if format_value(mean, key) else ""
 
 
 def cell_table(summary: pd.DataFrame, cell: Cell) -> pd.DataFrame:
@@ -149,7 +139,7 @@ def cell_table(summary: pd.DataFrame, cell: Cell) -> pd.DataFrame:
         row["seeds"] = int(r.wiki_n)
         change = (r.wiki_mean - base) / base if base == base and r.family not in ("dense", "uniform") else float("nan")
         row["vs uniform"] = "" if math.isnan(change) else f"{change:+.1%}"
-        row["wiki test ppl, lee-calibrated"] = _fmt(r.lee_calibrated_wiki, "wiki")
+        row["wiki test ppl, lee-calibrated"] = format_value(r.lee_calibrated_wiki, "wiki")
         out.append(row)
     return pd.DataFrame(out, columns=["family", "allocation", "knobs", *(h for _, h in VALUE_COLUMNS), "seeds",
                                       "vs uniform", "wiki test ppl, lee-calibrated", "settings"])

@@ -172,13 +172,14 @@ def verdicts(summary: pd.DataFrame, metric: str = "wiki") -> pd.DataFrame:
         n_rivals = len(FAMILIES) - 1
         if len(others) < n_rivals:  # a win is claimed only against every anchor
             verdict += f" ({len(others)} of {n_rivals} rivals)"
-        rows.append({**row, "ours": _pm(ours), "rival": rival, "rival_value": _pm(others[rival]),
+        rows.append({**row, "ours": format_mean_std(ours), "rival": rival, "rival_value": format_mean_std(others[rival]),
                      "margin": margin[rival], "spread": spread[rival],
                      "verdict": verdict, "ahead_on_means": ahead})
     return pd.DataFrame(rows)
 
 
-def _fmt(value: float, key: str) -> str:
+def format_value(value: float, key: str) -> str:
+    """A study number as the tables print it: accuracy to 3 decimals, perplexity to 2 (whole from 1000); "" for NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if key == ZEROSHOT_TASK:
@@ -186,11 +187,12 @@ def _fmt(value: float, key: str) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
 
 
-def _pm(stats: tuple[float, ...], key: str = "wiki") -> str:
+def format_mean_std(stats: tuple[float, ...], key: str = "wiki") -> str:
+    """"316.24 ± 6.28" from (mean, std) — "± std" left out for one seed — and " (n=3)" with a third item, n."""
     mean, std, n = stats[0], stats[1], (stats[2] if len(stats) > 2 else None)
-    text = _fmt(mean, key)
+    text = format_value(mean, key)
     if not math.isnan(std):
-        text += f" ± {_fmt(std, key) if key == ZEROSHOT_TASK else f'{std:.2f}'}"
+        text += f" ± {format_value(std, key) if key == ZEROSHOT_TASK else f'{std:.2f}'}"
     return text + (f" (n={n})" if n is not None else "")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pruning.study.protocol import FAMILY_BY_NAME, UNCHOSEN, ZEROSHOT_TASK
-from pruning.study.results import _fmt, _pm, proxy_runs, study_runs, summarize, verdicts
+from pruning.study.results import format_mean_std, format_value, proxy_runs, study_runs, summarize, verdicts
 
 def family_label(family: str) -> str:
     """Table label of a summary family: the family's label, marked for the runs of knobs that
@@ -24,13 +24,13 @@ def study_table(summary: pd.DataFrame) -> str:
     out = ["| model | method | sparsity | allocation | knobs (chosen on wiki:validation) | wiki test ppl | lee ppl | "
            "wiki_cloze acc | wiki test ppl, lee-calibrated |", "|---|---|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
-        cells = [_pm((getattr(r, f"{k}_mean"), getattr(r, f"{k}_std"), getattr(r, f"{k}_n")), k)
+        cells = [format_mean_std((getattr(r, f"{k}_mean"), getattr(r, f"{k}_std"), getattr(r, f"{k}_n")), k)
                  for k in ("wiki", "lee", ZEROSHOT_TASK)]
         label = "dense" if r.family == "dense" else family_label(r.family)
         sparsity = "0%" if r.family == "dense" else f"{r.sparsity:.0%}"
         knobs = "" if r.family == "dense" else getattr(r, "knobs", "")
         out.append(f"| {r.model} | {r.method} | {sparsity} | {label} | {knobs} | " + " | ".join(cells)
-                   + f" | {_fmt(r.lee_calibrated_wiki, 'wiki')} |")
+                   + f" | {format_value(r.lee_calibrated_wiki, 'wiki')} |")
     return "\n".join(out)
 
 
