@@ -12,7 +12,8 @@
 #                                         job logs, choices, table; prints the driver's phase
 # Here, afterwards: scripts/gpu_merge.sh PATH/warm.tgz for the study's runs; bench/merge_results.py for the sections.
 # PHASES (default "smol-bench gemma-bench gemma-study smol-study") picks and orders the phases; also precision,
-# bf16-bench, smol-sensitivity and gemma-sensitivity (issue 28: sweeps/study-sensitivity-MODEL.yaml).
+# bf16-bench, smol-sensitivity and gemma-sensitivity (issue 28: sweeps/study-sensitivity-MODEL.yaml) and
+# evopress-trial (issue 31: sweeps/evopress-trial-smollm2-135m.yaml), each into the study's store.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PRUNING_LAB_CACHE=/tmp/plcache HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
   TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -52,21 +53,21 @@ precision() {  # sweeps/precision-smollm2-135m.yaml (bf16 copies of six final ce
   echo "=== $(date +%T) precision done"
 }
 
-sensitivity() {  # $1 model: sweeps/study-sensitivity-MODEL.yaml (issue 28: every block probed alone) into the study's store
-  echo "sensitivity-$1" > $W/PHASE
-  echo "=== $(date +%T) sensitivity $1"
+queue_sweep() {  # $1 phase name, $2 sweep file: its runs into the study's store, WORKERS workers until the queue is empty
+  echo "$1" > $W/PHASE
+  echo "=== $(date +%T) $1"
   if [[ ! -d /tmp/pld ]]; then
     for _ in $(seq 60); do [[ -d data/store/runs ]] && break; sleep 5; done
-    cp -r data /tmp/pld && touch /tmp/pld/.marker || { echo "no data/ in the tree: sensitivity skipped"; return 1; }
+    cp -r data /tmp/pld && touch /tmp/pld/.marker || { echo "no data/ in the tree: $1 skipped"; return 1; }
   fi
-  PRUNING_LAB_DATA=/tmp/pld python3 -m pruning sweep --config "sweeps/study-sensitivity-$1.yaml" --yes > "$W/sensitivity-$1.log" 2>&1
+  PRUNING_LAB_DATA=/tmp/pld python3 -m pruning sweep --config "$2" --yes > "$W/$1.log" 2>&1
   local pids=()
   for i in $(seq "$WORKERS"); do
-    PRUNING_LAB_DATA=/tmp/pld python3 -m pruning worker --gpus 0 --once --poll 0.5 >> "$W/sensitivity-$1.log" 2>&1 < /dev/null &
+    PRUNING_LAB_DATA=/tmp/pld python3 -m pruning worker --gpus 0 --once --poll 0.5 >> "$W/$1.log" 2>&1 < /dev/null &
     pids+=($!)
   done
   wait "${pids[@]}"
-  echo "=== $(date +%T) sensitivity $1 done"
+  echo "=== $(date +%T) $1 done"
 }
 
 bench_bf16() {
@@ -86,8 +87,9 @@ driver() {
       gemma-study) study gemma3-270m ;;
       smol-study) study smollm2-135m ;;
       precision) precision ;;
-      smol-sensitivity) sensitivity smollm2-135m ;;
-      gemma-sensitivity) sensitivity gemma3-270m ;;
+      smol-sensitivity) queue_sweep sensitivity-smollm2-135m sweeps/study-sensitivity-smollm2-135m.yaml ;;
+      gemma-sensitivity) queue_sweep sensitivity-gemma3-270m sweeps/study-sensitivity-gemma3-270m.yaml ;;
+      evopress-trial) queue_sweep evopress-trial sweeps/evopress-trial-smollm2-135m.yaml ;;
       bf16-bench) bench_bf16 ;;
       *) echo "unknown phase $phase" ;;
     esac
