@@ -23,6 +23,7 @@ from pruning.app_support.study_view import (
 )
 from pruning.app_support.urlstate import number_field, text_field
 from pruning.study import FINAL_SEEDS, OURS, VALIDATION_DATASET
+from pruning.study.sensitivity import PROXY_SENSITIVITY_TAG
 
 # ?model=smollm2-135m&method=wanda&sparsity=0.7: a copied link opens the same cell
 address = PageAddress("study", [text_field("model", "study_model"), text_field("method", "study_method"),
@@ -120,12 +121,20 @@ else:
     st.plotly_chart(family_sparsity_chart(blocks, cell.sparsity, names), key="study_sparsity_chart")
     profiles, rhos = load_sensitivity(catalog_version(), stamp)
     mine = profiles[(profiles["model"] == model) & (profiles["method"] == method)] if not profiles.empty else profiles
+    proxy = mine.empty
+    if proxy:  # no profile of the full protocol: the CPU proxy's first look, said as such
+        profiles, rhos = load_sensitivity(catalog_version(), stamp, PROXY_SENSITIVITY_TAG)
+        mine = profiles[(profiles["model"] == model) & (profiles["method"] == method)] if not profiles.empty \
+            else profiles
     measured = mine.set_index("block")["sensitivity"] if not mine.empty else None
     scores = family_score_chart(blocks, names, measured, float(mine["sparsity"].iloc[0]) if not mine.empty else None)
     if scores is not None:
         st.caption("The score each family allocated from, per block, each on its own scale (uniform has none)"
                    + ("; first, the measured sensitivity: each block pruned alone, log(ppl / dense) on "
-                      "wiki:validation." if measured is not None else "."))
+                      "wiki:validation" if measured is not None else "")
+                   + (f" — a CPU proxy (protocol {mine['protocol_label'].iloc[0]}, tag {PROXY_SENSITIVITY_TAG}), a "
+                      "first look until the full protocol's profile is measured." if measured is not None and proxy
+                      else "."))
         st.plotly_chart(scores, key="study_score_chart")
     if measured is None:
         st.caption("No measured per-block sensitivity for this model and method in the store yet "

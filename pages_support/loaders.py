@@ -148,12 +148,13 @@ def load_study(version: str, choices_stamp: str = "") -> tuple[pd.DataFrame, pd.
 
 
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=4, show_spinner=False)
-def load_sensitivity(version: str, choices_stamp: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The allocation study's per-block sensitivity profiles and the Spearman correlation of each metric
-    with them (``pruning.study.sensitivity``); empty frames when the store holds no probe runs."""
-    from pruning.study.sensitivity import block_metrics, correlations, sensitivity_profiles
+def load_sensitivity(version: str, choices_stamp: str = "", tag: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The allocation study's per-block sensitivity profiles (runs tagged ``tag``, default the full
+    protocol's) and the Spearman correlation of each metric with them (``pruning.study.sensitivity``);
+    empty frames when the store holds no such probe runs."""
+    from pruning.study.sensitivity import SENSITIVITY_TAG, block_metrics, correlations, sensitivity_profiles
 
-    profiles = sensitivity_profiles()
+    profiles = sensitivity_profiles(tag=tag or SENSITIVITY_TAG)
     if profiles.empty:
         return profiles, pd.DataFrame()
     return profiles, correlations(profiles, {m: block_metrics(m) for m in sorted(set(profiles["model"]))})

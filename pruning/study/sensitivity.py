@@ -78,7 +78,8 @@ def sensitivity_profiles(store: str | Path | None = None, tag: str = SENSITIVITY
     protocol. Empty without probes; RuntimeError when a model's probes mix evaluation protocols."""
     from pruning.store.queries import perplexity_cells, run_sql
 
-    columns = ["model", "method", "sparsity", "block", "run_id", "ppl", "dense_ppl", "sensitivity", "protocol"]
+    columns = ["model", "method", "sparsity", "block", "run_id", "ppl", "dense_ppl", "sensitivity", "protocol",
+               "protocol_label"]
     root = _store_root(store)
     runs = _tagged_runs(root, tag)
     runs = runs[runs["status"] == "succeeded"]
@@ -97,6 +98,7 @@ def sensitivity_profiles(store: str | Path | None = None, tag: str = SENSITIVITY
                                "a profile would mix them")
     ppl = dict(zip(cells["run_id"], cells["ppl"]))
     protocol = dict(zip(cells["run_id"], cells["protocol"]))
+    label = dict(zip(cells["run_id"], cells["protocol_label"])) if "protocol_label" in cells else protocol
     dense = {configs[r].model.name: ppl[r] for r in ids if r in ppl and configs[r].pruning.method == "dense"}
     rows = []
     for run_id, config in configs.items():
@@ -107,7 +109,7 @@ def sensitivity_profiles(store: str | Path | None = None, tag: str = SENSITIVITY
                      "block": int(config.allocation.probe_block), "run_id": run_id, "ppl": float(ppl[run_id]),
                      "dense_ppl": float("nan") if base is None else float(base),
                      "sensitivity": float("nan") if base is None else math.log(float(ppl[run_id]) / float(base)),
-                     "protocol": protocol[run_id]})
+                     "protocol": protocol[run_id], "protocol_label": label[run_id]})
     return pd.DataFrame(rows, columns=columns).sort_values(["model", "method", "block"], ignore_index=True)
 
 
@@ -187,7 +189,7 @@ def sensitivity_report(store: str | Path | None = None, tag: str = SENSITIVITY_T
     metrics_of = {m: block_metrics(m, store) for m in sorted(set(profiles["model"]))}
     table = correlations(profiles, metrics_of)
     proxy = tag == PROXY_SENSITIVITY_TAG
-    out = ["## Per-block sensitivity (issue 28)" + (": CPU proxy, protocol " + profiles["protocol"].iloc[0]
+    out = ["## Per-block sensitivity (issue 28)" + (": CPU proxy, protocol " + profiles["protocol_label"].iloc[0]
                                                     if proxy else ""), "",
            f"One block pruned alone to {profiles['sparsity'].iloc[0]:.0%} (strategy probe), whole {VALIDATION_DATASET}; "
            "sensitivity = log(ppl / dense ppl). Spearman ρ of each metric per block with it; a metric that ranks blocks "
