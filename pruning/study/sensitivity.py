@@ -191,7 +191,8 @@ def sensitivity_report(store: str | Path | None = None, tag: str = SENSITIVITY_T
     proxy = tag == PROXY_SENSITIVITY_TAG
     out = ["## Per-block sensitivity (issue 28)" + (": CPU proxy, protocol " + profiles["protocol_label"].iloc[0]
                                                     if proxy else ""), "",
-           f"One block pruned alone to {profiles['sparsity'].iloc[0]:.0%} (strategy probe), whole {VALIDATION_DATASET}; "
+           f"One block pruned alone to {profiles['sparsity'].iloc[0]:.0%} (strategy probe), {VALIDATION_DATASET} "
+           f"({profiles['protocol_label'].iloc[0]}); "
            "sensitivity = log(ppl / dense ppl). Spearman ρ of each metric per block with it; a metric that ranks blocks "
            "as their sensitivity does has the sign in the last column (+: higher metric = more sensitive).", ""]
     if not table.empty:
