@@ -22,6 +22,7 @@ from pruning.app_support.grid import (
     dense_perplexity,
     epsilon_options,
     filter_cells,
+    grid_cells,
     multi_value_cells,
     protocol_options,
 )
@@ -52,7 +53,7 @@ if not presenting:  # presentation mode: the grid first, at the top of a 1280 x 
     st.title("Perplexity grid")
     st.page_link("pages/study.py", label="The allocation study family by family, with its verdicts: Allocation study",
                  icon=":material/science:")
-cells = load_perplexity_cells(catalog_version())
+cells = grid_cells(load_perplexity_cells(catalog_version()))  # never a block probe's value or option
 if cells.empty:
     stop_with_info("No perplexity results in the store yet.")
 chart_slot = st.container()  # presentation mode draws the grid here, above the view's settings

@@ -22,7 +22,7 @@ GRANULARITIES: tuple[str, ...] = ("block", "split", "matrix")
 #: preset (and metric). OWL: Yin et al. 2023; DLP: Chen et al., ICML 2025; ATP (``depth``): Huang et
 #: al., ICML 2025.
 STRATEGY_COLUMNS: dict[str, str] = {"uniform": "uniform", "owl": "OWL", "dlp": "DLP", "depth": "ATP",
-                                     "probe": "block probe"}
+                                     "evopress": "EvoPress", "probe": "block probe"}
 
 
 def strategy_column(strategy: object) -> str | None:

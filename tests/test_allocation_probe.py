@@ -102,3 +102,20 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
         assert torch.equal((weight == 0), (only0[name] == 0)), name
         assert torch.equal(weight, only0[name]), name
     assert np.isfinite(ppl["pruned"])
+
+
+def test_probes_offer_no_grid_option(data_dir) -> None:
+    """A probe at 80 % beside runs at 70 %: the grid's cells (and so its sparsity options) hold no probe."""
+    from pruning.app_support.grid import build_grid, grid_cells
+    from pruning.store import publish_run
+    from pruning.store.queries import perplexity_cells
+
+    base = RunConfig.from_dict({"model": {"name": "m"}, "pruning": {"method": "wanda", "sparsity": 0.7}})
+    table = {"perplexity": pd.DataFrame([{"stage": "pruned", "dataset": "wiki", "ppl": 30.0, "seqlen": 2048}])}
+    publish_run(base, tables=table)
+    publish_run(base.with_overrides({"pruning.sparsity": 0.8, "allocation.strategy": "probe",
+                                     "allocation.probe_block": 0}), tables=table)
+    cells = perplexity_cells()
+    assert sorted(cells["sparsity"].unique()) == [0.7, 0.8]
+    assert sorted(grid_cells(cells)["sparsity"].unique()) == [0.7]
+    assert build_grid(cells, model="m", sparsity=0.8, dataset="wiki").empty

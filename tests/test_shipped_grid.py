@@ -219,8 +219,10 @@ def test_the_float64_re_run_superseded_every_float32_spectrum() -> None:
     from pruning.store.queries import run_attempts, run_sql
 
     runs = run_sql("SELECT run_id, strategy, method FROM runs WHERE kind = 'run' AND model = 'smollm2-135m' "
-                   "AND NOT list_has_any(coalesce(config_tags, []), ['allocation-study', 'proxy-depth-mix'])",
-                   root=STORE)  # issue 16's runs (the study, and the CPU runs that motivated its third variant) came later
+                   "AND NOT list_has_any(coalesce(config_tags, []), ['allocation-study', 'proxy-depth-mix', "
+                   "'proxy-sensitivity'])",
+                   root=STORE)  # issue 16's runs (the study, the CPU runs that motivated its third variant) and
+    # issue 28's CPU sensitivity proxy came later
     rerun = 0
     for run_id, strategy, method in zip(runs["run_id"], runs["strategy"], runs["method"]):
         att = run_attempts(run_id, root=STORE)

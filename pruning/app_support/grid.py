@@ -112,6 +112,15 @@ class PerplexityGrid:
         return float(self.spread.loc[row, column]) if self.spread is not None else math.nan
 
 
+def grid_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The values a perplexity grid may hold: every row of ``perplexity_cells`` but a block probe's (its
+    sparsity is one block's, not the model's mean: ``pruning.allocation.probe``), so no option a grid page
+    offers (a sparsity, a protocol, an ε) comes from a probe."""
+    if "strategy" not in cells.columns:
+        return cells
+    return cells[cells["strategy"].astype(object) != "probe"]
+
+
 def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float | None = None,
                  dataset: str | None = None, source: str = "all", epsilon: float | None = None,
                  protocol: str | None = None) -> pd.DataFrame:
@@ -124,9 +133,7 @@ def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float 
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if epsilon is not None and not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite number >= 0 or None (every ε), got {epsilon!r}")
-    out = cells
-    if "strategy" in out.columns:  # a block probe's sparsity is one block's, not the model's: never in a grid
-        out = out[out["strategy"].astype(object) != "probe"]
+    out = grid_cells(cells)
     if model is not None:
         out = out[out["model"] == model]
     if sparsity is not None:

@@ -28,7 +28,7 @@ from plotly.offline import get_plotlyjs
 from pruning.app_support.colors import SHARED_COLOR, run_colors
 from pruning.app_support.compare import config_diff
 from pruning.app_support.formatting import format_ppl, format_sparsity, unique_run_labels
-from pruning.app_support.grid import build_grid, dense_perplexity, protocol_options
+from pruning.app_support.grid import build_grid, dense_perplexity, grid_cells, protocol_options
 from pruning.app_support.report_html import note, render_report
 from pruning.app_support.report_sections import (
     compare_section, grid_section, runs_section, spectra_section, zeroshot_section,
@@ -170,7 +170,7 @@ def _study_view(root, chosen, figures) -> str:
 
 
 def _grid_view(root, chosen, labels, model, protocol, dataset, figures) -> str:
-    cells = queries.perplexity_cells(root=root)
+    cells = grid_cells(queries.perplexity_cells(root=root))  # a block probe is never in a grid
     mine = cells[cells["run_id"].isin(chosen)]
     if model is not None:
         mine = mine[mine["model"] == model]
