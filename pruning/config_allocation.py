@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
+from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.config_sections import ConfigSection, matching
 from pruning.errors import ConfigError
 from pruning.precision import DEFAULT_EIG_DTYPE, EigDtypeName
@@ -21,17 +22,7 @@ MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a s
 
 #: the allocation fields each strategy reads; the others keep defaults it never used (the Compare page
 #: leaves them out of a run's config differences: a uniform run has no metric, an OWL run no preset)
-STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
-    "uniform": ("min_sparsity", "max_sparsity"),  # the target must lie within them
-    "linear": ("metric", "metric_mix", "higher_prunes_more", "epsilon", "preset", "score_groups", "granularity",
-               "min_sparsity", "max_sparsity", "eig_dtype"),
-    "owl": ("owl_threshold_m", "owl_lambda", "min_sparsity", "max_sparsity"),
-    "dlp": ("dlp_alpha", "dlp_statistic", "min_sparsity", "max_sparsity"),
-    "depth": ("depth_beta", "min_sparsity", "max_sparsity"),
-    "probe": ("probe_block",),
-    "evopress": ("evopress_levels", "evopress_generations", "evopress_offspring", "evopress_survivors",
-                 "evopress_windows", "evopress_first_windows", "min_sparsity", "max_sparsity"),
-}
+STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {spec.name: spec.fields for spec in STRATEGY_SPECS}
 #: EvoPress's knobs and their defaults (pruning.allocation.evopress; the run ids of configs that leave
 #: them at these values do not change)
 EVOPRESS_DEFAULTS: dict[str, int] = {"evopress_levels": 8, "evopress_generations": 50, "evopress_offspring": 16,

@@ -8,6 +8,8 @@ normalised, and the notes' typo "output" is read as "out" ("QKV output" == "QKVo
 
 from __future__ import annotations
 
+from pruning.allocation.registry import STRATEGY_SPECS
+
 import re
 from dataclasses import dataclass
 
@@ -21,8 +23,7 @@ GRANULARITIES: tuple[str, ...] = ("block", "split", "matrix")
 #: strategy's own column whatever their preset; ``linear`` (AlphaPruning) runs are labelled by their
 #: preset (and metric). OWL: Yin et al. 2023; DLP: Chen et al., ICML 2025; ATP (``depth``): Huang et
 #: al., ICML 2025.
-STRATEGY_COLUMNS: dict[str, str] = {"uniform": "uniform", "owl": "OWL", "dlp": "DLP", "depth": "ATP",
-                                     "evopress": "EvoPress", "probe": "block probe"}
+STRATEGY_COLUMNS: dict[str, str] = {s.name: s.column for s in STRATEGY_SPECS if s.column is not None}
 
 
 def strategy_column(strategy: object) -> str | None:

@@ -20,6 +20,7 @@ import torch
 
 from pruning import spectral, warm
 from pruning.allocation import allocate
+from pruning.allocation.registry import strategy_spec
 from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
 from pruning.config import RunConfig
@@ -105,7 +106,7 @@ def wants_calibration(config: RunConfig) -> bool:
     """Calibration tokens are needed by the method (Wanda, SparseGPT) or by the allocation's
     statistics (OWL, DLP, Hessian spectra: a ``hessian_*`` metric or metric_mix) of a run that prunes."""
     alloc = config.allocation
-    by_allocation = alloc.strategy in ("owl", "dlp", "evopress") or alloc.wants_hessian
+    by_allocation = strategy_spec(alloc.strategy).calibration or alloc.wants_hessian
     return is_pruning(config) and (needs_calibration(config.pruning.method) or by_allocation)
 
 

@@ -14,21 +14,30 @@ One module per strategy family:
 ``evopress`` EvoPress (Sieberling et al., ICML 2025, arXiv:2410.14649): the level ladder, the exact-mean
             level switch and the seeded evolution; the model side is :mod:`pruning.evopress_run`
 ``probe``   one block at S, the others dense: a point of a per-block sensitivity profile
+``registry`` what the rest of the product knows about each strategy (one :class:`StrategySpec` each)
 
 The calibration statistics DLP reads come from :func:`pruning.layer_stats.dlp_unimportance`.
 """
 
-from pruning.allocation.core import (
-    BASE_COLUMNS,
-    BLOCK_STRATEGIES,
-    OUTPUT_COLUMNS,
-    allocate,
-    allocation_config,
-    metric_columns,
-    summarize,
-)
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "allocate", "allocation_config", "metric_columns", "summarize", "BASE_COLUMNS", "BLOCK_STRATEGIES",
-    "OUTPUT_COLUMNS",
-]
+#: the names re-exported from pruning.allocation.core, loaded on first use (PEP 562) so that the
+#: strategy registry (pruning.allocation.registry, read by the config) imports nothing heavy
+_FROM_CORE = ("allocate", "allocation_config", "metric_columns", "summarize", "BASE_COLUMNS", "BLOCK_STRATEGIES",
+              "OUTPUT_COLUMNS")
+
+if TYPE_CHECKING:
+    from pruning.allocation.core import (  # noqa: F401
+        BASE_COLUMNS, BLOCK_STRATEGIES, OUTPUT_COLUMNS, allocate, allocation_config, metric_columns, summarize,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_CORE:
+        from pruning.allocation import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'pruning.allocation' has no attribute {name!r}")
+
+
+__all__ = list(_FROM_CORE)

@@ -42,6 +42,7 @@ from pruning.allocation.depth import depth_deviations
 from pruning.allocation.dlp import dlp_deviations
 from pruning.allocation.owl import owl_deviations
 from pruning.allocation.probe import probe_sparsities
+from pruning.allocation.registry import BLOCK_STRATEGIES as REGISTERED_BLOCK_STRATEGIES
 from pruning.allocation.solve import solve_bounded
 from pruning.allocation.units import names_text, unit_ids, unit_table
 from pruning.config import STRATEGIES, AllocationConfig, config_error_from
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 BASE_COLUMNS: tuple[str, ...] = ("block", "matrix_type", "name", "numel")
 OUTPUT_COLUMNS: tuple[str, ...] = ("unit", "score", "ratio", "sparsity")
 #: strategies that always allocate per transformer block (their statistics are per block)
-BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth", "probe")
+BLOCK_STRATEGIES: tuple[str, ...] = REGISTERED_BLOCK_STRATEGIES  # pruning.allocation.registry
 
 
 def allocation_config(**fields: Any) -> AllocationConfig:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pruning.allocation.registry import BLOCK_STRATEGIES
 from pruning.presets import STRATEGY_COLUMNS
 
-#: strategies whose units are always transformer blocks (pruning.allocation.core.BLOCK_STRATEGIES)
-PER_BLOCK_STRATEGIES: tuple[str, ...] = ("owl", "dlp", "depth", "probe")
+#: strategies whose units are always transformer blocks (pruning.allocation.registry)
+PER_BLOCK_STRATEGIES: tuple[str, ...] = BLOCK_STRATEGIES
 
 
 def _as_float(value: Any) -> float | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.config import DTYPES, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
 from pruning.methods.registry import method_names
@@ -54,14 +55,7 @@ METRIC_CHOICES = [
 CALIBRATION_CORPORA = ["wiki", "wiki:train", "wiki:validation", "lee", "wikitext2", "c4"]
 EVAL_CORPORA = ["wiki", "wiki:validation", "wiki:train", "lee", "wikitext2", "c4"]
 #: the knobs of one allocation strategy: the form shows (and sends) them only for that strategy
-STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
-    "linear": ("allocation.metric_mix",),
-    "dlp": ("allocation.dlp_alpha", "allocation.dlp_statistic"),
-    "depth": ("allocation.depth_beta",),
-    "probe": ("allocation.probe_block",),
-    "evopress": ("allocation.evopress_generations", "allocation.evopress_offspring", "allocation.evopress_levels",
-                 "allocation.evopress_windows"),
-}
+STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {s.name: s.form_knobs for s in STRATEGY_SPECS if s.form_knobs}
 FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (widget, label, options)
     "model.name": ("text", "Model (alias, local directory, .gguf file or hub id)", {"value": "smollm2-135m"}),
     "model.dtype": ("select", "dtype", {"options": list(DTYPES)}),
@@ -318,7 +312,7 @@ def submission_token(configs: Iterable[RunConfig], backend: str) -> str:
 
 #: a strategy's knob without a default: the config rejects the strategy without it (a whole-section
 #: error), which the form shows under the knob's field
-REQUIRED_KNOBS: dict[str, str] = {"depth": "allocation.depth_beta", "probe": "allocation.probe_block"}
+REQUIRED_KNOBS: dict[str, str] = {s.name: f"allocation.{s.required}" for s in STRATEGY_SPECS if s.required}
 _FIELD_SPLIT = re.compile(r";\s+(?=[A-Za-z_][\w.]*:\s)")
 _NESTED = re.compile(r"^([A-Za-z_]\w*): \{\.\.\.\} is invalid: (.*)$", re.S)
 _SECTIONS = ("model", "calibration", "allocation", "pruning", "evaluation")

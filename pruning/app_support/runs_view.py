@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.calibration_protocol import CALIBRATION_SQL
 from pruning.config import AllocationConfig
 
@@ -30,9 +31,7 @@ KNOBS: tuple[str, ...] = ("method", "strategy", "metric", "preset", "sparsity", 
 #: knobs that are numbers (grouped and drawn as numbers, filtered within 1e-9)
 NUMERIC_KNOBS: tuple[str, ...] = ("sparsity", "epsilon", "owl_lambda", "dlp_alpha", "depth_beta")
 #: the knobs of one strategy (``allocation.<knob>`` of the run's config), blank on other strategies' runs
-STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
-    "owl": ("owl_lambda",), "dlp": ("dlp_alpha", "dlp_statistic"), "depth": ("depth_beta",),
-}
+STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {s.name: s.runs_columns for s in STRATEGY_SPECS if s.runs_columns}
 #: read-only SQL over the store's ``runs`` view (``pruning.store.queries.run_sql``): each run's
 #: strategy knobs from its stored config
 ALLOCATION_KNOBS_SQL = "SELECT DISTINCT r.run_id, r.strategy, " + ", ".join(

@@ -15,6 +15,7 @@ from typing import Any
 
 from pruning.cli._args import SPARSITY, device_name, float_in
 from pruning.config import STRATEGIES
+from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,7 @@ def _block_values(path: Path | None, flag: str, column: str) -> dict[int, float]
 
 
 #: strategies that need the model during a run (the allocate command reads a table): why, and what to use
-RUN_STRATEGIES: dict[str, str] = {
-    "evopress": "searches levels on the model (use `python -m pruning run --set allocation.strategy=evopress`)",
-    "probe": "prunes one block of a run (use `python -m pruning run --set allocation.strategy=probe "
-             "--set allocation.probe_block=N`)",
-}
+RUN_STRATEGIES: dict[str, str] = {s.name: s.run_only for s in STRATEGY_SPECS if s.run_only}
 
 
 def run(args: argparse.Namespace) -> int:
