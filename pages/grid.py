@@ -156,8 +156,7 @@ with settings:
         + (" · sand = no baseline in its row" if grid.baseline else "")
         + " · click a cell to open it"
     )
-    v1, v2, v3 = st.columns([1, 2, 1])
-    from_url("grid_present", [True, False])
+    v1, v2, v3 = st.columns([1, 2, 1])  # grid_present was restored from the address at the top
     presentation = v1.toggle("Presentation mode", key="grid_present",
                              help="large high-contrast text and headers for a projector")
     colours = ["delta", "ppl"] if grid.baseline else ["ppl"]

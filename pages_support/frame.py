@@ -61,6 +61,11 @@ def app_password() -> str | None:
     return configured_password(os.environ, secrets)
 
 
+def _secret() -> bytes:
+    """The server secret of the login cookies (``pruning.app_support.login_cookie.server_secret``)."""
+    return server_secret(cache_dir() / SECRET_FILE)
+
+
 def _login_hours() -> float:
     """The login cookie's lifetime (``PRUNING_LAB_LOGIN_HOURS``); a bad value turns the cookie off and says why."""
     try:
@@ -82,7 +87,7 @@ def _cookie_login(password: str) -> bool:
         return False
     if not value:
         return False
-    if cookie_is_valid(value, password, server_secret(cache_dir() / SECRET_FILE), hours):
+    if cookie_is_valid(value, password, _secret(), hours):
         st.session_state[AUTH_KEY] = session_token(password)
         return True
     log.info("login cookie refused (expired, forged, or made with another password or secret)")
@@ -122,7 +127,7 @@ def login_form() -> None:
             hours = _login_hours()
             if hours > 0:  # sent on the next run, inside the app (a rerun drops what this run drew)
                 st.session_state[COOKIE_SCRIPT_KEY] = set_cookie_script(
-                    make_cookie(password, server_secret(cache_dir() / SECRET_FILE), hours), hours)
+                    make_cookie(password, _secret(), hours), hours)
             st.rerun()
         st.error(message)
     send_cookie_script()  # after Log out: the browser forgets its login cookie

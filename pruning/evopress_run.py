@@ -69,10 +69,8 @@ def build_database(loaded: LoadedModel, calib_ids: Tensor, method: str, ladder: 
             u = index[ref.name]
             stats = ctx.stats.get(ref.name)
             levels = range(int(ladder.lo[u]), int(ladder.hi[u]) + 1)
-            sparsity = ladder.sparsity(np.zeros(len(ladder.names), dtype=np.int64))[u]
-            step = ladder.delta / float(ladder.numel[u])
             db[ref.name] = {
-                level: pruned_weight(ref.module.weight, method, float(sparsity + level * step),
+                level: pruned_weight(ref.module.weight, method, ladder.unit_sparsity(u, level),
                                      act_sq_sum=None if stats is None else stats.act_sq_sum,
                                      hessian=None if stats is None else stats.hessian,
                                      blocksize=blocksize, percdamp=percdamp)

@@ -50,6 +50,10 @@ class Ladder:
         """Sparsity of every unit at ``levels`` (units,): ``S + l * delta / numel``."""
         return self.target + np.asarray(levels, dtype=float) * self.delta / self.numel
 
+    def unit_sparsity(self, unit: int, level: int) -> float:
+        """Sparsity of unit ``unit`` at ``level`` (one entry of :meth:`sparsity`)."""
+        return self.target + level * self.delta / float(self.numel[unit])
+
     def mean_sparsity(self, levels: np.ndarray) -> float:
         """Parameter-weighted mean sparsity at ``levels`` (S whenever the levels sum to 0)."""
         return float(np.dot(self.sparsity(levels), self.numel) / self.numel.sum())

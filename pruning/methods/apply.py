@@ -24,6 +24,15 @@ def _new_weight(spec: MethodSpec, W: Tensor, result: Tensor) -> Tensor:
     return W.masked_fill(result, 0) if result.dtype == torch.bool else result
 
 
+def _kernel_weight(spec: MethodSpec, W: Tensor, act_sq_sum: Tensor | None, hessian: Tensor | None, sparsity: float,
+                   nm: tuple[int, int] | None, blocksize: int, percdamp: float) -> Tensor:
+    """The new weight of ``W`` ``(out, in)`` from ``spec``'s kernel, given the statistics it reads (on
+    ``W``'s device); the shared core of :func:`prune_linear` and :func:`pruned_weight`."""
+    stats = LayerStatistics(act_sq_sum=act_sq_sum if spec.statistics != "none" else None,
+                            hessian=hessian if spec.statistics == "hessian" else None)
+    return _new_weight(spec, W, spec.resolved_kernel()(W, stats, sparsity, nm, KernelOptions(blocksize, percdamp)))
+
+
 @torch.no_grad()
 def prune_linear(
     module: nn.Linear,
@@ -47,16 +56,13 @@ def prune_linear(
     device. Returns the number of zero weights after pruning.
     """
     spec = get_method(method)
-    kernel = spec.resolved_kernel()
     _require_statistics(spec, act_sq_sum, hessian)
     weight = module.weight
     device = torch.device(compute_device) if compute_device is not None else weight.device
     W = weight.data.to(device)  # (out, in)
-    stats = LayerStatistics(
-        act_sq_sum=act_sq_sum.to(device) if spec.statistics != "none" else None,
-        hessian=hessian.to(device) if spec.statistics == "hessian" else None,
-    )
-    W_new = _new_weight(spec, W, kernel(W, stats, sparsity, nm, KernelOptions(blocksize, percdamp)))
+    W_new = _kernel_weight(spec, W, act_sq_sum.to(device) if spec.statistics != "none" else None,
+                           hessian.to(device) if spec.statistics == "hessian" else None,
+                           sparsity, nm, blocksize, percdamp)
     weight.data.copy_(W_new.to(weight.dtype))
     return int((weight.data == 0).sum())
 
@@ -108,11 +114,9 @@ def pruned_weight(
     :mod:`pruning.evopress_run`). The kernel runs in float32 on the weight's device; the result has the
     weight's dtype."""
     spec = get_method(method)
-    kernel = spec.resolved_kernel()
     _require_statistics(spec, act_sq_sum, hessian)
     W = weight.detach().to(torch.float32).clone()
-    stats = LayerStatistics(
-        act_sq_sum=act_sq_sum.to(W.device, torch.float32).clone() if spec.statistics != "none" else None,
-        hessian=hessian.to(W.device, torch.float32).clone() if spec.statistics == "hessian" else None,
-    )
-    return _new_weight(spec, W, kernel(W, stats, sparsity, nm, KernelOptions(blocksize, percdamp))).to(weight.dtype)
+    return _kernel_weight(spec, W,
+                          act_sq_sum.to(W.device, torch.float32).clone() if spec.statistics != "none" else None,
+                          hessian.to(W.device, torch.float32).clone() if spec.statistics == "hessian" else None,
+                          sparsity, nm, blocksize, percdamp).to(weight.dtype)
