@@ -53,6 +53,9 @@ CALIBRATION = {"dataset": "wiki:train", "nsamples": 128, "seqlen": 2048, "seed":
 #: SmolLM2 study run). Gemma3-270m's runs are all made by warm runners (issue 26) in batches of 8: the same
 #: block-sequential statistics up to float rounding, 8x fewer kernel launches (docs/jobs.md)
 CALIBRATION_BATCH: dict[str, int] = {"gemma3-270m": 8}
+#: windows per evaluation forward, per model (default 8). Gemma3-270m's 262k-token vocabulary makes a batch of
+#: 8 x 2048 float32 logits 17 GB (about 50 GB with the loss's copies): 2 keeps eight workers on one GPU
+EVALUATION_BATCH: dict[str, int] = {"gemma3-270m": 2}
 VALIDATION_EVALUATION = {"perplexity": [VALIDATION_DATASET], "seqlen": 2048, "limit_windows": None, "batch_size": 8,
                          "zeroshot_tasks": [], "attention": False}
 FINAL_EVALUATION = {"perplexity": ["wiki", "lee"], "seqlen": 2048, "limit_windows": None, "batch_size": 8,
@@ -175,16 +178,22 @@ def calibration_for(model: str) -> dict[str, Any]:
     return {**CALIBRATION, **({"batch_size": batch} if batch != 1 else {})}
 
 
+def evaluation_for(model: str, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """``evaluation`` (:data:`VALIDATION_EVALUATION` or :data:`FINAL_EVALUATION`) with ``model``'s batch size
+    (:data:`EVALUATION_BATCH`)."""
+    return {**evaluation, "batch_size": EVALUATION_BATCH.get(model, evaluation["batch_size"])}
+
+
 def validation_base(model: str) -> dict[str, Any]:
     """The RunConfig mapping every validation run starts from."""
     return {"model": {"name": model, "device": "cuda"}, "calibration": calibration_for(model),
-            "evaluation": dict(VALIDATION_EVALUATION), "tags": [STUDY_TAG, VALIDATION_TAG]}
+            "evaluation": evaluation_for(model, VALIDATION_EVALUATION), "tags": [STUDY_TAG, VALIDATION_TAG]}
 
 
 def final_base(model: str) -> dict[str, Any]:
     """The RunConfig mapping every final run starts from (wiki test, lee, wiki_cloze)."""
     return {"model": {"name": model, "device": "cuda"}, "calibration": calibration_for(model),
-            "evaluation": dict(FINAL_EVALUATION), "tags": [STUDY_TAG, FINAL_TAG]}
+            "evaluation": evaluation_for(model, FINAL_EVALUATION), "tags": [STUDY_TAG, FINAL_TAG]}
 
 
 def model_layers(model: str, layers: int | None = None) -> int:
