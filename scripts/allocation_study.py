@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", type=Path)
     x = sub.add_parser("proxy", help="print the CPU proxy runs (small budget, wiki:validation) from the store")
     x.add_argument("--store")
+    q = sub.add_parser("precision", help="bfloat16 runs (tag precision-check) against their float32 twins' seed spread")
+    q.add_argument("--store")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or REPO / "sweeps" / f"study-sensitivity-{args.model}.yaml"
             configs = write_sensitivity(args.model, out, args.layers, args.sparsity)
             print(f"wrote {_rel(out)}: {len(configs)} runs")
+        elif args.command == "precision":
+            from pruning.study.precision import precision_report
+
+            print(precision_report(args.store))
         elif args.command == "proxy":
             print(proxy_report(args.store) or f"no run tagged {' or '.join(PROXY_TAGS)} in the store")
         else:

@@ -41,7 +41,7 @@ def study_runs(store: str | Path | None = None, choices_dir: Path | None = None)
     final runs wiki, lee (pruned perplexity, whole text, seqlen 2048) and wiki_cloze (acc, 0-shot,
     every example), chosen (False for a final run outside its model's chosen final sweep,
     :func:`chosen_final_ids`) and knobs (:func:`knob_text`). The dense run's values are its dense stage."""
-    from pruning.store.queries import perplexity_cells, run_sql, zeroshot_scores
+    from pruning.store.queries import run_sql
 
     root = _store_root(store)
     runs = _tagged_runs(root, STUDY_TAG)
@@ -69,11 +69,24 @@ def study_runs(store: str | Path | None = None, choices_dir: Path | None = None)
                      "seed": config.calibration.seed, "seconds": timings.get("total", float("nan")),
                      "chosen": chosen, "knobs": knob_text(config)})
     df = pd.DataFrame(rows)
+    values = run_values(sorted(ids), root, "the study runs")
+    for col in ("wiki", "lee", ZEROSHOT_TASK):
+        df[col] = df["run_id"].map(values[col])
+    return df[columns]
+
+
+def run_values(run_ids: list[str], root: Path | None, what: str) -> pd.DataFrame:
+    """The study's numbers of ``run_ids``, indexed by run_id: wiki and lee (pruned perplexity, whole text,
+    seqlen 2048; a dense run's dense stage) and wiki_cloze (acc, 0-shot, every example); NaN where a run
+    has none. RuntimeError when one (model, text) mixes evaluation protocols (``what`` names the runs)."""
+    from pruning.store.queries import perplexity_cells, zeroshot_scores
+
+    ids = set(run_ids)
     cells = perplexity_cells(stage=None, root=root)
     cells = cells[cells["run_id"].isin(ids) & cells["dataset"].isin(["wiki", "lee"]) & (cells["seqlen"] == 2048)
                   & ~cells["budgeted"].astype(bool)]
     cells = cells[(cells["stage"] == "pruned") | (cells["method"] == "dense")]
-    _refuse_mixed_protocols(cells, ["model", "dataset"], "the study runs")  # token counts differ per tokenizer
+    _refuse_mixed_protocols(cells, ["model", "dataset"], what)  # token counts differ per tokenizer
     ppl = cells.pivot_table(index="run_id", columns="dataset", values="ppl", aggfunc="first")
     zs = zeroshot_scores(sorted(ids), root)
     if not zs.empty:  # columns that are null in every row are left out of the query's frame
@@ -82,10 +95,11 @@ def study_runs(store: str | Path | None = None, choices_dir: Path | None = None)
         zs = zs[(zs["task"] == ZEROSHOT_TASK) & (zs["metric"] == "acc") & limit.isna() & (fewshot.fillna(0) == 0)
                 & ((zs["stage"] == "pruned") | (zs["method"] == "dense"))]
     acc = zs.groupby("run_id")["value"].first() if not zs.empty else pd.Series(dtype=float)
+    out = pd.DataFrame(index=pd.Index(sorted(ids), name="run_id"))
     for col in ("wiki", "lee"):
-        df[col] = df["run_id"].map(ppl[col]) if col in ppl.columns else float("nan")
-    df[ZEROSHOT_TASK] = df["run_id"].map(acc)
-    return df[columns]
+        out[col] = ppl[col].reindex(out.index) if col in ppl.columns else float("nan")
+    out[ZEROSHOT_TASK] = acc.reindex(out.index) if len(acc) else float("nan")
+    return out
 
 
 def _refuse_mixed_protocols(cells: pd.DataFrame, by: list[str], what: str) -> None:
