@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Merge what `scripts/gpu_study.sh collect` brought back ($OUT/study.tgz, fetched to this machine) into
+# Merge what `scripts/gpu_study.sh collect` ($OUT/study.tgz) or `scripts/gpu_warm.sh collect` ($OUT/warm.tgz) brought back into
 # this checkout: the new run bundles into data/store/runs/ (an attempt directory already here is left as
 # it is), the catalog compacted, and the study driver's files where the repository keeps them:
 #   study/choices-MODEL.json -> docs/study/choices-MODEL.json
@@ -26,21 +26,22 @@ if [[ -d $tmp/runs ]]; then
 fi
 echo "runs: $new new bundle directories merged, $kept already here"
 $py -m pruning compact
-if [[ -d $tmp/study ]]; then
-  for json in "$tmp"/study/choices-*.json; do
+for sdir in "$tmp"/study "$tmp"/warm/study-*; do  # gpu_study.sh's study/, or gpu_warm.sh's warm/study-MODEL/
+  [[ -d $sdir ]] || continue
+  for json in "$sdir"/choices-*.json; do
     [[ -e $json ]] || continue
     model=$(basename "$json" .json); model=${model#choices-}
     cp "$json" "docs/study/choices-$model.json"
-    [[ -f $tmp/study/choices.md ]] && cp "$tmp/study/choices.md" "docs/study/choices-$model.md"
+    [[ -f $sdir/choices.md ]] && cp "$sdir/choices.md" "docs/study/choices-$model.md"
     echo "choices of $model -> docs/study/choices-$model.{json,md}"
   done
-  if [[ -f $tmp/study/final.yaml ]]; then
-    model=$(sed -n 's/^name: study-final-//p' "$tmp/study/final.yaml")
-    [[ -n $model ]] || { echo "study/final.yaml has no 'name: study-final-MODEL' line" >&2; exit 1; }
-    cp "$tmp/study/final.yaml" "sweeps/study-final-$model.yaml"
+  if [[ -f $sdir/final.yaml ]]; then
+    model=$(sed -n 's/^name: study-final-//p' "$sdir/final.yaml")
+    [[ -n $model ]] || { echo "$sdir/final.yaml has no 'name: study-final-MODEL' line" >&2; exit 1; }
+    cp "$sdir/final.yaml" "sweeps/study-final-$model.yaml"
     echo "final sweep of $model -> sweeps/study-final-$model.yaml"
   fi
-fi
+done
 $py -m pruning verify --quick
 $py -m pruning repack --dry-run
 $py scripts/allocation_study.py table

@@ -6,12 +6,13 @@ stage of a run, stores its trace, keeps the mean exact and prunes at the searche
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 
-from pruning.allocation.evopress import SearchState, make_ladder, mutate, search
+from pruning.allocation.evopress import SearchState, make_ladder, mutate, search, solve_additive
 from pruning.errors import ConfigError
 
 NUMEL = [100, 25, 25, 100, 300, 300, 300] * 3  # q k v o gate up down, three blocks
@@ -86,6 +87,39 @@ def test_a_resumed_search_ends_where_an_uninterrupted_one_does() -> None:
     assert state.generation == 5
     resumed = search(ladder, fit, windows=4, generations=12, offspring=6, survivors=2, seed=1, state=state)
     assert np.array_equal(resumed.parent, whole.parent) and resumed.trace == whole.trace
+
+
+def test_the_additive_programme_finds_the_exhaustive_optimum() -> None:
+    """solve_additive against brute force over every level vector that sums to 0, on random costs and
+    ladders whose units run out of levels at different points."""
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        n, half = int(rng.integers(2, 5)), int(rng.integers(1, 3))
+        ladder = make_ladder([f"m{i}" for i in range(n)], rng.integers(50, 200, size=n), 0.5, half)
+        cost = rng.random((n, 2 * half + 1))
+        levels = solve_additive(ladder, cost)
+        assert levels.sum() == 0 and (levels >= ladder.lo).all() and (levels <= ladder.hi).all()
+        assert ladder.mean_sparsity(levels) == pytest.approx(0.5, abs=1e-12)
+        brute = min(sum(cost[u, half + l[u]] for u in range(n))
+                    for l in itertools.product(*[range(ladder.lo[u], ladder.hi[u] + 1) for u in range(n)]) if sum(l) == 0)
+        assert sum(cost[u, half + levels[u]] for u in range(n)) == pytest.approx(brute, abs=1e-12)
+
+
+def test_the_additive_programme_spares_the_expensive_unit_and_names_a_bad_table() -> None:
+    ladder = make_ladder(["a", "b", "c"], [100, 100, 100], 0.5, 2)
+    # cost of each unit at levels -2..2 relative to level 0 (pruning less helps, more hurts)
+    cost = np.array([[-20.0, -10.0, 0.0, 10.0, 20.0],  # a is fragile: each level is worth 10
+                     [-0.2, -0.1, 0.0, 0.1, 0.2],  # b is robust
+                     [-1.0, -0.5, 0.0, 1.0, 2.0]])  # c in between, and convex
+    levels = solve_additive(ladder, cost)
+    assert levels.tolist() == [-2, 2, 0]  # a down two levels, b up two, c untouched (ties stay at 0)
+    assert solve_additive(ladder, np.zeros((3, 5))).tolist() == [0, 0, 0]
+    with pytest.raises(ConfigError, match=r"shape \(3, 3\) for 3 units whose levels reach ±2"):
+        solve_additive(ladder, np.zeros((3, 3)))
+    bad = np.zeros((3, 5))
+    bad[1, 4] = np.nan
+    with pytest.raises(ConfigError, match="NaN"):
+        solve_additive(ladder, bad)
 
 
 def test_bad_search_knobs_are_named() -> None:

@@ -220,9 +220,9 @@ def test_the_float64_re_run_superseded_every_float32_spectrum() -> None:
 
     runs = run_sql("SELECT run_id, strategy, method FROM runs WHERE kind = 'run' AND model = 'smollm2-135m' "
                    "AND NOT list_has_any(coalesce(config_tags, []), ['allocation-study', 'proxy-depth-mix', "
-                   "'proxy-sensitivity'])",
-                   root=STORE)  # issue 16's runs (the study, the CPU runs that motivated its third variant) and
-    # issue 28's CPU sensitivity proxy came later
+                   "'proxy-sensitivity', 'block-sensitivity', 'precision-check'])",
+                   root=STORE)  # issue 16's runs (the study, the CPU runs that motivated its third variant), issue
+    # 28's sensitivity profiles (CPU proxy and GPU) and issue 26's bfloat16 precision check came later
     rerun = 0
     for run_id, strategy, method in zip(runs["run_id"], runs["strategy"], runs["method"]):
         att = run_attempts(run_id, root=STORE)

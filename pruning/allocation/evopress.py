@@ -173,3 +173,59 @@ def search(ladder: Ladder, fitness: Fitness, *, windows: int, generations: int, 
         if on_generation is not None:
             on_generation(state)
     return state
+
+
+def solve_additive(ladder: Ladder, cost: np.ndarray) -> np.ndarray:
+    """The levels that minimise ``sum_u cost[u, l_u]`` with ``sum_u l_u = 0`` (the mean sparsity exactly S)
+    and every ``l_u`` within its ladder: an exact dynamic programme over the units, the state being the
+    running sum of the levels (the knapsack of SPDY's and OWL-free layer-wise allocations under an
+    additive-error model: Frantar and Alistarh, "SPDY", ICML 2022). ``cost``: ``(units, 2 L + 1)``, column
+    ``L + l`` the cost of unit u at level l (e.g. the KL of the model with u alone at l); entries outside
+    a unit's ladder are ignored. Ties go to the level nearer 0, then the lower level. Returns ``(units,)``
+    int64 levels. O(units x (2 L units) x (2 L + 1)) time.
+
+    Raises ConfigError when ``cost`` has the wrong shape or a NaN inside a unit's ladder."""
+    units = len(ladder.names)
+    span = int(max(-ladder.lo.min(), ladder.hi.max()))
+    width = cost.shape[1] if cost.ndim == 2 else -1
+    if cost.ndim != 2 or cost.shape[0] != units or width % 2 != 1 or (width - 1) // 2 < span:
+        raise ConfigError(f"evopress: a cost table of shape {tuple(cost.shape)} for {units} units whose levels reach "
+                          f"±{span}; accepted: ({units}, 2 L + 1) with L >= {span}")
+    half = (width - 1) // 2
+    levels_axis = np.arange(-half, half + 1)
+    inside = (levels_axis[None, :] >= ladder.lo[:, None]) & (levels_axis[None, :] <= ladder.hi[:, None])
+    if np.isnan(cost[inside]).any():
+        raise ConfigError("evopress: the cost table has NaN inside a unit's levels")
+    unit_cost = np.where(inside, cost, np.inf)
+    # reachable running sums: [-lo_total, hi_total]; offset so index 0 is the lowest sum
+    low, high = int(ladder.lo.sum()), int(ladder.hi.sum())
+    size = high - low + 1
+    best = np.full(size, np.inf)
+    best[-low] = 0.0  # the empty sum 0
+    choice = np.zeros((units, size), dtype=np.int64)
+    # prefer levels near 0 on ties: scan levels in that order and keep strictly better sums only
+    order = sorted(range(width), key=lambda j: (abs(levels_axis[j]), levels_axis[j]))
+    for u in range(units):
+        nxt = np.full(size, np.inf)
+        pick = np.zeros(size, dtype=np.int64)
+        for j in order:
+            c = unit_cost[u, j]
+            if not np.isfinite(c):
+                continue
+            level = int(levels_axis[j])
+            shifted = np.full(size, np.inf)
+            if level >= 0:
+                shifted[level:] = best[: size - level] + c
+            else:
+                shifted[:level] = best[-level:] + c
+            better = shifted < nxt
+            nxt[better], pick[better] = shifted[better], level
+        best, choice[u] = nxt, pick
+    if not np.isfinite(best[-low]):
+        raise ConfigError("evopress: no levels sum to 0 within the ladder")
+    out = np.zeros(units, dtype=np.int64)
+    at = -low
+    for u in range(units - 1, -1, -1):
+        out[u] = choice[u, at]
+        at -= int(out[u])
+    return out
