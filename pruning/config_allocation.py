@@ -25,8 +25,9 @@ MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a s
 STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {spec.name: spec.fields for spec in STRATEGY_SPECS}
 #: EvoPress's knobs and their defaults (pruning.allocation.evopress; the run ids of configs that leave
 #: them at these values do not change)
-EVOPRESS_DEFAULTS: dict[str, int] = {"evopress_levels": 8, "evopress_generations": 50, "evopress_offspring": 16,
-                                     "evopress_survivors": 4, "evopress_windows": 8, "evopress_first_windows": 2}
+EVOPRESS_DEFAULTS: dict[str, int | str] = {"evopress_levels": 8, "evopress_generations": 50, "evopress_offspring": 16,
+                                           "evopress_survivors": 4, "evopress_windows": 8, "evopress_first_windows": 2,
+                                           "evopress_units": "matrix", "evopress_start": "uniform"}
 
 
 class AllocationConfig(ConfigSection):
@@ -69,6 +70,12 @@ class AllocationConfig(ConfigSection):
     evopress_survivors: int = Field(4, ge=1, le=4096)
     evopress_windows: int = Field(8, ge=1, le=100_000)
     evopress_first_windows: int = Field(2, ge=1, le=100_000)
+    # what gets a level: every prunable matrix (the paper), or every block (its matrices share the level)
+    evopress_units: Literal["matrix", "block"] = "matrix"
+    # where the evolution starts: uniform (the paper), or "additive": each unit's KL at each level measured
+    # alone, and the levels that minimise their sum with the mean exact (SPDY's dynamic programme;
+    # pruning.allocation.evopress.solve_additive). With evopress_generations 0 that programme is the result.
+    evopress_start: Literal["uniform", "additive"] = "uniform"
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.

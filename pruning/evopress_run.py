@@ -14,7 +14,11 @@ per-matrix sparsities a run then prunes with.
    never the validation or test split. The dense log-probabilities are computed once (float16 on the
    device: windows x seqlen x vocabulary); a candidate is put in place by copying only the matrices whose
    level changed.
-3. **Search**: (1 + λ) evolution seeded with the calibration seed; after each generation the state is
+3. **Search**: ``evopress_units`` says what gets a level: every matrix (the paper) or every block (its
+   matrices share it; :func:`search_units`). ``evopress_start = "additive"`` first measures every unit's
+   KL at every level alone and starts from the levels minimising their sum with the mean exact
+   (:func:`pruning.allocation.evopress.additive_start`, SPDY's programme); ``uniform`` starts from the
+   target everywhere, as the paper. Then the (1 + λ) evolution seeded with the calibration seed; after each generation the state is
    written to ``$PRUNING_LAB_CACHE/evopress/<run id>.json``, so a run stopped mid-search resumes there
    when started again with the same config (the file is removed once the run has its levels).
 4. The model gets its dense weights back; the run then prunes block-sequentially at the searched
@@ -38,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pruning.allocation.evopress import Ladder, SearchState, make_ladder, search
+from pruning.allocation.evopress import Ladder, SearchState, additive_start, make_ladder, search
 from pruning.atomic import write_atomic
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.config import RunConfig
@@ -57,15 +61,19 @@ Database = dict[str, dict[int, Tensor]]
 @torch.no_grad()
 def build_database(loaded: LoadedModel, calib_ids: Tensor, method: str, ladder: Ladder, *,
                    device: torch.device, batch_size: int = 1, blocksize: int = 128, percdamp: float = 0.01,
+                   unit_of: dict[str, int] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> Database:
-    """{matrix name: {level: pruned weight}} for every unit of ``ladder``, each matrix pruned with
-    ``method`` at every one of its levels from the dense model's statistics (see the module docstring)."""
+    """{matrix name: {level: pruned weight}} for every matrix of ``ladder``'s units, each matrix pruned with
+    ``method`` at every level of its unit from the dense model's statistics (see the module docstring).
+    ``unit_of``: matrix name -> unit index (default: the units are the matrices, ``ladder.names``)."""
     spec = get_method(method)
-    index = {name: i for i, name in enumerate(ladder.names)}
+    index = unit_of if unit_of is not None else {name: i for i, name in enumerate(ladder.names)}
     db: Database = {}
 
     def on_block(ctx: BlockContext) -> None:
         for ref in ctx.matrices:
+            if ref.name not in index:
+                continue
             u = index[ref.name]
             stats = ctx.stats.get(ref.name)
             levels = range(int(ladder.lo[u]), int(ladder.hi[u]) + 1)
@@ -80,7 +88,7 @@ def build_database(loaded: LoadedModel, calib_ids: Tensor, method: str, ladder: 
     calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=False,
                      collect_hessian=spec.statistics == "hessian", modifies_blocks=False, batch_size=batch_size,
                      progress=progress)
-    missing = [n for n in ladder.names if n not in db]
+    missing = [n for n in index if n not in db]
     if missing:
         raise RuntimeError(f"evopress database: {len(missing)} matrices were not visited, e.g. {missing[0]}")
     return db
@@ -91,12 +99,13 @@ class KLFitness:
     ``windows``: ``(n, seqlen)`` token ids; call with (levels, window indices)."""
 
     def __init__(self, loaded: LoadedModel, db: Database, ladder: Ladder, windows: Tensor, device: torch.device,
-                 batch_size: int = 1) -> None:
+                 batch_size: int = 1, unit_of: dict[str, int] | None = None) -> None:
         self.model = loaded.model
         self.modules = {ref.name: ref.module for ref in prunable_matrices(loaded.model, loaded.family)}
         self.db, self.ladder, self.device, self.batch_size = db, ladder, device, max(1, int(batch_size))
+        self.unit_of = unit_of if unit_of is not None else {name: i for i, name in enumerate(ladder.names)}
         self.windows = windows.to(device)
-        self.dense = {name: self.modules[name].weight.detach().clone() for name in ladder.names}
+        self.dense = {name: self.modules[name].weight.detach().clone() for name in self.unit_of}
         self.current: np.ndarray | None = None
         self.dense_logprobs = torch.cat([self._logprobs(self.windows[i:i + self.batch_size]).to(torch.float16)
                                          for i in range(0, len(self.windows), self.batch_size)])
@@ -110,7 +119,7 @@ class KLFitness:
     @torch.no_grad()
     def apply(self, levels: np.ndarray) -> None:
         """Put the weights of ``levels`` in place (only the matrices whose level changed are copied)."""
-        for u, name in enumerate(self.ladder.names):
+        for name, u in self.unit_of.items():
             level = int(levels[u])
             if self.current is None or int(self.current[u]) != level:
                 self.modules[name].weight.data.copy_(self.db[name][level])
@@ -167,17 +176,17 @@ def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tenso
         have = 0 if calib_ids is None else len(calib_ids)
         raise ConfigError(f"allocation.evopress_windows: {a.evopress_windows} fitness windows need as many "
                           f"calibration samples; calibration.nsamples is {have}")
-    ladder = make_ladder(list(matrices["name"]), list(matrices["numel"]), target, a.evopress_levels,
-                         a.min_sparsity, a.max_sparsity)
+    names, numel, unit_of = search_units(matrices, a.evopress_units)
+    ladder = make_ladder(names, numel, target, a.evopress_levels, a.min_sparsity, a.max_sparsity)
     say = progress or (lambda stage, fraction, message: None)
     loaded.model.to(device)
     n_blocks = int(matrices["block"].max()) + 1
     say("allocation", 0.0, "EvoPress: level database")
     db = build_database(loaded, calib_ids, config.pruning.method, ladder, device=device, batch_size=batch_size,
-                        blocksize=config.pruning.blocksize, percdamp=config.pruning.percdamp,
+                        blocksize=config.pruning.blocksize, percdamp=config.pruning.percdamp, unit_of=unit_of,
                         progress=lambda done, total: say("allocation", 0.3 * done / total,
                                                          f"EvoPress database: block {done}/{n_blocks}"))
-    fitness = KLFitness(loaded, db, ladder, calib_ids[: a.evopress_windows], device, batch_size)
+    fitness = KLFitness(loaded, db, ladder, calib_ids[: a.evopress_windows], device, batch_size, unit_of=unit_of)
     path = checkpoint_path(config.run_id)
     state = _load_checkpoint(path, ladder)
     if state is not None:
@@ -187,10 +196,17 @@ def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tenso
         text = json.dumps({"names": list(ladder.names), "delta": ladder.delta, "state": current.to_dict()})
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda tmp: tmp.write_text(text))
-        say("allocation", 0.3 + 0.7 * current.generation / max(a.evopress_generations, 1),
+        say("allocation", 0.4 + 0.6 * current.generation / max(a.evopress_generations, 1),
             f"EvoPress generation {current.generation}/{a.evopress_generations}: KL {current.fitness:.4f}")
 
     try:
+        if state is None and a.evopress_start == "additive":
+            start, _cost = additive_start(ladder, fitness, a.evopress_windows,
+                                          progress=lambda done, total: say("allocation", 0.3 + 0.1 * done / total,
+                                                                           f"EvoPress additive costs: unit {done}/{total}"))
+            state = SearchState(0, start, float(fitness(start, np.arange(a.evopress_windows))))
+            log.info("evopress: additive start, KL %.5f", state.fitness)
+            keep(state)
         final = search(ladder, fitness, windows=a.evopress_windows, generations=a.evopress_generations,
                        offspring=a.evopress_offspring, survivors=a.evopress_survivors,
                        first_windows=a.evopress_first_windows, seed=config.calibration.seed, state=state,
@@ -201,7 +217,25 @@ def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tenso
     path.unlink(missing_ok=True)
     log.info("evopress: %d generations, %d fitness evaluations, KL %.5f, mean sparsity %.9f",
              final.generation, fitness.evaluations, final.fitness, ladder.mean_sparsity(final.parent))
-    levels = pd.DataFrame({"name": list(ladder.names), "level": final.parent,
-                           "sparsity": ladder.sparsity(final.parent)})
+    unit = np.array([unit_of[name] for name in matrices["name"]], dtype=np.int64)
+    chosen = final.parent[unit]
+    levels = pd.DataFrame({"name": list(matrices["name"]), "level": chosen,
+                           "sparsity": ladder.sparsity(final.parent)[unit]})
     trace = pd.DataFrame(final.trace, columns=["generation", "fitness", "candidates", "first_best"])
     return levels, trace
+
+
+def search_units(matrices: pd.DataFrame, units: str) -> tuple[list[str], list[int], dict[str, int]]:
+    """The units of a search over ``matrices`` (columns name, numel, block): ``"matrix"`` = one unit per
+    matrix; ``"block"`` = one unit per block (``block3``; size the sum of its matrices, which share its
+    level). Returns (unit names, unit sizes, matrix name -> unit index)."""
+    if units == "matrix":
+        names = [str(n) for n in matrices["name"]]
+        return names, [int(x) for x in matrices["numel"]], {n: i for i, n in enumerate(names)}
+    if units != "block":
+        raise ConfigError(f"allocation.evopress_units: {units!r} is invalid; accepted: 'matrix', 'block'")
+    blocks = sorted(int(b) for b in set(matrices["block"]))
+    position = {b: i for i, b in enumerate(blocks)}
+    sizes = matrices.groupby("block")["numel"].sum()
+    return ([f"block{b}" for b in blocks], [int(sizes[b]) for b in blocks],
+            {str(n): position[int(b)] for n, b in zip(matrices["name"], matrices["block"])})

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from pruning.allocation.evopress import SearchState, make_ladder, mutate, search, solve_additive
+from pruning.allocation.evopress import SearchState, additive_start, make_ladder, mutate, search, solve_additive
 from pruning.errors import ConfigError
 
 NUMEL = [100, 25, 25, 100, 300, 300, 300] * 3  # q k v o gate up down, three blocks
@@ -122,6 +122,26 @@ def test_the_additive_programme_spares_the_expensive_unit_and_names_a_bad_table(
         solve_additive(ladder, bad)
 
 
+def test_the_additive_start_measures_each_unit_alone_and_solves_the_programme() -> None:
+    """On an additive fitness (each unit's cost a convex function of its level, one unit 20x dearer) the
+    measured table is the true one and the start is the brute-force optimum; one evaluation for the base
+    point and one per (unit, non-zero level)."""
+    ladder = make_ladder(["a", "b", "c", "d"], [100, 100, 100, 100], 0.5, 2)
+    weight = np.array([20.0, 1.0, 1.0, 0.5])
+    calls = []
+
+    def fitness(levels: np.ndarray, windows: np.ndarray) -> float:
+        calls.append(len(windows))
+        x = np.asarray(levels, dtype=float)
+        return 1.0 + float(np.sum(weight * (x + 0.1 * x ** 2)))
+
+    levels, cost = additive_start(ladder, fitness, windows=3)
+    assert len(calls) == 1 + 4 * 4 and set(calls) == {3}
+    assert cost[0, 2 + 1] == pytest.approx(20.0 * 1.1) and cost[3, 2 - 2] == pytest.approx(0.5 * (-2 + 0.4))
+    brute = min(itertools.product(range(-2, 3), repeat=4), key=lambda l: fitness(np.array(l), np.arange(1)) if sum(l) == 0 else np.inf)
+    assert levels.tolist() == list(brute) and levels[0] < 0 and levels.sum() == 0
+
+
 def test_bad_search_knobs_are_named() -> None:
     ladder = make_ladder(NAMES, NUMEL, 0.7)
     fit = _fitness_with_a_fragile_unit(ladder, 0)
@@ -212,6 +232,44 @@ def test_on_a_tiny_model_the_search_spares_a_fragile_block(tmp_path, data_dir) -
     assert down < 0  # the scaled matrix itself went below the target
     mean = float((alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum())
     assert mean == pytest.approx(0.6, abs=1e-9)
+
+
+def test_block_units_with_the_additive_start_spare_the_fragile_block(tmp_path, data_dir) -> None:
+    """The same fragile model with one level per block (its matrices share it) and the additive programme
+    alone (0 generations): block 1 is the densest, every matrix of a block has the block's sparsity, the
+    mean is exact."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from pruning.models import resolve_model, save_model
+    from pruning.pipeline import execute_run
+    from pruning.synthetic import random_llama
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
+    model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(30.0)
+    path = save_model(model, tokenizer, tmp_path / "fragile")
+    config = _config(path, **{"allocation.evopress_generations": 0, "allocation.evopress_units": "block",
+                              "allocation.evopress_start": "additive", "allocation.evopress_levels": 4,
+                              "calibration.nsamples": 6, "allocation.evopress_windows": 6})
+    out = execute_run(config, publish=False)
+    assert out.status == "succeeded"
+    alloc = out.tables["allocation"]
+    per_block = alloc.groupby("block")["sparsity_target"].agg(["min", "max"])
+    assert (per_block["max"] - per_block["min"]).abs().max() < 1e-12  # one level per block
+    assert per_block["min"].idxmin() == 1 and per_block.at[1, "min"] < 0.6 - 0.02, per_block.to_dict()
+    assert set(alloc.groupby("block")["score"].nunique()) == {1}
+    mean = float((alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum())
+    assert mean == pytest.approx(0.6, abs=1e-9)
+    assert _knobs_enter_the_run_id_off_default(config)
+
+
+def _knobs_enter_the_run_id_off_default(config) -> bool:
+    """The new knobs enter the run id only when they leave their defaults."""
+    plain = config.with_overrides({"allocation.evopress_units": "matrix", "allocation.evopress_start": "uniform"})
+    assert '"evopress_units"' not in plain.canonical_json() and '"evopress_start"' not in plain.canonical_json()
+    return plain.run_id != config.run_id
 
 
 def test_a_runs_trace_is_drawn_in_its_detail(tiny_dir, data_dir) -> None:

@@ -97,6 +97,11 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
     "allocation.evopress_windows": ("int", "EvoPress fitness windows", {
         "value": 8, "help": "calibration windows the KL fitness reads (at most calibration samples; never test "
         "or validation text)"}),
+    "allocation.evopress_units": ("select", "EvoPress units", {
+        "options": ["matrix", "block"], "help": "what gets a level: every matrix (the paper) or every block"}),
+    "allocation.evopress_start": ("select", "EvoPress start", {
+        "options": ["uniform", "additive"], "help": "uniform (the paper), or the levels minimising the sum of "
+        "each unit's KL measured alone (SPDY's programme); 0 generations = that programme alone"}),
     "calibration.dataset": ("select", "Calibration text", {
         "options": CALIBRATION_CORPORA, "accept_new_options": True,
         "help": "wiki = its calib split; wiki:train = calib without the validation text; or text:PATH"}),
