@@ -126,8 +126,7 @@ def test_pipeline_spectra_precision_follows_the_config_and_changes_the_run_id_on
 def test_cache_never_serves_a_float32_spectrum_as_the_default(tiny_llama, tmp_path, monkeypatch) -> None:
     from pruning.app_support.spectra import run_eigenvalues
     from pruning.config import RunConfig
-    from pruning.spectral import cached_weight_spectra
-    from pruning.spectral.cache import publish_spectra
+    from pruning.spectra_cache import cached_weight_spectra, publish_spectra
     from pruning.store.publish import publish_run
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path))
