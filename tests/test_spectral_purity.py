@@ -46,3 +46,16 @@ def test_spectral_imports_no_store_no_config():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "pure"
 
+
+def test_a_submit_checks_names_without_torch():
+    """A job submit checks a config's names (pruning.validation.check_names: corpora, the allocation
+    metric against the spectra table's columns and ``depth``) from plain data: no torch, pandas, pyarrow
+    or duckdb is loaded for it (before, the metric names came from pruning.spectral.summary, and the
+    corpus names from a module that imported torch)."""
+    probe = ("import sys; from pruning.config import RunConfig; import pruning.validation as v; "
+             "v.check_names(RunConfig()); names = v.allocation_metrics(); "
+             "print('alpha_peak' in names, 'hessian_alpha' in names, 'depth' in names, "
+             "sorted(m for m in ('torch', 'pandas', 'pyarrow', 'duckdb') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True True True []"

@@ -26,10 +26,10 @@ _EXPORTS: dict[str, str] = {
     "compute_hessian_spectra": "hessian", "hessian_spectra": "hessian", "hessian_spectra_from_matrices": "hessian",
     "EsdPlot": "plot", "esd_plot": "plot", "esd_plot_for": "plot",
     "PowerLawFits": "powerlaw", "TailFit": "powerlaw", "fit_at_xmin": "powerlaw", "fit_power_laws": "powerlaw",
-    "COLUMNS": "summary", "METRIC_COLUMNS": "summary", "SpectraResult": "summary", "pivot_for_allocation": "summary",
+    "COLUMNS": "columns", "METRIC_COLUMNS": "columns", "SpectraResult": "summary", "pivot_for_allocation": "summary",
     "compute_weight_spectra": "weights", "weight_spectra": "weights",
 }
-_SUBMODULES = ("esd", "hessian", "metrics", "plot", "powerlaw", "summary", "weights", "ww_engine")
+_SUBMODULES = ("columns", "esd", "hessian", "metrics", "plot", "powerlaw", "summary", "weights", "ww_engine")
 
 __all__ = sorted(_EXPORTS)
 
