@@ -30,7 +30,8 @@ from pruning.config import AllocationConfig, RunConfig  # noqa: E402
 from pruning.families import prunable_matrices  # noqa: E402
 from pruning.models import load_model  # noqa: E402
 from pruning.pipeline import execute_run  # noqa: E402
-from pruning.spectral import cached_weight_spectra, pivot_for_allocation  # noqa: E402
+from pruning.spectra_cache import cached_weight_spectra  # noqa: E402
+from pruning.spectral import pivot_for_allocation  # noqa: E402
 
 log = logging.getLogger("bench.allocation_quality")
 

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
+from pruning.precision import EIG_DTYPE_NAMES  # noqa: E402
 
 log = logging.getLogger("bench.spectra")
 
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-7b", action="store_true")
     parser.add_argument("--layers", type=int, default=32, help="blocks of the synthetic 7B model")
     parser.add_argument("--weight-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    parser.add_argument("--eig-dtype", default="auto", choices=("auto", "float32", "float64"))
+    parser.add_argument("--eig-dtype", default="auto", choices=("auto", *EIG_DTYPE_NAMES))
     parser.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,14 +21,15 @@ Without one, a use takes its own split: evaluation reads ``test``, calibration `
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from pruning.corpora import prepare_offline_corpora
 from pruning.errors import ConfigError, CorpusUnavailableError
 from pruning.paths import corpora_dir
 from pruning.roots import resolve_local_path
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def _hub_dataset(name: str, *args: Any, **kwargs: Any) -> Any:
 
 def tokenize_text(tokenizer: Any, text: str) -> torch.Tensor:
     """Token ids of ``text`` as one long 1-D LongTensor (no special tokens added)."""
+    import torch  # here, not at the top: a job submit checks corpus names without loading torch
+
     ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.long)
 
@@ -133,6 +136,8 @@ def calibration_batch(
     drawn uniformly with ``torch.Generator().manual_seed(seed)`` (Frantar & Alistarh 2023;
     Sun et al. 2023 sample random C4 windows the same way). With ``bos_token_id`` each window
     starts with BOS. Returns LongTensor ``(nsamples, seqlen)``; same inputs -> same batch."""
+    import torch
+
     ids = tokenize_text(tokenizer, load_text(dataset, "calib"))
     body = seqlen - (1 if bos_token_id is not None else 0)
     if ids.numel() <= body:

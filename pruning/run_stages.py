@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from pruning import spectral, warm
+from pruning import spectra_cache, warm
 from pruning.allocation import allocate
 from pruning.allocation.registry import strategy_spec
 from pruning.atomic import write_parquet_atomic
@@ -37,7 +37,7 @@ from pruning.paths import cache_dir
 from pruning.placement import Compute, place_for_inference
 from pruning.prune import owl_outlier_ratios, prune_model
 from pruning.spectral.esd import eig_dtype_from_name
-from pruning.spectral.summary import SpectraResult
+from pruning.spectral.summary import SpectraResult, pivot_for_allocation
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def wants_spectra(config: RunConfig) -> bool:
 @dataclass
 class Spectra:
     """The spectra of a run: one result per source (weight, and Hessian when the metric asks), each
-    saying where it came from (``computed``, ``cache`` or ``store``; pruning.spectral.cache)."""
+    saying where it came from (``computed``, ``cache`` or ``store``; pruning.spectra_cache)."""
 
     results: list[SpectraResult]
 
@@ -149,12 +149,12 @@ def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | No
     or the local cache when the same model fingerprint, code version and precision are there."""
     eig_dtype = eig_dtype_from_name(config.allocation.eig_dtype)
     report("spectra", 0.0, "weight spectra")
-    weight = spectral.cached_weight_spectra(loaded, device=compute.device, dtype=eig_dtype,
-                                            progress=report.steps("spectra", 0.0, 0.5, "matrix"))
+    weight = spectra_cache.cached_weight_spectra(loaded, device=compute.device, dtype=eig_dtype,
+                                                 progress=report.steps("spectra", 0.0, 0.5, "matrix"))
     results = [weight]
     if config.allocation.wants_hessian and calib_ids is not None:
         report("spectra", 0.5, "Hessian spectra")
-        hessian = spectral.cached_hessian_spectra(
+        hessian = spectra_cache.cached_hessian_spectra(
             loaded, calib_ids, device=compute.device, offload=compute.offload, batch_size=compute.batch_size,
             dtype=eig_dtype, progress=report.steps("spectra", 0.5, 1.0, "Hessian block"))
         results.append(hessian)
@@ -167,7 +167,7 @@ def publish_spectra(spectra: Spectra) -> None:
     source, precision and calibration; a set already stored is not written again), so that later
     runs anywhere reuse it and the app draws its ESDs without a model (pruning.store.spectra_sets)."""
     for result in spectra.results:
-        spectral.cache.publish_spectra(result)
+        spectra_cache.publish_spectra(result)
 
 
 def matrix_table(loaded: LoadedModel) -> pd.DataFrame:
@@ -186,7 +186,7 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
     matrices = matrix_table(loaded)
     owl = dlp = None
     if alloc.strategy == "linear" and target > 0 and spectra_table is not None:
-        pivot = spectral.pivot_for_allocation(spectra_table)
+        pivot = pivot_for_allocation(spectra_table)
         metric_cols = [c for c in pivot.columns if c not in ("block", "matrix_type", "numel", "model", "source")]
         matrices = matrices.merge(pivot[metric_cols], on="name", how="left")
     elif alloc.strategy in ("owl", "dlp") and target > 0:

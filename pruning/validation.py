@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 def allocation_metrics() -> tuple[str, ...]:
     """Every metric an allocation can read: the spectral table's metric columns of the weights
     and the same with ``hessian_`` for the layer-wise Hessians (pruning.spectral.pivot_for_allocation),
-    and ``depth``, the block index (pruning.allocation.linear.DEPTH_METRIC)."""
-    from pruning.allocation.linear import DEPTH_METRIC
-    from pruning.spectral.summary import METRIC_COLUMNS
+    and ``depth``, the block index (pruning.allocation.registry.DEPTH_METRIC). Both names lists are
+    plain data: a job submit loads neither torch nor pandas for them."""
+    from pruning.allocation.registry import DEPTH_METRIC
+    from pruning.spectral.columns import METRIC_COLUMNS
 
     return tuple(METRIC_COLUMNS) + tuple(f"hessian_{m}" for m in METRIC_COLUMNS) + (DEPTH_METRIC,)
 

@@ -98,19 +98,33 @@ def test_notes_headers_map_to_presets(header, groups, granularity):
 
 
 def test_eig_dtype_names_have_one_source():
-    """Issue 30: the accepted eigen-solver precisions were written four times; the config's type, the
-    store's sets, the pages and the solver now read pruning.precision (torch-free)."""
+    """Issue 30: the accepted eigen-solver precisions were written four times and checked in three
+    places; the config's type, the store's sets and queries, the pages and the solver now read
+    pruning.precision (torch-free), and every check is check_eig_dtype's."""
     import subprocess
     import sys
     from typing import get_args
 
     from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, EigDtypeName, check_eig_dtype
-    from pruning.spectral.esd import EIG_DTYPES
-    from pruning.store.spectra_sets import EIG_DTYPES as STORE_EIG_DTYPES
+    from pruning.spectral.esd import EIG_DTYPES, default_eig_dtype, eig_dtype_from_name
+    from pruning.store.spectra_sets import SpectraSetKey
 
-    assert get_args(EigDtypeName) == EIG_DTYPE_NAMES == tuple(EIG_DTYPES) == STORE_EIG_DTYPES
+    assert get_args(EigDtypeName) == EIG_DTYPE_NAMES == tuple(EIG_DTYPES)
     assert DEFAULT_EIG_DTYPE == EIG_DTYPE_NAMES[0] == RunConfig().allocation.eig_dtype
+    assert default_eig_dtype() == eig_dtype_from_name(DEFAULT_EIG_DTYPE) == EIG_DTYPES[DEFAULT_EIG_DTYPE]
+    accepted = set()
+    for name in (*EIG_DTYPE_NAMES, "float16", "bfloat16", "half", "double", "auto"):
+        try:
+            RunConfig.from_dict({"allocation": {"eig_dtype": name}})
+            accepted.add(name)
+        except ConfigError:
+            pass
+    assert accepted == set(EIG_DTYPE_NAMES)  # the config accepts exactly the constant's names
+    for name in EIG_DTYPE_NAMES:
+        assert SpectraSetKey("0123456789abcdef", "weight", name, "1").eig_dtype == name
     with pytest.raises(ValueError, match="'float16' is invalid; accepted: float64, float32"):
         check_eig_dtype("float16")
+    with pytest.raises(ValueError, match="'float16' is invalid; accepted: float64, float32"):
+        SpectraSetKey("0123456789abcdef", "weight", "float16", "1")
     probe = "import sys, pruning.precision, pruning.config; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

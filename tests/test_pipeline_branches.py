@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pruning.spectral.cache as spectra_cache
+import pruning.spectra_cache as spectra_cache
 from pruning.config import RunConfig
 from pruning.pipeline import execute_run
 from pruning.store import run_detail

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pruning.allocation.registry import DEPTH_METRIC
 from pruning.allocation.solve import is_flat
 from pruning.allocation.units import names_text, sub_block_of
 from pruning.config import AllocationConfig
@@ -50,10 +51,6 @@ from pruning.errors import ConfigError
 
 if TYPE_CHECKING:
     from pruning.families import FamilySpec
-
-
-#: the position metric: a matrix's block index (module docstring), accepted wherever a metric is
-DEPTH_METRIC = "depth"
 
 
 def metric_columns(matrices: pd.DataFrame, skip: set[str]) -> list[str]:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 #: what every strategy is bounded by (the exact bounded solve, pruning.allocation.solve)
 _BOUNDS = ("min_sparsity", "max_sparsity")
+#: the position metric of ``linear``: a matrix's block index (pruning.allocation.linear), accepted
+#: wherever a spectral metric is; here so that a job submit checks metric names without pandas
+DEPTH_METRIC = "depth"
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from pruning.precision import EIG_DTYPE_NAMES
 from pruning.store import queries
-
-
-EIG_DTYPES: tuple[str, ...] = EIG_DTYPE_NAMES
 
 
 def run_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str | None = None,
                     root: Path | str | None = None) -> np.ndarray | None:
     """Ascending eigenvalues ``(n,)`` float64 of matrix ``name`` behind run ``run_id``'s ``source``
     (weight | hessian) spectra row, in ``eig_dtype`` (default: the precision of that row; a float32
-    spectrum never stands in for a float64 one), or None when the store holds none."""
-    if eig_dtype is not None and eig_dtype not in EIG_DTYPES:
-        raise ValueError(f"eig_dtype: {eig_dtype!r} is invalid; accepted: {', '.join(EIG_DTYPES)}")
+    spectrum never stands in for a float64 one), or None when the store holds none. A precision not in
+    :data:`pruning.precision.EIG_DTYPE_NAMES` is a ValueError (the store's query checks it)."""
     return queries.stored_eigenvalues(run_id, name, source, eig_dtype, root)
 
 

@@ -59,12 +59,12 @@ def _write(frame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from pruning.families import decoder_layers
     from pruning.models import load_model, resolve_device
-    from pruning.spectral import SpectraResult, cached_hessian_spectra, cached_weight_spectra, compute_weight_spectra
+    from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra
+    from pruning.spectral import SpectraResult, compute_weight_spectra
     from pruning.spectral.esd import eig_dtype_from_name
     from pruning.spectral.hessian import hessian_spectra
 

@@ -6,11 +6,13 @@ Lu et al. 2024 (AlphaPruning): layer-wise sparsity from alpha. See docs/spectra.
 
 Public API: :func:`weight_spectra` / :func:`compute_weight_spectra`,
 :func:`hessian_spectra_from_matrices` / :func:`compute_hessian_spectra`, :func:`hessian_spectra`
-(calibration), :func:`cached_weight_spectra`, :func:`pivot_for_allocation`, :func:`esd_plot`.
+(calibration), :func:`pivot_for_allocation`, :func:`esd_plot`.
 
-The names load lazily (PEP 562): ``import pruning.spectral.powerlaw`` loads the kernel and nothing of
-the results store, duckdb or pyarrow (``cache`` is the one module that publishes to the store; before,
-this package imported it at once and a power-law fit pulled in 42 internal modules).
+Pure: tensors and models in, tables out. The package imports nothing of the results store, duckdb
+or the run config (a test holds it); reusing and publishing spectra sets is the run's business,
+:mod:`pruning.spectra_cache` (and :mod:`pruning.spectra_backfill` for runs stored before sets
+existed). The names load lazily (PEP 562), so ``import pruning.spectral.powerlaw`` loads the kernel
+alone, without pandas.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ from typing import Any
 
 #: public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
-    "SPECTRA_VERSION": "cache", "cached_hessian_spectra": "cache", "cached_weight_spectra": "cache",
     "hessian_eigenvalues": "esd", "weight_eigenvalues": "esd",
     "compute_hessian_spectra": "hessian", "hessian_spectra": "hessian", "hessian_spectra_from_matrices": "hessian",
     "EsdPlot": "plot", "esd_plot": "plot", "esd_plot_for": "plot",
     "PowerLawFits": "powerlaw", "TailFit": "powerlaw", "fit_at_xmin": "powerlaw", "fit_power_laws": "powerlaw",
-    "COLUMNS": "summary", "METRIC_COLUMNS": "summary", "SpectraResult": "summary", "pivot_for_allocation": "summary",
+    "COLUMNS": "columns", "METRIC_COLUMNS": "columns", "SpectraResult": "summary", "pivot_for_allocation": "summary",
     "compute_weight_spectra": "weights", "weight_spectra": "weights",
 }
-_SUBMODULES = ("backfill", "cache", "esd", "hessian", "metrics", "plot", "powerlaw", "summary", "weights", "ww_engine")
+_SUBMODULES = ("columns", "esd", "hessian", "metrics", "plot", "powerlaw", "summary", "weights", "ww_engine")
 
 __all__ = sorted(_EXPORTS)
 

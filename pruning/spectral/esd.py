@@ -29,11 +29,10 @@ from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, check_eig_dtyp
 EIG_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in EIG_DTYPE_NAMES}
 
 
-def default_eig_dtype(device: torch.device | str | None = None) -> torch.dtype:
+def default_eig_dtype() -> torch.dtype:
     """The eigen-solver dtype used when none is given (:data:`pruning.precision.DEFAULT_EIG_DTYPE`,
-    float64) — the same on every device by design, so ``device`` does not change it: a spectrum, and
-    every metric and allocation read from it, does not depend on where it was computed."""
-    del device
+    float64) — the same on every device by design: a spectrum, and every metric and allocation read
+    from it, does not depend on where it was computed (so it takes no device)."""
     return EIG_DTYPES[DEFAULT_EIG_DTYPE]
 
 

@@ -81,7 +81,7 @@ def compute_hessian_spectra(
     groups += [[n] for n in hessians if n not in covered]
     first = next(iter(hessians.values()), None)
     dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
-    dtype = dtype or default_eig_dtype(dev)
+    dtype = dtype or default_eig_dtype()
     input_eps = {
         name: torch.finfo(H.dtype).eps if H.is_floating_point() else 0.0 for name, H in hessians.items()
     }

@@ -5,8 +5,9 @@ Mahoney 2021); ``source = "hessian"``: ESD of the layer-wise Hessian H = 2 X^T X
 calibration (the SparseGPT Hessian; matrices that read the same input share one spectrum).
 Fits: ``pruning.spectral.powerlaw`` (Clauset et al. 2009 MLE + KS; AlphaPruning, Lu et al. 2024,
 ``alpha_peak`` / ``alpha_mid``); norms, ranks and entropies: ``pruning.spectral.metrics``.
-This module holds the table's columns, the result type and :func:`summarize_spectra` (spectra ->
-rows); the spectra themselves come from ``pruning.spectral.weights`` and ``pruning.spectral.hessian``.
+This module holds the result type and :func:`summarize_spectra` (spectra -> rows; the columns:
+``pruning.spectral.columns``); the spectra themselves come from ``pruning.spectral.weights`` and
+``pruning.spectral.hessian``.
 
 Bad input never raises: a row whose matrix has NaN/Inf entries, is all zero, has fewer than
 ``MIN_EIGENVALUES`` eigenvalues or whose eigen-solver failed says so in ``status``
@@ -24,24 +25,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from pruning.spectral.columns import COLUMNS, EIGENVALUE_COLUMNS, FIT_DETAIL_COLUMNS, METRIC_COLUMNS
 from pruning.spectral.metrics import spectrum_metrics
 from pruning.spectral.powerlaw import WW_EVALS_THRESH, fit_power_laws
 
 log = logging.getLogger(__name__)
 
 MIN_EIGENVALUES = 8  # weightwatcher 0.7.7 analyze(min_evals=8): fewer eigenvalues -> no fit
-ID_COLUMNS = ("model", "block", "matrix_type", "name", "source")
-METRIC_COLUMNS = (
-    "alpha", "alpha_peak", "alpha_mid", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank",
-    "entropy", "entropy_norm", "num_rank", "rank_ratio", "effective_rank", "D", "xmin", "n_tail",
-    "n_eigs", "lambda_max",
-)
-FIT_DETAIL_COLUMNS = ("xmin_peak", "D_peak", "n_tail_peak", "xmin_mid", "D_mid", "n_tail_mid", "esd_peak")
-COLUMNS = (
-    ID_COLUMNS + ("n_rows", "n_cols", "numel") + METRIC_COLUMNS + FIT_DETAIL_COLUMNS
-    + ("engine", "eig_dtype", "status", "message")
-)
-EIGENVALUE_COLUMNS = ("model", "name", "source", "eigenvalue")
 Progress = Callable[[int, int], None]
 
 
@@ -69,7 +59,7 @@ class SpectraResult:
     """The tidy metrics table (``COLUMNS``) and the long eigenvalue table (``EIGENVALUE_COLUMNS``).
 
     ``origin``: ``computed`` here, read from the local spectra ``cache`` or from the results
-    ``store`` (``pruning.spectral.cache``); ``key``: the spectra set's name (``SpectraSetKey.name``)
+    ``store`` (``pruning.spectra_cache``); ``key``: the spectra set's name (``SpectraSetKey.name``)
     when it came through the cache functions, also in the table's ``spectra_key`` column."""
 
     table: pd.DataFrame

@@ -64,7 +64,7 @@ def compute_weight_spectra(
     model, family, name = model_and_name(model_or_loaded, model_name)
     refs = weight_matrices(model, family, blocks)
     dev = torch.device(device) if device is not None else (refs[0].module.weight.device if refs else torch.device("cpu"))
-    dtype = dtype or default_eig_dtype(dev)
+    dtype = dtype or default_eig_dtype()
     jobs = [
         SpectrumJob(r.block, r.matrix_type, r.name, "weight", r.shape[0], r.shape[1], numel=r.numel) for r in refs
     ]

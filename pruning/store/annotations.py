@@ -14,9 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.store.catalog import check_bundle_id, store_root, writable_store, write_json_atomic, writer_lock
+from pruning.atomic import write_json_atomic
 from pruning.store.errors import StoreError
 from pruning.store.health import Problem, read_annotation_file, warn_once
+from pruning.store.layout import check_bundle_id, store_root, writable_store
+from pruning.store.lock import writer_lock
 from pruning.store.sql import query_df
 
 log = logging.getLogger(__name__)

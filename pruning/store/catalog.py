@@ -3,7 +3,8 @@ read *snapshots* over the catalog and the bundles published since.
 
 Readers never take the lock and never hold a database file open: a snapshot (catalog manifest plus
 the list of published bundle directories not yet compacted) is what :mod:`pruning.store.views` turns
-into an in-memory DuckDB connection. Files that cannot be read are quarantined (left out of every
+into an in-memory DuckDB connection (views imports this module, never the reverse: compaction and
+the readers import each name from the module that defines it). Files that cannot be read are quarantined (left out of every
 view, see :mod:`pruning.store.health`). The directory layout is in :mod:`pruning.store.layout`,
 the writer lock in :mod:`pruning.store.lock`, compaction in :mod:`pruning.store.compaction`.
 """
@@ -24,19 +25,9 @@ from pruning.store.health import Problem, check_parquet, stat_key, warn_once
 from pruning.store.layout import ALL_TABLES, parse_dirname, published_attempts, store_root
 from pruning.store.schema import SCHEMA_VERSION
 
-# Re-exported: pruning.store.annotations, publish, queries and sql import these from here.
-from pruning.store.layout import (
-    check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, writable_store,
-)
-from pruning.store.lock import writer_lock
-from pruning.store.views import connect
-
 __all__ = [
     "CatalogManifest", "Snapshot", "bundle_problems", "bundle_tables", "catalog_state", "deep_check",
     "read_manifest", "snapshot", "write_manifest",
-    # re-exported (see above) and maybe_compact (module __getattr__ below)
-    "check_bundle_id", "clean_stale_tmp", "connect", "dirname_for", "latest_attempts", "maybe_compact",
-    "published_attempts", "store_root", "writable_store", "write_json_atomic", "writer_lock",
 ]
 
 
@@ -291,12 +282,3 @@ def deep_check(snap: Snapshot) -> list[Problem]:
         problems += bundle_problems(snap.root, dirname, deep=True)
     return problems
 
-
-def __getattr__(name: str) -> object:
-    """``maybe_compact`` is still imported from here by :mod:`pruning.store.publish`; it lives in
-    :mod:`pruning.store.compaction`, which imports this module, hence the late lookup."""
-    if name == "maybe_compact":
-        from pruning.store.compaction import maybe_compact
-
-        return maybe_compact
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,12 +31,13 @@ import pyarrow.parquet as pq
 from pruning.config import RunConfig
 from pruning.paths import REPO_ROOT
 from pruning.presets import get_preset, PRESETS
-from pruning.store.catalog import (
-    check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, maybe_compact, writable_store, writer_lock,
-)
 from pruning.store.checksums import file_digest
+from pruning.store.compaction import maybe_compact
 from pruning.store.errors import StoreError
-from pruning.store.layout import BUNDLE_PARQUET
+from pruning.store.layout import (
+    BUNDLE_PARQUET, check_bundle_id, clean_stale_tmp, dirname_for, latest_attempts, writable_store,
+)
+from pruning.store.lock import writer_lock
 from pruning.store.schema import RUN_COLUMNS, RUN_STATUSES, SCHEMA_VERSION, TABLES, to_arrow
 
 log = logging.getLogger(__name__)

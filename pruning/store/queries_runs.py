@@ -12,9 +12,9 @@ import pandas as pd
 
 from pruning.protocol import is_budgeted, ppl_protocol_short
 from pruning.store.annotations import all_annotations, read_annotation
-from pruning.store.catalog import published_attempts, store_root
 from pruning.store.errors import RunNotFoundError, StoreError
 from pruning.store.health import check_parquet
+from pruning.store.layout import published_attempts, store_root
 from pruning.store.schema import RUN_KINDS, RUN_STATUSES, TABLES
 from pruning.store.sql import memoized, query_df
 

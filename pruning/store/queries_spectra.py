@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pruning.store.sql import memoized, query_df
-from pruning.store.spectra_sets import EIG_DTYPES, SPECTRA_SOURCES
+from pruning.precision import check_eig_dtype
+from pruning.store.spectra_sets import SPECTRA_SOURCES
 
 # a set recomputed elsewhere matches a run's rows to this relative tolerance: Hessians are accumulated
 # in float32 over ~262k tokens, and SmolLM2's recomputed on a CPU differ from the H200's by up to
@@ -42,8 +43,8 @@ LIMIT 1
 def _check(source: str, eig_dtype: str | None) -> None:
     if source not in SPECTRA_SOURCES:
         raise ValueError(f"source: {source!r} is invalid; accepted: {', '.join(SPECTRA_SOURCES)}")
-    if eig_dtype is not None and eig_dtype not in EIG_DTYPES:
-        raise ValueError(f"eig_dtype: {eig_dtype!r} is invalid; accepted: {', '.join(EIG_DTYPES)}")
+    if eig_dtype is not None:
+        check_eig_dtype(eig_dtype)
 
 
 def spectra_key_of(run_id: str, name: str, source: str, eig_dtype: str | None = None,

@@ -2,7 +2,7 @@
 
 One set is the spectra of one model (its fingerprint, ``pruning.models.model_fingerprint``) from one
 source (``weight``: ESD of W^T W; ``hessian``: ESD of H = 2 X^T X / N on one calibration batch), in
-one eigen-solver precision, by one version of the spectra code (``pruning.spectral.SPECTRA_VERSION``).
+one eigen-solver precision, by one version of the spectra code (``pruning.spectra_cache.SPECTRA_VERSION``).
 It is an ordinary immutable bundle ``spectra-<key>`` (published through
 :func:`pruning.store.publish.publish_bundle`: staging directory + rename, catalog, ``verify``,
 quarantine) holding two tables:
@@ -25,14 +25,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning.precision import EIG_DTYPE_NAMES
+from pruning.precision import check_eig_dtype
 from pruning.store.errors import StoreError
 from pruning.store.publish import PublishResult, publish_bundle
 
 log = logging.getLogger(__name__)
 
 SPECTRA_SOURCES: tuple[str, ...] = ("weight", "hessian")
-EIG_DTYPES: tuple[str, ...] = EIG_DTYPE_NAMES
 BUNDLE_PREFIX = "spectra-"
 
 
@@ -52,8 +51,7 @@ class SpectraSetKey:
             raise ValueError(f"fingerprint: {self.fingerprint!r} is invalid; expected the hex digest of a model")
         if self.source not in SPECTRA_SOURCES:
             raise ValueError(f"source: {self.source!r} is invalid; accepted: {', '.join(SPECTRA_SOURCES)}")
-        if self.eig_dtype not in EIG_DTYPES:
-            raise ValueError(f"eig_dtype: {self.eig_dtype!r} is invalid; accepted: {', '.join(EIG_DTYPES)}")
+        check_eig_dtype(self.eig_dtype)
         if not self.spectra_version or "-" in self.spectra_version or "-" in self.calibration:
             raise ValueError(f"spectra_version / calibration: {self.spectra_version!r} / {self.calibration!r} "
                              "are invalid; neither may be empty (the version) or contain '-'")

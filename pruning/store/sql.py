@@ -19,8 +19,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from pruning.store.catalog import Snapshot, connect, deep_check, snapshot
+from pruning.store.catalog import Snapshot, deep_check, snapshot
 from pruning.store.errors import QueryRejectedError, StoreError
+from pruning.store.views import connect
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from pruning.store.compaction import compact
 from pruning.store.layout import published_attempts, store_root, writable_store
 from pruning.store.lock import writer_lock
 from pruning.store.health import Problem, check_parquet
+from pruning.store.queries import list_runs
 from pruning.store.recover import part_files, recover_manifest
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ class RepairReport:
 def verify_store(root: Path | str | None = None, *, deep: bool = True) -> VerifyReport:
     """Check every catalog file, attempt directory and annotation of the store (``deep``: decode
     every page, not only the footer); never writes."""
-    from pruning.store.queries import list_runs
-
     root = store_root(root)
     # count first: a query that meets a damaged page decodes the snapshot and quarantines the file, and
     # the checks below then see that verdict (`verify --quick` said "no problems" after it, exit 0)

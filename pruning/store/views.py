@@ -3,15 +3,11 @@ with ``union_by_name`` (every known column present, superseded attempts left out
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import duckdb
 
+from pruning.store.catalog import Snapshot
 from pruning.store.layout import ALL_TABLES
 from pruning.store.schema import empty_select
-
-if TYPE_CHECKING:
-    from pruning.store.catalog import Snapshot
 
 
 def sql_list(values: list[str]) -> str:

@@ -139,8 +139,7 @@ def cached_weight_spectra(
     """:func:`pruning.spectral.weights.compute_weight_spectra` of all blocks, reused from the store
     (``store``: its directory) or the local cache when they hold this set; computed results are
     written to the local cache (publish them with :func:`publish_spectra`). ``refresh`` recomputes."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    dtype = dtype or default_eig_dtype(dev)
+    dtype = dtype or default_eig_dtype()
     key = spectra_key(_fingerprint(model_or_loaded), "weight", dtype)
     result = _reuse(key, refresh, store)
     if result is None:
@@ -174,7 +173,7 @@ def cached_hessian_spectra(
 ) -> SpectraResult:
     """:func:`pruning.spectral.hessian_spectra` of ``calib_ids`` ``(nsamples, seqlen)``, reused per
     model, calibration batch content and samples per block call like :func:`cached_weight_spectra`."""
-    dtype = dtype or default_eig_dtype(torch.device(device))
+    dtype = dtype or default_eig_dtype()
     key = spectra_key(_fingerprint(loaded), "hessian", dtype, calibration_digest_input(calib_ids, batch_size))
     result = _reuse(key, refresh, store)
     if result is None:
