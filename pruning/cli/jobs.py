@@ -6,6 +6,7 @@
     python -m pruning cancel JOB_ID
     python -m pruning retry JOB_ID
     python -m pruning worker [--gpus 0,1] [--once] [--poll S] [--heartbeat-timeout S] [--cold]
+    python -m pruning worker --backend ray [--address auto|HOST:6379|local] [--actors N] [--actor-cpus C] [...]
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import json
 import time
 from typing import Any
 
-from pruning.cli._args import COUNT, SECONDS
+from pruning.cli._args import COUNT, SECONDS, float_in
 from pruning.config import parse_yaml_text
 from pruning.errors import ConfigError
 from pruning.methods.nm_pattern import looks_like_nm
+
+CPUS = float_in(0.0, 1024.0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,14 +58,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job_id")
     p.set_defaults(handler=cmd_retry)
 
-    p = sub.add_parser("worker", help="run queued local jobs, one per GPU (or on the CPU)")
-    p.add_argument("--gpus", default=None, help="GPU indices, e.g. 0,1 (default: all visible; CPU if none)")
+    p = sub.add_parser("worker", help="run queued jobs, one per GPU (or on the CPU), here or on Ray actors")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: warm runner processes on this machine's GPUs; ray: one warm Ray actor per "
+                        "GPU of a Ray cluster")
+    p.add_argument("--gpus", default=None, help="GPU indices, e.g. 0,1 (default: all visible; CPU if none; local only)")
+    p.add_argument("--address", default=None,
+                   help="ray: the cluster to join as a driver, HOST:6379, ray://HOST:10001, auto (default, or "
+                        "$RAY_ADDRESS) or local (a private Ray on this machine)")
+    p.add_argument("--actors", type=COUNT, default=None,
+                   help="ray: number of actors, i.e. jobs at once (default: one per GPU of the cluster, 1 without)")
+    p.add_argument("--actor-cpus", type=CPUS, default=1.0, help="ray: CPUs reserved for each actor (default 1)")
     p.add_argument("--once", action="store_true", help="exit when the queue has nothing left for this worker")
     p.add_argument("--poll", type=SECONDS, default=1.0, help="seconds between queue polls / heartbeats (> 0)")
     p.add_argument("--heartbeat-timeout", type=SECONDS, default=60.0,
                    help="a running job without heartbeat for this long is failed as 'worker lost'")
     p.add_argument("--cold", action="store_true",
-                   help="run every job in a fresh process instead of the slot's warm runner (also: PRUNING_LAB_RUNNER=cold)")
+                   help="run every job in a fresh process (ray: a fresh actor) instead of the slot's warm runner "
+                        "(also: PRUNING_LAB_RUNNER=cold)")
     p.set_defaults(handler=cmd_worker)
 
 
@@ -199,10 +212,26 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pruning.jobs.worker import Worker
+    from pruning.jobs.base import BackendUnavailableError
+    from pruning.jobs.worker import QueueWorker, Worker
 
-    gpus = [g for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
-    worker = Worker(gpus=gpus, poll_s=args.poll, heartbeat_timeout_s=args.heartbeat_timeout,
-                    warm=False if args.cold else None)
+    warm = False if args.cold else None
+    worker: QueueWorker
+    if args.backend == "ray":
+        if args.gpus is not None:
+            raise ConfigError("--gpus: selects GPUs of this machine (local workers); with --backend ray, Ray "
+                              "places one actor per GPU of the cluster (use --actors N to change the count)")
+        try:
+            from pruning.jobs.ray_actors import RayWorker
+        except ImportError as exc:
+            raise BackendUnavailableError(f"worker --backend ray needs `ray[default]` installed: {exc}") from None
+        worker = RayWorker(address=args.address, actors=args.actors, actor_cpus=args.actor_cpus, poll_s=args.poll,
+                           heartbeat_timeout_s=args.heartbeat_timeout, warm=warm)
+    else:
+        for flag, value in (("--address", args.address), ("--actors", args.actors)):
+            if value is not None:
+                raise ConfigError(f"{flag}: only with --backend ray (this worker runs local jobs on this machine)")
+        gpus = [g for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
+        worker = Worker(gpus=gpus, poll_s=args.poll, heartbeat_timeout_s=args.heartbeat_timeout, warm=warm)
     worker.run(once=args.once)
     return 0

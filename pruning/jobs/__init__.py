@@ -1,7 +1,8 @@
 """Jobs: queue runs and execute them on local workers or a Ray cluster.
 
 Backends implement :class:`JobBackend` (submit, status, progress, logs, cancel, list, retry):
-``local`` (SQLite queue + ``python -m pruning worker``) and ``ray`` (Ray Jobs). Every job, of
+``local`` (SQLite queue + ``python -m pruning worker``, whose jobs run on this machine or, with
+``worker --backend ray``, on warm Ray actors: :mod:`pruning.jobs.ray_actors`) and ``ray`` (Ray Jobs). Every job, of
 either backend, is recorded in the local queue database, so the module-level helpers below
 (used by the CLI and the app) find a job by id and dispatch to its backend.
 """

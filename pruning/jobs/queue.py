@@ -134,17 +134,21 @@ class JobQueue(QueueDatabase):
             ).fetchone()
         return row_to_info(row) if row is not None else None
 
-    def claim(self, worker_id: str, *, gpu: str | None, heartbeat_timeout: float) -> JobInfo | None:
-        """Atomically take the oldest queued local job this worker can run (GPU jobs need ``gpu``).
+    def claim(self, worker_id: str, *, gpu: str | None, heartbeat_timeout: float,
+              entrypoint: tuple[str, ...] | None = None) -> JobInfo | None:
+        """Atomically take the oldest queued local job this worker can run (GPU jobs need ``gpu``;
+        with ``entrypoint``, only jobs that run that command).
 
         Returns the job (now ``running``, owned by ``worker_id``) or None when nothing is queued.
         """
         now = time.time()
+        sql = "SELECT job_id FROM jobs WHERE backend = 'local' AND state = 'queued' AND (needs_gpu = 0 OR ?)"
+        params: list[Any] = [int(gpu is not None)]
+        if entrypoint is not None:
+            sql += " AND entrypoint = ?"
+            params.append(json.dumps(list(entrypoint)))  # stored as _insert writes it
         with self._transaction() as con:
-            row = con.execute(
-                "SELECT job_id FROM jobs WHERE backend = 'local' AND state = 'queued' AND (needs_gpu = 0 OR ?)"
-                " ORDER BY created_at, rowid LIMIT 1", (int(gpu is not None),),
-            ).fetchone()
+            row = con.execute(sql + " ORDER BY created_at, rowid LIMIT 1", params).fetchone()
             if row is None:
                 return None
             con.execute(

@@ -22,7 +22,12 @@ import os
 import sys
 import time
 import traceback
-from typing import IO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pruning.warm import WarmState
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +35,28 @@ log = logging.getLogger(__name__)
 JOB_ENV = "PRUNING_LAB_JOB_ID"
 
 
-def _redirect(fd_target: int) -> None:
+@contextmanager
+def job_output(log_path: str) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C libraries and child
+    processes too) to the end of the job's log for the block, and put them back after."""
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log_path, "ab", buffering=0) as job_log:
+            _redirect(job_log.fileno(), job_log.fileno())
+            try:
+                yield
+            finally:
+                _redirect(*saved)
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
+def _redirect(stdout_fd: int, stderr_fd: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(fd_target, 1)
-    os.dup2(fd_target, 2)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
 
 
 def run_request(request: dict[str, str]) -> int:
@@ -55,7 +77,7 @@ def run_request(request: dict[str, str]) -> int:
         os.environ.pop(JOB_ENV, None)
 
 
-def _restore(state) -> None:
+def _restore(state: WarmState) -> None:
     """Restore the held model after a job; a failure to do so drops it (the next job loads afresh)."""
     try:
         state.restore()
@@ -64,29 +86,34 @@ def _restore(state) -> None:
         state.release()
 
 
+def serve_one(state: WarmState, request: dict[str, str]) -> int:
+    """Run one job request in this warm process (a runner, or a Ray actor of
+    :mod:`pruning.jobs.ray_actors`): its output appended to the job's log, the held model restored
+    after a success, and a last log line saying what the process reused; returns the exit status."""
+    with job_output(request["log"]):
+        started, rc = time.time(), 1
+        try:
+            rc = run_request(request)
+            if rc == 0:
+                _restore(state)  # the next job starts from the exact dense weights
+        finally:
+            print(f"# warm runner pid {os.getpid()}: job {request['job_id']} exit {rc} in "
+                  f"{time.time() - started:.2f} s (runner so far: {state.counters.loads} load(s), "
+                  f"{state.counters.reuses} reuse(s))", file=sys.stderr)
+    return rc
+
+
 def serve(requests: IO[str], reply: IO[str]) -> int:
     """Serve requests until EOF or a job that did not succeed; returns the number of jobs served."""
     from pruning import warm
 
     state = warm.enable()
-    rest = os.dup(2)  # the runner's own log, between jobs
     served = 0
     for line in requests:
         if not line.strip():
             continue
         request = json.loads(line)
-        with open(request["log"], "ab", buffering=0) as job_log:
-            _redirect(job_log.fileno())
-            started, rc = time.time(), 1
-            try:
-                rc = run_request(request)
-                if rc == 0:
-                    _restore(state)  # the next job starts from the exact dense weights
-            finally:
-                print(f"# warm runner pid {os.getpid()}: job {request['job_id']} exit {rc} in "
-                      f"{time.time() - started:.2f} s (runner so far: {state.counters.loads} load(s), "
-                      f"{state.counters.reuses} reuse(s))", file=sys.stderr)
-                _redirect(rest)
+        rc = serve_one(state, request)
         served += 1
         reply.write(json.dumps({"job_id": request["job_id"], "rc": rc}) + "\n")
         reply.flush()

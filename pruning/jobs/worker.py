@@ -8,6 +8,9 @@ CPU), stdout+stderr appended to the job's ``log.txt``. Every poll the worker ref
 heartbeats of its jobs and of itself, copies the latest progress event into the queue, stops jobs
 whose cancel was requested (SIGTERM to the process group, SIGKILL after a grace period) and reaps
 jobs of lost workers. Children get ``PR_SET_PDEATHSIG`` (Linux) so a killed worker leaves no orphan.
+
+That loop, :class:`QueueWorker`, is shared with the worker whose slots are Ray actors
+(:mod:`pruning.jobs.ray_actors`); :class:`Worker` runs the jobs as processes of this machine.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pruning.jobs.base import (
     DEFAULT_ENTRYPOINT,
@@ -133,37 +138,51 @@ class _Running:
     runner: RunnerProcess | None = None  # set when a warm runner runs the job
 
 
-class Worker:
-    """Runs queued local jobs, one per slot (GPU, or a single CPU slot)."""
+def check_timing(poll_s: float, heartbeat_timeout_s: float) -> None:
+    """Validate a worker's ``--poll`` and ``--heartbeat-timeout`` (raises JobError naming the value)."""
+    if not (math.isfinite(poll_s) and poll_s > 0):
+        raise JobError(f"--poll: {poll_s} is invalid; accepted: a finite number of seconds > 0")
+    if not math.isfinite(heartbeat_timeout_s) or heartbeat_timeout_s < 2 * poll_s:
+        raise JobError(f"--heartbeat-timeout: {heartbeat_timeout_s} s is invalid; accepted: a finite number of "
+                       f"seconds, at least twice --poll ({poll_s} s)")
 
-    def __init__(self, queue: JobQueue | None = None, gpus: list[str] | None = None, *,
-                 poll_s: float = DEFAULT_POLL_S, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
-                 worker_id: str | None = None, warm: bool | None = None) -> None:
-        if not (math.isfinite(poll_s) and poll_s > 0):
-            raise JobError(f"--poll: {poll_s} is invalid; accepted: a finite number of seconds > 0")
-        if not math.isfinite(heartbeat_timeout_s) or heartbeat_timeout_s < 2 * poll_s:
-            raise JobError(f"--heartbeat-timeout: {heartbeat_timeout_s} s is invalid; accepted: a finite number of "
-                           f"seconds, at least twice --poll ({poll_s} s)")
-        self.gpus = resolve_gpus(gpus)  # before the queue: a bad --gpus touches nothing
-        self.queue = queue or JobQueue()
-        self.slots: list[str | None] = list(self.gpus) if self.gpus else [None]
+
+class QueueWorker:
+    """The loop every worker runs, whatever runs its jobs (processes here, Ray actors in
+    :mod:`pruning.jobs.ray_actors`): register, heartbeat, reap jobs of lost workers, record the jobs
+    that ended, claim one job for each free slot, wait. SIGTERM/SIGINT (or :meth:`stop`) end it.
+
+    A subclass starts a claimed job (:meth:`_start`), watches and ends its jobs
+    (:meth:`_check_running`, recording each with :meth:`_record_end`), waits (:meth:`_wait`) and stops
+    everything at the end (:meth:`_shutdown`). ``self.running`` maps a busy slot to its job's handle.
+    """
+
+    #: only jobs with this entrypoint are claimed (None: any job)
+    claims_entrypoint: tuple[str, ...] | None = None
+
+    def __init__(self, queue: JobQueue, slots: list[str | None], *, poll_s: float, heartbeat_timeout_s: float,
+                 worker_id: str, warm: bool, gpus: list[str] | None) -> None:
+        self.queue = queue
+        self.slots = slots
+        self.gpus = gpus
         self.poll_s = poll_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.running: dict[str | None, _Running] = {}
-        self.warm = warm_by_default() if warm is None else warm
-        self.runners: dict[str | None, RunnerProcess] = {}  # one warm runner per slot, started on demand
+        self.worker_id = worker_id
+        self.warm = warm
+        self.running: dict[str | None, Any] = {}
         self._stop_signal: int | None = None
 
     # ---- main loop --------------------------------------------------------------------------
     def run(self, once: bool = False, max_seconds: float | None = None) -> int:
-        """Work until stopped (SIGTERM/SIGINT); with ``once``, until the queue has nothing left
-        for this worker. Returns the number of jobs this worker finished."""
+        """Work until stopped (SIGTERM/SIGINT, or :meth:`stop`); with ``once``, until the queue has
+        nothing left for this worker. Returns the number of jobs this worker finished."""
         self.queue.register_worker(self.worker_id, os.getpid(), self.gpus, self.heartbeat_timeout_s)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        log.info("worker %s started: slots %s, poll %.2f s, heartbeat timeout %.1f s, %s runners", self.worker_id,
+        main_thread = threading.current_thread() is threading.main_thread()  # signals reach only that one
+        signals = (signal.SIGTERM, signal.SIGINT) if main_thread else ()
+        previous = {s: signal.signal(s, self._on_signal) for s in signals}
+        log.info("worker %s started: slots %s, poll %.2f s, heartbeat timeout %.1f s, %s", self.worker_id,
                  [s if s is not None else "cpu" for s in self.slots], self.poll_s, self.heartbeat_timeout_s,
-                 "warm" if self.warm else "cold")
+                 self.describe())
         finished = 0
         started = time.time()
         try:
@@ -184,20 +203,83 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.worker_id, finished)
         return finished
 
+    def stop(self) -> None:
+        """Ask the loop to end after its current poll (what SIGTERM does; usable from another thread)."""
+        self._stop_signal = signal.SIGTERM
+
+    def describe(self) -> str:
+        """How this worker runs its jobs, for its start-up log line."""
+        return f"{'warm' if self.warm else 'cold'} runners"
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signal = signum
+
+    def _claim_gpu(self, slot: str | None) -> str | None:
+        """The GPU a job claimed for ``slot`` is recorded with (None: the slot takes CPU jobs only)."""
+        return slot
 
     def _fill_slots(self) -> int:
         claimed = 0
         for slot in self.slots:
             if slot in self.running:
                 continue
-            job = self.queue.claim(self.worker_id, gpu=slot, heartbeat_timeout=self.heartbeat_timeout_s)
+            job = self.queue.claim(self.worker_id, gpu=self._claim_gpu(slot),
+                                   heartbeat_timeout=self.heartbeat_timeout_s, entrypoint=self.claims_entrypoint)
             if job is None:
                 break
             claimed += 1
             self._start(job, slot)
         return claimed
+
+    def _record_end(self, job: JobInfo, rc: int | None, died: str | None, log_path: Path, events_path: Path) -> None:
+        """Record a job that ended with status ``rc`` (``died``: why its process died under it): cancelled
+        when a cancel was requested, succeeded on status 0, else failed with a one-line reason."""
+        progress = read_progress(events_path)
+        if self.queue.cancel_requested(job.job_id):
+            state, reason = "cancelled", "cancelled while running"
+        elif rc == 0 and died is None:
+            state, reason = "succeeded", None
+        else:
+            state, reason = "failed", died or failure_reason(log_tail(log_path), rc)
+        if self.queue.finish(job.job_id, self.worker_id, state, exit_code=rc, reason=reason, progress=progress):
+            log.info("job %s %s (exit code %s)%s", job.job_id, state, rc, f": {reason}" if reason else "")
+        else:
+            log.warning("job %s exited (code %s) but was no longer running under this worker", job.job_id, rc)
+
+    def _stopped_reason(self) -> str:
+        why = f"signal {self._stop_signal}" if self._stop_signal else "shutdown"
+        return f"worker stopped ({why}) while the job was running"
+
+    # ---- what a subclass provides -------------------------------------------------------------
+    def _start(self, job: JobInfo, slot: str | None) -> None:
+        raise NotImplementedError
+
+    def _check_running(self) -> int:
+        """Record the jobs that ended (returns how many), heartbeat and watch the others."""
+        raise NotImplementedError
+
+    def _wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def _shutdown(self) -> None:
+        """Stop running jobs (marked failed: worker stopped) and record the worker's exit."""
+        raise NotImplementedError
+
+
+class Worker(QueueWorker):
+    """Runs queued local jobs, one per slot (GPU, or a single CPU slot)."""
+
+    def __init__(self, queue: JobQueue | None = None, gpus: list[str] | None = None, *,
+                 poll_s: float = DEFAULT_POLL_S, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
+                 worker_id: str | None = None, warm: bool | None = None) -> None:
+        check_timing(poll_s, heartbeat_timeout_s)
+        resolved = resolve_gpus(gpus)  # before the queue: a bad --gpus touches nothing
+        super().__init__(queue or JobQueue(), list(resolved) if resolved else [None], poll_s=poll_s,
+                         heartbeat_timeout_s=heartbeat_timeout_s,
+                         worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+                         warm=warm_by_default() if warm is None else warm, gpus=resolved)
+        self.running: dict[str | None, _Running] = {}
+        self.runners: dict[str | None, RunnerProcess] = {}  # one warm runner per slot, started on demand
 
     def _wait(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking as soon as a warm runner replies (its job finished), so
@@ -284,7 +366,7 @@ class Worker:
         if rc is None:
             return None, None
         self.runners.pop(item.gpu, None)  # it died under the job: the next job starts a fresh runner
-        return rc, killed_reason(rc, item.runner.pid, _tail(item.log_path))
+        return rc, killed_reason(rc, item.runner.pid, log_tail(item.log_path))
 
     def _check_running(self) -> int:
         finished = 0
@@ -295,18 +377,7 @@ class Worker:
                 continue
             del self.running[slot]
             finished += 1
-            progress = read_progress(item.events_path)
-            if self.queue.cancel_requested(item.job.job_id):
-                state, reason = "cancelled", "cancelled while running"
-            elif rc == 0:
-                state, reason = "succeeded", None
-            else:
-                state, reason = "failed", died or failure_reason(_tail(item.log_path), rc)
-            if self.queue.finish(item.job.job_id, self.worker_id, state, exit_code=rc, reason=reason,
-                                 progress=progress):
-                log.info("job %s %s (exit code %s)%s", item.job.job_id, state, rc, f": {reason}" if reason else "")
-            else:
-                log.warning("job %s exited (code %s) but was no longer running under this worker", item.job.job_id, rc)
+            self._record_end(item.job, rc, died, item.log_path, item.events_path)
         return finished
 
     def _watch(self, item: _Running) -> None:
@@ -324,7 +395,6 @@ class Worker:
             kill_process_group(item.proc.pid, signal.SIGKILL)
 
     def _shutdown(self) -> None:
-        """Stop running jobs (marked failed: worker stopped) and record the worker's exit."""
         for slot, item in list(self.running.items()):
             kill_process_group(item.proc.pid, signal.SIGTERM)
             try:
@@ -332,9 +402,8 @@ class Worker:
             except subprocess.TimeoutExpired:
                 kill_process_group(item.proc.pid, signal.SIGKILL)
                 item.proc.wait()
-            why = f"signal {self._stop_signal}" if self._stop_signal else "shutdown"
             self.queue.finish(item.job.job_id, self.worker_id, "failed", exit_code=item.proc.returncode,
-                              reason=f"worker stopped ({why}) while the job was running")
+                              reason=self._stopped_reason())
             del self.running[slot]
         for runner in self.runners.values():
             runner.stop()
@@ -364,7 +433,8 @@ def _is_job_process(pid: int, job_id: str) -> bool:
     return f"PRUNING_LAB_JOB_ID={job_id}".encode() in environ.split(b"\0")
 
 
-def _tail(path: Path, n_bytes: int = _LOG_TAIL_BYTES) -> str:
+def log_tail(path: Path, n_bytes: int = _LOG_TAIL_BYTES) -> str:
+    """The last ``n_bytes`` of a job's log as text ('' when it does not exist)."""
     if not path.is_file():
         return ""
     with path.open("rb") as fh:
