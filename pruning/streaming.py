@@ -11,19 +11,25 @@ same capture (:func:`pruning.block_capture.capture_block_inputs`), block step
    shards, on the compute device;
 2. the block-0 inputs are captured as usual (blocks are never called during capture);
 3. for each block: its tensors are read from the shards straight to the device (safetensors
-   ``safe_open(device=...)``), calibrated and pruned, written to the output shards (same file names
-   and index as the input, Hugging Face layout), and freed (back to ``meta``).
+   ``safe_open(device=...)``; the kernel is asked to read the next block's bytes meanwhile),
+   calibrated and pruned, handed to the output shards (same file names and index as the input,
+   Hugging Face layout), and freed (back to ``meta``). A background thread writes the shards
+   (:class:`ShardWriter`), so a block costs its load and compute, and the write only where the
+   writer falls behind (issue 32).
 
 Peak device memory: embeddings + LM head, two activation buffers ``(nsamples, seqlen, hidden)``, one
 block and its statistics — for LLaMA-70B with 128 x 2048 tokens in bf16: 1 + 8 + 1.7 GiB plus, with
-SparseGPT, the Hessians (3.3 GiB for the 28672-wide down projection, factored in place).
+SparseGPT, the Hessians (3.3 GiB for the 28672-wide down projection, factored in place). Host memory
+for the output: the pinned copies of at most ``max_pending_shards`` + 1 shards (:class:`ShardWriter`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +69,33 @@ class ShardIndex:
         else:
             raise FileNotFoundError(f"{self.dir}: neither {INDEX} nor model.safetensors; accepted: a safetensors checkpoint")
 
+    def read_ahead(self, names: list[str]) -> None:
+        """Ask the kernel to start reading the bytes of tensors ``names`` into the page cache
+        (``posix_fadvise(POSIX_FADV_WILLNEED)`` from a short-lived daemon thread, so the call returns at
+        once), for the next :meth:`load` to find them there: the next block's shards are read from disk
+        while this block computes. Holds no memory of ours; advisory, so failures are only logged; a
+        no-op where the OS has no ``posix_fadvise``."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        by_file: dict[str, list[str]] = {}
+        for name in names:
+            by_file.setdefault(self.weight_map[name], []).append(name)
+        threading.Thread(target=self._advise, args=(by_file,), name="shard-read-ahead", daemon=True).start()
+
+    def _advise(self, by_file: dict[str, list[str]]) -> None:
+        for file, file_names in by_file.items():
+            try:
+                ranges = tensor_byte_ranges(self.dir / file)
+                fd = os.open(self.dir / file, os.O_RDONLY)
+                try:
+                    for name in file_names:
+                        start, stop = ranges[name]
+                        os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+            except (OSError, KeyError, ValueError) as exc:
+                log.warning("streaming: read-ahead of %s failed (harmless, it is advice): %r", self.dir / file, exc)
+
     def load(self, names: list[str], device: torch.device) -> dict[str, Tensor]:
         """The named tensors, read from their shards directly onto ``device``."""
         from safetensors import safe_open
@@ -78,6 +111,17 @@ class ShardIndex:
                 for name in file_names:
                     out[name] = fh.get_tensor(name)
         return out
+
+
+def tensor_byte_ranges(path: str | Path) -> dict[str, tuple[int, int]]:
+    """Where each tensor's bytes lie in a safetensors file: name -> (start, stop) offsets from the
+    file's start. The format: an 8-byte little-endian header length N, N bytes of JSON header
+    (``data_offsets`` relative to the end of the header), then the data."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    return {name: (8 + n + info["data_offsets"][0], 8 + n + info["data_offsets"][1])
+            for name, info in header.items() if name != "__metadata__"}
 
 
 class ShardWriter:
@@ -381,6 +425,8 @@ def stream_prune(
             block = layers[i]
             names = [f"{prefix}.{i}.{n}" for n, _ in block.named_parameters()]
             tensors = index.load(names, dev)
+            if i + 1 < n_blocks:  # the next block's bytes come from disk while this one computes
+                index.read_ahead([f"{prefix}.{i + 1}.{n}" for n, _ in layers[i + 1].named_parameters()])
             for name, t in tensors.items():
                 _set_tensor(block, name[len(f"{prefix}.{i}.") :], t)
             t_compute = time.perf_counter()
