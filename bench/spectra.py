@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
-from pruning.precision import EIG_DTYPE_NAMES  # noqa: E402
+from pruning.config.precision import EIG_DTYPE_NAMES  # noqa: E402
 
 log = logging.getLogger("bench.spectra")
 

@@ -47,7 +47,7 @@ ALLOCATIONS: list[dict[str, object]] = [
 def sweep_configs(model: str, device: str, runs: int, tiny: bool, cal_batch: int, eval_batch: int,
                   dtype: str = "float32"):
     """``runs`` configs: methods x sparsities x the first allocations (full protocol, or a small one for --tiny)."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     if tiny:
         cal = {"dataset": "wiki:train", "nsamples": 8, "seqlen": 128, "seed": 0, "batch_size": cal_batch}

@@ -25,7 +25,7 @@ from pruning.app_support.launch import (
 )
 from pruning.app_support.plain import plain
 from pruning.errors import ConfigError, PruningLabError
-from pruning.presets import preset_names
+from pruning.config.presets import preset_names
 from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
 
 log = logging.getLogger(__name__)

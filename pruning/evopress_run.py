@@ -45,7 +45,7 @@ from torch import Tensor
 from pruning.allocation.evopress import Ladder, SearchState, additive_start, make_ladder, search
 from pruning.atomic import write_atomic
 from pruning.calibration import BlockContext, calibrate_blocks
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.families import prunable_matrices
 from pruning.methods.apply import pruned_weight

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from pruning.errors import ConfigError
-from pruning.presets import MATRIX_TYPES
+from pruning.config.presets import MATRIX_TYPES
 
 _LLAMA_MATRICES = {
     "q": "self_attn.q_proj",

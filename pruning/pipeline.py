@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from pruning import run_stages as stages
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.placement import Compute
 from pruning.run_stages import ProgressFn, Reporter, Stopwatch
 from pruning.store import PublishResult, publish_outcome

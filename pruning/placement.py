@@ -27,7 +27,7 @@ from torch import nn
 from pruning.models import resolve_device
 
 if TYPE_CHECKING:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pruning.allocation import allocate
 from pruning.allocation.registry import strategy_spec
 from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.data import calibration_batch, load_text, tokenize_text
 from pruning.errors import ConfigError
 from pruning.dense_stats import DenseNorms, dense_norms

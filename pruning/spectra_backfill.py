@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.data import calibration_batch
 from pruning.models import LoadedModel, load_model
-from pruning.precision import DEFAULT_EIG_DTYPE
+from pruning.config.precision import DEFAULT_EIG_DTYPE
 from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult

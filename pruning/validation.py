@@ -1,4 +1,4 @@
-"""Checks of a :class:`~pruning.config.RunConfig` that need the registries, made before any work.
+"""Checks of a :class:`~pruning.config.run_config.RunConfig` that need the registries, made before any work.
 
 :class:`RunConfig` bounds every field on construction; the names it holds (corpora, zero-shot
 tasks, the allocation metric) are checked here against the registries that define them, at
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pytest
 
 from pruning.allocation import allocate, allocation_config
 from pruning.app_support.launch import validate_form
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.run_stages import wants_calibration
 from pruning.store.publish import run_row

@@ -16,7 +16,7 @@ import pytest
 from pruning.allocation import allocate, allocation_config
 from pruning.app_support.grid_labels import column_label
 from pruning.app_support.launch import FORM_SECTIONS, validate_form
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.run_stages import wants_calibration
 from pruning.store.publish import run_row

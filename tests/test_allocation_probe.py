@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pruning.allocation import allocate, allocation_config
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
-from pruning.presets import MATRIX_TYPES
+from pruning.config.run_config import RunConfig
+from pruning.config.presets import MATRIX_TYPES
 from pruning.store import publish_run
 from pruning.sweep import expand_sweep
 import pruning.study as study

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from pruning.calibration_protocol import DEFAULT_CALIBRATION, by_calibration, calibration_label, calibration_options
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import publish_run
 from pruning.store.queries import perplexity_cells, zeroshot_scores
 

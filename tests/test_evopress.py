@@ -158,7 +158,7 @@ def tiny_dir(tiny_model_dir):
 
 
 def _config(model_dir, **overrides):
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     base = RunConfig.from_dict({
         "model": {"name": str(model_dir)},

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.jobs import BackendUnavailableError, JobError, JobQueue, LocalBackend, job_status, list_jobs
 from pruning.jobs.base import count_events, failure_reason, read_progress

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.families import prunable_matrices
 from pruning.methods.magnitude import magnitude_mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ModelNotFoundError
 from pruning.pipeline import execute_run
 from pruning.store import list_runs, run_detail, run_table

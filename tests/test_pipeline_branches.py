@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import pruning.spectra_cache as spectra_cache
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.pipeline import execute_run
 from pruning.store import run_detail
 from pruning.synthetic import save_tiny_model_dir

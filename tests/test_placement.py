@@ -202,7 +202,7 @@ def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, mon
 
 
 def test_compute_from_config_loads_on_the_cpu_only_when_blocks_may_be_offloaded() -> None:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.placement import Compute
 
     cfg = RunConfig.from_dict({"model": {"device": "cpu"}, "calibration": {"batch_size": 4}})

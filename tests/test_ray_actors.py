@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs import JobQueue, LocalBackend, cancel_job, job_status, retry_job
 from pruning.jobs.liveness import process_gone
 from pruning.pipeline import execute_run

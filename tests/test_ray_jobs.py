@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs import BackendUnavailableError, JobQueue, list_jobs
 from pruning.jobs.base import count_events
 from pruning.paths import REPO_ROOT

@@ -313,7 +313,7 @@ def test_hostile_label_and_model_render_as_text(notes_store):
     that label: no page sends an unescaped image or <img to a Markdown element."""
     from test_app_pages import publish_synthetic_run
 
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.jobs import get_backend
 
     evil = "![x](http://evil/x.png) <img src=http://evil/y.png> **bold**"

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.spectral import compute_weight_spectra
 from pruning.spectral.esd import default_eig_dtype, eig_dtype_from_name
 from pruning.spectral.summary import SpectrumJob, summarize_spectra
@@ -125,7 +125,7 @@ def test_pipeline_spectra_precision_follows_the_config_and_changes_the_run_id_on
 
 def test_cache_never_serves_a_float32_spectrum_as_the_default(tiny_llama, tmp_path, monkeypatch) -> None:
     from pruning.app_support.spectra import run_eigenvalues
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.spectra_cache import cached_weight_spectra, publish_spectra
     from pruning.store.publish import publish_run
 

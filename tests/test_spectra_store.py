@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import pruning.models
 import pruning.spectra_cache as cache
 from pruning.app_support.spectra import run_eigenvalues
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.families import family_for
 from pruning.models import LoadedModel, ModelSource, model_fingerprint
 from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra

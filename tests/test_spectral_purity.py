@@ -12,7 +12,8 @@ import sys
 from pruning.paths import REPO_ROOT
 
 #: modules that come later on the run path than the spectra (or that only a later stage needs)
-LATER = ("pruning.store", "duckdb", "pruning.config", "pruning.spectra_cache", "pruning.spectra_backfill",
+LATER = ("pruning.store", "duckdb", "pruning.config.run_config", "pruning.config.allocation", "pruning.config.sections",
+         "pruning.spectra_cache", "pruning.spectra_backfill",
          "pruning.run_stages", "pruning.pipeline", "pruning.jobs", "pruning.app_support", "streamlit")
 #: kernels that take tensors only: not even pandas (which imports pyarrow)
 KERNELS = ("powerlaw", "esd", "metrics")
@@ -52,7 +53,7 @@ def test_a_submit_checks_names_without_torch():
     metric against the spectra table's columns and ``depth``) from plain data: no torch, pandas, pyarrow
     or duckdb is loaded for it (before, the metric names came from pruning.spectral.summary, and the
     corpus names from a module that imported torch)."""
-    probe = ("import sys; from pruning.config import RunConfig; import pruning.validation as v; "
+    probe = ("import sys; from pruning.config.run_config import RunConfig; import pruning.validation as v; "
              "v.check_names(RunConfig()); names = v.allocation_metrics(); "
              "print('alpha_peak' in names, 'hessian_alpha' in names, 'depth' in names, "
              "sorted(m for m in ('torch', 'pandas', 'pyarrow', 'duckdb') if m in sys.modules))")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs import JobQueue, LocalBackend
 from pruning.jobs.local import dedupe, new_job_id
 from pruning.paths import REPO_ROOT

@@ -156,7 +156,7 @@ def test_from_store_re_runs_the_stored_configs_of_matching_runs(data_dir: Path, 
     import pandas as pd
 
     from pruning.cli import main
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store.publish import publish_run
     from pruning.sweep import plan_from_store
 

@@ -82,7 +82,7 @@ def test_dataset_specs_parse_and_check() -> None:
 
 
 def test_config_names_the_validation_split() -> None:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     ok = RunConfig.from_dict({"calibration": {"dataset": "wiki:train"},
                               "evaluation": {"perplexity": ["wiki:validation", "lee"]}})

@@ -1,7 +1,7 @@
 """The allocation entry point: validate the inputs, form units, run one strategy, expand to matrices.
 
 Given a per-matrix table (``block, matrix_type, name, numel`` + metric columns), a target sparsity S
-and an :class:`~pruning.config.AllocationConfig`, :func:`allocate` groups the matrices into units
+and an :class:`~pruning.config.run_config.AllocationConfig`, :func:`allocate` groups the matrices into units
 (:mod:`pruning.allocation.units`), asks the configured strategy for per-unit sparsities whose
 parameter-weighted mean is exactly S, and gives every matrix its unit's sparsity.
 
@@ -45,9 +45,9 @@ from pruning.allocation.probe import probe_sparsities
 from pruning.allocation.registry import BLOCK_STRATEGIES as REGISTERED_BLOCK_STRATEGIES
 from pruning.allocation.solve import solve_bounded
 from pruning.allocation.units import names_text, unit_ids, unit_table
-from pruning.config import STRATEGIES, AllocationConfig, config_error_from
+from pruning.config.run_config import STRATEGIES, AllocationConfig, config_error_from
 from pruning.errors import ConfigError
-from pruning.presets import MATRIX_TYPES
+from pruning.config.presets import MATRIX_TYPES
 
 if TYPE_CHECKING:
     from pruning.families import FamilySpec

@@ -35,7 +35,7 @@ import pandas as pd
 
 from pruning.allocation.solve import centred, minmax_spread
 from pruning.allocation.units import block_values
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 from pruning.errors import ConfigError
 
 

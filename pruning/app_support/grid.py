@@ -35,7 +35,7 @@ from pruning.app_support.grid_labels import (
     BASELINE_COLUMN, DENSE_COLUMN, METHOD_LABELS, METHOD_ORDER, NO_PRESET, OWN_RUN_MARK, STRATEGY_COLUMN_ORDER,
     UNIFORM_COLUMN, UNLABELED_METHOD, column_label, method_label, ordered,
 )
-from pruning.presets import preset_names
+from pruning.config.presets import preset_names
 from pruning.protocol import ppl_protocol_options
 
 SOURCES: tuple[str, ...] = ("all", "reference", "run")

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pruning.allocation.registry import STRATEGY_SPECS
-from pruning.config import DTYPES, STRATEGIES, RunConfig
+from pruning.config.run_config import DTYPES, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
 from pruning.methods.registry import method_names
-from pruning.presets import preset_names
+from pruning.config.presets import preset_names
 from pruning.roots import ROOTS_ENV, allowed_roots, check_dataset_root, check_under_roots, resolve_local_path
 
 log = logging.getLogger(__name__)

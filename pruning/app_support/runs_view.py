@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.calibration_protocol import CALIBRATION_SQL
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 
 #: the columns a run can be grouped by, with their labels
 GROUP_BY: dict[str, str] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning.cli._args import SPARSITY, device_name, float_in
-from pruning.config import STRATEGIES
+from pruning.config.run_config import STRATEGIES
 from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.errors import ConfigError
 

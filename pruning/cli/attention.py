@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pruning.cli._args import add_model_placement, dataset_name, int_in
-from pruning.config import MAX_SEQLEN
+from pruning.config.run_config import MAX_SEQLEN
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from pruning.cli._args import BATCH, COUNT, SEQLEN, add_model_placement, dataset_name
-from pruning.config import MAX_SEQLEN
+from pruning.config.run_config import MAX_SEQLEN
 
 
 def register(sub: argparse._SubParsersAction) -> None:

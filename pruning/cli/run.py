@@ -32,7 +32,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace):
     """RunConfig from --config, shortcut flags and --set overrides (validated)."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     shortcuts = {

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from pruning.cli._args import DTYPE_CHOICES, SEED, dataset_name, device_name, int_in
-from pruning.config import MAX_SEQLEN
+from pruning.config.run_config import MAX_SEQLEN
 from pruning.errors import ConfigError
-from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
+from pruning.config.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
 
 ENGINES = ("pruning-lab", "weightwatcher")
 OUT_SUFFIXES = (".parquet", ".csv")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning.config import RunConfig, load_yaml_file
+from pruning.config.run_config import RunConfig, load_yaml_file
 from pruning.errors import ConfigError
 
 

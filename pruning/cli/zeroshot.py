@@ -6,7 +6,7 @@ import argparse
 import json
 
 from pruning.cli._args import BATCH, SEED, add_model_placement, float_in, int_in
-from pruning.config import MAX_COUNT
+from pruning.config.run_config import MAX_COUNT
 
 
 def register(sub: argparse._SubParsersAction) -> None:

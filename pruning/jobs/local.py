@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs.base import (
     DEFAULT_ENTRYPOINT,
     JobBackend,

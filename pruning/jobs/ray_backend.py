@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs.base import (
     DEFAULT_ENTRYPOINT,
     BackendUnavailableError,

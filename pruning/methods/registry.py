@@ -50,7 +50,7 @@ class LayerStatistics:
 
 @dataclass(frozen=True)
 class KernelOptions:
-    """Method options of :class:`pruning.config.PruningConfig` (SparseGPT's column block and
+    """Method options of :class:`pruning.config.run_config.PruningConfig` (SparseGPT's column block and
     damping, Frantar & Alistarh 2023: 128 and 1 % of mean diag H); other kernels ignore them."""
 
     blocksize: int = 128

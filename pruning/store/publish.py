@@ -28,9 +28,9 @@ from typing import Any, Literal, Mapping
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.paths import REPO_ROOT
-from pruning.presets import get_preset, PRESETS
+from pruning.config.presets import get_preset, PRESETS
 from pruning.store.checksums import file_digest
 from pruning.store.compaction import maybe_compact
 from pruning.store.errors import StoreError

@@ -53,7 +53,7 @@ def config_setting(config: dict[str, Any]) -> str:
     calibration seed, label or tags share it, and so are replicates of one setting; any other
     difference (method, allocation knob, calibration text, evaluation) gives another digest.
 
-    A config that :class:`pruning.config.RunConfig` reads is digested in its canonical form (the one
+    A config that :class:`pruning.config.run_config.RunConfig` reads is digested in its canonical form (the one
     its run id hashes), so a seed stored before a field existed and one stored after it, with the
     field at its default, stay one setting; any other dict is digested as it is."""
     try:
@@ -77,7 +77,7 @@ def config_setting(config: dict[str, Any]) -> str:
 def _canonical_without_seed(config: dict[str, Any]) -> str:
     """:meth:`RunConfig.canonical_json` (label and tags excluded) of ``config`` with its calibration
     seed set to 0; raises when ``config`` is not a run config."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     return RunConfig.from_dict(config).with_overrides({"calibration.seed": 0}).canonical_json()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning.precision import check_eig_dtype
+from pruning.config.precision import check_eig_dtype
 from pruning.store.errors import StoreError
 from pruning.store.publish import PublishResult, publish_bundle
 

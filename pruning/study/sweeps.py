@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.paths import REPO_ROOT
 from pruning.study.protocol import (
     CALIBRATION, CHOICES_DIR, DEPTH_FRACTIONS, DOMAIN_DATASET, DOMAIN_SEED, DOMAIN_SPARSITY, DOMAIN_TAG,

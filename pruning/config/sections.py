@@ -1,8 +1,8 @@
 """The sections of a run's configuration that need no more than a type and a range: model,
-calibration data, pruning method and evaluation (:class:`pruning.config.RunConfig` holds them with
-:class:`pruning.config_allocation.AllocationConfig`).
+calibration data, pruning method and evaluation (:class:`pruning.config.run_config.RunConfig` holds them with
+:class:`pruning.config.allocation.AllocationConfig`).
 
-Every invalid value raises a pydantic error that :func:`pruning.config.config_error_from` turns into
+Every invalid value raises a pydantic error that :func:`pruning.config.run_config.config_error_from` turns into
 a :class:`pruning.errors.ConfigError` naming the field, the value and what is accepted.
 """
 
