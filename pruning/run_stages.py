@@ -24,7 +24,7 @@ from pruning.allocation.registry import strategy_spec
 from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
 from pruning.config.run_config import RunConfig
-from pruning.data import calibration_batch, load_text, tokenize_text
+from pruning.text.data import calibration_batch, load_text, tokenize_text
 from pruning.errors import ConfigError
 from pruning.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
@@ -111,7 +111,7 @@ def wants_calibration(config: RunConfig) -> bool:
 
 
 def calibration_sample(loaded: LoadedModel, config: RunConfig) -> torch.Tensor:
-    """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.data)."""
+    """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.text.data)."""
     cal = config.calibration
     bos = loaded.window_bos
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pruning.config.run_config import RunConfig
-from pruning.data import calibration_batch
+from pruning.text.data import calibration_batch
 from pruning.models import LoadedModel, load_model
 from pruning.config.precision import DEFAULT_EIG_DTYPE
 from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra

@@ -31,10 +31,10 @@ def allocation_metrics() -> tuple[str, ...]:
 
 
 def check_dataset(field: str, name: str) -> None:
-    """A corpus name from :data:`pruning.data.CORPORA`, optionally with a split it holds
-    (``wiki:validation``, :func:`pruning.data.check_dataset_spec`), or ``text:PATH`` naming an
+    """A corpus name from :data:`pruning.text.data.CORPORA`, optionally with a split it holds
+    (``wiki:validation``, :func:`pruning.text.data.check_dataset_spec`), or ``text:PATH`` naming an
     existing file."""
-    from pruning.data import check_dataset_spec
+    from pruning.text.data import check_dataset_spec
 
     if name.startswith("text:"):
         path = _local_path(name[5:])
@@ -46,7 +46,7 @@ def check_dataset(field: str, name: str) -> None:
 
 
 def _local_path(text: str) -> Path:
-    """The file a ``text:PATH`` corpus opens: resolved as :func:`pruning.data.load_text` does
+    """The file a ``text:PATH`` corpus opens: resolved as :func:`pruning.text.data.load_text` does
     (``pruning.roots``: relative to the repository root, where the worker runs)."""
     from pruning.roots import resolve_local_path
 

@@ -87,7 +87,7 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
     assert other.tables["perplexity"].set_index("stage").at["pruned", "ppl"] != ppl["pruned"]
 
     # the same masks as block 0 of a uniform run: prune both ways in process and compare the weights
-    from pruning.data import calibration_batch
+    from pruning.text.data import calibration_batch
     from pruning.prune import prune_model, uniform_sparsity
 
     def block0(sparsity_by_name):

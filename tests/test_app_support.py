@@ -359,7 +359,7 @@ def test_form_fields_are_runconfig_fields_with_valid_defaults():
     flat = flatten(config.to_dict())
     assert all(field in flat for field in FORM_FIELDS)
     # every offered corpus is one the engine knows, with a split it holds (text:PATH is typed in)
-    from pruning.data import check_dataset_spec
+    from pruning.text.data import check_dataset_spec
 
     for field in ("calibration.dataset", "evaluation.perplexity"):
         offered = FORM_FIELDS[field][2]["options"]

@@ -88,7 +88,7 @@ def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
     asks for float32), and every perplexity row names the text it scored (SHA-256, 16 hex)."""
     import hashlib
 
-    from pruning.data import load_text
+    from pruning.text.data import load_text
 
     default = execute_run(_config(tiny_dir, **{"pruning.method": "magnitude"}), publish=False)
     assert set(default.tables["spectra"]["eig_dtype"]) == {"float64"}
@@ -97,7 +97,7 @@ def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
     assert set(f32.tables["spectra"]["eig_dtype"]) == {"float32"}
     digest = hashlib.sha256(load_text("wiki", "test").encode("utf-8")).hexdigest()[:16]
     assert default.tables["perplexity"]["text_digest"].tolist() == [digest]
-    from pruning.corpora import corpus_fingerprints
+    from pruning.text.corpora import corpus_fingerprints
 
     assert corpus_fingerprints()["wiki.test"] == digest  # the same digest the environment records
 

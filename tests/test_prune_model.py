@@ -178,7 +178,7 @@ def test_smollm2_wanda_and_sparsegpt_far_below_magnitude(offline_model: LoadedMo
     on 4 windows of 256 tokens here the order follows the CPU's float kernels (2026-12-01, AMD EPYC:
     SparseGPT 63.20, Wanda 61.46, magnitude 555.7; the other way round where this test was written).
     SparseGPT's exactness is tested against the reference code (tests/test_sparsegpt_fast.py)."""
-    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     ids = calibration_batch(offline_model.tokenizer, "wiki", nsamples=32, seqlen=128, seed=0)
     test = tokenize_text(offline_model.tokenizer, load_text("wiki", "test"))

@@ -213,7 +213,7 @@ def test_relative_paths_resolve_the_same_in_app_and_worker(tmp_path, monkeypatch
     """The form checks a relative path against the repository root, and the worker (and the CLI,
     from any working directory) opens that same file."""
     from pruning.app_support.launch import check_model_reference, looks_like_local_path
-    from pruning.data import load_text
+    from pruning.text.data import load_text
     from pruning.errors import ConfigError
     from pruning.models import resolve_model
     from pruning.roots import resolve_local_path

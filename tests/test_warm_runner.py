@@ -19,7 +19,7 @@ import torch
 from pruning import dense_stats, warm
 from pruning import pipeline as pipeline_module
 from pruning.config.run_config import RunConfig
-from pruning.data import calibration_batch
+from pruning.text.data import calibration_batch
 from pruning.jobs import JobQueue, LocalBackend, job_status
 from pruning.jobs.worker import RUNNER_ENV, Worker
 from pruning.models import load_model

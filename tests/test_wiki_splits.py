@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from pruning.corpora import Article, split_articles, validation_split
-from pruning.data import check_dataset_spec, load_text, parse_dataset
+from pruning.text.corpora import Article, split_articles, validation_split
+from pruning.text.data import check_dataset_spec, load_text, parse_dataset
 from pruning.errors import ConfigError
 from pruning.validation import check_names
 

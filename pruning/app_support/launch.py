@@ -49,7 +49,7 @@ METRIC_CHOICES = [
     "hessian_alpha_peak",
     "depth",  # the block index (pruning.allocation.linear.DEPTH_METRIC): ATP's slope, or mixed with a metric
 ]
-# corpora of pruning.data.CORPORA with splits of its CORPUS_SPLITS (not imported: it pulls in torch); plain
+# corpora of pruning.text.data.CORPORA with splits of its CORPUS_SPLITS (not imported: it pulls in torch); plain
 # "wiki" is the use's own split (calib / test); wiki:train calibrates apart from wiki:validation, on which
 # allocation knobs are chosen. text:PATH is typed in.
 CALIBRATION_CORPORA = ["wiki", "wiki:train", "wiki:validation", "lee", "wikitext2", "c4"]

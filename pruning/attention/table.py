@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from pruning.attention.entropy import EAGER, attention_entropy, attn_implementation, evaluation_windows
 from pruning.attention.weights import COLUMNS, statistic_rows, weight_attention_statistics
-from pruning.data import load_text, tokenize_text
+from pruning.text.data import load_text, tokenize_text
 from pruning.families import FamilySpec, family_for
 
 

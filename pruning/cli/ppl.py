@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.data import load_text, tokenize_text
+    from pruning.text.data import load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     from pruning.models import load_model
 

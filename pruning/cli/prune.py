@@ -55,7 +55,7 @@ def sparsity_grid(table: pd.DataFrame) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     from pruning.models import load_model, resolve_device, save_model
     from pruning.prune import prune_model, uniform_sparsity

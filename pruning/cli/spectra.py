@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
 
     if args.hessian:
-        from pruning.data import calibration_batch
+        from pruning.text.data import calibration_batch
 
         bos = loaded.window_bos
         calib = calibration_batch(loaded.tokenizer, args.calib, args.nsamples, args.seqlen, args.seed, bos)

@@ -114,7 +114,7 @@ def environment() -> dict[str, Any]:
             device["gpu_error"] = str(exc)
     env["device"] = device
     try:  # which offline text the run read (the manifest's digests; empty when none are prepared)
-        from pruning.corpora import corpus_fingerprints
+        from pruning.text.corpora import corpus_fingerprints
 
         env["corpora"] = corpus_fingerprints()
     except Exception as exc:  # noqa: BLE001 - provenance must never fail a publish

@@ -133,7 +133,7 @@ def calibration_tokens(model: str, datasets: tuple[str, ...] = (DOMAIN_DATASET, 
     try:
         from transformers import AutoTokenizer
 
-        from pruning.data import load_text, tokenize_text
+        from pruning.text.data import load_text, tokenize_text
         from pruning.models import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).location)
@@ -144,12 +144,12 @@ def calibration_tokens(model: str, datasets: tuple[str, ...] = (DOMAIN_DATASET, 
 
 
 def coverage_text(model: str) -> str:
-    """How the 128 x 2048 calibration windows cover lee and wiki:train (pruning.data.calibration_batch
+    """How the 128 x 2048 calibration windows cover lee and wiki:train (pruning.text.data.calibration_batch
     draws start offsets uniformly at random, so windows overlap whenever the text is short)."""
     need = CALIBRATION["nsamples"] * CALIBRATION["seqlen"]
     counts = calibration_tokens(model)
-    lines = (f"The sampler (pruning.data.calibration_batch) draws {CALIBRATION['nsamples']} windows at uniform random "
-             f"offsets, so windows overlap where the text holds fewer than {CALIBRATION['nsamples']} x "
+    lines = (f"The sampler (pruning.text.data.calibration_batch) draws {CALIBRATION['nsamples']} windows at uniform "
+             f"random offsets, so windows overlap where the text holds fewer than {CALIBRATION['nsamples']} x "
              f"{CALIBRATION['seqlen']} = {need:,} tokens")
     if counts is None:
         return lines + " (token counts not measured here)"
