@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root or tempfile.mkdtemp(prefix="warm-sweep-"))
     model = args.model
     if args.tiny:
-        from pruning.synthetic import save_tiny_model_dir
+        from pruning.model.synthetic import save_tiny_model_dir
 
         model = str(save_tiny_model_dir(root / "tiny-model", layers=4))
     gpu = args.gpu if args.gpu is not None else ("0" if args.device.startswith("cuda") else None)

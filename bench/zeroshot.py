@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     from pruning.evaluation.zeroshot import zeroshot_evaluate
-    from pruning.families import prunable_matrices
-    from pruning.models import load_model
+    from pruning.model.families import prunable_matrices
+    from pruning.model.load import load_model
     from pruning.prune import prune_model
 
     t_start = time.perf_counter()

@@ -15,9 +15,9 @@ Protocol of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda):
    prune the block in place), free the statistics, run the samples through the (pruned) block
    again and feed its outputs to the next block; move the block back.
 
-Placement (:mod:`pruning.placement`): ``offload=None`` measures whether the whole model fits on the
+Placement (:mod:`pruning.model.placement`): ``offload=None`` measures whether the whole model fits on the
 device next to the activations; with offload on CUDA, block i+1 is copied on a side stream while
-block i computes (:mod:`pruning.prefetch`).
+block i computes (:mod:`pruning.model.prefetch`).
 
 Statistics per linear layer (:class:`pruning.linear_stats.LinearStats`; layers that read the same input tensor — the
 family's ``input_groups`` such as q/k/v and gate/up — share one set of tensors):
@@ -45,11 +45,11 @@ import torch
 from torch import Tensor, nn
 
 from pruning.block_capture import capture_block_inputs
-from pruning.families import FamilySpec, MatrixRef, block_matrices, decoder_layers
+from pruning.model.families import FamilySpec, MatrixRef, block_matrices, decoder_layers
 from pruning.linear_stats import LinearStats, StatsCollector, input_group_widths
-from pruning.models import LoadedModel
-from pruning.placement import FreeMemoryFn, Placement, placement_for_model
-from pruning.prefetch import BlockMover, make_copier
+from pruning.model.load import LoadedModel
+from pruning.model.placement import FreeMemoryFn, Placement, placement_for_model
+from pruning.model.prefetch import BlockMover, make_copier
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def calibrate_blocks(
     calib_ids: LongTensor ``(nsamples, seqlen)``. ``device``: where blocks run. ``offload=False``
     moves the whole model to ``device`` (and leaves it there); ``offload=True`` keeps the model
     where it is and moves one block at a time to ``device`` and back; ``offload=None`` decides by
-    measurement (:func:`pruning.placement.choose_placement`; ``free_memory`` replaces
+    measurement (:func:`pruning.model.placement.choose_placement`; ``free_memory`` replaces
     ``torch.cuda.mem_get_info`` in tests). ``prefetch`` (offload on CUDA): copy block i+1 on a side
     stream while block i computes; ``False`` keeps the synchronous copies. ``progress(done, total)``
     is called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from pruning.atomic import exclusive_lock, write_atomic
 from pruning.calibration import BlockContext, calibrate_blocks
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)

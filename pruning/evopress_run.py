@@ -47,10 +47,10 @@ from pruning.atomic import write_atomic
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
-from pruning.families import prunable_matrices
+from pruning.model.families import prunable_matrices
 from pruning.methods.apply import pruned_weight
 from pruning.methods.registry import get_method
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from pruning.dense_stats import DenseNorms, dense_norms
 from pruning.errors import ConfigError
-from pruning.families import block_matrices, decoder_layers
+from pruning.model.families import block_matrices, decoder_layers
 from pruning.methods.wanda import wanda_scores
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import torch
 
 from pruning import run_stages as stages
 from pruning.config.run_config import RunConfig
-from pruning.placement import Compute
+from pruning.model.placement import Compute
 from pruning.run_stages import ProgressFn, Reporter, Stopwatch
 from pruning.store import PublishResult, publish_outcome
 from pruning.validation import check_before_work

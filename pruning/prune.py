@@ -21,14 +21,14 @@ import torch
 
 from pruning.calibration import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
-from pruning.families import MatrixRef, prunable_matrices
+from pruning.model.families import MatrixRef, prunable_matrices
 from pruning.dense_stats import DenseNorms
 from pruning.layer_stats import dense_block_statistic
 from pruning.methods.apply import prune_linear, prune_linear_group
 from pruning.methods.nm_pattern import parse_nm
 from pruning.methods.owl import block_outlier_ratio
 from pruning.methods.registry import KernelOptions, get_method, method_names
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def prune_model(
     listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
     (ignored by methods that need no statistics). device/offload/prefetch: see
     :func:`pruning.calibration.calibrate_blocks` (``offload=None``: decided by measuring free memory,
-    :mod:`pruning.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
+    :mod:`pruning.model.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
     group kernel (SparseGPT) prunes the matrices that share an input (q/k/v, gate/up) in one pass
     with one inverse Hessian.
     ``progress(done, total)`` is called per block.

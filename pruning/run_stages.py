@@ -29,12 +29,12 @@ from pruning.errors import ConfigError
 from pruning.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
 from pruning.evaluation.zeroshot import zeroshot_evaluate
-from pruning.families import prunable_matrices
+from pruning.model.families import prunable_matrices
 from pruning.layer_stats import dlp_unimportance
 from pruning.methods.registry import needs_calibration, prunes
-from pruning.models import LoadedModel, load_model
+from pruning.model.load import LoadedModel, load_model
 from pruning.paths import cache_dir
-from pruning.placement import Compute, place_for_inference
+from pruning.model.placement import Compute, place_for_inference
 from pruning.prune import owl_outlier_ratios, prune_model
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult, pivot_for_allocation

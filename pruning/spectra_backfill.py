@@ -24,7 +24,7 @@ import pandas as pd
 
 from pruning.config.run_config import RunConfig
 from pruning.text.data import calibration_batch
-from pruning.models import LoadedModel, load_model
+from pruning.model.load import LoadedModel, load_model
 from pruning.config.precision import DEFAULT_EIG_DTYPE
 from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.spectral.esd import eig_dtype_from_name

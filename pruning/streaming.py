@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from pruning.block_capture import capture_block_inputs
 from pruning.calibration import run_block
-from pruning.families import block_matrices, decoder_layers, family_for_model_type
+from pruning.model.families import block_matrices, decoder_layers, family_for_model_type
 from pruning.methods.registry import method_names, needs_calibration, needs_hessian
 from pruning.prune import TABLE_COLUMNS, block_pruner, validate_request
 

@@ -92,7 +92,7 @@ def check_before_work(config: RunConfig) -> None:
     """Everything that can be checked before a run loads its model: the names
     (:func:`check_names`), the model reference (alias prepared, directory with config.json, GGUF
     file or hub id) and the device. Raises a PruningLabError subclass naming the bad value."""
-    from pruning.models import resolve_device, resolve_model
+    from pruning.model.load import resolve_device, resolve_model
 
     check_names(config)
     resolve_model(config.model.name)

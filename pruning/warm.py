@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from pruning.models import LoadedModel, load_model, model_fingerprint
+from pruning.model.load import LoadedModel, load_model, model_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qs '^/.gpu/$' .git/info/exclude || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
-GGUF=$(.venv/bin/python -c "from pruning.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")
+GGUF=$(.venv/bin/python -c "from pruning.model.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")
 PARTS=4  # the tracked tree is ~30 MB: 4 parts keep every call under the 64 MiB carry limit
 rm -rf .gpu && mkdir -p .gpu/w1 .gpu/w2 .gpu/corpora
 split -n "$PARTS" -d "$GGUF" .gpu/part

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 grep -qs '^/.gpu/$' .git/info/exclude || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-gguf=$(.venv/bin/python -c "import sys; from pathlib import Path; from pruning.fetch import download_gemma3_gguf; print(download_gemma3_gguf(Path(sys.argv[1])))" "$tmp")
+gguf=$(.venv/bin/python -c "import sys; from pathlib import Path; from pruning.model.fetch import download_gemma3_gguf; print(download_gemma3_gguf(Path(sys.argv[1])))" "$tmp")
 rm -rf .gpu/gemma[0-9]*
 split -b 24M -d -a 2 "$gguf" "$tmp/part"
 parts=("$tmp"/part*)

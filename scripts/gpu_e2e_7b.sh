@@ -19,8 +19,8 @@ if [[ -d .gpu/corpora ]]; then cp .gpu/corpora/* /tmp/plcache/corpora/; fi
 python3 - <<'PY' || exit 1
 import time, torch
 from transformers import AutoTokenizer
-from pruning.models import resolve_model, save_model
-from pruning.synthetic import random_llama
+from pruning.model.load import resolve_model, save_model
+from pruning.model.synthetic import random_llama
 t0 = time.time()
 from pathlib import Path
 tok = AutoTokenizer.from_pretrained(".gpu/tok" if Path(".gpu/tok/tokenizer.json").is_file() else resolve_model("smollm2-135m").location)

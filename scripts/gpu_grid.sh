@@ -78,7 +78,7 @@ case "${1:-}" in
     have=$(find "$GG" -maxdepth 1 -name 'part*' | wc -l); need=$(cat "$GG/NPARTS")
     if (( have < need )); then echo "$MODEL GGUF parts: $have of $need; carry the next one"; exit 0; fi
     cat "$GG"/part* > "$GGUF" && rm "$GG"/part*
-    python3 -c "from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), '$MODEL'))" \
+    python3 -c "from pathlib import Path; from pruning.model.fetch import convert_gguf; print(convert_gguf(Path('$GGUF'), '$MODEL'))" \
       && echo "model ready"
     ;;
   unpack)  # chunks of scripts/gpu_pack.sh, one a call; the last one completes the set-up
@@ -92,7 +92,7 @@ case "${1:-}" in
     install /tmp/pack/wheels/*.whl || exit 1
     mkdir -p /tmp/plcache/corpora && cp /tmp/pack/corpora/* /tmp/plcache/corpora/
     for gguf in /tmp/pack/gguf/*.gguf; do  # named <alias>.gguf by gpu_pack.sh
-      python3 -c "import sys; from pathlib import Path; from pruning.fetch import convert_gguf; print(convert_gguf(Path(sys.argv[1]), Path(sys.argv[1]).stem))" "$gguf" || exit 1
+      python3 -c "import sys; from pathlib import Path; from pruning.model.fetch import convert_gguf; print(convert_gguf(Path(sys.argv[1]), Path(sys.argv[1]).stem))" "$gguf" || exit 1
     done
     have_run_wheels && echo "models ready ($packed), wheels installed"
     ;;

@@ -49,7 +49,7 @@ steps() {  # $1 = device, $2 = results dir, $3 = "tiny" or ""
   rm -rf /tmp/issue20-l70
 }
 
-prefetch_steps() {  # the staged copies of pruning.prefetch against the model on the GPU: $1 = results dir
+prefetch_steps() {  # the staged copies of pruning.model.prefetch against the model on the GPU: $1 = results dir
   local res=$1
   export BENCH_RESULTS_PATH=$res/RESULTS.gpu.md
   step cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_prefetch_cuda.py

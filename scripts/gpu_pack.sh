@@ -22,9 +22,9 @@ trap 'rm -rf "$pack"' EXIT
 mkdir -p "$pack/gguf" "$pack/wheels" "$pack/corpora"
 for model in $MODELS; do
   case $model in
-    smollm2-135m) ln -s "$(.venv/bin/python -c "from pruning.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")" \
+    smollm2-135m) ln -s "$(.venv/bin/python -c "from pruning.model.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")" \
                     "$pack/gguf/$model.gguf" ;;
-    gemma3-270m) .venv/bin/python -c "import sys; from pathlib import Path; from pruning.fetch import download_gemma3_gguf; \
+    gemma3-270m) .venv/bin/python -c "import sys; from pathlib import Path; from pruning.model.fetch import download_gemma3_gguf; \
                     print(download_gemma3_gguf(Path(sys.argv[1])))" "$pack/dl" > /dev/null
                  mv "$pack/dl/gemma3-270m.gguf" "$pack/gguf/$model.gguf" && rm -rf "$pack/dl" ;;
     *) echo "MODELS: $model is not accepted; accepted: smollm2-135m, gemma3-270m" >&2; exit 2 ;;

@@ -70,7 +70,7 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
     inputs), every other block stays dense, and another probed block costs a different perplexity."""
     import torch
 
-    from pruning.models import load_model
+    from pruning.model.load import load_model
     from pruning.pipeline import execute_run
 
     probe = execute_run(_config(tiny_dir, **{"pruning.method": method, "allocation.strategy": "probe",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruning.families import FAMILIES
+from pruning.model.families import FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_NOTES = REPO / "data" / "reference" / "research-notes.txt"

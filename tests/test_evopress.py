@@ -211,9 +211,9 @@ def test_on_a_tiny_model_the_search_spares_a_fragile_block(tmp_path, data_dir) -
     import torch
     from transformers import AutoTokenizer
 
-    from pruning.models import resolve_model, save_model
+    from pruning.model.load import resolve_model, save_model
     from pruning.pipeline import execute_run
-    from pruning.synthetic import random_llama
+    from pruning.model.synthetic import random_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
     model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
@@ -241,9 +241,9 @@ def test_block_units_with_the_additive_start_spare_the_fragile_block(tmp_path, d
     import torch
     from transformers import AutoTokenizer
 
-    from pruning.models import resolve_model, save_model
+    from pruning.model.load import resolve_model, save_model
     from pruning.pipeline import execute_run
-    from pruning.synthetic import random_llama
+    from pruning.model.synthetic import random_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
     model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)

@@ -10,8 +10,8 @@ import torch
 from pruning.text.data import calibration_batch, load_text, tokenize_text
 from pruning.errors import ConfigError, CorpusUnavailableError, ModelNotFoundError
 from pruning.evaluation.perplexity import make_windows, perplexity
-from pruning.families import family_for_model_type, prunable_matrices
-from pruning.models import model_fingerprint, resolve_model
+from pruning.model.families import family_for_model_type, prunable_matrices
+from pruning.model.load import model_fingerprint, resolve_model
 
 
 def test_unknown_model_lists_accepted_forms(tmp_path):

@@ -9,7 +9,7 @@ from pruning.config.run_config import RunConfig
 from pruning.errors import ModelNotFoundError
 from pruning.pipeline import execute_run
 from pruning.store import list_runs, run_detail, run_table
-from pruning.synthetic import save_tiny_model_dir
+from pruning.model.synthetic import save_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

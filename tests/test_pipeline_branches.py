@@ -12,7 +12,7 @@ import pruning.spectra_cache as spectra_cache
 from pruning.config.run_config import RunConfig
 from pruning.pipeline import execute_run
 from pruning.store import run_detail
-from pruning.synthetic import save_tiny_model_dir
+from pruning.model.synthetic import save_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

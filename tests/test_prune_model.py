@@ -12,9 +12,9 @@ from torch import nn
 
 import pruning.prune as prune_mod
 from pruning.errors import ConfigError
-from pruning.families import family_for, prunable_matrices
+from pruning.model.families import family_for, prunable_matrices
 from pruning.methods import wanda_mask
-from pruning.models import LoadedModel, ModelSource, model_fingerprint
+from pruning.model.load import LoadedModel, ModelSource, model_fingerprint
 from pruning.prune import TABLE_COLUMNS, owl_outlier_ratios, prune_model, uniform_sparsity
 
 
@@ -149,8 +149,8 @@ def test_prune_cli_on_a_tiny_local_model(tmp_path, capsys) -> None:
     from transformers import AutoTokenizer
 
     from pruning.cli import main
-    from pruning.models import alias_dir, load_model, save_model
-    from pruning.synthetic import random_llama
+    from pruning.model.load import alias_dir, load_model, save_model
+    from pruning.model.synthetic import random_llama
 
     if not (alias_dir("smollm2-135m") / "config.json").is_file():
         pytest.skip("offline model not prepared (python -m pruning fetch)")
@@ -198,7 +198,7 @@ def test_blocks_without_targets_are_skipped_exactly(method: str) -> None:
     (a probe of block b runs blocks 0..b): the weights and the table equal the full protocol's, which
     runs every block with hooks (calibrate_blocks with statistics_for=None, stop_after=None)."""
     from pruning.calibration import calibrate_blocks
-    from pruning.synthetic import random_llama
+    from pruning.model.synthetic import random_llama
 
     model = random_llama(hidden=32, layers=4, intermediate=64, heads=4, kv_heads=2, vocab=256, seed=1)
     reference = copy.deepcopy(model)

@@ -69,7 +69,7 @@ def test_two_jobs_through_ray_backend(data_dir: Path, ray_head: str, tmp_path: P
     from pruning.jobs.ray_backend import RayBackend
 
     if REAL_RUN:
-        from pruning.synthetic import save_tiny_model_dir
+        from pruning.model.synthetic import save_tiny_model_dir
 
         model = save_tiny_model_dir(tmp_path / "model")
         (tmp_path / "eval.txt").write_text("The quick brown fox jumps over the lazy dog. " * 10)

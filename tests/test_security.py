@@ -215,7 +215,7 @@ def test_relative_paths_resolve_the_same_in_app_and_worker(tmp_path, monkeypatch
     from pruning.app_support.launch import check_model_reference, looks_like_local_path
     from pruning.text.data import load_text
     from pruning.errors import ConfigError
-    from pruning.models import resolve_model
+    from pruning.model.load import resolve_model
     from pruning.roots import resolve_local_path
 
     elsewhere = tmp_path / "elsewhere"

@@ -22,7 +22,7 @@ from pruning.spectral import compute_weight_spectra
 from pruning.spectral.esd import default_eig_dtype, eig_dtype_from_name
 from pruning.spectral.summary import SpectrumJob, summarize_spectra
 from pruning.spectral.weights import weight_matrices
-from pruning.synthetic import random_llama
+from pruning.model.synthetic import random_llama
 
 # every float metric of a row; alphas compared absolutely, scale-carrying ones relatively
 ABSOLUTE = ("alpha", "alpha_peak", "alpha_mid", "alpha_weighted", "log_norm", "log_spectral_norm", "entropy",
@@ -34,7 +34,7 @@ TOL = 1e-3
 
 def svd_reference(model: torch.nn.Module, name: str = "reference") -> pd.DataFrame:
     """The spectra table from float64 singular values of every W on the CPU (lambda = sigma^2)."""
-    from pruning.families import family_for
+    from pruning.model.families import family_for
 
     jobs = []
     for ref in weight_matrices(model, family_for(model)):

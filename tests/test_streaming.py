@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruning.families import family_for, prunable_matrices
-from pruning.models import LoadedModel, ModelSource
+from pruning.model.families import family_for, prunable_matrices
+from pruning.model.load import LoadedModel, ModelSource
 from pruning.prune import prune_model, uniform_sparsity
 from pruning.streaming import INDEX, stream_prune, write_random_checkpoint
 

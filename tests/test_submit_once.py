@@ -74,7 +74,7 @@ def concurrent_submits(data_dir: Path, config: RunConfig, naive: bool = False) -
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pruning.synthetic import save_tiny_model_dir
+    from pruning.model.synthetic import save_tiny_model_dir
 
     root = tmp_path_factory.mktemp("tiny")
     (root / "eval.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)

@@ -22,11 +22,11 @@ from pruning.config.run_config import RunConfig
 from pruning.text.data import calibration_batch
 from pruning.jobs import JobQueue, LocalBackend, job_status
 from pruning.jobs.worker import RUNNER_ENV, Worker
-from pruning.models import load_model
+from pruning.model.load import load_model
 from pruning.paths import REPO_ROOT
 from pruning.pipeline import execute_run
 from pruning.store import list_runs
-from pruning.synthetic import save_tiny_model_dir
+from pruning.model.synthetic import save_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ from pruning.errors import ConfigError
 from pruning.config.presets import MATRIX_TYPES
 
 if TYPE_CHECKING:
-    from pruning.families import FamilySpec
+    from pruning.model.families import FamilySpec
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from pruning.config.run_config import AllocationConfig
 from pruning.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pruning.families import FamilySpec
+    from pruning.model.families import FamilySpec
 
 
 def metric_columns(matrices: pd.DataFrame, skip: set[str]) -> list[str]:

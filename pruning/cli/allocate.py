@@ -91,8 +91,8 @@ def _model_matrices(reference: str, device: str, metrics: tuple[str, ...]) -> An
     import pandas as pd
     from tqdm import tqdm
 
-    from pruning.families import prunable_matrices
-    from pruning.models import load_model
+    from pruning.model.families import prunable_matrices
+    from pruning.model.load import load_model
 
     try:
         from pruning.spectral import pivot_for_allocation, weight_spectra

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pruning.attention import attention_table, summary
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     bar = tqdm(desc="attention", unit="win")

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pruning.text.data import load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     ids = tokenize_text(loaded.tokenizer, load_text(args.dataset, "test"))

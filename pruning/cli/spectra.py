@@ -61,8 +61,8 @@ def _write(frame, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.families import decoder_layers
-    from pruning.models import load_model, resolve_device
+    from pruning.model.families import decoder_layers
+    from pruning.model.load import load_model, resolve_device
     from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra
     from pruning.spectral import SpectraResult, compute_weight_spectra
     from pruning.spectral.esd import eig_dtype_from_name

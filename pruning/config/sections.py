@@ -54,7 +54,7 @@ class ModelConfig(ConfigSection):
     name: str = Field("smollm2-135m", max_length=4096)
     dtype: Dtype = "float32"
     device: DeviceName = "cpu"
-    # "auto": measured (pruning.placement): the whole model on the device when it fits, else one block
+    # "auto": measured (pruning.model.placement): the whole model on the device when it fits, else one block
     # at a time; true: always one block at a time with the model on the CPU; false: always on the device.
     offload: bool | Literal["auto"] = Field("auto", description="auto | true | false: model on `device` or one block at a time")
     revision: str | None = Field(None, max_length=256)

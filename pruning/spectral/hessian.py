@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from pruning.families import FAMILIES
-from pruning.models import LoadedModel
+from pruning.model.families import FAMILIES
+from pruning.model.load import LoadedModel
 from pruning.spectral.esd import default_eig_dtype
 from pruning.spectral.summary import Progress, SpectraResult, SpectrumJob, summarize_spectra
 from pruning.spectral.weights import eigen_batches

@@ -1,6 +1,6 @@
 """Stored spectra sets: a model's spectra, published once and referenced by every run that uses them.
 
-One set is the spectra of one model (its fingerprint, ``pruning.models.model_fingerprint``) from one
+One set is the spectra of one model (its fingerprint, ``pruning.model.load.model_fingerprint``) from one
 source (``weight``: ESD of W^T W; ``hessian``: ESD of H = 2 X^T X / N on one calibration batch), in
 one eigen-solver precision, by one version of the spectra code (``pruning.spectra_cache.SPECTRA_VERSION``).
 It is an ordinary immutable bundle ``spectra-<key>`` (published through

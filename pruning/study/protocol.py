@@ -200,7 +200,7 @@ def model_layers(model: str, layers: int | None = None) -> int:
     """Number of transformer blocks of ``model``: from its config.json (``num_hidden_layers``, or
     ``text_config.num_hidden_layers``) when the model is prepared here, else ``layers``; both
     given and different is an error."""
-    from pruning.models import resolve_model
+    from pruning.model.load import resolve_model
 
     found: int | None = None
     try:

@@ -134,7 +134,7 @@ def calibration_tokens(model: str, datasets: tuple[str, ...] = (DOMAIN_DATASET, 
         from transformers import AutoTokenizer
 
         from pruning.text.data import load_text, tokenize_text
-        from pruning.models import resolve_model
+        from pruning.model.load import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).location)
         return {ds: int(tokenize_text(tokenizer, load_text(ds, "calib")).numel()) for ds in datasets}
