@@ -3,7 +3,7 @@
 per-matrix sparsities a run then prunes with.
 
 1. **Database** (:func:`build_database`): one pass of the dense model over the calibration windows
-   (:func:`pruning.calibration.calibrate_blocks`, blocks unchanged), and for every prunable matrix its
+   (:func:`pruning.calibration.sequential.calibrate_blocks`, blocks unchanged), and for every prunable matrix its
    weight pruned with the run's method at every level of the ladder, from the dense model's statistics
    of that matrix (the reference code's database is built the same way, one matrix at a time on dense
    inputs). Held on the compute device in the model's dtype: the sum over matrices of (levels x size),
@@ -44,7 +44,7 @@ from torch import Tensor
 
 from pruning.allocation.evopress import Ladder, SearchState, additive_start, make_ladder, search
 from pruning.atomic import write_atomic
-from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.model.families import prunable_matrices

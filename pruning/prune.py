@@ -3,7 +3,7 @@
 ``prune_model`` validates everything up front, then runs any registered method
 (:mod:`pruning.methods.registry`): one that needs no statistics (magnitude) matrix by matrix with no
 forward pass, one that needs activations (Wanda) or a Hessian (SparseGPT) through
-:func:`pruning.calibration.calibrate_blocks` (statistics of each block's inputs come from the
+:func:`pruning.calibration.sequential.calibrate_blocks` (statistics of each block's inputs come from the
 already pruned previous blocks, as in Sun et al. 2023 and Frantar & Alistarh 2023).
 ``owl_outlier_ratios`` measures the OWL outlier ratio of every block of the dense model (Yin et al. 2023).
 """
@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 import torch
 
-from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
 from pruning.model.families import MatrixRef, prunable_matrices
-from pruning.dense_stats import DenseNorms
-from pruning.layer_stats import dense_block_statistic
+from pruning.calibration.dense_stats import DenseNorms
+from pruning.calibration.layer_stats import dense_block_statistic
 from pruning.methods.apply import prune_linear, prune_linear_group
 from pruning.methods.nm_pattern import parse_nm
 from pruning.methods.owl import block_outlier_ratio
@@ -128,7 +128,7 @@ def prune_model(
     (target 0). nm: ``(N, M)`` or ``"N:M"`` — prune N of every M consecutive inputs per row; every
     listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
     (ignored by methods that need no statistics). device/offload/prefetch: see
-    :func:`pruning.calibration.calibrate_blocks` (``offload=None``: decided by measuring free memory,
+    :func:`pruning.calibration.sequential.calibrate_blocks` (``offload=None``: decided by measuring free memory,
     :mod:`pruning.model.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
     group kernel (SparseGPT) prunes the matrices that share an input (q/k/v, gate/up) in one pass
     with one inverse Hessian.

@@ -26,11 +26,11 @@ from pruning.attention import attention_table
 from pruning.config.run_config import RunConfig
 from pruning.text.data import calibration_batch, load_text, tokenize_text
 from pruning.errors import ConfigError
-from pruning.dense_stats import DenseNorms, dense_norms
+from pruning.calibration.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
 from pruning.evaluation.zeroshot import zeroshot_evaluate
 from pruning.model.families import prunable_matrices
-from pruning.layer_stats import dlp_unimportance
+from pruning.calibration.layer_stats import dlp_unimportance
 from pruning.methods.registry import needs_calibration, prunes
 from pruning.model.load import LoadedModel, load_model
 from pruning.paths import cache_dir
@@ -218,7 +218,7 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
 def dense_statistics(loaded: LoadedModel, calib_ids: torch.Tensor, compute: Compute, report: Reporter,
                      clock: Stopwatch) -> DenseNorms:
     """The dense model's activation norms on this calibration (OWL and DLP read them), measured once
-    per (model, calibration ids, device type, batch size) and reused after (pruning.dense_stats). The
+    per (model, calibration ids, device type, batch size) and reused after (pruning.calibration.dense_stats). The
     timings say which: ``dense_stats`` when measured, ``dense_stats_reused`` when looked up."""
     report("calibration", 0.0, "dense block statistics")
     with clock("dense_stats"):

@@ -2,8 +2,8 @@
 
 For models larger than host RAM or the GPU (LLaMA-70B: 140 GB in bf16). The protocol is the
 block-sequential one of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda), with the
-same capture (:func:`pruning.block_capture.capture_block_inputs`), block step
-(:func:`pruning.calibration.run_block`) and pruning (:func:`pruning.prune.block_pruner`) as
+same capture (:func:`pruning.calibration.block_capture.capture_block_inputs`), block step
+(:func:`pruning.calibration.sequential.run_block`) and pruning (:func:`pruning.prune.block_pruner`) as
 :func:`pruning.prune.prune_model`; only where the weights come from and go to differs:
 
 1. the model skeleton is built on the ``meta`` device from ``config.json``; only the modules outside
@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pruning.block_capture import capture_block_inputs
-from pruning.calibration import run_block
+from pruning.calibration.block_capture import capture_block_inputs
+from pruning.calibration.sequential import run_block
 from pruning.model.families import block_matrices, decoder_layers, family_for_model_type
 from pruning.methods.registry import method_names, needs_calibration, needs_hessian
 from pruning.prune import TABLE_COLUMNS, block_pruner, validate_request

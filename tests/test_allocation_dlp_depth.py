@@ -16,7 +16,7 @@ from pruning.allocation import allocate, allocation_config
 from pruning.config.run_config import AllocationConfig, RunConfig
 from pruning.errors import ConfigError
 from pruning.model.families import FAMILIES, family_for, prunable_matrices
-from pruning.layer_stats import dlp_unimportance, wanda_score_statistic
+from pruning.calibration.layer_stats import dlp_unimportance, wanda_score_statistic
 from pruning.model.load import LoadedModel, ModelSource
 from pruning.config.presets import MATRIX_TYPES, STRATEGY_COLUMNS, strategy_column
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.model.families import decoder_layers, family_for, prunable_matrices
 from pruning.model.load import LoadedModel, ModelSource
 

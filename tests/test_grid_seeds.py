@@ -215,7 +215,7 @@ def test_shipped_grid_cell_is_the_study_mean_and_std():
     study family ``depth`` is the grid's column "ATP" (strategy depth); the cell holds only the three
     chosen final runs (validation runs read wiki:validation, another dataset), so the lowest-mean rule
     cannot pick another group here."""
-    from pruning.calibration_protocol import by_calibration
+    from pruning.calibration.protocol import by_calibration
     from pruning.store.queries import perplexity_cells
 
     study = _study()

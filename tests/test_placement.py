@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-import pruning.calibration as calibration_mod
-from pruning.calibration import calibrate_blocks
+import pruning.calibration.sequential as calibration_mod
+from pruning.calibration.sequential import calibrate_blocks
 from pruning.model.families import family_for
 from pruning.model.load import LoadedModel, ModelSource
 from pruning.model.placement import (

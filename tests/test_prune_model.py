@@ -197,7 +197,7 @@ def test_blocks_without_targets_are_skipped_exactly(method: str) -> None:
     """Only blocks with something to prune get statistics and nothing after the last of them runs
     (a probe of block b runs blocks 0..b): the weights and the table equal the full protocol's, which
     runs every block with hooks (calibrate_blocks with statistics_for=None, stop_after=None)."""
-    from pruning.calibration import calibrate_blocks
+    from pruning.calibration.sequential import calibrate_blocks
     from pruning.model.synthetic import random_llama
 
     model = random_llama(hidden=32, layers=4, intermediate=64, heads=4, kv_heads=2, vocab=256, seed=1)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruning import dense_stats, warm
+from pruning import warm
+from pruning.calibration import dense_stats
 from pruning import pipeline as pipeline_module
 from pruning.config.run_config import RunConfig
 from pruning.text.data import calibration_batch

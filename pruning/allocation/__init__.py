@@ -16,7 +16,7 @@ One module per strategy family:
 ``probe``   one block at S, the others dense: a point of a per-block sensitivity profile
 ``registry`` what the rest of the product knows about each strategy (one :class:`StrategySpec` each)
 
-The calibration statistics DLP reads come from :func:`pruning.layer_stats.dlp_unimportance`.
+The calibration statistics DLP reads come from :func:`pruning.calibration.layer_stats.dlp_unimportance`.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -91,7 +91,7 @@ def allocate(
     config: strategy and its hyper-parameters, score_groups, granularity, bounds.
     target: S in [0, 1). owl_outlier_ratio: block -> D_l (``strategy="owl"``, from
     ``pruning.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
-    :func:`pruning.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
+    :func:`pruning.calibration.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
     which matrix type, for ``granularity="split"``; default LLaMA's). searched: ``strategy="evopress"``'s
     result (columns name, level, sparsity: one row per matrix, :mod:`pruning.evopress_run`).
     Returns a copy of ``matrices`` (same order and index) with ``unit, score, ratio, sparsity``.

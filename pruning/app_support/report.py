@@ -35,7 +35,7 @@ from pruning.app_support.report_sections import (
 )
 from pruning.app_support.report_views import DEFAULT_TITLE, VIEW_TITLES, VIEWS
 from pruning.app_support.spectra import fit_warning, run_eigenvalues
-from pruning.calibration_protocol import by_calibration, calibration_options
+from pruning.calibration.protocol import by_calibration, calibration_options
 from pruning.errors import ConfigError
 from pruning.store import queries
 from pruning.store.catalog import snapshot
@@ -185,7 +185,7 @@ def _grid_view(root, chosen, labels, model, protocol, dataset, figures) -> str:
                                                       key=protocol_options(cells, model_name, sparsity, ds).index)
             for key in keys:
                 dense = dense_perplexity(dense_cells, model_name, ds, key)
-                # one grid per calibration of the chosen runs (pruning.calibration_protocol): never mixed
+                # one grid per calibration of the chosen runs (pruning.calibration.protocol): never mixed
                 for calibration in calibration_options(of_sparsity[of_sparsity["protocol"] == key]) or [None]:
                     grid = build_grid(by_calibration(cells, calibration), model=model_name, sparsity=sparsity,
                                       dataset=ds, protocol=key, dense=dense)

@@ -1,7 +1,7 @@
 """A warm runner: one long-lived process per worker slot (a GPU, or the CPU) that runs the slot's
 jobs one after another in the same process, keeping what they share (:mod:`pruning.warm`: the
 loaded model and its dense weights, calibration batches, tokenized texts; the dense statistics of
-:mod:`pruning.dense_stats`).
+:mod:`pruning.calibration.dense_stats`).
 
 ``python -m pruning.jobs.runner`` reads one request per line on stdin, a JSON object
 ``{"job_id", "config", "events", "log"}``, and runs it exactly as ``python -m pruning run --config

@@ -2,7 +2,7 @@
 calibration statistics it needs and its kernel. The config, the CLI, the app's form and the
 pruning loop (:mod:`pruning.prune`) read the methods from here and nowhere else.
 
-Statistics a method may need (collected block by block by :mod:`pruning.calibration`):
+Statistics a method may need (collected block by block by :mod:`pruning.calibration.sequential`):
 
 * ``"none"`` — the weights alone (magnitude; ``dense`` prunes nothing): no calibration pass;
 * ``"activations"`` — ``act_sq_sum`` ``(in,)``, the sum over calibration tokens of x_j^2 of every

@@ -197,7 +197,8 @@ class Compute:
         return "cpu" if self.offload is not False and torch.device(self.device).type == "cuda" else self.device
 
     def calibration_kwargs(self) -> dict[str, object]:
-        """``device``, ``offload``, ``batch_size`` for pruning.calibration.calibrate_blocks and its callers."""
+        """``device``, ``offload``, ``batch_size`` for pruning.calibration.sequential.calibrate_blocks and its
+        callers."""
         return {"device": self.device, "offload": self.offload, "batch_size": self.batch_size}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.calibration_protocol import CALIBRATION_SQL
+from pruning.calibration.protocol import CALIBRATION_SQL
 from pruning.protocol import add_ppl_protocol
 from pruning.errors import PruningLabError
 from pruning.store.errors import StoreError
@@ -112,7 +112,7 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
     method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
     (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
     label, note, the evaluation protocol (pruning.protocol), the calibration protocol
-    (``calibration``, pruning.calibration_protocol), the run's calibration ``seed`` (float; NaN for
+    (``calibration``, pruning.calibration.protocol), the run's calibration ``seed`` (float; NaN for
     references and configs without one) and its ``setting`` (:func:`config_setting`: values that
     differ only by the calibration seed share it; None for references). ``stage=None`` returns dense
     and pruned rows."""

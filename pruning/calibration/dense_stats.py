@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from pruning.atomic import exclusive_lock, write_atomic
-from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.model.load import LoadedModel
 from pruning.paths import cache_dir
 
