@@ -84,7 +84,7 @@ with settings:
     st.session_state.setdefault("grid_source", "all")
     source = c4.segmented_control("Results", ["all", "reference", "run"], key="grid_source") or "all"
 
-    # one evaluation protocol per grid (pruning.protocol): the team's full protocol unless another is chosen
+    # one evaluation protocol per grid (pruning.evaluation.protocol): the team's full protocol unless another is chosen
     protocols = protocol_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
     in_scope = filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
     protocol_text = dict(zip(in_scope["protocol"], in_scope["protocol_label"]))

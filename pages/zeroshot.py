@@ -16,7 +16,7 @@ from pruning.app_support.plain import plain
 from pruning.app_support.plots import zeroshot_means_chart
 from pruning.app_support.tables import MEAN_ROW, zeroshot_protocol_options, zeroshot_table
 from pruning.calibration.protocol import by_calibration, calibration_options
-from pruning.protocol import add_zeroshot_protocol
+from pruning.evaluation.protocol import add_zeroshot_protocol
 
 address = PageAddress("zeroshot", [  # ?metric=acc&stage=pruned&protocol=…; the runs: the sidebar's ?runs=
     text_field("metric", "zeroshot_metric"), text_field("stage", "zeroshot_stage"),

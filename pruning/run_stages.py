@@ -288,7 +288,7 @@ def evaluation_placement(loaded: LoadedModel, config: RunConfig, compute: Comput
 
 def evaluation_tokens(loaded: LoadedModel, dataset: str) -> tuple[torch.Tensor, str]:
     """The ``test`` text of ``dataset`` tokenized ``(n,)``, and the SHA-256 (16 hex) of the text, which is
-    part of the protocol (``pruning.protocol``); a warm runner tokenizes each text once."""
+    part of the protocol (``pruning.evaluation.protocol``); a warm runner tokenizes each text once."""
 
     def make() -> tuple[torch.Tensor, str]:
         text = load_text(dataset, "test")
@@ -300,7 +300,7 @@ def evaluation_tokens(loaded: LoadedModel, dataset: str) -> tuple[torch.Tensor, 
 
 def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, report: Reporter) -> pd.DataFrame:
     """Perplexity on every configured dataset; each row records its protocol: the window budget,
-    windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.protocol``)."""
+    windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.evaluation.protocol``)."""
     ev = config.evaluation
     rows = []
     bos = loaded.window_bos

@@ -105,7 +105,7 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
     grid: one perplexity grid per (model, dataset, sparsity, protocol, calibration) holding a chosen run's
     value, for ``dataset`` or (default) every text the chosen runs were read on (WikiText-2 / wiki first, as
     the grid page, then e.g. lee), all values of that grid shown, the chosen runs' cells outlined;
-    ``model`` / ``protocol`` (a ``pruning.protocol`` key) restrict it.
+    ``model`` / ``protocol`` (a ``pruning.evaluation.protocol`` key) restrict it.
     spectra: ``metric`` per block and the ESD of ``esd_matrix`` (default: the spectra page's first matrix
     whose fit weightwatcher would not flag) of the first run with spectra, eigenvalues from
     ``eigenvalues`` (default: :func:`stored_eigenvalues`).

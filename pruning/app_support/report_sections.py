@@ -20,7 +20,7 @@ from pruning.app_support.report_html import escape, figure_html, html_table, not
 from pruning.app_support.spectra import fit_warning
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
 from pruning.calibration.protocol import by_calibration, calibration_options
-from pruning.protocol import add_zeroshot_protocol
+from pruning.evaluation.protocol import add_zeroshot_protocol
 
 
 def _grid_cell(text: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from pruning.calibration.protocol import CALIBRATION_SQL
-from pruning.protocol import add_ppl_protocol
+from pruning.evaluation.protocol import add_ppl_protocol
 from pruning.errors import PruningLabError
 from pruning.store.errors import StoreError
 from pruning.store.sql import memoized, query_df
@@ -111,7 +111,7 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
     """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
     method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
     (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
-    label, note, the evaluation protocol (pruning.protocol), the calibration protocol
+    label, note, the evaluation protocol (pruning.evaluation.protocol), the calibration protocol
     (``calibration``, pruning.calibration.protocol), the run's calibration ``seed`` (float; NaN for
     references and configs without one) and its ``setting`` (:func:`config_setting`: values that
     differ only by the calibration seed share it; None for references). ``stage=None`` returns dense
