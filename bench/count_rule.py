@@ -76,7 +76,7 @@ def measured(args: argparse.Namespace) -> list[dict]:
     from pruning.model.families import prunable_matrices
     from pruning.methods import select
     from pruning.model.load import load_model
-    from pruning.prune import prune_model
+    from pruning.run.prune import prune_model
 
     rows = []
     ids = None

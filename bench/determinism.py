@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from pruning.model.families import family_for, prunable_matrices
     from pruning.model.load import LoadedModel, ModelSource
-    from pruning.prune import prune_model
+    from pruning.run.prune import prune_model
     from pruning.model.synthetic import random_llama
 
     base = random_llama(hidden=576, layers=args.layers, intermediate=1536, heads=9, kv_heads=3, vocab=49152, seed=0)

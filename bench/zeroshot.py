@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from pruning.evaluation.zeroshot import zeroshot_evaluate
     from pruning.model.families import prunable_matrices
     from pruning.model.load import load_model
-    from pruning.prune import prune_model
+    from pruning.run.prune import prune_model
 
     t_start = time.perf_counter()
     loaded = load_model(args.model)

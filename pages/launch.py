@@ -26,7 +26,7 @@ from pruning.app_support.launch import (
 from pruning.app_support.plain import plain
 from pruning.errors import ConfigError, PruningLabError
 from pruning.config.presets import preset_names
-from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
+from pruning.jobs.sweep import MAX_SWEEP_RUNS, plan_sweep
 
 log = logging.getLogger(__name__)
 WIDGETS = {

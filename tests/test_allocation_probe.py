@@ -71,7 +71,7 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
     import torch
 
     from pruning.model.load import load_model
-    from pruning.pipeline import execute_run
+    from pruning.run.pipeline import execute_run
 
     probe = execute_run(_config(tiny_dir, **{"pruning.method": method, "allocation.strategy": "probe",
                                              "allocation.probe_block": 0}), publish=False)
@@ -88,7 +88,7 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
 
     # the same masks as block 0 of a uniform run: prune both ways in process and compare the weights
     from pruning.text.data import calibration_batch
-    from pruning.prune import prune_model, uniform_sparsity
+    from pruning.run.prune import prune_model, uniform_sparsity
 
     def block0(sparsity_by_name):
         loaded = load_model(str(tiny_dir), device="cpu", dtype="float32")

@@ -69,7 +69,7 @@ def test_the_tiny_family_table_covers_the_registry():
 def test_every_family_is_pruned_and_evaluated(family, method):
     from pruning.evaluation.perplexity import perplexity
     from pruning.model.load import LoadedModel, ModelSource
-    from pruning.prune import prune_model, uniform_sparsity
+    from pruning.run.prune import prune_model, uniform_sparsity
 
     model = _build(*FAMILY_CLASSES[family])
     spec = family_for(model)

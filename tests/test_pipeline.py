@@ -1,4 +1,4 @@
-"""One run end to end (pruning.pipeline.execute_run) on a tiny random model with a real
+"""One run end to end (pruning.run.pipeline.execute_run) on a tiny random model with a real
 tokenizer: reproducibility, published artifacts, failures recorded as failed."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from pruning.config.run_config import RunConfig
 from pruning.errors import ModelNotFoundError
-from pruning.pipeline import execute_run
+from pruning.run.pipeline import execute_run
 from pruning.store import list_runs, run_detail, run_table
 from pruning.model.synthetic import save_tiny_model_dir
 
@@ -68,7 +68,7 @@ def test_input_error_publishes_nothing_but_a_crash_during_the_work_is_published_
         execute_run(missing)
     assert missing.run_id not in set(list_runs()["run_id"])
 
-    import pruning.run_stages as run_stages
+    import pruning.run.stages as run_stages
 
     def exploding_load(*args, **kwargs):
         raise RuntimeError("disk exploded while loading")

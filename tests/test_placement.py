@@ -21,7 +21,7 @@ from pruning.model.placement import (
     choose_placement,
 )
 from pruning.model.prefetch import BlockMover, SyncCopier
-from pruning.prune import prune_model, uniform_sparsity
+from pruning.run.prune import prune_model, uniform_sparsity
 from pruning.model.synthetic import random_llama
 
 CUDA = torch.device("cuda")

@@ -11,7 +11,7 @@ import torch
 
 from pruning.model.families import family_for
 from pruning.model.load import LoadedModel, ModelSource
-from pruning.prune import prune_model, uniform_sparsity
+from pruning.run.prune import prune_model, uniform_sparsity
 from pruning.model.synthetic import random_llama
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-import pruning.prune as prune_mod
+import pruning.run.prune as prune_mod
 from pruning.errors import ConfigError
 from pruning.model.families import family_for, prunable_matrices
 from pruning.methods import wanda_mask
 from pruning.model.load import LoadedModel, ModelSource, model_fingerprint
-from pruning.prune import TABLE_COLUMNS, owl_outlier_ratios, prune_model, uniform_sparsity
+from pruning.run.prune import TABLE_COLUMNS, owl_outlier_ratios, prune_model, uniform_sparsity
 
 
 def as_loaded(model: nn.Module) -> LoadedModel:

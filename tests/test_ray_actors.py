@@ -17,7 +17,7 @@ import pytest
 from pruning.config.run_config import RunConfig
 from pruning.jobs import JobQueue, LocalBackend, cancel_job, job_status, retry_job
 from pruning.jobs.liveness import process_gone
-from pruning.pipeline import execute_run
+from pruning.run.pipeline import execute_run
 from pruning.model.synthetic import save_tiny_model_dir
 
 ray = pytest.importorskip("ray")

@@ -126,7 +126,7 @@ def test_pipeline_spectra_precision_follows_the_config_and_changes_the_run_id_on
 def test_cache_never_serves_a_float32_spectrum_as_the_default(tiny_llama, tmp_path, monkeypatch) -> None:
     from pruning.app_support.spectra import run_eigenvalues
     from pruning.config.run_config import RunConfig
-    from pruning.spectra_cache import cached_weight_spectra, publish_spectra
+    from pruning.run.spectra_cache import cached_weight_spectra, publish_spectra
     from pruning.store.publish import publish_run
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path))

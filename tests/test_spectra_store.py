@@ -14,12 +14,12 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import pruning.model.load
-import pruning.spectra_cache as cache
+import pruning.run.spectra_cache as cache
 from pruning.app_support.spectra import run_eigenvalues
 from pruning.config.run_config import RunConfig
 from pruning.model.families import family_for
 from pruning.model.load import LoadedModel, ModelSource, model_fingerprint
-from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
+from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.store import queries
 from pruning.store.publish import publish_run
 
@@ -158,7 +158,7 @@ def test_corrupt_stored_set_is_quarantined_not_fatal(tiny_llama, tmp_path, monke
 
 
 def test_backfill_stores_the_set_of_an_older_run_after_checking_it(tiny_llama, tmp_path, monkeypatch) -> None:
-    import pruning.spectra_backfill as backfill
+    import pruning.run.spectra_backfill as backfill
     from pruning.spectral import compute_weight_spectra
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "cache"))

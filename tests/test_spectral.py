@@ -388,7 +388,7 @@ def test_esd_plot_counts_and_fit() -> None:
 
 
 def test_cache_computes_once(tiny_llama: torch.nn.Module, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pruning.spectra_cache as cache
+    import pruning.run.spectra_cache as cache
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path))
     calls = []

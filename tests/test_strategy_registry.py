@@ -38,7 +38,7 @@ def test_the_consumers_read_the_registry(spec) -> None:
     from pruning.app_support.launch import REQUIRED_KNOBS, STRATEGY_FIELDS as FORM
     from pruning.cli.allocate import RUN_STRATEGIES
     from pruning.config.presets import strategy_column
-    from pruning.run_stages import wants_calibration
+    from pruning.run.stages import wants_calibration
 
     assert (spec.name in CORE_BLOCK) == (spec.name in PER_BLOCK_STRATEGIES) == spec.per_block
     assert CORE_BLOCK == BLOCK_STRATEGIES

@@ -10,8 +10,8 @@ import torch
 
 from pruning.model.families import family_for, prunable_matrices
 from pruning.model.load import LoadedModel, ModelSource
-from pruning.prune import prune_model, uniform_sparsity
-from pruning.streaming import INDEX, stream_prune, write_random_checkpoint
+from pruning.run.prune import prune_model, uniform_sparsity
+from pruning.run.streaming import INDEX, stream_prune, write_random_checkpoint
 
 
 @pytest.fixture(scope="module")

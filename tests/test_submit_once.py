@@ -40,7 +40,7 @@ def _submit_after_barrier(data_dir: str, config_yaml: str, barrier, results, nai
     os.environ["PRUNING_LAB_DATA"] = data_dir
     config = RunConfig.model_validate(__import__("yaml").safe_load(config_yaml))
     backend = LocalBackend(JobQueue(), check_store=False)
-    from pruning.validation import check_names
+    from pruning.run.validation import check_names
 
     check_names(config)  # warm the imports (torch), so the siblings' submits really overlap
     barrier.wait(timeout=60)

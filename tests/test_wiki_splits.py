@@ -11,7 +11,7 @@ import pytest
 from pruning.text.corpora import Article, split_articles, validation_split
 from pruning.text.data import check_dataset_spec, load_text, parse_dataset
 from pruning.errors import ConfigError
-from pruning.validation import check_names
+from pruning.run.validation import check_names
 
 #: SHA-256 of the texts every stored run read (data/ runs' environments, tests/smoke_runs.py)
 WIKI_TEST_SHA256 = "0cc60813547efec8eebc511ee9ff0136919f985c08329cd77fa76b51149e814f"

@@ -90,10 +90,10 @@ def allocate(
     matrices: one row per matrix, columns ``block, matrix_type, name, numel`` + metric columns.
     config: strategy and its hyper-parameters, score_groups, granularity, bounds.
     target: S in [0, 1). owl_outlier_ratio: block -> D_l (``strategy="owl"``, from
-    ``pruning.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
+    ``pruning.run.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
     :func:`pruning.calibration.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
     which matrix type, for ``granularity="split"``; default LLaMA's). searched: ``strategy="evopress"``'s
-    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.evopress_run`).
+    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.run.evopress`).
     Returns a copy of ``matrices`` (same order and index) with ``unit, score, ratio, sparsity``.
     Formulas: the strategy modules (AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023; DLP, Chen et
     al. ICML 2025; ATP, Huang et al. ICML 2025).
@@ -120,9 +120,9 @@ def allocate(
         unit_frame["score"] = scores
         unit_frame["ratio"] = ratios
         unit_frame["sparsity"] = solve_bounded(np.zeros_like(ratios), ratios, numel, target, lo, hi)
-    elif config.strategy == "evopress":  # searched levels (pruning.evopress_run): one unit per matrix
+    elif config.strategy == "evopress":  # searched levels (pruning.run.evopress): one unit per matrix
         if searched is None:
-            raise ConfigError("allocation.strategy 'evopress' needs the searched levels (pruning.evopress_run)")
+            raise ConfigError("allocation.strategy 'evopress' needs the searched levels (pruning.run.evopress)")
         by_name = searched.set_index("name")
         missing = sorted(set(frame["name"]) - set(by_name.index))
         if missing:

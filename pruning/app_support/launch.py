@@ -303,7 +303,7 @@ def grid_size(axes: Mapping[str, list[Any]]) -> int:
 
 
 def sweep_spec(base: RunConfig, axes: Mapping[str, list[Any]]) -> dict[str, Any]:
-    """A ``pruning.sweep`` spec: ``base`` config plus the non-empty ``axes`` (dotted key -> values)
+    """A ``pruning.jobs.sweep`` spec: ``base`` config plus the non-empty ``axes`` (dotted key -> values)
     as its ``grid`` (blank strings -> None, e.g. "no preset")."""
     grid = {k: [_blank_to_none(v) for v in values] for k, values in axes.items() if values}
     return {"base": base.to_dict(), "grid": grid}

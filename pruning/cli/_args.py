@@ -61,9 +61,9 @@ def pruning_method_name(text: str) -> str:
 
 
 def dataset_name(text: str) -> str:
-    """An argparse type: a corpus name or ``text:PATH`` of an existing file (pruning.validation)."""
+    """An argparse type: a corpus name or ``text:PATH`` of an existing file (pruning.run.validation)."""
     from pruning.errors import ConfigError
-    from pruning.validation import check_dataset
+    from pruning.run.validation import check_dataset
 
     try:
         check_dataset("dataset", text)

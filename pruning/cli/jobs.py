@@ -110,7 +110,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pruning.jobs import get_backend
     from pruning.jobs.queue import JobQueue
 
-    from pruning.validation import check_names
+    from pruning.run.validation import check_names
 
     config = RunConfig.from_yaml(args.config)
     overrides = parse_overrides(args.overrides)

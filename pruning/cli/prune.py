@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     from pruning.model.load import load_model, resolve_device, save_model
-    from pruning.prune import prune_model, uniform_sparsity
+    from pruning.run.prune import prune_model, uniform_sparsity
 
     for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen), ("--eval-seqlen", args.eval_seqlen)):
         if value < 1:

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pruning.model.families import decoder_layers
     from pruning.model.load import load_model, resolve_device
-    from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra
+    from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra
     from pruning.spectral import SpectraResult, compute_weight_spectra
     from pruning.spectral.esd import eig_dtype_from_name
     from pruning.spectral.hessian import hessian_spectra

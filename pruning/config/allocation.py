@@ -63,7 +63,7 @@ class AllocationConfig(ConfigSection):
     # per-block sensitivity profile (pruning.allocation.probe)
     probe_block: int | None = Field(None, ge=0, le=100_000)
     # EvoPress (Sieberling et al., ICML 2025): per-matrix sparsity levels searched by evolution on the KL
-    # divergence from the dense model on calibration windows (pruning.allocation.evopress, pruning.evopress_run)
+    # divergence from the dense model on calibration windows (pruning.allocation.evopress, pruning.run.evopress)
     evopress_levels: int = Field(8, ge=1, le=64)
     evopress_generations: int = Field(50, ge=0, le=100_000)
     evopress_offspring: int = Field(16, ge=1, le=4096)

@@ -1,6 +1,6 @@
 """The pruning-method registry: one :class:`MethodSpec` per method — its name, what it does, the
 calibration statistics it needs and its kernel. The config, the CLI, the app's form and the
-pruning loop (:mod:`pruning.prune`) read the methods from here and nowhere else.
+pruning loop (:mod:`pruning.run.prune`) read the methods from here and nowhere else.
 
 Statistics a method may need (collected block by block by :mod:`pruning.calibration.sequential`):
 

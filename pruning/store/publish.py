@@ -196,7 +196,7 @@ def publish_run(config: RunConfig | Mapping[str, Any], *, status: Literal["succe
 
 
 def publish_outcome(outcome: Any, started_at: float | None = None, root: Path | str | None = None) -> PublishResult:
-    """Publish a ``pruning.pipeline.RunOutcome`` (run_id, config, status, error, tables, timings,
+    """Publish a ``pruning.run.pipeline.RunOutcome`` (run_id, config, status, error, tables, timings,
     model_fingerprint, placement: recorded in the run's ``env``)."""
     tables = dict(outcome.tables)
     created = (_dt.datetime.fromtimestamp(started_at, _dt.timezone.utc).isoformat(timespec="seconds")

@@ -2,7 +2,7 @@
 
 One set is the spectra of one model (its fingerprint, ``pruning.model.load.model_fingerprint``) from one
 source (``weight``: ESD of W^T W; ``hessian``: ESD of H = 2 X^T X / N on one calibration batch), in
-one eigen-solver precision, by one version of the spectra code (``pruning.spectra_cache.SPECTRA_VERSION``).
+one eigen-solver precision, by one version of the spectra code (``pruning.run.spectra_cache.SPECTRA_VERSION``).
 It is an ordinary immutable bundle ``spectra-<key>`` (published through
 :func:`pruning.store.publish.publish_bundle`: staging directory + rename, catalog, ``verify``,
 quarantine) holding two tables:

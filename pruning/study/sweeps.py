@@ -20,7 +20,7 @@ from pruning.study.protocol import (
     FAMILY_BY_NAME, FINAL_SEEDS, FINAL_TAG, METHODS, SPARSITIES, STUDY_TAG, Candidate, candidates, final_base,
     model_layers, validation_base,
 )
-from pruning.sweep import expand_sweep, load_sweep_spec
+from pruning.jobs.sweep import expand_sweep, load_sweep_spec
 
 log = logging.getLogger(__name__)
 

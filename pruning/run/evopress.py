@@ -24,9 +24,9 @@ per-matrix sparsities a run then prunes with.
 4. The model gets its dense weights back; the run then prunes block-sequentially at the searched
    per-matrix sparsities like every other allocation, so families differ by their allocation only.
 
-The trace (parent fitness per generation) is stored in the run's ``metrics`` table (:mod:`pruning.evopress_trace`: stage ``search``,
-names ``evopress_fitness/gen0001`` ...), the chosen level of each matrix in its allocation table's
-``score`` column.
+The trace (parent fitness per generation) is stored in the run's ``metrics`` table
+(:mod:`pruning.run.evopress_trace`: stage ``search``, names ``evopress_fitness/gen0001`` ...), the chosen
+level of each matrix in its allocation table's ``score`` column.
 """
 
 from __future__ import annotations

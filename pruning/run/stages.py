@@ -1,4 +1,4 @@
-"""The stages of one run (pruning.pipeline reads them top to bottom). Each stage takes what it
+"""The stages of one run (pruning.run.pipeline reads them top to bottom). Each stage takes what it
 needs and returns what it makes; none writes into the run's outcome.
 
 load -> calibration sample -> spectra -> allocation statistics (OWL, DLP) -> allocation ->
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from pruning import spectra_cache, warm
+from pruning.run import spectra_cache, warm
 from pruning.allocation import allocate
 from pruning.allocation.registry import strategy_spec
 from pruning.atomic import write_parquet_atomic
@@ -35,7 +35,7 @@ from pruning.methods.registry import needs_calibration, prunes
 from pruning.model.load import LoadedModel, load_model
 from pruning.paths import cache_dir
 from pruning.model.placement import Compute, place_for_inference
-from pruning.prune import owl_outlier_ratios, prune_model
+from pruning.run.prune import owl_outlier_ratios, prune_model
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult, pivot_for_allocation
 
@@ -130,7 +130,7 @@ def wants_spectra(config: RunConfig) -> bool:
 @dataclass
 class Spectra:
     """The spectra of a run: one result per source (weight, and Hessian when the metric asks), each
-    saying where it came from (``computed``, ``cache`` or ``store``; pruning.spectra_cache)."""
+    saying where it came from (``computed``, ``cache`` or ``store``; pruning.run.spectra_cache)."""
 
     results: list[SpectraResult]
 
@@ -201,7 +201,7 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
                                        norms=norms)
     searched = trace = None
     if alloc.strategy == "evopress" and target > 0:
-        from pruning.evopress_run import evopress_allocation  # torch-heavy; only EvoPress runs need it
+        from pruning.run.evopress import evopress_allocation  # torch-heavy; only EvoPress runs need it
 
         if compute.offload:
             raise ConfigError("allocation.strategy 'evopress' searches with the whole model on the device; "

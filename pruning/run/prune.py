@@ -185,7 +185,7 @@ def block_pruner(
     rows: list[dict],
 ) -> Callable[[BlockContext], None]:
     """The ``on_block`` of block-sequential pruning (used by :func:`prune_model` and the streaming
-    path :mod:`pruning.streaming`): prunes every matrix of the block with a target > 0 from the
+    path :mod:`pruning.run.streaming`): prunes every matrix of the block with a target > 0 from the
     block's statistics — by input group when the method has a group kernel — and appends one table
     row per matrix to ``rows``."""
     grouped = get_method(method).group_kernel is not None
