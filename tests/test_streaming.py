@@ -11,7 +11,7 @@ import torch
 from pruning.model.families import family_for, prunable_matrices
 from pruning.model.load import LoadedModel, ModelSource
 from pruning.run.prune import prune_model, uniform_sparsity
-from pruning.run.streaming import INDEX, stream_prune, write_random_checkpoint
+from pruning.run.streaming import INDEX, ShardIndex, stream_prune, tensor_byte_ranges, write_random_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,22 @@ def test_streamed_equals_in_memory(checkpoint: Path, tmp_path: Path, method: str
     assert torch.equal(streamed.model.embed_tokens.weight, dense.model.embed_tokens.weight)
     assert torch.equal(streamed.lm_head.weight, dense.lm_head.weight)
     assert len(report.seconds_per_block) == 2
+
+
+def test_tensor_byte_ranges_and_read_ahead(checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The byte ranges read ahead are the tensors' bytes in the shard files (safetensors' layout)."""
+    import threading
+
+    index = ShardIndex(checkpoint)
+    tensors = index.load(list(index.weight_map), torch.device("cpu"))
+    for file in set(index.weight_map.values()):
+        data = (checkpoint / file).read_bytes()
+        ranges = tensor_byte_ranges(checkpoint / file)
+        assert sorted(ranges) == sorted(n for n, f in index.weight_map.items() if f == file)
+        for name, (start, stop) in ranges.items():
+            assert data[start:stop] == tensors[name].numpy().tobytes(), name
+    index.read_ahead(list(index.weight_map))
+    for thread in threading.enumerate():
+        if thread.name == "shard-read-ahead":
+            thread.join()
+    assert not [r for r in caplog.records if "read-ahead" in r.getMessage()]

@@ -11,21 +11,28 @@ same capture (:func:`pruning.calibration.block_capture.capture_block_inputs`), b
    shards, on the compute device;
 2. the block-0 inputs are captured as usual (blocks are never called during capture);
 3. for each block: its tensors are read from the shards straight to the device (safetensors
-   ``safe_open(device=...)``), calibrated and pruned, written to the output shards (same file names
-   and index as the input, Hugging Face layout), and freed (back to ``meta``).
+   ``safe_open(device=...)``; the kernel is asked to read the next block's bytes meanwhile),
+   calibrated and pruned, handed to the output shards (same file names and index as the input,
+   Hugging Face layout), and freed (back to ``meta``). A background thread writes the shards
+   (:class:`ShardWriter`), so a block costs its load and compute, and the write only where the
+   writer falls behind (issue 32).
 
 Peak device memory: embeddings + LM head, two activation buffers ``(nsamples, seqlen, hidden)``, one
 block and its statistics — for LLaMA-70B with 128 x 2048 tokens in bf16: 1 + 8 + 1.7 GiB plus, with
-SparseGPT, the Hessians (3.3 GiB for the 28672-wide down projection, factored in place).
+SparseGPT, the Hessians (3.3 GiB for the 28672-wide down projection, factored in place). Host memory
+for the output: the pinned copies of at most ``max_pending_shards`` + 1 shards (:class:`ShardWriter`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +40,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from pruning.atomic import write_atomic, write_text_atomic
 from pruning.calibration.block_capture import capture_block_inputs
 from pruning.calibration.sequential import run_block
 from pruning.model.families import block_matrices, decoder_layers, family_for_model_type
@@ -61,6 +69,33 @@ class ShardIndex:
         else:
             raise FileNotFoundError(f"{self.dir}: neither {INDEX} nor model.safetensors; accepted: a safetensors checkpoint")
 
+    def read_ahead(self, names: list[str]) -> None:
+        """Ask the kernel to start reading the bytes of tensors ``names`` into the page cache
+        (``posix_fadvise(POSIX_FADV_WILLNEED)`` from a short-lived daemon thread, so the call returns at
+        once), for the next :meth:`load` to find them there: the next block's shards are read from disk
+        while this block computes. Holds no memory of ours; advisory, so failures are only logged; a
+        no-op where the OS has no ``posix_fadvise``."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        by_file: dict[str, list[str]] = {}
+        for name in names:
+            by_file.setdefault(self.weight_map[name], []).append(name)
+        threading.Thread(target=self._advise, args=(by_file,), name="shard-read-ahead", daemon=True).start()
+
+    def _advise(self, by_file: dict[str, list[str]]) -> None:
+        for file, file_names in by_file.items():
+            try:
+                ranges = tensor_byte_ranges(self.dir / file)
+                fd = os.open(self.dir / file, os.O_RDONLY)
+                try:
+                    for name in file_names:
+                        start, stop = ranges[name]
+                        os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+            except (OSError, KeyError, ValueError) as exc:
+                log.warning("streaming: read-ahead of %s failed (harmless, it is advice): %r", self.dir / file, exc)
+
     def load(self, names: list[str], device: torch.device) -> dict[str, Tensor]:
         """The named tensors, read from their shards directly onto ``device``."""
         from safetensors import safe_open
@@ -78,38 +113,192 @@ class ShardIndex:
         return out
 
 
-class ShardWriter:
-    """Writes tensors into shards of the same names and index as a source checkpoint; a shard is
-    written (from CPU copies) as soon as all of its tensors have arrived."""
+def tensor_byte_ranges(path: str | Path) -> dict[str, tuple[int, int]]:
+    """Where each tensor's bytes lie in a safetensors file: name -> (start, stop) offsets from the
+    file's start. The format: an 8-byte little-endian header length N, N bytes of JSON header
+    (``data_offsets`` relative to the end of the header), then the data."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    return {name: (8 + n + info["data_offsets"][0], 8 + n + info["data_offsets"][1])
+            for name, info in header.items() if name != "__metadata__"}
 
-    def __init__(self, source: ShardIndex, out_dir: str | Path) -> None:
+
+class ShardWriter:
+    """Writes tensors into shards of the same names and index as a source checkpoint. A shard is
+    written as soon as all of its tensors have arrived, by one background thread, while the caller
+    (the block loop of :func:`stream_prune`) computes the next block.
+
+    :meth:`add` stages the tensors on the host (:func:`stage_on_host`: CUDA tensors are copied
+    ``non_blocking`` into pinned memory, and the writer thread waits on a CUDA event recorded after
+    the copies before it reads them; CPU tensors are handed over as they are and must not be modified
+    afterwards). The writer writes a shard to a temporary sibling and renames it
+    (:func:`pruning.atomic.write_atomic`), so a failed write leaves no file under the shard's name.
+    Shard files and index are byte for byte those of one ``save_file(..., metadata={"format": "pt"})``
+    per shard (safetensors orders the tensors itself).
+
+    Bound: at most ``max_pending`` complete shards are in flight (one being written, the rest queued);
+    :meth:`add` blocks until the writer has room. Host memory held for the output is thus at most
+    ``max_pending`` shards plus the incomplete shards being filled. For ``bench/llama70b_shape.py``
+    (one shard per LLaMA-70B block, 1.6 GiB in bf16) and the default 2: 3.2 GiB of pinned memory
+    between blocks, 4.8 GiB while a block is staged (the pinned allocator rounds each tensor up to a
+    power of two: 3.6 and 5.3 GiB). With shards of several blocks (Hugging Face's 5 GB shards), multiply by the
+    blocks per shard. Device memory is not held: the block's device tensors may be freed as soon as
+    :meth:`add` returns (the copies come first in the stream's order). ``max_pending=0`` writes each
+    shard synchronously inside :meth:`add` (no thread; the behaviour before the writer thread).
+
+    A failed write surfaces in the caller's thread, at the next :meth:`add` or at :meth:`close`, as a
+    ``RuntimeError`` naming the shard; the shards queued behind it are dropped.
+    """
+
+    def __init__(self, source: ShardIndex, out_dir: str | Path, max_pending: int = 2) -> None:
+        if max_pending < 0:
+            raise ValueError(f"streaming: max_pending={max_pending} is invalid; accepted: an integer >= 0")
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.weight_map = dict(source.weight_map)
         self.expected: dict[str, set[str]] = {}
         for name, file in self.weight_map.items():
             self.expected.setdefault(file, set()).add(name)
-        self.pending: dict[str, dict[str, Tensor]] = {}
+        self.max_pending = max_pending
+        self.pending: dict[str, dict[str, Tensor]] = {}  # incomplete shards: name -> host tensor
+        self.copies: dict[str, list[torch.cuda.Event]] = {}  # incomplete shards: events after their copies
+        self.in_flight: list[tuple[str, Future]] = []  # complete shards handed to the writer, oldest first
         self.written: list[str] = []
+        self.write_seconds: dict[str, float] = {}  # shard -> seconds its write took (in the writer)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") if max_pending else None
+        self.failure: RuntimeError | None = None
+        self.closed = False
 
-    def add(self, tensors: dict[str, Tensor]) -> None:
-        from safetensors.torch import save_file
+    def __enter__(self) -> ShardWriter:
+        return self
 
-        for name, t in tensors.items():
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """On an error (or without :meth:`close`): :meth:`abort`."""
+        if not self.closed:
+            self.abort()
+
+    def add(self, tensors: dict[str, Tensor]) -> float:
+        """Stage ``tensors`` (name in the source checkpoint -> tensor, any device) and hand each shard
+        they complete to the writer. Returns the seconds spent waiting for the writer (for room, or
+        for the write itself with ``max_pending=0``). Raises the failure of an earlier write."""
+        self._check_open()
+        host, events = stage_on_host(tensors)
+        touched: dict[str, None] = {}  # shards these tensors go to, in order
+        for name, t in host.items():
             file = self.weight_map[name]
-            self.pending.setdefault(file, {})[name] = t.detach().to("cpu").contiguous()
+            self.pending.setdefault(file, {})[name] = t
+            touched[file] = None
+        waited = 0.0
+        for file in touched:
+            self.copies.setdefault(file, []).extend(events)
             if set(self.pending[file]) == self.expected[file]:
-                save_file(self.pending.pop(file), str(self.out / file), metadata={"format": "pt"})
-                self.written.append(file)
+                waited += self._hand_over(file, self.pending.pop(file), self.copies.pop(file))
+        return waited
 
-    def close(self) -> None:
+    def close(self) -> float:
+        """Wait for every write, then write the index (sharded sources only). Returns the seconds
+        spent waiting; raises if a write failed or a shard is incomplete."""
+        self._check_open()
         if self.pending:
+            self.abort()
             missing = {f: sorted(self.expected[f] - set(t)) for f, t in self.pending.items()}
             raise RuntimeError(f"streaming: shards left incomplete: {missing}")
+        t0 = time.perf_counter()
+        while self.in_flight:
+            self._collect_oldest()
+        waited = time.perf_counter() - t0
+        self.abort()  # nothing left: stops the thread
         if set(self.expected) != {"model.safetensors"}:
             total = sum((self.out / file).stat().st_size for file in self.expected)
-            (self.out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": self.weight_map},
-                                                     indent=2))
+            write_text_atomic(self.out / INDEX, json.dumps({"metadata": {"total_size": total},
+                                                            "weight_map": self.weight_map}, indent=2))
+        return waited
+
+    def abort(self) -> None:
+        """Stop the writer: drop queued shards, wait for the one being written (a failure there leaves
+        no file under its name). Idempotent; the writer takes no tensors afterwards."""
+        self.closed = True
+        for _, future in self.in_flight:
+            future.cancel()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+        self.in_flight.clear()
+        self.pending.clear()
+        self.copies.clear()
+        if torch.cuda.is_available() and hasattr(getattr(torch, "accelerator", None), "empty_host_cache"):
+            torch.accelerator.empty_host_cache()  # the pinned staging memory back to the system (torch >= 2.9)
+
+    def _check_open(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if self.closed:
+            raise RuntimeError(f"streaming: the shard writer for {self.out} is closed")
+
+    def _hand_over(self, file: str, tensors: dict[str, Tensor], copies: list[torch.cuda.Event]) -> float:
+        t0 = time.perf_counter()
+        if self.executor is None:
+            self._finish(file, lambda: write_shard(self.out / file, tensors, copies))
+            return time.perf_counter() - t0
+        while self.in_flight and self.in_flight[0][1].done():  # surface a failure as early as possible
+            self._collect_oldest()
+        while len(self.in_flight) >= self.max_pending:
+            self._collect_oldest()
+        self.in_flight.append((file, self.executor.submit(write_shard, self.out / file, tensors, copies)))
+        return time.perf_counter() - t0
+
+    def _collect_oldest(self) -> None:
+        file, future = self.in_flight[0]
+        self._finish(file, future.result)  # waits for it; a failure aborts (in_flight cleared) and raises
+        self.in_flight.pop(0)
+
+    def _finish(self, file: str, result: Callable[[], float]) -> None:
+        try:
+            self.write_seconds[file] = result()
+        except Exception as exc:
+            self.failure = RuntimeError(f"streaming: writing shard {file!r} to {self.out} failed: {exc!r}")
+            self.abort()
+            raise self.failure from exc
+        self.written.append(file)
+
+
+def stage_on_host(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[torch.cuda.Event]]:
+    """Host copies of ``tensors`` for writing, and the CUDA events to wait on before reading them.
+
+    A CUDA tensor gets a pinned host tensor of its shape and dtype, filled by a ``non_blocking`` copy
+    on the device's current stream (one event recorded after the copies, per device); the caller may
+    drop the device tensor at once. A CPU tensor is returned as it is (contiguous), not copied."""
+    host: dict[str, Tensor] = {}
+    devices: list[torch.device] = []
+    for name, t in tensors.items():
+        t = t.detach()
+        if t.device.type == "cuda":
+            staged = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            staged.copy_(t, non_blocking=True)  # device -> pinned host, ordered after the stream's work
+            host[name] = staged
+            if t.device not in devices:
+                devices.append(t.device)
+        else:
+            host[name] = t.to("cpu").contiguous()
+    events = []
+    for device in devices:
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        events.append(event)
+    return host, events
+
+
+def write_shard(path: Path, tensors: dict[str, Tensor], copies: Sequence[torch.cuda.Event] = ()) -> float:
+    """Wait for ``copies`` (the staging copies' events), then write ``tensors`` as one safetensors file
+    at ``path`` atomically (temporary sibling, then rename). Returns the seconds it took."""
+    from safetensors.torch import save_file
+
+    t0 = time.perf_counter()
+    for event in copies:
+        event.synchronize()
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    return time.perf_counter() - t0
 
 
 def _set_tensor(root: nn.Module, name: str, value: Tensor) -> None:
@@ -126,14 +315,21 @@ def _set_tensor(root: nn.Module, name: str, value: Tensor) -> None:
 
 @dataclass
 class StreamReport:
-    """What one streamed pruning did: the per-matrix table and its costs."""
+    """What one streamed pruning did: the per-matrix table and its costs (seconds, per block unless
+    said otherwise). ``seconds_per_block`` = load + compute + write wait (+ freeing the block): the
+    shards are written by the :class:`ShardWriter` thread meanwhile, so write time shows here only
+    where the writer falls behind (``write_wait_seconds``)."""
 
     table: pd.DataFrame
     seconds_per_block: list[float] = field(default_factory=list)
-    load_seconds: list[float] = field(default_factory=list)
-    write_seconds: list[float] = field(default_factory=list)
+    load_seconds: list[float] = field(default_factory=list)  # the block's tensors, shards -> device
+    compute_seconds: list[float] = field(default_factory=list)  # calibration + pruning, device synchronised
+    write_wait_seconds: list[float] = field(default_factory=list)  # handing the block to the writer: copies + wait
+    final_write_wait_seconds: float = 0.0  # after the last block: the rest of the model and the last shards
+    shard_write_seconds: dict[str, float] = field(default_factory=dict)  # per shard, in the writer thread
     capture_seconds: float = 0.0
     peak_gpu_bytes: int | None = None
+    peak_pinned_bytes: int | None = None  # pinned host memory of the staging copies (CUDA)
 
 
 def _skeleton(config, device: torch.device, index: ShardIndex) -> nn.Module:
@@ -178,6 +374,7 @@ def stream_prune(
     percdamp: float = 0.01,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    max_pending_shards: int = 2,
 ) -> StreamReport:
     """Prune every matrix of the checkpoint in ``source_dir`` at uniform ``sparsity`` with a
     registered method that needs calibration statistics (Wanda, Sun et al. 2023; SparseGPT, Frantar &
@@ -187,6 +384,10 @@ def stream_prune(
     calib_ids: LongTensor ``(nsamples, seqlen)``. Returns a :class:`StreamReport` whose table has the
     columns of :func:`pruning.run.prune.prune_model` (``block, matrix_type, name, numel,
     sparsity_target, sparsity_achieved``).
+
+    The output shards are written by a background thread while the next blocks compute
+    (:class:`ShardWriter`; ``max_pending_shards`` bounds the shards waiting in host memory, 0 writes
+    synchronously); the output is byte for byte the same either way.
     """
     from transformers import AutoConfig
 
@@ -198,9 +399,11 @@ def stream_prune(
     config = AutoConfig.from_pretrained(source)
     family = family_for_model_type(config.model_type)
     index = ShardIndex(source)
-    writer = ShardWriter(index, out)
-    if dev.type == "cuda":
+    cuda = dev.type == "cuda"
+    if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
+        if hasattr(torch.cuda, "reset_peak_host_memory_stats"):
+            torch.cuda.reset_peak_host_memory_stats()
     model = _skeleton(config, dev, index)
     layers = decoder_layers(model, family)
     n_blocks = len(layers)
@@ -216,39 +419,50 @@ def stream_prune(
     rows: list[dict] = []
     on_block = block_pruner(method, targets, nm_pair, blocksize, percdamp, rows)
     prefix = family.layers_path
-    for i in range(n_blocks):
-        t_block = time.perf_counter()
-        block = layers[i]
-        names = [f"{prefix}.{i}.{n}" for n, _ in block.named_parameters()]
-        tensors = index.load(names, dev)
-        for name, t in tensors.items():
-            _set_tensor(block, name[len(f"{prefix}.{i}.") :], t)
-        report.load_seconds.append(time.perf_counter() - t_block)
-        run_block(i, n_blocks, block, family, inps, outs, block_kwargs[i], on_block, dev,
-                  collect_hessian=needs_hessian(method), batch_size=batch_size)
-        t_write = time.perf_counter()
-        writer.add({f"{prefix}.{i}.{n}": p for n, p in block.named_parameters()})
-        report.write_seconds.append(time.perf_counter() - t_write)
-        block.to_empty(device="meta")  # free the block's device memory
-        del tensors
-        inps, outs = outs, inps
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        report.seconds_per_block.append(time.perf_counter() - t_block)
-        log.info("streamed block %d/%d: %.2f s (load %.2f s, write %.2f s)", i + 1, n_blocks,
-                 report.seconds_per_block[-1], report.load_seconds[-1], report.write_seconds[-1])
-        if progress is not None:
-            progress(i + 1, n_blocks)
-    del inps, outs, block_kwargs
-    outside = {n: p for n, p in model.named_parameters() if not n.startswith(prefix + ".") and n in index.weight_map}
-    writer.add(outside)
-    writer.close()
+    with ShardWriter(index, out, max_pending=max_pending_shards) as writer:  # on an error: no thread left behind
+        for i in range(n_blocks):
+            t_block = time.perf_counter()
+            block = layers[i]
+            names = [f"{prefix}.{i}.{n}" for n, _ in block.named_parameters()]
+            tensors = index.load(names, dev)
+            if i + 1 < n_blocks:  # the next block's bytes come from disk while this one computes
+                index.read_ahead([f"{prefix}.{i + 1}.{n}" for n, _ in layers[i + 1].named_parameters()])
+            for name, t in tensors.items():
+                _set_tensor(block, name[len(f"{prefix}.{i}.") :], t)
+            t_compute = time.perf_counter()
+            report.load_seconds.append(t_compute - t_block)
+            run_block(i, n_blocks, block, family, inps, outs, block_kwargs[i], on_block, dev,
+                      collect_hessian=needs_hessian(method), batch_size=batch_size)
+            if cuda:
+                torch.cuda.synchronize(dev)
+            report.compute_seconds.append(time.perf_counter() - t_compute)
+            # device -> pinned host copies queued on the stream; the writer thread writes the shard
+            report.write_wait_seconds.append(writer.add({f"{prefix}.{i}.{n}": p for n, p in block.named_parameters()}))
+            block.to_empty(device="meta")  # frees the block's device memory (after the copies, in stream order)
+            del tensors
+            inps, outs = outs, inps
+            report.seconds_per_block.append(time.perf_counter() - t_block)
+            log.info("streamed block %d/%d: %.2f s (load %.2f s, compute %.2f s, write wait %.2f s)", i + 1,
+                     n_blocks, report.seconds_per_block[-1], report.load_seconds[-1], report.compute_seconds[-1],
+                     report.write_wait_seconds[-1])
+            if progress is not None:
+                progress(i + 1, n_blocks)
+        del inps, outs, block_kwargs
+        outside = {n: p for n, p in model.named_parameters()
+                   if not n.startswith(prefix + ".") and n in index.weight_map}
+        report.final_write_wait_seconds = writer.add(outside) + writer.close()
+    report.shard_write_seconds = dict(writer.write_seconds)
     for extra in source.iterdir():  # config, generation config, tokenizer files
         if extra.is_file() and not extra.name.endswith(".safetensors") and extra.name != INDEX:
             shutil.copy2(extra, out / extra.name)
-    if dev.type == "cuda":
+    if cuda:
         report.peak_gpu_bytes = torch.cuda.max_memory_allocated(dev)
+        if hasattr(torch.cuda, "host_memory_stats"):
+            report.peak_pinned_bytes = torch.cuda.host_memory_stats().get("allocated_bytes.peak")
     report.table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    log.info("streamed %d blocks: %.2f s/block compute, %.2f s/block write wait, then %.2f s final write wait",
+             n_blocks, sum(report.compute_seconds) / n_blocks, sum(report.write_wait_seconds) / n_blocks,
+             report.final_write_wait_seconds)
     return report
 
 
