@@ -26,11 +26,11 @@ import pandas as pd  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
 from pruning.allocation import allocate, summarize  # noqa: E402
-from pruning.config import AllocationConfig, RunConfig  # noqa: E402
-from pruning.families import prunable_matrices  # noqa: E402
-from pruning.models import load_model  # noqa: E402
-from pruning.pipeline import execute_run  # noqa: E402
-from pruning.spectra_cache import cached_weight_spectra  # noqa: E402
+from pruning.config.run_config import AllocationConfig, RunConfig  # noqa: E402
+from pruning.model.families import prunable_matrices  # noqa: E402
+from pruning.model.load import load_model  # noqa: E402
+from pruning.run.pipeline import execute_run  # noqa: E402
+from pruning.run.spectra_cache import cached_weight_spectra  # noqa: E402
 from pruning.spectral import pivot_for_allocation  # noqa: E402
 
 log = logging.getLogger("bench.allocation_quality")

@@ -35,8 +35,8 @@ TARGET_S = 2.0
 
 def publish_detailed_run(n_blocks: int = 32, sparsity: float = 0.7) -> str:
     """One run of a 32-block model with spectra (weight + Hessian), allocation and attention."""
-    from pruning.config import RunConfig
-    from pruning.presets import MATRIX_TYPES
+    from pruning.config.run_config import RunConfig
+    from pruning.config.presets import MATRIX_TYPES
     from pruning.store.publish import publish_run
 
     rng = np.random.default_rng(0)

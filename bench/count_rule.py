@@ -71,12 +71,12 @@ def counts_table() -> list[dict]:
 
 def measured(args: argparse.Namespace) -> list[dict]:
     """Wanda uniform at ``args.sparsity`` on SmolLM2 with the exact and the floor rule."""
-    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
-    from pruning.families import prunable_matrices
+    from pruning.model.families import prunable_matrices
     from pruning.methods import select
-    from pruning.models import load_model
-    from pruning.prune import prune_model
+    from pruning.model.load import load_model
+    from pruning.run.prune import prune_model
 
     rows = []
     ids = None

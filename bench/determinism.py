@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from pruning.families import family_for, prunable_matrices
-    from pruning.models import LoadedModel, ModelSource
-    from pruning.prune import prune_model
-    from pruning.synthetic import random_llama
+    from pruning.model.families import family_for, prunable_matrices
+    from pruning.model.load import LoadedModel, ModelSource
+    from pruning.run.prune import prune_model
+    from pruning.model.synthetic import random_llama
 
     base = random_llama(hidden=576, layers=args.layers, intermediate=1536, heads=9, kv_heads=3, vocab=49152, seed=0)
     calib = torch.randint(0, 49152, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))

@@ -60,7 +60,7 @@ CANDIDATES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.dtype]
 
 def spectra_with(refs, solve: Callable[[torch.Tensor], torch.Tensor], eig_dtype: torch.dtype,
                  device: torch.device) -> tuple[pd.DataFrame, float, float]:
-    """(table, eigen seconds, fit seconds) of ``refs`` (pruning.families.MatrixRef) with one solver."""
+    """(table, eigen seconds, fit seconds) of ``refs`` (pruning.model.families.MatrixRef) with one solver."""
     from pruning.spectral.summary import SpectrumJob, summarize_spectra
 
     jobs = []
@@ -103,7 +103,7 @@ def agreement(ours: pd.DataFrame, ref: pd.DataFrame) -> dict[str, float]:
 
 
 def bench_accuracy(args: argparse.Namespace, device: torch.device) -> str:
-    from pruning.models import load_model
+    from pruning.model.load import load_model
     from pruning.spectral.weights import weight_matrices
 
     loaded = load_model(args.model)
@@ -123,10 +123,10 @@ def bench_accuracy(args: argparse.Namespace, device: torch.device) -> str:
 
 
 def bench_7b(args: argparse.Namespace, device: torch.device) -> str:
-    from pruning.families import family_for
+    from pruning.model.families import family_for
     from pruning.spectral import compute_weight_spectra
     from pruning.spectral.weights import weight_matrices
-    from pruning.synthetic import llama7b_shape
+    from pruning.model.synthetic import llama7b_shape
 
     model = llama7b_shape(layers=32, dtype=torch.bfloat16, device=device)
     refs = weight_matrices(model, family_for(model))

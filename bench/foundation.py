@@ -14,9 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._results import markdown_table, write_section  # noqa: E402
-from pruning.data import load_text, tokenize_text  # noqa: E402
+from pruning.text.data import load_text, tokenize_text  # noqa: E402
 from pruning.evaluation.perplexity import perplexity  # noqa: E402
-from pruning.models import load_model  # noqa: E402
+from pruning.model.load import load_model  # noqa: E402
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 Writes a random-weight LLaMA-70B-shape checkpoint (hidden 8192, MLP 28672, 64 heads, 8 KV heads,
 vocab 32000, bf16) with only ``--blocks`` blocks (default 8; the embeddings, final norm and LM head
 included) as Hugging Face shards, then prunes it with Wanda and SparseGPT through
-:func:`pruning.streaming.stream_prune` with 128 x 2048 calibration tokens: peak GPU memory
+:func:`pruning.run.streaming.stream_prune` with 128 x 2048 calibration tokens: peak GPU memory
 (target <= 24 GB), seconds per block split into load, compute and write wait (the shards are written
 by a background thread: issue 32, target Wanda <= 2.0 s/block, SparseGPT <= 6 s/block) and the
 extrapolation to 80 blocks. ``--max-pending-shards 0`` writes synchronously, as before the writer thread.
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import DTYPES  # noqa: E402
-from pruning.streaming import stream_prune, write_random_checkpoint  # noqa: E402
+from pruning.run.streaming import stream_prune, write_random_checkpoint  # noqa: E402
 
 log = logging.getLogger("bench.llama70b_shape")
 

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from bench._results import markdown_table, write_section  # noqa: E402
 from bench._shapes import DTYPES, add_shape_args  # noqa: E402
 from pruning.evaluation.perplexity import perplexity  # noqa: E402
-from pruning.synthetic import random_llama  # noqa: E402
+from pruning.model.synthetic import random_llama  # noqa: E402
 
 log = logging.getLogger("bench.ppl_speed")
 

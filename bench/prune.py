@@ -30,10 +30,10 @@ import torch  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import DTYPES, add_shape_args  # noqa: E402
-from pruning.families import family_for  # noqa: E402
-from pruning.models import LoadedModel, ModelSource  # noqa: E402
-from pruning.prune import prune_model, uniform_sparsity  # noqa: E402
-from pruning.synthetic import random_llama  # noqa: E402
+from pruning.model.families import family_for  # noqa: E402
+from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
+from pruning.run.prune import prune_model, uniform_sparsity  # noqa: E402
+from pruning.model.synthetic import random_llama  # noqa: E402
 
 log = logging.getLogger("bench.prune")
 

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
-from pruning.data import calibration_batch, load_text, tokenize_text  # noqa: E402
+from pruning.text.data import calibration_batch, load_text, tokenize_text  # noqa: E402
 from pruning.evaluation.perplexity import perplexity  # noqa: E402
-from pruning.models import load_model  # noqa: E402
-from pruning.prune import prune_model, uniform_sparsity  # noqa: E402
+from pruning.model.load import load_model  # noqa: E402
+from pruning.run.prune import prune_model, uniform_sparsity  # noqa: E402
 
 log = logging.getLogger("bench.prune_quality")
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
-from pruning.linear_stats import accumulate_xtx  # noqa: E402
+from pruning.calibration.linear_stats import accumulate_xtx  # noqa: E402
 from pruning.methods.select import prune_count  # noqa: E402
 from pruning.methods.sparsegpt import (  # noqa: E402
     inverse_hessian_cholesky,

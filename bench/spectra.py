@@ -7,7 +7,7 @@ error of stable_rank, log_spectral_norm, log_norm)::
 
     .venv/bin/python bench/spectra.py [--threads 2]
 
-Synthetic mode — a random-weight model of LLaMA-7B shape (``pruning.synthetic.llama7b_shape``;
+Synthetic mode — a random-weight model of LLaMA-7B shape (``pruning.model.synthetic.llama7b_shape``;
 32 blocks = 224 matrices, all fits): wall time, matrices/s and peak GPU memory::
 
     .venv/bin/python bench/spectra.py --device cuda --synthetic-7b            # H200 target <= 30 s
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._results import markdown_table, write_section  # noqa: E402
-from pruning.precision import EIG_DTYPE_NAMES  # noqa: E402
+from pruning.config.precision import EIG_DTYPE_NAMES  # noqa: E402
 
 log = logging.getLogger("bench.spectra")
 
@@ -93,7 +93,7 @@ def fit_stage_times(result) -> tuple[float, float]:
 
 
 def bench_offline(args: argparse.Namespace) -> None:
-    from pruning.models import load_model
+    from pruning.model.load import load_model
     from pruning.spectral import compute_weight_spectra
     from pruning.spectral.ww_engine import weightwatcher_spectra
 
@@ -153,7 +153,7 @@ def bench_offline(args: argparse.Namespace) -> None:
 
 def bench_synthetic_7b(args: argparse.Namespace) -> None:
     from pruning.spectral import compute_weight_spectra
-    from pruning.synthetic import llama7b_shape
+    from pruning.model.synthetic import llama7b_shape
 
     device = torch.device(args.device)
     t0 = time.perf_counter()

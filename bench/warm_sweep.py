@@ -47,7 +47,7 @@ ALLOCATIONS: list[dict[str, object]] = [
 def sweep_configs(model: str, device: str, runs: int, tiny: bool, cal_batch: int, eval_batch: int,
                   dtype: str = "float32"):
     """``runs`` configs: methods x sparsities x the first allocations (full protocol, or a small one for --tiny)."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     if tiny:
         cal = {"dataset": "wiki:train", "nsamples": 8, "seqlen": 128, "seed": 0, "batch_size": cal_batch}
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root or tempfile.mkdtemp(prefix="warm-sweep-"))
     model = args.model
     if args.tiny:
-        from pruning.synthetic import save_tiny_model_dir
+        from pruning.model.synthetic import save_tiny_model_dir
 
         model = str(save_tiny_model_dir(root / "tiny-model", layers=4))
     gpu = args.gpu if args.gpu is not None else ("0" if args.device.startswith("cuda") else None)

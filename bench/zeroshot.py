@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from pruning.attention import attention_table, summary
-    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     from pruning.evaluation.zeroshot import zeroshot_evaluate
-    from pruning.families import prunable_matrices
-    from pruning.models import load_model
-    from pruning.prune import prune_model
+    from pruning.model.families import prunable_matrices
+    from pruning.model.load import load_model
+    from pruning.run.prune import prune_model
 
     t_start = time.perf_counter()
     loaded = load_model(args.model)

@@ -29,7 +29,7 @@ from pruning.app_support.grid import (
 from pruning.app_support.grid_plots import epsilon_curve, grid_heatmap, presentation_legend
 from pruning.app_support.plain import plain
 from pruning.app_support.urlstate import cell_field, flag_field, number_field, text_field
-from pruning.calibration_protocol import by_calibration, calibration_options
+from pruning.calibration.protocol import by_calibration, calibration_options
 
 # the view lives in the address (?model=…&sparsity=0.7&dataset=wiki&eps=0.2&cellstat=lowest&cell=Wanda/all&present=1):
 # a copied link opens the same table, cell and mode
@@ -84,7 +84,7 @@ with settings:
     st.session_state.setdefault("grid_source", "all")
     source = c4.segmented_control("Results", ["all", "reference", "run"], key="grid_source") or "all"
 
-    # one evaluation protocol per grid (pruning.protocol): the team's full protocol unless another is chosen
+    # one evaluation protocol per grid (pruning.evaluation.protocol): the team's full protocol unless another is chosen
     protocols = protocol_options(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
     in_scope = filter_cells(cells, model=model, sparsity=sparsity, dataset=dataset, source=source)
     protocol_text = dict(zip(in_scope["protocol"], in_scope["protocol_label"]))
@@ -99,7 +99,7 @@ with settings:
              "budgeted (smoke) runs have their own protocol",
     ) if len(protocols) > 1 else (protocols[0] if protocols else None)
 
-    # one calibration per grid (pruning.calibration_protocol), among this protocol's values: the product's default
+    # one calibration per grid (pruning.calibration.protocol), among this protocol's values: the product's default
     # unless another is chosen; dense runs and the notes' references read none of theirs and stay in every view
     calibration = address.select_one(
         "Calibration", "grid_calibration",

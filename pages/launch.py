@@ -25,8 +25,8 @@ from pruning.app_support.launch import (
 )
 from pruning.app_support.plain import plain
 from pruning.errors import ConfigError, PruningLabError
-from pruning.presets import preset_names
-from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
+from pruning.config.presets import preset_names
+from pruning.jobs.sweep import MAX_SWEEP_RUNS, plan_sweep
 
 log = logging.getLogger(__name__)
 WIDGETS = {

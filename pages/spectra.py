@@ -24,7 +24,7 @@ from pruning.app_support.plain import plain
 from pruning.app_support.plots import esd_figure, metric_by_block, metric_with_allocation
 from pruning.app_support.spectra import fit_warning
 from pruning.app_support.urlstate import list_field, text_field
-from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
+from pruning.config.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
 
 NON_METRICS = {"block", "n_tail", "n_eigs", "source_line", "head"}
 

@@ -15,8 +15,8 @@ from pruning.app_support.urlstate import text_field
 from pruning.app_support.plain import plain
 from pruning.app_support.plots import zeroshot_means_chart
 from pruning.app_support.tables import MEAN_ROW, zeroshot_protocol_options, zeroshot_table
-from pruning.calibration_protocol import by_calibration, calibration_options
-from pruning.protocol import add_zeroshot_protocol
+from pruning.calibration.protocol import by_calibration, calibration_options
+from pruning.evaluation.protocol import add_zeroshot_protocol
 
 address = PageAddress("zeroshot", [  # ?metric=acc&stage=pruned&protocol=…; the runs: the sidebar's ?runs=
     text_field("metric", "zeroshot_metric"), text_field("stage", "zeroshot_stage"),
@@ -50,7 +50,7 @@ stage = c2.selectbox("Stage", stages, key="zeroshot_stage") if len(stages) > 1 e
 protocol = address.select_one(
     "Evaluation protocol", "zeroshot_protocol", zeroshot_protocol_options(scores[scores["metric"] == metric]),
     help="few-shot count, example limit and harness version: scores measured differently never share a table")
-# one calibration per table (pruning.calibration_protocol), among the runs of this protocol; dense runs and
+# one calibration per table (pruning.calibration.protocol), among the runs of this protocol; dense runs and
 # references stay in every one
 of_protocol = add_zeroshot_protocol(scores[scores["metric"] == metric])
 calibration = address.select_one(

@@ -103,7 +103,7 @@ def show_run(run_id: str) -> None:
         st.dataframe(ppl.drop(columns=[c for c in ("bundle", "run_id") if c in ppl]), hide_index=True)
     if tables.get("metrics"):  # a search's trace (EvoPress: KL to the dense model per generation)
         from pruning.app_support.plots import search_trace_chart
-        from pruning.evopress_trace import trace_from_metrics
+        from pruning.run.evopress_trace import trace_from_metrics
 
         trace = trace_from_metrics(load_run_table(catalog_version(), run_id, "metrics"))
         if not trace.empty:

@@ -13,7 +13,7 @@ import streamlit as st
 
 from pruning.app_support.runs_view import ALLOCATION_KNOBS_SQL, with_allocation_knobs
 from pruning.app_support.spectra import run_eigenvalues
-from pruning.precision import DEFAULT_EIG_DTYPE
+from pruning.config.precision import DEFAULT_EIG_DTYPE
 from pruning.store import queries
 from pruning.store.annotations import annotation_problems
 from pruning.store.catalog import snapshot

@@ -3,7 +3,7 @@ land and paste the output over the tables).
 
     .venv/bin/python scripts/findings_tables.py [--root data/store]
 
-Only values of one evaluation protocol enter the tables (``pruning.protocol``): the whole wiki test
+Only values of one evaluation protocol enter the tables (``pruning.evaluation.protocol``): the whole wiki test
 split and the whole lee text in 2048-token windows, no window budget; the protocol of each dataset
 is printed first, and a second protocol among the selected runs is an error, never a merge. The
 last table compares, for every run re-run with float64 spectra, its float32-spectra attempt with it.
@@ -23,7 +23,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pruning.protocol import ppl_protocol_label  # noqa: E402
+from pruning.evaluation.protocol import ppl_protocol_label  # noqa: E402
 from pruning.store.queries import run_attempts, run_sql  # noqa: E402
 
 QUERY = """
@@ -99,7 +99,7 @@ def protocol_lines(root: str) -> str:
     for dataset, grp in proto.groupby("dataset"):
         if len(grp) > 1:
             raise SystemExit(f"{dataset}: the selected runs hold {len(grp)} evaluation protocols:\n{grp}\n"
-                             "tables would mix them; select one (pruning.protocol)")
+                             "tables would mix them; select one (pruning.evaluation.protocol)")
         r = grp.iloc[0]
         label = ppl_protocol_label(dataset, None, r.seqlen, r.n_windows, r.total_windows, r.n_tokens)
         lines.append(f"- {dataset}: {label}, {r.runs} runs")

@@ -64,9 +64,9 @@ pack() {
   mkdir -p "$pack/gguf" "$pack/wheels" "$pack/corpora"
   for model in "${models[@]}"; do
     case $model in
-      smollm2-135m) ln -s "$(.venv/bin/python -c "from pruning.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")" \
+      smollm2-135m) ln -s "$(.venv/bin/python -c "from pruning.model.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")" \
                       "$pack/gguf/$model.gguf" ;;
-      gemma3-270m) .venv/bin/python -c "import sys; from pathlib import Path; from pruning.fetch import download_gemma3_gguf; \
+      gemma3-270m) .venv/bin/python -c "import sys; from pathlib import Path; from pruning.model.fetch import download_gemma3_gguf; \
                       print(download_gemma3_gguf(Path(sys.argv[1])))" "$pack/dl" > /dev/null || return 1
                    mv "$pack/dl/gemma3-270m.gguf" "$pack/gguf/$model.gguf" && rm -rf "$pack/dl" ;;
       *) echo "pack: model $model is not accepted; accepted: smollm2-135m, gemma3-270m" >&2; return 2 ;;
@@ -177,7 +177,7 @@ unpack() {
   mkdir -p /tmp/plcache/corpora && cp /tmp/pack/corpora/* /tmp/plcache/corpora/
   local gguf
   for gguf in /tmp/pack/gguf/*.gguf; do  # named <alias>.gguf by pack
-    python3 -c "import sys; from pathlib import Path; from pruning.fetch import convert_gguf; \
+    python3 -c "import sys; from pathlib import Path; from pruning.model.fetch import convert_gguf; \
 print(convert_gguf(Path(sys.argv[1]), Path(sys.argv[1]).stem))" "$gguf" || return 1
   done
   python3 -c "import duckdb, lm_eval, pydantic" && echo "models ready ($packed), wheels installed"
@@ -240,8 +240,8 @@ e2e_7b() {  # one whole `pruning run` on a saved random LLaMA-7B shape (32 block
   python3 - <<'PY' || return 1
 import time, torch
 from transformers import AutoTokenizer
-from pruning.models import resolve_model, save_model
-from pruning.synthetic import random_llama
+from pruning.model.load import resolve_model, save_model
+from pruning.model.synthetic import random_llama
 t0 = time.time()
 from pathlib import Path
 tok = AutoTokenizer.from_pretrained(".gpu/tok" if Path(".gpu/tok/tokenizer.json").is_file() else resolve_model("smollm2-135m").location)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruning.synthetic import random_llama
+from pruning.model.synthetic import random_llama
 
 
 @pytest.fixture()
@@ -29,8 +29,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random LLaMA (2 blocks, hidden 64) with the offline tokenizer as a local model directory
-    (``pruning.synthetic.save_tiny_model_dir``): what end-to-end runs of a test load."""
-    from pruning.synthetic import save_tiny_model_dir
+    (``pruning.model.synthetic.save_tiny_model_dir``): what end-to-end runs of a test load."""
+    from pruning.model.synthetic import save_tiny_model_dir
 
     return save_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -38,7 +38,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def offline_model():
     """The real offline SmolLM2-135M (prepared by `python -m pruning fetch`)."""
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     return load_model("smollm2-135m")
 

@@ -16,7 +16,7 @@ SMOKE_PPL = 1837.0
 
 def publish_smoke_run(root: Path | str | None = None) -> str:
     """Publish the smoke run; returns its run id."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store.publish import publish_run
 
     config = RunConfig.from_dict({

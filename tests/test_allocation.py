@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruning.allocation import allocate, allocation_config, summarize
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 from pruning.errors import ConfigError
-from pruning.presets import MATRIX_TYPES, preset_names
+from pruning.config.presets import MATRIX_TYPES, preset_names
 
 
 def frame_from(

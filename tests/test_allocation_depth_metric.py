@@ -12,11 +12,11 @@ import pytest
 
 from pruning.allocation import allocate, allocation_config
 from pruning.app_support.launch import validate_form
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
-from pruning.run_stages import wants_calibration
+from pruning.run.stages import wants_calibration
 from pruning.store.publish import run_row
-from pruning.validation import allocation_metrics, check_names
+from pruning.run.validation import allocation_metrics, check_names
 
 S = 0.7
 #: five equal blocks; Hessian alpha [3, 1, 4, 1.5, 9] -> n = [0.25, 0, 0.375, 0.0625, 1]

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from pruning.allocation import allocate, allocation_config
-from pruning.config import AllocationConfig, RunConfig
+from pruning.config.run_config import AllocationConfig, RunConfig
 from pruning.errors import ConfigError
-from pruning.families import FAMILIES, family_for, prunable_matrices
-from pruning.layer_stats import dlp_unimportance, wanda_score_statistic
-from pruning.models import LoadedModel, ModelSource
-from pruning.presets import MATRIX_TYPES, STRATEGY_COLUMNS, strategy_column
+from pruning.model.families import FAMILIES, family_for, prunable_matrices
+from pruning.calibration.layer_stats import dlp_unimportance, wanda_score_statistic
+from pruning.model.load import LoadedModel, ModelSource
+from pruning.config.presets import MATRIX_TYPES, STRATEGY_COLUMNS, strategy_column
 
 
 def blocks_frame(numel_per_matrix: list[int]) -> pd.DataFrame:
@@ -254,7 +254,7 @@ def test_sub_block_comes_from_the_family_layout() -> None:
 
 
 def test_every_strategy_but_linear_has_its_grid_column() -> None:
-    from pruning.config import STRATEGIES
+    from pruning.config.run_config import STRATEGIES
 
     assert {s for s in STRATEGIES if strategy_column(s) is None} == {"linear"}
     assert strategy_column("dlp") == "DLP" and strategy_column("depth") == "ATP" and strategy_column("owl") == "OWL"

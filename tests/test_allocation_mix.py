@@ -16,11 +16,11 @@ import pytest
 from pruning.allocation import allocate, allocation_config
 from pruning.app_support.grid_labels import column_label
 from pruning.app_support.launch import FORM_SECTIONS, validate_form
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
-from pruning.run_stages import wants_calibration
+from pruning.run.stages import wants_calibration
 from pruning.store.publish import run_row
-from pruning.validation import check_names
+from pruning.run.validation import check_names
 
 S, EPS = 0.6, 0.2
 #: three blocks of one equal-sized matrix each; the two metrics order the blocks oppositely

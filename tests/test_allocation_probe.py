@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pruning.allocation import allocate, allocation_config
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 
 
@@ -70,8 +70,8 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
     inputs), every other block stays dense, and another probed block costs a different perplexity."""
     import torch
 
-    from pruning.models import load_model
-    from pruning.pipeline import execute_run
+    from pruning.model.load import load_model
+    from pruning.run.pipeline import execute_run
 
     probe = execute_run(_config(tiny_dir, **{"pruning.method": method, "allocation.strategy": "probe",
                                              "allocation.probe_block": 0}), publish=False)
@@ -87,8 +87,8 @@ def test_probe_run_prunes_its_block_as_a_block_sequential_run_does(tiny_dir, dat
     assert other.tables["perplexity"].set_index("stage").at["pruned", "ppl"] != ppl["pruned"]
 
     # the same masks as block 0 of a uniform run: prune both ways in process and compare the weights
-    from pruning.data import calibration_batch
-    from pruning.prune import prune_model, uniform_sparsity
+    from pruning.text.data import calibration_batch
+    from pruning.run.prune import prune_model, uniform_sparsity
 
     def block0(sparsity_by_name):
         loaded = load_model(str(tiny_dir), device="cpu", dtype="float32")

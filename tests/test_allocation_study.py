@@ -13,10 +13,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
-from pruning.presets import MATRIX_TYPES
+from pruning.config.run_config import RunConfig
+from pruning.config.presets import MATRIX_TYPES
 from pruning.store import publish_run
-from pruning.sweep import expand_sweep
+from pruning.jobs.sweep import expand_sweep
 import pruning.study as study
 
 REPO = Path(__file__).resolve().parents[1]

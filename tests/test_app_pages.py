@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruning.families import FAMILIES
+from pruning.model.families import FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_NOTES = REPO / "data" / "reference" / "research-notes.txt"
@@ -37,7 +37,7 @@ def publish_synthetic_run(
 ) -> str:
     """Publish a run of a made-up ``n_blocks``-block model with every table; returns its run id.
     ``allocation``: the run's allocation section (default: AlphaPruning, preset QKVout, ε 0.2)."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store.publish import publish_run
 
     config = RunConfig.from_dict(
@@ -690,7 +690,7 @@ def test_launch_sweep_counts_jobs_before_submitting(notes_store, monkeypatch):
 
 
 def test_jobs_page_lists_and_cancels(notes_store):
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.jobs import submit
 
     job = submit(RunConfig.from_dict({"pruning": {"method": "magnitude"}, "label": "to cancel"})).job
@@ -803,7 +803,7 @@ def test_spectra_page_opens_on_a_run_with_spectra(full_store):
     """Issue 29: Spectra opened on the newest run whatever it was; a uniform run (no spectra) gave no chart."""
     import pandas as pd
 
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store.publish import publish_run
 
     uniform = RunConfig.from_dict({"model": {"name": "synthetic-6-blocks"}, "label": "uniform, newest",

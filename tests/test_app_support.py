@@ -359,7 +359,7 @@ def test_form_fields_are_runconfig_fields_with_valid_defaults():
     flat = flatten(config.to_dict())
     assert all(field in flat for field in FORM_FIELDS)
     # every offered corpus is one the engine knows, with a split it holds (text:PATH is typed in)
-    from pruning.data import check_dataset_spec
+    from pruning.text.data import check_dataset_spec
 
     for field in ("calibration.dataset", "evaluation.perplexity"):
         offered = FORM_FIELDS[field][2]["options"]
@@ -692,7 +692,7 @@ def test_overlaid_runs_differ_in_dash_and_marker_and_sparsity_ticks_are_tenths()
 def test_config_diff_leaves_out_settings_a_run_never_read():
     """Issue 29, item 3: the Compare diff listed a uniform run's metric alpha_peak and owl_lambda."""
     from pruning.app_support.compare import NOT_USED, config_diff
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     base = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.7})
     uniform = base.to_dict()

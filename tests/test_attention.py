@@ -23,7 +23,7 @@ from pruning.attention import (
     weight_attention_statistics,
 )
 from pruning.errors import ConfigError
-from pruning.synthetic import random_llama
+from pruning.model.synthetic import random_llama
 
 T = 12
 

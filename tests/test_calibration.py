@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pruning.calibration import BlockContext, calibrate_blocks
-from pruning.families import decoder_layers, family_for, prunable_matrices
-from pruning.models import LoadedModel, ModelSource
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
+from pruning.model.families import decoder_layers, family_for, prunable_matrices
+from pruning.model.load import LoadedModel, ModelSource
 
 
 def as_loaded(model: nn.Module) -> LoadedModel:

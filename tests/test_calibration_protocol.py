@@ -1,4 +1,4 @@
-"""pruning.calibration_protocol: every pruned result row names the calibration it was made with, and
+"""pruning.calibration.protocol: every pruned result row names the calibration it was made with, and
 views keep calibrations apart (the allocation study calibrates on wiki:train, the grid on wiki)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning.calibration_protocol import DEFAULT_CALIBRATION, by_calibration, calibration_label, calibration_options
-from pruning.config import RunConfig
+from pruning.calibration.protocol import DEFAULT_CALIBRATION, by_calibration, calibration_label, calibration_options
+from pruning.config.run_config import RunConfig
 from pruning.store import publish_run
 from pruning.store.queries import perplexity_cells, zeroshot_scores
 

@@ -151,7 +151,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture()
 def seeded_data_dir(data_dir: Path) -> Path:
     """A data directory that already holds a queue with one job, so 'unchanged' is not trivial."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.jobs import LocalBackend
 
     LocalBackend(check_store=False).submit(RunConfig().with_overrides({"pruning.method": "magnitude"}))

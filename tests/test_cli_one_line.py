@@ -25,7 +25,7 @@ def _one_line(capsys) -> str:
 
 
 def _a_run(data_dir: Path) -> str:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store import publish_run
 
     cfg = RunConfig().with_overrides({"pruning.method": "wanda", "pruning.sparsity": 0.6})
@@ -68,7 +68,7 @@ def test_a_full_disk_is_one_line(data_dir, monkeypatch, capsys) -> None:
 
 def test_job_commands_on_a_read_only_data_directory_are_one_line(data_dir, tmp_path) -> None:
     """A real read-only bind mount (root in a private mount namespace): submit, job and cancel."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.jobs import LocalBackend
 
     if os.geteuid() != 0 or shutil.which("unshare") is None or \

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
-from pruning.presets import get_preset
+from pruning.config.presets import get_preset
 
 
 def test_yaml_round_trip_preserves_everything(tmp_path):
@@ -100,12 +100,12 @@ def test_notes_headers_map_to_presets(header, groups, granularity):
 def test_eig_dtype_names_have_one_source():
     """Issue 30: the accepted eigen-solver precisions were written four times and checked in three
     places; the config's type, the store's sets and queries, the pages and the solver now read
-    pruning.precision (torch-free), and every check is check_eig_dtype's."""
+    pruning.config.precision (torch-free), and every check is check_eig_dtype's."""
     import subprocess
     import sys
     from typing import get_args
 
-    from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, EigDtypeName, check_eig_dtype
+    from pruning.config.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, EigDtypeName, check_eig_dtype
     from pruning.spectral.esd import EIG_DTYPES, default_eig_dtype, eig_dtype_from_name
     from pruning.store.spectra_sets import SpectraSetKey
 
@@ -126,5 +126,5 @@ def test_eig_dtype_names_have_one_source():
         check_eig_dtype("float16")
     with pytest.raises(ValueError, match="'float16' is invalid; accepted: float64, float32"):
         SpectraSetKey("0123456789abcdef", "weight", "float16", "1")
-    probe = "import sys, pruning.precision, pruning.config; print('torch' in sys.modules)"
+    probe = "import sys, pruning.config.precision, pruning.config.run_config; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

@@ -89,8 +89,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         from pruning.importers.notes import import_notes  # shipped data not imported yet: import the notes
 
         import_notes(REPO / "data" / "reference" / "research-notes.txt", root=data / "store")
-    from pruning.models import alias_dir
-    from pruning.synthetic import save_tiny_model_dir
+    from pruning.model.load import alias_dir
+    from pruning.model.synthetic import save_tiny_model_dir
 
     if not (alias_dir("smollm2-135m") / "config.json").is_file():
         pytest.skip("the offline tokenizer (smollm2-135m) is not prepared: run `python -m pruning fetch`")

@@ -15,7 +15,7 @@ from test_e2e_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO
 
 from pruning.app_support.formatting import format_ppl
 from pruning.app_support.grid import build_grid, dense_perplexity
-from pruning.calibration_protocol import DEFAULT_CALIBRATION, by_calibration
+from pruning.calibration.protocol import DEFAULT_CALIBRATION, by_calibration
 
 RUNS = ["wanda-e69c522287e9", "wanda-ce230e9e0466", "wanda-eaa4312dbf80"]
 OFFLINE_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND"]

@@ -158,7 +158,7 @@ def tiny_dir(tiny_model_dir):
 
 
 def _config(model_dir, **overrides):
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     base = RunConfig.from_dict({
         "model": {"name": str(model_dir)},
@@ -174,9 +174,9 @@ def _config(model_dir, **overrides):
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_evopress_runs_as_a_stage_with_an_exact_mean_and_its_trace(tiny_dir, data_dir, method) -> None:
-    from pruning.evopress_run import checkpoint_path
-    from pruning.evopress_trace import trace_from_metrics
-    from pruning.pipeline import execute_run
+    from pruning.run.evopress import checkpoint_path
+    from pruning.run.evopress_trace import trace_from_metrics
+    from pruning.run.pipeline import execute_run
 
     config = _config(tiny_dir, **{"pruning.method": method})
     out = execute_run(config, publish=False)
@@ -197,7 +197,7 @@ def test_evopress_runs_as_a_stage_with_an_exact_mean_and_its_trace(tiny_dir, dat
 
 
 def test_evopress_refuses_fewer_calibration_samples_than_fitness_windows(tiny_dir, data_dir) -> None:
-    from pruning.pipeline import execute_run
+    from pruning.run.pipeline import execute_run
 
     with pytest.raises(ConfigError, match="evopress_windows: 4 fitness windows need as many calibration samples; "
                                           "calibration.nsamples is 2"):
@@ -211,9 +211,9 @@ def test_on_a_tiny_model_the_search_spares_a_fragile_block(tmp_path, data_dir) -
     import torch
     from transformers import AutoTokenizer
 
-    from pruning.models import resolve_model, save_model
-    from pruning.pipeline import execute_run
-    from pruning.synthetic import random_llama
+    from pruning.model.load import resolve_model, save_model
+    from pruning.run.pipeline import execute_run
+    from pruning.model.synthetic import random_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
     model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
@@ -241,9 +241,9 @@ def test_block_units_with_the_additive_start_spare_the_fragile_block(tmp_path, d
     import torch
     from transformers import AutoTokenizer
 
-    from pruning.models import resolve_model, save_model
-    from pruning.pipeline import execute_run
-    from pruning.synthetic import random_llama
+    from pruning.model.load import resolve_model, save_model
+    from pruning.run.pipeline import execute_run
+    from pruning.model.synthetic import random_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
     model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
@@ -279,7 +279,7 @@ def test_a_runs_trace_is_drawn_in_its_detail(tiny_dir, data_dir) -> None:
 
     from streamlit.testing.v1 import AppTest
 
-    from pruning.pipeline import execute_run
+    from pruning.run.pipeline import execute_run
 
     config = _config(tiny_dir)
     execute_run(config)

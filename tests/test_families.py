@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from pruning.families import FAMILIES, decoder_layers, family_for, prunable_matrices
+from pruning.model.families import FAMILIES, decoder_layers, family_for, prunable_matrices
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=128, head_dim=8)
@@ -68,8 +68,8 @@ def test_the_tiny_family_table_covers_the_registry():
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_every_family_is_pruned_and_evaluated(family, method):
     from pruning.evaluation.perplexity import perplexity
-    from pruning.models import LoadedModel, ModelSource
-    from pruning.prune import prune_model, uniform_sparsity
+    from pruning.model.load import LoadedModel, ModelSource
+    from pruning.run.prune import prune_model, uniform_sparsity
 
     model = _build(*FAMILY_CLASSES[family])
     spec = family_for(model)

@@ -190,7 +190,7 @@ def test_setting_ignores_only_the_calibration_seed_label_and_tags():
 def test_a_run_config_is_one_setting_across_code_versions():
     """A seed stored before a config field existed (the key absent) and one stored after (the key at
     its default) are one setting, as they are one run id; the field at another value is another."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     base = RunConfig.from_dict({"pruning": {"method": "wanda", "sparsity": 0.7},
                                 "allocation": {"strategy": "linear", "metric": "hessian_alpha", "epsilon": 0.3}})
@@ -215,7 +215,7 @@ def test_shipped_grid_cell_is_the_study_mean_and_std():
     study family ``depth`` is the grid's column "ATP" (strategy depth); the cell holds only the three
     chosen final runs (validation runs read wiki:validation, another dataset), so the lowest-mean rule
     cannot pick another group here."""
-    from pruning.calibration_protocol import by_calibration
+    from pruning.calibration.protocol import by_calibration
     from pruning.store.queries import perplexity_cells
 
     study = _study()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.importers.lmeval import import_lm_eval
 from pruning.store import ImportFormatError, list_runs, publish_run, run_table, zeroshot_scores
 from pruning.store.layout import latest_attempts, store_root

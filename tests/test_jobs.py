@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.jobs import BackendUnavailableError, JobError, JobQueue, LocalBackend, job_status, list_jobs
 from pruning.jobs.base import count_events, failure_reason, read_progress
@@ -144,7 +144,7 @@ def pid_alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random LLaMA with a real tokenizer, and next to it a short evaluation text."""
-    from pruning.synthetic import save_tiny_model_dir
+    from pruning.model.synthetic import save_tiny_model_dir
 
     root = tmp_path_factory.mktemp("tiny")
     (root / "eval.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)

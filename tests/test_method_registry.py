@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
-from pruning.families import prunable_matrices
+from pruning.model.families import prunable_matrices
 from pruning.methods.magnitude import magnitude_mask
 from pruning.methods.registry import (
     KernelOptions, LayerStatistics, MethodSpec, get_method, method_names, method_registered, needs_calibration,
@@ -69,8 +69,8 @@ def largest_wanda():
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pruning.models import alias_dir
-    from pruning.synthetic import save_tiny_model_dir
+    from pruning.model.load import alias_dir
+    from pruning.model.synthetic import save_tiny_model_dir
 
     if not (alias_dir("smollm2-135m") / "config.json").is_file():
         pytest.skip("offline model not prepared (python -m pruning fetch)")
@@ -78,7 +78,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _weights(model_dir: Path) -> list[tuple[str, Tensor]]:
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     loaded = load_model(str(model_dir))
     return [(ref.name, ref.module.weight.data.clone()) for ref in prunable_matrices(loaded.model, loaded.family)]

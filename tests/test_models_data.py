@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from pruning.data import calibration_batch, load_text, tokenize_text
+from pruning.text.data import calibration_batch, load_text, tokenize_text
 from pruning.errors import ConfigError, CorpusUnavailableError, ModelNotFoundError
 from pruning.evaluation.perplexity import make_windows, perplexity
-from pruning.families import family_for_model_type, prunable_matrices
-from pruning.models import model_fingerprint, resolve_model
+from pruning.model.families import family_for_model_type, prunable_matrices
+from pruning.model.load import model_fingerprint, resolve_model
 
 
 def test_unknown_model_lists_accepted_forms(tmp_path):
@@ -132,7 +132,7 @@ def test_corpora_manifest_decides_reuse(tmp_path):
     written by other cleaning code (no manifest, another recipe, edited files) is rebuilt."""
     import json
 
-    from pruning.corpora import CORPUS_FILES, MANIFEST, _current, corpus_fingerprints, corpus_recipe
+    from pruning.text.corpora import CORPUS_FILES, MANIFEST, _current, corpus_fingerprints, corpus_recipe
 
     targets = {name: tmp_path / f"{name}.txt" for name in CORPUS_FILES}
     for name, path in targets.items():
@@ -157,7 +157,7 @@ def test_prepared_corpora_match_their_manifest():
     """The corpora the tests use were made by this code (set-up writes the manifest)."""
     import hashlib
 
-    from pruning.corpora import CORPUS_FILES, corpus_recipe, prepare_offline_corpora, read_manifest
+    from pruning.text.corpora import CORPUS_FILES, corpus_recipe, prepare_offline_corpora, read_manifest
 
     paths = prepare_offline_corpora()
     manifest = read_manifest()

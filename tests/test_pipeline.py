@@ -1,15 +1,15 @@
-"""One run end to end (pruning.pipeline.execute_run) on a tiny random model with a real
+"""One run end to end (pruning.run.pipeline.execute_run) on a tiny random model with a real
 tokenizer: reproducibility, published artifacts, failures recorded as failed."""
 
 from __future__ import annotations
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ModelNotFoundError
-from pruning.pipeline import execute_run
+from pruning.run.pipeline import execute_run
 from pruning.store import list_runs, run_detail, run_table
-from pruning.synthetic import save_tiny_model_dir
+from pruning.model.synthetic import save_tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_input_error_publishes_nothing_but_a_crash_during_the_work_is_published_
         execute_run(missing)
     assert missing.run_id not in set(list_runs()["run_id"])
 
-    import pruning.run_stages as run_stages
+    import pruning.run.stages as run_stages
 
     def exploding_load(*args, **kwargs):
         raise RuntimeError("disk exploded while loading")
@@ -88,7 +88,7 @@ def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
     asks for float32), and every perplexity row names the text it scored (SHA-256, 16 hex)."""
     import hashlib
 
-    from pruning.data import load_text
+    from pruning.text.data import load_text
 
     default = execute_run(_config(tiny_dir, **{"pruning.method": "magnitude"}), publish=False)
     assert set(default.tables["spectra"]["eig_dtype"]) == {"float64"}
@@ -97,7 +97,7 @@ def test_spectra_precision_and_text_digest_are_recorded(tiny_dir, data_dir):
     assert set(f32.tables["spectra"]["eig_dtype"]) == {"float32"}
     digest = hashlib.sha256(load_text("wiki", "test").encode("utf-8")).hexdigest()[:16]
     assert default.tables["perplexity"]["text_digest"].tolist() == [digest]
-    from pruning.corpora import corpus_fingerprints
+    from pruning.text.corpora import corpus_fingerprints
 
     assert corpus_fingerprints()["wiki.test"] == digest  # the same digest the environment records
 

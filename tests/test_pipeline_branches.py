@@ -1,4 +1,4 @@
-"""Every branch of pruning.pipeline on a tiny random model with a real tokenizer (issue 18): the
+"""Every branch of pruning.run.pipeline on a tiny random model with a real tokenizer (issue 18): the
 dense run, OWL, DLP, a Hessian metric, the attention statistics, reuse of stored spectra, and the
 placement the run records."""
 
@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pruning.spectra_cache as spectra_cache
-from pruning.config import RunConfig
-from pruning.pipeline import execute_run
+import pruning.run.spectra_cache as spectra_cache
+from pruning.config.run_config import RunConfig
+from pruning.run.pipeline import execute_run
 from pruning.store import run_detail
-from pruning.synthetic import save_tiny_model_dir
+from pruning.model.synthetic import save_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

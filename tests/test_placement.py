@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-import pruning.calibration as calibration_mod
-from pruning.calibration import calibrate_blocks
-from pruning.families import family_for
-from pruning.models import LoadedModel, ModelSource
-from pruning.placement import (
+import pruning.calibration.sequential as calibration_mod
+from pruning.calibration.sequential import calibrate_blocks
+from pruning.model.families import family_for
+from pruning.model.load import LoadedModel, ModelSource
+from pruning.model.placement import (
     SAFETY_BYTES,
     SAFETY_FRACTION,
     GiB,
@@ -20,9 +20,9 @@ from pruning.placement import (
     block_work_bytes,
     choose_placement,
 )
-from pruning.prefetch import BlockMover, SyncCopier
-from pruning.prune import prune_model, uniform_sparsity
-from pruning.synthetic import random_llama
+from pruning.model.prefetch import BlockMover, SyncCopier
+from pruning.run.prune import prune_model, uniform_sparsity
+from pruning.model.synthetic import random_llama
 
 CUDA = torch.device("cuda")
 
@@ -181,7 +181,7 @@ def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, mon
     """place_for_inference (issue 20, offload: auto): the whole model moves to the GPU for evaluation
     when its parameters plus one forward's working memory fit the usable free memory; it stays on
     the CPU when they do not, or when offload was asked for explicitly."""
-    from pruning.placement import Compute, inference_bytes, module_bytes, place_for_inference
+    from pruning.model.placement import Compute, inference_bytes, module_bytes, place_for_inference
 
     moved: list[object] = []
     monkeypatch.setattr(tiny_llama, "to", lambda device: moved.append(device))  # no GPU here
@@ -202,8 +202,8 @@ def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, mon
 
 
 def test_compute_from_config_loads_on_the_cpu_only_when_blocks_may_be_offloaded() -> None:
-    from pruning.config import RunConfig
-    from pruning.placement import Compute
+    from pruning.config.run_config import RunConfig
+    from pruning.model.placement import Compute
 
     cfg = RunConfig.from_dict({"model": {"device": "cpu"}, "calibration": {"batch_size": 4}})
     assert Compute.from_config(cfg) == Compute("cpu", None, 4) and Compute.from_config(cfg).load_device == "cpu"

@@ -1,4 +1,4 @@
-"""The CUDA copiers of pruning.prefetch on a real GPU: offloading with prefetch gives exactly the
+"""The CUDA copiers of pruning.model.prefetch on a real GPU: offloading with prefetch gives exactly the
 tensors of the model-on-GPU run (skipped where there is no CUDA device; run on the H200 by
 ``scripts/gpu.sh start speed-7b``)."""
 
@@ -9,10 +9,10 @@ import copy
 import pytest
 import torch
 
-from pruning.families import family_for
-from pruning.models import LoadedModel, ModelSource
-from pruning.prune import prune_model, uniform_sparsity
-from pruning.synthetic import random_llama
+from pruning.model.families import family_for
+from pruning.model.load import LoadedModel, ModelSource
+from pruning.run.prune import prune_model, uniform_sparsity
+from pruning.model.synthetic import random_llama
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

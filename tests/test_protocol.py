@@ -1,4 +1,4 @@
-"""Evaluation protocols (pruning.protocol): which values may share a grid cell, an ε curve or a table."""
+"""Evaluation protocols (pruning.evaluation.protocol): which values may share a grid cell, an ε curve or a table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from pruning.app_support.grid import build_grid, default_protocol, epsilon_options, protocol_options
 from pruning.app_support.grid_plots import epsilon_curve
-from pruning.protocol import (
+from pruning.evaluation.protocol import (
     PUBLISHED,
     add_ppl_protocol,
     infer_text_digests,
@@ -109,7 +109,7 @@ def test_epsilon_curve_refuses_two_protocols() -> None:
 
 
 def test_short_labels_for_table_cells() -> None:
-    from pruning.protocol import ppl_protocol_short
+    from pruning.evaluation.protocol import ppl_protocol_short
 
     assert ppl_protocol_short(2048, 175, 175) == "full 175×2048"
     assert ppl_protocol_short(8, 1, 44778) == "budgeted 1/44,778×8"

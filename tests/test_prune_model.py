@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-import pruning.prune as prune_mod
+import pruning.run.prune as prune_mod
 from pruning.errors import ConfigError
-from pruning.families import family_for, prunable_matrices
+from pruning.model.families import family_for, prunable_matrices
 from pruning.methods import wanda_mask
-from pruning.models import LoadedModel, ModelSource, model_fingerprint
-from pruning.prune import TABLE_COLUMNS, owl_outlier_ratios, prune_model, uniform_sparsity
+from pruning.model.load import LoadedModel, ModelSource, model_fingerprint
+from pruning.run.prune import TABLE_COLUMNS, owl_outlier_ratios, prune_model, uniform_sparsity
 
 
 def as_loaded(model: nn.Module) -> LoadedModel:
@@ -149,8 +149,8 @@ def test_prune_cli_on_a_tiny_local_model(tmp_path, capsys) -> None:
     from transformers import AutoTokenizer
 
     from pruning.cli import main
-    from pruning.models import alias_dir, load_model, save_model
-    from pruning.synthetic import random_llama
+    from pruning.model.load import alias_dir, load_model, save_model
+    from pruning.model.synthetic import random_llama
 
     if not (alias_dir("smollm2-135m") / "config.json").is_file():
         pytest.skip("offline model not prepared (python -m pruning fetch)")
@@ -178,7 +178,7 @@ def test_smollm2_wanda_and_sparsegpt_far_below_magnitude(offline_model: LoadedMo
     on 4 windows of 256 tokens here the order follows the CPU's float kernels (2026-12-01, AMD EPYC:
     SparseGPT 63.20, Wanda 61.46, magnitude 555.7; the other way round where this test was written).
     SparseGPT's exactness is tested against the reference code (tests/test_sparsegpt_fast.py)."""
-    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     ids = calibration_batch(offline_model.tokenizer, "wiki", nsamples=32, seqlen=128, seed=0)
     test = tokenize_text(offline_model.tokenizer, load_text("wiki", "test"))
@@ -197,8 +197,8 @@ def test_blocks_without_targets_are_skipped_exactly(method: str) -> None:
     """Only blocks with something to prune get statistics and nothing after the last of them runs
     (a probe of block b runs blocks 0..b): the weights and the table equal the full protocol's, which
     runs every block with hooks (calibrate_blocks with statistics_for=None, stop_after=None)."""
-    from pruning.calibration import calibrate_blocks
-    from pruning.synthetic import random_llama
+    from pruning.calibration.sequential import calibrate_blocks
+    from pruning.model.synthetic import random_llama
 
     model = random_llama(hidden=32, layers=4, intermediate=64, heads=4, kv_heads=2, vocab=256, seed=1)
     reference = copy.deepcopy(model)

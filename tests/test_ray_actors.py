@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs import JobQueue, LocalBackend, cancel_job, job_status, retry_job
 from pruning.jobs.liveness import process_gone
-from pruning.pipeline import execute_run
-from pruning.synthetic import save_tiny_model_dir
+from pruning.run.pipeline import execute_run
+from pruning.model.synthetic import save_tiny_model_dir
 
 ray = pytest.importorskip("ray")
 from pruning.jobs.ray_actors import RayWorker, actor_died_reason, cluster_address  # noqa: E402 - needs ray

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs import BackendUnavailableError, JobQueue, list_jobs
 from pruning.jobs.base import count_events
 from pruning.paths import REPO_ROOT
@@ -69,7 +69,7 @@ def test_two_jobs_through_ray_backend(data_dir: Path, ray_head: str, tmp_path: P
     from pruning.jobs.ray_backend import RayBackend
 
     if REAL_RUN:
-        from pruning.synthetic import save_tiny_model_dir
+        from pruning.model.synthetic import save_tiny_model_dir
 
         model = save_tiny_model_dir(tmp_path / "model")
         (tmp_path / "eval.txt").write_text("The quick brown fox jumps over the lazy dog. " * 10)

@@ -14,7 +14,7 @@ from test_app_pages import fill_with_notes, publish_synthetic_run
 
 from pruning.app_support.formatting import format_ppl
 from pruning.app_support.grid import build_grid, dense_perplexity
-from pruning.calibration_protocol import DEFAULT_CALIBRATION, by_calibration
+from pruning.calibration.protocol import DEFAULT_CALIBRATION, by_calibration
 from pruning.errors import PruningLabError
 
 HOSTILE = "<script>alert(1)</script>"

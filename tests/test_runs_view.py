@@ -138,7 +138,7 @@ def test_calibration_and_seed_come_from_the_sql_on_the_real_store_shape(data_dir
     """Issue 29: the runs table had no seed or calibration column. ALLOCATION_KNOBS_SQL reads both from
     each stored config (a dense run and a reference read none), and with_allocation_knobs joins them."""
     from pruning.app_support.runs_view import ALLOCATION_KNOBS_SQL
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store.publish import publish_run
     from pruning.store.queries import list_runs, run_sql
 

@@ -213,9 +213,9 @@ def test_relative_paths_resolve_the_same_in_app_and_worker(tmp_path, monkeypatch
     """The form checks a relative path against the repository root, and the worker (and the CLI,
     from any working directory) opens that same file."""
     from pruning.app_support.launch import check_model_reference, looks_like_local_path
-    from pruning.data import load_text
+    from pruning.text.data import load_text
     from pruning.errors import ConfigError
-    from pruning.models import resolve_model
+    from pruning.model.load import resolve_model
     from pruning.roots import resolve_local_path
 
     elsewhere = tmp_path / "elsewhere"
@@ -313,7 +313,7 @@ def test_hostile_label_and_model_render_as_text(notes_store):
     that label: no page sends an unescaped image or <img to a Markdown element."""
     from test_app_pages import publish_synthetic_run
 
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.jobs import get_backend
 
     evil = "![x](http://evil/x.png) <img src=http://evil/y.png> **bold**"
@@ -341,7 +341,7 @@ def test_hostile_label_and_model_render_as_text(notes_store):
 
 # ---- sweep size cap ------------------------------------------------------------------------------------------
 def test_sweep_size_is_counted_without_expanding():
-    from pruning.sweep import sweep_size
+    from pruning.jobs.sweep import sweep_size
 
     spec = {"methods": ["magnitude", "wanda"], "epsilons": [0.1, 0.2, 0.3],
             "variants": [{"allocation.strategy": "uniform"}, {"allocation.strategy": "linear"}],
@@ -354,7 +354,7 @@ def test_sweep_over_the_cap_is_refused_at_once():
     import time
 
     from pruning.errors import ConfigError
-    from pruning.sweep import MAX_SWEEP_RUNS, plan_sweep
+    from pruning.jobs.sweep import MAX_SWEEP_RUNS, plan_sweep
 
     huge = {"epsilons": [i / 1000 for i in range(300)], "sparsities": [i / 1000 for i in range(300)]}
     start = time.perf_counter()
@@ -370,7 +370,7 @@ def test_sweep_over_the_cap_is_refused_at_once():
 def test_launch_form_shows_the_count_and_refuses_over_the_cap(notes_store, monkeypatch):
     monkeypatch.setattr("pruning.jobs.ensure_local_worker", lambda *a, **k: None)
     called = []
-    monkeypatch.setattr("pruning.sweep.plan_sweep", lambda *a, **k: called.append(1))
+    monkeypatch.setattr("pruning.jobs.sweep.plan_sweep", lambda *a, **k: called.append(1))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     at.switch_page("pages/launch.py").run()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pruning.calibration_protocol import DEFAULT_CALIBRATION
+from pruning.calibration.protocol import DEFAULT_CALIBRATION
 from pruning.store.queries import list_runs, perplexity_cells, run_table, zeroshot_scores
-from pruning.sweep import expand_sweep
+from pruning.jobs.sweep import expand_sweep
 
 pytestmark = pytest.mark.shipped
 

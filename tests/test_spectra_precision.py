@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.spectral import compute_weight_spectra
 from pruning.spectral.esd import default_eig_dtype, eig_dtype_from_name
 from pruning.spectral.summary import SpectrumJob, summarize_spectra
 from pruning.spectral.weights import weight_matrices
-from pruning.synthetic import random_llama
+from pruning.model.synthetic import random_llama
 
 # every float metric of a row; alphas compared absolutely, scale-carrying ones relatively
 ABSOLUTE = ("alpha", "alpha_peak", "alpha_mid", "alpha_weighted", "log_norm", "log_spectral_norm", "entropy",
@@ -34,7 +34,7 @@ TOL = 1e-3
 
 def svd_reference(model: torch.nn.Module, name: str = "reference") -> pd.DataFrame:
     """The spectra table from float64 singular values of every W on the CPU (lambda = sigma^2)."""
-    from pruning.families import family_for
+    from pruning.model.families import family_for
 
     jobs = []
     for ref in weight_matrices(model, family_for(model)):
@@ -125,8 +125,8 @@ def test_pipeline_spectra_precision_follows_the_config_and_changes_the_run_id_on
 
 def test_cache_never_serves_a_float32_spectrum_as_the_default(tiny_llama, tmp_path, monkeypatch) -> None:
     from pruning.app_support.spectra import run_eigenvalues
-    from pruning.config import RunConfig
-    from pruning.spectra_cache import cached_weight_spectra, publish_spectra
+    from pruning.config.run_config import RunConfig
+    from pruning.run.spectra_cache import cached_weight_spectra, publish_spectra
     from pruning.store.publish import publish_run
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path))

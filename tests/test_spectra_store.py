@@ -13,13 +13,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-import pruning.models
-import pruning.spectra_cache as cache
+import pruning.model.load
+import pruning.run.spectra_cache as cache
 from pruning.app_support.spectra import run_eigenvalues
-from pruning.config import RunConfig
-from pruning.families import family_for
-from pruning.models import LoadedModel, ModelSource, model_fingerprint
-from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
+from pruning.config.run_config import RunConfig
+from pruning.model.families import family_for
+from pruning.model.load import LoadedModel, ModelSource, model_fingerprint
+from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.store import queries
 from pruning.store.publish import publish_run
 
@@ -62,7 +62,7 @@ def no_model_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the dashboard loaded a model")
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "dashboard-cache"))
-    monkeypatch.setattr(pruning.models, "load_model", refuse)
+    monkeypatch.setattr(pruning.model.load, "load_model", refuse)
     monkeypatch.setattr(cache, "compute_weight_spectra", refuse)
     monkeypatch.setattr(cache, "hessian_spectra", refuse)
 
@@ -75,7 +75,8 @@ def test_run_from_another_data_dir_shows_weight_and_hessian_esd(tiny_llama, tmp_
     # the dashboard: reads node's data directory, its own (empty) cache, cannot load models
     monkeypatch.setenv("PRUNING_LAB_DATA", str(node))
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "dashboard-cache"))
-    monkeypatch.setattr(pruning.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    monkeypatch.setattr(pruning.model.load, "load_model",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     queries.clear_cache()
     for name in (Q, DOWN):
         np.testing.assert_array_equal(run_eigenvalues(run_id, name, "weight"), _eigs(weight, name))
@@ -157,7 +158,7 @@ def test_corrupt_stored_set_is_quarantined_not_fatal(tiny_llama, tmp_path, monke
 
 
 def test_backfill_stores_the_set_of_an_older_run_after_checking_it(tiny_llama, tmp_path, monkeypatch) -> None:
-    import pruning.spectra_backfill as backfill
+    import pruning.run.spectra_backfill as backfill
     from pruning.spectral import compute_weight_spectra
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "cache"))
@@ -217,7 +218,8 @@ def test_shipped_runs_show_their_weight_and_hessian_esd_from_the_store(tmp_path,
                     ignore=shutil.ignore_patterns("tmp", ".lock", "quarantine"))
     monkeypatch.setenv("PRUNING_LAB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(pruning.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    monkeypatch.setattr(pruning.model.load, "load_model",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     queries.clear_cache()
     # the allocation study's first batch (2026-12-01) ran before runs published their spectra sets; its
     # Hessian set (calibration wiki:train) is stored by the study's next batch, which computes it again

@@ -21,7 +21,7 @@ from pruning.spectral import (
 )
 from pruning.spectral.esd import weight_eigenvalues
 from pruning.spectral.powerlaw import fit_at_xmin
-from pruning.synthetic import random_llama
+from pruning.model.synthetic import random_llama
 
 
 def _pareto_iid(alpha: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -337,8 +337,8 @@ def test_hessian_bad_input() -> None:
 
 
 def test_hessian_spectra_through_calibration(tiny_llama: torch.nn.Module) -> None:
-    from pruning.families import family_for
-    from pruning.models import LoadedModel, ModelSource
+    from pruning.model.families import family_for
+    from pruning.model.load import LoadedModel, ModelSource
     from pruning.spectral import hessian_spectra
 
     loaded = LoadedModel(tiny_llama, None, family_for(tiny_llama), ModelSource("local", "tiny", "tiny"), "f" * 16, 0.0)
@@ -388,7 +388,7 @@ def test_esd_plot_counts_and_fit() -> None:
 
 
 def test_cache_computes_once(tiny_llama: torch.nn.Module, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pruning.spectra_cache as cache
+    import pruning.run.spectra_cache as cache
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path))
     calls = []

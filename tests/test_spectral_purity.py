@@ -1,6 +1,6 @@
 """``pruning.spectral`` is pure maths (issue 30, "a house whose tree is its architecture"): tensors and
 models in, tables out. None of its modules may import the results store, duckdb, the run config or the
-stage that caches spectra (pruning.spectra_cache); the kernels (power-law fits, eigenvalues, metrics)
+stage that caches spectra (pruning.run.spectra_cache); the kernels (power-law fits, eigenvalues, metrics)
 import not even pandas, so a fit does not pull in pyarrow. Checked in a fresh interpreter, since this
 test process has long imported all of them."""
 
@@ -12,8 +12,9 @@ import sys
 from pruning.paths import REPO_ROOT
 
 #: modules that come later on the run path than the spectra (or that only a later stage needs)
-LATER = ("pruning.store", "duckdb", "pruning.config", "pruning.spectra_cache", "pruning.spectra_backfill",
-         "pruning.run_stages", "pruning.pipeline", "pruning.jobs", "pruning.app_support", "streamlit")
+LATER = ("pruning.store", "duckdb", "pruning.config.run_config", "pruning.config.allocation", "pruning.config.sections",
+         "pruning.run.spectra_cache", "pruning.run.spectra_backfill",
+         "pruning.run.stages", "pruning.run.pipeline", "pruning.jobs", "pruning.app_support", "streamlit")
 #: kernels that take tensors only: not even pandas (which imports pyarrow)
 KERNELS = ("powerlaw", "esd", "metrics")
 
@@ -48,11 +49,11 @@ def test_spectral_imports_no_store_no_config():
 
 
 def test_a_submit_checks_names_without_torch():
-    """A job submit checks a config's names (pruning.validation.check_names: corpora, the allocation
+    """A job submit checks a config's names (pruning.run.validation.check_names: corpora, the allocation
     metric against the spectra table's columns and ``depth``) from plain data: no torch, pandas, pyarrow
     or duckdb is loaded for it (before, the metric names came from pruning.spectral.summary, and the
     corpus names from a module that imported torch)."""
-    probe = ("import sys; from pruning.config import RunConfig; import pruning.validation as v; "
+    probe = ("import sys; from pruning.config.run_config import RunConfig; import pruning.run.validation as v; "
              "v.check_names(RunConfig()); names = v.allocation_metrics(); "
              "print('alpha_peak' in names, 'hessian_alpha' in names, 'depth' in names, "
              "sorted(m for m in ('torch', 'pandas', 'pyarrow', 'duckdb') if m in sys.modules))")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import (
     QueryRejectedError, RunNotFoundError, StoreError, add_note, compact, list_runs, metric_grid, models,
     perplexity_cells, perplexity_grid, publish_outcome, publish_run, run_detail, run_sql, run_table, set_tags,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import list_runs, perplexity_cells, publish_run, run_sql, run_table
 from pruning.store.catalog import snapshot
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 PUBLISHER = r"""
 import sys
 import pandas as pd
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import publish_run
 base, n = int(sys.argv[1]), int(sys.argv[2])
 for i in range(n):
@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pruning.store.publish as publish
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 calls = []
 real = pq.write_table
 def slow_write(table, where, **kw):

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pruning.cli import main as cli
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import add_note, compact, list_runs, publish_run, run_attempts, run_sql
 from pruning.store.catalog import read_manifest, snapshot
 from pruning.store.health import clear_verdicts

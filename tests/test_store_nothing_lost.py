@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import compact, list_runs, publish_run
 from pruning.store.compaction import bulk_append
 from pruning.store.errors import StoreError

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pruning.config import RunConfig
-from pruning.run_stages import ALLOCATION_RECORD, allocation_record
+from pruning.config.run_config import RunConfig
+from pruning.run.stages import ALLOCATION_RECORD, allocation_record
 from pruning.spectral.summary import METRIC_COLUMNS
 from pruning.store import StoreError, compact, publish_run, run_table
 from pruning.store.catalog import read_manifest, snapshot

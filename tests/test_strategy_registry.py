@@ -9,8 +9,8 @@ from typing import get_args
 import pytest
 
 from pruning.allocation.registry import BLOCK_STRATEGIES, STRATEGY_NAMES, STRATEGY_SPECS, strategy_spec
-from pruning.config import AllocationConfig, RunConfig
-from pruning.config_allocation import STRATEGY_FIELDS, Strategy
+from pruning.config.run_config import AllocationConfig, RunConfig
+from pruning.config.allocation import STRATEGY_FIELDS, Strategy
 
 
 def test_the_registry_names_exactly_the_configs_strategies() -> None:
@@ -37,8 +37,8 @@ def test_the_consumers_read_the_registry(spec) -> None:
     from pruning.app_support.formatting import PER_BLOCK_STRATEGIES
     from pruning.app_support.launch import REQUIRED_KNOBS, STRATEGY_FIELDS as FORM
     from pruning.cli.allocate import RUN_STRATEGIES
-    from pruning.presets import strategy_column
-    from pruning.run_stages import wants_calibration
+    from pruning.config.presets import strategy_column
+    from pruning.run.stages import wants_calibration
 
     assert (spec.name in CORE_BLOCK) == (spec.name in PER_BLOCK_STRATEGIES) == spec.per_block
     assert CORE_BLOCK == BLOCK_STRATEGIES

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruning.families import family_for, prunable_matrices
-from pruning.models import LoadedModel, ModelSource
-from pruning.prune import prune_model, uniform_sparsity
-from pruning.streaming import INDEX, ShardIndex, stream_prune, tensor_byte_ranges, write_random_checkpoint
+from pruning.model.families import family_for, prunable_matrices
+from pruning.model.load import LoadedModel, ModelSource
+from pruning.run.prune import prune_model, uniform_sparsity
+from pruning.run.streaming import INDEX, ShardIndex, stream_prune, tensor_byte_ranges, write_random_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The background shard writer of pruning.streaming (issue 32): the same bytes as writing each shard
+"""The background shard writer of pruning.run.streaming (issue 32): the same bytes as writing each shard
 synchronously, failures that surface in the caller with the shard's name and leave no partial file,
 and a bound on the shards waiting in host memory. CPU only, apart from the last two tests (CUDA)."""
 
@@ -11,7 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from pruning.streaming import INDEX, ShardIndex, ShardWriter, stream_prune, write_random_checkpoint
+from pruning.run.streaming import INDEX, ShardIndex, ShardWriter, stream_prune, write_random_checkpoint
 
 BLOCK1_SHARD = "model-00003-of-00004.safetensors"  # block 1 of the 2-block checkpoint
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import publish_run
 from pruning.study.precision import PRECISION_TAG, precision_report, precision_table, precision_verdict, twin_id
 

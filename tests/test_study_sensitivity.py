@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.store import publish_run
 from pruning.study import final_base
 from pruning.study.sensitivity import (

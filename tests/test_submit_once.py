@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs import JobQueue, LocalBackend
 from pruning.jobs.local import dedupe, new_job_id
 from pruning.paths import REPO_ROOT
@@ -40,7 +40,7 @@ def _submit_after_barrier(data_dir: str, config_yaml: str, barrier, results, nai
     os.environ["PRUNING_LAB_DATA"] = data_dir
     config = RunConfig.model_validate(__import__("yaml").safe_load(config_yaml))
     backend = LocalBackend(JobQueue(), check_store=False)
-    from pruning.validation import check_names
+    from pruning.run.validation import check_names
 
     check_names(config)  # warm the imports (torch), so the siblings' submits really overlap
     barrier.wait(timeout=60)
@@ -74,7 +74,7 @@ def concurrent_submits(data_dir: Path, config: RunConfig, naive: bool = False) -
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pruning.synthetic import save_tiny_model_dir
+    from pruning.model.synthetic import save_tiny_model_dir
 
     root = tmp_path_factory.mktemp("tiny")
     (root / "eval.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)

@@ -9,7 +9,7 @@ import yaml
 
 from pruning.errors import ConfigError
 from pruning.jobs import JobQueue
-from pruning.sweep import expand_sweep, plan_sweep
+from pruning.jobs.sweep import expand_sweep, plan_sweep
 
 BASE = {"model": {"name": "smollm2-135m"}, "evaluation": {"limit_windows": 2}}
 
@@ -156,9 +156,9 @@ def test_from_store_re_runs_the_stored_configs_of_matching_runs(data_dir: Path, 
     import pandas as pd
 
     from pruning.cli import main
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.store.publish import publish_run
-    from pruning.sweep import plan_from_store
+    from pruning.jobs.sweep import plan_from_store
 
     def publish(sparsity: float, eig_dtype: str) -> str:
         config = RunConfig.from_dict({**BASE, "allocation": {"strategy": "linear", "preset": "all"},

@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruning import dense_stats, warm
-from pruning import pipeline as pipeline_module
-from pruning.config import RunConfig
-from pruning.data import calibration_batch
+from pruning.run import warm
+from pruning.calibration import dense_stats
+from pruning.run import pipeline as pipeline_module
+from pruning.config.run_config import RunConfig
+from pruning.text.data import calibration_batch
 from pruning.jobs import JobQueue, LocalBackend, job_status
 from pruning.jobs.worker import RUNNER_ENV, Worker
-from pruning.models import load_model
+from pruning.model.load import load_model
 from pruning.paths import REPO_ROOT
-from pruning.pipeline import execute_run
+from pruning.run.pipeline import execute_run
 from pruning.store import list_runs
-from pruning.synthetic import save_tiny_model_dir
+from pruning.model.synthetic import save_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

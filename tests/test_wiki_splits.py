@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from pruning.corpora import Article, split_articles, validation_split
-from pruning.data import check_dataset_spec, load_text, parse_dataset
+from pruning.text.corpora import Article, split_articles, validation_split
+from pruning.text.data import check_dataset_spec, load_text, parse_dataset
 from pruning.errors import ConfigError
-from pruning.validation import check_names
+from pruning.run.validation import check_names
 
 #: SHA-256 of the texts every stored run read (data/ runs' environments, tests/smoke_runs.py)
 WIKI_TEST_SHA256 = "0cc60813547efec8eebc511ee9ff0136919f985c08329cd77fa76b51149e814f"
@@ -82,7 +82,7 @@ def test_dataset_specs_parse_and_check() -> None:
 
 
 def test_config_names_the_validation_split() -> None:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     ok = RunConfig.from_dict({"calibration": {"dataset": "wiki:train"},
                               "evaluation": {"perplexity": ["wiki:validation", "lee"]}})

@@ -79,7 +79,7 @@ def test_unknown_task_lists_close_matches() -> None:
 
 
 def test_offline_task_runs_through_lm_eval_on_a_tiny_model() -> None:
-    from pruning.synthetic import random_llama
+    from pruning.model.synthetic import random_llama
 
     tok = byte_tokenizer()
     model = random_llama(hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2, vocab=len(tok))

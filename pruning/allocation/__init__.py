@@ -12,11 +12,11 @@ One module per strategy family:
 ``dlp``     DLP (Chen et al., ICML 2025): per-block Wanda-score median, spread 2 alpha
 ``depth``   ATP (Huang et al., ICML 2025, arXiv:2502.14770): arithmetic progression over blocks
 ``evopress`` EvoPress (Sieberling et al., ICML 2025, arXiv:2410.14649): the level ladder, the exact-mean
-            level switch and the seeded evolution; the model side is :mod:`pruning.evopress_run`
+            level switch and the seeded evolution; the model side is :mod:`pruning.run.evopress`
 ``probe``   one block at S, the others dense: a point of a per-block sensitivity profile
 ``registry`` what the rest of the product knows about each strategy (one :class:`StrategySpec` each)
 
-The calibration statistics DLP reads come from :func:`pruning.layer_stats.dlp_unimportance`.
+The calibration statistics DLP reads come from :func:`pruning.calibration.layer_stats.dlp_unimportance`.
 """
 
 from typing import TYPE_CHECKING, Any

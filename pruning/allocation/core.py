@@ -1,7 +1,7 @@
 """The allocation entry point: validate the inputs, form units, run one strategy, expand to matrices.
 
 Given a per-matrix table (``block, matrix_type, name, numel`` + metric columns), a target sparsity S
-and an :class:`~pruning.config.AllocationConfig`, :func:`allocate` groups the matrices into units
+and an :class:`~pruning.config.run_config.AllocationConfig`, :func:`allocate` groups the matrices into units
 (:mod:`pruning.allocation.units`), asks the configured strategy for per-unit sparsities whose
 parameter-weighted mean is exactly S, and gives every matrix its unit's sparsity.
 
@@ -45,12 +45,12 @@ from pruning.allocation.probe import probe_sparsities
 from pruning.allocation.registry import BLOCK_STRATEGIES as REGISTERED_BLOCK_STRATEGIES
 from pruning.allocation.solve import solve_bounded
 from pruning.allocation.units import names_text, unit_ids, unit_table
-from pruning.config import STRATEGIES, AllocationConfig, config_error_from
+from pruning.config.run_config import STRATEGIES, AllocationConfig, config_error_from
 from pruning.errors import ConfigError
-from pruning.presets import MATRIX_TYPES
+from pruning.config.presets import MATRIX_TYPES
 
 if TYPE_CHECKING:
-    from pruning.families import FamilySpec
+    from pruning.model.families import FamilySpec
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ def allocate(
     matrices: one row per matrix, columns ``block, matrix_type, name, numel`` + metric columns.
     config: strategy and its hyper-parameters, score_groups, granularity, bounds.
     target: S in [0, 1). owl_outlier_ratio: block -> D_l (``strategy="owl"``, from
-    ``pruning.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
-    :func:`pruning.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
+    ``pruning.run.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
+    :func:`pruning.calibration.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
     which matrix type, for ``granularity="split"``; default LLaMA's). searched: ``strategy="evopress"``'s
-    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.evopress_run`).
+    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.run.evopress`).
     Returns a copy of ``matrices`` (same order and index) with ``unit, score, ratio, sparsity``.
     Formulas: the strategy modules (AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023; DLP, Chen et
     al. ICML 2025; ATP, Huang et al. ICML 2025).
@@ -120,9 +120,9 @@ def allocate(
         unit_frame["score"] = scores
         unit_frame["ratio"] = ratios
         unit_frame["sparsity"] = solve_bounded(np.zeros_like(ratios), ratios, numel, target, lo, hi)
-    elif config.strategy == "evopress":  # searched levels (pruning.evopress_run): one unit per matrix
+    elif config.strategy == "evopress":  # searched levels (pruning.run.evopress): one unit per matrix
         if searched is None:
-            raise ConfigError("allocation.strategy 'evopress' needs the searched levels (pruning.evopress_run)")
+            raise ConfigError("allocation.strategy 'evopress' needs the searched levels (pruning.run.evopress)")
         by_name = searched.set_index("name")
         missing = sorted(set(frame["name"]) - set(by_name.index))
         if missing:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pruning.allocation.solve import centred
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)

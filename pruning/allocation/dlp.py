@@ -4,7 +4,7 @@ Pruning in Large Language Models", ICML 2025, arXiv:2505.23807; reference code i
 
 Units are transformer blocks. Per block l the *unimportance* U_l is a statistic (the paper: the
 median; ``allocation.dlp_statistic``) of the Wanda scores ``|W_ij| * ||X_j||_2`` of all the block's
-matrices on the dense model's calibration activations (:func:`pruning.layer_stats.dlp_unimportance`).
+matrices on the dense model's calibration activations (:func:`pruning.calibration.layer_stats.dlp_unimportance`).
 Then, as in the reference code:
 
 * relative importance ``I_l = 1 - U_l / sum_k U_k`` (a larger weight-activation level -> less
@@ -35,7 +35,7 @@ import pandas as pd
 
 from pruning.allocation.solve import centred, minmax_spread
 from pruning.allocation.units import block_values
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 from pruning.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ Search. A (1 + λ) evolution from the all-zero point (uniform): each generation 
 distinct mutants of the parent (each 1-3 level switches, fewer more likely), keeps the ``survivors``
 best on a few calibration windows (``first_windows``, drawn anew each generation), then picks the best
 of the survivors and the parent (elitist) on every fitness window. The fitness is a callable
-(levels, window indices) -> float, lower better: the model-side code (:mod:`pruning.evopress_run`)
+(levels, window indices) -> float, lower better: the model-side code (:mod:`pruning.run.evopress`)
 measures the KL divergence of the candidate's next-token distribution from the dense model's on
 calibration text — never on test or validation text. Seeded (numpy's PCG64), so the same inputs give
 the same levels; the state after each generation (:class:`SearchState`) resumes an interrupted search.
@@ -106,7 +106,7 @@ def mutate(levels: np.ndarray, ladder: Ladder, rng: np.random.Generator) -> np.n
 class SearchState:
     """Where a search stands after a generation: the parent, its fitness on every window, the trace
     (one row per generation) and the generator's state; :meth:`to_dict` / :meth:`from_dict` round-trip it
-    through JSON (the checkpoint of :mod:`pruning.evopress_run`)."""
+    through JSON (the checkpoint of :mod:`pruning.run.evopress`)."""
 
     generation: int
     parent: np.ndarray

@@ -46,11 +46,11 @@ import pandas as pd
 from pruning.allocation.registry import DEPTH_METRIC
 from pruning.allocation.solve import is_flat
 from pruning.allocation.units import names_text, sub_block_of
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 from pruning.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pruning.families import FamilySpec
+    from pruning.model.families import FamilySpec
 
 
 def metric_columns(matrices: pd.DataFrame, skip: set[str]) -> list[str]:

@@ -2,7 +2,7 @@
 A Missing Secret Sauce for Pruning LLMs to High Sparsity", 2023, arXiv:2310.05175).
 
 Units are transformer blocks. The outlier ratio D_l (share of the block's Wanda scores above M x
-their mean, measured during calibration: ``pruning.prune.owl_outlier_ratios``) is min-max scaled as
+their mean, measured during calibration: ``pruning.run.prune.owl_outlier_ratios``) is min-max scaled as
 in the reference code (``lib/prune_all.py``): ``Dn_l = 2 lambda (D_l - min D) / (max D - min D)``
 (all 0 if flat); the block density is ``1 - S + (Dn_l - mean(Dn))``, i.e. the sparsity
 ``s_l = S - (Dn_l - mean_P(Dn))``: more outliers -> less pruning, spread exactly 2 lambda. The mean
@@ -19,7 +19,7 @@ import pandas as pd
 
 from pruning.allocation.solve import centred, minmax_spread
 from pruning.allocation.units import block_values
-from pruning.config import AllocationConfig
+from pruning.config.run_config import AllocationConfig
 
 
 def owl_deviations(

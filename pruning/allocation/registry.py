@@ -2,7 +2,7 @@
 ``probe`` and ``evopress`` added an if-branch in several more): what every part of the product needs to
 know about a strategy, in one place. Pure data (no torch, pandas or pydantic), so the config, the CLI and
 the pages read it cheaply. The formulas live in one module each (:mod:`pruning.allocation`);
-``pruning.config_allocation.Strategy`` must name exactly these strategies (a test holds them together).
+``pruning.config.allocation.Strategy`` must name exactly these strategies (a test holds them together).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class StrategySpec:
 
     ``column``: its perplexity-grid column (None: ``linear`` runs are columns of their preset and
     metric); ``per_block``: its units are transformer blocks whatever the granularity; ``fields``: the
-    :class:`~pruning.config_allocation.AllocationConfig` fields it reads (the others keep defaults it
+    :class:`~pruning.config.allocation.AllocationConfig` fields it reads (the others keep defaults it
     never used: Compare leaves them out); ``form_knobs``: dotted keys the launch form shows only under
     it; ``required``: a knob without a default; ``calibration``: it needs calibration tokens (its
     statistics or its search; ``linear`` needs them only for a Hessian metric); ``run_only``: why the

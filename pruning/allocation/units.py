@@ -3,7 +3,7 @@
 ``block``  one unit per transformer block (id ``block{i}``);
 ``split``  attention and MLP sub-blocks of each block (``block{i}.attn`` / ``block{i}.mlp``); which
            matrix type belongs to which sub-block is answered by the family registry
-           (:meth:`pruning.families.FamilySpec.sub_block`: from where the family's layout keeps the
+           (:meth:`pruning.model.families.FamilySpec.sub_block`: from where the family's layout keeps the
            matrix), not guessed from names;
 ``matrix`` every matrix its own unit (id = the matrix name).
 """
@@ -19,14 +19,14 @@ import pandas as pd
 
 from pruning.errors import ConfigError
 
-if TYPE_CHECKING:  # pruning.families imports torch; read only when `split` needs it
-    from pruning.families import FamilySpec
+if TYPE_CHECKING:  # pruning.model.families imports torch; read only when `split` needs it
+    from pruning.model.families import FamilySpec
 
 
 def sub_block_of(types: pd.Series, family: "FamilySpec | None" = None) -> pd.Series:
     """'attn' or 'mlp' for every canonical matrix type, as ``family`` lays it out (default: LLaMA's
     layout, which every registered family shares)."""
-    from pruning.families import FAMILIES
+    from pruning.model.families import FAMILIES
 
     spec = family or FAMILIES["llama"]
     lookup = {t: spec.sub_block(t) for t in set(types)}

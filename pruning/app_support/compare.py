@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.config_allocation import STRATEGY_FIELDS
+from pruning.config.allocation import STRATEGY_FIELDS
 
 #: how a setting the run never read shows in the config differences
 NOT_USED = "not used"
@@ -45,7 +45,7 @@ def parse_config(config: Any) -> dict[str, Any]:
 
 def unused_settings(config: Mapping[str, Any]) -> set[str]:
     """Dotted keys of ``config`` (a stored run config) that its run never read: allocation fields of
-    other strategies (:data:`pruning.config_allocation.STRATEGY_FIELDS`), SparseGPT's knobs in other
+    other strategies (:data:`pruning.config.allocation.STRATEGY_FIELDS`), SparseGPT's knobs in other
     methods, the calibration of a run that reads none, and everything about pruning in a dense run."""
     alloc = config.get("allocation") if isinstance(config.get("allocation"), Mapping) else {}
     pruning = config.get("pruning") if isinstance(config.get("pruning"), Mapping) else {}

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from pruning.allocation.registry import BLOCK_STRATEGIES
-from pruning.presets import STRATEGY_COLUMNS
+from pruning.config.presets import STRATEGY_COLUMNS
 
 #: strategies whose units are always transformer blocks (pruning.allocation.registry)
 PER_BLOCK_STRATEGIES: tuple[str, ...] = BLOCK_STRATEGIES

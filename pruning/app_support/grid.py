@@ -35,8 +35,8 @@ from pruning.app_support.grid_labels import (
     BASELINE_COLUMN, DENSE_COLUMN, METHOD_LABELS, METHOD_ORDER, NO_PRESET, OWN_RUN_MARK, STRATEGY_COLUMN_ORDER,
     UNIFORM_COLUMN, UNLABELED_METHOD, column_label, method_label, ordered,
 )
-from pruning.presets import preset_names
-from pruning.protocol import ppl_protocol_options
+from pruning.config.presets import preset_names
+from pruning.evaluation.protocol import ppl_protocol_options
 
 SOURCES: tuple[str, ...] = ("all", "reference", "run")
 #: what a cell shows: the lowest mean over the seeds of one setting, or the lowest single value
@@ -127,7 +127,7 @@ def filter_cells(cells: pd.DataFrame, model: str | None = None, sparsity: float 
     """Rows of ``cells`` for one model / sparsity (within 1e-6) / dataset / source kind
     ("all", "reference" or "run") / ε / evaluation protocol. With ``epsilon`` set, values of
     another ε are dropped and values with no ε (uniform, OWL, cells whose ε the notes do not
-    state) are kept. ``protocol`` (a key of ``pruning.protocol``) keeps that protocol's values
+    state) are kept. ``protocol`` (a key of ``pruning.evaluation.protocol``) keeps that protocol's values
     only; None keeps every protocol (callers that compare values pass one)."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pruning.presets import STRATEGY_COLUMNS, normalize_preset_name, preset_names, strategy_column
+from pruning.config.presets import STRATEGY_COLUMNS, normalize_preset_name, preset_names, strategy_column
 
 BASELINE_COLUMN = "GT"
 DENSE_COLUMN = "dense"  # the unpruned model, pinned first in a table without the notes' GT
@@ -43,7 +43,7 @@ def method_label(method: object) -> str:
 def column_label(preset: object, is_baseline: bool, preset_raw: object = None,
                  strategy: object = None, metric: object = None, kind: object = None) -> str:
     """Grid column of one value: "GT" for baselines; a strategy's own column for the strategies no
-    spectral metric scores (:func:`pruning.presets.strategy_column`: "uniform", "OWL", "DLP", "ATP"),
+    spectral metric scores (:func:`pruning.config.presets.strategy_column`: "uniform", "OWL", "DLP", "ATP"),
     whatever their preset; else (AlphaPruning, ``linear``) the preset's display name (the raw header
     text when it is no known preset, e.g. "split"), suffixed " · metric" when a linear allocation
     used another metric than the notes' alpha / alpha_peak (e.g. "all · hessian_alpha"; a run mixing

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pruning.allocation.registry import STRATEGY_SPECS
-from pruning.config import DTYPES, STRATEGIES, RunConfig
+from pruning.config.run_config import DTYPES, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
 from pruning.methods.registry import method_names
-from pruning.presets import preset_names
+from pruning.config.presets import preset_names
 from pruning.roots import ROOTS_ENV, allowed_roots, check_dataset_root, check_under_roots, resolve_local_path
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ METRIC_CHOICES = [
     "hessian_alpha_peak",
     "depth",  # the block index (pruning.allocation.linear.DEPTH_METRIC): ATP's slope, or mixed with a metric
 ]
-# corpora of pruning.data.CORPORA with splits of its CORPUS_SPLITS (not imported: it pulls in torch); plain
+# corpora of pruning.text.data.CORPORA with splits of its CORPUS_SPLITS (not imported: it pulls in torch); plain
 # "wiki" is the use's own split (calib / test); wiki:train calibrates apart from wiki:validation, on which
 # allocation knobs are chosen. text:PATH is typed in.
 CALIBRATION_CORPORA = ["wiki", "wiki:train", "wiki:validation", "lee", "wikitext2", "c4"]
@@ -303,7 +303,7 @@ def grid_size(axes: Mapping[str, list[Any]]) -> int:
 
 
 def sweep_spec(base: RunConfig, axes: Mapping[str, list[Any]]) -> dict[str, Any]:
-    """A ``pruning.sweep`` spec: ``base`` config plus the non-empty ``axes`` (dotted key -> values)
+    """A ``pruning.jobs.sweep`` spec: ``base`` config plus the non-empty ``axes`` (dotted key -> values)
     as its ``grid`` (blank strings -> None, e.g. "no preset")."""
     grid = {k: [_blank_to_none(v) for v in values] for k, values in axes.items() if values}
     return {"base": base.to_dict(), "grid": grid}

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pruning.presets import MATRIX_TYPES
+from pruning.config.presets import MATRIX_TYPES
 
 
 #: line dashes and marker shapes that tell overlaid series apart beyond their colour

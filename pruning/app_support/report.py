@@ -35,7 +35,7 @@ from pruning.app_support.report_sections import (
 )
 from pruning.app_support.report_views import DEFAULT_TITLE, VIEW_TITLES, VIEWS
 from pruning.app_support.spectra import fit_warning, run_eigenvalues
-from pruning.calibration_protocol import by_calibration, calibration_options
+from pruning.calibration.protocol import by_calibration, calibration_options
 from pruning.errors import ConfigError
 from pruning.store import queries
 from pruning.store.catalog import snapshot
@@ -105,7 +105,7 @@ def build_report(run_ids: Sequence[str], views: Sequence[str] = VIEWS, *, title:
     grid: one perplexity grid per (model, dataset, sparsity, protocol, calibration) holding a chosen run's
     value, for ``dataset`` or (default) every text the chosen runs were read on (WikiText-2 / wiki first, as
     the grid page, then e.g. lee), all values of that grid shown, the chosen runs' cells outlined;
-    ``model`` / ``protocol`` (a ``pruning.protocol`` key) restrict it.
+    ``model`` / ``protocol`` (a ``pruning.evaluation.protocol`` key) restrict it.
     spectra: ``metric`` per block and the ESD of ``esd_matrix`` (default: the spectra page's first matrix
     whose fit weightwatcher would not flag) of the first run with spectra, eigenvalues from
     ``eigenvalues`` (default: :func:`stored_eigenvalues`).
@@ -185,7 +185,7 @@ def _grid_view(root, chosen, labels, model, protocol, dataset, figures) -> str:
                                                       key=protocol_options(cells, model_name, sparsity, ds).index)
             for key in keys:
                 dense = dense_perplexity(dense_cells, model_name, ds, key)
-                # one grid per calibration of the chosen runs (pruning.calibration_protocol): never mixed
+                # one grid per calibration of the chosen runs (pruning.calibration.protocol): never mixed
                 for calibration in calibration_options(of_sparsity[of_sparsity["protocol"] == key]) or [None]:
                     grid = build_grid(by_calibration(cells, calibration), model=model_name, sparsity=sparsity,
                                       dataset=ds, protocol=key, dense=dense)

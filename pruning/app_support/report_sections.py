@@ -19,8 +19,8 @@ from pruning.app_support.plots import esd_figure, metric_by_block, sparsity_over
 from pruning.app_support.report_html import escape, figure_html, html_table, note, protocol_line
 from pruning.app_support.spectra import fit_warning
 from pruning.app_support.tables import zeroshot_protocol_options, zeroshot_table
-from pruning.calibration_protocol import by_calibration, calibration_options
-from pruning.protocol import add_zeroshot_protocol
+from pruning.calibration.protocol import by_calibration, calibration_options
+from pruning.evaluation.protocol import add_zeroshot_protocol
 
 
 def _grid_cell(text: Any) -> str:
@@ -140,7 +140,7 @@ def zeroshot_section(scores: pd.DataFrame, labels: Mapping[str, str], metric: st
     labelled = add_zeroshot_protocol(scores[scores["metric"] == metric])
     for protocol, calibration in [(p, c) for p in zeroshot_protocol_options(scores[scores["metric"] == metric])
                                   for c in calibration_options(labelled[labelled["protocol_label"] == p]) or [None]]:
-        # one table per protocol and calibration (pruning.calibration_protocol): never mixed
+        # one table per protocol and calibration (pruning.calibration.protocol): never mixed
         by_task, meta = zeroshot_table(by_calibration(scores, calibration), metric=metric, stage=stage, protocol=protocol)
         if by_task.empty or by_task.columns.empty:
             continue

@@ -17,8 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from pruning.allocation.registry import STRATEGY_SPECS
-from pruning.calibration_protocol import CALIBRATION_SQL
-from pruning.config import AllocationConfig
+from pruning.calibration.protocol import CALIBRATION_SQL
+from pruning.config.run_config import AllocationConfig
 
 #: the columns a run can be grouped by, with their labels
 GROUP_BY: dict[str, str] = {
@@ -65,7 +65,7 @@ def with_allocation_knobs(table: pd.DataFrame, knobs: pd.DataFrame) -> pd.DataFr
     dlp_alpha, dlp_statistic, depth_beta) from ``knobs`` (the rows of :data:`ALLOCATION_KNOBS_SQL`):
     set on the runs of that strategy only (a config that does not write a knob gets its default), NaN
     / None elsewhere (references, other strategies); and every pruned run's ``calibration``
-    ("wiki:train · 128 × 2048", :mod:`pruning.calibration_protocol`) and calibration ``seed``."""
+    ("wiki:train · 128 × 2048", :mod:`pruning.calibration.protocol`) and calibration ``seed``."""
     out = table.copy()
     rows = knobs.drop_duplicates("run_id").set_index("run_id") if "run_id" in knobs else pd.DataFrame()
     strategy = out["strategy"] if "strategy" in out else pd.Series(None, index=out.index, dtype=object)

@@ -20,7 +20,7 @@ def run_eigenvalues(run_id: str, name: str, source: str, eig_dtype: str | None =
     """Ascending eigenvalues ``(n,)`` float64 of matrix ``name`` behind run ``run_id``'s ``source``
     (weight | hessian) spectra row, in ``eig_dtype`` (default: the precision of that row; a float32
     spectrum never stands in for a float64 one), or None when the store holds none. A precision not in
-    :data:`pruning.precision.EIG_DTYPE_NAMES` is a ValueError (the store's query checks it)."""
+    :data:`pruning.config.precision.EIG_DTYPE_NAMES` is a ValueError (the store's query checks it)."""
     return queries.stored_eigenvalues(run_id, name, source, eig_dtype, root)
 
 

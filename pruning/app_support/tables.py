@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from pruning.protocol import add_zeroshot_protocol
+from pruning.evaluation.protocol import add_zeroshot_protocol
 
 MEAN_ROW = "MEAN"
 #: task names of lm-eval's own aggregates: never a task of their own (they would count twice in MEAN)
@@ -14,7 +14,7 @@ AGGREGATE_TASKS = frozenset({"mean", "average", "MEAN"})
 
 
 def zeroshot_protocol_options(scores: pd.DataFrame) -> list[str]:
-    """Zero-shot protocols (few-shot, limit, harness version; ``pruning.protocol``) among ``scores``,
+    """Zero-shot protocols (few-shot, limit, harness version; ``pruning.evaluation.protocol``) among ``scores``,
     the default first: unbudgeted (every example) before limited, then the most runs."""
     if scores.empty:
         return []

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from pruning.attention.weights import attention_geometry
 from pruning.errors import ConfigError
-from pruning.families import FamilySpec, decoder_layers, family_for, get_attr_path
+from pruning.model.families import FamilySpec, decoder_layers, family_for, get_attr_path
 
 log = logging.getLogger(__name__)
 

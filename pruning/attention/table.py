@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from pruning.attention.entropy import EAGER, attention_entropy, attn_implementation, evaluation_windows
 from pruning.attention.weights import COLUMNS, statistic_rows, weight_attention_statistics
-from pruning.data import load_text, tokenize_text
-from pruning.families import FamilySpec, family_for
+from pruning.text.data import load_text, tokenize_text
+from pruning.model.families import FamilySpec, family_for
 
 
 def attention_statistics(model: nn.Module, windows: Tensor | None, stage: str = "dense",
@@ -49,7 +49,7 @@ def attention_statistics(model: nn.Module, windows: Tensor | None, stage: str = 
 def attention_table(loaded: Any, stage: str = "dense", tokens: int = 512, dataset: str = "wiki",
                     seqlen: int | None = None, device: str | torch.device = "cpu",
                     progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Attention statistics of a :class:`pruning.models.LoadedModel` on the first ``tokens``
+    """Attention statistics of a :class:`pruning.model.load.LoadedModel` on the first ``tokens``
     tokens of ``dataset``'s test split (BOS per window for families that need it)."""
     ids = tokenize_text(loaded.tokenizer, load_text(dataset, "test"))
     bos = loaded.window_bos

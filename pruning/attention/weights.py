@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from pruning.errors import ConfigError
-from pruning.families import FamilySpec, decoder_layers, family_for, get_attr_path
+from pruning.model.families import FamilySpec, decoder_layers, family_for, get_attr_path
 
 COLUMNS = ["stage", "block", "head", "statistic", "value"]
 LAYER_HEAD = -1  # value of `head` for statistics of a whole block

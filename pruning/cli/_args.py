@@ -1,7 +1,7 @@
 """Argument types that bound every number and check every name while the command line is parsed,
 so a bad value is a one-line usage error (status 2) before any model is loaded.
 
-The bounds are those of :class:`pruning.config.RunConfig` (docs/jobs.md "Validation").
+The bounds are those of :class:`pruning.config.run_config.RunConfig` (docs/jobs.md "Validation").
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable
 
-from pruning.config import DTYPES, MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SEQLEN
+from pruning.config.run_config import DTYPES, MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_SEQLEN
 from pruning.methods.registry import method_names
 
 DEVICE_FORM = re.compile(r"cpu|cuda(:\d+)?|mps|auto")
@@ -61,9 +61,9 @@ def pruning_method_name(text: str) -> str:
 
 
 def dataset_name(text: str) -> str:
-    """An argparse type: a corpus name or ``text:PATH`` of an existing file (pruning.validation)."""
+    """An argparse type: a corpus name or ``text:PATH`` of an existing file (pruning.run.validation)."""
     from pruning.errors import ConfigError
-    from pruning.validation import check_dataset
+    from pruning.run.validation import check_dataset
 
     try:
         check_dataset("dataset", text)

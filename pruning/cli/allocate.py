@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning.cli._args import SPARSITY, device_name, float_in
-from pruning.config import STRATEGIES
+from pruning.config.run_config import STRATEGIES
 from pruning.allocation.registry import STRATEGY_SPECS
 from pruning.errors import ConfigError
 
@@ -91,8 +91,8 @@ def _model_matrices(reference: str, device: str, metrics: tuple[str, ...]) -> An
     import pandas as pd
     from tqdm import tqdm
 
-    from pruning.families import prunable_matrices
-    from pruning.models import load_model
+    from pruning.model.families import prunable_matrices
+    from pruning.model.load import load_model
 
     try:
         from pruning.spectral import pivot_for_allocation, weight_spectra

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pruning.cli._args import add_model_placement, dataset_name, int_in
-from pruning.config import MAX_SEQLEN
+from pruning.config.run_config import MAX_SEQLEN
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pruning.attention import attention_table, summary
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     bar = tqdm(desc="attention", unit="win")

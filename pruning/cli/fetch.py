@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pruning.fetch import DEFAULT_FETCH, fetch
+    from pruning.model.fetch import DEFAULT_FETCH, fetch
 
     for name, path in fetch(tuple(args.names) or DEFAULT_FETCH, force=args.force).items():
         print(f"{name}: {path}")

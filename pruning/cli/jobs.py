@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from pruning.cli._args import COUNT, SECONDS, float_in
-from pruning.config import parse_yaml_text
+from pruning.config.run_config import parse_yaml_text
 from pruning.errors import ConfigError
 from pruning.methods.nm_pattern import looks_like_nm
 
@@ -106,11 +106,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
     from pruning.jobs import get_backend
     from pruning.jobs.queue import JobQueue
 
-    from pruning.validation import check_names
+    from pruning.run.validation import check_names
 
     config = RunConfig.from_yaml(args.config)
     overrides = parse_overrides(args.overrides)

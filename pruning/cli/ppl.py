@@ -6,7 +6,7 @@ import argparse
 import json
 
 from pruning.cli._args import BATCH, COUNT, SEQLEN, add_model_placement, dataset_name
-from pruning.config import MAX_SEQLEN
+from pruning.config.run_config import MAX_SEQLEN
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.data import load_text, tokenize_text
+    from pruning.text.data import load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     ids = tokenize_text(loaded.tokenizer, load_text(args.dataset, "test"))

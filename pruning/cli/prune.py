@@ -55,10 +55,10 @@ def sparsity_grid(table: pd.DataFrame) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.data import calibration_batch, load_text, tokenize_text
+    from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
-    from pruning.models import load_model, resolve_device, save_model
-    from pruning.prune import prune_model, uniform_sparsity
+    from pruning.model.load import load_model, resolve_device, save_model
+    from pruning.run.prune import prune_model, uniform_sparsity
 
     for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen), ("--eval-seqlen", args.eval_seqlen)):
         if value < 1:

@@ -32,7 +32,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace):
     """RunConfig from --config, shortcut flags and --set overrides (validated)."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     shortcuts = {
@@ -50,8 +50,8 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.pipeline import execute_run
-    from pruning.validation import check_before_work
+    from pruning.run.pipeline import execute_run
+    from pruning.run.validation import check_before_work
 
     config = build_config(args)
     check_before_work(config)  # input errors: one line, nothing published, no progress bar drawn

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from pruning.cli._args import DTYPE_CHOICES, SEED, dataset_name, device_name, int_in
-from pruning.config import MAX_SEQLEN
+from pruning.config.run_config import MAX_SEQLEN
 from pruning.errors import ConfigError
-from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
+from pruning.config.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES
 
 ENGINES = ("pruning-lab", "weightwatcher")
 OUT_SUFFIXES = (".parquet", ".csv")
@@ -61,9 +61,9 @@ def _write(frame, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pruning.families import decoder_layers
-    from pruning.models import load_model, resolve_device
-    from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra
+    from pruning.model.families import decoder_layers
+    from pruning.model.load import load_model, resolve_device
+    from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra
     from pruning.spectral import SpectraResult, compute_weight_spectra
     from pruning.spectral.esd import eig_dtype_from_name
     from pruning.spectral.hessian import hessian_spectra
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
 
     if args.hessian:
-        from pruning.data import calibration_batch
+        from pruning.text.data import calibration_batch
 
         bos = loaded.window_bos
         calib = calibration_batch(loaded.tokenizer, args.calib, args.nsamples, args.seqlen, args.seed, bos)

@@ -4,7 +4,7 @@
     python -m pruning spectra-backfill --dry-run   # only list what is missing
 
 The app draws ESDs only from stored sets (``pruning.store.spectra_sets``); see
-``pruning.spectra_backfill`` for how a run's set is recomputed and checked against its rows.
+``pruning.run.spectra_backfill`` for how a run's set is recomputed and checked against its rows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_spectra_backfill(args: argparse.Namespace) -> int:
-    from pruning.spectra_backfill import backfill_spectra, missing_spectra, outcome_frame
+    from pruning.run.spectra_backfill import backfill_spectra, missing_spectra, outcome_frame
 
     if args.dry_run:
         groups = missing_spectra()

@@ -1,6 +1,6 @@
 """``python -m pruning sweep --config sweep.yaml | --from-store WHERE [--dry-run] [--yes] [--backend local|ray] [--force]``.
 
-Expands the grid (see :mod:`pruning.sweep`), prints what will run (count, duplicates, already
+Expands the grid (see :mod:`pruning.jobs.sweep`), prints what will run (count, duplicates, already
 done or queued, invalid combinations with the field named) and then submits the new runs.
 ``--from-store`` takes the stored configs of runs matching an SQL condition instead (re-running
 what a fix changed: with ``--force`` each becomes a new attempt of the same run id).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning.config import RunConfig, load_yaml_file
+from pruning.config.run_config import RunConfig, load_yaml_file
 from pruning.errors import ConfigError
 
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pruning.jobs import get_backend
     from pruning.jobs.queue import JobQueue
-    from pruning.sweep import load_sweep_spec, plan_from_store, plan_sweep
+    from pruning.jobs.sweep import load_sweep_spec, plan_from_store, plan_sweep
 
     if args.from_store is not None:
         plan = plan_from_store(args.from_store)
@@ -86,9 +86,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def check_sweep_names(configs: list[RunConfig], what: str) -> None:
-    """Every name of every run (corpora, zero-shot tasks, metric: pruning.validation.check_names)
+    """Every name of every run (corpora, zero-shot tasks, metric: pruning.run.validation.check_names)
     before anything is submitted, so a bad name never leaves a sweep half-queued."""
-    from pruning.validation import check_names
+    from pruning.run.validation import check_names
 
     seen: set[tuple] = set()
     for config in configs:

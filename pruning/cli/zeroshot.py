@@ -6,7 +6,7 @@ import argparse
 import json
 
 from pruning.cli._args import BATCH, SEED, add_model_placement, float_in, int_in
-from pruning.config import MAX_COUNT
+from pruning.config.run_config import MAX_COUNT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pruning.evaluation.zeroshot import resolve_tasks, zeroshot_evaluate
-    from pruning.models import load_model
+    from pruning.model.load import load_model
 
     tasks = [t for arg in args.tasks for t in arg.split(",") if t.strip()]
     resolve_tasks(tasks)  # fail on a bad name before loading the model

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.config import ConfigError
+from pruning.config.run_config import ConfigError
 from pruning.importers.notes_parser import NotesParser
-from pruning.presets import get_preset
+from pruning.config.presets import get_preset
 
 ASSUMED_SPARSITY = 0.7
 

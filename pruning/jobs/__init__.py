@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs.base import (
     BACKENDS,
     DEFAULT_ENTRYPOINT,

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import PruningLabError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs.base import (
     DEFAULT_ENTRYPOINT,
     JobBackend,
@@ -86,9 +86,9 @@ class LocalBackend(JobBackend):
     def submit(self, config: RunConfig, *, force: bool = False) -> Submission:
         """Queue ``config`` (deduplicated by run id unless ``force``). Names in the config
         (datasets, zero-shot tasks, allocation metric) are checked first
-        (:func:`pruning.validation.check_names`); the dedupe lookup and the insert are one
+        (:func:`pruning.run.validation.check_names`); the dedupe lookup and the insert are one
         transaction, so concurrent submits of one config make one job."""
-        from pruning.validation import check_names
+        from pruning.run.validation import check_names
 
         check_names(config)
         if not force:

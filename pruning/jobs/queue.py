@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs.base import DEFAULT_ENTRYPOINT, JobInfo, JobNotFoundError, Progress
 from pruning.jobs.database import QueueDatabase, row_to_info
 from pruning.jobs.liveness import lost_reason, process_gone, workers_of

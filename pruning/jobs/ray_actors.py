@@ -6,7 +6,7 @@
 heartbeats, cancels and records jobs exactly as the local worker does) whose slots are Ray actors
 instead of processes of this machine. Each slot holds one :class:`WarmRunnerActor`
 (``@ray.remote(num_gpus=1)``, or ``num_gpus=0`` when its job needs no GPU) that keeps a
-:class:`pruning.warm.WarmState` (the loaded model and its dense weights, calibration ids, tokenized
+:class:`pruning.run.warm.WarmState` (the loaded model and its dense weights, calibration ids, tokenized
 texts) and runs every job through :func:`pruning.jobs.runner.serve_one`, the local warm runner's code,
 so a job of the model it holds reuses it and a job of another model replaces it. Ray places each
 actor on a node with a free GPU and sets its ``CUDA_VISIBLE_DEVICES``.
@@ -58,10 +58,10 @@ NAMESPACE = "pruning_lab"
 
 @ray.remote(num_gpus=1, num_cpus=DEFAULT_ACTOR_CPUS, max_restarts=0)
 class WarmRunnerActor:
-    """A warm runner as a Ray actor: one :class:`pruning.warm.WarmState` kept across the jobs it runs."""
+    """A warm runner as a Ray actor: one :class:`pruning.run.warm.WarmState` kept across the jobs it runs."""
 
     def __init__(self) -> None:
-        from pruning import warm
+        from pruning.run import warm
 
         self.state = warm.enable()
 

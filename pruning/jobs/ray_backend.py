@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.jobs.base import (
     DEFAULT_ENTRYPOINT,
     BackendUnavailableError,
@@ -107,7 +107,7 @@ class RayBackend(JobBackend):
         Without ``force`` the job's mirror row is reserved first, in the same queue transaction as
         the dedupe lookup (:meth:`JobQueue.enqueue_once`), and only the caller that reserved it
         submits to Ray; a refused submission removes the reservation again."""
-        from pruning.validation import check_names
+        from pruning.run.validation import check_names
 
         check_names(config)
         if not force:

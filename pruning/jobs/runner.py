@@ -1,7 +1,7 @@
 """A warm runner: one long-lived process per worker slot (a GPU, or the CPU) that runs the slot's
-jobs one after another in the same process, keeping what they share (:mod:`pruning.warm`: the
+jobs one after another in the same process, keeping what they share (:mod:`pruning.run.warm`: the
 loaded model and its dense weights, calibration batches, tokenized texts; the dense statistics of
-:mod:`pruning.dense_stats`).
+:mod:`pruning.calibration.dense_stats`).
 
 ``python -m pruning.jobs.runner`` reads one request per line on stdin, a JSON object
 ``{"job_id", "config", "events", "log"}``, and runs it exactly as ``python -m pruning run --config
@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pruning.warm import WarmState
+    from pruning.run.warm import WarmState
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def serve_one(state: WarmState, request: dict[str, str]) -> int:
 
 def serve(requests: IO[str], reply: IO[str]) -> int:
     """Serve requests until EOF or a job that did not succeed; returns the number of jobs served."""
-    from pruning import warm
+    from pruning.run import warm
 
     state = warm.enable()
     served = 0

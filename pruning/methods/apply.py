@@ -111,7 +111,7 @@ def pruned_weight(
 ) -> Tensor:
     """``weight`` ``(out, in)`` pruned with ``method`` at ``sparsity``, as a new tensor (``weight`` and the
     statistics are left as they are: a level database prunes one matrix at many sparsities,
-    :mod:`pruning.evopress_run`). The kernel runs in float32 on the weight's device; the result has the
+    :mod:`pruning.run.evopress`). The kernel runs in float32 on the weight's device; the result has the
     weight's dtype."""
     spec = get_method(method)
     _require_statistics(spec, act_sq_sum, hessian)

@@ -1,8 +1,8 @@
 """The pruning-method registry: one :class:`MethodSpec` per method — its name, what it does, the
 calibration statistics it needs and its kernel. The config, the CLI, the app's form and the
-pruning loop (:mod:`pruning.prune`) read the methods from here and nowhere else.
+pruning loop (:mod:`pruning.run.prune`) read the methods from here and nowhere else.
 
-Statistics a method may need (collected block by block by :mod:`pruning.calibration`):
+Statistics a method may need (collected block by block by :mod:`pruning.calibration.sequential`):
 
 * ``"none"`` — the weights alone (magnitude; ``dense`` prunes nothing): no calibration pass;
 * ``"activations"`` — ``act_sq_sum`` ``(in,)``, the sum over calibration tokens of x_j^2 of every
@@ -50,7 +50,7 @@ class LayerStatistics:
 
 @dataclass(frozen=True)
 class KernelOptions:
-    """Method options of :class:`pruning.config.PruningConfig` (SparseGPT's column block and
+    """Method options of :class:`pruning.config.run_config.PruningConfig` (SparseGPT's column block and
     damping, Frantar & Alistarh 2023: 128 and 1 % of mean diag H); other kernels ignore them."""
 
     blocksize: int = 128

@@ -10,7 +10,7 @@ Public API: :func:`weight_spectra` / :func:`compute_weight_spectra`,
 
 Pure: tensors and models in, tables out. The package imports nothing of the results store, duckdb
 or the run config (a test holds it); reusing and publishing spectra sets is the run's business,
-:mod:`pruning.spectra_cache` (and :mod:`pruning.spectra_backfill` for runs stored before sets
+:mod:`pruning.run.spectra_cache` (and :mod:`pruning.run.spectra_backfill` for runs stored before sets
 existed). The names load lazily (PEP 562), so ``import pruning.spectral.powerlaw`` loads the kernel
 alone, without pandas.
 """

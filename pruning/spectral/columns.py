@@ -1,7 +1,7 @@
 """The spectra table's column names (one tidy row per matrix and source; docs/spectra.md "The table").
 
 Plain names, no torch and no pandas: the job submit checks an allocation metric's name against
-:data:`METRIC_COLUMNS` (``pruning.validation``) without loading the solver; :mod:`pruning.spectral.summary`
+:data:`METRIC_COLUMNS` (``pruning.run.validation``) without loading the solver; :mod:`pruning.spectral.summary`
 builds the rows.
 """
 

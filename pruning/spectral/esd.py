@@ -23,14 +23,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pruning.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, check_eig_dtype
+from pruning.config.precision import DEFAULT_EIG_DTYPE, EIG_DTYPE_NAMES, check_eig_dtype
 
 
 EIG_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in EIG_DTYPE_NAMES}
 
 
 def default_eig_dtype() -> torch.dtype:
-    """The eigen-solver dtype used when none is given (:data:`pruning.precision.DEFAULT_EIG_DTYPE`,
+    """The eigen-solver dtype used when none is given (:data:`pruning.config.precision.DEFAULT_EIG_DTYPE`,
     float64) — the same on every device by design: a spectrum, and every metric and allocation read
     from it, does not depend on where it was computed (so it takes no device)."""
     return EIG_DTYPES[DEFAULT_EIG_DTYPE]

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from pruning.families import FAMILIES
-from pruning.models import LoadedModel
+from pruning.model.families import FAMILIES
+from pruning.model.load import LoadedModel
 from pruning.spectral.esd import default_eig_dtype
 from pruning.spectral.summary import Progress, SpectraResult, SpectrumJob, summarize_spectra
 from pruning.spectral.weights import eigen_batches
@@ -121,12 +121,12 @@ def hessian_spectra(
     keep_eigenvalues: bool = True,
     batch_size: int = 1,
 ) -> SpectraResult:
-    """Hessian spectra of every prunable matrix, block by block (``pruning.calibration``).
+    """Hessian spectra of every prunable matrix, block by block (``pruning.calibration.sequential``).
 
     calib_ids: LongTensor ``(nsamples, seqlen)``. device: where blocks run and eigenvalues are
     computed (dtype default: float64 on every device; H itself is accumulated in float32). ``progress(done, total)`` counts blocks.
     """
-    from pruning.calibration import BlockContext, calibrate_blocks
+    from pruning.calibration.sequential import BlockContext, calibrate_blocks
 
     parts: list[SpectraResult] = []
     family = loaded.family

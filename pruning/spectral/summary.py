@@ -59,7 +59,7 @@ class SpectraResult:
     """The tidy metrics table (``COLUMNS``) and the long eigenvalue table (``EIGENVALUE_COLUMNS``).
 
     ``origin``: ``computed`` here, read from the local spectra ``cache`` or from the results
-    ``store`` (``pruning.spectra_cache``); ``key``: the spectra set's name (``SpectraSetKey.name``)
+    ``store`` (``pruning.run.spectra_cache``); ``key``: the spectra set's name (``SpectraSetKey.name``)
     when it came through the cache functions, also in the table's ``spectra_key`` column."""
 
     table: pd.DataFrame

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pruning.families import FamilySpec, MatrixRef, block_matrices, decoder_layers, family_for
+from pruning.model.families import FamilySpec, MatrixRef, block_matrices, decoder_layers, family_for
 from pruning.spectral.esd import default_eig_dtype, gram, nonfinite_message, symmetric_eigenvalues
 from pruning.spectral.summary import Progress, SpectraResult, SpectrumJob, summarize_spectra
 

@@ -35,7 +35,7 @@ _MAP = {
 def _holder(model: nn.Module, layers_path: str, blocks: Sequence[int]) -> nn.Module:
     """A module tree holding only ``blocks`` under the model's own path, so that module names
     (``model.layers.10.self_attn.q_proj``) match the spectra table's ``name`` column."""
-    from pruning.families import get_attr_path
+    from pruning.model.families import get_attr_path
 
     layers = get_attr_path(model, layers_path)
     root = nn.Module()

@@ -28,9 +28,9 @@ from typing import Any, Literal, Mapping
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.paths import REPO_ROOT
-from pruning.presets import get_preset, PRESETS
+from pruning.config.presets import get_preset, PRESETS
 from pruning.store.checksums import file_digest
 from pruning.store.compaction import maybe_compact
 from pruning.store.errors import StoreError
@@ -114,7 +114,7 @@ def environment() -> dict[str, Any]:
             device["gpu_error"] = str(exc)
     env["device"] = device
     try:  # which offline text the run read (the manifest's digests; empty when none are prepared)
-        from pruning.corpora import corpus_fingerprints
+        from pruning.text.corpora import corpus_fingerprints
 
         env["corpora"] = corpus_fingerprints()
     except Exception as exc:  # noqa: BLE001 - provenance must never fail a publish
@@ -196,7 +196,7 @@ def publish_run(config: RunConfig | Mapping[str, Any], *, status: Literal["succe
 
 
 def publish_outcome(outcome: Any, started_at: float | None = None, root: Path | str | None = None) -> PublishResult:
-    """Publish a ``pruning.pipeline.RunOutcome`` (run_id, config, status, error, tables, timings,
+    """Publish a ``pruning.run.pipeline.RunOutcome`` (run_id, config, status, error, tables, timings,
     model_fingerprint, placement: recorded in the run's ``env``)."""
     tables = dict(outcome.tables)
     created = (_dt.datetime.fromtimestamp(started_at, _dt.timezone.utc).isoformat(timespec="seconds")

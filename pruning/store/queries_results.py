@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.calibration_protocol import CALIBRATION_SQL
-from pruning.protocol import add_ppl_protocol
+from pruning.calibration.protocol import CALIBRATION_SQL
+from pruning.evaluation.protocol import add_ppl_protocol
 from pruning.errors import PruningLabError
 from pruning.store.errors import StoreError
 from pruning.store.sql import memoized, query_df
@@ -53,7 +53,7 @@ def config_setting(config: dict[str, Any]) -> str:
     calibration seed, label or tags share it, and so are replicates of one setting; any other
     difference (method, allocation knob, calibration text, evaluation) gives another digest.
 
-    A config that :class:`pruning.config.RunConfig` reads is digested in its canonical form (the one
+    A config that :class:`pruning.config.run_config.RunConfig` reads is digested in its canonical form (the one
     its run id hashes), so a seed stored before a field existed and one stored after it, with the
     field at its default, stay one setting; any other dict is digested as it is."""
     try:
@@ -77,7 +77,7 @@ def config_setting(config: dict[str, Any]) -> str:
 def _canonical_without_seed(config: dict[str, Any]) -> str:
     """:meth:`RunConfig.canonical_json` (label and tags excluded) of ``config`` with its calibration
     seed set to 0; raises when ``config`` is not a run config."""
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
     return RunConfig.from_dict(config).with_overrides({"calibration.seed": 0}).canonical_json()
 
@@ -111,8 +111,8 @@ def perplexity_cells(model: str | None = None, sparsity: float | None = None, st
     """Long table of perplexities of succeeded runs and reference cells: kind, run_id, model,
     method, preset (canonical), preset_raw, epsilon, sparsity, sparsity_assumed, dataset, ppl
     (NaN kept), is_baseline, limit_windows, raw_text, source_file, source_line, stage, strategy, metric,
-    label, note, the evaluation protocol (pruning.protocol), the calibration protocol
-    (``calibration``, pruning.calibration_protocol), the run's calibration ``seed`` (float; NaN for
+    label, note, the evaluation protocol (pruning.evaluation.protocol), the calibration protocol
+    (``calibration``, pruning.calibration.protocol), the run's calibration ``seed`` (float; NaN for
     references and configs without one) and its ``setting`` (:func:`config_setting`: values that
     differ only by the calibration seed share it; None for references). ``stage=None`` returns dense
     and pruned rows."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.protocol import is_budgeted, ppl_protocol_short
+from pruning.evaluation.protocol import is_budgeted, ppl_protocol_short
 from pruning.store.annotations import all_annotations, read_annotation
 from pruning.store.errors import RunNotFoundError, StoreError
 from pruning.store.health import check_parquet
@@ -73,7 +73,7 @@ def list_runs(root: Path | str | None = None, **filters: Any) -> pd.DataFrame:
 
     Columns: run_id, kind (run|reference), model, method, strategy, preset, metric, epsilon,
     sparsity, nm, status, label, tags (list), notes (text), created_at, ppl (main WikiText/wiki
-    perplexity, pruned stage), ppl_protocol (how that ppl was measured, ``pruning.protocol``:
+    perplexity, pruned stage), ppl_protocol (how that ppl was measured, ``pruning.evaluation.protocol``:
     ``wiki full 175×2048``, ``wiki budgeted 1/44,778×8``, ``wikitext2 as published``), ppl_budgeted (a window budget was applied), zeroshot_mean (mean acc), source, plus preset_raw,
     sparsity_assumed, is_baseline, error, note, bundle. Filters (exact match; a list means any
     of): model, method, status, tag, kind, preset, strategy, label, bundle.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pruning.store.sql import memoized, query_df
-from pruning.precision import check_eig_dtype
+from pruning.config.precision import check_eig_dtype
 from pruning.store.spectra_sets import SPECTRA_SOURCES
 
 # a set recomputed elsewhere matches a run's rows to this relative tolerance: Hessians are accumulated

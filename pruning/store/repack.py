@@ -2,7 +2,7 @@
 (:data:`pruning.store.layout.BUNDLE_PARQUET`) and old allocation tables without the spectral metric
 columns they copied from their own run's spectra table; then the catalog rebuilt from the bundles.
 
-Why: bundles written before the encoding and :func:`pruning.run_stages.allocation_record` carried
+Why: bundles written before the encoding and :func:`pruning.run.stages.allocation_record` carried
 per-column statistics (a run's whole config and environment twice over in every runs.parquet), the
 embedded Arrow schema and, for a ``linear`` allocation, ~40 metric columns that are the run's spectra
 table over again: the shipped store was 41 MB of bundle files for 5.8 MB of information (its

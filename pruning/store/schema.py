@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 import pandas as pd
 import pyarrow as pa
 
-from pruning.protocol import is_missing
+from pruning.evaluation.protocol import is_missing
 from pruning.store.errors import StoreError
 
 SCHEMA_VERSION = 1

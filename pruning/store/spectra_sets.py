@@ -1,8 +1,8 @@
 """Stored spectra sets: a model's spectra, published once and referenced by every run that uses them.
 
-One set is the spectra of one model (its fingerprint, ``pruning.models.model_fingerprint``) from one
+One set is the spectra of one model (its fingerprint, ``pruning.model.load.model_fingerprint``) from one
 source (``weight``: ESD of W^T W; ``hessian``: ESD of H = 2 X^T X / N on one calibration batch), in
-one eigen-solver precision, by one version of the spectra code (``pruning.spectra_cache.SPECTRA_VERSION``).
+one eigen-solver precision, by one version of the spectra code (``pruning.run.spectra_cache.SPECTRA_VERSION``).
 It is an ordinary immutable bundle ``spectra-<key>`` (published through
 :func:`pruning.store.publish.publish_bundle`: staging directory + rename, catalog, ``verify``,
 quarantine) holding two tables:
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning.precision import check_eig_dtype
+from pruning.config.precision import check_eig_dtype
 from pruning.store.errors import StoreError
 from pruning.store.publish import PublishResult, publish_bundle
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.study.protocol import (
     CHOICES_DIR, FAMILY_BY_NAME, VALIDATION_DATASET, VALIDATION_TAG, Candidate, calibration_for, candidates,
     model_layers, validation_base,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.study.protocol import FINAL_SEEDS, ZEROSHOT_TASK, family_of, knob_text
 from pruning.study.results import _store_root, _tagged_runs, run_values
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.paths import REPO_ROOT
-from pruning.presets import MATRIX_TYPES
+from pruning.config.presets import MATRIX_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def model_layers(model: str, layers: int | None = None) -> int:
     """Number of transformer blocks of ``model``: from its config.json (``num_hidden_layers``, or
     ``text_config.num_hidden_layers``) when the model is prepared here, else ``layers``; both
     given and different is an error."""
-    from pruning.models import resolve_model
+    from pruning.model.load import resolve_model
 
     found: int | None = None
     try:

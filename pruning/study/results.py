@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.study.protocol import (
     DOMAIN_TAG, FAMILIES, FAMILY_BY_NAME, OURS, PROXY_TAGS, STUDY_TAG, UNCHOSEN, VALIDATION_DATASET,
     VALIDATION_TAG, ZEROSHOT_TASK, depth_fraction, family_of, knob_text,

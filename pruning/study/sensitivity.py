@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.study.protocol import METHODS, VALIDATION_DATASET, model_layers, validation_base
 from pruning.study.results import _store_root, _tagged_runs
 

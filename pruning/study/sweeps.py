@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.paths import REPO_ROOT
 from pruning.study.protocol import (
     CALIBRATION, CHOICES_DIR, DEPTH_FRACTIONS, DOMAIN_DATASET, DOMAIN_SEED, DOMAIN_SPARSITY, DOMAIN_TAG,
     FAMILY_BY_NAME, FINAL_SEEDS, FINAL_TAG, METHODS, SPARSITIES, STUDY_TAG, Candidate, candidates, final_base,
     model_layers, validation_base,
 )
-from pruning.sweep import expand_sweep, load_sweep_spec
+from pruning.jobs.sweep import expand_sweep, load_sweep_spec
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def calibration_tokens(model: str, datasets: tuple[str, ...] = (DOMAIN_DATASET, 
     try:
         from transformers import AutoTokenizer
 
-        from pruning.data import load_text, tokenize_text
-        from pruning.models import resolve_model
+        from pruning.text.data import load_text, tokenize_text
+        from pruning.model.load import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).location)
         return {ds: int(tokenize_text(tokenizer, load_text(ds, "calib")).numel()) for ds in datasets}
@@ -144,12 +144,12 @@ def calibration_tokens(model: str, datasets: tuple[str, ...] = (DOMAIN_DATASET, 
 
 
 def coverage_text(model: str) -> str:
-    """How the 128 x 2048 calibration windows cover lee and wiki:train (pruning.data.calibration_batch
+    """How the 128 x 2048 calibration windows cover lee and wiki:train (pruning.text.data.calibration_batch
     draws start offsets uniformly at random, so windows overlap whenever the text is short)."""
     need = CALIBRATION["nsamples"] * CALIBRATION["seqlen"]
     counts = calibration_tokens(model)
-    lines = (f"The sampler (pruning.data.calibration_batch) draws {CALIBRATION['nsamples']} windows at uniform random "
-             f"offsets, so windows overlap where the text holds fewer than {CALIBRATION['nsamples']} x "
+    lines = (f"The sampler (pruning.text.data.calibration_batch) draws {CALIBRATION['nsamples']} windows at uniform "
+             f"random offsets, so windows overlap where the text holds fewer than {CALIBRATION['nsamples']} x "
              f"{CALIBRATION['seqlen']} = {need:,} tokens")
     if counts is None:
         return lines + " (token counts not measured here)"

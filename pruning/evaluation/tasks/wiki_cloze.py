@@ -1,6 +1,6 @@
 """`wiki_cloze`: an offline 4-way multiple-choice task built from the Wikipedia test split.
 
-Each item takes one sentence of the offline Wikipedia test text (``pruning.data.load_text("wiki",
+Each item takes one sentence of the offline Wikipedia test text (``pruning.text.data.load_text("wiki",
 "test")``): the context is the first half of the sentence's words (kept short: every choice
 costs one forward pass on a 2-core CPU); the true continuation is the second half; three distractors are
 second halves of other sentences (other paragraphs) with nearly the same number of words, so
@@ -105,7 +105,7 @@ def task_config(data_file: Path) -> dict[str, Any]:
             {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
         ],
         "metadata": {"version": float(BUILDER_VERSION), "n_items": N_ITEMS, "seed": SEED,
-                     "source": "pruning.data.load_text('wiki', 'test')"},
+                     "source": "pruning.text.data.load_text('wiki', 'test')"},
     }
 
 
@@ -113,7 +113,7 @@ def ensure_wiki_cloze(root: Path, text: str | None = None, force: bool = False) 
     """Generate ``root/wiki_cloze/{wiki_cloze.jsonl, wiki_cloze.yaml, build.json}`` unless an
     up-to-date build (same builder version, seed, size and source-text hash) exists.
     Returns the YAML path."""
-    from pruning.data import load_text
+    from pruning.text.data import load_text
 
     task_dir = root / TASK_NAME
     task_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.families import FamilySpec, MatrixRef, block_matrices
+from pruning.model.families import FamilySpec, MatrixRef, block_matrices
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pruning.errors import ModelNotFoundError
-from pruning.families import FamilySpec, family_for
+from pruning.model.families import FamilySpec, family_for
 from pruning.paths import models_dir
 from pruning.roots import local_path
 

@@ -4,9 +4,9 @@ dense weights, the calibration token ids and the tokenized evaluation texts.
 A run of a 135M model spent most of its time on work that depends only on the model and the
 calibration (issue 26: load 10 s, dense statistics 40 s, tokenizing, ...). A runner process
 (:mod:`pruning.jobs.runner`) enables a :class:`WarmState`; the run stages
-(:mod:`pruning.run_stages`) then ask it before they load or tokenize. Without one (``python -m
+(:mod:`pruning.run.stages`) then ask it before they load or tokenize. Without one (``python -m
 pruning run``, the cold path) nothing here is used. The dense OWL/DLP statistics and the spectra
-have their own caches (:mod:`pruning.dense_stats`, :mod:`pruning.spectra_cache`), shared by both paths.
+have their own caches (:mod:`pruning.calibration.dense_stats`, :mod:`pruning.run.spectra_cache`), shared by both paths.
 
 Exactness: after a job the model goes back to its load device and every tensor of its
 ``state_dict`` is copied back from the dense copy taken at load; the model's fingerprint is then
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from pruning.models import LoadedModel, load_model, model_fingerprint
+from pruning.model.load import LoadedModel, load_model, model_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Corpus names (``CORPORA``):
 
 * ``wiki`` — offline Wikipedia (gensim wheel): split ``test`` for evaluation, ``calib`` for
   calibration, and the held-out ``validation`` split with ``train`` = ``calib`` without it
-  (``pruning.corpora``; ``python -m pruning fetch`` prepares all four);
+  (``pruning.text.corpora``; ``python -m pruning fetch`` prepares all four);
 * ``lee`` — offline Lee news text (evaluation and calibration);
 * ``wikitext2`` — WikiText-2 raw (``test``/``train``) through ``datasets`` (needs the hub);
 * ``c4`` — C4 English shards as in the SparseGPT/Wanda code (needs the hub);
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pruning.corpora import prepare_offline_corpora
+from pruning.text.corpora import prepare_offline_corpora
 from pruning.errors import ConfigError, CorpusUnavailableError
 from pruning.paths import corpora_dir
 from pruning.roots import resolve_local_path

@@ -2,9 +2,9 @@
 
 For models larger than host RAM or the GPU (LLaMA-70B: 140 GB in bf16). The protocol is the
 block-sequential one of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda), with the
-same capture (:func:`pruning.block_capture.capture_block_inputs`), block step
-(:func:`pruning.calibration.run_block`) and pruning (:func:`pruning.prune.block_pruner`) as
-:func:`pruning.prune.prune_model`; only where the weights come from and go to differs:
+same capture (:func:`pruning.calibration.block_capture.capture_block_inputs`), block step
+(:func:`pruning.calibration.sequential.run_block`) and pruning (:func:`pruning.run.prune.block_pruner`) as
+:func:`pruning.run.prune.prune_model`; only where the weights come from and go to differs:
 
 1. the model skeleton is built on the ``meta`` device from ``config.json``; only the modules outside
    the decoder blocks (embeddings, final norm, LM head, rotary tables) are materialised, from the
@@ -41,11 +41,11 @@ import torch
 from torch import Tensor, nn
 
 from pruning.atomic import write_atomic, write_text_atomic
-from pruning.block_capture import capture_block_inputs
-from pruning.calibration import run_block
-from pruning.families import block_matrices, decoder_layers, family_for_model_type
+from pruning.calibration.block_capture import capture_block_inputs
+from pruning.calibration.sequential import run_block
+from pruning.model.families import block_matrices, decoder_layers, family_for_model_type
 from pruning.methods.registry import method_names, needs_calibration, needs_hessian
-from pruning.prune import TABLE_COLUMNS, block_pruner, validate_request
+from pruning.run.prune import TABLE_COLUMNS, block_pruner, validate_request
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ def stream_prune(
     write the pruned checkpoint (same shards, index and config) to ``out_dir``.
 
     calib_ids: LongTensor ``(nsamples, seqlen)``. Returns a :class:`StreamReport` whose table has the
-    columns of :func:`pruning.prune.prune_model` (``block, matrix_type, name, numel,
+    columns of :func:`pruning.run.prune.prune_model` (``block, matrix_type, name, numel,
     sparsity_target, sparsity_achieved``).
 
     The output shards are written by a background thread while the next blocks compute

@@ -15,12 +15,12 @@ Protocol of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda):
    prune the block in place), free the statistics, run the samples through the (pruned) block
    again and feed its outputs to the next block; move the block back.
 
-Placement (:mod:`pruning.placement`): ``offload=None`` measures whether the whole model fits on the
+Placement (:mod:`pruning.model.placement`): ``offload=None`` measures whether the whole model fits on the
 device next to the activations; with offload on CUDA, block i+1 is copied on a side stream while
-block i computes (:mod:`pruning.prefetch`).
+block i computes (:mod:`pruning.model.prefetch`).
 
-Statistics per linear layer (:class:`pruning.linear_stats.LinearStats`; layers that read the same input tensor — the
-family's ``input_groups`` such as q/k/v and gate/up — share one set of tensors):
+Statistics per linear layer (:class:`pruning.calibration.linear_stats.LinearStats`; layers that read the same
+input tensor — the family's ``input_groups`` such as q/k/v and gate/up — share one set of tensors):
 
 * ``act_sq_sum`` ``(in,)`` float32: sum over tokens of x_j^2; Wanda's ||X_j||_2 = sqrt(act_sq_sum);
 * ``hessian`` ``(in, in)`` float32: H = 2/N X^T X with N the number of tokens (SparseGPT's
@@ -30,8 +30,8 @@ family's ``input_groups`` such as q/k/v and gate/up — share one set of tensors
 Peak memory on the compute device: one block, two activation buffers ``(nsamples, seqlen,
 hidden)`` and the block's statistics.
 
-Step 1 lives in :mod:`pruning.block_capture`, the hooks of step 2 in :mod:`pruning.linear_stats`;
-this module runs the protocol.
+Step 1 lives in :mod:`pruning.calibration.block_capture`, the hooks of step 2 in
+:mod:`pruning.calibration.linear_stats`; this module runs the protocol.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.block_capture import capture_block_inputs
-from pruning.families import FamilySpec, MatrixRef, block_matrices, decoder_layers
-from pruning.linear_stats import LinearStats, StatsCollector, input_group_widths
-from pruning.models import LoadedModel
-from pruning.placement import FreeMemoryFn, Placement, placement_for_model
-from pruning.prefetch import BlockMover, make_copier
+from pruning.calibration.block_capture import capture_block_inputs
+from pruning.model.families import FamilySpec, MatrixRef, block_matrices, decoder_layers
+from pruning.calibration.linear_stats import LinearStats, StatsCollector, input_group_widths
+from pruning.model.load import LoadedModel
+from pruning.model.placement import FreeMemoryFn, Placement, placement_for_model
+from pruning.model.prefetch import BlockMover, make_copier
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def calibrate_blocks(
     calib_ids: LongTensor ``(nsamples, seqlen)``. ``device``: where blocks run. ``offload=False``
     moves the whole model to ``device`` (and leaves it there); ``offload=True`` keeps the model
     where it is and moves one block at a time to ``device`` and back; ``offload=None`` decides by
-    measurement (:func:`pruning.placement.choose_placement`; ``free_memory`` replaces
+    measurement (:func:`pruning.model.placement.choose_placement`; ``free_memory`` replaces
     ``torch.cuda.mem_get_info`` in tests). ``prefetch`` (offload on CUDA): copy block i+1 on a side
     stream while block i computes; ``False`` keeps the synchronous copies. ``progress(done, total)``
     is called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the

@@ -62,7 +62,7 @@ def save_tiny_model_dir(
     """
     from transformers import AutoTokenizer
 
-    from pruning.models import resolve_model, save_model
+    from pruning.model.load import resolve_model, save_model
 
     source = resolve_model(tokenizer_from)
     tokenizer = AutoTokenizer.from_pretrained(source.location)

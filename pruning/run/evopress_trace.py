@@ -1,6 +1,6 @@
 """An EvoPress search's trace in a run's ``metrics`` table, without torch (the pages read it): the
 parent's fitness per generation as rows of stage ``search`` named ``evopress_fitness/gen0001`` ...
-(:mod:`pruning.evopress_run` writes them)."""
+(:mod:`pruning.run.evopress` writes them)."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from pruning.atomic import exclusive_lock, write_atomic
-from pruning.calibration import BlockContext, calibrate_blocks
-from pruning.models import LoadedModel
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
+from pruning.model.load import LoadedModel
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)

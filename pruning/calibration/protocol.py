@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pruning.config_sections import CalibrationConfig
+from pruning.config.sections import CalibrationConfig
 
 #: SQL (runs alias ``r``) of a result row's calibration protocol; NULL for dense runs and references
 CALIBRATION_SQL = """CASE WHEN r.kind = 'run' AND coalesce(r.method, '') <> 'dense' THEN
@@ -28,7 +28,7 @@ def calibration_label(dataset: str, nsamples: int, seqlen: int) -> str:
 
 
 _default = CalibrationConfig()
-#: the product's default calibration (pruning.config_sections.CalibrationConfig): views start from it
+#: the product's default calibration (pruning.config.sections.CalibrationConfig): views start from it
 DEFAULT_CALIBRATION = calibration_label(_default.dataset, _default.nsamples, _default.seqlen)
 
 

@@ -5,7 +5,7 @@ Library entry point: :func:`execute_run`. The CLI (`python -m pruning run`) and 
 call it; progress is reported through a callback as (stage, overall fraction, message). Input
 errors are raised before the work starts and publish nothing; a run that raises during the work
 is published with status ``failed``, the error text and the tables made so far, then the error
-propagates, so a crashed run is never left "running". The stages live in :mod:`pruning.run_stages`.
+propagates, so a crashed run is never left "running". The stages live in :mod:`pruning.run.stages`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from pruning import run_stages as stages
-from pruning.config import RunConfig
-from pruning.placement import Compute
-from pruning.run_stages import ProgressFn, Reporter, Stopwatch
+from pruning.run import stages
+from pruning.config.run_config import RunConfig
+from pruning.model.placement import Compute
+from pruning.run.stages import ProgressFn, Reporter, Stopwatch
 from pruning.store import PublishResult, publish_outcome
-from pruning.validation import check_before_work
+from pruning.run.validation import check_before_work
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Repo
             clock.seconds["spectra_reused"] = clock.seconds.pop("spectra")
 
     alloc = stages.allocation(loaded, config, calib_ids, spectra_table, compute, report, clock)
-    if "search_trace" in alloc.attrs:  # EvoPress: fitness per generation (pruning.evopress_run)
-        from pruning.evopress_trace import trace_table
+    if "search_trace" in alloc.attrs:  # EvoPress: fitness per generation (pruning.run.evopress)
+        from pruning.run.evopress_trace import trace_table
 
         outcome.tables["metrics"] = trace_table(alloc.attrs["search_trace"])
     if pruning_run:
@@ -115,7 +115,7 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
 
     Deterministic for a given config on the same machine: the seed fixes the calibration
     sample and torch's RNG. Input errors found before the work starts (names, the model
-    reference, the device: :func:`pruning.validation.check_before_work`) raise a PruningLabError
+    reference, the device: :func:`pruning.run.validation.check_before_work`) raise a PruningLabError
     and publish nothing; a failure during the work raises after publishing a ``failed`` run.
     """
     check_before_work(config)

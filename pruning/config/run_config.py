@@ -3,7 +3,7 @@ stored run.
 
 A :class:`RunConfig` has six sections (model, calibration, allocation, pruning, evaluation,
 plus run-level ``seed``/``label``/``tags``); the sections are defined in
-:mod:`pruning.config_sections` and :mod:`pruning.config_allocation`. Every invalid value raises
+:mod:`pruning.config.sections` and :mod:`pruning.config.allocation`. Every invalid value raises
 :class:`pruning.errors.ConfigError` naming the field, the value and what is accepted. The run
 id is a hash of the canonical JSON of everything that affects results (``label`` and ``tags``
 are annotations and excluded), so the same config always maps to the same run id.
@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from pruning.config_allocation import EVOPRESS_DEFAULTS, STRATEGIES, AllocationConfig
-from pruning.config_sections import (
+from pruning.config.allocation import EVOPRESS_DEFAULTS, STRATEGIES, AllocationConfig
+from pruning.config.sections import (
     DTYPES,
     MAX_BATCH,
     MAX_COUNT,
@@ -35,8 +35,8 @@ from pruning.config_sections import (
     PruningConfig,
 )
 from pruning.errors import ConfigError
-from pruning.precision import DEFAULT_EIG_DTYPE
-from pruning.presets import GRANULARITIES
+from pruning.config.precision import DEFAULT_EIG_DTYPE
+from pruning.config.presets import GRANULARITIES
 
 CONFIG_VERSION = 1
 

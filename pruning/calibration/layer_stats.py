@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from pruning.dense_stats import DenseNorms, dense_norms
+from pruning.calibration.dense_stats import DenseNorms, dense_norms
 from pruning.errors import ConfigError
-from pruning.families import block_matrices, decoder_layers
+from pruning.model.families import block_matrices, decoder_layers
 from pruning.methods.wanda import wanda_scores
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,10 @@ def dense_block_statistic(
     """``{block: reduce(weights, act_norms)}`` over the dense model. reduce gets the block's
     prunable weights ``(out, in)`` and their input norms ``||X_j||_2`` ``(in,)``, in MATRIX_TYPES
     order, on ``device``. The norms come from one block-sequential pass of the dense model
-    (:func:`pruning.dense_stats.dense_norms`: each block sees the dense outputs of the one before),
+    (:func:`pruning.calibration.dense_stats.dense_norms`: each block sees the dense outputs of the one before),
     measured once per (model, calibration ids, device type, batch size) and reused after; pass
     ``norms`` when the caller already holds them. calib_ids: ``(nsamples, seqlen)`` LongTensor;
-    device / offload / batch_size / progress: as :func:`pruning.calibration.calibrate_blocks`. OWL's
+    device / offload / batch_size / progress: as :func:`pruning.calibration.sequential.calibrate_blocks`. OWL's
     outlier ratios are the same statistic with another ``reduce``
     (:func:`pruning.methods.owl.block_outlier_ratio`). The model is not modified."""
     if norms is None:
@@ -98,7 +98,7 @@ def dlp_unimportance(
 
     calib_ids: ``(nsamples, seqlen)`` LongTensor. statistic: ``"median"`` (the paper) or ``"mean"``
     (the reference's unstructured path). device / offload / batch_size: as
-    :func:`pruning.calibration.calibrate_blocks`.
+    :func:`pruning.calibration.sequential.calibrate_blocks`.
     """
     if statistic not in DLP_STATISTICS:
         raise ConfigError(f"allocation.dlp_statistic: {statistic!r} is invalid; accepted: {', '.join(DLP_STATISTICS)}")

@@ -3,7 +3,7 @@
 per-matrix sparsities a run then prunes with.
 
 1. **Database** (:func:`build_database`): one pass of the dense model over the calibration windows
-   (:func:`pruning.calibration.calibrate_blocks`, blocks unchanged), and for every prunable matrix its
+   (:func:`pruning.calibration.sequential.calibrate_blocks`, blocks unchanged), and for every prunable matrix its
    weight pruned with the run's method at every level of the ladder, from the dense model's statistics
    of that matrix (the reference code's database is built the same way, one matrix at a time on dense
    inputs). Held on the compute device in the model's dtype: the sum over matrices of (levels x size),
@@ -24,9 +24,9 @@ per-matrix sparsities a run then prunes with.
 4. The model gets its dense weights back; the run then prunes block-sequentially at the searched
    per-matrix sparsities like every other allocation, so families differ by their allocation only.
 
-The trace (parent fitness per generation) is stored in the run's ``metrics`` table (:mod:`pruning.evopress_trace`: stage ``search``,
-names ``evopress_fitness/gen0001`` ...), the chosen level of each matrix in its allocation table's
-``score`` column.
+The trace (parent fitness per generation) is stored in the run's ``metrics`` table
+(:mod:`pruning.run.evopress_trace`: stage ``search``, names ``evopress_fitness/gen0001`` ...), the chosen
+level of each matrix in its allocation table's ``score`` column.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from torch import Tensor
 
 from pruning.allocation.evopress import Ladder, SearchState, additive_start, make_ladder, search
 from pruning.atomic import write_atomic
-from pruning.calibration import BlockContext, calibrate_blocks
-from pruning.config import RunConfig
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
-from pruning.families import prunable_matrices
+from pruning.model.families import prunable_matrices
 from pruning.methods.apply import pruned_weight
 from pruning.methods.registry import get_method
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)

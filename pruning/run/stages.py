@@ -1,4 +1,4 @@
-"""The stages of one run (pruning.pipeline reads them top to bottom). Each stage takes what it
+"""The stages of one run (pruning.run.pipeline reads them top to bottom). Each stage takes what it
 needs and returns what it makes; none writes into the run's outcome.
 
 load -> calibration sample -> spectra -> allocation statistics (OWL, DLP) -> allocation ->
@@ -18,24 +18,24 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from pruning import spectra_cache, warm
+from pruning.run import spectra_cache, warm
 from pruning.allocation import allocate
 from pruning.allocation.registry import strategy_spec
 from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
-from pruning.config import RunConfig
-from pruning.data import calibration_batch, load_text, tokenize_text
+from pruning.config.run_config import RunConfig
+from pruning.text.data import calibration_batch, load_text, tokenize_text
 from pruning.errors import ConfigError
-from pruning.dense_stats import DenseNorms, dense_norms
+from pruning.calibration.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
 from pruning.evaluation.zeroshot import zeroshot_evaluate
-from pruning.families import prunable_matrices
-from pruning.layer_stats import dlp_unimportance
+from pruning.model.families import prunable_matrices
+from pruning.calibration.layer_stats import dlp_unimportance
 from pruning.methods.registry import needs_calibration, prunes
-from pruning.models import LoadedModel, load_model
+from pruning.model.load import LoadedModel, load_model
 from pruning.paths import cache_dir
-from pruning.placement import Compute, place_for_inference
-from pruning.prune import owl_outlier_ratios, prune_model
+from pruning.model.placement import Compute, place_for_inference
+from pruning.run.prune import owl_outlier_ratios, prune_model
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult, pivot_for_allocation
 
@@ -111,7 +111,7 @@ def wants_calibration(config: RunConfig) -> bool:
 
 
 def calibration_sample(loaded: LoadedModel, config: RunConfig) -> torch.Tensor:
-    """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.data)."""
+    """``(nsamples, seqlen)`` token ids drawn with the calibration seed (pruning.text.data)."""
     cal = config.calibration
     bos = loaded.window_bos
 
@@ -130,7 +130,7 @@ def wants_spectra(config: RunConfig) -> bool:
 @dataclass
 class Spectra:
     """The spectra of a run: one result per source (weight, and Hessian when the metric asks), each
-    saying where it came from (``computed``, ``cache`` or ``store``; pruning.spectra_cache)."""
+    saying where it came from (``computed``, ``cache`` or ``store``; pruning.run.spectra_cache)."""
 
     results: list[SpectraResult]
 
@@ -201,7 +201,7 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
                                        norms=norms)
     searched = trace = None
     if alloc.strategy == "evopress" and target > 0:
-        from pruning.evopress_run import evopress_allocation  # torch-heavy; only EvoPress runs need it
+        from pruning.run.evopress import evopress_allocation  # torch-heavy; only EvoPress runs need it
 
         if compute.offload:
             raise ConfigError("allocation.strategy 'evopress' searches with the whole model on the device; "
@@ -218,7 +218,7 @@ def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor |
 def dense_statistics(loaded: LoadedModel, calib_ids: torch.Tensor, compute: Compute, report: Reporter,
                      clock: Stopwatch) -> DenseNorms:
     """The dense model's activation norms on this calibration (OWL and DLP read them), measured once
-    per (model, calibration ids, device type, batch size) and reused after (pruning.dense_stats). The
+    per (model, calibration ids, device type, batch size) and reused after (pruning.calibration.dense_stats). The
     timings say which: ``dense_stats`` when measured, ``dense_stats_reused`` when looked up."""
     report("calibration", 0.0, "dense block statistics")
     with clock("dense_stats"):
@@ -288,7 +288,7 @@ def evaluation_placement(loaded: LoadedModel, config: RunConfig, compute: Comput
 
 def evaluation_tokens(loaded: LoadedModel, dataset: str) -> tuple[torch.Tensor, str]:
     """The ``test`` text of ``dataset`` tokenized ``(n,)``, and the SHA-256 (16 hex) of the text, which is
-    part of the protocol (``pruning.protocol``); a warm runner tokenizes each text once."""
+    part of the protocol (``pruning.evaluation.protocol``); a warm runner tokenizes each text once."""
 
     def make() -> tuple[torch.Tensor, str]:
         text = load_text(dataset, "test")
@@ -300,7 +300,7 @@ def evaluation_tokens(loaded: LoadedModel, dataset: str) -> tuple[torch.Tensor, 
 
 def evaluate_perplexity(loaded: LoadedModel, config: RunConfig, stage: str, report: Reporter) -> pd.DataFrame:
     """Perplexity on every configured dataset; each row records its protocol: the window budget,
-    windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.protocol``)."""
+    windows and tokens scored, and the SHA-256 (16 hex) of the text (``pruning.evaluation.protocol``)."""
     ev = config.evaluation
     rows = []
     bos = loaded.window_bos

@@ -18,9 +18,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pruning.corpora import prepare_offline_corpora
+from pruning.text.corpora import prepare_offline_corpora
 from pruning.errors import ModelNotFoundError
-from pruning.models import alias_dir, save_model
+from pruning.model.load import alias_dir, save_model
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ A run's ``spectra`` rows hold its metrics but, before spectra sets existed, not 
 (they lived in the spectra cache of the machine that ran it). :func:`backfill_spectra` finds every
 run whose weight or Hessian rows have no stored set (``pruning.store.queries.spectra_key_of``),
 loads the run's model here (CPU by default), takes its spectra through
-:func:`pruning.spectra_cache.cached_weight_spectra` / :func:`cached_hessian_spectra` (the run's
+:func:`pruning.run.spectra_cache.cached_weight_spectra` / :func:`cached_hessian_spectra` (the run's
 precision; for Hessians the run's calibration batch, drawn again with its seed), checks that they
 are the run's own — every row's lambda_max within :data:`pruning.store.queries_spectra.LAMBDA_MAX_RTOL`
-of the run's — and publishes the set (:func:`pruning.spectra_cache.publish_spectra`). A model that
+of the run's — and publishes the set (:func:`pruning.run.spectra_cache.publish_spectra`). A model that
 is not on this machine, or whose spectra disagree with the run's, is reported and skipped.
 """
 
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pruning.config import RunConfig
-from pruning.data import calibration_batch
-from pruning.models import LoadedModel, load_model
-from pruning.precision import DEFAULT_EIG_DTYPE
-from pruning.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
+from pruning.config.run_config import RunConfig
+from pruning.text.data import calibration_batch
+from pruning.model.load import LoadedModel, load_model
+from pruning.config.precision import DEFAULT_EIG_DTYPE
+from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult
 from pruning.store import queries

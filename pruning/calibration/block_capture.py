@@ -1,5 +1,5 @@
 """Capture of the inputs of every decoder block in one pass of the model (step 1 of the
-block-sequential protocol, :mod:`pruning.calibration`): each block is replaced by a pass-through
+block-sequential protocol, :mod:`pruning.calibration.sequential`): each block is replaced by a pass-through
 catcher, so the model's own code builds what its blocks need (attention masks, ``position_ids``,
 rotary ``position_embeddings``); the last catcher stops the forward."""
 
@@ -35,7 +35,7 @@ class _Catcher(nn.Module):
         if args:
             raise RuntimeError(
                 f"calibration capture: block {self.index} received {len(args)} positional arguments besides "
-                "hidden_states; only keyword arguments are supported (extend pruning/block_capture.py)"
+                "hidden_states; only keyword arguments are supported (extend pruning/calibration/block_capture.py)"
             )
         self.record[self.index] = (hidden_states, kwargs)
         if self.last:

@@ -5,7 +5,7 @@ Two placements (the protocol of Frantar & Alistarh 2023 and Sun et al. 2023 runs
 * ``gpu`` — the whole model moves to the compute device once; fastest when it fits;
 * ``offload`` — the model stays on the CPU and one block at a time moves to the device (the
   reference codes' way for models larger than the GPU), with block i+1 prefetched on a side
-  stream while block i computes (:mod:`pruning.prefetch`).
+  stream while block i computes (:mod:`pruning.model.prefetch`).
 
 :func:`choose_placement` is a pure function of byte counts: the model's parameters, the calibration
 activations (inputs + outputs, ``2 * nsamples * seqlen * hidden * itemsize``), one block and its
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pruning.models import resolve_device
+from pruning.model.load import resolve_device
 
 if TYPE_CHECKING:
-    from pruning.config import RunConfig
+    from pruning.config.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ class Compute:
         return "cpu" if self.offload is not False and torch.device(self.device).type == "cuda" else self.device
 
     def calibration_kwargs(self) -> dict[str, object]:
-        """``device``, ``offload``, ``batch_size`` for pruning.calibration.calibrate_blocks and its callers."""
+        """``device``, ``offload``, ``batch_size`` for pruning.calibration.sequential.calibrate_blocks and its
+        callers."""
         return {"device": self.device, "offload": self.offload, "batch_size": self.batch_size}
 
 

@@ -3,7 +3,7 @@
 ``prune_model`` validates everything up front, then runs any registered method
 (:mod:`pruning.methods.registry`): one that needs no statistics (magnitude) matrix by matrix with no
 forward pass, one that needs activations (Wanda) or a Hessian (SparseGPT) through
-:func:`pruning.calibration.calibrate_blocks` (statistics of each block's inputs come from the
+:func:`pruning.calibration.sequential.calibrate_blocks` (statistics of each block's inputs come from the
 already pruned previous blocks, as in Sun et al. 2023 and Frantar & Alistarh 2023).
 ``owl_outlier_ratios`` measures the OWL outlier ratio of every block of the dense model (Yin et al. 2023).
 """
@@ -19,16 +19,16 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 import torch
 
-from pruning.calibration import BlockContext, calibrate_blocks
+from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.errors import ConfigError
-from pruning.families import MatrixRef, prunable_matrices
-from pruning.dense_stats import DenseNorms
-from pruning.layer_stats import dense_block_statistic
+from pruning.model.families import MatrixRef, prunable_matrices
+from pruning.calibration.dense_stats import DenseNorms
+from pruning.calibration.layer_stats import dense_block_statistic
 from pruning.methods.apply import prune_linear, prune_linear_group
 from pruning.methods.nm_pattern import parse_nm
 from pruning.methods.owl import block_outlier_ratio
 from pruning.methods.registry import KernelOptions, get_method, method_names
-from pruning.models import LoadedModel
+from pruning.model.load import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ def prune_model(
     (target 0). nm: ``(N, M)`` or ``"N:M"`` — prune N of every M consecutive inputs per row; every
     listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
     (ignored by methods that need no statistics). device/offload/prefetch: see
-    :func:`pruning.calibration.calibrate_blocks` (``offload=None``: decided by measuring free memory,
-    :mod:`pruning.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
+    :func:`pruning.calibration.sequential.calibrate_blocks` (``offload=None``: decided by measuring free memory,
+    :mod:`pruning.model.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
     group kernel (SparseGPT) prunes the matrices that share an input (q/k/v, gate/up) in one pass
     with one inverse Hessian.
     ``progress(done, total)`` is called per block.
@@ -185,7 +185,7 @@ def block_pruner(
     rows: list[dict],
 ) -> Callable[[BlockContext], None]:
     """The ``on_block`` of block-sequential pruning (used by :func:`prune_model` and the streaming
-    path :mod:`pruning.streaming`): prunes every matrix of the block with a target > 0 from the
+    path :mod:`pruning.run.streaming`): prunes every matrix of the block with a target > 0 from the
     block's statistics — by input group when the method has a group kernel — and appends one table
     row per matrix to ``rows``."""
     grouped = get_method(method).group_kernel is not None

@@ -1,8 +1,8 @@
 """The sections of a run's configuration that need no more than a type and a range: model,
-calibration data, pruning method and evaluation (:class:`pruning.config.RunConfig` holds them with
-:class:`pruning.config_allocation.AllocationConfig`).
+calibration data, pruning method and evaluation (:class:`pruning.config.run_config.RunConfig` holds them with
+:class:`pruning.config.allocation.AllocationConfig`).
 
-Every invalid value raises a pydantic error that :func:`pruning.config.config_error_from` turns into
+Every invalid value raises a pydantic error that :func:`pruning.config.run_config.config_error_from` turns into
 a :class:`pruning.errors.ConfigError` naming the field, the value and what is accepted.
 """
 
@@ -54,7 +54,7 @@ class ModelConfig(ConfigSection):
     name: str = Field("smollm2-135m", max_length=4096)
     dtype: Dtype = "float32"
     device: DeviceName = "cpu"
-    # "auto": measured (pruning.placement): the whole model on the device when it fits, else one block
+    # "auto": measured (pruning.model.placement): the whole model on the device when it fits, else one block
     # at a time; true: always one block at a time with the model on the CPU; false: always on the device.
     offload: bool | Literal["auto"] = Field("auto", description="auto | true | false: model on `device` or one block at a time")
     revision: str | None = Field(None, max_length=256)

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Layer-wise sparsity allocation settings of a run (:class:`AllocationConfig`, the ``allocation``
-section of :class:`pruning.config.RunConfig`; pruning.allocation reads it)."""
+section of :class:`pruning.config.run_config.RunConfig`; pruning.allocation reads it)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from pruning.allocation.registry import STRATEGY_SPECS
-from pruning.config_sections import ConfigSection, matching
+from pruning.config.sections import ConfigSection, matching
 from pruning.errors import ConfigError
-from pruning.precision import DEFAULT_EIG_DTYPE, EigDtypeName
-from pruning.presets import MATRIX_TYPES, get_preset, parse_score_groups
+from pruning.config.precision import DEFAULT_EIG_DTYPE, EigDtypeName
+from pruning.config.presets import MATRIX_TYPES, get_preset, parse_score_groups
 
 Strategy = Literal["uniform", "linear", "owl", "dlp", "depth", "probe", "evopress"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -63,7 +63,7 @@ class AllocationConfig(ConfigSection):
     # per-block sensitivity profile (pruning.allocation.probe)
     probe_block: int | None = Field(None, ge=0, le=100_000)
     # EvoPress (Sieberling et al., ICML 2025): per-matrix sparsity levels searched by evolution on the KL
-    # divergence from the dense model on calibration windows (pruning.allocation.evopress, pruning.evopress_run)
+    # divergence from the dense model on calibration windows (pruning.allocation.evopress, pruning.run.evopress)
     evopress_levels: int = Field(8, ge=1, le=64)
     evopress_generations: int = Field(50, ge=0, le=100_000)
     evopress_offspring: int = Field(16, ge=1, le=4096)

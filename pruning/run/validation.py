@@ -1,4 +1,4 @@
-"""Checks of a :class:`~pruning.config.RunConfig` that need the registries, made before any work.
+"""Checks of a :class:`~pruning.config.run_config.RunConfig` that need the registries, made before any work.
 
 :class:`RunConfig` bounds every field on construction; the names it holds (corpora, zero-shot
 tasks, the allocation metric) are checked here against the registries that define them, at
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pruning.config import RunConfig
+from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,10 @@ def allocation_metrics() -> tuple[str, ...]:
 
 
 def check_dataset(field: str, name: str) -> None:
-    """A corpus name from :data:`pruning.data.CORPORA`, optionally with a split it holds
-    (``wiki:validation``, :func:`pruning.data.check_dataset_spec`), or ``text:PATH`` naming an
+    """A corpus name from :data:`pruning.text.data.CORPORA`, optionally with a split it holds
+    (``wiki:validation``, :func:`pruning.text.data.check_dataset_spec`), or ``text:PATH`` naming an
     existing file."""
-    from pruning.data import check_dataset_spec
+    from pruning.text.data import check_dataset_spec
 
     if name.startswith("text:"):
         path = _local_path(name[5:])
@@ -46,7 +46,7 @@ def check_dataset(field: str, name: str) -> None:
 
 
 def _local_path(text: str) -> Path:
-    """The file a ``text:PATH`` corpus opens: resolved as :func:`pruning.data.load_text` does
+    """The file a ``text:PATH`` corpus opens: resolved as :func:`pruning.text.data.load_text` does
     (``pruning.roots``: relative to the repository root, where the worker runs)."""
     from pruning.roots import resolve_local_path
 
@@ -92,7 +92,7 @@ def check_before_work(config: RunConfig) -> None:
     """Everything that can be checked before a run loads its model: the names
     (:func:`check_names`), the model reference (alias prepared, directory with config.json, GGUF
     file or hub id) and the device. Raises a PruningLabError subclass naming the bad value."""
-    from pruning.models import resolve_device, resolve_model
+    from pruning.model.load import resolve_device, resolve_model
 
     check_names(config)
     resolve_model(config.model.name)

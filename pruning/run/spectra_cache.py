@@ -120,7 +120,7 @@ def _keyed(result: SpectraResult, key: SpectraSetKey) -> SpectraResult:
 
 
 def _fingerprint(model_or_loaded: object) -> str:
-    from pruning.models import model_fingerprint
+    from pruning.model.load import model_fingerprint
 
     if isinstance(model_or_loaded, nn.Module):
         return model_fingerprint(model_or_loaded)

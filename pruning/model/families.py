@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from pruning.errors import ConfigError
-from pruning.presets import MATRIX_TYPES
+from pruning.config.presets import MATRIX_TYPES
 
 _LLAMA_MATRICES = {
     "q": "self_attn.q_proj",
@@ -77,7 +77,7 @@ def family_for_model_type(model_type: str) -> FamilySpec:
     known = sorted(t for s in FAMILIES.values() for t in s.model_types)
     raise ConfigError(
         f"model.name: config.model_type {model_type!r} has no decoder layout in the family registry; "
-        f"known model types: {', '.join(known)} (add a FamilySpec in pruning/families.py)"
+        f"known model types: {', '.join(known)} (add a FamilySpec in pruning/model/families.py)"
     )
 
 
