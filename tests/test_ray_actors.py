@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning.config.run_config import RunConfig
+from test_warm_runner import _config  # the same small run as the local warm runner tests
 from pruning.jobs import JobQueue, LocalBackend, cancel_job, job_status, retry_job
 from pruning.jobs.liveness import process_gone
 from pruning.run.pipeline import execute_run
@@ -39,17 +39,6 @@ def ray_session():
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model_dir(tmp_path_factory.mktemp("other") / "model", seed=1)
-
-
-def _config(model_dir: Path, **overrides) -> RunConfig:
-    base = RunConfig.from_dict({
-        "model": {"name": str(model_dir)},
-        "calibration": {"dataset": "wiki", "nsamples": 4, "seqlen": 64, "seed": 0},
-        "pruning": {"method": "wanda", "sparsity": 0.6},
-        "allocation": {"strategy": "uniform"},
-        "evaluation": {"perplexity": ["wiki", "lee"], "seqlen": 64, "limit_windows": 3},
-    })
-    return base.with_overrides(overrides) if overrides else base
 
 
 def _wait(predicate, timeout: float, what: str):

@@ -242,11 +242,7 @@ class RayWorker(QueueWorker):
 
     # ---- the loop's steps -----------------------------------------------------------------------
     def _start(self, job: JobInfo, slot: str | None) -> None:
-        job_dir = Path(job.job_dir) if job.job_dir else self.queue.path.parent / job.job_id
-        job_dir.mkdir(parents=True, exist_ok=True)
-        config_path, events_path, log_path = job_dir / "config.yaml", job_dir / "events.jsonl", job_dir / "log.txt"
-        if not config_path.is_file():
-            config_path.write_text(job.run_config.to_yaml())
+        _job_dir, config_path, events_path, log_path = self._job_files(job)
         with_gpu = needs_gpu(job.run_config)
         with log_path.open("ab") as log_file:
             log_file.write(f"# job {job.job_id} attempt {job.attempt} on {self.worker_id} (slot {slot}, Ray actor "

@@ -265,6 +265,16 @@ class QueueWorker:
         """Stop running jobs (marked failed: worker stopped) and record the worker's exit."""
         raise NotImplementedError
 
+    def _job_files(self, job: JobInfo) -> tuple[Path, Path, Path, Path]:
+        """(job directory, config.yaml, events.jsonl, log.txt) of ``job``: the directory made, the config
+        written once (a retried job keeps its file)."""
+        job_dir = Path(job.job_dir) if job.job_dir else self.queue.path.parent / job.job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        config_path = job_dir / "config.yaml"
+        if not config_path.is_file():
+            config_path.write_text(job.run_config.to_yaml())
+        return job_dir, config_path, job_dir / "events.jsonl", job_dir / "log.txt"
+
 
 class Worker(QueueWorker):
     """Runs queued local jobs, one per slot (GPU, or a single CPU slot)."""
@@ -298,11 +308,7 @@ class Worker(QueueWorker):
         return env
 
     def _start(self, job: JobInfo, slot: str | None) -> None:
-        job_dir = Path(job.job_dir) if job.job_dir else self.queue.path.parent / job.job_id
-        job_dir.mkdir(parents=True, exist_ok=True)
-        config_path, events_path, log_path = job_dir / "config.yaml", job_dir / "events.jsonl", job_dir / "log.txt"
-        if not config_path.is_file():
-            config_path.write_text(job.run_config.to_yaml())
+        job_dir, config_path, events_path, log_path = self._job_files(job)
         where = f"GPU {slot}" if slot else "CPU"
         warm = self.warm and tuple(job.entrypoint) == DEFAULT_ENTRYPOINT
         with log_path.open("ab") as log_file:
