@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from test_warm_runner import _config  # the same small run as the local warm runner tests
+from test_warm_runner import _config, _wait  # the same small run and wait as the local warm runner tests
 from pruning.jobs import JobQueue, LocalBackend, cancel_job, job_status, retry_job
 from pruning.jobs.liveness import process_gone
 from pruning.run.pipeline import execute_run
@@ -39,16 +38,6 @@ def ray_session():
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model_dir(tmp_path_factory.mktemp("other") / "model", seed=1)
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _footer(job_id: str) -> str:
