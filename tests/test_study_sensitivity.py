@@ -120,6 +120,24 @@ def test_metrics_per_block_and_their_rank_correlation(data_dir: Path) -> None:
     assert "| tiny-m | wanda | 6 | 20.00 | 0: 147.8, 1: 66.4, 2: 49.2 |" in report
 
 
+def test_a_model_without_study_runs_reads_its_metrics_from_its_proxy_runs(data_dir: Path) -> None:
+    """Gemma3-270m had proxy runs (tag proxy-gemma) and no study run: its metrics come from those; a study
+    run, once stored, takes precedence over them (its calibration is the study's)."""
+    base = RunConfig.from_dict({**final_base("tiny-m"), "pruning": {"method": "wanda", "sparsity": 0.7},
+                                "tags": ["proxy-gemma"]})
+    ours = base.with_overrides({"allocation.strategy": "linear", "allocation.preset": "all",
+                                "allocation.metric": "hessian_alpha", "allocation.metric_mix": "depth"})
+    publish_run(ours, tables={"spectra": _spectra([7, 6, 5, 4, 3, 2], [1, 2, 3, 4, 5, 6]), **_ppl(300.0)})
+    dlp = base.with_overrides({"allocation.strategy": "dlp"})
+    publish_run(dlp, tables={"allocation": _allocation([6, 5, 4, 3, 2, 1]), **_ppl(350.0)})
+    metrics = block_metrics("tiny-m")
+    assert list(metrics.columns) == ["depth", "weight_alpha", "weight_alpha_peak", "hessian_alpha", "dlp_unimportance"]
+    assert metrics["hessian_alpha"].tolist() == [1, 2, 3, 4, 5, 6] and metrics["dlp_unimportance"].tolist() == [6, 5, 4, 3, 2, 1]
+    assert block_metrics("other-model").empty
+    _publish_study_runs()
+    assert block_metrics("tiny-m")["hessian_alpha"].tolist() == [9, 8, 7, 6, 5, 4]
+
+
 def test_a_store_without_probes_has_no_profile(data_dir: Path) -> None:
     assert sensitivity_profiles().empty and sensitivity_report() == ""
     assert set(METRICS) >= {"depth", "hessian_alpha", "owl_ratio", "dlp_unimportance"}

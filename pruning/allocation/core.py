@@ -38,14 +38,11 @@ import pandas as pd
 from pydantic import ValidationError
 
 from pruning.allocation import linear
-from pruning.allocation.depth import depth_deviations
-from pruning.allocation.dlp import dlp_deviations
-from pruning.allocation.owl import owl_deviations
-from pruning.allocation.probe import probe_sparsities
 from pruning.allocation.registry import BLOCK_STRATEGIES as REGISTERED_BLOCK_STRATEGIES
-from pruning.allocation.solve import solve_bounded
+from pruning.allocation.registry import StrategySpec, strategy_names, strategy_spec
+from pruning.allocation.rules import UnitContext
 from pruning.allocation.units import names_text, unit_ids, unit_table
-from pruning.config.run_config import STRATEGIES, AllocationConfig, config_error_from
+from pruning.config.run_config import AllocationConfig, config_error_from
 from pruning.errors import ConfigError
 from pruning.config.presets import MATRIX_TYPES
 
@@ -83,6 +80,7 @@ def allocate(
     dlp_unimportance: Mapping[int, float] | None = None,
     family: "FamilySpec | None" = None,
     searched: pd.DataFrame | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Sparsity for every prunable matrix; parameter-weighted mean == ``target`` (within 1e-9), except for
     ``strategy="probe"``, which prunes one block at ``target`` and leaves the others dense.
@@ -93,71 +91,44 @@ def allocate(
     ``pruning.run.prune.owl_outlier_ratios``). dlp_unimportance: block -> U_l (``strategy="dlp"``, from
     :func:`pruning.calibration.layer_stats.dlp_unimportance`). family: the model's layout (which sub-block holds
     which matrix type, for ``granularity="split"``; default LLaMA's). searched: ``strategy="evopress"``'s
-    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.run.evopress`).
+    result (columns name, level, sparsity: one row per matrix, :mod:`pruning.run.evopress`). inputs: what
+    the strategy's run hook measured, by name (the three above are shorthands for its entries); the
+    registered strategy's rule reads them (:mod:`pruning.allocation.rules`, :mod:`pruning.allocation.registry`).
     Returns a copy of ``matrices`` (same order and index) with ``unit, score, ratio, sparsity``.
     Formulas: the strategy modules (AlphaPruning, Lu et al. 2024; OWL, Yin et al. 2023; DLP, Chen et
     al. ICML 2025; ATP, Huang et al. ICML 2025).
     """
     frame = _validated_matrices(matrices)
     lo, hi = _validated_config(config)
-    granularity = ("block" if config.strategy in BLOCK_STRATEGIES
-                   else "matrix" if config.strategy == "evopress" else config.granularity)
+    spec = _registered(config.strategy)
+    granularity = config.granularity if spec.units == "config" else spec.units
     if float(target) == 0.0:
         return _dense(matrices, frame, granularity, family, lo)
     target = _validated_target(target, lo, hi)
     if granularity != config.granularity:
-        log.warning("%s allocates per block; granularity %r is ignored", config.strategy, config.granularity)
+        log.warning("%s allocates per %s; granularity %r is ignored", config.strategy, granularity, config.granularity)
     units = unit_ids(frame, granularity, family)
     unit_frame = unit_table(frame, units)
-    numel = unit_frame["numel"].to_numpy(dtype=float)
-
-    if config.strategy == "uniform":
-        unit_frame["score"] = np.nan
-        unit_frame["ratio"] = 1.0
-        unit_frame["sparsity"] = target
-    elif config.strategy == "linear":
-        scores, ratios = linear.linear_allocation(frame, units, unit_frame, config, metric_columns(frame), family)
-        unit_frame["score"] = scores
-        unit_frame["ratio"] = ratios
-        unit_frame["sparsity"] = solve_bounded(np.zeros_like(ratios), ratios, numel, target, lo, hi)
-    elif config.strategy == "evopress":  # searched levels (pruning.run.evopress): one unit per matrix
-        if searched is None:
-            raise ConfigError("allocation.strategy 'evopress' needs the searched levels (pruning.run.evopress)")
-        by_name = searched.set_index("name")
-        missing = sorted(set(frame["name"]) - set(by_name.index))
-        if missing:
-            raise ConfigError(f"evopress: no searched level for {len(missing)} matrices, e.g. {missing[0]!r}")
-        names = unit_frame.index.to_series()  # matrix granularity: the unit id is the matrix name
-        unit_frame["score"] = names.map(by_name["level"]).to_numpy(dtype=float)
-        unit_frame["sparsity"] = names.map(by_name["sparsity"]).to_numpy(dtype=float)
-        unit_frame["ratio"] = unit_frame["sparsity"] / target
-        mean = float(np.dot(unit_frame["sparsity"], numel) / numel.sum())
-        if abs(mean - target) > 1e-9:
-            raise ConfigError(f"evopress: the searched levels give mean sparsity {mean:.12f}, not the target {target}")
-    elif config.strategy == "probe":  # one block at the target, the rest dense: the mean is not the target
-        scores, sparsity = probe_sparsities(unit_frame, config.probe_block, target)
-        unit_frame["score"] = scores
-        unit_frame["ratio"] = sparsity / target
-        unit_frame["sparsity"] = sparsity
-    elif config.strategy in BLOCK_STRATEGIES:
-        if config.strategy == "owl":
-            scores, deviation = owl_deviations(unit_frame, numel, config, owl_outlier_ratio)
-        elif config.strategy == "dlp":
-            scores, deviation = dlp_deviations(unit_frame, numel, config, dlp_unimportance)
-        else:
-            scores, deviation = depth_deviations(unit_frame, numel, config, target)
-        unit_frame["score"] = scores
-        unit_frame["ratio"] = (target + deviation) / target
-        unit_frame["sparsity"] = solve_bounded(deviation, np.ones_like(deviation), numel, target, lo, hi)
-    else:  # pragma: no cover - AllocationConfig restricts the strategy
-        raise ConfigError(f"allocation.strategy: unknown strategy {config.strategy!r}; "
-                          f"accepted: {', '.join(STRATEGIES)}")
+    given = {"owl_outlier_ratio": owl_outlier_ratio, "dlp_unimportance": dlp_unimportance, "searched": searched}
+    merged = {**{k: v for k, v in given.items() if v is not None}, **dict(inputs or {})}
+    ctx = UnitContext(frame, units, unit_frame, unit_frame["numel"].to_numpy(dtype=float), config, target, lo, hi,
+                      family, tuple(metric_columns(frame)), merged)
+    result = spec.resolved_rule()(ctx)
+    for column in ("score", "ratio", "sparsity"):
+        values = np.asarray(getattr(result, column), dtype=float)
+        if values.shape != (len(unit_frame),):
+            raise ConfigError(f"allocation strategy {config.strategy!r}: its rule gave {column} of shape "
+                              f"{values.shape}; accepted: one value per unit, ({len(unit_frame)},)")
+        unit_frame[column] = values
 
     out = matrices.copy()
     out["unit"] = units.to_numpy()
     for column in ("score", "ratio", "sparsity"):
         out[column] = units.map(unit_frame[column]).to_numpy(dtype=float)
     achieved = float(np.dot(out["sparsity"].to_numpy(), frame["numel"].to_numpy()) / frame["numel"].sum())
+    if spec.keeps_mean and abs(achieved - target) > 1e-9:
+        raise ConfigError(f"allocation strategy {config.strategy!r}: its rule gave a parameter-weighted mean sparsity "
+                          f"{achieved:.12f}; accepted: the target {target} within 1e-9")
     log.info(
         "allocation %s (%s, %d units): target %.6f, weighted mean %.12f, range [%.4f, %.4f]",
         config.strategy, granularity, len(unit_frame), target, achieved, out["sparsity"].min(), out["sparsity"].max(),
@@ -203,6 +174,15 @@ def summarize(allocation: pd.DataFrame, by: str = "unit") -> pd.DataFrame:
 
 
 # ---- validation --------------------------------------------------------------------------------
+
+
+def _registered(name: str) -> StrategySpec:
+    """The registered strategy ``name`` (configs built without validation can name any)."""
+    try:
+        return strategy_spec(name)
+    except KeyError:
+        raise ConfigError(f"allocation.strategy: {name!r} is not a registered strategy; accepted: "
+                          f"{', '.join(strategy_names())}") from None
 
 
 def _validated_matrices(matrices: pd.DataFrame) -> pd.DataFrame:

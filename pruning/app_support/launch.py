@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pruning.allocation.registry import STRATEGY_SPECS
+from pruning.allocation.registry import STRATEGY_SPECS, strategy_names
 from pruning.config.run_config import DTYPES, STRATEGIES, RunConfig
 from pruning.errors import ConfigError
 from pruning.methods.registry import method_names
@@ -157,13 +157,16 @@ def method_choices() -> list[str]:
 
 
 def form_field(field: str, current: Any = None) -> tuple[str, str, dict]:
-    """(widget, label, options) of a form field, as :data:`FORM_FIELDS` with the method list read
-    from the registry at call time; a ``current`` value typed into a select that accepts new options
+    """(widget, label, options) of a form field, as :data:`FORM_FIELDS` with the method and strategy
+    lists read from their registries at call time; a ``current`` value typed into a select that accepts new options
     (a ``text:PATH`` calibration text) is listed after the choices, so it stays selected."""
     kind, label, options = FORM_FIELDS[field]
     if field == "pruning.method":
         choices = method_choices()
         options = {**options, "options": choices, "index": choices.index("wanda") if "wanda" in choices else 0}
+    if field == "allocation.strategy":  # the registry now: a strategy registered after import is offered too
+        choices = list(strategy_names())
+        options = {**options, "options": choices, "index": choices.index("linear") if "linear" in choices else 0}
     if kind == "select" and options.get("accept_new_options") and isinstance(current, str) \
             and current not in options["options"]:
         options = {**options, "options": [*options["options"], current]}

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning.cli._args import SPARSITY, device_name, float_in
-from pruning.config.run_config import STRATEGIES
-from pruning.allocation.registry import STRATEGY_SPECS
+from pruning.allocation.registry import STRATEGY_SPECS, registered_specs, strategy_names, strategy_spec
 from pruning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="per-matrix table (CSV or Parquet: block, matrix_type, name, numel + metric columns) instead of --model",
     )
     p.add_argument("--sparsity", type=SPARSITY, required=True, help="target sparsity S (parameter-weighted mean)")
-    p.add_argument("--strategy", default="linear", choices=STRATEGIES)
+    p.add_argument("--strategy", default="linear", choices=strategy_names(),
+                   help="a registered allocation strategy (pruning.allocation.registry)")
     p.add_argument("--metric", default="alpha_peak", help="metric column scoring the units (alpha_peak, alpha, ...)")
     p.add_argument("--metric-mix", default=None,
                    help="second metric column, averaged with --metric after min-max normalisation (linear only)")
@@ -134,18 +134,20 @@ def _block_values(path: Path | None, flag: str, column: str) -> dict[int, float]
     return {int(b): float(d) for b, d in zip(table["block"], table[column])}
 
 
-#: strategies that need the model during a run (the allocate command reads a table): why, and what to use
+#: built-in strategies that need the model during a run (the allocate command reads a table): why, and what
+#: to use (what is registered now: the registry's ``run_only``)
 RUN_STRATEGIES: dict[str, str] = {s.name: s.run_only for s in STRATEGY_SPECS if s.run_only}
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pruning.allocation import BLOCK_STRATEGIES, allocate, allocation_config, summarize
+    from pruning.allocation import allocate, allocation_config, summarize
 
-    if args.strategy in RUN_STRATEGIES:  # they prune or search with the model: a run, not a table
-        raise ConfigError(f"--strategy {args.strategy}: {RUN_STRATEGIES[args.strategy]}; accepted here: "
-                          + ", ".join(s for s in STRATEGIES if s not in RUN_STRATEGIES))
+    run_only = strategy_spec(args.strategy).run_only
+    if run_only:  # they prune or search with the model: a run, not a table
+        raise ConfigError(f"--strategy {args.strategy}: {run_only}; accepted here: "
+                          + ", ".join(s.name for s in registered_specs() if not s.run_only))
     fields: dict[str, Any] = {
         "strategy": args.strategy,
         "metric": args.metric,
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         matrices = _model_matrices(args.model or "smollm2-135m", args.device, config.metrics)
     result = allocate(matrices, config, args.sparsity, owl_outlier_ratio=owl, dlp_unimportance=dlp)
 
-    by_block = config.granularity == "matrix" and config.strategy not in BLOCK_STRATEGIES
+    by_block = config.granularity == "matrix" and not strategy_spec(config.strategy).per_block
     table = summarize(result, by="block" if by_block else "unit")
     achieved = float((result["sparsity"] * result["numel"]).sum() / result["numel"].sum())
     with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4f}".format):

@@ -4,18 +4,18 @@ section of :class:`pruning.config.run_config.RunConfig`; pruning.allocation read
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pruning.allocation.registry import STRATEGY_SPECS
+from pruning.allocation.registry import STRATEGY_NAMES, STRATEGY_SPECS, strategy_names, strategy_spec
 from pruning.config.sections import ConfigSection, matching
 from pruning.errors import ConfigError
 from pruning.config.precision import DEFAULT_EIG_DTYPE, EigDtypeName
 from pruning.config.presets import MATRIX_TYPES, get_preset, parse_score_groups
 
-Strategy = Literal["uniform", "linear", "owl", "dlp", "depth", "probe", "evopress"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
+#: the built-in strategies (pruning.allocation.registry); a config accepts every registered one
+STRATEGIES: tuple[str, ...] = STRATEGY_NAMES
 MetricName = Annotated[str, matching(r"(hessian_)?[a-z][a-z0-9_]*", "must be a spectral-table column such as "
                                       "'alpha_peak', 'alpha', 'stable_rank', 'hessian_alpha'")]
 
@@ -37,7 +37,7 @@ class AllocationConfig(ConfigSection):
     ``granularity``; giving both a preset and different explicit values is an error.
     """
 
-    strategy: Strategy = "uniform"
+    strategy: str = Field("uniform", max_length=32)
     metric: MetricName = Field("alpha_peak", max_length=64)
     # a second spectral metric averaged with ``metric`` after each is min-max normalised (strategy
     # 'linear' only; pruning.allocation.linear); None = one metric, as before the field existed
@@ -92,6 +92,13 @@ class AllocationConfig(ConfigSection):
         so the run needs calibration and the Hessian spectra."""
         return self.strategy == "linear" and any(m.startswith("hessian_") for m in self.metrics)
 
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, v: str) -> str:
+        if v not in strategy_names():
+            raise ValueError(f"{v!r} is not a registered strategy; accepted: {', '.join(strategy_names())}")
+        return v
+
     @field_validator("dlp_alpha", "depth_beta")
     @classmethod
     def _spread_range(cls, v: float | None) -> float | None:
@@ -121,9 +128,12 @@ class AllocationConfig(ConfigSection):
     def _apply_preset(self) -> "AllocationConfig":
         if self.min_sparsity > self.max_sparsity:
             raise ValueError(f"min_sparsity {self.min_sparsity} exceeds max_sparsity {self.max_sparsity}")
+        required = strategy_spec(self.strategy).required
         if self.strategy == "depth" and self.depth_beta is None:
             raise ValueError("strategy 'depth' needs depth_beta (ATP's common difference per block, "
                              "accepted range [0, 1); the paper searches 0.002, 0.004, ...)")
+        if required is not None and getattr(self, required, None) is None:
+            raise ValueError(f"strategy {self.strategy!r} needs {required} (it has no default)")
         if self.evopress_first_windows > self.evopress_windows:
             raise ValueError(f"evopress_first_windows {self.evopress_first_windows} exceeds evopress_windows "
                              f"{self.evopress_windows}; accepted: at most evopress_windows")

@@ -25,17 +25,15 @@ from pruning.atomic import write_parquet_atomic
 from pruning.attention import attention_table
 from pruning.config.run_config import RunConfig
 from pruning.text.data import calibration_batch, load_text, tokenize_text
-from pruning.errors import ConfigError
 from pruning.calibration.dense_stats import DenseNorms, dense_norms
 from pruning.evaluation.perplexity import perplexity
 from pruning.evaluation.zeroshot import zeroshot_evaluate
 from pruning.model.families import prunable_matrices
-from pruning.calibration.layer_stats import dlp_unimportance
 from pruning.methods.registry import needs_calibration, prunes
 from pruning.model.load import LoadedModel, load_model
 from pruning.paths import cache_dir
 from pruning.model.placement import Compute, place_for_inference
-from pruning.run.prune import owl_outlier_ratios, prune_model
+from pruning.run.prune import prune_model
 from pruning.spectral.esd import eig_dtype_from_name
 from pruning.spectral.summary import SpectraResult, pivot_for_allocation
 
@@ -124,7 +122,7 @@ def calibration_sample(loaded: LoadedModel, config: RunConfig) -> torch.Tensor:
 
 def wants_spectra(config: RunConfig) -> bool:
     """Spectra are measured for spectral allocations and for dense runs (the reference spectra)."""
-    return not is_pruning(config) or (config.allocation.strategy == "linear" and target_sparsity(config) > 0)
+    return not is_pruning(config) or (strategy_spec(config.allocation.strategy).spectra and target_sparsity(config) > 0)
 
 
 @dataclass
@@ -180,36 +178,24 @@ def matrix_table(loaded: LoadedModel) -> pd.DataFrame:
 def allocation(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | None,
                spectra_table: pd.DataFrame | None, compute: Compute, report: Reporter,
                clock: Stopwatch) -> pd.DataFrame:
-    """Target sparsity per matrix (pruning.allocation.allocate), with the statistics its strategy
-    reads: the spectra's metrics (``linear``), OWL's outlier ratios, or DLP's unimportance."""
+    """Target sparsity per matrix (pruning.allocation.allocate) with what its strategy reads: the
+    spectra's metrics when the registry says it reads them, and what its ``prepare`` hook measures on
+    the model (OWL's outlier ratios, DLP's unimportance, EvoPress's search; pruning.run.allocation_inputs)."""
     alloc, target = config.allocation, target_sparsity(config)
+    spec = strategy_spec(alloc.strategy)
     matrices = matrix_table(loaded)
-    owl = dlp = None
-    if alloc.strategy == "linear" and target > 0 and spectra_table is not None:
+    inputs: dict = {}
+    if target > 0 and spec.spectra and spectra_table is not None:
         pivot = pivot_for_allocation(spectra_table)
         metric_cols = [c for c in pivot.columns if c not in ("block", "matrix_type", "numel", "model", "source")]
         matrices = matrices.merge(pivot[metric_cols], on="name", how="left")
-    elif alloc.strategy in ("owl", "dlp") and target > 0:
-        norms = dense_statistics(loaded, calib_ids, compute, report, clock)
-        if alloc.strategy == "owl":
-            with clock("owl"):
-                owl = owl_outlier_ratios(loaded, calib_ids, alloc.owl_threshold_m, **compute.calibration_kwargs(),
-                                         norms=norms)
-        else:
-            with clock("dlp"):
-                dlp = dlp_unimportance(loaded, calib_ids, alloc.dlp_statistic, **compute.calibration_kwargs(),
-                                       norms=norms)
-    searched = trace = None
-    if alloc.strategy == "evopress" and target > 0:
-        from pruning.run.evopress import evopress_allocation  # torch-heavy; only EvoPress runs need it
+    prepare = spec.resolved_prepare()
+    if target > 0 and prepare is not None:
+        from pruning.run.allocation_inputs import AllocationStep  # it imports this module
 
-        if compute.offload:
-            raise ConfigError("allocation.strategy 'evopress' searches with the whole model on the device; "
-                              "model.offload true is not accepted with it (use a device that holds the model)")
-        with clock("evopress"):
-            searched, trace = evopress_allocation(loaded, config, calib_ids, matrices, device=torch.device(compute.device),
-                                                  batch_size=compute.batch_size, progress=report)
-    out = allocate(matrices, alloc, target, owl, dlp_unimportance=dlp, family=loaded.family, searched=searched)
+        inputs = dict(prepare(AllocationStep(loaded, config, calib_ids, matrices, compute, report, clock)))
+    trace = inputs.pop("search_trace", None)
+    out = allocate(matrices, alloc, target, family=loaded.family, inputs=inputs)
     if trace is not None:
         out.attrs["search_trace"] = trace  # the pipeline stores it in the run's metrics table
     return out

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pruning.config.run_config import RunConfig
-from pruning.study.protocol import METHODS, VALIDATION_DATASET, model_layers, validation_base
+from pruning.study.protocol import METHODS, PROXY_TAGS, VALIDATION_DATASET, family_of, model_layers, validation_base
 from pruning.study.results import _store_root, _tagged_runs
 
 SENSITIVITY_TAG = "block-sensitivity"
@@ -119,19 +119,39 @@ def _mean_per_block(table: pd.DataFrame, column: str) -> pd.Series:
     return table.groupby("block")[column].mean()
 
 
+def _proxy_metric_runs(model: str, root: Path | None) -> pd.DataFrame:
+    """The succeeded proxy runs of ``model`` (:data:`PROXY_TAGS`) as ``run_id, family, seed, phase`` rows."""
+    from pruning.store.queries import run_sql
+
+    runs = pd.concat([_tagged_runs(root, tag) for tag in PROXY_TAGS], ignore_index=True).drop_duplicates("run_id")
+    runs = runs[runs["status"] == "succeeded"]
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "family", "seed", "phase"])
+    raw = run_sql("SELECT run_id, config_json FROM runs WHERE kind = 'run'", root).set_index("run_id")
+    rows = []
+    for run_id in runs["run_id"]:
+        config = RunConfig.from_dict(json.loads(raw.at[run_id, "config_json"]))
+        if config.model.name == model:
+            rows.append({"run_id": run_id, "family": family_of(config), "seed": config.calibration.seed, "phase": "proxy"})
+    return pd.DataFrame(rows, columns=["run_id", "family", "seed", "phase"])
+
+
 def block_metrics(model: str, store: str | Path | None = None) -> pd.DataFrame:
     """Each allocation metric per block of ``model`` (columns of :data:`METRICS`, index block), read from
     the allocation study's runs in the store: the weight and Hessian spectra of a run that holds both,
-    OWL's and DLP's per-block scores from an OWL and a DLP run (calibration seed 0 first). A metric no
-    stored run carries is left out."""
+    OWL's and DLP's per-block scores from an OWL and a DLP run (calibration seed 0 first). A model with no
+    study run yet reads its CPU proxy runs (:data:`PROXY_TAGS`) instead. A metric no stored run carries is
+    left out."""
     from pruning.store.queries import run_table
     from pruning.study.results import study_runs
 
+    root = _store_root(store)
     runs = study_runs(store)
     runs = runs[(runs["model"] == model) & (runs["status"] == "succeeded")].sort_values(["seed", "phase"])
+    if runs.empty:  # no study run of this model yet: its CPU proxy runs (their own, smaller calibration)
+        runs = _proxy_metric_runs(model, root)
     if runs.empty:
         return pd.DataFrame()
-    root = _store_root(store)
     out: dict[str, pd.Series] = {}
     for family in ("ours", "hessian_alpha", "alpha_peak"):  # a run with spectra (ours and Hessian α: both sources)
         for run_id in runs.loc[runs["family"] == family, "run_id"]:
