@@ -15,3 +15,8 @@ class ModelNotFoundError(PruningLabError, ValueError):
 
 class CorpusUnavailableError(PruningLabError, RuntimeError):
     """A corpus that cannot be loaded here (e.g. needs the Hugging Face Hub while offline)."""
+
+
+class TokenizerMismatchError(PruningLabError, RuntimeError):
+    """A tokenizer that does not tokenize as the expected one (its fingerprint differs): runs made
+    with it would cut every text into other windows than the runs they are compared with."""

@@ -2,23 +2,27 @@
 # One command for a GPU batch on a bare machine reached through the `device` tool (docs/gpu.md says how to
 # plan one). Verbs run HERE (this checkout) or THERE (the repository root on the GPU machine):
 #
-#   here   scripts/gpu.sh pack [MODEL...]   the wheels the machine lacks, the models' GGUFs and the offline
-#                                           corpora, as one tar stream cut into .gpu/c01..cNN, each sized to
-#                                           ride beside the slim tree (a call carries 64 MiB, tree included).
+#   here   scripts/gpu.sh pack [MODEL...]   the wheels the machine lacks, the models' GGUFs, their tokenizers
+#                                           as converted HERE (tok/MODEL/ with the expected fingerprint) and the
+#                                           offline corpora, as one tar stream cut into .gpu/c01..cNN, each sized
+#                                           to ride beside the slim tree (a call carries 64 MiB, tree included).
 #                                           RAY=1 adds ray[default] (not on the machine's image). Default
 #                                           models: smollm2-135m gemma3-270m.
 #   here   scripts/gpu.sh slim              switch to a throw-away branch `gpu-slim` without data/ (the store
 #                                           is ~35 MB of the 64): the chunk calls travel light
 #   here   scripts/gpu.sh unslim            back to the branch you were on, data/ tracked again
 #   there  scripts/gpu.sh unpack            one chunk per call (carry .gpu/cII); the last joins them, installs
-#                                           the wheels, copies the corpora, converts every GGUF
+#                                           the wheels, copies the corpora, converts every GGUF, puts the packed
+#                                           tokenizer over the converted one and fails unless it fingerprints
+#                                           THERE as HERE (transformers 5.17.0 made another Gemma tokenizer)
 #   there  scripts/gpu.sh start [WORKERS] PHASE...   the driver, detached (setsid): phases in order
 #   there  scripts/gpu.sh collect           $OUT/batch.tgz: the new run bundles, job logs, bench JSON and
 #                                           RESULTS sections, study choices; prints the phase and the log
 #   there  scripts/gpu.sh stop              the driver, its workers and runners
 #   here   scripts/gpu.sh merge PATH.tgz    the runs into data/store, the choices and final sweeps where the
 #                                           repository keeps them, the bench sections into bench/RESULTS.md;
-#                                           compacts and verifies the store, prints the study table
+#                                           compacts and verifies the store (runs of one model with different
+#                                           tokenizer fingerprints are named), prints the study table
 #
 # PHASES (each skips what the store already has, so a later batch resumes):
 #   precision            sweeps/precision-smollm2-135m.yaml (bfloat16 twins of six float32 cells) on a store
@@ -61,17 +65,27 @@ pack() {
       more_itertools evaluate pytablewriter || return 1
   fi
   local pack; pack=$(mktemp -d); TMPD=$pack
-  mkdir -p "$pack/gguf" "$pack/wheels" "$pack/corpora"
+  mkdir -p "$pack/gguf" "$pack/wheels" "$pack/corpora" "$pack/tok"
+  local cache=${PRUNING_LAB_CACHE:-$HOME/.cache/pruning-lab}
   for model in "${models[@]}"; do
+    case $model in
+      smollm2-135m|gemma3-270m) ;;
+      *) echo "pack: model $model is not accepted; accepted: smollm2-135m, gemma3-270m" >&2; return 2 ;;
+    esac
+    # the tokenizer as converted HERE travels with its fingerprint: `unpack` installs it over the one converted
+    # THERE and checks it (another transformers made another Gemma tokenizer: 155 windows of wiki against 34)
+    [[ -f $cache/models/$model/config.json ]] || .venv/bin/python -m pruning fetch "$model" || return 1
+    .venv/bin/python -c "import sys; from pathlib import Path; from pruning.model.fetch import pack_tokenizer; \
+print(pack_tokenizer(sys.argv[1], Path(sys.argv[2])))" "$model" "$pack/tok/$model" > /dev/null || return 1
     case $model in
       smollm2-135m) ln -s "$(.venv/bin/python -c "from pruning.model.fetch import smollm2_gguf_path; print(smollm2_gguf_path())")" \
                       "$pack/gguf/$model.gguf" ;;
       gemma3-270m) .venv/bin/python -c "import sys; from pathlib import Path; from pruning.model.fetch import download_gemma3_gguf; \
                       print(download_gemma3_gguf(Path(sys.argv[1])))" "$pack/dl" > /dev/null || return 1
                    mv "$pack/dl/gemma3-270m.gguf" "$pack/gguf/$model.gguf" && rm -rf "$pack/dl" ;;
-      *) echo "pack: model $model is not accepted; accepted: smollm2-135m, gemma3-270m" >&2; return 2 ;;
     esac
   done
+  tar czf "$pack/tok.tgz" -C "$pack" tok && rm -rf "$pack/tok" || return 1  # Gemma's tokenizer.json: 33 MB, 5.6 gzipped
   ln -s "$PWD"/.gpu/wheels/*.whl "$pack/wheels/"
   if [[ -n ${RAY:-} ]]; then  # ray[default] and what it needs that the image lacks (its aiohttp, grpcio, ... are there)
     mkdir -p "$pack/ray" && python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -175,10 +189,18 @@ unpack() {
   install_wheels /tmp/pack/wheels/*.whl || return 1
   if compgen -G "/tmp/pack/ray/*.whl" > /dev/null; then install_wheels /tmp/pack/ray/*.whl || return 1; fi
   mkdir -p /tmp/plcache/corpora && cp /tmp/pack/corpora/* /tmp/plcache/corpora/
-  local gguf
+  [[ -f /tmp/pack/tok.tgz ]] && { tar xzf /tmp/pack/tok.tgz -C /tmp/pack || return 1; }
+  local gguf alias
   for gguf in /tmp/pack/gguf/*.gguf; do  # named <alias>.gguf by pack
+    alias=$(basename "$gguf" .gguf)
     python3 -c "import sys; from pathlib import Path; from pruning.model.fetch import convert_gguf; \
 print(convert_gguf(Path(sys.argv[1]), Path(sys.argv[1]).stem))" "$gguf" || return 1
+    # the tokenizer converted HERE replaces the one converted THERE; its fingerprint must come out as packed
+    [[ -f /tmp/pack/tok/$alias/tokenizer_fingerprint.txt ]] \
+      || { echo "unpack: the pack holds no tokenizer of $alias (tok/$alias/): pack again with this gpu.sh" >&2; return 1; }
+    python3 -c "import sys; from pathlib import Path; from pruning.model.fetch import install_tokenizer; \
+print('tokenizer of', sys.argv[1], 'installed in', install_tokenizer(sys.argv[1], Path(sys.argv[2])))" \
+      "$alias" "/tmp/pack/tok/$alias" || { echo "unpack: the tokenizer of $alias does not fingerprint here as packed" >&2; return 1; }
   done
   python3 -c "import duckdb, lm_eval, pydantic" && echo "models ready ($packed), wheels installed"
 }

@@ -4,9 +4,11 @@ tokenizer: reproducibility, published artifacts, failures recorded as failed."""
 from __future__ import annotations
 
 import pytest
+from transformers import AutoTokenizer
 
 from pruning.config.run_config import RunConfig
 from pruning.errors import ModelNotFoundError
+from pruning.model.tokenizer import tokenizer_fingerprint
 from pruning.run.pipeline import execute_run
 from pruning.store import list_runs, run_detail, run_table
 from pruning.model.synthetic import save_tiny_model_dir
@@ -49,6 +51,10 @@ def test_published_run_holds_config_allocation_and_budgeted_perplexity(tiny_dir,
     detail = run_detail(config.run_id)
     assert detail["config"]["pruning"]["sparsity"] == 0.6
     assert "torch" in str(detail["env"])
+    # both fingerprints: the weights' and the tokenizer's (the same weights with another tokenizer cut the text
+    # into other windows: gemma3-270m's GPU batch), the latter as the tokenizer in the directory gives it
+    assert detail["env"]["model_fingerprint"] == outcome.model_fingerprint and len(outcome.model_fingerprint) == 16
+    assert detail["env"]["tokenizer_fingerprint"] == tokenizer_fingerprint(AutoTokenizer.from_pretrained(tiny_dir))
     alloc = run_table(config.run_id, "allocation")
     mean = (alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum()
     assert abs(mean - 0.6) < 1e-9

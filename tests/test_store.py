@@ -81,7 +81,7 @@ def test_publish_outcome_records_fingerprint_and_placement(data_dir: Path) -> No
     class Outcome:
         run_id = _config().run_id
         config = _config()
-        status, error, model_fingerprint = "succeeded", None, "abc"
+        status, error, model_fingerprint, tokenizer_fingerprint = "succeeded", None, "abc", "def"
         timings = {"total": 3.0}
         placement = {"prune": "offload", "evaluation": "cuda"}
         tables = {"attention": pd.DataFrame({"stage": ["dense", "pruned"], "statistic": ["v_entropy"] * 2,
@@ -92,6 +92,7 @@ def test_publish_outcome_records_fingerprint_and_placement(data_dir: Path) -> No
     assert sorted(att["stage"]) == ["dense", "pruned"]
     detail = run_detail(Outcome.run_id)
     assert detail["created_at"] == "1970-01-01T00:00:00+00:00" and detail["env"]["model_fingerprint"] == "abc"
+    assert detail["env"]["tokenizer_fingerprint"] == "def"
     assert detail["env"]["placement"] == {"prune": "offload", "evaluation": "cuda"}
 
 

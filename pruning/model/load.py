@@ -27,6 +27,7 @@ from torch import nn
 
 from pruning.errors import ModelNotFoundError
 from pruning.model.families import FamilySpec, family_for
+from pruning.model.tokenizer import tokenizer_fingerprint
 from pruning.paths import models_dir
 from pruning.roots import local_path
 
@@ -55,7 +56,9 @@ class ModelSource:
 
 @dataclass
 class LoadedModel:
-    """A model ready for pruning: module, tokenizer, family layout and content fingerprint."""
+    """A model ready for pruning: module, tokenizer, family layout, the weights' fingerprint
+    (:func:`model_fingerprint`) and the tokenizer's (:func:`pruning.model.tokenizer.tokenizer_fingerprint`;
+    None when built without a tokenizer)."""
 
     model: nn.Module
     tokenizer: Any
@@ -63,6 +66,7 @@ class LoadedModel:
     source: ModelSource
     fingerprint: str
     load_seconds: float
+    tokenizer_fingerprint: str | None = None
 
     @property
     def name(self) -> str:
@@ -121,7 +125,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(reference: str, dtype: str = "float32", device: str = "cpu", revision: str | None = None) -> LoadedModel:
-    """Load model + tokenizer, find the family layout, compute the fingerprint.
+    """Load model + tokenizer, find the family layout, compute the weights' and the tokenizer's fingerprints.
 
     ``device`` is where the weights are placed (use ``cpu`` with the offload option to move one
     block at a time to the GPU during calibration).
@@ -155,9 +159,11 @@ def load_model(reference: str, dtype: str = "float32", device: str = "cpu", revi
     model.to(dev)
     family = family_for(model)
     fingerprint = model_fingerprint(model)
+    tokens = tokenizer_fingerprint(tokenizer)
     seconds = time.perf_counter() - t0
-    log.info("loaded %s (%s, family %s) in %.1f s, fingerprint %s", reference, source.kind, family.name, seconds, fingerprint)
-    return LoadedModel(model, tokenizer, family, source, fingerprint, seconds)
+    log.info("loaded %s (%s, family %s) in %.1f s, fingerprint %s, tokenizer %s", reference, source.kind, family.name,
+             seconds, fingerprint, tokens)
+    return LoadedModel(model, tokenizer, family, source, fingerprint, seconds, tokens)
 
 
 def _config_text(model: nn.Module) -> str:

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunOutcome:
-    """What a run produced: status, tables (tidy DataFrames), timings in seconds, and where it ran
-    (``placement``: ``prune`` and ``evaluation`` -> ``gpu`` / ``offload`` / ``cuda`` / ``cpu``)."""
+    """What a run produced: status, tables (tidy DataFrames), timings in seconds, the model's and the
+    tokenizer's fingerprints, and where it ran (``placement``: ``prune`` and ``evaluation`` -> ``gpu`` /
+    ``offload`` / ``cuda`` / ``cpu``)."""
 
     run_id: str
     config: RunConfig
@@ -40,6 +41,7 @@ class RunOutcome:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     model_fingerprint: str | None = None
+    tokenizer_fingerprint: str | None = None
     placement: dict[str, str] = field(default_factory=dict)
 
     def perplexity_of(self, dataset: str, stage: str = "pruned") -> float:
@@ -62,6 +64,7 @@ def _work(config: RunConfig, outcome: RunOutcome, clock: Stopwatch, report: Repo
     with clock("load"):
         loaded = stages.load(config, compute)
     outcome.model_fingerprint = loaded.fingerprint
+    outcome.tokenizer_fingerprint = loaded.tokenizer_fingerprint
     report("load", 1.0, "model loaded")
 
     calib_ids = None

@@ -223,3 +223,25 @@ def run_table(run_id: str, table: str, root: Path | str | None = None) -> pd.Dat
         raise StoreError(f"unknown table {table!r}; accepted: {', '.join(TABLES)}")
     return memoized("run_table", (run_id, table), root,
                  lambda: query_df(f"SELECT * FROM {table} WHERE run_id = ?", [run_id], root).dropna(axis=1, how="all"))
+
+
+_MIXED_TOKENIZERS_SQL = """
+WITH t AS (
+    SELECT model, run_id, json_extract_string(env_json, '$.tokenizer_fingerprint') AS tokenizer_fingerprint
+    FROM runs WHERE kind = 'run'
+), known AS (SELECT * FROM t WHERE tokenizer_fingerprint IS NOT NULL)
+SELECT model, tokenizer_fingerprint, count(*) AS runs, min(run_id) AS example_run_id
+FROM known
+WHERE model IN (SELECT model FROM known GROUP BY model HAVING count(DISTINCT tokenizer_fingerprint) > 1)
+GROUP BY model, tokenizer_fingerprint
+ORDER BY model, runs DESC, tokenizer_fingerprint
+"""
+
+
+def mixed_tokenizers(root: Path | str | None = None) -> pd.DataFrame:
+    """The models whose runs were made with more than one tokenizer (``env.tokenizer_fingerprint``,
+    :func:`pruning.model.tokenizer.tokenizer_fingerprint`): one row per (model, tokenizer fingerprint)
+    with ``runs`` (how many) and ``example_run_id``; empty when every model has one. Runs without the
+    fingerprint (published before it was recorded) are left out. Such runs cut the same text into other
+    windows (gemma3-270m: 155 against 34) and must not be compared."""
+    return query_df(_MIXED_TOKENIZERS_SQL, root=root)
