@@ -15,3 +15,8 @@ class ModelNotFoundError(PruningLabError, ValueError):
 
 class CorpusUnavailableError(PruningLabError, RuntimeError):
     """A corpus that cannot be loaded here (e.g. needs the Hugging Face Hub while offline)."""
+
+
+class DeviceMemoryBusyError(PruningLabError, RuntimeError):
+    """The device could hold the work but other processes hold its memory now (a shared GPU): the job
+    fails fast and can be retried, instead of running offloaded at a crawl."""
