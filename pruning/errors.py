@@ -20,3 +20,8 @@ class CorpusUnavailableError(PruningLabError, RuntimeError):
 class TokenizerMismatchError(PruningLabError, RuntimeError):
     """A tokenizer that does not tokenize as the expected one (its fingerprint differs): runs made
     with it would cut every text into other windows than the runs they are compared with."""
+
+
+class DeviceMemoryBusyError(PruningLabError, RuntimeError):
+    """The device could hold the work but other processes hold its memory now (a shared GPU): the job
+    fails fast and can be retried, instead of running offloaded at a crawl."""

@@ -16,6 +16,7 @@
 #                                           tokenizer over the converted one and fails unless it fingerprints
 #                                           THERE as HERE (transformers 5.17.0 made another Gemma tokenizer)
 #   there  scripts/gpu.sh start [WORKERS] PHASE...   the driver, detached (setsid): phases in order
+#   there  scripts/gpu.sh workers [WORKERS] PHASE    the workers PHASE would run (below), and why
 #   there  scripts/gpu.sh collect           $OUT/batch.tgz: the new run bundles, job logs, bench JSON and
 #                                           RESULTS sections, study choices; prints the phase and the log
 #   there  scripts/gpu.sh stop              the driver, its workers and runners
@@ -36,6 +37,12 @@
 #                        offloaded), the SparseGPT profile, the LLaMA-70B shape streamed, the CUDA tests
 #   e2e-7b               one whole `pruning run` on a saved random LLaMA-7B shape (needs the SmolLM2 tokenizer)
 #
+# WORKERS (default 8) is an upper bound: each phase runs min(WORKERS, floor(0.85 x GPU memory / per-worker peak) x
+# GPUs) workers, the GPU memory the smallest memory.total (nvidia-smi) of GPUS and the per-worker peak that of
+# the phase's model in PEAK_GIB below (measured; the largest of the phase's models). A model not in the table,
+# or no nvidia-smi, keeps WORKERS (said in the phase log). On 2026-12-05, 8 Gemma3-270m workers on one 80 GB
+# H100 ran 20 of 37 jobs out of memory (evaluation at batch 2 allocates 4 GiB logits chunks): Gemma now runs 6.
+#
 # The machine is given back 30 s after a call ends: make the chunk calls back to back (one message), the
 # first one alone until a machine has started. Never `pkill -f PATTERN` on a device command line that
 # contains PATTERN (it kills the call itself): `stop` holds the patterns. GPUS="0 1" spreads workers over
@@ -45,6 +52,11 @@ cd "$(dirname "$0")/.."
 TMPD=""
 trap '[[ -n $TMPD ]] && rm -rf "$TMPD"' EXIT
 W=/tmp/batch            # THERE: the driver's files (outside the tree, which every call replaces)
+# GiB of GPU memory one worker (its warm runner) may peak at, per model, measured on an H100 under MPS:
+# gemma3-270m's 262k-token vocabulary makes 4 GiB logits chunks at evaluation batch 2 (runners seen at 14-16 GiB
+# before they gave their cache back after each job); SmolLM2-135M stays far below.
+declare -A PEAK_GIB=([gemma3-270m]=10 [smollm2-135m]=6)
+GPU_SHARE_PCT=85        # of a GPU's total memory the workers may plan on (the rest: contexts, MPS, fragmentation)
 STORE=/tmp/pld          # THERE: the study's store (a copy of data/ made when a phase first needs it)
 
 # ---------------------------------------------------------------- here
@@ -205,6 +217,55 @@ print('tokenizer of', sys.argv[1], 'installed in', install_tokenizer(sys.argv[1]
   python3 -c "import duckdb, lm_eval, pydantic" && echo "models ready ($packed), wheels installed"
 }
 
+sweep_models() {  # $1 sweep file: the model names of its runs, from the configs the sweep expands to
+  python3 -c "import sys; from pruning.jobs.sweep import expand_sweep; \
+print(' '.join(sorted({c.model.name for c in expand_sweep(sys.argv[1])})))" "$1"
+}
+
+phase_models() {  # $1 phase: the models its workers load (none for the phases without workers)
+  case $1 in
+    precision) sweep_models sweeps/precision-smollm2-135m.yaml ;;
+    bench-bf16) echo smollm2-135m ;;
+    bench:*|study:*|sensitivity:*) echo "${1#*:}" ;;
+    sweep:*) sweep_models "${1#sweep:}" ;;
+  esac
+}
+
+gpu_total_mib() {  # the smallest memory.total (MiB) of the GPUs in GPUS; empty without nvidia-smi or a GPU
+  local gpu mib min=""
+  read -r -a gpus <<< "${GPUS:-0}"
+  command -v nvidia-smi > /dev/null || return 0
+  for gpu in "${gpus[@]}"; do
+    [[ $gpu == cpu ]] && continue
+    mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i "$gpu" 2>/dev/null | head -n 1 | tr -dc 0-9)
+    [[ -n $mib ]] || continue
+    if [[ -z $min ]] || (( mib < min )); then min=$mib; fi
+  done
+  echo "$min"
+}
+
+cap_workers() {  # $@ models -> NW (the workers to run: WORKERS capped by memory) and NW_WHY (one line for the log)
+  local model peak=0 worst="" unknown=() total ngpus=0 gpu per_gpu cap
+  for model in "$@"; do
+    if [[ -z ${PEAK_GIB[$model]:-} ]]; then unknown+=("$model"); continue; fi
+    if (( PEAK_GIB[$model] > peak )); then peak=${PEAK_GIB[$model]}; worst=$model; fi
+  done
+  NW=$WORKERS
+  if (( ${#unknown[@]} )); then
+    NW_WHY="workers: $NW (no measured per-worker peak for ${unknown[*]}; PEAK_GIB in $0 has ${!PEAK_GIB[*]})"; return 0
+  fi
+  if [[ -z $worst ]]; then NW_WHY="workers: $NW (no model named: nothing to cap)"; return 0; fi
+  total=$(gpu_total_mib)
+  if [[ -z $total ]]; then NW_WHY="workers: $NW (no GPU memory reading from nvidia-smi for GPUS=${GPUS:-0}: not capped)"; return 0; fi
+  read -r -a gpus <<< "${GPUS:-0}"
+  for gpu in "${gpus[@]}"; do [[ $gpu == cpu ]] || ngpus=$((ngpus + 1)); done
+  per_gpu=$(( total * GPU_SHARE_PCT / 100 / (peak * 1024) ))
+  (( per_gpu >= 1 )) || per_gpu=1
+  cap=$(( per_gpu * ngpus ))
+  (( cap < NW )) && NW=$cap
+  NW_WHY="workers: $NW of $WORKERS asked ($worst peaks at $peak GiB per worker; ${GPU_SHARE_PCT}% of $((total / 1024)) GiB holds $per_gpu per GPU, $ngpus GPU(s))"
+}
+
 need_store() {  # the study's store: a copy of the tree's data/ (a later call brings it when the chunk calls were slim)
   [[ -d $STORE ]] && return 0
   local _
@@ -212,13 +273,17 @@ need_store() {  # the study's store: a copy of the tree's data/ (a later call br
   cp -r data $STORE && touch $STORE/.marker || { echo "no data/ in the tree: run \`$0 unslim\` here, then any call"; return 1; }
 }
 
-queue() {  # $1 phase name, $2 sweep file, $3 store: its runs, WORKERS workers until the queue is empty
-  local name=$1 sweep=$2 store=$3 pids=() i gpu
+queue() {  # $1 phase name, $2 sweep file, $3 store: its runs, at most WORKERS workers (cap_workers) until the queue is empty
+  local name=$1 sweep=$2 store=$3 pids=() i gpu models
   read -r -a gpus <<< "${GPUS:-0}"
   PRUNING_LAB_DATA=$store python3 -m pruning sweep --config "$sweep" --yes >> "$W/$name.log" 2>&1 \
     || { echo "sweep $sweep refused (see $W/$name.log)"; return 1; }
-  local threads=$(( $(nproc) / WORKERS )); (( threads < 1 )) && threads=1
-  for i in $(seq "$WORKERS"); do
+  models=$(sweep_models "$sweep") || { echo "sweep $sweep: its models could not be read"; return 1; }
+  # shellcheck disable=SC2086  # one word per model
+  cap_workers $models
+  echo "$name: $NW_WHY" | tee -a "$W/$name.log"
+  local threads=$(( $(nproc) / NW )); (( threads < 1 )) && threads=1
+  for i in $(seq "$NW"); do
     gpu=${gpus[$(( (i - 1) % ${#gpus[@]} ))]}
     local where=(--gpus "$gpu"); [[ $gpu == cpu ]] && where=()  # GPUS=cpu: a CPU check of the driver
     PRUNING_LAB_DATA=$store OMP_NUM_THREADS=$threads python3 -m pruning worker "${where[@]}" --once --poll 0.5 \
@@ -306,10 +371,12 @@ driver() {
     case $phase in
       precision) mkdir -p /tmp/pld-prec && touch /tmp/pld-prec/.marker
                  queue precision sweeps/precision-smollm2-135m.yaml /tmp/pld-prec ;;
-      bench:*) python3 -m bench.warm_sweep --model "${phase#bench:}" --device cuda --workers "$WORKERS" --runs 24 --cal-batch 8 \
-                 --root "/tmp/ws-${phase#bench:}" --json "$W/warm_sweep-${phase#bench:}.json" > "$W/$phase.log" 2>&1 ;;
-      bench-bf16) python3 -m bench.warm_sweep --model smollm2-135m --device cuda --dtype bfloat16 --workers "$WORKERS" \
-                    --runs 24 --cal-batch 8 --modes warm --root /tmp/ws-bf16 --json "$W/warm_sweep-bf16.json" > "$W/$phase.log" 2>&1 ;;
+      bench:*) cap_workers "${phase#bench:}"; echo "$phase: $NW_WHY" | tee "$W/$phase.log"
+               python3 -m bench.warm_sweep --model "${phase#bench:}" --device cuda --workers "$NW" --runs 24 --cal-batch 8 \
+                 --root "/tmp/ws-${phase#bench:}" --json "$W/warm_sweep-${phase#bench:}.json" >> "$W/$phase.log" 2>&1 ;;
+      bench-bf16) cap_workers smollm2-135m; echo "$phase: $NW_WHY" | tee "$W/$phase.log"
+                  python3 -m bench.warm_sweep --model smollm2-135m --device cuda --dtype bfloat16 --workers "$NW" \
+                    --runs 24 --cal-batch 8 --modes warm --root /tmp/ws-bf16 --json "$W/warm_sweep-bf16.json" >> "$W/$phase.log" 2>&1 ;;
       study:*) need_store && study "${phase#study:}" ;;
       sensitivity:*) need_store && queue "$phase" "sweeps/study-sensitivity-${phase#sensitivity:}.yaml" $STORE ;;
       sweep:*) need_store && queue "$(basename "${phase#sweep:}" .yaml)" "${phase#sweep:}" $STORE ;;
@@ -362,9 +429,19 @@ case "${1:-}" in
     echo "started driver pid $! with $WORKERS workers; phases $*"
     ;;
   driver-in) shift; cd "$1" && shift && driver "$@" ;;
+  workers)
+    shift; export WORKERS=8
+    if [[ ${1:-} =~ ^[0-9]+$ ]]; then WORKERS=$1; shift; fi
+    (( $# == 1 )) || { echo "workers: name one phase (see $0's header)" >&2; exit 2; }
+    there_env
+    models=$(phase_models "$1") || { echo "workers: the models of phase $1 could not be read" >&2; exit 1; }
+    # shellcheck disable=SC2086
+    cap_workers $models
+    echo "$NW"; echo "$1: $NW_WHY" >&2
+    ;;
   stop)
     pkill -f "gpu.sh driver-in"; pkill -f "bench.warm_sweep"; pkill -f "pruning worker"; pkill -f "pruning.jobs.runner"
     sleep 3; echo "stopped" ;;
   collect) collect ;;
-  *) sed -n '2,40p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,45p' "$0" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@ from pruning.methods import (
     wanda_mask,
     wanda_scores,
 )
+import pruning.methods.sparsegpt as sparsegpt_mod
 from pruning.methods.sparsegpt import inverse_hessian_cholesky
 from pruning.methods.wanda import act_norm_from_sq_sum
 
@@ -166,6 +167,38 @@ def test_sparsegpt_dead_inputs_and_bad_hessian() -> None:
         sparsegpt_prune(W, -torch.eye(3), 0.5)
     with pytest.raises(ValueError, match="Hessian shape"):
         sparsegpt_prune(W, torch.eye(4), 0.5)
+
+
+def test_sparsegpt_names_a_solver_failure_apart_from_a_non_positive_definite_hessian(monkeypatch) -> None:
+    """Only the factorization's own verdict (LinAlgError) says "not positive definite"; a solver that
+    could not start (cusolverDnCreate on a full GPU, as 8 workers on one H100 saw) or ran out of memory
+    says so, with the matrix size and the original error."""
+    H = torch.eye(5) * 2.0
+    with pytest.raises(RuntimeError, match=r"damped Hessian \(3x3, percdamp 0.01\) is not positive definite"):
+        inverse_hessian_cholesky(-torch.eye(3), 0.01)  # a real LinAlgError, not a patched one
+    cusolver = ("cusolver error: CUSOLVER_STATUS_INTERNAL_ERROR, when calling `cusolverDnCreate(handle)`. "
+                "If you keep seeing this error, you may use `torch.backends.cuda.preferred_linalg_library()`")
+    for raised in (RuntimeError(cusolver), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")):
+        def failing_cholesky(*args, _raised=raised, **kwargs):
+            raise _raised
+
+        monkeypatch.setattr(torch.linalg, "cholesky", failing_cholesky)
+        with pytest.raises(RuntimeError) as caught:
+            inverse_hessian_cholesky(H, 0.01)
+        message = str(caught.value)
+        assert "positive definite" not in message and "increase percdamp" not in message
+        assert "solver failed" in message and "likely out of memory" in message and "(5x5, percdamp 0.01)" in message
+        assert str(raised) in message and type(raised).__name__ in message
+        assert caught.value.__cause__ is raised
+    monkeypatch.undo()
+    patched_linalg = torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed because "
+                                              "the input is not positive-definite (the leading minor of order 2 is not positive-definite).")
+    monkeypatch.setattr(torch.linalg, "cholesky", lambda *a, **k: (_ for _ in ()).throw(patched_linalg))
+    with pytest.raises(RuntimeError, match="not positive definite.*leading minor of order 2"):
+        inverse_hessian_cholesky(H, 0.01)
+    # on a GPU the message names it
+    message = str(sparsegpt_mod.solver_failure(RuntimeError(cusolver), 640, 0.01, torch.device("cuda", 0)))
+    assert message.startswith("SparseGPT: the GPU solver failed") and "(640x640, percdamp 0.01) on cuda:0" in message
 
 
 def test_owl_outlier_ratio_counts_above_m_times_the_union_mean() -> None:

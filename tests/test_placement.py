@@ -12,13 +12,20 @@ import pruning.calibration.sequential as calibration_mod
 from pruning.calibration.sequential import calibrate_blocks
 from pruning.model.families import family_for
 from pruning.model.load import LoadedModel, ModelSource
+from pruning.errors import DeviceMemoryBusyError
+from pruning.model.families import decoder_layers
+from pruning.calibration.linear_stats import input_group_widths
 from pruning.model.placement import (
+    MEMORY_POLL_S,
+    MEMORY_WAIT_S,
     SAFETY_BYTES,
     SAFETY_FRACTION,
     GiB,
     activation_bytes,
     block_work_bytes,
     choose_placement,
+    inference_device,
+    placement_for_model,
 )
 from pruning.model.prefetch import BlockMover, SyncCopier
 from pruning.run.prune import prune_model, uniform_sparsity
@@ -83,6 +90,65 @@ def test_cpu_without_memory_query_keeps_the_model_whole() -> None:
     p = choose_placement(device=torch.device("cpu"), param_bytes=10**12, activation_bytes=0, block_bytes=0,
                          work_bytes=0, free_bytes=None)
     assert p.kind == "gpu" and not p.prefetch
+
+
+def test_a_busy_shared_gpu_fails_instead_of_offloading() -> None:
+    """The whole model would fit the device's total memory but other processes hold it: no silent
+    whole-run offload (seen on an H100 shared by 8 Gemma workers: 0.04 GiB free at a job's start, then
+    block-by-block offload and a CPU evaluation at ~10 s a window). A model that never fits the device
+    is offloaded as before, and an explicit offload is honoured."""
+    with pytest.raises(DeviceMemoryBusyError, match=r"the whole model needs .* 80\.00 GiB .* only 0\.04 GiB are free"):
+        decide(free=int(0.04 * GiB), total_bytes=80 * GiB)
+    assert decide(free=int(0.04 * GiB), total_bytes=80 * GiB, offload=True) == "offload"
+    assert decide(free=140 * GiB, total_bytes=141 * GiB) == "gpu"
+    # a 20 GiB card: 7B fp16 (18.1 GiB with its activations) never fits it whole; one block at a time does, as before
+    assert decide(free=16 * GiB, total_bytes=16 * GiB) == "offload"
+    assert decide(free=16 * GiB, total_bytes=20 * GiB) == "offload"
+    # the card is shared and even one block does not fit what is free, but would fit the card: busy
+    with pytest.raises(DeviceMemoryBusyError, match="block-by-block offload"):
+        decide(free=2 * GiB, total_bytes=20 * GiB)
+    # neither fits the card at all: the old warning and offload (true offload of huge models keeps working)
+    assert decide(free=2 * GiB, total_bytes=2 * GiB) == "offload"
+    # the total's margin is the free memory's: just over it, the model is too big for the device
+    need = int(12.6 * GiB) + activation_bytes(128, 2048, 4096, torch.float16) + block_work_bytes([4096, 4096, 4096, 11008], True)
+    total_at = int((need + SAFETY_BYTES) / (1.0 - SAFETY_FRACTION)) + 16
+    assert usable(total_at) >= need > usable(total_at - 64)
+    with pytest.raises(DeviceMemoryBusyError):
+        decide(free=16 * GiB, total_bytes=total_at)
+    assert decide(free=16 * GiB, total_bytes=total_at - 64) == "offload"
+
+
+def test_inference_device_from_byte_counts() -> None:
+    assert inference_device(CUDA, 10 * GiB, free_bytes=40 * GiB, total_bytes=80 * GiB) == "cuda"
+    assert inference_device(CUDA, 100 * GiB, free_bytes=40 * GiB, total_bytes=80 * GiB) == "cpu"
+    with pytest.raises(DeviceMemoryBusyError, match="evaluation"):
+        inference_device(CUDA, 10 * GiB, free_bytes=1 * GiB, total_bytes=80 * GiB)
+
+
+def _measure(tiny_llama: nn.Module, free_memory, slept: list[float]):
+    family = family_for(tiny_llama)
+    layers = decoder_layers(tiny_llama, family)
+    return placement_for_model(tiny_llama, layers, input_group_widths(layers[0], family), 2, 16, device=CUDA,
+                               collect_hessian=True, free_memory=free_memory, sleep=slept.append)
+
+
+def test_placement_waits_for_a_busy_gpu_then_fails(tiny_llama: nn.Module, caplog: pytest.LogCaptureFixture) -> None:
+    """Memory that other processes free within the wait gives the whole-model placement; memory that
+    stays held fails the job after MEMORY_WAIT_S (measured every MEMORY_POLL_S), naming the numbers."""
+    readings = iter([(0, 80 * GiB), (0, 80 * GiB), (40 * GiB, 80 * GiB)])
+    slept: list[float] = []
+    with caplog.at_level("WARNING", logger="pruning.model.placement"):
+        placement = _measure(tiny_llama, lambda dev: next(readings), slept)
+    assert placement.kind == "gpu" and slept == [MEMORY_POLL_S, MEMORY_POLL_S]
+    waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(waits) == 2 and all("busy" in w and "held by:" in w for w in waits)
+    slept.clear()
+    with pytest.raises(DeviceMemoryBusyError, match=f"after waiting {MEMORY_WAIT_S:.0f} s"):
+        _measure(tiny_llama, lambda dev: (0, 80 * GiB), slept)
+    assert sum(slept) == MEMORY_WAIT_S and all(s == MEMORY_POLL_S for s in slept)
+    # never waits when the device is simply too small: offload at once
+    slept.clear()
+    assert _measure(tiny_llama, lambda dev: (0, 0), slept).kind == "offload" and slept == []
 
 
 def test_calibrate_blocks_measures_the_model(tiny_llama: nn.Module) -> None:
@@ -192,13 +258,19 @@ def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, mon
     assert place_for_inference(tiny_llama, auto, 2, 64, free_memory=lambda d: (enough, 80 * GiB)) == "cuda"
     assert moved == [CUDA]
     moved.clear()
-    assert place_for_inference(tiny_llama, auto, 2, 64, free_memory=lambda d: (enough - 64, 80 * GiB)) == "cpu"
+    # short of memory on a device whose whole memory is just as short: the model is too big for it
+    assert place_for_inference(tiny_llama, auto, 2, 64, free_memory=lambda d: (enough - 64, enough - 64)) == "cpu"
     assert place_for_inference(tiny_llama, Compute("cuda", offload=True), 2, 64,
                                free_memory=lambda d: (80 * GiB, 80 * GiB)) == "cpu"
     assert place_for_inference(tiny_llama, Compute("cpu", offload=None), 2, 64) == "cpu"
     assert moved == []
-    # a longer window needs more working memory: 4x the window no longer fits the same free memory
-    assert place_for_inference(tiny_llama, auto, 2, 256, free_memory=lambda d: (enough, 80 * GiB)) == "cpu"
+    # a longer window needs more working memory: 4x the window no longer fits the same device
+    assert place_for_inference(tiny_llama, auto, 2, 256, free_memory=lambda d: (enough, enough)) == "cpu"
+    # short of free memory on a device that could hold it (a shared GPU): it waits, then fails
+    slept: list[float] = []
+    with pytest.raises(DeviceMemoryBusyError, match="evaluation.*busy|busy.*evaluation"):
+        place_for_inference(tiny_llama, auto, 2, 64, free_memory=lambda d: (enough - 64, 80 * GiB), sleep=slept.append)
+    assert sum(slept) == MEMORY_WAIT_S and moved == []
 
 
 def test_compute_from_config_loads_on_the_cpu_only_when_blocks_may_be_offloaded() -> None:

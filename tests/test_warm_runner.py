@@ -261,3 +261,47 @@ def test_attempts_say_which_cached_statistics_a_run_reused(tiny_dir, data_dir, f
     first, second = run_attempts(owl.run_id).iloc[-1], run_attempts(dlp.run_id).iloc[-1]
     assert first["computed"] == "dense_stats" and first["reused"] is None
     assert second["reused"] == "dense_stats" and second["computed"] is None
+
+
+def test_a_runner_gives_cached_gpu_memory_back_after_every_job(tiny_dir, data_dir, fresh_dense_stats, tmp_path,
+                                                                monkeypatch, caplog):
+    """After a success and after a failure alike, serve_one empties the CUDA cache (here a fake allocator:
+    no GPU on the test machine) and logs what it released; on one H100 idle runners that did not held
+    14-16 GiB each and starved the other jobs."""
+    from pruning.jobs.runner import serve_one
+
+    GiB = 2**30
+    reserved = [0]
+    emptied: list[int] = []
+
+    def empty_cache() -> None:
+        emptied.append(reserved[0])
+        reserved[0] = 1 * GiB  # what the allocator keeps for tensors still alive
+
+    monkeypatch.setattr(warm, "_cuda_in_use", lambda: True)
+    monkeypatch.setattr(warm, "_cuda_reserved", lambda: reserved[0])
+    monkeypatch.setattr(warm, "_empty_cuda_cache", empty_cache)
+    short = tmp_path / "short.txt"
+    short.write_text("too short for a calibration window of 64 tokens")
+    jobs = {"ok": _config(tiny_dir), "fails": _config(tiny_dir, **{"calibration.dataset": f"text:{short}"})}
+    state = warm.enable()
+    rcs = {}
+    for job_id, config in jobs.items():
+        path = tmp_path / f"{job_id}.yaml"
+        path.write_text(config.to_yaml())
+        reserved[0] = 15 * GiB  # what the job's largest tensors left in the cache
+        request = {"job_id": job_id, "config": str(path), "events": str(tmp_path / f"{job_id}.events"),
+                   "log": str(tmp_path / f"{job_id}.log")}
+        with caplog.at_level("INFO", logger="pruning.run.warm"):
+            rcs[job_id] = serve_one(state, request)
+    assert rcs["ok"] == 0 and rcs["fails"] != 0
+    assert emptied == [15 * GiB, 15 * GiB]  # once after each job, the success and the failure
+    lines = [r.getMessage() for r in caplog.records if "cached GPU memory" in r.getMessage()]
+    assert len(lines) == 2 and all("released 14.00 GiB" in line and "15.00 -> 1.00 GiB" in line for line in lines)
+    assert "after job ok" in lines[0] and "after job fails" in lines[1]
+
+
+def test_releasing_memory_on_the_cpu_touches_no_cuda(monkeypatch):
+    monkeypatch.setattr(warm, "_cuda_in_use", lambda: False)
+    monkeypatch.setattr(warm, "_empty_cuda_cache", lambda: pytest.fail("emptied a CUDA cache on the CPU"))
+    assert warm.release_job_memory() == 0

@@ -12,6 +12,10 @@ stdout at start), ``{"job_id", "rc"}``, with the exit status the cold command wo
 Isolation: after a job that did not succeed the runner exits (status 0), so nothing a failed job
 left behind reaches the next one; the worker starts a fresh runner for the next job. A runner that
 dies (killed, out of memory) fails only the job it was running. EOF on stdin ends the runner.
+
+Memory: after every job, success or failure, the runner gives the job's cached GPU memory back
+(:func:`pruning.run.warm.release_job_memory`, logged in the job's log): an idle runner holds its
+model, not the allocator's cache of the job's largest tensors.
 """
 
 from __future__ import annotations
@@ -86,10 +90,23 @@ def _restore(state: WarmState) -> None:
         state.release()
 
 
+def _release_memory(job_id: str) -> None:
+    """Give the job's GPU memory back (:func:`pruning.run.warm.release_job_memory`); a failure to do
+    so is logged and never changes the job's exit status."""
+    from pruning.run.warm import release_job_memory
+
+    try:
+        release_job_memory(f"after job {job_id}")
+    except Exception:  # noqa: BLE001 - the job's status stands; the next job's placement measures anew
+        log.exception("warm runner: releasing the memory of job %s failed", job_id)
+
+
 def serve_one(state: WarmState, request: dict[str, str]) -> int:
     """Run one job request in this warm process (a runner, or a Ray actor of
     :mod:`pruning.jobs.ray_actors`): its output appended to the job's log, the held model restored
-    after a success, and a last log line saying what the process reused; returns the exit status."""
+    after a success, the job's cached GPU memory given back after a success or a failure (an idle
+    runner holds only its model), and a last log line saying what the process reused; returns the
+    exit status."""
     with job_output(request["log"]):
         started, rc = time.time(), 1
         try:
@@ -97,6 +114,7 @@ def serve_one(state: WarmState, request: dict[str, str]) -> int:
             if rc == 0:
                 _restore(state)  # the next job starts from the exact dense weights
         finally:
+            _release_memory(request["job_id"])
             print(f"# warm runner pid {os.getpid()}: job {request['job_id']} exit {rc} in "
                   f"{time.time() - started:.2f} s (runner so far: {state.counters.loads} load(s), "
                   f"{state.counters.reuses} reuse(s))", file=sys.stderr)

@@ -55,8 +55,10 @@ def inverse_hessian_cholesky(
     """Damped H -> (upper Cholesky factor U of H^-1 ``(in, in)``, dead-input mask ``(in,)``).
 
     Does not modify ``H`` unless ``overwrite`` (then U is computed in H's memory: no second
-    ``(in, in)`` float32 matrix, 3.3 GiB for the 28672 inputs of a 70B down projection). Raises RuntimeError when the damped Hessian is not
-    positive definite.
+    ``(in, in)`` float32 matrix, 3.3 GiB for the 28672 inputs of a 70B down projection). Raises
+    RuntimeError saying the damped Hessian is not positive definite only when the factorization says
+    so (``torch.linalg.LinAlgError``); any other solver failure (:func:`solver_failure`) is reported as
+    the solver's, not the matrix's.
     """
     H = H.detach()
     H = H if overwrite and H.dtype == dtype else H.to(dtype).clone()  # (in, in), the working copy
@@ -70,12 +72,30 @@ def inverse_hessian_cholesky(
         torch.linalg.cholesky(H, out=H)
         torch.cholesky_inverse(H, out=H)
         U = torch.linalg.cholesky(H, upper=True, out=H)
-    except RuntimeError as exc:  # torch raises torch.linalg.LinAlgError (a RuntimeError)
-        raise RuntimeError(
+    except RuntimeError as exc:  # torch.linalg.LinAlgError is a RuntimeError; so are CUDA's own failures
+        raise solver_failure(exc, n, percdamp, H.device) from exc
+    return U, dead
+
+
+def solver_failure(exc: RuntimeError, n: int, percdamp: float, device: torch.device) -> RuntimeError:
+    """The error to raise when factoring the damped ``(n, n)`` Hessian raised ``exc``.
+
+    Only ``torch.linalg.LinAlgError`` (the factorization's info code: a leading minor not positive)
+    means the matrix is not positive definite. Anything else comes from the solver itself: on a GPU
+    ``CUSOLVER_STATUS_INTERNAL_ERROR`` at ``cusolverDnCreate``, a cuBLAS handle that cannot be created,
+    or ``torch.OutOfMemoryError`` all mean the device had no memory left for the solver's workspace
+    (seen with 8 workers sharing one H100), and more damping would not help."""
+    if isinstance(exc, torch.linalg.LinAlgError):
+        return RuntimeError(
             f"SparseGPT: the damped Hessian ({n}x{n}, percdamp {percdamp}) is not positive "
             f"definite ({exc}); increase percdamp or the calibration data"
-        ) from exc
-    return U, dead
+        )
+    solver = "GPU" if device.type == "cuda" else device.type.upper()
+    return RuntimeError(
+        f"SparseGPT: the {solver} solver failed while factoring the damped Hessian ({n}x{n}, percdamp "
+        f"{percdamp}) on {device}, likely out of memory (not a property of the matrix): "
+        f"{type(exc).__name__}: {exc}; free memory on the device (fewer workers per GPU) and retry the job"
+    )
 
 
 def _check_nm_blocksize(nm: tuple[int, int] | None, blocksize: int) -> None:

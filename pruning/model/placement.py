@@ -12,18 +12,33 @@ activations (inputs + outputs, ``2 * nsamples * seqlen * hidden * itemsize``), o
 working set (statistics, SparseGPT's inverse-Hessian temporaries), and the free device memory
 (``torch.cuda.mem_get_info``, injectable for tests). An explicit user choice (``offload=True`` /
 ``False``) always wins; ``offload=None`` means "decide".
+
+A shared GPU: when the work would fit the device's *total* memory (with the same margin) but not
+what is free now, other processes hold the difference; offloading would run the whole job block by
+block at a crawl (seen: 0.04 GiB free at a job's start on an H100 shared by 8 warm runners, then
+evaluation at ~10 s a window with the GPU idle for 15+ minutes). The decision then raises
+:class:`pruning.errors.DeviceMemoryBusyError`; :func:`placement_for_model` and
+:func:`place_for_inference` measure again every :data:`MEMORY_POLL_S` for up to
+:data:`MEMORY_WAIT_S` seconds, logging who holds the memory, and let the error through when it stays
+short (the job fails fast and can be retried). Work that never fits the device is offloaded as before.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import shutil
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import nn
 
+from pruning.errors import DeviceMemoryBusyError
 from pruning.model.load import resolve_device
 
 if TYPE_CHECKING:
@@ -37,7 +52,13 @@ GiB = 2**30
 SAFETY_FRACTION = 0.10
 SAFETY_BYTES = 1 * GiB
 
+#: a shared GPU short of free memory that its total could give: measure again every MEMORY_POLL_S
+#: seconds for up to MEMORY_WAIT_S, then fail the job (module docstring)
+MEMORY_WAIT_S = 60.0
+MEMORY_POLL_S = 5.0
+
 FreeMemoryFn = Callable[[torch.device], tuple[int, int]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,7 @@ def choose_placement(
     free_bytes: int | None,
     offload: bool | None = None,
     prefetch: bool = True,
+    total_bytes: int | None = None,
 ) -> Placement:
     """Decide between the whole model on ``device`` and block-by-block offload.
 
@@ -104,6 +126,9 @@ def choose_placement(
     usable          = free_bytes * (1 - SAFETY_FRACTION) - SAFETY_BYTES
 
     ``gpu`` when needed(gpu) <= usable, else ``offload`` (a warning when even that exceeds usable).
+    With ``total_bytes`` (the device's memory), a need that exceeds usable but not the same margin of
+    the total raises :class:`pruning.errors.DeviceMemoryBusyError` instead (:func:`check_not_busy`):
+    needed(gpu) for the whole model, else needed(offload) for a model that never fits whole.
     ``offload`` given as True/False wins over the measurement (``prefetch`` then as asked, on any
     device; decided here, prefetch only on CUDA). A non-CUDA device (``free_bytes``
     None) computes where the model is: ``gpu`` (no copies), unless offload is asked for.
@@ -124,16 +149,86 @@ def choose_placement(
     )
     if need_gpu <= usable:
         return Placement(device, False, False, f"gpu: the whole model fits: {figures}")
+    check_not_busy(device, "the whole model", need_gpu, free_bytes, total_bytes)
     reason = f"offload: the whole model does not fit: {figures}; block by block needs {need_offload / GiB:.2f} GiB"
-    if need_offload > usable:
-        log.warning("placement: even block-by-block offload needs %.2f GiB > usable %.2f GiB; expect an out-of-memory error",
-                    need_offload / GiB, usable / GiB)
+    if need_offload <= usable:
+        return Placement(device, True, use_prefetch, reason)
+    check_not_busy(device, "block-by-block offload", need_offload, free_bytes, total_bytes)
+    log.warning("placement: even block-by-block offload needs %.2f GiB > usable %.2f GiB; expect an out-of-memory error",
+                need_offload / GiB, usable / GiB)
     return Placement(device, True, use_prefetch, reason)
 
 
+def check_not_busy(device: torch.device, what: str, need_bytes: int, free_bytes: int, total_bytes: int | None) -> None:
+    """Raise :class:`pruning.errors.DeviceMemoryBusyError` when ``need_bytes`` exceeds the usable free
+    memory but fits the usable ``total_bytes`` of the device: other processes hold what is missing.
+    Returns quietly when it fits the free memory, when the total is unknown (None) or too small."""
+    if need_bytes <= usable_bytes(free_bytes) or total_bytes is None or need_bytes > usable_bytes(total_bytes):
+        return
+    raise DeviceMemoryBusyError(
+        f"{device} is busy: {what} needs {need_bytes / GiB:.2f} GiB and would fit the device's "
+        f"{total_bytes / GiB:.2f} GiB (usable {usable_bytes(total_bytes) / GiB:.2f} GiB), but only "
+        f"{free_bytes / GiB:.2f} GiB are free (usable {usable_bytes(free_bytes) / GiB:.2f} GiB): other processes "
+        f"hold {(total_bytes - free_bytes) / GiB:.2f} GiB; retry the job when they are done, run fewer workers "
+        f"per GPU, or set model.offload: true to accept block-by-block offload"
+    )
+
+
 def cuda_free_memory(device: torch.device) -> tuple[int, int]:
-    """``(free, total)`` bytes of a CUDA device (``torch.cuda.mem_get_info``)."""
+    """``(free, total)`` bytes of a CUDA device (``torch.cuda.mem_get_info``), measured after this
+    process's unused cached blocks went back to the driver (they would count as used)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
     return torch.cuda.mem_get_info(device)
+
+
+def gpu_holders(device: torch.device) -> str:
+    """The processes that hold memory on ``device``, in one line (``nvidia-smi``; under MPS the
+    server may stand for its clients), or why they are unknown. For logs only."""
+    if device.type != "cuda":
+        return f"no process list for {device}"
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return "unknown (no nvidia-smi)"
+    index = device.index or 0
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    physical = visible[index] if index < len(visible) else str(index)
+    try:
+        out = subprocess.run([nvidia_smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader",
+                              "-i", physical], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown (nvidia-smi failed: {exc})"
+    rows = [line.strip() for line in out.splitlines() if line.strip()]
+    return "; ".join(f"pid {row}" for row in rows) if rows else "no compute process listed"
+
+
+def wait_for_memory(
+    device: torch.device,
+    free_memory: FreeMemoryFn,
+    decide: Callable[[int, int], T],
+    *,
+    wait_s: float | None = None,
+    poll_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``decide(free, total)`` on a fresh measurement; while it raises
+    :class:`pruning.errors.DeviceMemoryBusyError`, log who holds the memory, sleep ``poll_s`` and
+    measure again, at most ``wait_s`` seconds in all (defaults :data:`MEMORY_POLL_S`,
+    :data:`MEMORY_WAIT_S`); then the last error goes through, naming the time waited."""
+    wait_s = MEMORY_WAIT_S if wait_s is None else wait_s
+    poll_s = MEMORY_POLL_S if poll_s is None else poll_s
+    retries = math.ceil(wait_s / poll_s) if wait_s > 0 and poll_s > 0 else 0
+    for attempt in range(retries + 1):
+        free, total = free_memory(device)
+        try:
+            return decide(free, total)
+        except DeviceMemoryBusyError as exc:
+            if attempt == retries:
+                raise DeviceMemoryBusyError(f"{exc} (still short after waiting {attempt * poll_s:.0f} s)") from None
+            log.warning("placement: waiting %.0f s for memory on %s (%d of %d): %s; held by: %s",
+                        poll_s, device, attempt + 1, retries, exc, gpu_holders(device))
+            sleep(poll_s)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def placement_for_model(
@@ -148,28 +243,38 @@ def placement_for_model(
     offload: bool | None = None,
     prefetch: bool = True,
     free_memory: FreeMemoryFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Placement:
     """:func:`choose_placement` with the byte counts measured on ``model`` (parameters not yet on
-    ``device`` count fully; those already there are in use and not in the free memory). Logs why."""
+    ``device`` count fully; those already there are in use and not in the free memory, and are taken
+    off the device's total). On a busy shared GPU it measures again (:func:`wait_for_memory`) and
+    raises :class:`pruning.errors.DeviceMemoryBusyError` when the memory stays short. Logs why."""
     if offload is None and device.type == "cuda":
         free_memory = free_memory or cuda_free_memory
-        free, _total = free_memory(device)
-    elif offload is None and free_memory is not None:
-        free, _total = free_memory(device)
-    else:
-        free = None
+    elif offload is not None:
+        free_memory = None
     dtype = model.get_input_embeddings().weight.dtype
     hidden = int(model.get_input_embeddings().weight.shape[1])
-    placement = choose_placement(
-        device=device,
-        param_bytes=module_bytes(model, off=device),
-        activation_bytes=activation_bytes(nsamples, seqlen, hidden, dtype),
-        block_bytes=max((module_bytes(b) for b in layers), default=0),
-        work_bytes=block_work_bytes(in_widths, collect_hessian),
-        free_bytes=free,
-        offload=offload,
-        prefetch=prefetch,
-    )
+    param_bytes = module_bytes(model, off=device)
+    resident = module_bytes(model) - param_bytes
+
+    def decide(free: int | None, total: int | None) -> Placement:
+        return choose_placement(
+            device=device,
+            param_bytes=param_bytes,
+            activation_bytes=activation_bytes(nsamples, seqlen, hidden, dtype),
+            block_bytes=max((module_bytes(b) for b in layers), default=0),
+            work_bytes=block_work_bytes(in_widths, collect_hessian),
+            free_bytes=free,
+            offload=offload,
+            prefetch=prefetch,
+            total_bytes=None if total is None else total - resident,
+        )
+
+    if free_memory is None:
+        placement = decide(None, None)
+    else:
+        placement = wait_for_memory(device, free_memory, decide, sleep=sleep)
     log.info("placement on %s: %s (prefetch %s): %s", device, placement.kind, placement.prefetch, placement.reason)
     return placement
 
@@ -211,22 +316,40 @@ def inference_bytes(model: nn.Module, batch_size: int, seqlen: int) -> int:
     return batch_size * seqlen * (8 * hidden * itemsize + 2 * vocab * 4)
 
 
+def inference_device(device: torch.device, need_bytes: int, free_bytes: int, total_bytes: int | None) -> str:
+    """Where evaluation runs, from byte counts: ``"cuda"`` when ``need_bytes`` fits the usable free
+    memory, ``"cpu"`` when it does not fit even the usable total (the model is too big for the device),
+    and :class:`pruning.errors.DeviceMemoryBusyError` in between (other processes hold the memory)."""
+    if need_bytes <= usable_bytes(free_bytes):
+        return "cuda"
+    check_not_busy(device, "evaluation (the whole model and one forward's working memory)", need_bytes,
+                   free_bytes, total_bytes)
+    return "cpu"
+
+
 def place_for_inference(model: nn.Module, compute: Compute, batch_size: int, seqlen: int,
-                        free_memory: FreeMemoryFn | None = None) -> str:
+                        free_memory: FreeMemoryFn | None = None, sleep: Callable[[float], None] = time.sleep) -> str:
     """Where evaluation runs: the model moves onto a CUDA device when its parameters still off the
     device plus one forward's working memory fit the free memory (less the safety margin), unless
-    ``offload`` was asked for explicitly; otherwise it stays where it is (logged). Returns the
-    device type the model is on afterwards (``"cuda"`` or ``"cpu"``)."""
+    ``offload`` was asked for explicitly; it stays where it is when they exceed even the device's
+    total memory (logged); on a busy shared GPU it waits and then fails (:func:`inference_device`,
+    :func:`wait_for_memory`). Returns the device type the model is on afterwards (``"cuda"`` or ``"cpu"``)."""
     device = torch.device(compute.device)
     where = next(model.parameters()).device
     if device.type != "cuda" or compute.offload is True or where.type == "cuda":
         return where.type
-    free, _total = (free_memory or cuda_free_memory)(device)
-    usable = usable_bytes(free)
     need = module_bytes(model, off=device) + inference_bytes(model, batch_size, seqlen)
-    if need > usable:
-        log.warning("evaluation stays on the CPU: the model needs %.2f GiB on %s, usable %.2f GiB", need / GiB,
-                    device, usable / GiB)
+    measured: dict[str, int] = {}
+
+    def decide(free: int, total: int) -> str:
+        measured["free"] = free
+        return inference_device(device, need, free, total)
+
+    choice = wait_for_memory(device, free_memory or cuda_free_memory, decide, sleep=sleep)
+    usable = usable_bytes(measured["free"])
+    if choice == "cpu":
+        log.warning("evaluation stays on the CPU: the model needs %.2f GiB on %s, more than the device holds "
+                    "(usable %.2f GiB free)", need / GiB, device, usable / GiB)
         return "cpu"
     model.to(device)
     log.info("evaluation on %s: %.2f GiB needed, %.2f GiB usable", device, need / GiB, usable / GiB)
