@@ -39,7 +39,7 @@
 #
 # WORKERS (default 8) is an upper bound: each phase runs min(WORKERS, floor(0.85 x GPU memory / per-worker peak) x
 # GPUs) workers, the GPU memory the smallest memory.total (nvidia-smi) of GPUS and the per-worker peak that of
-# the phase's model in PEAK_GIB below (measured; the largest of the phase's models). A model not in the table,
+# the phase's model in PEAK_GIB below (estimated from the 2026-12-05 logs, to measure; the largest of the phase's models). A model not in the table,
 # or no nvidia-smi, keeps WORKERS (said in the phase log). On 2026-12-05, 8 Gemma3-270m workers on one 80 GB
 # H100 ran 20 of 37 jobs out of memory (evaluation at batch 2 allocates 4 GiB logits chunks): Gemma now runs 6.
 #
