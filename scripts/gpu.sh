@@ -273,15 +273,31 @@ need_store() {  # the study's store: a copy of the tree's data/ (a later call br
   cp -r data $STORE && touch $STORE/.marker || { echo "no data/ in the tree: run \`$0 unslim\` here, then any call"; return 1; }
 }
 
-queue() {  # $1 phase name, $2 sweep file, $3 store: its runs, at most WORKERS workers (cap_workers) until the queue is empty
-  local name=$1 sweep=$2 store=$3 pids=() i gpu models
-  read -r -a gpus <<< "${GPUS:-0}"
+queue() {  # $1 phase name, $2 sweep file, $3 store: its runs, at most WORKERS workers (cap_workers) until the queue is
+  # empty; then the phase's failed jobs once more (a job that found the GPU busy fails fast: DeviceMemoryBusyError)
+  local name=$1 sweep=$2 store=$3 models since retry
+  since=$(date +%s.%N)
   PRUNING_LAB_DATA=$store python3 -m pruning sweep --config "$sweep" --yes >> "$W/$name.log" 2>&1 \
     || { echo "sweep $sweep refused (see $W/$name.log)"; return 1; }
   models=$(sweep_models "$sweep") || { echo "sweep $sweep: its models could not be read"; return 1; }
   # shellcheck disable=SC2086  # one word per model
   cap_workers $models
   echo "$name: $NW_WHY" | tee -a "$W/$name.log"
+  run_workers "$name" "$store"
+  retry=$(PRUNING_LAB_DATA=$store python3 -m pruning jobs --status failed --json 2>/dev/null | python3 -c '
+import json, sys
+since = float(sys.argv[1])
+print(" ".join(j["job_id"] for j in json.load(sys.stdin) if j["created_at"] >= since and not j.get("retry_of")))' "$since")
+  [[ -n $retry ]] || return 0
+  echo "$name: retrying $(wc -w <<< "$retry") failed job(s) once" | tee -a "$W/$name.log"
+  local job
+  for job in $retry; do PRUNING_LAB_DATA=$store python3 -m pruning retry "$job" >> "$W/$name.log" 2>&1; done
+  run_workers "$name" "$store"
+}
+
+run_workers() {  # $1 phase name, $2 store: NW workers over GPUS (round robin), each until the queue is empty
+  local name=$1 store=$2 pids=() i gpu
+  read -r -a gpus <<< "${GPUS:-0}"
   local threads=$(( $(nproc) / NW )); (( threads < 1 )) && threads=1
   for i in $(seq "$NW"); do
     gpu=${gpus[$(( (i - 1) % ${#gpus[@]} ))]}
