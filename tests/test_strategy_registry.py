@@ -20,7 +20,7 @@ from pruning.errors import ConfigError
 
 def test_the_registry_names_exactly_the_configs_strategies() -> None:
     assert STRATEGY_NAMES == STRATEGIES == strategy_names()[:len(STRATEGY_NAMES)]
-    assert len(STRATEGY_NAMES) == len(STRATEGY_SPECS) == 7
+    assert len(STRATEGY_NAMES) == len(STRATEGY_SPECS) == 8
     with pytest.raises(KeyError, match="'nope' is not registered; accepted: uniform, linear, owl"):
         strategy_spec("nope")
     with pytest.raises(ValueError, match="'nope' is not a registered strategy; accepted: uniform, linear, owl"):

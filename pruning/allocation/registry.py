@@ -112,6 +112,12 @@ STRATEGY_SPECS: tuple[StrategySpec, ...] = (
                  calibration=True,
                  run_only="searches levels on the model (use `python -m pruning run --set allocation.strategy=evopress`)",
                  source="EvoPress, Sieberling et al., ICML 2025, arXiv:2410.14649"),
+    StrategySpec("kl_slope", "KL slope", "block", ("kl_spread", "evopress_windows", *_BOUNDS), f"{_RULES}:kl_slope",
+                 prepare=f"{_HOOKS}:kl_slope_inputs", form_knobs=("allocation.kl_spread", "allocation.evopress_windows"),
+                 calibration=True, runs_columns=("kl_spread",),
+                 run_only="measures each block's KL slope on the model (use `python -m pruning run --set "
+                          "allocation.strategy=kl_slope`)",
+                 source="ours v4b: OWL's additive form on each block's measured marginal KL (docs/allocation.md)"),
     StrategySpec("probe", "block probe", "block", ("probe_block",), f"{_RULES}:probe", form_knobs=("allocation.probe_block",),
                  required="probe_block",
                  run_only="prunes one block of a run (use `python -m pruning run --set allocation.strategy=probe "

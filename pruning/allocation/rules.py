@@ -28,7 +28,8 @@ from pruning.allocation.depth import depth_deviations
 from pruning.allocation.dlp import dlp_deviations
 from pruning.allocation.owl import owl_deviations
 from pruning.allocation.probe import probe_sparsities
-from pruning.allocation.solve import solve_bounded
+from pruning.allocation.solve import centred, minmax_spread, solve_bounded
+from pruning.allocation.units import block_values
 from pruning.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -131,3 +132,17 @@ def evopress(ctx: UnitContext) -> UnitAllocation:
     if abs(mean - ctx.target) > 1e-9:
         raise ConfigError(f"evopress: the searched levels give mean sparsity {mean:.12f}, not the target {ctx.target}")
     return UnitAllocation(names.map(by_name["level"]).to_numpy(dtype=float), sparsity / ctx.target, sparsity)
+
+
+def kl_slope(ctx: UnitContext) -> UnitAllocation:
+    """Ours v4b: a block's deviation from its measured marginal KL per pruned weight at the target
+    (``inputs["kl_slope"]``, :func:`pruning.run.allocation_inputs.kl_slope_inputs`): the log slopes min-max
+    scaled to ``2 kl_spread`` and centred, a steeper block pruned less — OWL's additive form on a measured
+    cost instead of a proxy. Logs, because the slopes span orders of magnitude (SmolLM2's block 0); slopes at
+    or below zero (noise) count as the smallest positive one x 1e-3."""
+    slopes = block_values(ctx.unit_frame, ctx.inputs.get("kl_slope"), "kl_slope",
+                          "'kl_slope' needs each block's measured KL slope from the model")
+    positive = slopes[slopes > 0]
+    floor = (float(positive.min()) if positive.size else 1.0) * 1e-3
+    score = np.log(np.maximum(slopes, floor))
+    return additive(ctx, slopes, -centred(minmax_spread(score, 2.0 * ctx.config.kl_spread), ctx.numel))

@@ -88,6 +88,10 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
         "value": None, "placeholder": "required, e.g. 0",
         "help": "strategy probe: only this block is pruned, at the sparsity above; the others stay dense "
         "(one point of a per-block sensitivity profile)"}),
+    "allocation.kl_spread": ("float", "KL-slope spread λ", {
+        "value": 0.1, "step": 0.025, "format": "%.3f",
+        "help": "ours v4b (strategy kl_slope): sparsities spread over 2 λ around the target from each block's "
+        "measured KL slope (the KL windows: EvoPress fitness windows); choose λ on wiki:validation"}),
     "allocation.evopress_generations": ("int", "EvoPress generations", {
         "value": 50, "help": "generations of the (1 + λ) evolution (Sieberling et al., ICML 2025)"}),
     "allocation.evopress_offspring": ("int", "EvoPress offspring per generation", {"value": 16}),
@@ -135,9 +139,9 @@ FORM_FIELDS: dict[str, tuple[str, str, dict]] = {  # dotted RunConfig key -> (wi
 FORM_SECTIONS = {
     "Model": ["model.name", "model.dtype", "model.device"],
     "Pruning": ["pruning.method", "pruning.sparsity", "pruning.nm"],
-    "Allocation": ["allocation.strategy", "allocation.preset", "allocation.metric", *STRATEGY_FIELDS["linear"],
-                   "allocation.epsilon", *(f for name, fields in STRATEGY_FIELDS.items() if name != "linear"
-                                           for f in fields)],
+    "Allocation": list(dict.fromkeys([  # a knob two strategies read (the KL windows) is one field
+        "allocation.strategy", "allocation.preset", "allocation.metric", *STRATEGY_FIELDS["linear"],
+        "allocation.epsilon", *(f for name, fields in STRATEGY_FIELDS.items() if name != "linear" for f in fields)])),
     "Calibration": ["calibration.dataset", "calibration.nsamples", "calibration.seqlen", "calibration.batch_size"],
     "Evaluation": [
         "evaluation.perplexity",
@@ -182,7 +186,8 @@ def shown_fields(section: str, strategy: str | None) -> list[str]:
 def inactive_fields(strategy: str | None) -> set[str]:
     """The knobs of every strategy but ``strategy``: neither shown nor sent (so a hidden DLP α never
     changes the run id of a linear run)."""
-    return {f for name, fields in STRATEGY_FIELDS.items() if name != strategy for f in fields}
+    own = set(STRATEGY_FIELDS.get(str(strategy), ()))  # a knob two strategies read stays for either
+    return {f for name, fields in STRATEGY_FIELDS.items() if name != strategy for f in fields} - own
 
 
 def allowed_model_roots(environ: Mapping[str, str] | None = None) -> list[Path]:

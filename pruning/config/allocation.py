@@ -76,6 +76,9 @@ class AllocationConfig(ConfigSection):
     # alone, and the levels that minimise their sum with the mean exact (SPDY's dynamic programme;
     # pruning.allocation.evopress.solve_additive). With evopress_generations 0 that programme is the result.
     evopress_start: Literal["uniform", "additive"] = "uniform"
+    # ours v4b (strategy 'kl_slope'): the sparsity spread 2 kl_spread around S, from each block's measured
+    # marginal KL per pruned weight (pruning.allocation.rules.kl_slope)
+    kl_spread: float = Field(0.1, ge=0.0, lt=1.0)
     # eigen-solver precision of the weight and Hessian spectra the allocation reads. float64 is
     # device-independent (agrees with a float64 SVD of W within 1e-3 in every metric); float32
     # loses the small eigenvalues that decide alpha_peak (pruning.spectral.esd) and is an option only.

@@ -53,6 +53,7 @@ HASHED_WHEN_CHANGED: dict[tuple[str, str], Any] = {
     ("allocation", "depth_beta"): None,
     ("allocation", "metric_mix"): None,
     ("allocation", "probe_block"): None,
+    ("allocation", "kl_spread"): 0.1,
     **{("allocation", name): default for name, default in EVOPRESS_DEFAULTS.items()},
 }
 

@@ -70,3 +70,53 @@ def evopress_inputs(step: AllocationStep) -> dict[str, Any]:
                                               device=torch.device(step.compute.device),
                                               batch_size=step.compute.batch_size, progress=step.report)
     return {"searched": searched, "search_trace": trace}
+
+
+def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
+    """``{"kl_slope": {block: g_b}}``: each block's marginal KL per pruned weight at the target, measured on
+    the model — every block at S, then block b alone one ladder step up and one down (the others at S),
+    ``g_b = (KL(+1 e_b) - KL(-1 e_b)) / (2 delta)`` with KL(dense || candidate) on the first
+    ``evopress_windows`` calibration windows (:class:`pruning.run.evopress.KLFitness`, EvoPress's fitness on
+    a database of three levels per block: 2 B + 1 evaluations, B blocks)."""
+    import numpy as np
+
+    from pruning.allocation.evopress import make_ladder
+    from pruning.run.evopress import KLFitness, build_database, search_units
+
+    config, a = step.config, step.config.allocation
+    if step.compute.offload:
+        raise ConfigError("allocation.strategy 'kl_slope' measures with the whole model on the device; model.offload "
+                          "true is not accepted with it (use a device that holds the model)")
+    if step.calib_ids is None or len(step.calib_ids) < a.evopress_windows:
+        have = 0 if step.calib_ids is None else len(step.calib_ids)
+        raise ConfigError(f"allocation.evopress_windows: {a.evopress_windows} KL windows need as many calibration "
+                          f"samples; calibration.nsamples is {have}")
+    names, numel, unit_of = search_units(step.matrices, "block")
+    ladder = make_ladder(names, numel, float(config.pruning.sparsity), 1, a.min_sparsity, a.max_sparsity)
+    device = torch.device(step.compute.device)
+    step.loaded.model.to(device)
+    say = step.report
+    with step.clock("kl_slope"):
+        db = build_database(step.loaded, step.calib_ids, config.pruning.method, ladder, device=device,
+                            batch_size=step.compute.batch_size, blocksize=config.pruning.blocksize,
+                            percdamp=config.pruning.percdamp, unit_of=unit_of,
+                            progress=lambda done, total: say("allocation", 0.5 * done / total,
+                                                             f"KL slope: pruned levels, block {done}/{total}"))
+        fitness = KLFitness(step.loaded, db, ladder, step.calib_ids[: a.evopress_windows], device,
+                            step.compute.batch_size, unit_of=unit_of)
+        every = np.arange(a.evopress_windows)
+        try:
+            slopes = {}
+            for u, name in enumerate(names):
+                up, down = np.zeros(len(names), dtype=np.int64), np.zeros(len(names), dtype=np.int64)
+                up[u], down[u] = int(ladder.hi[u]), int(ladder.lo[u])
+                moved = (up[u] - down[u]) * ladder.delta
+                if moved == 0:
+                    raise ConfigError(f"kl_slope: block {name} cannot move from the target within the bounds "
+                                      f"[{a.min_sparsity}, {a.max_sparsity}]")
+                slopes[int(name.removeprefix("block"))] = (fitness(up, every) - fitness(down, every)) / moved
+                say("allocation", 0.5 + 0.5 * (u + 1) / len(names), f"KL slope: block {u + 1}/{len(names)}")
+        finally:
+            fitness.restore_dense()
+            del db
+    return {"kl_slope": slopes}

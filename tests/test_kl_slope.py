@@ -1,0 +1,95 @@
+"""Ours v4b, strategy ``kl_slope`` (issue 31): each block's marginal KL per pruned weight at the target,
+measured on the model, mapped by OWL's additive form — in the rule (known numbers), in the config (its
+knob keeps old run ids) and end to end on a tiny model with one block made fragile."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pruning.allocation import allocate, allocation_config
+from pruning.config.run_config import RunConfig
+from pruning.errors import ConfigError
+
+
+def _matrices(blocks: int = 4) -> pd.DataFrame:
+    return pd.DataFrame([{"block": b, "matrix_type": t, "name": f"model.layers.{b}.{t}", "numel": 100}
+                         for b in range(blocks) for t in ("q", "down")])
+
+
+def test_a_steeper_block_is_pruned_less_on_the_log_scale() -> None:
+    """Slopes 100, 1, 1, 1: log scores 4.61, 0, 0, 0 -> min-max to [0.2, 0, 0, 0] (2 x 0.1) -> centred
+    [0.15, -0.05, -0.05, -0.05] -> the steep block 15 points below S, the others 5 above. On the raw scale
+    (no log) the result would be the same here; with slopes 100, 10, 1, 1 it is not: 10 sits halfway (log)."""
+    config = allocation_config(strategy="kl_slope", kl_spread=0.1)
+    out = allocate(_matrices(), config, 0.5, inputs={"kl_slope": {0: 100.0, 1: 1.0, 2: 1.0, 3: 1.0}})
+    per_block = out.groupby("block")["sparsity"].first()
+    assert per_block.tolist() == pytest.approx([0.35, 0.55, 0.55, 0.55], abs=1e-12)
+    out = allocate(_matrices(), config, 0.5, inputs={"kl_slope": {0: 100.0, 1: 10.0, 2: 1.0, 3: 1.0}})
+    per_block = out.groupby("block")["sparsity"].first()
+    # scaled [0.2, 0.1, 0, 0], mean 0.075 -> deviations [-0.125, -0.025, +0.075, +0.075]
+    assert per_block.tolist() == pytest.approx([0.375, 0.475, 0.575, 0.575], abs=1e-12)
+    assert out.groupby("block")["score"].first().tolist() == [100.0, 10.0, 1.0, 1.0]
+
+
+def test_noise_at_or_below_zero_and_missing_blocks() -> None:
+    config = allocation_config(strategy="kl_slope", kl_spread=0.1)
+    out = allocate(_matrices(), config, 0.5, inputs={"kl_slope": {0: 1.0, 1: -0.5, 2: 0.0, 3: 1.0}})
+    per_block = out.groupby("block")["sparsity"].first()
+    # -0.5 and 0 count as 1e-3 (the smallest positive x 1e-3): the two noisy blocks pruned most, equally
+    assert per_block[1] == per_block[2] > 0.5 > per_block[0] == per_block[3]
+    mean = float((out["sparsity"] * out["numel"]).sum() / out["numel"].sum())
+    assert math.isclose(mean, 0.5, abs_tol=1e-12)
+    with pytest.raises(ConfigError, match=r"kl_slope: missing blocks \[3\]"):
+        allocate(_matrices(), config, 0.5, inputs={"kl_slope": {0: 1.0, 1: 1.0, 2: 1.0}})
+    with pytest.raises(ConfigError, match="'kl_slope' needs each block's measured KL slope"):
+        allocate(_matrices(), config, 0.5)
+
+
+def test_its_knob_keeps_every_other_run_id() -> None:
+    base = RunConfig.from_dict({"model": {"name": "m"}, "pruning": {"method": "wanda", "sparsity": 0.7}})
+    assert "kl_spread" not in base.canonical_json()
+    a = base.with_overrides({"allocation.strategy": "kl_slope"})
+    b = base.with_overrides({"allocation.strategy": "kl_slope", "allocation.kl_spread": 0.2})
+    assert len({base.run_id, a.run_id, b.run_id}) == 3
+    with pytest.raises(ValueError, match="kl_spread"):
+        allocation_config(strategy="kl_slope", kl_spread=1.0)
+
+
+def test_on_a_tiny_model_the_fragile_block_gets_the_lowest_sparsity(tmp_path, data_dir) -> None:
+    """Block 1 of a 3-block model made fragile (its MLP output scaled 30x): its measured KL slope is the
+    steepest, so it is pruned least; the mean is exact and the slopes are the allocation's scores."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from pruning.model.load import resolve_model, save_model
+    from pruning.model.synthetic import random_llama
+    from pruning.run.pipeline import execute_run
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").location)
+    model = random_llama(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=2, vocab=len(tokenizer), seed=0)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(30.0)
+    path = save_model(model, tokenizer, tmp_path / "fragile")
+    config = RunConfig.from_dict({
+        "model": {"name": str(path)},
+        "calibration": {"dataset": "wiki", "nsamples": 4, "seqlen": 64, "seed": 0},
+        "pruning": {"method": "wanda", "sparsity": 0.6},
+        "allocation": {"strategy": "kl_slope", "kl_spread": 0.1, "evopress_windows": 4},
+        "evaluation": {"perplexity": ["wiki"], "seqlen": 64, "limit_windows": 2},
+    })
+    out = execute_run(config, publish=False)
+    assert out.status == "succeeded", out.error
+    alloc = out.tables["allocation"]
+    per_block = alloc.groupby("block")["sparsity_target"].agg(["min", "max"])
+    assert (per_block["max"] - per_block["min"]).abs().max() < 1e-12  # one sparsity per block
+    assert per_block["min"].idxmin() == 1 and per_block.at[1, "min"] < 0.6 - 0.05, per_block.to_dict()
+    scores = alloc.groupby("block")["score"].first()
+    assert scores.idxmax() == 1 and np.all(np.isfinite(scores))
+    mean = float((alloc["sparsity_target"] * alloc["numel"]).sum() / alloc["numel"].sum())
+    assert mean == pytest.approx(0.6, abs=1e-9)
+    # the spread: min-max over 2 x 0.1, so the blocks span at most 0.2
+    assert per_block["min"].max() - per_block["min"].min() == pytest.approx(0.2, abs=1e-9)
