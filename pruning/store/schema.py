@@ -6,9 +6,11 @@ Known columns get fixed Arrow types so that files written at different times uni
 that have no column of their own go to the long ``metrics`` table (``name, value``), so a new
 metric never needs a migration.
 
-A migration rewrites old bundles (see :func:`pruning.store.catalog.migrate_store`): each is a
-function ``tables -> tables`` on the bundle's DataFrames, applied in ``MIGRATIONS`` order to every
-bundle whose ``schema_version`` is lower than its ``to_version``.
+A migration is a function ``tables -> tables`` on a bundle's DataFrames; :func:`apply_migrations` applies
+the ``MIGRATIONS`` a bundle still needs (:func:`pending_migrations`: those whose ``to_version`` is above
+the bundle's ``schema_version``) in order. None is registered yet (``MIGRATIONS`` is empty, every stored
+bundle is at ``SCHEMA_VERSION``), so no command walks the store with them: the first migration comes with
+that command (read each bundle, apply, write it back atomically, recompact).
 """
 
 from __future__ import annotations
