@@ -59,10 +59,14 @@ def test_its_knob_keeps_every_other_run_id() -> None:
         allocation_config(strategy="kl_slope", kl_spread=1.0)
 
 
-def test_on_a_tiny_model_the_fragile_block_gets_the_lowest_sparsity(tmp_path, data_dir) -> None:
+def test_on_a_tiny_model_the_fragile_block_gets_the_lowest_sparsity(tmp_path, data_dir, monkeypatch) -> None:
     """Block 1 of a 3-block model made fragile (its MLP output scaled 30x): its measured KL slope is the
     steepest, so it is pruned least; the mean is exact and the slopes are the allocation's scores."""
     import torch
+
+    from pruning.run import allocation_inputs
+
+    monkeypatch.setattr(allocation_inputs, "cache_dir", lambda: tmp_path / "cache")  # a measurement of its own
     from transformers import AutoTokenizer
 
     from pruning.model.load import resolve_model, save_model
@@ -83,6 +87,16 @@ def test_on_a_tiny_model_the_fragile_block_gets_the_lowest_sparsity(tmp_path, da
     })
     out = execute_run(config, publish=False)
     assert out.status == "succeeded", out.error
+    assert "kl_slope" in out.timings and "kl_slope_reused" not in out.timings
+    # another spread reads the same measurement (same model, calibration, method, target, windows)
+    wider = execute_run(config.with_overrides({"allocation.kl_spread": 0.2}), publish=False)
+    assert "kl_slope_reused" in wider.timings and "kl_slope" not in wider.timings
+    assert wider.tables["allocation"]["score"].tolist() == out.tables["allocation"]["score"].tolist()
+    spread = wider.tables["allocation"].groupby("block")["sparsity_target"].first()
+    assert spread.max() - spread.min() == pytest.approx(0.4, abs=1e-9)
+    # another target is another measurement
+    other = execute_run(config.with_overrides({"pruning.sparsity": 0.5}), publish=False)
+    assert "kl_slope" in other.timings
     alloc = out.tables["allocation"]
     per_block = alloc.groupby("block")["sparsity_target"].agg(["min", "max"])
     assert (per_block["max"] - per_block["min"]).abs().max() < 1e-12  # one sparsity per block
@@ -93,3 +107,13 @@ def test_on_a_tiny_model_the_fragile_block_gets_the_lowest_sparsity(tmp_path, da
     assert mean == pytest.approx(0.6, abs=1e-9)
     # the spread: min-max over 2 x 0.1, so the blocks span at most 0.2
     assert per_block["min"].max() - per_block["min"].min() == pytest.approx(0.2, abs=1e-9)
+
+
+def test_a_damaged_slopes_file_is_measured_again(tmp_path, data_dir, monkeypatch) -> None:
+    from pruning.run import allocation_inputs as ai
+
+    monkeypatch.setattr(ai, "cache_dir", lambda: tmp_path)
+    ai._write_slopes("k1", {0: 1.5, 1: 2.5})
+    assert ai._read_slopes("k1") == {0: 1.5, 1: 2.5}
+    (tmp_path / "kl_slope" / "k1.json").write_text("{not json")
+    assert ai._read_slopes("k1") is None and ai._read_slopes("absent") is None

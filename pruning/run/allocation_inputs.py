@@ -10,7 +10,11 @@ and its search trace. A new strategy that needs the model adds its own hook besi
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,9 +24,13 @@ from pruning.calibration.layer_stats import dlp_unimportance
 from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.model.load import LoadedModel
+from pruning.atomic import write_atomic
 from pruning.model.placement import Compute
+from pruning.paths import cache_dir
 from pruning.run.prune import owl_outlier_ratios
 from pruning.run.stages import Reporter, Stopwatch, dense_statistics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,9 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
     the model — every block at S, then block b alone one ladder step up and one down (the others at S),
     ``g_b = (KL(+1 e_b) - KL(-1 e_b)) / (2 delta)`` with KL(dense || candidate) on the first
     ``evopress_windows`` calibration windows (:class:`pruning.run.evopress.KLFitness`, EvoPress's fitness on
-    a database of three levels per block: 2 B + 1 evaluations, B blocks)."""
+    a database of three levels per block: 2 B + 1 evaluations, B blocks). Measured once per
+    :func:`kl_slope_key` and kept in ``cache_dir()/kl_slope/`` (every ``kl_spread`` of a sweep reads the same
+    slopes; the timings say ``kl_slope`` when measured, ``kl_slope_reused`` when read)."""
     import numpy as np
 
     from pruning.allocation.evopress import make_ladder
@@ -94,6 +104,12 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
     names, numel, unit_of = search_units(step.matrices, "block")
     ladder = make_ladder(names, numel, float(config.pruning.sparsity), 1, a.min_sparsity, a.max_sparsity)
     device = torch.device(step.compute.device)
+    key = kl_slope_key(step, ladder.delta)
+    cached = _read_slopes(key)
+    if cached is not None:  # every kl_spread of a sweep shares one measurement
+        step.clock.seconds["kl_slope_reused"] = 0.0
+        log.info("kl_slope: slopes %s reused from %s", key, _slopes_path(key))
+        return {"kl_slope": cached}
     step.loaded.model.to(device)
     say = step.report
     with step.clock("kl_slope"):
@@ -119,4 +135,46 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
         finally:
             fitness.restore_dense()
             del db
+    _write_slopes(key, slopes)
     return {"kl_slope": slopes}
+
+
+#: bumped when the measurement's definition changes, so older files are never read
+KL_SLOPE_FORMAT = 1
+
+
+def kl_slope_key(step: AllocationStep, delta: int) -> str:
+    """The cache key of a run's KL slopes: what the measurement reads and nothing a ``kl_spread`` changes —
+    the model fingerprint, the calibration ids (their digest: dataset, seed, count, length, BOS), the method
+    and its options, the target and bounds (the ladder's ``delta``), the KL windows, the device type and the
+    samples per forward."""
+    from pruning.calibration.dense_stats import ids_digest
+
+    c, a = step.config, step.config.allocation
+    parts = [KL_SLOPE_FORMAT, step.loaded.fingerprint, ids_digest(step.calib_ids), c.pruning.method,
+             c.pruning.blocksize, c.pruning.percdamp, repr(float(c.pruning.sparsity)), a.min_sparsity, a.max_sparsity,
+             delta, a.evopress_windows, torch.device(step.compute.device).type, step.compute.batch_size]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def _slopes_path(key: str) -> Path:
+    return cache_dir() / "kl_slope" / f"{key}.json"
+
+
+def _read_slopes(key: str) -> dict[int, float] | None:
+    path = _slopes_path(key)
+    try:
+        data = json.loads(path.read_text())
+        return {int(b): float(v) for b, v in data["slopes"].items()}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # a damaged file: measure again
+        log.warning("kl_slope: cache file %s unreadable (%s); measuring again", path, exc)
+        return None
+
+
+def _write_slopes(key: str, slopes: dict[int, float]) -> None:
+    path = _slopes_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"format": KL_SLOPE_FORMAT, "slopes": {str(b): v for b, v in slopes.items()}})
+    write_atomic(path, lambda tmp: tmp.write_text(text))
