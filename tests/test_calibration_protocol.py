@@ -29,6 +29,8 @@ def test_the_store_labels_rows_with_their_calibration_not_their_seed(data_dir: P
         "train": base.with_overrides({"calibration.dataset": "wiki:train"}),
         "short": base.with_overrides({"calibration.nsamples": 32, "calibration.seqlen": 512}),
         "dense": base.with_overrides({"pruning.method": "dense", "pruning.sparsity": 0.0}),
+        "bf16": base.with_overrides({"model.dtype": "bfloat16"}),  # other statistics: another protocol
+        "fp32": base.with_overrides({"model.dtype": "float32", "calibration.seed": 2}),
     }
     for i, config in enumerate(runs.values()):
         publish_run(config, tables=_tables(10.0 + i), timings={"total": 1.0})
@@ -37,6 +39,8 @@ def test_the_store_labels_rows_with_their_calibration_not_their_seed(data_dir: P
     assert got["default"] == got["seed 1"] == "wiki · 128 × 2048" == DEFAULT_CALIBRATION
     assert got["train"] == "wiki:train · 128 × 2048" == calibration_label("wiki:train", 128, 2048)
     assert got["short"] == "wiki · 32 × 512" and pd.isna(got["dense"])
+    assert got["bf16"] == "wiki · 128 × 2048 · bfloat16" == calibration_label("wiki", 128, 2048, "bfloat16")
+    assert got["fp32"] == DEFAULT_CALIBRATION
     scores = zeroshot_scores().set_index("run_id")["calibration"]
     assert scores[runs["train"].run_id] == got["train"]
 

@@ -4,8 +4,9 @@ Two runs that differ only in their calibration text or budget (the notes' grid c
 wiki ``calib`` split; the allocation study on ``wiki:train``, and on ``lee`` for its domain direction)
 are different experiments: a grid or a zero-shot table that put them side by side would compare
 allocations under different data. Every result row therefore carries ``calibration`` =
-``"<dataset> · <nsamples> × <seqlen>"`` read from its run's config; the calibration seed is not part
-of it (seeds are replicates of one protocol). Dense runs and imported references read no
+``"<dataset> · <nsamples> × <seqlen>"`` read from its run's config, and `` · <dtype>`` for a run not in
+float32 (its statistics and its pruning are of other numbers); the calibration seed is not part of it
+(seeds are replicates of one protocol). Dense runs and imported references read no
 calibration of theirs (``None``) and belong to every calibration's view.
 """
 
@@ -19,12 +20,16 @@ from pruning.config.sections import CalibrationConfig
 CALIBRATION_SQL = """CASE WHEN r.kind = 'run' AND coalesce(r.method, '') <> 'dense' THEN
     json_extract_string(r.config_json, '$.calibration.dataset') || ' · '
     || json_extract_string(r.config_json, '$.calibration.nsamples') || ' × '
-    || json_extract_string(r.config_json, '$.calibration.seqlen') END"""
+    || json_extract_string(r.config_json, '$.calibration.seqlen')
+    || CASE WHEN coalesce(json_extract_string(r.config_json, '$.model.dtype'), 'float32') <> 'float32'
+            THEN ' · ' || json_extract_string(r.config_json, '$.model.dtype') ELSE '' END END"""
 
 
-def calibration_label(dataset: str, nsamples: int, seqlen: int) -> str:
-    """``"wiki · 128 × 2048"``: the calibration protocol's text (the same as :data:`CALIBRATION_SQL`)."""
-    return f"{dataset} · {int(nsamples)} × {int(seqlen)}"
+def calibration_label(dataset: str, nsamples: int, seqlen: int, dtype: str = "float32") -> str:
+    """``"wiki · 128 × 2048"``: the calibration protocol's text (the same as :data:`CALIBRATION_SQL`); a run
+    in another dtype than float32 adds it (``"wiki:train · 128 × 2048 · bfloat16"``): its pruning reads
+    other statistics, so its cells never share a grid with float32 runs (the precision check's twins)."""
+    return f"{dataset} · {int(nsamples)} × {int(seqlen)}" + ("" if dtype == "float32" else f" · {dtype}")
 
 
 _default = CalibrationConfig()
