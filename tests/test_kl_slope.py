@@ -37,10 +37,11 @@ def test_a_steeper_block_is_pruned_less_on_the_log_scale() -> None:
 
 def test_noise_at_or_below_zero_and_missing_blocks() -> None:
     config = allocation_config(strategy="kl_slope", kl_spread=0.1)
-    out = allocate(_matrices(), config, 0.5, inputs={"kl_slope": {0: 1.0, 1: -0.5, 2: 0.0, 3: 1.0}})
+    out = allocate(_matrices(), config, 0.5, inputs={"kl_slope": {0: 4.0, 1: -0.5, 2: 0.0, 3: 1.0}})
     per_block = out.groupby("block")["sparsity"].first()
-    # -0.5 and 0 count as 1e-3 (the smallest positive x 1e-3): the two noisy blocks pruned most, equally
-    assert per_block[1] == per_block[2] > 0.5 > per_block[0] == per_block[3]
+    # -0.5 and 0 count as 1.0 (the smallest positive slope): as cheap as block 3, not cheaper
+    assert per_block[1] == per_block[2] == per_block[3] > 0.5 > per_block[0]
+    assert per_block.tolist() == pytest.approx([0.35, 0.55, 0.55, 0.55], abs=1e-12)
     mean = float((out["sparsity"] * out["numel"]).sum() / out["numel"].sum())
     assert math.isclose(mean, 0.5, abs_tol=1e-12)
     with pytest.raises(ConfigError, match=r"kl_slope: missing blocks \[3\]"):
