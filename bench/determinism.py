@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from pruning.model.families import family_for, prunable_matrices
     from pruning.model.load import LoadedModel, ModelSource
+    from pruning.model.placement import Compute
     from pruning.run.prune import prune_model
     from pruning.model.synthetic import random_llama
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "determinism", 0.0)
             sparsity = {r.name: 0.7 for r in prunable_matrices(model, loaded.family)}
             t0 = time.perf_counter()
-            prune_model(loaded, method, sparsity, calib, device=args.device)
+            prune_model(loaded, method, sparsity, calib, compute=Compute(args.device, offload=False))
             seconds.append(time.perf_counter() - t0)
             weights.append({r.name: r.module.weight.detach().cpu().clone() for r in prunable_matrices(model, loaded.family)})
         a, b = weights

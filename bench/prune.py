@@ -32,6 +32,7 @@ from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import DTYPES, add_shape_args  # noqa: E402
 from pruning.model.families import family_for  # noqa: E402
 from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
+from pruning.model.placement import Compute  # noqa: E402
 from pruning.run.prune import prune_model, uniform_sparsity  # noqa: E402
 from pruning.model.synthetic import random_llama  # noqa: E402
 
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = last[0] = time.perf_counter()
         with sparsegpt_kernel(args.sparsegpt_kernel):
             table = prune_model(loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
-                                device=device, offload=offload_arg, prefetch=not args.no_prefetch, batch_size=batch,
-                                progress=progress)
+                                compute=Compute(str(device), offload=offload_arg, batch_size=batch),
+                                prefetch=not args.no_prefetch, progress=progress)
         if cuda:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from torch import nn
 from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.model.families import decoder_layers, family_for, prunable_matrices
 from pruning.model.load import LoadedModel, ModelSource
+from pruning.model.placement import Compute
 
 
 def as_loaded(model: nn.Module) -> LoadedModel:
@@ -56,14 +57,15 @@ def test_batched_block_calls_match_the_model_and_count_calls(tiny_llama: nn.Modu
     """Several samples per block call (the last chunk short: 3 samples in batches of 2) give the
     model's own hidden states, the same statistics up to rounding, and fewer calls."""
     ids = calib_ids(256, nsamples=3)
-    assert_matches_hidden_states(tiny_llama, ids, block_outputs(tiny_llama, ids, batch_size=batch_size))
+    batched = Compute("cpu", offload=False, batch_size=batch_size)
+    assert_matches_hidden_states(tiny_llama, ids, block_outputs(tiny_llama, ids, compute=batched))
     calls: list[int] = []
     handle = tiny_llama.model.layers[1].register_forward_hook(lambda _m, i, _o: calls.append(i[0].shape[0]))
     stats: dict[int, dict[str, torch.Tensor]] = {1: {}, batch_size: {}}
     for b in stats:
         calibrate_blocks(as_loaded(tiny_llama), ids,
                          lambda ctx, b=b: stats[b].update({k: v.act_sq_sum.clone() for k, v in ctx.stats.items()}),
-                         batch_size=b)
+                         compute=Compute("cpu", offload=False, batch_size=b))
     handle.remove()
     per_pass = [min(batch_size, 3 - s) for s in range(0, 3, batch_size)]
     assert calls == [1, 1, 1] * 2 + per_pass * 2  # two passes (statistics, then the pruned feed)
@@ -74,13 +76,14 @@ def test_batched_block_calls_match_the_model_and_count_calls(tiny_llama: nn.Modu
 def test_batched_calls_with_per_block_masks() -> None:
     model = tiny_gemma3()  # sliding-window and full-attention masks captured for one sample, broadcast
     ids = calib_ids(128, nsamples=3, seqlen=12)
-    assert_matches_hidden_states(model, ids, block_outputs(model, ids, batch_size=2))
+    batched = Compute("cpu", offload=False, batch_size=2)
+    assert_matches_hidden_states(model, ids, block_outputs(model, ids, compute=batched))
 
 
 def test_offload_gives_the_same_outputs(tiny_llama: nn.Module) -> None:
     ids = calib_ids(256, nsamples=2)
     plain = block_outputs(tiny_llama, ids)
-    offloaded = block_outputs(tiny_llama, ids, offload=True, device="cpu")
+    offloaded = block_outputs(tiny_llama, ids, compute=Compute("cpu", offload=True))
     for i in plain:
         torch.testing.assert_close(plain[i], offloaded[i])
 
@@ -180,4 +183,5 @@ def test_bad_calibration_ids(tiny_llama: nn.Module) -> None:
         calibrate_blocks(as_loaded(tiny_llama), torch.zeros(2, 8), lambda ctx: None)
     for bad in (0, -2, 1.5):
         with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
-            calibrate_blocks(as_loaded(tiny_llama), calib_ids(256), lambda ctx: None, batch_size=bad)
+            calibrate_blocks(as_loaded(tiny_llama), calib_ids(256), lambda ctx: None,
+                             compute=Compute("cpu", offload=False, batch_size=bad))

@@ -20,6 +20,7 @@ from pruning.model.placement import (
     MEMORY_WAIT_S,
     SAFETY_BYTES,
     SAFETY_FRACTION,
+    Compute,
     GiB,
     activation_bytes,
     block_work_bytes,
@@ -156,7 +157,8 @@ def test_calibrate_blocks_measures_the_model(tiny_llama: nn.Module) -> None:
     model_bytes = sum(p.numel() * p.element_size() for p in tiny_llama.parameters())
     kinds = {}
     for label, free in (("short", model_bytes // 2), ("roomy", 64 * GiB)):
-        kinds[label] = calibrate_blocks(as_loaded(tiny_llama), calib(), lambda ctx: None, offload=None,
+        kinds[label] = calibrate_blocks(as_loaded(tiny_llama), calib(), lambda ctx: None,
+                                        compute=Compute("cpu", offload=None),
                                         free_memory=lambda dev, f=free: (f, f)).kind
     assert kinds == {"short": "offload", "roomy": "gpu"}
 
@@ -209,8 +211,8 @@ def test_prefetch_gives_identical_tensors(method: str, monkeypatch: pytest.Monke
         loaded = as_loaded(model)
         if label == "prefetch-lazy":
             monkeypatch.setattr(calibration_mod, "make_copier", lazy)
-        table = prune_model(loaded, method, uniform_sparsity(loaded, 0.6), calib(), offload=True,
-                            prefetch=label != "plain", blocksize=32)
+        table = prune_model(loaded, method, uniform_sparsity(loaded, 0.6), calib(),
+                            compute=Compute("cpu", offload=True), prefetch=label != "plain", blocksize=32)
         monkeypatch.undo()
         results[label] = (model.state_dict(), table)
     plain_state, plain_table = results["plain"]
@@ -247,7 +249,7 @@ def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, mon
     """place_for_inference (issue 20, offload: auto): the whole model moves to the GPU for evaluation
     when its parameters plus one forward's working memory fit the usable free memory; it stays on
     the CPU when they do not, or when offload was asked for explicitly."""
-    from pruning.model.placement import Compute, inference_bytes, module_bytes, place_for_inference
+    from pruning.model.placement import inference_bytes, module_bytes, place_for_inference
 
     moved: list[object] = []
     monkeypatch.setattr(tiny_llama, "to", lambda device: moved.append(device))  # no GPU here
@@ -275,7 +277,6 @@ def test_evaluation_moves_the_model_only_when_it_fits(tiny_llama: nn.Module, mon
 
 def test_compute_from_config_loads_on_the_cpu_only_when_blocks_may_be_offloaded() -> None:
     from pruning.config.run_config import RunConfig
-    from pruning.model.placement import Compute
 
     cfg = RunConfig.from_dict({"model": {"device": "cpu"}, "calibration": {"batch_size": 4}})
     assert Compute.from_config(cfg) == Compute("cpu", None, 4) and Compute.from_config(cfg).load_device == "cpu"

@@ -11,6 +11,7 @@ import torch
 
 from pruning.model.families import family_for
 from pruning.model.load import LoadedModel, ModelSource
+from pruning.model.placement import Compute
 from pruning.run.prune import prune_model, uniform_sparsity
 from pruning.model.synthetic import random_llama
 
@@ -27,11 +28,11 @@ def test_offload_prefetch_equals_model_on_gpu(method: str) -> None:
                         dtype=torch.float16)
     ids = torch.randint(0, 512, (8, 64), generator=torch.Generator().manual_seed(0))
     on_gpu = copy.deepcopy(base)
-    prune_model(as_loaded(on_gpu), method, uniform_sparsity(as_loaded(on_gpu), 0.6), ids, device="cuda",
-                offload=False, blocksize=32)
+    prune_model(as_loaded(on_gpu), method, uniform_sparsity(as_loaded(on_gpu), 0.6), ids,
+                compute=Compute("cuda", offload=False), blocksize=32)
     offloaded = copy.deepcopy(base)
     table = prune_model(as_loaded(offloaded), method, uniform_sparsity(as_loaded(offloaded), 0.6), ids,
-                        device="cuda", offload=True, prefetch=True, blocksize=32)
+                        compute=Compute("cuda", offload=True), prefetch=True, blocksize=32)
     assert table.attrs["placement"] == "offload"
     gpu_state = on_gpu.state_dict()
     for name, value in offloaded.state_dict().items():

@@ -32,6 +32,7 @@ from torch import Tensor
 from pruning.atomic import exclusive_lock, write_atomic
 from pruning.calibration.sequential import BlockContext, calibrate_blocks
 from pruning.model.load import LoadedModel
+from pruning.model.placement import CPU_COMPUTE, Compute
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -78,30 +79,32 @@ def _path(key: str) -> Path:
     return cache_dir() / "dense_stats" / f"{key}.pt"
 
 
-def measure_dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, device: str | torch.device = "cpu",
-                        offload: bool | None = False, batch_size: int = 1,
+def measure_dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, compute: Compute = CPU_COMPUTE,
                         progress: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:
     """One block-sequential pass over the dense model (the blocks are not modified, so block l sees
-    the dense outputs of block l - 1): ``{matrix name: ||X_j||_2 (in,)}`` float32 on the CPU."""
+    the dense outputs of block l - 1): ``{matrix name: ||X_j||_2 (in,)}`` float32 on the CPU.
+    ``compute``: where the blocks run, whether offloaded, samples per block call
+    (:func:`pruning.calibration.sequential.calibrate_blocks`)."""
     norms: dict[str, Tensor] = {}
 
     def on_block(ctx: BlockContext) -> None:
         for ref in ctx.matrices:
             norms[ref.name] = ctx.stats[ref.name].act_norm.detach().to("cpu", torch.float32).clone()
 
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=False,
-                     modifies_blocks=False, batch_size=batch_size, progress=progress)
+    calibrate_blocks(loaded, calib_ids, on_block, compute=compute, collect_hessian=False, modifies_blocks=False,
+                     progress=progress)
     return norms
 
 
-def dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, device: str | torch.device = "cpu",
-                offload: bool | None = False, batch_size: int = 1,
+def dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, compute: Compute = CPU_COMPUTE,
                 progress: Callable[[int, int], None] | None = None) -> DenseNorms:
-    """:func:`measure_dense_norms`, reused from memory or disk when the same key was measured before.
+    """:func:`measure_dense_norms`, reused from memory or disk when the same key was measured before
+    (:func:`norms_key` of ``compute.device``'s type and ``compute.batch_size``; ``compute.offload`` only
+    moves the same arithmetic).
 
     ``loaded.fingerprint`` must describe the dense weights (it is computed at load and restored
     with them by a warm runner); a pruned model is never measured here."""
-    key = norms_key(loaded.fingerprint, calib_ids, device, batch_size)
+    key = norms_key(loaded.fingerprint, calib_ids, compute.device, compute.batch_size)
     if key in _memory:
         return DenseNorms(_memory[key], key, "memory")
     path = _path(key)
@@ -114,8 +117,7 @@ def dense_norms(loaded: LoadedModel, calib_ids: Tensor, *, device: str | torch.d
             _remember(key, stored)
             log.info("dense activation norms %s reused from %s", key, path)
             return DenseNorms(stored, key, "disk")
-        norms = measure_dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
-                                    progress=progress)
+        norms = measure_dense_norms(loaded, calib_ids, compute=compute, progress=progress)
         _write(path, norms)
     _remember(key, norms)
     return DenseNorms(norms, key, "computed")

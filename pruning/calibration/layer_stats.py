@@ -23,6 +23,7 @@ from pruning.errors import ConfigError
 from pruning.model.families import block_matrices, decoder_layers
 from pruning.methods.wanda import wanda_scores
 from pruning.model.load import LoadedModel
+from pruning.model.placement import CPU_COMPUTE, Compute
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +55,22 @@ def dense_block_statistic(
     calib_ids: Tensor,
     reduce: Callable[[list[Tensor], list[Tensor]], float],
     *,
-    device: str | torch.device = "cpu",
-    offload: bool | None = False,
-    batch_size: int = 1,
+    compute: Compute = CPU_COMPUTE,
     progress: Callable[[int, int], None] | None = None,
     norms: DenseNorms | None = None,
 ) -> dict[int, float]:
     """``{block: reduce(weights, act_norms)}`` over the dense model. reduce gets the block's
     prunable weights ``(out, in)`` and their input norms ``||X_j||_2`` ``(in,)``, in MATRIX_TYPES
-    order, on ``device``. The norms come from one block-sequential pass of the dense model
+    order, on ``compute.device``. The norms come from one block-sequential pass of the dense model
     (:func:`pruning.calibration.dense_stats.dense_norms`: each block sees the dense outputs of the one before),
     measured once per (model, calibration ids, device type, batch size) and reused after; pass
     ``norms`` when the caller already holds them. calib_ids: ``(nsamples, seqlen)`` LongTensor;
-    device / offload / batch_size / progress: as :func:`pruning.calibration.sequential.calibrate_blocks`. OWL's
-    outlier ratios are the same statistic with another ``reduce``
-    (:func:`pruning.methods.owl.block_outlier_ratio`). The model is not modified."""
+    ``compute`` (where the blocks run, whether offloaded, samples per block call) and ``progress``: as
+    :func:`pruning.calibration.sequential.calibrate_blocks`. OWL's outlier ratios are the same statistic
+    with another ``reduce`` (:func:`pruning.methods.owl.block_outlier_ratio`). The model is not modified."""
     if norms is None:
-        norms = dense_norms(loaded, calib_ids, device=device, offload=offload, batch_size=batch_size,
-                            progress=progress)
-    dev = torch.device(device)
+        norms = dense_norms(loaded, calib_ids, compute=compute, progress=progress)
+    dev = torch.device(compute.device)
     values: dict[int, float] = {}
     with torch.no_grad():
         for index, block in enumerate(decoder_layers(loaded.model, loaded.family)):
@@ -87,9 +85,7 @@ def dlp_unimportance(
     calib_ids: Tensor,
     statistic: str = "median",
     *,
-    device: str | torch.device = "cpu",
-    offload: bool | None = False,
-    batch_size: int = 1,
+    compute: Compute = CPU_COMPUTE,
     progress: Callable[[int, int], None] | None = None,
     norms: DenseNorms | None = None,
 ) -> dict[int, float]:
@@ -97,14 +93,14 @@ def dlp_unimportance(
     block's prunable matrices) of the dense model; the model is not modified.
 
     calib_ids: ``(nsamples, seqlen)`` LongTensor. statistic: ``"median"`` (the paper) or ``"mean"``
-    (the reference's unstructured path). device / offload / batch_size: as
-    :func:`pruning.calibration.sequential.calibrate_blocks`.
+    (the reference's unstructured path). compute: where the blocks run, whether offloaded, samples per
+    block call, as :func:`pruning.calibration.sequential.calibrate_blocks`.
     """
     if statistic not in DLP_STATISTICS:
         raise ConfigError(f"allocation.dlp_statistic: {statistic!r} is invalid; accepted: {', '.join(DLP_STATISTICS)}")
     values = dense_block_statistic(
         loaded, calib_ids, lambda weights, norms: wanda_score_statistic(weights, norms, statistic),
-        device=device, offload=offload, batch_size=batch_size, progress=progress, norms=norms,
+        compute=compute, progress=progress, norms=norms,
     )
     log.info("DLP unimportance (%s Wanda score) per block: %s", statistic, {k: f"{v:.6g}" for k, v in values.items()})
     return values

@@ -15,9 +15,10 @@ Protocol of Frantar & Alistarh 2023 (SparseGPT) and Sun et al. 2023 (Wanda):
    prune the block in place), free the statistics, run the samples through the (pruned) block
    again and feed its outputs to the next block; move the block back.
 
-Placement (:mod:`pruning.model.placement`): ``offload=None`` measures whether the whole model fits on the
-device next to the activations; with offload on CUDA, block i+1 is copied on a side stream while
-block i computes (:mod:`pruning.model.prefetch`).
+Placement (:mod:`pruning.model.placement`): one :class:`pruning.model.placement.Compute` says where the
+blocks run, whether offloaded and how many samples go through a block per call; ``offload=None``
+measures whether the whole model fits on the device next to the activations; with offload on CUDA,
+block i+1 is copied on a side stream while block i computes (:mod:`pruning.model.prefetch`).
 
 Statistics per linear layer (:class:`pruning.calibration.linear_stats.LinearStats`; layers that read the same
 input tensor — the family's ``input_groups`` such as q/k/v and gate/up — share one set of tensors):
@@ -48,7 +49,7 @@ from pruning.calibration.block_capture import capture_block_inputs
 from pruning.model.families import FamilySpec, MatrixRef, block_matrices, decoder_layers
 from pruning.calibration.linear_stats import LinearStats, StatsCollector, input_group_widths
 from pruning.model.load import LoadedModel
-from pruning.model.placement import FreeMemoryFn, Placement, placement_for_model
+from pruning.model.placement import CPU_COMPUTE, Compute, FreeMemoryFn, Placement, placement_for_model
 from pruning.model.prefetch import BlockMover, make_copier
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,10 @@ def calibrate_blocks(
     calib_ids: Tensor,
     on_block: Callable[[BlockContext], None],
     *,
-    device: str | torch.device = "cpu",
-    offload: bool | None = False,
+    compute: Compute = CPU_COMPUTE,
     prefetch: bool = True,
     collect_hessian: bool = True,
     modifies_blocks: bool = True,
-    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
     free_memory: FreeMemoryFn | None = None,
     statistics_for: Collection[int] | None = None,
@@ -98,15 +97,16 @@ def calibrate_blocks(
     """Run the block-sequential calibration protocol (module docstring) and call ``on_block`` once
     per block, in order, with the block's statistics; ``on_block`` may prune the block in place.
 
-    calib_ids: LongTensor ``(nsamples, seqlen)``. ``device``: where blocks run. ``offload=False``
-    moves the whole model to ``device`` (and leaves it there); ``offload=True`` keeps the model
-    where it is and moves one block at a time to ``device`` and back; ``offload=None`` decides by
-    measurement (:func:`pruning.model.placement.choose_placement`; ``free_memory`` replaces
-    ``torch.cuda.mem_get_info`` in tests). ``prefetch`` (offload on CUDA): copy block i+1 on a side
+    calib_ids: LongTensor ``(nsamples, seqlen)``. ``compute``: where the blocks run, whether offloaded, and
+    the samples per block call (default :data:`pruning.model.placement.CPU_COMPUTE`: the CPU, the whole model
+    there, one sample). ``compute.offload=False`` moves the whole model to ``compute.device`` (and leaves
+    it there); ``True`` keeps the model where it is and moves one block at a time to the device and back;
+    ``None`` decides by measurement (:func:`pruning.model.placement.choose_placement`; ``free_memory``
+    replaces ``torch.cuda.mem_get_info`` in tests). ``prefetch`` (offload on CUDA): copy block i+1 on a side
     stream while block i computes; ``False`` keeps the synchronous copies. ``progress(done, total)``
     is called after each block. ``modifies_blocks=False`` promises that ``on_block`` leaves the
     blocks unchanged (measurements of the dense model): the outputs of the statistics pass are then
-    fed forward instead of being recomputed, halving the work. ``batch_size``: samples per block
+    fed forward instead of being recomputed, halving the work. ``compute.batch_size``: samples per block
     call (1, as in the SparseGPT and Wanda reference code; more samples per call mean fewer,
     larger GEMMs, the same statistics up to rounding). ``statistics_for``: the blocks ``on_block`` needs
     (None: every block); any other block is only run forward, once, without hooks (its outputs are
@@ -114,16 +114,18 @@ def calibrate_blocks(
     to run (None: the last of the model); nothing after it can change the blocks up to it. A run that
     prunes one block (a probe) runs blocks 0..b, with statistics of b only. Returns the placement used.
     """
+    batch_size = compute.batch_size
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if calib_ids.ndim != 2 or calib_ids.dtype != torch.long:
         raise ValueError(f"calib_ids must be a LongTensor (nsamples, seqlen), got {calib_ids.dtype} {tuple(calib_ids.shape)}")
     model, family = loaded.model, loaded.family
-    dev = torch.device(device)
+    dev = torch.device(compute.device)
     layers = decoder_layers(model, family)
     placement = placement_for_model(
         model, layers, input_group_widths(layers[0], family), calib_ids.shape[0], calib_ids.shape[1],
-        device=dev, collect_hessian=collect_hessian, offload=offload, prefetch=prefetch, free_memory=free_memory,
+        device=dev, collect_hessian=collect_hessian, offload=compute.offload, prefetch=prefetch,
+        free_memory=free_memory,
     )
     if not placement.offload:
         model.to(dev)

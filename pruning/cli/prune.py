@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from pruning.text.data import calibration_batch, load_text, tokenize_text
     from pruning.evaluation.perplexity import perplexity
     from pruning.model.load import load_model, resolve_device, save_model
+    from pruning.model.placement import Compute
     from pruning.run.prune import prune_model, uniform_sparsity
 
     for flag, value in (("--nsamples", args.nsamples), ("--seqlen", args.seqlen), ("--eval-seqlen", args.eval_seqlen)):
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     table = prune_model(
         loaded, args.method, sparsity_by_name, calib_ids, nm=nm, blocksize=args.blocksize, percdamp=args.percdamp,
-        device=device, offload=args.offload, progress=block_progress,
+        compute=Compute(str(device), offload=args.offload), progress=block_progress,
     )
     seconds = time.perf_counter() - t0
     bar.close()

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pruning.model.families import decoder_layers
     from pruning.model.load import load_model, resolve_device
+    from pruning.model.placement import Compute
     from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra
     from pruning.spectral import SpectraResult, compute_weight_spectra
     from pruning.spectral.esd import eig_dtype_from_name
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--blocks: {args.blocks!r} is invalid; accepted: comma-separated integers like 0,10,29") from exc
     device = resolve_device(args.device)
+    compute = Compute(str(device), offload=args.offload)  # the Hessian pass
     eig_dtype = eig_dtype_from_name(args.eig_dtype)
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=args.dtype, device="cpu" if args.offload else str(device))
@@ -117,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
             hbar.update(done - hbar.n)
 
         if args.no_cache:
-            hres = hessian_spectra(loaded, calib, device, hprogress, dtype=eig_dtype, offload=args.offload)
+            hres = hessian_spectra(loaded, calib, compute, hprogress, dtype=eig_dtype)
         else:
-            hres = cached_hessian_spectra(loaded, calib, device=device, dtype=eig_dtype, progress=hprogress, offload=args.offload)
+            hres = cached_hessian_spectra(loaded, calib, compute=compute, dtype=eig_dtype, progress=hprogress)
         hbar.close()
         if blocks is not None:
             hres = SpectraResult(hres.table[hres.table["block"].isin(blocks)], hres.eigenvalues)

@@ -283,7 +283,8 @@ def placement_for_model(
 class Compute:
     """Where a run computes, in one object: the device, ``offload`` (True: one block at a time with
     the model on the CPU; False: the whole model on the device; None: measured, ``offload: auto``)
-    and the samples per block call of the block-sequential passes (``calibration.batch_size``)."""
+    and the samples per block call of the block-sequential passes (``calibration.batch_size``).
+    It travels whole from the run down to :func:`pruning.calibration.sequential.calibrate_blocks`."""
 
     device: str
     offload: bool | None = None
@@ -301,10 +302,10 @@ class Compute:
         """The model loads on the CPU when its blocks may be offloaded to a GPU, else on the device."""
         return "cpu" if self.offload is not False and torch.device(self.device).type == "cuda" else self.device
 
-    def calibration_kwargs(self) -> dict[str, object]:
-        """``device``, ``offload``, ``batch_size`` for pruning.calibration.sequential.calibrate_blocks and its
-        callers."""
-        return {"device": self.device, "offload": self.offload, "batch_size": self.batch_size}
+
+#: the library's default where a caller names no placement: the CPU, the whole model there, one sample
+#: per block call (the protocol of the SparseGPT and Wanda reference code)
+CPU_COMPUTE = Compute("cpu", offload=False, batch_size=1)
 
 
 def inference_bytes(model: nn.Module, batch_size: int, seqlen: int) -> int:

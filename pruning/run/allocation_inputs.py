@@ -53,7 +53,7 @@ def owl_inputs(step: AllocationStep) -> dict[str, Any]:
     norms = dense_statistics(step.loaded, step.calib_ids, step.compute, step.report, step.clock)
     with step.clock("owl"):
         ratios = owl_outlier_ratios(step.loaded, step.calib_ids, step.config.allocation.owl_threshold_m,
-                                    **step.compute.calibration_kwargs(), norms=norms)
+                                    compute=step.compute, norms=norms)
     return {"owl_outlier_ratio": ratios}
 
 
@@ -62,7 +62,7 @@ def dlp_inputs(step: AllocationStep) -> dict[str, Any]:
     norms = dense_statistics(step.loaded, step.calib_ids, step.compute, step.report, step.clock)
     with step.clock("dlp"):
         values = dlp_unimportance(step.loaded, step.calib_ids, step.config.allocation.dlp_statistic,
-                                  **step.compute.calibration_kwargs(), norms=norms)
+                                  compute=step.compute, norms=norms)
     return {"dlp_unimportance": values}
 
 
@@ -75,8 +75,7 @@ def evopress_inputs(step: AllocationStep) -> dict[str, Any]:
                           "model.offload true is not accepted with it (use a device that holds the model)")
     with step.clock("evopress"):
         searched, trace = evopress_allocation(step.loaded, step.config, step.calib_ids, step.matrices,
-                                              device=torch.device(step.compute.device),
-                                              batch_size=step.compute.batch_size, progress=step.report)
+                                              compute=step.compute, progress=step.report)
     return {"searched": searched, "search_trace": trace}
 
 
@@ -113,8 +112,8 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
     step.loaded.model.to(device)
     say = step.report
     with step.clock("kl_slope"):
-        db = build_database(step.loaded, step.calib_ids, config.pruning.method, ladder, device=device,
-                            batch_size=step.compute.batch_size, blocksize=config.pruning.blocksize,
+        db = build_database(step.loaded, step.calib_ids, config.pruning.method, ladder, compute=step.compute,
+                            blocksize=config.pruning.blocksize,
                             percdamp=config.pruning.percdamp, unit_of=unit_of,
                             progress=lambda done, total: say("allocation", 0.5 * done / total,
                                                              f"KL slope: pruned levels, block {done}/{total}"))

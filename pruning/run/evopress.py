@@ -31,6 +31,7 @@ level of each matrix in its allocation table's ``score`` column.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from pruning.model.families import prunable_matrices
 from pruning.methods.apply import pruned_weight
 from pruning.methods.registry import get_method
 from pruning.model.load import LoadedModel
+from pruning.model.placement import Compute
 from pruning.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,14 @@ Database = dict[str, dict[int, Tensor]]
 
 @torch.no_grad()
 def build_database(loaded: LoadedModel, calib_ids: Tensor, method: str, ladder: Ladder, *,
-                   device: torch.device, batch_size: int = 1, blocksize: int = 128, percdamp: float = 0.01,
+                   compute: Compute, blocksize: int = 128, percdamp: float = 0.01,
                    unit_of: dict[str, int] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> Database:
     """{matrix name: {level: pruned weight}} for every matrix of ``ladder``'s units, each matrix pruned with
     ``method`` at every level of its unit from the dense model's statistics (see the module docstring).
-    ``unit_of``: matrix name -> unit index (default: the units are the matrices, ``ladder.names``)."""
+    ``compute``: the device and samples per block call of the pass; the whole model is on the device for the
+    search, so the pass never offloads (``compute.offload`` is taken as False). ``unit_of``: matrix name ->
+    unit index (default: the units are the matrices, ``ladder.names``)."""
     spec = get_method(method)
     index = unit_of if unit_of is not None else {name: i for i, name in enumerate(ladder.names)}
     db: Database = {}
@@ -85,9 +89,8 @@ def build_database(loaded: LoadedModel, calib_ids: Tensor, method: str, ladder: 
                 for level in levels
             }
 
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=False,
-                     collect_hessian=spec.statistics == "hessian", modifies_blocks=False, batch_size=batch_size,
-                     progress=progress)
+    calibrate_blocks(loaded, calib_ids, on_block, compute=dataclasses.replace(compute, offload=False),
+                     collect_hessian=spec.statistics == "hessian", modifies_blocks=False, progress=progress)
     missing = [n for n in index if n not in db]
     if missing:
         raise RuntimeError(f"evopress database: {len(missing)} matrices were not visited, e.g. {missing[0]}")
@@ -165,11 +168,13 @@ def _load_checkpoint(path: Path, ladder: Ladder) -> SearchState | None:
 
 
 def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tensor, matrices: pd.DataFrame, *,
-                        device: torch.device, batch_size: int = 1,
+                        compute: Compute,
                         progress: Callable[[str, float, str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The searched levels of ``config`` (strategy ``evopress``): (one row per matrix: name, level,
     sparsity; the trace: generation, fitness, candidates). ``matrices``: the run's matrix table
-    (name, numel). The model is on ``device`` with its dense weights afterwards."""
+    (name, numel). ``compute``: the device (the whole model moves there; never offloaded) and the samples per
+    block call (also windows per fitness forward). The model is on ``compute.device`` with its dense weights
+    afterwards."""
     a = config.allocation
     target = float(config.pruning.sparsity)
     if calib_ids is None or len(calib_ids) < a.evopress_windows:
@@ -179,10 +184,11 @@ def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tenso
     names, numel, unit_of = search_units(matrices, a.evopress_units)
     ladder = make_ladder(names, numel, target, a.evopress_levels, a.min_sparsity, a.max_sparsity)
     say = progress or (lambda stage, fraction, message: None)
+    device, batch_size = torch.device(compute.device), compute.batch_size
     loaded.model.to(device)
     n_blocks = int(matrices["block"].max()) + 1
     say("allocation", 0.0, "EvoPress: level database")
-    db = build_database(loaded, calib_ids, config.pruning.method, ladder, device=device, batch_size=batch_size,
+    db = build_database(loaded, calib_ids, config.pruning.method, ladder, compute=compute,
                         blocksize=config.pruning.blocksize, percdamp=config.pruning.percdamp, unit_of=unit_of,
                         progress=lambda done, total: say("allocation", 0.3 * done / total,
                                                          f"EvoPress database: block {done}/{n_blocks}"))

@@ -29,6 +29,7 @@ from pruning.methods.nm_pattern import parse_nm
 from pruning.methods.owl import block_outlier_ratio
 from pruning.methods.registry import KernelOptions, get_method, method_names
 from pruning.model.load import LoadedModel
+from pruning.model.placement import CPU_COMPUTE, Compute
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,8 @@ def prune_model(
     nm: tuple[int, int] | str | None = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
-    device: str | torch.device = "cpu",
-    offload: bool | None = False,
+    compute: Compute = CPU_COMPUTE,
     prefetch: bool = True,
-    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Prune ``loaded.model`` in place; returns the tidy per-matrix table (one row per prunable
@@ -127,11 +126,12 @@ def prune_model(
     sparsity_by_name: full module name -> sparsity in [0, 1); matrices not listed stay dense
     (target 0). nm: ``(N, M)`` or ``"N:M"`` — prune N of every M consecutive inputs per row; every
     listed sparsity must then be N/M (or 0). calib_ids: LongTensor ``(nsamples, seqlen)``
-    (ignored by methods that need no statistics). device/offload/prefetch: see
-    :func:`pruning.calibration.sequential.calibrate_blocks` (``offload=None``: decided by measuring free memory,
-    :mod:`pruning.model.placement`); the placement used is in ``table.attrs["placement"]``. A method with a
-    group kernel (SparseGPT) prunes the matrices that share an input (q/k/v, gate/up) in one pass
-    with one inverse Hessian.
+    (ignored by methods that need no statistics). compute: where the blocks run, whether offloaded, samples
+    per block call; with ``prefetch`` see :func:`pruning.calibration.sequential.calibrate_blocks`
+    (``compute.offload=None``: decided by measuring free memory, :mod:`pruning.model.placement`; a method
+    that needs no statistics prunes on ``compute.device``); the placement used is in
+    ``table.attrs["placement"]``. A method with a group kernel (SparseGPT) prunes the matrices that share
+    an input (q/k/v, gate/up) in one pass with one inverse Hessian.
     ``progress(done, total)`` is called per block.
     """
     refs = prunable_matrices(loaded.model, loaded.family)
@@ -144,7 +144,7 @@ def prune_model(
     left_dense = sum(1 for ref in refs if ref.name not in sparsity_by_name)
     if left_dense:
         log.info("%d of %d matrices are not in sparsity_by_name and stay dense", left_dense, len(refs))
-    dev = torch.device(device)
+    dev = torch.device(compute.device)
     t0 = time.perf_counter()
     rows: list[dict] = []
 
@@ -164,8 +164,8 @@ def prune_model(
         # (a probe of block b runs blocks 0..b); a block left out keeps its weights and gets its table row here
         active = sorted({ref.block for ref in refs if targets[ref.name] > 0})
         placement = calibrate_blocks(
-            loaded, calib_ids, on_block, device=dev, offload=offload, prefetch=prefetch,
-            collect_hessian=statistics == "hessian", batch_size=batch_size, progress=progress,
+            loaded, calib_ids, on_block, compute=compute, prefetch=prefetch,
+            collect_hessian=statistics == "hessian", progress=progress,
             statistics_for=set(active), stop_after=active[-1] if active else -1,
         )
         done = {row["name"]: row for row in rows}
@@ -237,21 +237,20 @@ def owl_outlier_ratios(
     calib_ids: torch.Tensor,
     M: float = 5.0,
     *,
-    device: str | torch.device = "cpu",
-    offload: bool = False,
-    batch_size: int = 1,
+    compute: Compute = CPU_COMPUTE,
     progress: Callable[[int, int], None] | None = None,
     norms: DenseNorms | None = None,
 ) -> dict[int, float]:
     """OWL outlier ratio D_l per block of the dense model (Yin et al. 2023, arXiv:2310.05175):
     the share (fraction, not percent) of the Wanda scores |W_ij| * ||X_j||_2 of all matrices of
     block l that exceed ``M`` times their mean. The model is not modified. calib_ids:
-    ``(nsamples, seqlen)``."""
+    ``(nsamples, seqlen)``. compute: where the blocks run, whether offloaded, samples per block call
+    (:func:`pruning.calibration.layer_stats.dense_block_statistic`)."""
     if not M > 0:
         raise ConfigError(f"allocation.owl_threshold_m: {M!r} is invalid; accepted: a positive number (5 in the OWL paper)")
     ratios = dense_block_statistic(
         loaded, calib_ids, lambda weights, norms: block_outlier_ratio(weights, norms, M),
-        device=device, offload=offload, batch_size=batch_size, progress=progress, norms=norms,
+        compute=compute, progress=progress, norms=norms,
     )
     log.info("OWL outlier ratios (M=%g): %s", M, {k: round(v, 5) for k, v in ratios.items()})
     return ratios

@@ -25,6 +25,7 @@ import pandas as pd
 from pruning.config.run_config import RunConfig
 from pruning.text.data import calibration_batch
 from pruning.model.load import LoadedModel, load_model
+from pruning.model.placement import Compute
 from pruning.config.precision import DEFAULT_EIG_DTYPE
 from pruning.run.spectra_cache import cached_hessian_spectra, cached_weight_spectra, publish_spectra
 from pruning.spectral.esd import eig_dtype_from_name
@@ -120,7 +121,8 @@ def backfill_spectra(root: Path | str | None = None, device: str = "cpu",
             cal = config.calibration
             bos = loaded.window_bos
             ids = calibration_batch(loaded.tokenizer, cal.dataset, cal.nsamples, cal.seqlen, cal.seed, bos)
-            result = cached_hessian_spectra(loaded, ids, device=device, dtype=dtype, batch_size=cal.batch_size, store=root)
+            compute = Compute(device, offload=False, batch_size=cal.batch_size)
+            result = cached_hessian_spectra(loaded, ids, compute=compute, dtype=dtype, store=root)
         reason = _disagreement(result, group.run_ids, group.source, root)
         if reason:
             log.warning("not storing %s: %s", result.key, reason)

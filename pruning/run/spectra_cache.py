@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pruning.atomic import exclusive_lock, write_parquet_atomic
+from pruning.model.placement import CPU_COMPUTE, Compute
 from pruning.paths import cache_dir
 from pruning.spectral.esd import default_eig_dtype
 from pruning.spectral.hessian import hessian_spectra
@@ -163,25 +164,23 @@ def cached_hessian_spectra(
     loaded: object,
     calib_ids: Tensor,
     *,
-    device: str | torch.device = "cpu",
+    compute: Compute = CPU_COMPUTE,
     dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
-    offload: bool = False,
     refresh: bool = False,
-    batch_size: int = 1,
     store: Path | str | None = None,
 ) -> SpectraResult:
     """:func:`pruning.spectral.hessian_spectra` of ``calib_ids`` ``(nsamples, seqlen)``, reused per
-    model, calibration batch content and samples per block call like :func:`cached_weight_spectra`."""
+    model, calibration batch content and samples per block call (``compute.batch_size``) like
+    :func:`cached_weight_spectra`. compute: where the blocks run, whether offloaded, samples per block call."""
     dtype = dtype or default_eig_dtype()
-    key = spectra_key(_fingerprint(loaded), "hessian", dtype, calibration_digest_input(calib_ids, batch_size))
+    key = spectra_key(_fingerprint(loaded), "hessian", dtype, calibration_digest_input(calib_ids, compute.batch_size))
     result = _reuse(key, refresh, store)
     if result is None:
         with computing(key.name):
             result = None if refresh else load_cached(key.name)
             if result is None:
-                result = hessian_spectra(loaded, calib_ids, device, progress, dtype=dtype, offload=offload,  # type: ignore[arg-type]
-                                         batch_size=batch_size)
+                result = hessian_spectra(loaded, calib_ids, compute, progress, dtype=dtype)  # type: ignore[arg-type]
                 save_cached(key.name, result)
     return _keyed(result, key)
 

@@ -153,8 +153,8 @@ def spectra(loaded: LoadedModel, config: RunConfig, calib_ids: torch.Tensor | No
     if config.allocation.wants_hessian and calib_ids is not None:
         report("spectra", 0.5, "Hessian spectra")
         hessian = spectra_cache.cached_hessian_spectra(
-            loaded, calib_ids, device=compute.device, offload=compute.offload, batch_size=compute.batch_size,
-            dtype=eig_dtype, progress=report.steps("spectra", 0.5, 1.0, "Hessian block"))
+            loaded, calib_ids, compute=compute, dtype=eig_dtype,
+            progress=report.steps("spectra", 0.5, 1.0, "Hessian block"))
         results.append(hessian)
     report("spectra", 1.0, "spectra done")
     return Spectra(results)
@@ -208,7 +208,7 @@ def dense_statistics(loaded: LoadedModel, calib_ids: torch.Tensor, compute: Comp
     timings say which: ``dense_stats`` when measured, ``dense_stats_reused`` when looked up."""
     report("calibration", 0.0, "dense block statistics")
     with clock("dense_stats"):
-        norms = dense_norms(loaded, calib_ids, **compute.calibration_kwargs(),
+        norms = dense_norms(loaded, calib_ids, compute=compute,
                             progress=report.steps("calibration", 0.0, 1.0, "dense statistics: block"))
     if norms.reused:
         clock.seconds["dense_stats_reused"] = clock.seconds.pop("dense_stats")
@@ -235,7 +235,7 @@ def prune(loaded: LoadedModel, config: RunConfig, alloc: pd.DataFrame, calib_ids
     p = config.pruning
     achieved = prune_model(
         loaded, p.method, dict(zip(alloc["name"], alloc["sparsity"].astype(float))), calib_ids, nm=p.nm_tuple,
-        blocksize=p.blocksize, percdamp=p.percdamp, **compute.calibration_kwargs(),
+        blocksize=p.blocksize, percdamp=p.percdamp, compute=compute,
         progress=report.steps("prune", 0.0, 1.0, "block"))
     placement = achieved.attrs.get("placement", "")
     return alloc.merge(achieved[["name", "sparsity_achieved"]], on="name", how="left"), placement

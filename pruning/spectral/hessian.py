@@ -20,6 +20,7 @@ from torch import Tensor
 
 from pruning.model.families import FAMILIES
 from pruning.model.load import LoadedModel
+from pruning.model.placement import CPU_COMPUTE, Compute
 from pruning.spectral.esd import default_eig_dtype
 from pruning.spectral.summary import Progress, SpectraResult, SpectrumJob, summarize_spectra
 from pruning.spectral.weights import eigen_batches
@@ -113,18 +114,17 @@ def hessian_spectra_from_matrices(hessians: Mapping[str, Tensor], **kwargs) -> p
 def hessian_spectra(
     loaded: LoadedModel,
     calib_ids: Tensor,
-    device: str | torch.device = "cpu",
+    compute: Compute = CPU_COMPUTE,
     progress: Callable[[int, int], None] | None = None,
     *,
     dtype: torch.dtype | None = None,
-    offload: bool = False,
     keep_eigenvalues: bool = True,
-    batch_size: int = 1,
 ) -> SpectraResult:
     """Hessian spectra of every prunable matrix, block by block (``pruning.calibration.sequential``).
 
-    calib_ids: LongTensor ``(nsamples, seqlen)``. device: where blocks run and eigenvalues are
-    computed (dtype default: float64 on every device; H itself is accumulated in float32). ``progress(done, total)`` counts blocks.
+    calib_ids: LongTensor ``(nsamples, seqlen)``. compute: where the blocks run (and the eigenvalues are
+    computed), whether offloaded, samples per block call (:func:`pruning.calibration.sequential.calibrate_blocks`).
+    dtype default: float64 on every device; H itself is accumulated in float32. ``progress(done, total)`` counts blocks.
     """
     from pruning.calibration.sequential import BlockContext, calibrate_blocks
 
@@ -150,6 +150,6 @@ def hessian_spectra(
         log.debug("Hessian spectra of block %d/%d", ctx.index + 1, ctx.n_blocks)
 
     # the blocks stay dense: feed the statistics pass's outputs forward (same values, half the work)
-    calibrate_blocks(loaded, calib_ids, on_block, device=device, offload=offload, collect_hessian=True,
-                     modifies_blocks=False, batch_size=batch_size, progress=progress)
+    calibrate_blocks(loaded, calib_ids, on_block, compute=compute, collect_hessian=True, modifies_blocks=False,
+                     progress=progress)
     return SpectraResult.concat(parts)
