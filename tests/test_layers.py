@@ -16,11 +16,11 @@ PACKAGE = Path(pruning.__file__).parent
 
 #: the ground floor: the modules at the package root (besides ``__init__`` and ``__main__``), which
 #: every floor may import and which import nothing above themselves
-GROUND = ("errors", "paths", "roots", "atomic", "procs")
+GROUND = ("errors", "paths", "roots", "atomic", "procs", "registries")
 
 #: the floors, lowest first; a module may import its own floor and any floor before it in this list
 FLOORS = (
-    "ground",       # errors, paths, roots, atomic, procs
+    "ground",       # errors, paths, roots, atomic, procs, registries
     "methods",      # pruning kernels and their registry: tensors in, masks out; import nothing else
     "config",       # RunConfig and its sections, presets, precisions (reads the method registry)
     "text",         # offline corpora, the calibration sampler

@@ -12,12 +12,12 @@ registry stays pure data (no torch, pandas or pydantic) and the config and the p
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, ContextManager, Literal, get_args
+
+from pruning.registries import Registry, resolve
 
 #: what every strategy is bounded by (the exact bounded solve, pruning.allocation.solve)
 _BOUNDS = ("min_sparsity", "max_sparsity")
@@ -70,18 +70,11 @@ class StrategySpec:
 
     def resolved_rule(self) -> Callable[..., Any]:
         """The rule as a callable (imports ``"module:function"`` on first use)."""
-        return _resolve(self.rule)
+        return resolve(self.rule)
 
     def resolved_prepare(self) -> Callable[..., Any] | None:
         """The run hook as a callable, or None when the rule reads nothing from the model."""
-        return None if self.prepare is None else _resolve(self.prepare)
-
-
-def _resolve(ref: Any) -> Any:
-    if not isinstance(ref, str):
-        return ref
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+        return None if self.prepare is None else resolve(self.prepare)
 
 
 _RULES = "pruning.allocation.rules"
@@ -128,7 +121,6 @@ STRATEGY_SPECS: tuple[StrategySpec, ...] = (
 #: import-time readers; what is registered now: strategy_names(), block_strategies())
 STRATEGY_NAMES: tuple[str, ...] = tuple(s.name for s in STRATEGY_SPECS)
 BLOCK_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGY_SPECS if s.per_block)
-_REGISTRY: dict[str, StrategySpec] = {}
 
 
 def _validate(spec: StrategySpec) -> None:
@@ -144,58 +136,45 @@ def _validate(spec: StrategySpec) -> None:
                          f"{list(spec.fields)}")
 
 
+_REGISTRY: Registry[StrategySpec] = Registry(
+    "strategy", _validate,
+    lambda name, names: KeyError(f"allocation strategy {name!r} is not registered; accepted: {', '.join(names)}"))
+
+
 def register_strategy(spec: StrategySpec, *, replace: bool = False) -> StrategySpec:
     """Add ``spec`` to the registry (``replace=True`` to swap an existing entry); returns it. Raises
     ValueError on an invalid name or units, a missing rule, or a name already registered."""
-    _validate(spec)
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"strategy {spec.name!r} is already registered; pass replace=True to swap its entry")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.register(spec, replace=replace)
 
 
 def unregister_strategy(name: str) -> StrategySpec:
     """Remove a strategy (tests, plug-ins); returns its entry."""
-    spec = strategy_spec(name)
-    del _REGISTRY[name]
-    return spec
+    return _REGISTRY.unregister(name)
 
 
-@contextmanager
-def strategy_registered(spec: StrategySpec, *, replace: bool = False) -> Iterator[StrategySpec]:
+def strategy_registered(spec: StrategySpec, *, replace: bool = False) -> ContextManager[StrategySpec]:
     """Register ``spec`` for the duration of a ``with`` block, then restore the previous entry (or remove it)."""
-    previous = _REGISTRY.get(spec.name)
-    register_strategy(spec, replace=replace)
-    try:
-        yield spec
-    finally:
-        if previous is None:
-            _REGISTRY.pop(spec.name, None)
-        else:
-            _REGISTRY[spec.name] = previous
+    return _REGISTRY.registered(spec, replace=replace)
 
 
 def strategy_names() -> tuple[str, ...]:
     """The registered strategies' names, in registration order (the built-ins first)."""
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def registered_specs() -> tuple[StrategySpec, ...]:
     """The registered strategies, in registration order."""
-    return tuple(_REGISTRY.values())
+    return _REGISTRY.specs()
 
 
 def block_strategies() -> tuple[str, ...]:
     """The registered strategies whose units are always transformer blocks."""
-    return tuple(s.name for s in _REGISTRY.values() if s.per_block)
+    return tuple(s.name for s in _REGISTRY.specs() if s.per_block)
 
 
 def strategy_spec(name: str) -> StrategySpec:
     """The registered strategy ``name``; KeyError naming the accepted ones."""
-    spec = _REGISTRY.get(name) if isinstance(name, str) else None
-    if spec is None:
-        raise KeyError(f"allocation strategy {name!r} is not registered; accepted: {', '.join(_REGISTRY)}")
-    return spec
+    return _REGISTRY.get(name)
 
 
 for _spec in STRATEGY_SPECS:

@@ -24,12 +24,12 @@ config and the app list the methods without importing torch.
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, ContextManager, Literal, get_args
+
+from pruning.registries import Registry, resolve
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -87,11 +87,11 @@ class MethodSpec:
         if self.kernel is None:
             accepted = ", ".join(method_names(pruning_only=True))
             raise ValueError(f"pruning method {self.name!r} prunes nothing; accepted: {accepted}")
-        return _resolve(self.kernel)
+        return resolve(self.kernel)
 
     def resolved_group_kernel(self) -> GroupKernel | None:
         """The group kernel as a callable, or None when the method prunes matrix by matrix."""
-        return None if self.group_kernel is None else _resolve(self.group_kernel)
+        return None if self.group_kernel is None else resolve(self.group_kernel)
 
     def check_options(self, nm: tuple[int, int] | None, options: KernelOptions) -> None:
         """Raise ValueError when ``nm`` or ``options`` do not suit this method."""
@@ -99,17 +99,7 @@ class MethodSpec:
             raise ValueError(f"pruning.nm: {nm[0]}:{nm[1]} is invalid for {self.name}, which has no N:M variant; "
                              "accepted: no N:M (unstructured)")
         if self.check is not None:
-            _resolve(self.check)(nm, options)
-
-
-def _resolve(ref: Any) -> Any:
-    if not isinstance(ref, str):
-        return ref
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-_REGISTRY: dict[str, MethodSpec] = {}
+            resolve(self.check)(nm, options)
 
 
 def _validate(spec: MethodSpec) -> None:
@@ -126,50 +116,37 @@ def _validate(spec: MethodSpec) -> None:
         raise ValueError(f"method {spec.name!r}: a group kernel needs a per-matrix kernel too")
 
 
+_REGISTRY: Registry[MethodSpec] = Registry(
+    "method", _validate,
+    lambda name, names: ValueError(f"pruning method {name!r} is unknown; accepted: {', '.join(names)}"))
+
+
 def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Add ``spec`` to the registry (``replace=True`` to swap an existing entry); returns it.
     Raises ValueError on an invalid name or statistics, or a name already registered."""
-    _validate(spec)
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"method {spec.name!r} is already registered; pass replace=True to swap its entry")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.register(spec, replace=replace)
 
 
 def unregister_method(name: str) -> MethodSpec:
     """Remove a method (tests, benchmarks); returns its entry."""
-    spec = get_method(name)
-    del _REGISTRY[name]
-    return spec
+    return _REGISTRY.unregister(name)
 
 
-@contextmanager
-def method_registered(spec: MethodSpec, *, replace: bool = False) -> Iterator[MethodSpec]:
+def method_registered(spec: MethodSpec, *, replace: bool = False) -> ContextManager[MethodSpec]:
     """Register ``spec`` for the duration of a ``with`` block, then restore the previous entry
     (or remove it): for tests and for benchmarks that swap a kernel."""
-    previous = _REGISTRY.get(spec.name)
-    register_method(spec, replace=replace)
-    try:
-        yield spec
-    finally:
-        if previous is None:
-            _REGISTRY.pop(spec.name, None)
-        else:
-            _REGISTRY[spec.name] = previous
+    return _REGISTRY.registered(spec, replace=replace)
 
 
 def method_names(*, pruning_only: bool = False) -> tuple[str, ...]:
     """Registered names in registration order (``dense`` first); ``pruning_only`` leaves out the
     methods that prune nothing."""
-    return tuple(name for name, spec in _REGISTRY.items() if spec.prunes or not pruning_only)
+    return tuple(spec.name for spec in _REGISTRY.specs() if spec.prunes or not pruning_only)
 
 
 def get_method(name: str) -> MethodSpec:
     """The entry of ``name``; ValueError naming the value and the registered names otherwise."""
-    spec = _REGISTRY.get(name) if isinstance(name, str) else None
-    if spec is None:
-        raise ValueError(f"pruning method {name!r} is unknown; accepted: {', '.join(method_names())}")
-    return spec
+    return _REGISTRY.get(name)
 
 
 def statistics_needed(method: str) -> Statistics:
