@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,22 +49,23 @@ class AllocationStep:
     clock: Stopwatch
 
 
+def _from_dense_norms(step: AllocationStep, stage: str, measure: Callable[..., Any], knob: Any) -> Any:
+    """``measure(loaded, calib_ids, knob, compute=..., norms=...)`` on the dense activation norms of the run's
+    calibration (measured once, reused: :func:`pruning.run.stages.dense_statistics`), timed as ``stage``."""
+    norms = dense_statistics(step.loaded, step.calib_ids, step.compute, step.report, step.clock)
+    with step.clock(stage):
+        return measure(step.loaded, step.calib_ids, knob, compute=step.compute, norms=norms)
+
+
 def owl_inputs(step: AllocationStep) -> dict[str, Any]:
     """``{"owl_outlier_ratio": {block: D_l}}`` at the config's ``owl_threshold_m``."""
-    norms = dense_statistics(step.loaded, step.calib_ids, step.compute, step.report, step.clock)
-    with step.clock("owl"):
-        ratios = owl_outlier_ratios(step.loaded, step.calib_ids, step.config.allocation.owl_threshold_m,
-                                    compute=step.compute, norms=norms)
-    return {"owl_outlier_ratio": ratios}
+    return {"owl_outlier_ratio": _from_dense_norms(step, "owl", owl_outlier_ratios,
+                                                   step.config.allocation.owl_threshold_m)}
 
 
 def dlp_inputs(step: AllocationStep) -> dict[str, Any]:
     """``{"dlp_unimportance": {block: U_l}}`` with the config's ``dlp_statistic``."""
-    norms = dense_statistics(step.loaded, step.calib_ids, step.compute, step.report, step.clock)
-    with step.clock("dlp"):
-        values = dlp_unimportance(step.loaded, step.calib_ids, step.config.allocation.dlp_statistic,
-                                  compute=step.compute, norms=norms)
-    return {"dlp_unimportance": values}
+    return {"dlp_unimportance": _from_dense_norms(step, "dlp", dlp_unimportance, step.config.allocation.dlp_statistic)}
 
 
 def evopress_inputs(step: AllocationStep) -> dict[str, Any]:
