@@ -22,7 +22,7 @@ from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.jobs import BackendUnavailableError, JobError, JobQueue, LocalBackend, job_status, list_jobs
 from pruning.jobs.base import count_events, failure_reason, read_progress
-from pruning.jobs.worker import resolve_gpus, visible_gpu_count
+from pruning.jobs.processes import resolve_gpus, visible_gpu_count
 from pruning.paths import REPO_ROOT
 
 POLL = "0.2"

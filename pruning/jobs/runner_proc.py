@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from pruning.jobs.base import JobError
 from pruning.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -113,3 +114,15 @@ def killed_reason(rc: int, pid: int, tail: str) -> str:
     what = f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exited with status {rc}"
     last = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
     return f"exit code {rc}: the warm runner (pid {pid}) {what} while running this job" + (f"; last log line: {last[:500]}" if last else "")
+
+
+#: ``PRUNING_LAB_RUNNER=cold`` (or ``worker --cold``) runs every job in a fresh process
+RUNNER_ENV = "PRUNING_LAB_RUNNER"
+
+
+def warm_by_default() -> bool:
+    """Warm runners unless ``PRUNING_LAB_RUNNER`` says ``cold``."""
+    value = os.environ.get(RUNNER_ENV, "warm").strip().lower()
+    if value not in ("warm", "cold"):
+        raise JobError(f"{RUNNER_ENV}={value!r} is invalid; accepted: warm, cold")
+    return value == "warm"
