@@ -15,9 +15,8 @@ from pruning.model.load import LoadedModel, ModelSource
 from pruning.errors import DeviceMemoryBusyError
 from pruning.model.families import decoder_layers
 from pruning.calibration.linear_stats import input_group_widths
+from pruning.model.device_memory import MEMORY_POLL_S, MEMORY_WAIT_S
 from pruning.model.placement import (
-    MEMORY_POLL_S,
-    MEMORY_WAIT_S,
     SAFETY_BYTES,
     SAFETY_FRACTION,
     Compute,
