@@ -144,3 +144,15 @@ def test_declared_registries_stay_leaves():
         path = PACKAGE.parent / (leaf.replace(".", "/") + ".py")
         beyond = [f"{line}: {name}" for line, name in _imports(path) if _floor(name) != "ground"]
         assert not beyond, f"{leaf} imports {beyond}"
+
+
+#: the longest a module may be (issue 30): a room one reader can hold
+MAX_MODULE_LINES = 350
+
+
+def test_no_module_is_longer_than_a_reader_holds():
+    repo = PACKAGE.parent
+    long = {str(path.relative_to(repo)): n for folder in ("pruning", "pages", "scripts")
+            for path in sorted((repo / folder).rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by responsibility): {long}"
