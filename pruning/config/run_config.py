@@ -67,6 +67,10 @@ class RunConfig(ConfigSection):
     allocation: AllocationConfig = AllocationConfig()
     pruning: PruningConfig = PruningConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    # the run's torch seed (torch.manual_seed before the run; lm-eval's few-shot sampling). Not the calibration
+    # sample's: that is calibration.seed, which the sweep's `seeds`, the CLI's `--seed` and the study's seeds set.
+    # Kept apart because canonical_json hashes this field as it is ("seed": 0 in every stored run id) while the
+    # study's runs differ in calibration.seed: merging the two would change their run ids (issue 30, 2026-12-05).
     seed: int = Field(0, ge=0, le=MAX_SEED)
     label: str | None = Field(None, max_length=MAX_TEXT)
     tags: tuple[str, ...] = Field((), max_length=64)
