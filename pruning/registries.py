@@ -71,10 +71,6 @@ class Registry(Generic[S]):
             raise self._missing(name, self.names())
         return spec
 
-    def find(self, name: object) -> S | None:
-        """The entry of ``name``, or None."""
-        return self._entries.get(name) if isinstance(name, str) else None
-
     def names(self) -> tuple[str, ...]:
         """Registered names in registration order."""
         return tuple(self._entries)

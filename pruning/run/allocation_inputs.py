@@ -68,13 +68,18 @@ def dlp_inputs(step: AllocationStep) -> dict[str, Any]:
     return {"dlp_unimportance": _from_dense_norms(step, "dlp", dlp_unimportance, step.config.allocation.dlp_statistic)}
 
 
+def _refuse_offload(step: AllocationStep, strategy: str, verb: str) -> None:
+    """The KL-reading strategies run the whole model on the device: ConfigError under ``model.offload: true``."""
+    if step.compute.offload:
+        raise ConfigError(f"allocation.strategy {strategy!r} {verb} with the whole model on the device; model.offload "
+                          "true is not accepted with it (use a device that holds the model)")
+
+
 def evopress_inputs(step: AllocationStep) -> dict[str, Any]:
     """``{"searched": levels, "search_trace": trace}``: the evolution on the whole model (on the device)."""
     from pruning.run.evopress import evopress_allocation  # torch-heavy; only EvoPress runs need it
 
-    if step.compute.offload:
-        raise ConfigError("allocation.strategy 'evopress' searches with the whole model on the device; "
-                          "model.offload true is not accepted with it (use a device that holds the model)")
+    _refuse_offload(step, "evopress", "searches")
     with step.clock("evopress"):
         searched, trace = evopress_allocation(step.loaded, step.config, step.calib_ids, step.matrices,
                                               compute=step.compute, progress=step.report)
@@ -92,16 +97,11 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
     import numpy as np
 
     from pruning.allocation.evopress import make_ladder
-    from pruning.run.evopress import KLFitness, build_database, search_units
+    from pruning.run.evopress import KLFitness, build_database, check_windows, search_units
 
     config, a = step.config, step.config.allocation
-    if step.compute.offload:
-        raise ConfigError("allocation.strategy 'kl_slope' measures with the whole model on the device; model.offload "
-                          "true is not accepted with it (use a device that holds the model)")
-    if step.calib_ids is None or len(step.calib_ids) < a.evopress_windows:
-        have = 0 if step.calib_ids is None else len(step.calib_ids)
-        raise ConfigError(f"allocation.evopress_windows: {a.evopress_windows} KL windows need as many calibration "
-                          f"samples; calibration.nsamples is {have}")
+    _refuse_offload(step, "kl_slope", "measures")
+    check_windows(step.calib_ids, a.evopress_windows, "KL")
     names, numel, unit_of = search_units(step.matrices, "block")
     ladder = make_ladder(names, numel, float(config.pruning.sparsity), 1, a.min_sparsity, a.max_sparsity)
     device = torch.device(step.compute.device)

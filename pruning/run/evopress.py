@@ -151,6 +151,15 @@ class KLFitness:
         self.current = None
 
 
+def check_windows(calib_ids: Tensor | None, windows: int, what: str) -> None:
+    """Raise ConfigError when fewer than ``windows`` calibration samples ``(nsamples, seqlen)`` are there to
+    read the KL on (``what``: the windows' use in the message, e.g. ``fitness``)."""
+    if calib_ids is None or len(calib_ids) < windows:
+        have = 0 if calib_ids is None else len(calib_ids)
+        raise ConfigError(f"allocation.evopress_windows: {windows} {what} windows need as many calibration "
+                          f"samples; calibration.nsamples is {have}")
+
+
 def checkpoint_path(run_id: str) -> Path:
     """Where a run's search state is kept between generations."""
     return cache_dir() / "evopress" / f"{run_id}.json"
@@ -177,10 +186,7 @@ def evopress_allocation(loaded: LoadedModel, config: RunConfig, calib_ids: Tenso
     afterwards."""
     a = config.allocation
     target = float(config.pruning.sparsity)
-    if calib_ids is None or len(calib_ids) < a.evopress_windows:
-        have = 0 if calib_ids is None else len(calib_ids)
-        raise ConfigError(f"allocation.evopress_windows: {a.evopress_windows} fitness windows need as many "
-                          f"calibration samples; calibration.nsamples is {have}")
+    check_windows(calib_ids, a.evopress_windows, "fitness")
     names, numel, unit_of = search_units(matrices, a.evopress_units)
     ladder = make_ladder(names, numel, target, a.evopress_levels, a.min_sparsity, a.max_sparsity)
     say = progress or (lambda stage, fraction, message: None)
