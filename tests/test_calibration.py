@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -59,8 +60,8 @@ def test_batched_block_calls_match_the_model_and_count_calls(tiny_llama: nn.Modu
     ids = calib_ids(256, nsamples=3)
     batched = Compute("cpu", offload=False, batch_size=batch_size)
     assert_matches_hidden_states(tiny_llama, ids, block_outputs(tiny_llama, ids, compute=batched))
-    calls: list[int] = []
-    handle = tiny_llama.model.layers[1].register_forward_hook(lambda _m, i, _o: calls.append(i[0].shape[0]))
+    calls: list[int] = []  # a pre-hook: the statistics pass stops inside the block (stats_exit)
+    handle = tiny_llama.model.layers[1].register_forward_pre_hook(lambda _m, i: calls.append(i[0].shape[0]))
     stats: dict[int, dict[str, torch.Tensor]] = {1: {}, batch_size: {}}
     for b in stats:
         calibrate_blocks(as_loaded(tiny_llama), ids,
@@ -185,3 +186,51 @@ def test_bad_calibration_ids(tiny_llama: nn.Module) -> None:
         with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
             calibrate_blocks(as_loaded(tiny_llama), calib_ids(256), lambda ctx: None,
                              compute=Compute("cpu", offload=False, batch_size=bad))
+
+
+def _prune_with(model: nn.Module, method: str, stats_exit: str | None | object = "default",
+                batch_size: int = 1) -> tuple[nn.Module, list[int]]:
+    """A copy of ``model`` pruned at 60 % with ``method``, its family's ``stats_exit`` replaced unless
+    "default"; returns it and the number of rows ``down_proj`` of block 1 multiplied per call."""
+    from pruning.run.prune import prune_model
+
+    pruned = copy.deepcopy(model)
+    loaded = as_loaded(pruned)
+    if stats_exit != "default":
+        loaded = dataclasses.replace(loaded, family=dataclasses.replace(loaded.family, stats_exit=stats_exit))
+    down = pruned.model.layers[1].mlp.down_proj
+    calls: list[int] = []
+    handle = down.register_forward_hook(lambda _m, i, _o: calls.append(i[0].shape[0]))
+    names = {ref.name: 0.6 for ref in prunable_matrices(pruned)}
+    prune_model(loaded, method, names, calib_ids(pruned.config.vocab_size, nsamples=3, seqlen=12),
+                compute=Compute("cpu", offload=False, batch_size=batch_size))
+    handle.remove()
+    return pruned, calls
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_statistics_pass_stops_at_the_last_matrix_and_prunes_the_same(tiny_llama: nn.Module, method: str,
+                                                                     family: str) -> None:
+    """The statistics pass of a pruned block ends once down_proj's input is recorded (its GEMM and the
+    residual never run): the pruned weights equal those of the whole pass bit for bit, and down_proj
+    runs only in the pass that feeds the pruned outputs forward (3 samples, one per call)."""
+    model = tiny_llama if family == "llama" else tiny_gemma3()
+    assert as_loaded(model).family.stats_exit == "down"
+    stopped, calls_stopped = _prune_with(model, method)
+    whole, calls_whole = _prune_with(model, method, stats_exit=None)
+    assert calls_stopped == [1, 1, 1] and calls_whole == [1, 1, 1] * 2
+    zeros = 0
+    for (name, a), (_, b) in zip(stopped.named_parameters(), whole.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+        zeros += int((a == 0).sum())
+    assert zeros > 0.5 * sum(ref.module.weight.numel() for ref in prunable_matrices(stopped))
+    batched, calls_batched = _prune_with(model, method, batch_size=2)
+    assert calls_batched == [2, 1]  # batched calls stop the same way
+
+
+def test_a_stats_exit_that_is_not_last_fails_naming_the_starved_matrix(tiny_llama: nn.Module) -> None:
+    """Stopping at gate/up leaves down_proj without tokens: the run fails loudly, never prunes from
+    empty statistics."""
+    with pytest.raises(RuntimeError, match=r"mlp\.down_proj saw no input tokens.*stats_exit"):
+        _prune_with(tiny_llama, "wanda", stats_exit="gate")

@@ -33,10 +33,20 @@ class LinearStats:
         return torch.sqrt(self.act_sq_sum)
 
 
-class StatsCollector:
-    """Forward hooks accumulating act_sq_sum and X^T X for the input groups of one block."""
+class StopBlockForward(Exception):
+    """Raised by the statistics hook of the family's ``stats_exit`` matrix once its input is recorded:
+    the rest of the block's forward would compute nothing the statistics need."""
 
-    def __init__(self, matrices: list[MatrixRef], groups: tuple[tuple[str, ...], ...], collect_hessian: bool) -> None:
+
+class StatsCollector:
+    """Forward pre-hooks accumulating act_sq_sum and X^T X for the input groups of one block.
+
+    ``stop_at``: a matrix type; once the input of its group is accumulated the hook raises
+    :class:`StopBlockForward`, so that matrix and everything after it in the block never run
+    (the caller catches it; :func:`pruning.calibration.sequential.run_block`)."""
+
+    def __init__(self, matrices: list[MatrixRef], groups: tuple[tuple[str, ...], ...], collect_hessian: bool,
+                 stop_at: str | None = None) -> None:
         by_type = {ref.matrix_type: ref for ref in matrices}
         self.handles: list[Any] = []
         self.acc: list[dict[str, Any]] = []
@@ -45,12 +55,12 @@ class StatsCollector:
             refs = [by_type[t] for t in group if t in by_type]
             covered.update(r.matrix_type for r in refs)
             if refs:
-                self._add(refs, collect_hessian)
+                self._add(refs, collect_hessian, stop_at)
         for ref in matrices:  # a type missing from input_groups reads its own input
             if ref.matrix_type not in covered:
-                self._add([ref], collect_hessian)
+                self._add([ref], collect_hessian, stop_at)
 
-    def _add(self, refs: list[MatrixRef], collect_hessian: bool) -> None:
+    def _add(self, refs: list[MatrixRef], collect_hessian: bool, stop_at: str | None) -> None:
         cols = refs[0].module.in_features
         dev = refs[0].module.weight.device
         acc = {
@@ -60,16 +70,19 @@ class StatsCollector:
             "n": 0,
         }
         self.acc.append(acc)
+        stops = stop_at is not None and any(r.matrix_type == stop_at for r in refs)
 
-        def hook(_module: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> None:
+        def hook(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
             x_raw = inputs[0].detach().reshape(-1, cols)  # (tokens, in), model dtype
             x = x_raw.float()
             acc["sq"] += (x * x).sum(dim=0)
             if acc["xtx"] is not None:
                 accumulate_xtx(acc["xtx"], x_raw, x)  # (in, in) += X^T X
             acc["n"] += x.shape[0]
+            if stops:
+                raise StopBlockForward
 
-        self.handles.append(refs[0].module.register_forward_hook(hook))
+        self.handles.append(refs[0].module.register_forward_pre_hook(hook))
 
     def remove(self) -> None:
         """Detach the hooks."""
@@ -84,7 +97,9 @@ class StatsCollector:
         for acc in self.acc:
             n = acc["n"]
             if n == 0:
-                raise RuntimeError(f"calibration: {acc['refs'][0].name} saw no input tokens during the block's forward")
+                raise RuntimeError(f"calibration: {acc['refs'][0].name} saw no input tokens during the block's forward "
+                                   "(a family's stats_exit must name the last matrix a block runs: the statistics "
+                                   "pass stops there)")
             hessian = acc["xtx"].mul_(2.0 / n) if acc["xtx"] is not None else None  # H = 2/N X^T X
             for ref in acc["refs"]:
                 out[ref.name] = LinearStats(ref.name, ref.block, ref.matrix_type, acc["sq"], hessian, n)

@@ -31,7 +31,13 @@ class FamilySpec:
     layers_path: dotted attribute path from the ``*ForCausalLM`` module to the block list.
     matrices: matrix type -> dotted path inside one block.
     bos_each_window: evaluation windows must start with BOS (Gemma degrades badly without).
-    input_groups: matrix types that read the same input tensor (they share one Hessian).
+    input_groups: matrix types that read the same input tensor (they share one Hessian), in the order
+        a block's forward reads them.
+    stats_exit: the matrix type whose input is the last statistic a block's forward produces (it runs
+        last, and nothing after it feeds a statistic). The statistics pass of a block that is pruned
+        afterwards stops once that input is recorded: the matrix's own GEMM and everything after it
+        would be thrown away (:func:`pruning.calibration.sequential.run_block`). ``None`` runs the
+        whole block. A type that is not last fails the pass loudly: the groups after it see no tokens.
     """
 
     name: str
@@ -42,6 +48,7 @@ class FamilySpec:
     mlp_path: str = "mlp"
     bos_each_window: bool = False
     input_groups: tuple[tuple[str, ...], ...] = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))
+    stats_exit: str | None = "down"
 
     def sub_block(self, matrix_type: str) -> str:
         """'attn' or 'mlp': whether this layout keeps the matrix under ``attention_path`` or ``mlp_path``."""
