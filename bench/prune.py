@@ -17,6 +17,8 @@ Writes section ``prune_speed`` of bench/RESULTS.md (no duckdb/streamlit dependen
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import logging
 import sys
 import time
@@ -26,17 +28,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import DTYPES, add_shape_args  # noqa: E402
-from pruning.model.families import family_for  # noqa: E402
+from pruning.model.families import family_for, prunable_matrices  # noqa: E402
 from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
 from pruning.model.placement import Compute  # noqa: E402
 from pruning.run.prune import prune_model, uniform_sparsity  # noqa: E402
 from pruning.model.synthetic import random_llama  # noqa: E402
 
 log = logging.getLogger("bench.prune")
+
+
+def mask_digest(model: torch.nn.Module) -> str:
+    """sha256 (12 hex) of every prunable matrix's zero pattern, in order: equal digests, equal masks."""
+    h = hashlib.sha256()
+    for ref in prunable_matrices(model):
+        zeros = (ref.module.weight.detach() == 0).to("cpu").numpy()
+        h.update(np.packbits(zeros).tobytes())
+    return h.hexdigest()[:12]
 
 
 def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
@@ -95,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--calib-batch", default="1",
                    help="comma list of samples per block call (calibration.batch_size), one row each; e.g. 1,8,32")
+    p.add_argument("--stats-exit", default="on",
+                   help="comma list of on|off: whether the statistics pass stops at the family's stats_exit "
+                        "matrix (down_proj; off = the whole block, as before issue 32), one row each")
     p.add_argument("--section", default="prune_speed", help="RESULTS.md section to write")
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = p.parse_args(argv)
@@ -107,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         raise SystemExit(f"--calib-batch {args.calib_batch!r} is invalid; accepted: integers >= 1, comma-separated") from None
+    exits = args.stats_exit.split(",")
+    if not exits or any(e not in ("on", "off") for e in exits):
+        raise SystemExit(f"--stats-exit {args.stats_exit!r} is invalid; accepted: on, off or on,off")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -117,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)
     calib_ids = torch.randint(0, args.vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     rows: list[dict] = []
-    runs = [(m, b) for m in args.methods.split(",") for b in batches]
+    runs = [(m, b, e) for m in args.methods.split(",") for b in batches for e in exits]
     # every run starts from the same dense weights (CPU copy), needed only when there are several
     dense_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if len(runs) > 1 else None
-    for method, batch in runs:
+    for method, batch, stats_exit in runs:
         if dense_state is not None:
             model.load_state_dict(dense_state)
+        run_loaded = loaded if stats_exit == "on" else dataclasses.replace(
+            loaded, family=dataclasses.replace(loaded.family, stats_exit=None))
         block_times: list[float] = []
         last = [time.perf_counter()]
 
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             base = torch.cuda.memory_allocated(device)
         t0 = last[0] = time.perf_counter()
         with sparsegpt_kernel(args.sparsegpt_kernel):
-            table = prune_model(loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
+            table = prune_model(run_loaded, method, uniform_sparsity(loaded, args.sparsity), calib_ids, nm=args.nm,
                                 compute=Compute(str(device), offload=offload_arg, batch_size=batch),
                                 prefetch=not args.no_prefetch, progress=progress)
         if cuda:
@@ -150,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "method": method + (f" {args.nm}" if args.nm else ""),
             "calib_batch": batch,
+            "stats_exit": stats_exit,
             "blocks": args.layers,
             "wall_s": seconds,
             "s_per_block": sum(block_times[1:]) / max(1, len(block_times) - 1) if len(block_times) > 1 else seconds,
@@ -162,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             row["peak_gpu_GiB"] = (torch.cuda.max_memory_allocated(device)) / 2**30
             row["resident_before_GiB"] = base / 2**30
         row["est_32_blocks_s"] = row["first_block_s"] + row["s_per_block"] * (32 - 1)
+        row["mask_digest"] = mask_digest(model)
         rows.append(row)
         log.info("placement: %s", table.attrs.get("placement_reason", ""))
         if args.offload and args.placement != "gpu":
@@ -174,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Random-weight LLaMA ({shape}); {args.nsamples} x {args.seqlen} random calibration tokens; "
         f"{args.sparsity:.0%} uniform; device {args.device}, placement {args.placement}"
         f"{'' if args.placement == 'gpu' else (' without prefetch' if args.no_prefetch else ' with prefetch')}. "
-        "first_block_s includes capturing the block-0 inputs; est_32_blocks_s extrapolates to 32 blocks.\n\n"
+        "first_block_s includes capturing the block-0 inputs; est_32_blocks_s extrapolates to 32 blocks; "
+        "stats_exit on: the statistics pass stops at down_proj's input (issue 32), off: the whole block; "
+        "mask_digest: sha256 of the zero pattern (equal digests, equal masks).\n\n"
         + markdown_table(rows)
     )
     emit(body, {"rows": rows, "args": vars(args)}, args.section, args.json, write=not args.no_write)

@@ -33,8 +33,10 @@
 #   study:MODEL          the allocation study: validation -> choose -> final -> table
 #   sensitivity:MODEL    sweeps/study-sensitivity-MODEL.yaml (one block pruned at a time)
 #   sweep:FILE           any sweep file, into the study's store, WORKERS workers until its queue is empty
-#   speed-7b             bench/prune.py on a random LLaMA-7B shape (Wanda on the GPU / offloaded, SparseGPT
-#                        offloaded), the SparseGPT profile, the LLaMA-70B shape streamed, the CUDA tests
+#   speed-7b             on a random LLaMA-7B shape: the locuslab/wanda reference beside ours (bench/reference_wanda.py,
+#                        when pack found a checkout: WANDA_REF), bench/prune.py (Wanda on the GPU with the statistics
+#                        pass stopped early or not, batch 1 / 8; offloaded; SparseGPT offloaded), the SparseGPT
+#                        profile, the LLaMA-70B shape streamed, the CUDA tests (~10 GPU-minutes)
 #   e2e-7b               one whole `pruning run` on a saved random LLaMA-7B shape (needs the SmolLM2 tokenizer)
 #
 # WORKERS (default 8) is an upper bound: each phase runs min(WORKERS, floor(0.85 x GPU memory / per-worker peak) x
@@ -110,6 +112,14 @@ print(pack_tokenizer(sys.argv[1], Path(sys.argv[2])))" "$model" "$pack/tok/$mode
     done
   fi
   cp "${PRUNING_LAB_CACHE:-$HOME/.cache/pruning-lab}"/corpora/* "$pack/corpora/"
+  # the reference code for bench/reference_wanda.py (speed-7b): lib/ and LICENSE of a locuslab/wanda checkout
+  local ref=${WANDA_REF:-/work/.mirror/locuslab+wanda/repo}
+  if git --git-dir="$ref" rev-parse -q --verify HEAD > /dev/null 2>&1; then
+    mkdir -p "$pack/wanda-ref" && git --git-dir="$ref" archive HEAD lib LICENSE | tar x -C "$pack/wanda-ref" \
+      && git --git-dir="$ref" rev-parse HEAD > "$pack/wanda-ref/REVISION" || return 1
+  else
+    echo "pack: no locuslab/wanda checkout at $ref (WANDA_REF): speed-7b will run without the reference" >&2
+  fi
   local tree untracked chunk
   tree=$(git ls-files -z | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
   untracked=$(git ls-files -o --exclude-standard -z | xargs -0 -r stat -c %s | awk '{s += $1} END {print s + 0}')
@@ -214,6 +224,7 @@ print(convert_gguf(Path(sys.argv[1]), Path(sys.argv[1]).stem))" "$gguf" || retur
 print('tokenizer of', sys.argv[1], 'installed in', install_tokenizer(sys.argv[1], Path(sys.argv[2])))" \
       "$alias" "/tmp/pack/tok/$alias" || { echo "unpack: the tokenizer of $alias does not fingerprint here as packed" >&2; return 1; }
   done
+  if [[ -d /tmp/pack/wanda-ref/lib ]]; then rm -rf /tmp/wanda-ref && cp -r /tmp/pack/wanda-ref /tmp/wanda-ref; fi
   python3 -c "import duckdb, lm_eval, pydantic" && echo "models ready ($packed), wheels installed"
 }
 
@@ -325,9 +336,17 @@ speed_7b() {  # issue 20/32's figures on random LLaMA-7B and 70B shapes (timing 
   local w=(--methods wanda --sparsity 0.7)
   python3 -m pytest -q -p no:cacheprovider tests/test_prefetch_cuda.py tests/test_streaming.py tests/test_streaming_writer.py \
     > "$W/speed-cuda-tests.log" 2>&1
-  python3 bench/prune.py --device cuda --placement gpu "${w[@]}" --section prune_speed_wanda_gpu --json "$W/wanda_gpu.json"
+  if [[ -d /tmp/wanda-ref/lib ]]; then  # the reference beside ours: same weights, same tokens, one process
+    python3 bench/reference_wanda.py --repo /tmp/wanda-ref --device cuda --methods wanda --sparsity 0.7 \
+      --section reference_wanda_7b --json "$W/reference_wanda.json"
+    python3 bench/reference_wanda.py --repo /tmp/wanda-ref --device cuda --methods sparsegpt --sparsity 0.7 --layers 4 \
+      --section reference_sparsegpt_7b_4blocks --json "$W/reference_sparsegpt.json"
+  fi
+  # the statistics pass stopped at down_proj (on) against the whole block (off), batch 1 and 8: masks by digest
+  python3 bench/prune.py --device cuda --placement gpu "${w[@]}" --stats-exit on,off --calib-batch 1,8 \
+    --section prune_speed_wanda_gpu --json "$W/wanda_gpu.json"
   python3 bench/prune.py --device cuda --placement offload "${w[@]}" --section prune_speed_wanda_offload --json "$W/wanda_offload.json"
-  python3 bench/prune.py --device cuda --placement offload --methods sparsegpt --sparsity 0.7 \
+  python3 bench/prune.py --device cuda --placement offload --methods sparsegpt --sparsity 0.7 --stats-exit on,off \
     --section prune_speed_sparsegpt_offload --json "$W/sparsegpt_offload.json"
   python3 bench/sparsegpt_profile.py --device cuda --json "$W/sparsegpt_profile.json"
   python3 bench/llama70b_shape.py --device cuda --dir /tmp/l70 --blocks 8 --json "$W/llama70b_shape.json"
