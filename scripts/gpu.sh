@@ -36,7 +36,8 @@
 #   speed-7b             on a random LLaMA-7B shape: the locuslab/wanda reference beside ours (bench/reference_wanda.py,
 #                        when pack found a checkout: WANDA_REF), bench/prune.py (Wanda on the GPU with the statistics
 #                        pass stopped early or not, batch 1 / 8; offloaded; SparseGPT offloaded), the SparseGPT
-#                        profile, the LLaMA-70B shape streamed, the CUDA tests (~10 GPU-minutes)
+#                        profile, operator profiles of both methods (bench/block_profile.py), the LLaMA-70B shape
+#                        streamed, the CUDA tests (~10 GPU-minutes)
 #   e2e-7b               one whole `pruning run` on a saved random LLaMA-7B shape (needs the SmolLM2 tokenizer)
 #
 # WORKERS (default 8) is an upper bound: each phase runs min(WORKERS, floor(0.85 x GPU memory / per-worker peak) x
@@ -349,6 +350,8 @@ speed_7b() {  # issue 20/32's figures on random LLaMA-7B and 70B shapes (timing 
   python3 bench/prune.py --device cuda --placement offload --methods sparsegpt --sparsity 0.7 --stats-exit on,off \
     --section prune_speed_sparsegpt_offload --json "$W/sparsegpt_offload.json"
   python3 bench/sparsegpt_profile.py --device cuda --json "$W/sparsegpt_profile.json"
+  python3 bench/block_profile.py --device cuda --method wanda --layers 3 --json "$W/block_profile_wanda.json"
+  python3 bench/block_profile.py --device cuda --method sparsegpt --layers 3 --json "$W/block_profile_sparsegpt.json"
   python3 bench/llama70b_shape.py --device cuda --dir /tmp/l70 --blocks 8 --json "$W/llama70b_shape.json"
   rm -rf /tmp/l70
 }
