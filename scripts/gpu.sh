@@ -58,6 +58,8 @@ W=/tmp/batch            # THERE: the driver's files (outside the tree, which eve
 # GiB of GPU memory one worker (its warm runner) may peak at, per model, measured on an H100 under MPS:
 # gemma3-270m's 262k-token vocabulary makes 4 GiB logits chunks at evaluation batch 2 (runners seen at 14-16 GiB
 # before they gave their cache back after each job); SmolLM2-135M stays far below.
+# every run records its process's peak (env.peak_gpu_gib); `merge` prints the per-model maxima
+# (pruning.store.queries.gpu_peaks): round them up here
 declare -A PEAK_GIB=([gemma3-270m]=10 [smollm2-135m]=6)
 GPU_SHARE_PCT=85        # of a GPU's total memory the workers may plan on (the rest: contexts, MPS, fragmentation)
 STORE=/tmp/pld          # THERE: the study's store (a copy of data/ made when a phase first needs it)
@@ -186,6 +188,9 @@ merge() {
     [[ -f $results ]] && $py -m bench.merge_results "$results"
   done
   $py -m pruning verify --quick
+  $py -c "from pruning.store.queries import gpu_peaks; p = gpu_peaks(); \
+print('GPU memory per worker, measured (PEAK_GIB in scripts/gpu.sh):', 'none recorded yet' if p.empty else ''); \
+print('' if p.empty else p.to_string(index=False))"
   $py -m pruning repack --dry-run
   $py scripts/allocation_study.py table | head -40
 }

@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunOutcome:
     """What a run produced: status, tables (tidy DataFrames), timings in seconds, the model's and the
-    tokenizer's fingerprints, and where it ran (``placement``: ``prune`` and ``evaluation`` -> ``gpu`` /
-    ``offload`` / ``cuda`` / ``cpu``)."""
+    tokenizer's fingerprints, where it ran (``placement``: ``prune`` and ``evaluation`` -> ``gpu`` /
+    ``offload`` / ``cuda`` / ``cpu``) and ``peak_gpu_gib``: the most GPU memory this process's caching
+    allocator held during the run (``torch.cuda.max_memory_reserved``, GiB: what a worker takes from a shared
+    GPU, warm runner's held model included; None when the run used no GPU)."""
 
     run_id: str
     config: RunConfig
@@ -43,6 +45,7 @@ class RunOutcome:
     model_fingerprint: str | None = None
     tokenizer_fingerprint: str | None = None
     placement: dict[str, str] = field(default_factory=dict)
+    peak_gpu_gib: float | None = None
 
     def perplexity_of(self, dataset: str, stage: str = "pruned") -> float:
         """The perplexity on ``dataset`` at ``stage``, or NaN if not evaluated."""
@@ -125,6 +128,8 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
     outcome = RunOutcome(run_id=config.run_id, config=config)
     clock = Stopwatch()
     started = time.time()
+    if _cuda_started():  # a warm runner's earlier jobs: this run's peak is its own
+        torch.cuda.reset_peak_memory_stats()
     try:
         _work(config, outcome, clock, Reporter(progress), publish)
         outcome.status = "succeeded"
@@ -135,9 +140,16 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
         raise
     finally:
         outcome.timings = {**clock.seconds, "total": time.time() - started}
+        if _cuda_started():
+            outcome.peak_gpu_gib = round(torch.cuda.max_memory_reserved() / 2**30, 3)
         if publish:
             _publish(outcome, started)
     return outcome
+
+
+def _cuda_started() -> bool:
+    """Whether this process has started CUDA (its caching allocator then holds memory to measure)."""
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def _publish(outcome: RunOutcome, started: float) -> PublishResult:

@@ -197,13 +197,14 @@ def publish_run(config: RunConfig | Mapping[str, Any], *, status: Literal["succe
 
 def publish_outcome(outcome: Any, started_at: float | None = None, root: Path | str | None = None) -> PublishResult:
     """Publish a ``pruning.run.pipeline.RunOutcome`` (run_id, config, status, error, tables, timings,
-    model_fingerprint, tokenizer_fingerprint, placement: recorded in the run's ``env``)."""
+    model_fingerprint, tokenizer_fingerprint, placement, peak_gpu_gib: recorded in the run's ``env``)."""
     tables = dict(outcome.tables)
     created = (_dt.datetime.fromtimestamp(started_at, _dt.timezone.utc).isoformat(timespec="seconds")
                if started_at is not None else None)
     env = {"model_fingerprint": getattr(outcome, "model_fingerprint", None),
            "tokenizer_fingerprint": getattr(outcome, "tokenizer_fingerprint", None),
-           "placement": dict(getattr(outcome, "placement", {}) or {})}
+           "placement": dict(getattr(outcome, "placement", {}) or {}),
+           "peak_gpu_gib": getattr(outcome, "peak_gpu_gib", None)}
     return publish_run(outcome.config, status=outcome.status, tables=tables, timings=outcome.timings,
                        error=outcome.error, env=env, created_at=created, root=root)
 

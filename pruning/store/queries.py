@@ -14,7 +14,8 @@ from pruning.store.queries_results import (
     perplexity_grid, zeroshot_scores,
 )
 from pruning.store.queries_runs import (
-    LIST_COLUMNS, LIST_FILTERS, list_runs, mixed_tokenizers, run_attempts, run_detail, run_exists, run_status, run_table,
+    LIST_COLUMNS, LIST_FILTERS, gpu_peaks, list_runs, mixed_tokenizers, run_attempts, run_detail, run_exists, run_status,
+    run_table,
 )
 from pruning.store.queries_spectra import (
     set_eigenvalues, spectra_key_of, spectra_set, stored_eigenvalues, stored_spectra,
@@ -23,7 +24,8 @@ from pruning.store.sql import READ_ONLY_KEYWORDS, check_read_only, clear_cache, 
 
 __all__ = [
     "LIST_COLUMNS", "LIST_FILTERS", "MAIN_PPL_DATASETS", "PPL_CELL_COLUMNS", "READ_ONLY_KEYWORDS", "TEXT_DIGEST_SQL",
-    "attention_stats", "check_read_only", "clear_cache", "list_runs", "metric_grid", "mixed_tokenizers", "models",
+    "attention_stats", "check_read_only", "clear_cache", "gpu_peaks", "list_runs", "metric_grid", "mixed_tokenizers",
+    "models",
     "perplexity_cells", "perplexity_grid", "run_attempts", "run_detail", "run_exists", "run_sql", "run_status", "run_table",
     "set_eigenvalues", "spectra_key_of", "spectra_set", "stored_eigenvalues", "stored_spectra", "zeroshot_scores",
 ]

@@ -245,3 +245,22 @@ def mixed_tokenizers(root: Path | str | None = None) -> pd.DataFrame:
     fingerprint (published before it was recorded) are left out. Such runs cut the same text into other
     windows (gemma3-270m: 155 against 34) and must not be compared."""
     return query_df(_MIXED_TOKENIZERS_SQL, root=root)
+
+
+_GPU_PEAKS_SQL = """
+WITH p AS (
+    SELECT model, run_id, try_cast(json_extract_string(env_json, '$.peak_gpu_gib') AS DOUBLE) AS peak
+    FROM runs WHERE kind = 'run' AND status = 'succeeded'
+)
+SELECT model, count(*) AS runs, max(peak) AS max_gib, quantile_cont(peak, 0.5) AS median_gib,
+       arg_max(run_id, peak) AS max_run_id
+FROM p WHERE peak IS NOT NULL GROUP BY model ORDER BY model
+"""
+
+
+def gpu_peaks(root: Path | str | None = None) -> pd.DataFrame:
+    """Per model, the GPU memory its runs' processes held at most (``env.peak_gpu_gib``,
+    :class:`pruning.run.pipeline.RunOutcome`): ``model, runs, max_gib, median_gib, max_run_id``, over the
+    succeeded runs that recorded it (runs on the CPU, or published before 2026-12-05, did not). The
+    per-worker peaks ``scripts/gpu.sh`` caps its workers by (``PEAK_GIB``) are read from here."""
+    return query_df(_GPU_PEAKS_SQL, [], root)
