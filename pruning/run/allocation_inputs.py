@@ -25,7 +25,7 @@ from pruning.calibration.layer_stats import dlp_unimportance
 from pruning.config.run_config import RunConfig
 from pruning.errors import ConfigError
 from pruning.model.load import LoadedModel
-from pruning.atomic import write_atomic
+from pruning.atomic import exclusive_lock, write_atomic
 from pruning.model.placement import Compute
 from pruning.paths import cache_dir
 from pruning.run.prune import owl_outlier_ratios
@@ -94,10 +94,8 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
     a database of three levels per block: 2 B + 1 evaluations, B blocks). Measured once per
     :func:`kl_slope_key` and kept in ``cache_dir()/kl_slope/`` (every ``kl_spread`` of a sweep reads the same
     slopes; the timings say ``kl_slope`` when measured, ``kl_slope_reused`` when read)."""
-    import numpy as np
-
     from pruning.allocation.evopress import make_ladder
-    from pruning.run.evopress import KLFitness, build_database, check_windows, search_units
+    from pruning.run.evopress import check_windows, search_units
 
     config, a = step.config, step.config.allocation
     _refuse_offload(step, "kl_slope", "measures")
@@ -106,6 +104,20 @@ def kl_slope_inputs(step: AllocationStep) -> dict[str, Any]:
     ladder = make_ladder(names, numel, float(config.pruning.sparsity), 1, a.min_sparsity, a.max_sparsity)
     device = torch.device(step.compute.device)
     key = kl_slope_key(step, ladder.delta)
+    _slopes_path(key).parent.mkdir(parents=True, exist_ok=True)
+    # one measurement per key across workers: the spreads of a sweep start together and wait for the first
+    with exclusive_lock(_slopes_path(key).with_suffix(".lock")):
+        return _measured_slopes(step, key, names, unit_of, ladder, device, a)
+
+
+def _measured_slopes(step: AllocationStep, key: str, names: list[str], unit_of: dict[str, int], ladder: Any,
+                     device: torch.device, a: Any) -> dict[str, dict[int, float]]:
+    """The slopes of ``key`` from the cache, else measured (the body of :func:`kl_slope_inputs`)."""
+    import numpy as np
+
+    from pruning.run.evopress import KLFitness, build_database
+
+    config = step.config
     cached = _read_slopes(key)
     if cached is not None:  # every kl_spread of a sweep shares one measurement
         step.clock.seconds["kl_slope_reused"] = 0.0
