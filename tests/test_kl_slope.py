@@ -118,3 +118,46 @@ def test_a_damaged_slopes_file_is_measured_again(tmp_path, data_dir, monkeypatch
     assert ai._read_slopes("k1") == {0: 1.5, 1: 2.5}
     (tmp_path / "kl_slope" / "k1.json").write_text("{not json")
     assert ai._read_slopes("k1") is None and ai._read_slopes("absent") is None
+
+
+def test_two_spreads_started_together_measure_once(tmp_path, data_dir, monkeypatch) -> None:
+    """Workers of one sweep start its spreads together: the second waits for the first's measurement
+    and reads it (without the lock both measure: build_database is slowed so the two overlap)."""
+    import threading
+    import time
+
+    from pruning.model.synthetic import save_tiny_model_dir
+    from pruning.run import allocation_inputs, evopress
+    from pruning.run.pipeline import execute_run
+
+    monkeypatch.setattr(allocation_inputs, "cache_dir", lambda: tmp_path / "cache")
+    builds: list[float] = []
+    real_build = evopress.build_database
+
+    def slow_build(*args, **kwargs):
+        builds.append(time.monotonic())
+        time.sleep(1.0)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(evopress, "build_database", slow_build)
+    config = RunConfig.from_dict({
+        "model": {"name": str(save_tiny_model_dir(tmp_path / "tiny"))},
+        "calibration": {"dataset": "wiki", "nsamples": 2, "seqlen": 32, "seed": 0},
+        "pruning": {"method": "wanda", "sparsity": 0.6},
+        "allocation": {"strategy": "kl_slope", "kl_spread": 0.1, "evopress_windows": 2},
+        "evaluation": {"perplexity": ["wiki"], "seqlen": 32, "limit_windows": 1},
+    })
+    outcomes: dict[float, object] = {}
+
+    def run(spread: float) -> None:
+        outcomes[spread] = execute_run(config.with_overrides({"allocation.kl_spread": spread}), publish=False)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (0.1, 0.2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1
+    measured = sorted("kl_slope" in o.timings for o in outcomes.values())
+    reused = sorted("kl_slope_reused" in o.timings for o in outcomes.values())
+    assert measured == [False, True] and reused == [False, True]
