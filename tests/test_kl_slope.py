@@ -122,13 +122,24 @@ def test_a_damaged_slopes_file_is_measured_again(tmp_path, data_dir, monkeypatch
 
 def test_two_spreads_started_together_measure_once(tmp_path, data_dir, monkeypatch) -> None:
     """Workers of one sweep start its spreads together: the second waits for the first's measurement
-    and reads it (without the lock both measure: build_database is slowed so the two overlap)."""
+    and reads it (without the lock both measure: build_database is slowed so the two overlap). The two
+    runs are threads of this process, so their model loads are serialised: loading patches module-level
+    state of transformers (empty-weight initialisation) that two loads at once would leave patched."""
     import threading
     import time
 
     from pruning.model.synthetic import save_tiny_model_dir
-    from pruning.run import allocation_inputs, evopress
+    from pruning.run import allocation_inputs, evopress, stages
     from pruning.run.pipeline import execute_run
+
+    one_load = threading.Lock()
+    real_load = stages.load
+
+    def serial_load(*args, **kwargs):
+        with one_load:
+            return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "load", serial_load)
 
     monkeypatch.setattr(allocation_inputs, "cache_dir", lambda: tmp_path / "cache")
     builds: list[float] = []
