@@ -26,11 +26,10 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
-from bench._shapes import DTYPES, add_shape_args  # noqa: E402
+from bench._shapes import add_shape_args, bench_device, random_model  # noqa: E402
 from pruning.model.families import family_for  # noqa: E402
 from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
 from pruning.model.placement import Compute  # noqa: E402
-from pruning.model.synthetic import random_llama  # noqa: E402
 from pruning.run.prune import prune_model, uniform_sparsity  # noqa: E402
 
 log = logging.getLogger("bench.block_profile")
@@ -63,12 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = torch.device(args.device)
+    device = bench_device(args.device)
     cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: no CUDA GPU here; use --device cpu with small settings")
-    model = random_llama(hidden=args.hidden, layers=args.layers, intermediate=args.intermediate, heads=args.heads,
-                         vocab=args.vocab, dtype=DTYPES[args.dtype], device=str(device), seed=0)
+    model = random_model(args, device, args.seqlen)
     loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)
     calib_ids = torch.randint(0, args.vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     compute = Compute(str(device), offload=False, batch_size=args.calib_batch)

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
-from bench._shapes import DTYPES, add_shape_args  # noqa: E402
+from bench._shapes import DTYPES, add_shape_args, bench_device  # noqa: E402
 from pruning.model.families import family_for, prunable_matrices  # noqa: E402
 from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
 from pruning.model.placement import Compute  # noqa: E402
@@ -126,10 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if not exits or any(e not in ("on", "off") for e in exits):
         raise SystemExit(f"--stats-exit {args.stats_exit!r} is invalid; accepted: on, off or on,off")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = torch.device(args.device)
+    device = bench_device(args.device)
     cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: no CUDA GPU here; use --device cpu with small settings")
 
     model = build_model(args, device)
     loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)

@@ -43,12 +43,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
-from bench._shapes import DTYPES, add_shape_args  # noqa: E402
+from bench._shapes import add_shape_args, bench_device, random_model  # noqa: E402
 from bench.prune import mask_digest  # noqa: E402
 from pruning.model.families import family_for, prunable_matrices  # noqa: E402
 from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
 from pruning.model.placement import Compute  # noqa: E402
-from pruning.model.synthetic import random_llama  # noqa: E402
 from pruning.run.prune import prune_model, uniform_sparsity  # noqa: E402
 
 log = logging.getLogger("bench.reference_wanda")
@@ -138,13 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in ("wanda", "sparsegpt") for m in methods):
         raise SystemExit(f"--methods {args.methods!r}: accepted wanda, sparsegpt (comma list)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = torch.device(args.device)
+    device = bench_device(args.device)
     cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: no CUDA GPU here; use --device cpu with small settings")
 
-    model = random_llama(hidden=args.hidden, layers=args.layers, intermediate=args.intermediate, heads=args.heads,
-                         vocab=args.vocab, dtype=DTYPES[args.dtype], device=str(device), seed=0)
+    model = random_model(args, device, args.seqlen)
     model.seqlen = args.seqlen  # what the reference reads
     model.hf_device_map = {}
     loaded = LoadedModel(model, None, family_for(model), ModelSource("local", "random", "random-llama"), "random", 0.0)
