@@ -338,27 +338,33 @@ study() {  # $1 model: validation -> choose -> final -> table, in the study's st
   PRUNING_LAB_DATA=$STORE python3 scripts/allocation_study.py table > "$S/table.md"
 }
 
-speed_7b() {  # issue 20/32's figures on random LLaMA-7B and 70B shapes (timing only)
+speed_7b() {  # issue 20/32's figures on random LLaMA-7B and 70B shapes (timing only), the headline ones first
+  # (a batch cut short keeps them): the reference beside ours, the statistics pass stopped early or not
   local w=(--methods wanda --sparsity 0.7)
-  python3 -m pytest -q -p no:cacheprovider tests/test_prefetch_cuda.py tests/test_streaming.py tests/test_streaming_writer.py \
-    > "$W/speed-cuda-tests.log" 2>&1
+  [[ -d /tmp/wanda-ref/lib || ! -d .gpu/wanda-ref/lib ]] || cp -r .gpu/wanda-ref /tmp/wanda-ref  # carried alone
   if [[ -d /tmp/wanda-ref/lib ]]; then  # the reference beside ours: same weights, same tokens, one process
     python3 bench/reference_wanda.py --repo /tmp/wanda-ref --device cuda --methods wanda --sparsity 0.7 \
       --section reference_wanda_7b --json "$W/reference_wanda.json"
+  fi
+  # the statistics pass stopped at down_proj (on) against the whole block (off): masks by digest
+  python3 bench/prune.py --device cuda --placement gpu "${w[@]}" --stats-exit on,off \
+    --section prune_speed_wanda_gpu --json "$W/wanda_gpu.json"
+  if [[ -d /tmp/wanda-ref/lib ]]; then
     python3 bench/reference_wanda.py --repo /tmp/wanda-ref --device cuda --methods sparsegpt --sparsity 0.7 --layers 4 \
       --section reference_sparsegpt_7b_4blocks --json "$W/reference_sparsegpt.json"
   fi
-  # the statistics pass stopped at down_proj (on) against the whole block (off), batch 1 and 8: masks by digest
-  python3 bench/prune.py --device cuda --placement gpu "${w[@]}" --stats-exit on,off --calib-batch 1,8 \
-    --section prune_speed_wanda_gpu --json "$W/wanda_gpu.json"
+  python3 bench/block_profile.py --device cuda --method wanda --layers 3 --json "$W/block_profile_wanda.json"
   python3 bench/prune.py --device cuda --placement offload "${w[@]}" --section prune_speed_wanda_offload --json "$W/wanda_offload.json"
   python3 bench/prune.py --device cuda --placement offload --methods sparsegpt --sparsity 0.7 --stats-exit on,off \
     --section prune_speed_sparsegpt_offload --json "$W/sparsegpt_offload.json"
+  python3 bench/prune.py --device cuda --placement gpu "${w[@]}" --calib-batch 8 \
+    --section prune_speed_wanda_gpu_batch8 --json "$W/wanda_gpu_batch8.json"
   python3 bench/sparsegpt_profile.py --device cuda --json "$W/sparsegpt_profile.json"
-  python3 bench/block_profile.py --device cuda --method wanda --layers 3 --json "$W/block_profile_wanda.json"
   python3 bench/block_profile.py --device cuda --method sparsegpt --layers 3 --json "$W/block_profile_sparsegpt.json"
   python3 bench/llama70b_shape.py --device cuda --dir /tmp/l70 --blocks 8 --json "$W/llama70b_shape.json"
   rm -rf /tmp/l70
+  python3 -m pytest -q -p no:cacheprovider tests/test_prefetch_cuda.py tests/test_streaming.py tests/test_streaming_writer.py \
+    tests/test_calibration.py > "$W/speed-cuda-tests.log" 2>&1
 }
 
 e2e_7b() {  # one whole `pruning run` on a saved random LLaMA-7B shape (32 blocks, hidden 4096, MLP 11008, fp16;
