@@ -412,7 +412,7 @@ PY
 
 driver() {
   there_env
-  [[ -n ${NO_MPS:-} ]] || pgrep -x nvidia-cuda-mps-control > /dev/null || nvidia-cuda-mps-control -d || echo "MPS did not start"
+  [[ -n ${NO_MPS:-} ]] || pgrep -f nvidia-cuda-mps-control > /dev/null || nvidia-cuda-mps-control -d || echo "MPS did not start"
   local phase
   for phase in "$@"; do
     echo "$phase" > $W/PHASE
