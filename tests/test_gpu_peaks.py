@@ -57,7 +57,7 @@ def test_a_run_records_its_own_peak_not_an_earlier_jobs(tiny_model_dir: Path, da
     assert json.loads(stored)["peak_gpu_gib"] is None
 
     peak = {"bytes": 40 * 2**30}  # what an earlier job left
-    monkeypatch.setattr(pipeline, "_cuda_started", lambda: True)
+    monkeypatch.setattr(pipeline, "cuda_in_use", lambda: True)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: peak.update(bytes=int(3.25 * 2**30)))
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a, **k: peak["bytes"])
     gpu = execute_run(config.with_overrides({"calibration.seed": 1}))

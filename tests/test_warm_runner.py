@@ -278,7 +278,7 @@ def test_a_runner_gives_cached_gpu_memory_back_after_every_job(tiny_dir, data_di
         emptied.append(reserved[0])
         reserved[0] = 1 * GiB  # what the allocator keeps for tensors still alive
 
-    monkeypatch.setattr(warm, "_cuda_in_use", lambda: True)
+    monkeypatch.setattr(warm, "cuda_in_use", lambda: True)
     monkeypatch.setattr(warm, "_cuda_reserved", lambda: reserved[0])
     monkeypatch.setattr(warm, "_empty_cuda_cache", empty_cache)
     short = tmp_path / "short.txt"
@@ -302,6 +302,6 @@ def test_a_runner_gives_cached_gpu_memory_back_after_every_job(tiny_dir, data_di
 
 
 def test_releasing_memory_on_the_cpu_touches_no_cuda(monkeypatch):
-    monkeypatch.setattr(warm, "_cuda_in_use", lambda: False)
+    monkeypatch.setattr(warm, "cuda_in_use", lambda: False)
     monkeypatch.setattr(warm, "_empty_cuda_cache", lambda: pytest.fail("emptied a CUDA cache on the CPU"))
     assert warm.release_job_memory() == 0

@@ -24,6 +24,7 @@ from pruning.model.placement import Compute
 from pruning.run.stages import ProgressFn, Reporter, Stopwatch
 from pruning.store import PublishResult, publish_outcome
 from pruning.run.validation import check_before_work
+from pruning.run.warm import cuda_in_use
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
     outcome = RunOutcome(run_id=config.run_id, config=config)
     clock = Stopwatch()
     started = time.time()
-    if _cuda_started():  # a warm runner's earlier jobs: this run's peak is its own
+    if cuda_in_use():  # a warm runner's earlier jobs: this run's peak is its own
         torch.cuda.reset_peak_memory_stats()
     try:
         _work(config, outcome, clock, Reporter(progress), publish)
@@ -140,16 +141,11 @@ def execute_run(config: RunConfig, progress: ProgressFn | None = None, publish: 
         raise
     finally:
         outcome.timings = {**clock.seconds, "total": time.time() - started}
-        if _cuda_started():
+        if cuda_in_use():
             outcome.peak_gpu_gib = round(torch.cuda.max_memory_reserved() / 2**30, 3)
         if publish:
             _publish(outcome, started)
     return outcome
-
-
-def _cuda_started() -> bool:
-    """Whether this process has started CUDA (its caching allocator then holds memory to measure)."""
-    return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def _publish(outcome: RunOutcome, started: float) -> PublishResult:

@@ -169,7 +169,7 @@ class WarmState:
         return ids.clone(), digest
 
 
-def _cuda_in_use() -> bool:
+def cuda_in_use() -> bool:
     """Whether this process has started CUDA (only then does its caching allocator hold memory)."""
     return torch.cuda.is_available() and torch.cuda.is_initialized()
 
@@ -190,7 +190,7 @@ def release_job_memory(why: str = "job ended") -> int:
     unused blocks back so the other processes on the GPU can allocate them. Logs the reserved memory
     before and after; returns the bytes released (0 on the CPU). ``why`` names the occasion in the log."""
     gc.collect()
-    if not _cuda_in_use():
+    if not cuda_in_use():
         return 0
     before = _cuda_reserved()
     _empty_cuda_cache()
