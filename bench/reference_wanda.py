@@ -44,7 +44,7 @@ from torch import nn  # noqa: E402
 
 from bench._results import emit, markdown_table  # noqa: E402
 from bench._shapes import add_shape_args, bench_device, random_model  # noqa: E402
-from bench.prune import mask_digest  # noqa: E402
+from bench.prune import mask_digest, packed_masks  # noqa: E402
 from pruning.model.families import family_for, prunable_matrices  # noqa: E402
 from pruning.model.load import LoadedModel, ModelSource  # noqa: E402
 from pruning.model.placement import Compute  # noqa: E402
@@ -89,11 +89,6 @@ def import_reference(repo: Path, calib_ids: torch.Tensor) -> types.ModuleType:
     import lib.prune  # noqa: PLC0415  (the reference, imported only here)
 
     return lib.prune
-
-
-def packed_masks(model: nn.Module) -> list[np.ndarray]:
-    """Each prunable matrix's zero pattern, bit-packed on the host (a 7B shape: 0.8 GB)."""
-    return [np.packbits((ref.module.weight.detach() == 0).cpu().numpy()) for ref in prunable_matrices(model)]
 
 
 def zero_fraction(masks: list[np.ndarray], total: int) -> float:
@@ -173,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = packed_masks(model)
         rows.append({"method": method, "code": f"Pruning Lab (calibration batch {args.calib_batch})",
                      "blocks": args.layers, "wall_s": ours_s, "s_per_block": ours_s / args.layers,
-                     "peak_gpu_GiB": ours_peak, "sparsity": zero_fraction(ours, total), "mask_digest": mask_digest(model),
+                     "peak_gpu_GiB": ours_peak, "sparsity": zero_fraction(ours, total), "mask_digest": mask_digest(ours),
                      "mask_agreement": 1.0})
         model.load_state_dict(dense)
         layers = model.model.layers
@@ -188,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         theirs = packed_masks(model)
         rows.append({"method": method, "code": ref_name, "blocks": args.layers, "wall_s": ref_s,
                      "s_per_block": ref_s / args.layers, "peak_gpu_GiB": ref_peak, "sparsity": zero_fraction(theirs, total),
-                     "mask_digest": mask_digest(model), "mask_agreement": agreement(ours, theirs, total)})
+                     "mask_digest": mask_digest(theirs), "mask_agreement": agreement(ours, theirs, total)})
         log.info("%s: ours %.2f s, reference %.2f s, masks agree on %.6f", method, ours_s, ref_s, rows[-1]["mask_agreement"])
 
     shape = (f"{args.layers} blocks x (hidden {args.hidden}, MLP {args.intermediate}, {args.heads} heads), "
